@@ -1,0 +1,123 @@
+//! The plugin API: the traits every pipeline stage implements and the plain data types that
+//! cross their boundaries.
+//!
+//! Architecture invariant: nothing here names a concrete plugin or a Burn type. Stages talk in
+//! plain data (paths, numbers, `Vec<f32>` images) so that a trial can run in a child process,
+//! and later on another machine, with its specification and result as JSON.
+//!
+//! In-tree plugins register a `&'static` value of their trait into the static registry with
+//! [`inventory::submit!`]; the binary names each plugin crate so the linker keeps it.
+
+mod registry;
+mod types;
+
+pub use inventory;
+pub use registry::{
+    AugmenterRegistration, BatchDeducerRegistration, EvaluatorRegistration, NetworkRegistration,
+    TunerRegistration, augmenter, augmenters, batch_deducer, batch_deducers, evaluator,
+    evaluators, network, networks, tuner, tuners,
+};
+pub use types::*;
+
+/// An error a plugin reports.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The input data could not be used.
+    #[error("data: {0}")]
+    Data(String),
+    /// Training failed (diverged, invalid configuration, ...).
+    #[error("training failed: {0}")]
+    Training(String),
+    /// The time budget ran out before anything useful was done.
+    #[error("time budget exhausted: {0}")]
+    Budget(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Anything else, with its message.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Reports progress from inside a stage. Only the CLI prints; plugins call this.
+pub trait Progress: Send + Sync {
+    /// A finished epoch.
+    fn epoch(&self, record: &EpochRecord);
+    /// A free-form status line.
+    fn message(&self, text: &str);
+}
+
+/// A progress sink that drops everything, for tests.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn epoch(&self, _: &EpochRecord) {}
+    fn message(&self, _: &str) {}
+}
+
+/// A network family (U-Net, RetinaNet, ...): trains one model from a [`TrialSpec`] and runs a
+/// trained model on images.
+pub trait NetworkFamily: Send + Sync {
+    /// Short lowercase name used in pipelines and on the leaderboard, such as `unet`.
+    fn name(&self) -> &'static str;
+    /// The task this family solves.
+    fn task(&self) -> Task;
+    /// Backbones this family can be built on; the first is the default.
+    fn backbones(&self) -> &'static [&'static str];
+    /// Trains a model as the spec says, writing its artefacts under `spec.out_dir`.
+    fn train(&self, spec: &TrialSpec, progress: &dyn Progress) -> Result<TrialResult, PluginError>;
+    /// Runs a trained model (its folder as `train` wrote it) on images, writing predictions
+    /// under `out_dir`; returns the files written.
+    fn predict(
+        &self,
+        model_dir: &std::path::Path,
+        images: &[std::path::PathBuf],
+        out_dir: &std::path::Path,
+        backend: &str,
+    ) -> Result<Vec<std::path::PathBuf>, PluginError>;
+}
+
+/// An augmentation: changes one sample, image and labels together, deterministically for a seed.
+pub trait Augmenter: Send + Sync {
+    /// Name used in pipelines.
+    fn name(&self) -> &'static str;
+    /// Applies the augmentation with the given strength (0 = none, 1 = the preset's default).
+    fn apply(&self, sample: &mut AugSample, strength: f32, seed: u64);
+}
+
+/// Chooses a batch size by measuring real training steps through `probe`.
+pub trait BatchDeducer: Send + Sync {
+    /// Name used in pipelines.
+    fn name(&self) -> &'static str;
+    /// Returns the batch size to train with.
+    fn deduce(
+        &self,
+        probe: &mut dyn FnMut(u32) -> Result<StepMeasure, PluginError>,
+        limits: &BatchLimits,
+    ) -> Result<u32, PluginError>;
+}
+
+/// Proposes hyperparameters for the next trial from the trials so far.
+pub trait Tuner: Send + Sync {
+    /// Name used in pipelines.
+    fn name(&self) -> &'static str;
+    /// The next parameters to try, or `None` when the search space is exhausted.
+    fn suggest(&self, space: &SearchSpace, history: &[TrialRecord], seed: u64) -> Option<Params>;
+}
+
+/// Scores predictions for one task and says how to rank models.
+pub trait Evaluator: Send + Sync {
+    /// Name used in pipelines.
+    fn name(&self) -> &'static str;
+    /// The task it scores.
+    fn task(&self) -> Task;
+    /// Metric names it reports; the first is the default ranking metric.
+    fn metrics(&self) -> &'static [&'static str];
+    /// Whether a larger value of `metric` is better.
+    fn higher_is_better(&self, metric: &str) -> bool;
+}

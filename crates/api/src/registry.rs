@@ -1,0 +1,30 @@
+//! The static registry that in-tree plugin crates submit into.
+
+use crate::{Augmenter, BatchDeducer, Evaluator, NetworkFamily, Tuner};
+
+macro_rules! registry {
+    ($reg:ident, $tr:ident, $all:ident, $one:ident, $what:literal) => {
+        #[doc = concat!("Registers a ", $what, ": `inventory::submit!(", stringify!($reg), "(&MyPlugin));`.")]
+        pub struct $reg(pub &'static dyn $tr);
+
+        inventory::collect!($reg);
+
+        #[doc = concat!("Every registered ", $what, ", sorted by name.")]
+        pub fn $all() -> Vec<&'static dyn $tr> {
+            let mut all: Vec<&'static dyn $tr> = inventory::iter::<$reg>.into_iter().map(|r| r.0).collect();
+            all.sort_by_key(|p| p.name());
+            all
+        }
+
+        #[doc = concat!("The registered ", $what, " called `name`.")]
+        pub fn $one(name: &str) -> Option<&'static dyn $tr> {
+            inventory::iter::<$reg>.into_iter().map(|r| r.0).find(|p| p.name() == name)
+        }
+    };
+}
+
+registry!(NetworkRegistration, NetworkFamily, networks, network, "network family");
+registry!(AugmenterRegistration, Augmenter, augmenters, augmenter, "augmentation");
+registry!(BatchDeducerRegistration, BatchDeducer, batch_deducers, batch_deducer, "batch-size deducer");
+registry!(TunerRegistration, Tuner, tuners, tuner, "tuner");
+registry!(EvaluatorRegistration, Evaluator, evaluators, evaluator, "evaluator");

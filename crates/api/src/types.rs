@@ -1,0 +1,248 @@
+//! Plain data at the stage boundaries; all of it serialises to JSON.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The task a network family solves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Bounding boxes.
+    Detection,
+    /// One class per pixel.
+    PixelClassification,
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Task::Detection => "detection",
+            Task::PixelClassification => "pixel-classification",
+        })
+    }
+}
+
+/// How a trial reads its data; mirrors the pipeline's `[data]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DataSpec {
+    /// Dataset folder.
+    pub root: PathBuf,
+    /// Format name, or `None` to detect.
+    pub format: Option<String>,
+    /// Image sub-folder.
+    pub images_dir: Option<String>,
+    /// Validation fraction for a random split.
+    pub val_fraction: f64,
+    /// Mask value to ignore.
+    pub ignore_index: Option<u32>,
+    /// Whether bad samples stop the run.
+    pub fail_on_bad_sample: bool,
+}
+
+/// Everything one training trial needs. Written as JSON for the child process that runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TrialSpec {
+    /// Unique within a run, such as `unet-resnet18-0`.
+    pub id: String,
+    /// Network family name.
+    pub family: String,
+    /// Backbone name.
+    pub backbone: String,
+    /// The data.
+    pub data: DataSpec,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub backend: String,
+    /// Seed for initialisation, shuffling and augmentation.
+    pub seed: u64,
+    /// Batch size, or `None` to deduce it.
+    pub batch_size: Option<u32>,
+    /// Learning rate, or `None` to find it.
+    pub learning_rate: Option<f64>,
+    /// Most epochs.
+    pub max_epochs: u32,
+    /// Early-stopping patience in epochs.
+    pub patience: u32,
+    /// Seconds this trial may spend, evaluation and saving included.
+    pub time_budget_secs: f64,
+    /// Training tile side in pixels, or `None` for the family's default.
+    pub tile_size: Option<u32>,
+    /// Augmentation preset (`default` or `none`).
+    pub augment: String,
+    /// Augmentation strength, 1 = the preset's default.
+    pub augment_strength: f32,
+    /// Further family-specific parameters from the tuner.
+    pub params: Params,
+    /// Folder for this trial's artefacts (weights, curves, metrics).
+    pub out_dir: PathBuf,
+}
+
+/// Hyperparameters by name.
+pub type Params = BTreeMap<String, ParamValue>;
+
+/// One hyperparameter value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// A number.
+    Number(f64),
+    /// A choice.
+    Text(String),
+}
+
+/// One dimension of a tuner's search space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Dimension {
+    /// A number sampled on a log scale.
+    LogUniform {
+        /// Smallest value.
+        low: f64,
+        /// Largest value.
+        high: f64,
+    },
+    /// A number sampled uniformly.
+    Uniform {
+        /// Smallest value.
+        low: f64,
+        /// Largest value.
+        high: f64,
+    },
+    /// One of a list.
+    Choice {
+        /// The options.
+        options: Vec<String>,
+    },
+}
+
+/// A tuner's search space: dimensions by parameter name.
+pub type SearchSpace = BTreeMap<String, Dimension>;
+
+/// What a tuner sees of a past trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// The parameters it ran with.
+    pub params: Params,
+    /// Its ranking metric per epoch, higher is better.
+    pub curve: Vec<f64>,
+    /// Whether it finished.
+    pub complete: bool,
+}
+
+/// One measured training step, for batch-size deduction.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepMeasure {
+    /// Batch size measured.
+    pub batch_size: u32,
+    /// Seconds per step.
+    pub seconds: f64,
+    /// Peak memory in bytes during the step, when known.
+    pub peak_bytes: Option<u64>,
+}
+
+/// Bounds for a batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BatchLimits {
+    /// Never less than this when it fits (batch norm needs a few samples).
+    pub min: u32,
+    /// Never more than this (usually the training-set size).
+    pub max: u32,
+    /// Bytes that may be used, when known.
+    pub free_bytes: Option<u64>,
+    /// Fraction of `free_bytes` to use.
+    pub memory_fraction: f64,
+}
+
+/// One sample as augmentations see it: a CHW image with its labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugSample {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Number of bands.
+    pub bands: u32,
+    /// Band-major pixels, `bands * height * width`.
+    pub image: Vec<f32>,
+    /// Class index per pixel, row-major, for pixel classification.
+    pub mask: Option<Vec<u32>>,
+    /// Boxes as `[xmin, ymin, xmax, ymax]` in pixels, with their class index.
+    pub boxes: Vec<([f32; 4], usize)>,
+}
+
+/// A finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: u32,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Mean validation loss.
+    pub val_loss: f64,
+    /// The ranking metric on the validation split.
+    pub metric: f64,
+    /// Seconds since the trial started.
+    pub elapsed_secs: f64,
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status", content = "reason")]
+pub enum TrialStatus {
+    /// Trained to the end or stopped early on its own.
+    Completed,
+    /// Stopped by the tuner's pruner.
+    Pruned(String),
+    /// Failed; the reason says why.
+    Failed(String),
+    /// Not run; the reason says why.
+    Skipped(String),
+}
+
+/// What a trial hands back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TrialResult {
+    /// How it ended.
+    pub status: TrialStatus,
+    /// Name of the ranking metric.
+    pub metric_name: String,
+    /// The ranking metric of the kept weights.
+    pub metric: Option<f64>,
+    /// Every metric of the kept weights by name.
+    pub metrics: BTreeMap<String, f64>,
+    /// Per-epoch curve.
+    pub epochs: Vec<EpochRecord>,
+    /// Epoch whose weights were kept.
+    pub best_epoch: Option<u32>,
+    /// Batch size actually used.
+    pub batch_size: u32,
+    /// Learning rate actually used.
+    pub learning_rate: f64,
+    /// Seconds spent.
+    pub train_secs: f64,
+    /// Folder holding the trained model, when one was kept.
+    pub model_dir: Option<PathBuf>,
+}
+
+impl TrialResult {
+    /// A result for a trial that produced no model.
+    pub fn without_model(status: TrialStatus, metric_name: &str) -> Self {
+        TrialResult {
+            status,
+            metric_name: metric_name.to_owned(),
+            metric: None,
+            metrics: BTreeMap::new(),
+            epochs: Vec::new(),
+            best_epoch: None,
+            batch_size: 0,
+            learning_rate: 0.0,
+            train_secs: 0.0,
+            model_dir: None,
+        }
+    }
+}

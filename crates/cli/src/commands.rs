@@ -1,0 +1,366 @@
+//! The subcommands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use autodl_api::{EpochRecord, Progress, Task, TrialResult, TrialSpec, TrialStatus};
+use autodl_config::{Auto, Mode, Pipeline, TimeLimit};
+use autodl_core::{ChildRunner, Event};
+use autodl_data::{Format, OnBadSample, ReadOptions};
+
+use crate::Failure;
+use crate::progress::{TrialBars, spinner};
+
+type Outcome = Result<(), Failure>;
+
+/// `autodl data inspect`.
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// The dataset folder.
+    dir: PathBuf,
+    /// Force a format instead of detecting it.
+    #[arg(long)]
+    format: Option<String>,
+    /// Image sub-folder (default `images`).
+    #[arg(long)]
+    images_dir: Option<String>,
+    /// Validation fraction when the dataset has no `splits/` folder.
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+    /// Seed of the random split.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `autodl train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// A dataset folder (the task comes from its format) or a pipeline `.toml` file.
+    input: PathBuf,
+    /// Total wall-clock budget, such as `10m` or `2h`.
+    #[arg(long)]
+    time_limit: Option<TimeLimit>,
+    /// `basic` or `advanced`.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Comma-separated network families (default: every one for the task).
+    #[arg(long, value_delimiter = ',')]
+    networks: Vec<String>,
+    /// Backbone for every network.
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Output folder (default `runs/<dataset name>`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Seed for the split, initialisation and augmentation.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Most epochs per model.
+    #[arg(long)]
+    max_epochs: Option<u32>,
+    /// Fixed batch size instead of deducing one.
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Image sub-folder (for example `images_ms` for multispectral tiles).
+    #[arg(long)]
+    images_dir: Option<String>,
+}
+
+/// `autodl predict`.
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// A model folder (from a run's `trials/` or `best-model/`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Images or folders of images.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Output folder.
+    #[arg(long, default_value = "predictions")]
+    out: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+}
+
+pub fn check(file: &Path) -> Outcome {
+    let pipeline = Pipeline::load(file).map_err(Failure::usage)?;
+    autodl_backend::BackendChoice::resolve_name_only(&pipeline.backend).map_err(Failure::usage)?;
+    for name in &pipeline.train.networks {
+        if autodl_api::network(name).is_none() {
+            return Err(Failure::usage(anyhow!(
+                "{}: unknown network `{name}`; registered networks: {}",
+                file.display(),
+                autodl_api::networks().iter().map(|n| n.name()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    println!("{}: ok", file.display());
+    Ok(())
+}
+
+fn parse_format(name: Option<&str>) -> Result<Option<Format>, Failure> {
+    name.map(|f| f.parse::<Format>().map_err(|e| Failure::usage(anyhow!("{e}")))).transpose()
+}
+
+pub fn inspect(args: &InspectArgs, quiet: bool) -> Outcome {
+    let opts = ReadOptions {
+        format: parse_format(args.format.as_deref())?,
+        images_dir: args.images_dir.clone(),
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+        on_bad_sample: OnBadSample::Skip,
+        ignore_index: None,
+    };
+    let spin = spinner(quiet, "reading and validating images");
+    let ds = autodl_data::open(&args.dir, &opts).with_context(|| format!("cannot read dataset {}", args.dir.display()));
+    spin.finish_and_clear();
+    let ds = ds?;
+    let summary = autodl_data::summarize(&ds).context("cannot summarise dataset")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.to_text());
+    }
+    Ok(())
+}
+
+fn task_of(format: Format) -> Task {
+    match format.task() {
+        autodl_data::Task::Detection => Task::Detection,
+        autodl_data::Task::PixelClassification => Task::PixelClassification,
+    }
+}
+
+/// The pipeline for `train`: read from a file, or built from a dataset folder, then overridden
+/// by the flags.
+fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
+    let is_file = args.input.extension().is_some_and(|e| e == "toml");
+    let mut p = if is_file {
+        Pipeline::load(&args.input).map_err(Failure::usage)?
+    } else {
+        let text = format!("version = 1\n[data]\npath = {}\n", toml_string(&args.input.display().to_string()));
+        Pipeline::parse(&text, Path::new("<command line>")).map_err(Failure::usage)?
+    };
+    if let Some(t) = args.time_limit {
+        p.train.time_limit = t;
+    }
+    if let Some(m) = &args.mode {
+        p.train.mode = match m.as_str() {
+            "basic" => Mode::Basic,
+            "advanced" => Mode::Advanced,
+            other => return Err(Failure::usage(anyhow!("unknown mode `{other}`: use basic or advanced"))),
+        };
+    }
+    if !args.networks.is_empty() {
+        p.train.networks = args.networks.clone();
+    }
+    if let Some(b) = &args.backbone {
+        p.train.backbone = Some(b.clone());
+    }
+    if let Some(b) = &args.backend {
+        p.backend = b.clone();
+    }
+    if let Some(s) = args.seed {
+        p.seed = s;
+    }
+    if let Some(e) = args.max_epochs {
+        p.train.max_epochs = e.max(1);
+    }
+    if let Some(b) = args.batch_size {
+        p.train.batch_size = Auto::Fixed(b.max(1));
+    }
+    if let Some(d) = &args.images_dir {
+        p.data.images_dir = Some(d.clone());
+    }
+    if let Some(o) = &args.out {
+        p.out = Some(o.clone());
+    }
+    Ok(p)
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
+    let pipeline = pipeline_for(args)?;
+    autodl_backend::BackendChoice::resolve(&pipeline.backend).map_err(Failure::usage)?;
+    let mut bars = TrialBars::new(quiet);
+
+    // Read and validate the data once here, so bad samples are reported before any training.
+    let opts = ReadOptions {
+        format: parse_format(pipeline.data.format.as_deref())?,
+        images_dir: pipeline.data.images_dir.clone(),
+        val_fraction: pipeline.data.val_fraction,
+        seed: pipeline.seed,
+        on_bad_sample: match pipeline.data.on_bad_sample {
+            autodl_config::OnBadSample::Skip => OnBadSample::Skip,
+            autodl_config::OnBadSample::Fail => OnBadSample::Fail,
+        },
+        ignore_index: pipeline.data.ignore_index,
+    };
+    let spin = spinner(quiet, "reading and validating images");
+    let ds = autodl_data::open(&pipeline.data.path, &opts);
+    spin.finish_and_clear();
+    let ds = ds.with_context(|| format!("cannot read dataset {}", pipeline.data.path.display()))?;
+    for bad in &ds.skipped {
+        bars.line(&format!("warning: skipped {bad}"));
+    }
+    let task = task_of(ds.format);
+    if let Some(t) = pipeline.task {
+        let asked = match t {
+            autodl_config::TaskKind::Detection => Task::Detection,
+            autodl_config::TaskKind::PixelClassification => Task::PixelClassification,
+        };
+        if asked != task {
+            return Err(Failure::usage(anyhow!("the pipeline asks for {asked} but {} holds {} data", pipeline.data.path.display(), ds.format)));
+        }
+    }
+    if pipeline.train.mode == Mode::Advanced {
+        bars.line("note: advanced mode (tuning) is not implemented yet; running basic mode");
+    }
+    let name = pipeline.name.clone().unwrap_or_else(|| {
+        pipeline.data.path.file_name().map_or_else(|| "run".to_owned(), |n| n.to_string_lossy().into_owned())
+    });
+    let out = pipeline.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let plan = autodl_core::plan(&pipeline, task, out.clone()).map_err(Failure::usage)?;
+    bars.line(&format!(
+        "{} data ({}, {} train / {} val), {} network(s), time limit {}, backend {}, output {}",
+        task,
+        ds.format,
+        ds.train.len(),
+        ds.val.len(),
+        plan.trials.len(),
+        pipeline.train.time_limit,
+        pipeline.backend,
+        out.display()
+    ));
+    let exe = std::env::current_exe().context("cannot find the autodl binary to start trials")?;
+    let runner = ChildRunner { exe, grace_secs: 30.0 };
+    let higher = higher_is_better(task);
+    let mut board = autodl_core::run_plan(&plan, &runner, &mut |spec, ev| bars.event(spec, ev), higher)?;
+    bars.finish();
+    board.rank();
+    board.write(&out).with_context(|| format!("cannot write the leaderboard into {}", out.display()))?;
+    if let Some(best) = board.best()
+        && let Some(dir) = &best.model_dir
+    {
+        copy_dir(Path::new(dir), &out.join("best-model")).context("cannot copy the best model")?;
+    }
+    println!("{}", board.to_markdown());
+    println!("leaderboard: {}", out.join("leaderboard.md").display());
+    match board.best() {
+        Some(best) => {
+            println!("best model: {} ({} {:.4}) in {}", best.id, best.metric_name, best.metric.unwrap_or(f64::NAN), out.join("best-model").display());
+            Ok(())
+        }
+        None => Err(anyhow!("no network finished training; see the leaderboard for the reasons").into()),
+    }
+}
+
+fn higher_is_better(task: Task) -> bool {
+    autodl_api::evaluators()
+        .into_iter()
+        .find(|e| e.task() == task)
+        .is_none_or(|e| e.metrics().first().is_none_or(|m| e.higher_is_better(m)))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn predict(args: &PredictArgs) -> Outcome {
+    let meta_path = args.model.join("model.json");
+    let text = std::fs::read_to_string(&meta_path)
+        .with_context(|| format!("{} is not a model folder (no model.json)", args.model.display()))
+        .map_err(Failure::usage)?;
+    let meta: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", meta_path.display()))?;
+    let family_name = meta.get("family").and_then(|f| f.as_str()).ok_or_else(|| anyhow!("{}: no family", meta_path.display()))?;
+    let family = autodl_api::network(family_name)
+        .ok_or_else(|| anyhow!("the model needs network `{family_name}`, which this binary lacks"))?;
+    let mut images = Vec::new();
+    for path in &args.images {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot list {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_lowercase().as_str(), "png" | "jpg" | "jpeg" | "tif" | "tiff")))
+                .collect();
+            found.sort();
+            images.extend(found);
+        } else {
+            images.push(path.clone());
+        }
+    }
+    let written = family.predict(&args.model, &images, &args.out, &args.backend)?;
+    for path in &written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+pub fn plugins() -> Outcome {
+    println!("backends: {}", autodl_backend::compiled().join(", "));
+    for n in autodl_api::networks() {
+        println!("network {:<12} {:<22} backbones: {}", n.name(), n.task().to_string(), n.backbones().join(", "));
+    }
+    for a in autodl_api::augmenters() {
+        println!("augmentation {}", a.name());
+    }
+    for b in autodl_api::batch_deducers() {
+        println!("batch-size deducer {}", b.name());
+    }
+    for t in autodl_api::tuners() {
+        println!("tuner {}", t.name());
+    }
+    for e in autodl_api::evaluators() {
+        println!("evaluator {} ({}): {}", e.name(), e.task(), e.metrics().join(", "));
+    }
+    Ok(())
+}
+
+/// Prints events as JSON lines for the parent process.
+struct JsonLines;
+
+impl JsonLines {
+    fn send(event: &Event) {
+        if let Ok(line) = serde_json::to_string(event) {
+            println!("{line}");
+        }
+    }
+}
+
+impl Progress for JsonLines {
+    fn epoch(&self, record: &EpochRecord) {
+        JsonLines::send(&Event::Epoch(record.clone()));
+    }
+    fn message(&self, text: &str) {
+        JsonLines::send(&Event::Message { text: text.to_owned() });
+    }
+}
+
+pub fn trial(spec_path: &Path) -> Outcome {
+    let text = std::fs::read_to_string(spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let spec: TrialSpec = serde_json::from_str(&text).with_context(|| format!("{}: invalid trial spec", spec_path.display()))?;
+    let family = autodl_api::network(&spec.family).ok_or_else(|| anyhow!("unknown network `{}`", spec.family))?;
+    let result = family.train(&spec, &JsonLines).unwrap_or_else(|e| {
+        TrialResult::without_model(TrialStatus::Failed(e.to_string()), "metric")
+    });
+    let failed = matches!(result.status, TrialStatus::Failed(_));
+    JsonLines::send(&Event::Result(result));
+    if failed { Err(Failure { code: 1, error: anyhow!("trial {} failed", spec.id) }) } else { Ok(()) }
+}

@@ -1,0 +1,100 @@
+//! `autodl`: point it at a folder of labelled images; it trains, tunes and ranks networks.
+//!
+//! A thin binary over the library crates: it parses arguments, prints, owns the progress bars,
+//! and maps outcomes to exit codes (0 success, 1 run failed, 2 usage or configuration error).
+
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+// The plugin crates register themselves; naming them keeps the linker from dropping them.
+use autodl_augment as _;
+use autodl_batch_throughput as _;
+use autodl_tuner_random as _;
+use autodl_unet as _;
+
+/// AutoDL for imagery: train, tune and rank detection and pixel-classification networks.
+#[derive(Parser, Debug)]
+#[command(name = "autodl", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Print nothing but errors and the final result.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a pipeline file without touching a device.
+    Check {
+        /// The pipeline TOML file.
+        file: PathBuf,
+    },
+    /// Look at a dataset.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Train, rank and keep networks for a dataset folder or a pipeline file.
+    Train(commands::TrainArgs),
+    /// Run a trained model on images.
+    Predict(commands::PredictArgs),
+    /// List the compiled-in plugins and backends.
+    Plugins,
+    /// Run one trial from a JSON spec (used by `train`, one child process per trial).
+    #[command(hide = true)]
+    Trial {
+        /// The trial spec written by the orchestrator.
+        #[arg(long)]
+        spec: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCommand {
+    /// Report format, splits, classes, sizes and bad samples.
+    Inspect(commands::InspectArgs),
+}
+
+/// An error with the exit code it maps to.
+pub struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// A usage or configuration error (exit code 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: 2, error: error.into() }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure { code: 1, error: error.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Check { file } => commands::check(&file),
+        Command::Data { command: DataCommand::Inspect(args) } => commands::inspect(&args, cli.quiet),
+        Command::Train(args) => commands::train(&args, cli.quiet),
+        Command::Predict(args) => commands::predict(&args),
+        Command::Plugins => commands::plugins(),
+        Command::Trial { spec } => commands::trial(&spec),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Drives the real `autodl` binary in temporary folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn autodl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_autodl")).args(args).output().expect("run autodl")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shared(name: &str) -> String {
+    let p = repo().join("../shared/data").join(name);
+    assert!(p.is_dir(), "{} is missing: the tests need ../shared/data beside the repo", p.display());
+    p.display().to_string()
+}
+
+#[test]
+fn every_example_pipeline_checks() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let o = autodl(&["check", path.to_str().unwrap()]);
+            assert!(o.status.success(), "{}: {}", path.display(), text(&o));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected a pipeline per task in configs/");
+}
+
+#[test]
+fn misspelt_key_is_a_config_error_with_line_and_valid_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, "version = 1\n\n[data]\npath = \"x\"\nval-fraktion = 0.3\n").unwrap();
+    let o = autodl(&["check", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("p.toml:5:1"), "{t}");
+    assert!(t.contains("val-fraktion") && t.contains("`val-fraction`") && t.contains("`images-dir`"), "{t}");
+}
+
+#[test]
+fn missing_backend_is_a_clean_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, "version = 1\nbackend = \"tpu\"\n[data]\npath = \"x\"\n").unwrap();
+    let o = autodl(&["check", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("unknown backend `tpu`"), "{}", text(&o));
+    if !cfg!(feature = "cuda") {
+        std::fs::write(&file, "version = 1\nbackend = \"cuda:0\"\n[data]\npath = \"x\"\n").unwrap();
+        let o = autodl(&["check", file.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o).contains("--features cuda"), "{}", text(&o));
+    }
+}
+
+#[test]
+fn inspect_trees_voc() {
+    let o = autodl(&["data", "inspect", &shared("trees_voc"), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    let flat = v.to_string();
+    assert!(flat.contains("pascal-voc"), "{flat}");
+    let o = autodl(&["data", "inspect", &shared("trees_voc")]);
+    let t = text(&o);
+    assert!(t.contains("37") && t.contains("679") && t.contains("557") && t.contains("122"), "{t}");
+}
+
+#[test]
+fn inspect_nc_landcover() {
+    let o = autodl(&["data", "inspect", &shared("nc_landcover")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    for n in ["42", "33", "38843", "59064", "9782", "15443"] {
+        assert!(t.contains(n), "missing {n} in:\n{t}");
+    }
+}
+
+#[test]
+fn unknown_dataset_layout_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = autodl(&["data", "inspect", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains(dir.path().to_str().unwrap()), "{}", text(&o));
+}
+
+/// Writes a tiny classified-tiles dataset: bright squares are class 2 on class 1 ground.
+fn tiny_tiles(root: &Path) {
+    for d in ["images", "labels"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("classes.txt"), "0 nodata\n1 ground\n2 roof\n").unwrap();
+    for i in 0..10u32 {
+        let (x0, y0) = ((i * 3) % 16, (i * 5) % 16);
+        let img = image::RgbImage::from_fn(32, 32, |x, y| {
+            let inside = (x0..x0 + 12).contains(&x) && (y0..y0 + 12).contains(&y);
+            let v = if inside { 200 } else { 40 } as u8;
+            image::Rgb([v, v.wrapping_add((x * 2) as u8), v])
+        });
+        img.save(root.join(format!("images/t{i}.png"))).unwrap();
+        let mask = image::GrayImage::from_fn(32, 32, |x, y| {
+            let inside = (x0..x0 + 12).contains(&x) && (y0..y0 + 12).contains(&y);
+            image::Luma([if y == 0 { 0 } else if inside { 2 } else { 1 }])
+        });
+        mask.save(root.join(format!("labels/t{i}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn train_then_predict_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    let out = dir.path().join("run");
+    let o = autodl(&[
+        "train", data.to_str().unwrap(), "--time-limit", "90s", "--max-epochs", "3",
+        "--out", out.to_str().unwrap(), "--networks", "unet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["leaderboard.csv", "leaderboard.json", "leaderboard.md", "best-model/model.json", "best-model/model.mpk"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let board: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap()).unwrap();
+    let row = &board[0];
+    assert_eq!(row["status"], "completed", "{board}");
+    assert!(row["batch-size"].as_u64().unwrap() >= 1);
+    assert!(row["learning-rate"].as_f64().unwrap() > 0.0);
+
+    // Resume: the finished trial is not trained again.
+    let o = autodl(&["train", data.to_str().unwrap(), "--time-limit", "90s", "--max-epochs", "3", "--out", out.to_str().unwrap(), "--networks", "unet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not trained again"), "{}", text(&o));
+
+    let pred = dir.path().join("pred");
+    let img = data.join("images/t3.png");
+    let o = autodl(&["predict", "--model", out.join("best-model").to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mask = image::open(pred.join("t3.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (32, 32));
+    assert!(mask.pixels().all(|p| p[0] == 1 || p[0] == 2), "predicted values must be class values");
+    assert!(pred.join("t3_preview.png").is_file());
+}
+
+#[test]
+fn a_failing_network_is_recorded_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    let out = dir.path().join("run");
+    // A backbone the family lacks: the network is recorded as skipped with the reason.
+    let o = autodl(&["train", data.to_str().unwrap(), "--time-limit", "30s", "--backbone", "vgg99", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let md = std::fs::read_to_string(out.join("leaderboard.md")).unwrap();
+    assert!(md.contains("no backbone `vgg99`"), "{md}");
+}

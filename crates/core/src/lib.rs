@@ -1,0 +1,19 @@
+//! The orchestrator: turns a pipeline into trials, runs each trial in a child process within
+//! the time budget, and ranks the results on a leaderboard.
+//!
+//! Architecture invariant: the core names no concrete plugin. It sees network families only
+//! through the registry in `autodl-api`, and trials only as JSON crossing a process boundary.
+
+mod leaderboard;
+mod plan;
+mod runner;
+
+pub use leaderboard::{Leaderboard, Row};
+pub use plan::{Plan, PlanError, plan};
+pub use runner::{ChildRunner, Event, RunError, TrialRunner, run_plan};
+
+/// Writes `value` as pretty JSON to `path`.
+pub(crate) fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
+}

@@ -1,0 +1,87 @@
+//! The orchestrator survives trials that die, resumes finished ones and shares the budget.
+
+use std::path::{Path, PathBuf};
+
+use autodl_api::{DataSpec, Params, Task, TrialResult, TrialSpec, TrialStatus};
+use autodl_core::{ChildRunner, Event, Plan, TrialRunner, run_plan};
+
+fn spec(id: &str, out: &Path) -> TrialSpec {
+    TrialSpec {
+        id: id.to_owned(),
+        family: "fake".to_owned(),
+        backbone: "none".to_owned(),
+        data: DataSpec { root: PathBuf::from("x"), format: None, images_dir: None, val_fraction: 0.2, ignore_index: None, fail_on_bad_sample: false },
+        backend: "cpu".to_owned(),
+        seed: 1,
+        batch_size: None,
+        learning_rate: None,
+        max_epochs: 1,
+        patience: 1,
+        time_budget_secs: 0.0,
+        tile_size: None,
+        augment: "none".to_owned(),
+        augment_strength: 1.0,
+        params: Params::new(),
+        out_dir: out.join("trials").join(id),
+    }
+}
+
+fn plan(out: &Path, ids: &[&str]) -> Plan {
+    Plan {
+        task: Task::PixelClassification,
+        out: out.to_owned(),
+        time_limit_secs: 600.0,
+        trials: ids.iter().map(|id| spec(id, out)).collect(),
+        skipped: vec![],
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_dying_child_process_is_recorded_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // `sh trial --spec FILE` fails at once: sh cannot open a script called `trial`.
+    let runner = ChildRunner { exe: PathBuf::from("/bin/sh"), grace_secs: 5.0 };
+    let board = run_plan(&plan(dir.path(), &["a", "b"]), &runner, &mut |_, _| {}, true).unwrap();
+    assert_eq!(board.rows.len(), 2, "both trials were attempted");
+    for row in &board.rows {
+        assert_eq!(row.status, "failed");
+        assert!(row.reason.contains("trial"), "reason names what went wrong: {}", row.reason);
+    }
+}
+
+/// A runner that counts its calls and fails with out-of-memory above batch size 4.
+struct Fake {
+    calls: std::cell::RefCell<Vec<(String, Option<u32>)>>,
+}
+
+impl TrialRunner for Fake {
+    fn run(&self, spec: &TrialSpec, _: &Path, _: &mut dyn FnMut(&TrialSpec, &Event)) -> TrialResult {
+        self.calls.borrow_mut().push((spec.id.clone(), spec.batch_size));
+        if spec.batch_size.is_none_or(|b| b > 4) {
+            let mut r = TrialResult::without_model(TrialStatus::Failed("CUDA out of memory".into()), "miou");
+            r.batch_size = 8;
+            return r;
+        }
+        let mut r = TrialResult::without_model(TrialStatus::Completed, "miou");
+        r.metric = Some(0.5);
+        r.batch_size = spec.batch_size.unwrap_or(0);
+        r
+    }
+}
+
+#[test]
+fn out_of_memory_is_retried_at_half_batch_and_finished_trials_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake { calls: Default::default() };
+    let p = plan(dir.path(), &["a"]);
+    let board = run_plan(&p, &fake, &mut |_, _| {}, true).unwrap();
+    assert_eq!(*fake.calls.borrow(), vec![("a".to_owned(), None), ("a".to_owned(), Some(4))]);
+    assert_eq!(board.rows[0].status, "completed");
+    assert_eq!(board.rows[0].batch_size, None, "no model folder, so no batch is reported");
+
+    // Second run: the finished trial is read back, not run again.
+    let board = run_plan(&p, &fake, &mut |_, _| {}, true).unwrap();
+    assert_eq!(fake.calls.borrow().len(), 2);
+    assert_eq!(board.rows[0].metric, Some(0.5));
+}

@@ -1,0 +1,39 @@
+//! Training loops shared by the network-family plugins, generic over the Burn backend.
+//!
+//! A family crate supplies a model (a Burn `Module` that maps a `[N, bands, H, W]` batch to
+//! per-pixel logits) and calls [`seg::train`]; this crate does the rest: reading and
+//! normalising the data, augmentation through the registry, batch-size deduction through a
+//! registered deducer, the learning-rate finder, the schedule, early stopping within the time
+//! budget, evaluation over one confusion matrix, and writing the model folder.
+
+pub mod lr_find;
+pub mod model_dir;
+pub mod predict;
+pub mod seg;
+
+mod loss;
+
+pub use loss::masked_cross_entropy;
+
+/// Marks a pixel the loss and the metrics ignore, in targets given to this crate.
+pub const IGNORE: u32 = u32::MAX;
+
+/// Ranks pixel classifiers: mean IoU over the classes present in the validation truth.
+pub struct SegmentationEvaluator;
+
+autodl_api::inventory::submit!(autodl_api::EvaluatorRegistration(&SegmentationEvaluator));
+
+impl autodl_api::Evaluator for SegmentationEvaluator {
+    fn name(&self) -> &'static str {
+        "segmentation"
+    }
+    fn task(&self) -> autodl_api::Task {
+        autodl_api::Task::PixelClassification
+    }
+    fn metrics(&self) -> &'static [&'static str] {
+        &["miou", "accuracy", "dice"]
+    }
+    fn higher_is_better(&self, _metric: &str) -> bool {
+        true
+    }
+}

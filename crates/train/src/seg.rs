@@ -1,0 +1,619 @@
+//! Pixel-classification training, generic over the backend and the network.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use autodl_api::{
+    AugSample, BatchLimits, DataSpec, EpochRecord, PluginError, Progress, StepMeasure,
+    TrialResult, TrialSpec, TrialStatus,
+};
+use autodl_data::{ClassInfo, Format, OnBadSample, ReadOptions};
+use autodl_metrics::{ConfusionMatrix, SegMetrics};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+use crate::IGNORE;
+use crate::lr_find;
+use crate::masked_cross_entropy;
+use crate::model_dir::ModelMeta;
+
+/// A network that maps `[N, bands, H, W]` to per-pixel logits `[N, classes, H, W]`.
+pub trait SegNet<B: Backend>: Module<B> {
+    /// Logits for a batch. `H` and `W` are multiples of the family's size multiple.
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4>;
+}
+
+/// What a family tells the loop about its network.
+#[derive(Debug, Clone)]
+pub struct FamilyOptions {
+    /// Input sides must be multiples of this (the network's total stride).
+    pub size_multiple: usize,
+    /// Tile side when the spec gives none and the images are larger.
+    pub default_tile: u32,
+    /// Family-specific parameters recorded in `model.json`.
+    pub params: autodl_api::Params,
+}
+
+/// One image and its target, normalised and ready to batch.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Width.
+    pub width: usize,
+    /// Height.
+    pub height: usize,
+    /// Normalised band-major pixels.
+    pub image: Vec<f32>,
+    /// Class index per pixel, or [`IGNORE`].
+    pub target: Vec<u32>,
+}
+
+/// A pixel-classification dataset in memory.
+#[derive(Debug, Clone)]
+pub struct SegData {
+    /// Bands per image.
+    pub bands: usize,
+    /// Classes in logit order.
+    pub classes: Vec<ClassInfo>,
+    /// Mask value that is ignored.
+    pub ignore_index: Option<u32>,
+    /// Per-band means of the training split.
+    pub mean: Vec<f32>,
+    /// Per-band standard deviations of the training split.
+    pub std: Vec<f32>,
+    /// Training items.
+    pub train: Vec<Item>,
+    /// Validation items.
+    pub val: Vec<Item>,
+}
+
+fn data_err(e: impl std::fmt::Display) -> PluginError {
+    PluginError::Data(e.to_string())
+}
+
+/// Reads options for `autodl-data` from a trial's data spec.
+pub fn read_options(spec: &DataSpec, seed: u64) -> Result<ReadOptions, PluginError> {
+    let format = match &spec.format {
+        Some(f) => Some(f.parse::<Format>().map_err(data_err)?),
+        None => None,
+    };
+    Ok(ReadOptions {
+        format,
+        images_dir: spec.images_dir.clone(),
+        val_fraction: spec.val_fraction,
+        seed,
+        on_bad_sample: if spec.fail_on_bad_sample { OnBadSample::Fail } else { OnBadSample::Skip },
+        ignore_index: spec.ignore_index,
+    })
+}
+
+/// Reads the dataset, maps mask values to class indices and normalises every band with the
+/// training split's statistics.
+pub fn load_data(spec: &DataSpec, seed: u64) -> Result<SegData, PluginError> {
+    let ds = autodl_data::open(&spec.root, &read_options(spec, seed)?).map_err(data_err)?;
+    if ds.task != autodl_data::Task::PixelClassification {
+        return Err(PluginError::Data(format!(
+            "{} holds {} data, not classified tiles",
+            spec.root.display(),
+            ds.format
+        )));
+    }
+    let index: HashMap<u32, u32> =
+        ds.classes.iter().enumerate().map(|(i, c)| (c.value, i as u32)).collect();
+    let load = |samples: &[autodl_data::Sample]| -> Result<Vec<(autodl_data::Image, Vec<u32>)>, PluginError> {
+        samples
+            .par_iter()
+            .map(|s| {
+                let image = autodl_data::load_image(&s.image).map_err(data_err)?;
+                let label = s.label.as_ref().ok_or_else(|| {
+                    PluginError::Data(format!("{}: no label", s.image.display()))
+                })?;
+                let mask = autodl_data::load_mask(label).map_err(data_err)?;
+                let target = mask
+                    .data
+                    .iter()
+                    .map(|v| index.get(v).copied().unwrap_or(IGNORE))
+                    .collect();
+                Ok((image, target))
+            })
+            .collect()
+    };
+    let train = load(&ds.train)?;
+    let val = load(&ds.val)?;
+    let bands = train.first().map_or(0, |(img, _)| img.bands as usize);
+    if let Some((img, _)) = train.iter().chain(&val).find(|(img, _)| img.bands as usize != bands) {
+        return Err(PluginError::Data(format!(
+            "images have different band counts ({} and {bands})",
+            img.bands
+        )));
+    }
+    let (mean, std) = band_stats(train.iter().map(|(img, _)| img), bands);
+    let to_items = |v: Vec<(autodl_data::Image, Vec<u32>)>| -> Vec<Item> {
+        v.into_iter()
+            .map(|(img, target)| {
+                let plane = (img.width * img.height) as usize;
+                let mut image = img.data;
+                for (b, chunk) in image.chunks_mut(plane).enumerate() {
+                    for x in chunk {
+                        *x = (*x - mean[b]) / std[b];
+                    }
+                }
+                Item { width: img.width as usize, height: img.height as usize, image, target }
+            })
+            .collect()
+    };
+    Ok(SegData {
+        bands,
+        classes: ds.classes.clone(),
+        ignore_index: ds.ignore_index,
+        mean: mean.clone(),
+        std: std.clone(),
+        train: to_items(train),
+        val: to_items(val),
+    })
+}
+
+/// Per-band mean and standard deviation (floored at 1e-6) over every pixel.
+pub fn band_stats<'a>(
+    images: impl Iterator<Item = &'a autodl_data::Image>,
+    bands: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut sum = vec![0f64; bands];
+    let mut sq = vec![0f64; bands];
+    let mut n = 0f64;
+    for img in images {
+        let plane = (img.width * img.height) as usize;
+        for (b, chunk) in img.data.chunks(plane).enumerate().take(bands) {
+            for &x in chunk {
+                sum[b] += x as f64;
+                sq[b] += (x as f64) * (x as f64);
+            }
+        }
+        n += plane as f64;
+    }
+    let n = n.max(1.0);
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let std = sq
+        .iter()
+        .zip(&sum)
+        .map(|(q, s)| ((q / n - (s / n).powi(2)).max(0.0).sqrt().max(1e-6)) as f32)
+        .collect();
+    (mean, std)
+}
+
+/// A seed for one (run seed, epoch, sample) triple, the same whatever the thread count.
+pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
+    // SplitMix64 over the three values: cheap, well mixed, no shared state.
+    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Augmentation names in the `default` preset for pixel classification.
+pub const DEFAULT_AUGMENT: &[&str] = &["dihedral", "brightness-contrast"];
+
+/// Cuts a `tile`-sided training sample from `item` at a seeded random place, pads with ignored
+/// pixels when the image is smaller, and applies the augmentations.
+fn make_sample(item: &Item, bands: usize, tile: usize, seed: u64, augment: &[&dyn autodl_api::Augmenter], strength: f32) -> AugSample {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x0 = if item.width > tile { rng.random_range(0..=item.width - tile) } else { 0 };
+    let y0 = if item.height > tile { rng.random_range(0..=item.height - tile) } else { 0 };
+    let mut image = vec![0f32; bands * tile * tile];
+    let mut mask = vec![IGNORE; tile * tile];
+    let (cw, ch) = (tile.min(item.width), tile.min(item.height));
+    for y in 0..ch {
+        let src = (y0 + y) * item.width + x0;
+        mask[y * tile..y * tile + cw].copy_from_slice(&item.target[src..src + cw]);
+        for b in 0..bands {
+            let plane = b * item.width * item.height;
+            let dst = b * tile * tile + y * tile;
+            image[dst..dst + cw].copy_from_slice(&item.image[plane + src..plane + src + cw]);
+        }
+    }
+    let mut sample = AugSample {
+        width: tile as u32,
+        height: tile as u32,
+        bands: bands as u32,
+        image,
+        mask: Some(mask),
+        boxes: Vec::new(),
+    };
+    for (k, aug) in augment.iter().enumerate() {
+        aug.apply(&mut sample, strength, sample_seed(seed, 1, k as u64));
+    }
+    sample
+}
+
+/// Stacks samples into an image tensor and a target tensor (ignored pixels as -1).
+fn to_tensors<B: Backend>(samples: &[AugSample], device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 3, Int>) {
+    let n = samples.len();
+    let (b, h, w) = samples
+        .first()
+        .map_or((0, 0, 0), |s| (s.bands as usize, s.height as usize, s.width as usize));
+    let mut images = Vec::with_capacity(n * b * h * w);
+    let mut targets = Vec::with_capacity(n * h * w);
+    for s in samples {
+        images.extend_from_slice(&s.image);
+        if let Some(mask) = &s.mask {
+            targets.extend(mask.iter().map(|&v| if v == IGNORE { -1i64 } else { v as i64 }));
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(images, [n, b, h, w]), device),
+        Tensor::from_data(TensorData::new(targets, [n, h, w]), device),
+    )
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+/// Validation loss and confusion matrix of `model` over `items`, batched by image size.
+pub fn evaluate<B: Backend, M: SegNet<B>>(
+    model: &M,
+    items: &[Item],
+    bands: usize,
+    classes: usize,
+    batch: usize,
+    size_multiple: usize,
+    device: &B::Device,
+) -> Result<(f64, ConfusionMatrix), PluginError> {
+    let mut cm = ConfusionMatrix::new(classes);
+    let mut groups: HashMap<(usize, usize), Vec<&Item>> = HashMap::new();
+    for item in items {
+        groups.entry((item.width, item.height)).or_default().push(item);
+    }
+    let mut keys: Vec<_> = groups.keys().copied().collect();
+    keys.sort_unstable();
+    let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+    for key in keys {
+        let group = &groups[&key];
+        let (w, h) = key;
+        let pw = w.div_ceil(size_multiple) * size_multiple;
+        let ph = h.div_ceil(size_multiple) * size_multiple;
+        for chunk in group.chunks(batch.max(1)) {
+            let samples: Vec<AugSample> = chunk.iter().map(|it| pad(it, bands, pw, ph)).collect();
+            let (x, y) = to_tensors::<B>(&samples, device);
+            let logits = model.forward(x);
+            let loss = scalar(masked_cross_entropy(logits.clone(), y));
+            loss_sum += loss * chunk.len() as f64;
+            loss_n += chunk.len();
+            let pred: Vec<u32> = logits.argmax(1).into_data().iter::<i64>().map(|v| v as u32).collect();
+            for (i, s) in samples.iter().enumerate() {
+                let truth = s.mask.as_deref().unwrap_or(&[]);
+                cm.add(truth, &pred[i * pw * ph..(i + 1) * pw * ph], Some(IGNORE)).map_err(|e| PluginError::Training(e.to_string()))?;
+            }
+        }
+    }
+    Ok((loss_sum / loss_n.max(1) as f64, cm))
+}
+
+/// Pads an item to `pw x ph` with zero pixels and ignored targets.
+fn pad(item: &Item, bands: usize, pw: usize, ph: usize) -> AugSample {
+    let mut image = vec![0f32; bands * pw * ph];
+    let mut mask = vec![IGNORE; pw * ph];
+    for y in 0..item.height {
+        let src = y * item.width;
+        mask[y * pw..y * pw + item.width].copy_from_slice(&item.target[src..src + item.width]);
+        for b in 0..bands {
+            let s = b * item.width * item.height + src;
+            let d = b * pw * ph + y * pw;
+            image[d..d + item.width].copy_from_slice(&item.image[s..s + item.width]);
+        }
+    }
+    AugSample { width: pw as u32, height: ph as u32, bands: bands as u32, image, mask: Some(mask), boxes: Vec::new() }
+}
+
+/// Peak resident memory of this process in bytes since the last reset, on Linux.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn reset_peak_rss() {
+    // Writing 5 to clear_refs resets VmHWM (Linux 4.0+); failure only makes the figure coarser.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Free memory for batch deduction: available RAM on the CPU backend.
+fn free_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+struct Trainer<'a> {
+    data: &'a SegData,
+    tile: usize,
+    augment: Vec<&'static dyn autodl_api::Augmenter>,
+    strength: f32,
+    seed: u64,
+}
+
+impl Trainer<'_> {
+    fn batch<B: Backend>(&self, indices: &[usize], epoch: u64, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 3, Int>) {
+        let samples: Vec<AugSample> = indices
+            .par_iter()
+            .map(|&i| {
+                make_sample(&self.data.train[i], self.data.bands, self.tile, sample_seed(self.seed, epoch, i as u64), &self.augment, self.strength)
+            })
+            .collect();
+        to_tensors(&samples, device)
+    }
+
+    /// One optimiser step; returns the model and the loss.
+    fn step<B: AutodiffBackend, M: SegNet<B> + AutodiffModule<B>, O: Optimizer<M, B>>(
+        &self,
+        model: M,
+        optim: &mut O,
+        lr: f64,
+        indices: &[usize],
+        epoch: u64,
+        device: &B::Device,
+    ) -> (M, f64) {
+        let (x, y) = self.batch::<B>(indices, epoch, device);
+        let loss = masked_cross_entropy(model.forward(x), y);
+        let value = scalar(loss.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        (optim.step(lr, model, grads), value)
+    }
+}
+
+/// Trains a pixel-classification network as `spec` says and writes its model folder.
+pub fn train<B, M, F>(
+    spec: &TrialSpec,
+    progress: &dyn Progress,
+    family: &FamilyOptions,
+    device: &B::Device,
+    build: F,
+) -> Result<TrialResult, PluginError>
+where
+    B: AutodiffBackend,
+    M: SegNet<B> + AutodiffModule<B>,
+    M::InnerModule: SegNet<B::InnerBackend>,
+    F: Fn(&B::Device, usize, usize) -> M,
+{
+    let start = Instant::now();
+    std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io { path: spec.out_dir.clone(), source })?;
+    B::seed(device, spec.seed);
+    let data = load_data(&spec.data, spec.seed)?;
+    let (bands, classes) = (data.bands, data.classes.len());
+    let m = family.size_multiple;
+    let smallest = data.train.iter().map(|it| it.width.min(it.height)).min().unwrap_or(0);
+    let tile = spec
+        .tile_size
+        .map(|t| t as usize)
+        .unwrap_or_else(|| (family.default_tile as usize).min(smallest.div_ceil(m) * m).max(m));
+    let tile = tile.div_ceil(m) * m;
+    let augment: Vec<&'static dyn autodl_api::Augmenter> = if spec.augment == "none" {
+        Vec::new()
+    } else {
+        DEFAULT_AUGMENT.iter().filter_map(|n| autodl_api::augmenter(n)).collect()
+    };
+    let trainer = Trainer { data: &data, tile, augment, strength: spec.augment_strength, seed: spec.seed };
+    let n_train = data.train.len();
+
+    // Batch size: fixed, or deduced by measuring real steps on a throwaway model.
+    let batch_size = match spec.batch_size {
+        Some(b) => b as usize,
+        None => {
+            let deducer = autodl_api::batch_deducer("throughput")
+                .or_else(|| autodl_api::batch_deducers().into_iter().next());
+            match deducer {
+                None => 8.min(n_train),
+                Some(d) => {
+                    let limits = BatchLimits { min: 8, max: n_train.min(64) as u32, free_bytes: free_memory(), memory_fraction: 0.8 };
+                    let mut probe = |b: u32| -> Result<StepMeasure, PluginError> {
+                        let mut model = build(device, bands, classes);
+                        let mut optim = AdamWConfig::new().init::<B, M>();
+                        let idx: Vec<usize> = (0..b as usize).map(|i| i % n_train).collect();
+                        // The first step pays for allocation and kernel selection; time the second.
+                        (model, _) = trainer.step(model, &mut optim, 1e-4, &idx, 0, device);
+                        reset_peak_rss();
+                        let t = Instant::now();
+                        let (_model, _) = trainer.step(model, &mut optim, 1e-4, &idx, 0, device);
+                        Ok(StepMeasure { batch_size: b, seconds: t.elapsed().as_secs_f64(), peak_bytes: peak_rss() })
+                    };
+                    d.deduce(&mut probe, &limits)? as usize
+                }
+            }
+        }
+    }
+    .clamp(1, n_train.max(1));
+    progress.message(&format!("batch size {batch_size} ({:.1}s)", start.elapsed().as_secs_f64()));
+
+    // Learning rate: fixed, or the finder's valley on a throwaway model.
+    let lr_start = Instant::now();
+    let learning_rate = match spec.learning_rate {
+        Some(lr) => lr,
+        None => {
+            let lrs = lr_find::sweep(1e-6, 1.0, 60);
+            let mut model = build(device, bands, classes);
+            let mut optim = AdamWConfig::new().init::<B, M>();
+            let mut losses = Vec::new();
+            let mut rng = StdRng::seed_from_u64(spec.seed);
+            for (step, &lr) in lrs.iter().enumerate() {
+                let idx: Vec<usize> = (0..batch_size).map(|_| rng.random_range(0..n_train)).collect();
+                let loss;
+                (model, loss) = trainer.step(model, &mut optim, lr, &idx, step as u64, device);
+                if !loss.is_finite() || losses.first().is_some_and(|&l0: &f64| loss > 4.0 * l0) {
+                    break;
+                }
+                losses.push(loss);
+            }
+            let csv: String = std::iter::once("lr,loss\n".to_owned())
+                .chain(lrs.iter().zip(&losses).map(|(lr, l)| format!("{lr},{l}\n")))
+                .collect();
+            let path = spec.out_dir.join("lr_find.csv");
+            std::fs::write(&path, csv).map_err(|source| PluginError::Io { path, source })?;
+            let (lr, rule) = lr_find::suggest(&lrs[..losses.len()], &losses).unwrap_or((1e-3, lr_find::Rule::MinOverTen));
+            progress.message(&format!("learning rate {lr:.2e} by the {rule:?} rule ({:.1}s)", lr_start.elapsed().as_secs_f64()));
+            lr
+        }
+    };
+
+    let mut model = build(device, bands, classes);
+    let mut optim = AdamWConfig::new().with_weight_decay(1e-4).init::<B, M>();
+    let steps_per_epoch = n_train.div_ceil(batch_size);
+    let mut planned_epochs = spec.max_epochs as usize;
+    let mut epochs = Vec::new();
+    let mut best: Option<(f64, u32, SegMetrics, ConfusionMatrix)> = None;
+    let mut since_best = 0;
+    let mut order: Vec<usize> = (0..n_train).collect();
+    let train_start = Instant::now();
+    let reserve = 0.05 * spec.time_budget_secs + 1.0;
+    for epoch in 1..=spec.max_epochs {
+        let epoch_start = Instant::now();
+        let mut rng = StdRng::seed_from_u64(sample_seed(spec.seed, epoch as u64, u64::MAX));
+        rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+        let mut loss_sum = 0.0;
+        for (s, idx) in order.chunks(batch_size).enumerate() {
+            let step = (epoch as usize - 1) * steps_per_epoch + s;
+            let lr = schedule(learning_rate, step, planned_epochs * steps_per_epoch);
+            let loss;
+            (model, loss) = trainer.step(model, &mut optim, lr, idx, epoch as u64, device);
+            if !loss.is_finite() {
+                return Err(PluginError::Training(format!("loss diverged (not finite) at epoch {epoch}")));
+            }
+            loss_sum += loss * idx.len() as f64;
+        }
+        let valid = model.valid();
+        let (val_loss, cm) = evaluate(&valid, &data.val, bands, classes, batch_size, m, device)?;
+        let metrics = cm.metrics();
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / n_train as f64,
+            val_loss,
+            metric: metrics.mean_iou,
+            elapsed_secs: start.elapsed().as_secs_f64(),
+        };
+        progress.epoch(&record);
+        epochs.push(record);
+        if best.as_ref().is_none_or(|b| metrics.mean_iou > b.0) {
+            model
+                .clone()
+                .save_file(ModelMeta::weights_stem(&spec.out_dir), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+                .map_err(|e| PluginError::Other(format!("cannot save weights: {e}")))?;
+            best = Some((metrics.mean_iou, epoch, metrics, cm));
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        if since_best >= spec.patience {
+            progress.message(&format!("early stop after {epoch} epochs"));
+            break;
+        }
+        // Plan the schedule from the first epoch's measured cost, then stop before the budget runs out.
+        let epoch_secs = epoch_start.elapsed().as_secs_f64();
+        let left = spec.time_budget_secs - start.elapsed().as_secs_f64() - reserve;
+        if epoch == 1 {
+            let fit = ((spec.time_budget_secs - start.elapsed().as_secs_f64() - reserve) / epoch_secs).floor() as usize + 1;
+            planned_epochs = planned_epochs.min(fit.max(1));
+        }
+        if epoch as usize >= planned_epochs || left < epoch_secs * 1.1 {
+            break;
+        }
+    }
+    let Some((metric, best_epoch, metrics, cm)) = best else {
+        return Err(PluginError::Budget("no epoch finished".to_owned()));
+    };
+    let meta = ModelMeta {
+        family: spec.family.clone(),
+        backbone: spec.backbone.clone(),
+        task: autodl_api::Task::PixelClassification,
+        bands,
+        classes: data.classes.clone(),
+        ignore_index: data.ignore_index,
+        mean: data.mean.clone(),
+        std: data.std.clone(),
+        tile_size: tile as u32,
+        params: family.params.clone(),
+    };
+    meta.save(&spec.out_dir)?;
+    write_reports(&spec.out_dir, &metrics, &cm, &epochs, &data.classes)?;
+    let _ = train_start;
+    let mut all = std::collections::BTreeMap::new();
+    all.insert("miou".to_owned(), metrics.mean_iou);
+    all.insert("accuracy".to_owned(), metrics.pixel_accuracy);
+    all.insert("dice".to_owned(), metrics.mean_dice);
+    Ok(TrialResult {
+        status: TrialStatus::Completed,
+        metric_name: "miou".to_owned(),
+        metric: Some(metric),
+        metrics: all,
+        epochs,
+        best_epoch: Some(best_epoch),
+        batch_size: batch_size as u32,
+        learning_rate,
+        train_secs: start.elapsed().as_secs_f64(),
+        model_dir: Some(spec.out_dir.clone()),
+    })
+}
+
+/// One-cycle-like schedule: linear warm-up over the first 5 % of steps, then cosine decay to
+/// 1/25 of the peak.
+pub fn schedule(peak: f64, step: usize, total: usize) -> f64 {
+    let total = total.max(1) as f64;
+    let warm = (0.05 * total).max(1.0);
+    let s = step as f64;
+    if s < warm {
+        return peak * (0.1 + 0.9 * s / warm);
+    }
+    let t = ((s - warm) / (total - warm).max(1.0)).min(1.0);
+    let floor = peak / 25.0;
+    floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+fn write_reports(
+    dir: &Path,
+    metrics: &SegMetrics,
+    cm: &ConfusionMatrix,
+    epochs: &[EpochRecord],
+    classes: &[ClassInfo],
+) -> Result<(), PluginError> {
+    let io = |path: std::path::PathBuf| move |source| PluginError::Io { path, source };
+    let json = serde_json::json!({
+        "metrics": metrics,
+        "classes": classes,
+        "confusion-matrix": cm,
+        "epochs": epochs,
+    });
+    let path = dir.join("metrics.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap_or_default()).map_err(io(path.clone()))?;
+    let mut csv = String::from("epoch,train_loss,val_loss,miou,elapsed_secs\n");
+    for e in epochs {
+        csv.push_str(&format!("{},{},{},{},{}\n", e.epoch, e.train_loss, e.val_loss, e.metric, e.elapsed_secs));
+    }
+    let path = dir.join("epochs.csv");
+    std::fs::write(&path, csv).map_err(io(path.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays() {
+        let s: Vec<f64> = (0..100).map(|i| schedule(1.0, i, 100)).collect();
+        assert!(s[0] < s[5]);
+        assert!((s[5] - 1.0).abs() < 1e-9);
+        assert!(s[99] < 0.1 && s[99] >= 0.04);
+    }
+
+    #[test]
+    fn sample_seeds_differ() {
+        assert_ne!(sample_seed(1, 1, 1), sample_seed(1, 1, 2));
+        assert_ne!(sample_seed(1, 1, 1), sample_seed(1, 2, 1));
+        assert_eq!(sample_seed(3, 4, 5), sample_seed(3, 4, 5));
+    }
+}
