@@ -125,6 +125,24 @@ pub struct TrainSection {
     /// Leaderboard metric; each task has a default.
     #[serde(default)]
     pub metric: Option<String>,
+    /// Start backbones from pretrained weights where they exist.
+    #[serde(default = "default_true")]
+    pub pretrained: bool,
+    /// `adamw` or `sgd` (with momentum 0.9).
+    #[serde(default = "default_optimizer")]
+    pub optimizer: String,
+    /// `one-cycle` or `cosine`.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// Weight rare classes up in the loss (pixel classification).
+    #[serde(default)]
+    pub class_balance: bool,
+    /// Share of soft-dice loss in the total, 0 to 1 (pixel classification).
+    #[serde(default)]
+    pub dice_fraction: f64,
+    /// Focal-loss exponent; 0 is plain cross-entropy.
+    #[serde(default)]
+    pub focal_gamma: f64,
 }
 
 /// `[augment]`.
@@ -197,6 +215,12 @@ impl Default for TrainSection {
             learning_rate: Auto::Auto,
             tile_size: None,
             metric: None,
+            pretrained: true,
+            optimizer: default_optimizer(),
+            schedule: default_schedule(),
+            class_balance: false,
+            dice_fraction: 0.0,
+            focal_gamma: 0.0,
         }
     }
 }
@@ -224,6 +248,15 @@ fn default_max_epochs() -> u32 {
 }
 fn default_patience() -> u32 {
     8
+}
+fn default_true() -> bool {
+    true
+}
+fn default_optimizer() -> String {
+    "adamw".to_owned()
+}
+fn default_schedule() -> String {
+    "one-cycle".to_owned()
 }
 fn default_preset() -> String {
     "default".to_owned()
@@ -323,6 +356,18 @@ impl Pipeline {
             && !(lr > 0.0 && lr.is_finite())
         {
             return Err(format!("train.learning-rate must be positive, found {lr}"));
+        }
+        if !matches!(self.train.optimizer.as_str(), "adamw" | "sgd") {
+            return Err(format!("train.optimizer must be `adamw` or `sgd`, found `{}`", self.train.optimizer));
+        }
+        if !matches!(self.train.schedule.as_str(), "one-cycle" | "cosine") {
+            return Err(format!("train.schedule must be `one-cycle` or `cosine`, found `{}`", self.train.schedule));
+        }
+        if !(0.0..=1.0).contains(&self.train.dice_fraction) {
+            return Err(format!("train.dice-fraction must be in [0, 1], found {}", self.train.dice_fraction));
+        }
+        if !(self.train.focal_gamma >= 0.0) {
+            return Err(format!("train.focal-gamma must be at least 0, found {}", self.train.focal_gamma));
         }
         if !matches!(self.augment.preset.as_str(), "default" | "none") {
             return Err(format!(

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use autodl_api::{DataSpec, NetworkFamily, Params, Task, TrialSpec};
+use autodl_api::{DataSpec, NetworkFamily, ParamValue, Params, Task, TrialSpec};
 use autodl_config::{Auto, Pipeline};
 
 /// The trials of a run and what they share.
@@ -68,6 +68,14 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
         ignore_index: pipeline.data.ignore_index,
         fail_on_bad_sample: pipeline.data.on_bad_sample == autodl_config::OnBadSample::Fail,
     };
+    let mut params = Params::new();
+    let t = &pipeline.train;
+    params.insert("optimizer".into(), ParamValue::Text(t.optimizer.clone()));
+    params.insert("schedule".into(), ParamValue::Text(t.schedule.clone()));
+    params.insert("class-balance".into(), ParamValue::Text(if t.class_balance { "balanced" } else { "none" }.into()));
+    params.insert("dice-fraction".into(), ParamValue::Number(t.dice_fraction));
+    params.insert("focal-gamma".into(), ParamValue::Number(t.focal_gamma));
+    params.insert("pretrained".into(), ParamValue::Text(t.pretrained.to_string()));
     let mut trials = Vec::new();
     for family in families {
         let backbone = match &pipeline.train.backbone {
@@ -104,7 +112,7 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
             tile_size: pipeline.train.tile_size,
             augment: pipeline.augment.preset.clone(),
             augment_strength: 1.0,
-            params: Params::new(),
+            params: params.clone(),
         });
     }
     Ok(Plan {

@@ -13,7 +13,7 @@ pub mod seg;
 
 mod loss;
 
-pub use loss::masked_cross_entropy;
+pub use loss::{LossOptions, balanced_weights, masked_cross_entropy, seg_loss};
 
 /// Marks a pixel the loss and the metrics ignore, in targets given to this crate.
 pub const IGNORE: u32 = u32::MAX;

@@ -11,7 +11,9 @@ use autodl_api::{
 use autodl_data::{ClassInfo, Format, OnBadSample, ReadOptions};
 use autodl_metrics::{ConfusionMatrix, SegMetrics};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -21,7 +23,7 @@ use rayon::prelude::*;
 
 use crate::IGNORE;
 use crate::lr_find;
-use crate::masked_cross_entropy;
+use crate::{LossOptions, masked_cross_entropy, seg_loss};
 use crate::model_dir::ModelMeta;
 
 /// A network that maps `[N, bands, H, W]` to per-pixel logits `[N, classes, H, W]`.
@@ -39,6 +41,8 @@ pub struct FamilyOptions {
     pub default_tile: u32,
     /// Family-specific parameters recorded in `model.json`.
     pub params: autodl_api::Params,
+    /// Learning rate when the budget is too small for the finder.
+    pub default_lr: f64,
 }
 
 /// One image and its target, normalised and ready to batch.
@@ -332,27 +336,32 @@ fn free_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-struct Trainer<'a> {
+struct Trainer<'a, B: Backend> {
     data: &'a SegData,
     tile: usize,
     augment: Vec<&'static dyn autodl_api::Augmenter>,
     strength: f32,
     seed: u64,
+    loss: LossOptions,
+    class_weights: Option<Tensor<B, 1>>,
+    classes: usize,
 }
 
-impl Trainer<'_> {
-    fn batch<B: Backend>(&self, indices: &[usize], epoch: u64, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 3, Int>) {
+impl<B: AutodiffBackend> Trainer<'_, B> {
+    fn batch(&self, indices: &[usize], epoch: u64, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 3, Int>, Option<Tensor<B, 4>>) {
         let samples: Vec<AugSample> = indices
             .par_iter()
             .map(|&i| {
                 make_sample(&self.data.train[i], self.data.bands, self.tile, sample_seed(self.seed, epoch, i as u64), &self.augment, self.strength)
             })
             .collect();
-        to_tensors(&samples, device)
+        let one_hot = (self.loss.dice_fraction > 0.0).then(|| one_hot::<B>(&samples, self.classes, device));
+        let (x, y) = to_tensors(&samples, device);
+        (x, y, one_hot)
     }
 
     /// One optimiser step; returns the model and the loss.
-    fn step<B: AutodiffBackend, M: SegNet<B> + AutodiffModule<B>, O: Optimizer<M, B>>(
+    fn step<M: SegNet<B> + AutodiffModule<B>, O: Optimizer<M, B>>(
         &self,
         model: M,
         optim: &mut O,
@@ -361,15 +370,58 @@ impl Trainer<'_> {
         epoch: u64,
         device: &B::Device,
     ) -> (M, f64) {
-        let (x, y) = self.batch::<B>(indices, epoch, device);
-        let loss = masked_cross_entropy(model.forward(x), y);
+        let (x, y, one_hot) = self.batch(indices, epoch, device);
+        let loss = seg_loss(model.forward(x), y, self.class_weights.clone(), one_hot, &self.loss);
         let value = scalar(loss.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         (optim.step(lr, model, grads), value)
     }
 }
 
+/// `[N, C, H, W]` one-hot targets; ignored pixels are all zero.
+fn one_hot<B: Backend>(samples: &[AugSample], classes: usize, device: &B::Device) -> Tensor<B, 4> {
+    let (h, w) = samples.first().map_or((0, 0), |s| (s.height as usize, s.width as usize));
+    let mut data = vec![0f32; samples.len() * classes * h * w];
+    for (i, s) in samples.iter().enumerate() {
+        for (p, &v) in s.mask.as_deref().unwrap_or(&[]).iter().enumerate() {
+            if (v as usize) < classes {
+                data[(i * classes + v as usize) * h * w + p] = 1.0;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [samples.len(), classes, h, w]), device)
+}
+
+/// Reads a text parameter with a default.
+pub fn text_param<'a>(params: &'a autodl_api::Params, key: &str, default: &'a str) -> &'a str {
+    match params.get(key) {
+        Some(autodl_api::ParamValue::Text(t)) => t,
+        _ => default,
+    }
+}
+
+/// Reads a number parameter with a default.
+pub fn number_param(params: &autodl_api::Params, key: &str, default: f64) -> f64 {
+    match params.get(key) {
+        Some(autodl_api::ParamValue::Number(n)) => *n,
+        _ => default,
+    }
+}
+
+/// The learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// fastai's one-cycle: warm up over 25 % of the steps from peak/25, then cosine to peak/1e4.
+    OneCycle,
+    /// Warm up over 5 % of the steps from peak/10, then cosine to peak/25.
+    Cosine,
+}
+
 /// Trains a pixel-classification network as `spec` says and writes its model folder.
+///
+/// Parameters read from `spec.params`: `optimizer` (`adamw` or `sgd`), `schedule`
+/// (`one-cycle` or `cosine`), `class-balance` (`none` or `balanced`), `dice-fraction`,
+/// `focal-gamma`, `weight-decay`.
 pub fn train<B, M, F>(
     spec: &TrialSpec,
     progress: &dyn Progress,
@@ -381,13 +433,48 @@ where
     B: AutodiffBackend,
     M: SegNet<B> + AutodiffModule<B>,
     M::InnerModule: SegNet<B::InnerBackend>,
-    F: Fn(&B::Device, usize, usize) -> M,
+    F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
+{
+    let optimizer = text_param(&spec.params, "optimizer", "adamw").to_owned();
+    let wd = number_param(&spec.params, "weight-decay", 1e-4) as f32;
+    match optimizer.as_str() {
+        "adamw" => fit(spec, progress, family, device, &build, || {
+            AdamWConfig::new().with_weight_decay(wd).init::<B, M>()
+        }),
+        "sgd" => fit(spec, progress, family, device, &build, || {
+            SgdConfig::new()
+                .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
+                .with_weight_decay(Some(WeightDecayConfig::new(wd)))
+                .init::<B, M>()
+        }),
+        other => Err(PluginError::Training(format!("unknown optimizer `{other}`: use adamw or sgd"))),
+    }
+}
+
+fn fit<B, M, F, O, G>(
+    spec: &TrialSpec,
+    progress: &dyn Progress,
+    family: &FamilyOptions,
+    device: &B::Device,
+    build: &F,
+    new_optim: G,
+) -> Result<TrialResult, PluginError>
+where
+    B: AutodiffBackend,
+    M: SegNet<B> + AutodiffModule<B>,
+    M::InnerModule: SegNet<B::InnerBackend>,
+    F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
+    O: Optimizer<M, B>,
+    G: Fn() -> O,
 {
     let start = Instant::now();
     std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io { path: spec.out_dir.clone(), source })?;
     B::seed(device, spec.seed);
     let data = load_data(&spec.data, spec.seed)?;
     let (bands, classes) = (data.bands, data.classes.len());
+    if data.train.is_empty() || data.val.is_empty() {
+        return Err(PluginError::Data("the train or validation split is empty".into()));
+    }
     let m = family.size_multiple;
     let smallest = data.train.iter().map(|it| it.width.min(it.height)).min().unwrap_or(0);
     let tile = spec
@@ -400,7 +487,32 @@ where
     } else {
         DEFAULT_AUGMENT.iter().filter_map(|n| autodl_api::augmenter(n)).collect()
     };
-    let trainer = Trainer { data: &data, tile, augment, strength: spec.augment_strength, seed: spec.seed };
+    let schedule_kind = match text_param(&spec.params, "schedule", "one-cycle") {
+        "one-cycle" => Schedule::OneCycle,
+        "cosine" => Schedule::Cosine,
+        other => return Err(PluginError::Training(format!("unknown schedule `{other}`: use one-cycle or cosine"))),
+    };
+    let class_weights = match text_param(&spec.params, "class-balance", "none") {
+        "none" => None,
+        "balanced" => {
+            let mut counts = vec![0u64; classes];
+            for it in &data.train {
+                for &t in &it.target {
+                    if let Some(c) = counts.get_mut(t as usize) {
+                        *c += 1;
+                    }
+                }
+            }
+            let w = crate::balanced_weights(&counts);
+            Some(Tensor::<B, 1>::from_data(TensorData::new(w, [classes]), device))
+        }
+        other => return Err(PluginError::Training(format!("unknown class-balance `{other}`: use none or balanced"))),
+    };
+    let loss = LossOptions {
+        focal_gamma: number_param(&spec.params, "focal-gamma", 0.0) as f32,
+        dice_fraction: number_param(&spec.params, "dice-fraction", 0.0).clamp(0.0, 1.0) as f32,
+    };
+    let trainer = Trainer { data: &data, tile, augment, strength: spec.augment_strength, seed: spec.seed, loss, class_weights, classes };
     let n_train = data.train.len();
 
     // Batch size: fixed, or deduced by measuring real steps on a throwaway model.
@@ -414,8 +526,8 @@ where
                 Some(d) => {
                     let limits = BatchLimits { min: 8, max: n_train.min(64) as u32, free_bytes: free_memory(), memory_fraction: 0.8 };
                     let mut probe = |b: u32| -> Result<StepMeasure, PluginError> {
-                        let mut model = build(device, bands, classes);
-                        let mut optim = AdamWConfig::new().init::<B, M>();
+                        let mut model = build(device, bands, classes)?;
+                        let mut optim = new_optim();
                         let idx: Vec<usize> = (0..b as usize).map(|i| i % n_train).collect();
                         // The first step pays for allocation and kernel selection; time the second.
                         (model, _) = trainer.step(model, &mut optim, 1e-4, &idx, 0, device);
@@ -430,48 +542,62 @@ where
         }
     }
     .clamp(1, n_train.max(1));
-    progress.message(&format!("batch size {batch_size} ({:.1}s)", start.elapsed().as_secs_f64()));
+    progress.message(&format!("batch size {batch_size} (chosen in {:.1}s)", start.elapsed().as_secs_f64()));
 
     // Learning rate: fixed, or the finder's valley on a throwaway model.
     let lr_start = Instant::now();
     let learning_rate = match spec.learning_rate {
         Some(lr) => lr,
         None => {
-            let lrs = lr_find::sweep(1e-6, 1.0, 60);
-            let mut model = build(device, bands, classes);
-            let mut optim = AdamWConfig::new().init::<B, M>();
-            let mut losses = Vec::new();
+            let mut model = build(device, bands, classes)?;
+            let mut optim = new_optim();
             let mut rng = StdRng::seed_from_u64(spec.seed);
-            for (step, &lr) in lrs.iter().enumerate() {
-                let idx: Vec<usize> = (0..batch_size).map(|_| rng.random_range(0..n_train)).collect();
-                let loss;
-                (model, loss) = trainer.step(model, &mut optim, lr, &idx, step as u64, device);
-                if !loss.is_finite() || losses.first().is_some_and(|&l0: &f64| loss > 4.0 * l0) {
-                    break;
+            let pick = |rng: &mut StdRng| -> Vec<usize> { (0..batch_size).map(|_| rng.random_range(0..n_train)).collect() };
+            // Time one step to size the sweep: it may take a tenth of the trial's budget,
+            // between 12 and 100 steps; below 12 the curve is too short to read.
+            (model, _) = trainer.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
+            let t = Instant::now();
+            (model, _) = trainer.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
+            let affordable = (0.1 * spec.time_budget_secs / t.elapsed().as_secs_f64().max(1e-3)) as usize;
+            let n = affordable.min(100);
+            if n < 12 {
+                let lr = family.default_lr;
+                progress.message(&format!("learning rate {lr:.2e} (family default: the budget allows only {n} finder steps)"));
+                lr
+            } else {
+                let lrs = lr_find::sweep(1e-5, 1.0, n);
+                let mut losses = Vec::new();
+                for (step, &lr) in lrs.iter().enumerate() {
+                    let loss;
+                    (model, loss) = trainer.step(model, &mut optim, lr, &pick(&mut rng), step as u64 + 1, device);
+                    if !loss.is_finite() || losses.first().is_some_and(|&l0: &f64| loss > 4.0 * l0) {
+                        break;
+                    }
+                    losses.push(loss);
                 }
-                losses.push(loss);
+                let csv: String = std::iter::once("lr,loss\n".to_owned())
+                    .chain(lrs.iter().zip(&losses).map(|(lr, l)| format!("{lr},{l}\n")))
+                    .collect();
+                let path = spec.out_dir.join("lr_find.csv");
+                std::fs::write(&path, csv).map_err(|source| PluginError::Io { path, source })?;
+                let (lr, rule) = lr_find::suggest(&lrs[..losses.len()], &losses).unwrap_or((family.default_lr, lr_find::Rule::MinOverTen));
+                progress.message(&format!("learning rate {lr:.2e} by the {rule:?} rule ({} steps, {:.1}s)", losses.len(), lr_start.elapsed().as_secs_f64()));
+                lr
             }
-            let csv: String = std::iter::once("lr,loss\n".to_owned())
-                .chain(lrs.iter().zip(&losses).map(|(lr, l)| format!("{lr},{l}\n")))
-                .collect();
-            let path = spec.out_dir.join("lr_find.csv");
-            std::fs::write(&path, csv).map_err(|source| PluginError::Io { path, source })?;
-            let (lr, rule) = lr_find::suggest(&lrs[..losses.len()], &losses).unwrap_or((1e-3, lr_find::Rule::MinOverTen));
-            progress.message(&format!("learning rate {lr:.2e} by the {rule:?} rule ({:.1}s)", lr_start.elapsed().as_secs_f64()));
-            lr
         }
     };
 
-    let mut model = build(device, bands, classes);
-    let mut optim = AdamWConfig::new().with_weight_decay(1e-4).init::<B, M>();
+    let mut model = build(device, bands, classes)?;
+    let mut optim = new_optim();
     let steps_per_epoch = n_train.div_ceil(batch_size);
     let mut planned_epochs = spec.max_epochs as usize;
     let mut epochs = Vec::new();
     let mut best: Option<(f64, u32, SegMetrics, ConfusionMatrix)> = None;
     let mut since_best = 0;
+    let mut status = TrialStatus::Completed;
     let mut order: Vec<usize> = (0..n_train).collect();
-    let train_start = Instant::now();
     let reserve = 0.05 * spec.time_budget_secs + 1.0;
+    let stop_file = spec.out_dir.join(STOP_FILE);
     for epoch in 1..=spec.max_epochs {
         let epoch_start = Instant::now();
         let mut rng = StdRng::seed_from_u64(sample_seed(spec.seed, epoch as u64, u64::MAX));
@@ -479,7 +605,7 @@ where
         let mut loss_sum = 0.0;
         for (s, idx) in order.chunks(batch_size).enumerate() {
             let step = (epoch as usize - 1) * steps_per_epoch + s;
-            let lr = schedule(learning_rate, step, planned_epochs * steps_per_epoch);
+            let lr = schedule(schedule_kind, learning_rate, step, planned_epochs * steps_per_epoch);
             let loss;
             (model, loss) = trainer.step(model, &mut optim, lr, idx, epoch as u64, device);
             if !loss.is_finite() {
@@ -513,11 +639,16 @@ where
             progress.message(&format!("early stop after {epoch} epochs"));
             break;
         }
+        // The orchestrator's pruner asks a trial to stop by creating this file.
+        if stop_file.exists() {
+            status = TrialStatus::Pruned(format!("stopped by the pruner after epoch {epoch}"));
+            break;
+        }
         // Plan the schedule from the first epoch's measured cost, then stop before the budget runs out.
         let epoch_secs = epoch_start.elapsed().as_secs_f64();
         let left = spec.time_budget_secs - start.elapsed().as_secs_f64() - reserve;
         if epoch == 1 {
-            let fit = ((spec.time_budget_secs - start.elapsed().as_secs_f64() - reserve) / epoch_secs).floor() as usize + 1;
+            let fit = (left / epoch_secs).floor() as usize + 1;
             planned_epochs = planned_epochs.min(fit.max(1));
         }
         if epoch as usize >= planned_epochs || left < epoch_secs * 1.1 {
@@ -541,13 +672,13 @@ where
     };
     meta.save(&spec.out_dir)?;
     write_reports(&spec.out_dir, &metrics, &cm, &epochs, &data.classes)?;
-    let _ = train_start;
     let mut all = std::collections::BTreeMap::new();
     all.insert("miou".to_owned(), metrics.mean_iou);
     all.insert("accuracy".to_owned(), metrics.pixel_accuracy);
     all.insert("dice".to_owned(), metrics.mean_dice);
+    all.insert("baseline-miou".to_owned(), autodl_metrics::majority_baseline(&cm).mean_iou);
     Ok(TrialResult {
-        status: TrialStatus::Completed,
+        status,
         metric_name: "miou".to_owned(),
         metric: Some(metric),
         metrics: all,
@@ -560,17 +691,22 @@ where
     })
 }
 
-/// One-cycle-like schedule: linear warm-up over the first 5 % of steps, then cosine decay to
-/// 1/25 of the peak.
-pub fn schedule(peak: f64, step: usize, total: usize) -> f64 {
+/// A file whose presence in a trial's folder asks the trial to stop after its current epoch.
+pub const STOP_FILE: &str = "STOP";
+
+/// The learning rate at `step` of `total`.
+pub fn schedule(kind: Schedule, peak: f64, step: usize, total: usize) -> f64 {
     let total = total.max(1) as f64;
-    let warm = (0.05 * total).max(1.0);
+    let (warm_share, start, floor) = match kind {
+        Schedule::OneCycle => (0.25, peak / 25.0, peak / 1e4),
+        Schedule::Cosine => (0.05, peak / 10.0, peak / 25.0),
+    };
+    let warm = (warm_share * total).max(1.0);
     let s = step as f64;
     if s < warm {
-        return peak * (0.1 + 0.9 * s / warm);
+        return start + (peak - start) * s / warm;
     }
     let t = ((s - warm) / (total - warm).max(1.0)).min(1.0);
-    let floor = peak / 25.0;
     floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
@@ -603,11 +739,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schedule_warms_up_then_decays() {
-        let s: Vec<f64> = (0..100).map(|i| schedule(1.0, i, 100)).collect();
-        assert!(s[0] < s[5]);
+    fn schedules_warm_up_then_decay() {
+        let s: Vec<f64> = (0..100).map(|i| schedule(Schedule::Cosine, 1.0, i, 100)).collect();
+        assert!(s[0] < s[4]);
         assert!((s[5] - 1.0).abs() < 1e-9);
         assert!(s[99] < 0.1 && s[99] >= 0.04);
+        let c: Vec<f64> = (0..100).map(|i| schedule(Schedule::OneCycle, 1.0, i, 100)).collect();
+        assert!((c[0] - 0.04).abs() < 1e-9);
+        assert!((c[25] - 1.0).abs() < 1e-9);
+        assert!(c[99] < 0.01);
     }
 
     #[test]

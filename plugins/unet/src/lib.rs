@@ -55,14 +55,14 @@ impl NetworkFamily for UnetFamily {
         let width = width_of(&spec.params);
         let mut params = spec.params.clone();
         params.insert("width".to_owned(), ParamValue::Number(width as f64));
-        let options = FamilyOptions { size_multiple: 8, default_tile: 256, params };
+        let options = FamilyOptions { size_multiple: 8, default_tile: 256, params, default_lr: 1e-3 };
         let choice = BackendChoice::resolve(&spec.backend).map_err(backend_err)?;
         with_backend!(choice, |B, device| seg::train::<B, Unet<B>, _>(
             spec,
             progress,
             &options,
             &device,
-            |device, bands, classes| UnetConfig { bands, classes, width }.init(device),
+            |device, bands, classes| Ok(UnetConfig { bands, classes, width }.init(device)),
         ))
         .map_err(backend_err)?
     }
