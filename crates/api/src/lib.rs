@@ -44,6 +44,15 @@ pub enum PluginError {
     Other(String),
 }
 
+/// The colour class `index` is drawn in, in previews, reports and packages.
+pub fn class_colour(index: usize) -> [u8; 3] {
+    const PALETTE: [[u8; 3]; 10] = [
+        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+    ];
+    PALETTE[index % PALETTE.len()]
+}
+
 /// Reports progress from inside a stage. Only the CLI prints; plugins call this.
 pub trait Progress: Send + Sync {
     /// A finished epoch.

@@ -75,7 +75,7 @@ pub struct TrainArgs {
 /// `autodl predict`.
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// A model folder (from a run's `trials/` or `best-model/`).
+    /// A `.dlpk` package or a model folder (from a run's `models/`, `best-model/` or `trials/`).
     #[arg(long)]
     model: PathBuf,
     /// Images or folders of images.
@@ -190,6 +190,7 @@ fn toml_string(s: &str) -> String {
 }
 
 pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
+    let started = std::time::Instant::now();
     let pipeline = pipeline_for(args)?;
     autodl_backend::BackendChoice::resolve(&pipeline.backend).map_err(Failure::usage)?;
     let mut bars = TrialBars::new(quiet);
@@ -249,20 +250,59 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     bars.finish();
     board.rank();
     board.write(&out).with_context(|| format!("cannot write the leaderboard into {}", out.display()))?;
+    let packages = package_models(&board, &out)?;
     if let Some(best) = board.best()
         && let Some(dir) = &best.model_dir
     {
         copy_dir(Path::new(dir), &out.join("best-model")).context("cannot copy the best model")?;
+        if let Some(pkg) = packages.iter().find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == best.id)) {
+            std::fs::copy(pkg, out.join(format!("{}.dlpk", best.id))).context("cannot copy the best package")?;
+        }
     }
+    let facts = vec![
+        ("data".to_owned(), format!("{} ({}, {} train / {} val)", pipeline.data.path.display(), ds.format, ds.train.len(), ds.val.len())),
+        ("task".to_owned(), task.to_string()),
+        ("time limit".to_owned(), pipeline.train.time_limit.to_string()),
+        ("backend".to_owned(), pipeline.backend.clone()),
+        ("wall time".to_owned(), format!("{:.0} s", started.elapsed().as_secs_f64())),
+    ];
+    let report_path = crate::report::write(&board, &ds, &out, &name, facts, &pipeline.backend)
+        .with_context(|| format!("cannot write the report into {}", out.display()))?;
     println!("{}", board.to_markdown());
     println!("leaderboard: {}", out.join("leaderboard.md").display());
+    println!("report: {}", report_path.display());
     match board.best() {
         Some(best) => {
-            println!("best model: {} ({} {:.4}) in {}", best.id, best.metric_name, best.metric.unwrap_or(f64::NAN), out.join("best-model").display());
+            println!(
+                "best model: {} ({} {:.4}): {}",
+                best.id,
+                best.metric_name,
+                best.metric.unwrap_or(f64::NAN),
+                out.join(format!("{}.dlpk", best.id)).display()
+            );
             Ok(())
         }
         None => Err(anyhow!("no network finished training; see the leaderboard for the reasons").into()),
     }
+}
+
+/// Writes `models/<id>.dlpk` for every trained model; returns the packages written.
+fn package_models(board: &autodl_core::Leaderboard, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = out.join("models");
+    let mut written = Vec::new();
+    for row in &board.rows {
+        let Some(model_dir) = &row.model_dir else { continue };
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let metrics: serde_json::Value = std::fs::read_to_string(Path::new(model_dir).join("metrics.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("metrics").cloned())
+            .unwrap_or(serde_json::Value::Null);
+        let pkg = dir.join(format!("{}.dlpk", row.id));
+        autodl_package::write(Path::new(model_dir), &pkg, &row.id, &metrics)?;
+        written.push(pkg);
+    }
+    Ok(written)
 }
 
 fn higher_is_better(task: Task) -> bool {
@@ -284,7 +324,15 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 pub fn predict(args: &PredictArgs) -> Outcome {
-    let meta_path = args.model.join("model.json");
+    // A package is unpacked into a temporary folder that lives until prediction ends.
+    let unpacked;
+    let model_dir = if args.model.extension().is_some_and(|e| e == "dlpk") {
+        unpacked = tempfile::tempdir().context("cannot create a temporary folder")?;
+        autodl_package::unpack(&args.model, unpacked.path()).map_err(Failure::usage)?
+    } else {
+        args.model.clone()
+    };
+    let meta_path = model_dir.join("model.json");
     let text = std::fs::read_to_string(&meta_path)
         .with_context(|| format!("{} is not a model folder (no model.json)", args.model.display()))
         .map_err(Failure::usage)?;
@@ -306,7 +354,7 @@ pub fn predict(args: &PredictArgs) -> Outcome {
             images.push(path.clone());
         }
     }
-    let written = family.predict(&args.model, &images, &args.out, &args.backend)?;
+    let written = family.predict(&model_dir, &images, &args.out, &args.backend)?;
     for path in &written {
         println!("{}", path.display());
     }

@@ -5,6 +5,7 @@
 
 mod commands;
 mod progress;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,8 @@ use clap::{Parser, Subcommand};
 
 // The plugin crates register themselves; naming them keeps the linker from dropping them.
 use autodl_augment as _;
+use autodl_deeplab as _;
+use autodl_pspnet as _;
 use autodl_batch_throughput as _;
 use autodl_tuner_random as _;
 use autodl_unet as _;

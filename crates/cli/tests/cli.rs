@@ -144,7 +144,9 @@ fn train_then_predict_end_to_end() {
 
     let pred = dir.path().join("pred");
     let img = data.join("images/t3.png");
-    let o = autodl(&["predict", "--model", out.join("best-model").to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
+    let pkg = out.join("unet-efficientnet-lite0.dlpk");
+    assert!(pkg.is_file(), "the best model is packaged at the output root");
+    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let mask = image::open(pred.join("t3.png")).unwrap().to_luma8();
     assert_eq!(mask.dimensions(), (32, 32));

@@ -6,6 +6,8 @@
 //! registered deducer, the learning-rate finder, the schedule, early stopping within the time
 //! budget, evaluation over one confusion matrix, and writing the model folder.
 
+pub mod backboned;
+pub mod layers;
 pub mod lr_find;
 pub mod model_dir;
 pub mod predict;

@@ -26,15 +26,6 @@ pub fn window_starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
     starts
 }
 
-/// A colour per class for previews: the class's own when known, else a fixed palette.
-pub fn class_colour(index: usize) -> [u8; 3] {
-    const PALETTE: [[u8; 3]; 10] = [
-        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
-    ];
-    PALETTE[index % PALETTE.len()]
-}
-
 /// Predicts every image, writing `<stem>.png` (class values) and `<stem>_preview.png`
 /// (colours) into `out_dir`. Returns the class-value files.
 pub fn predict_segmentation<B, M, F>(
@@ -84,7 +75,7 @@ where
                 .save(&out)
                 .map_err(|e| save_err(&out, e))?;
         }
-        let preview: Vec<u8> = classes.iter().flat_map(|&c| class_colour(c)).collect();
+        let preview: Vec<u8> = classes.iter().flat_map(|&c| autodl_api::class_colour(c)).collect();
         let preview_path = out_dir.join(format!("{stem}_preview.png"));
         image::RgbImage::from_raw(w, h, preview)
             .ok_or_else(|| PluginError::Other("preview size mismatch".into()))?

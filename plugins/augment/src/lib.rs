@@ -1,115 +1,97 @@
-//! Augmentations that keep images, masks and boxes in step.
+//! Augmentations that keep images, masks and boxes in step, on 1 to N bands.
 //!
-//! Each augmentation is deterministic for its seed, so a sample's augmented form depends only
-//! on (run seed, epoch, sample index), never on thread scheduling.
+//! Single-sample augmentations register themselves as [`Augmenter`]s by kebab-case name
+//! ([`NAMES`]); [`preset`] lists the steps of a named preset per task and [`Pipeline`] applies
+//! them with their probabilities; [`augment_batch`] runs a pipeline over a batch on rayon's
+//! threads. [`mosaic`] and [`mixup`] combine several samples; [`preview_grid`] draws samples
+//! with their labels.
+//!
+//! Conventions. Boxes are `[xmin, ymin, xmax, ymax]` in continuous pixel coordinates with
+//! exclusive maxima (pixel `i` covers `[i, i + 1)`). After a geometric transform a box is the box
+//! enclosing its transformed corners, clipped to the image, and dropped when less than
+//! [`DEFAULT_MIN_VISIBILITY`] of its area before clipping is left. Masks hold class indices with
+//! [`IGNORE`] for ignored pixels; they are resampled by nearest neighbour, images bilinearly;
+//! pixels that come from outside the image are [`IGNORE`] in the mask and 0 in the image (the
+//! band mean once normalised). Colour transforms act on the first three bands only when there
+//! are at least three; the rest act on every band.
+//!
+//! Determinism. Every augmentation is a pure function of (sample, strength, seed), and a
+//! batch's seeds derive from (run seed, epoch, sample index) only, never from thread scheduling.
+//! `strength` scales each transform's range: 0 is the identity, 1 the preset's default.
 
-use autodl_api::{AugSample, Augmenter, AugmenterRegistration, inventory};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+mod affine;
+mod geometric;
+mod multi;
+mod photometric;
+mod pipeline;
+mod preview;
 
-/// The eight dihedral transforms (flips and 90-degree turns), which suit overhead imagery.
-/// Non-square samples get only the four that keep their shape.
-pub struct Dihedral;
+use autodl_api::{AugmenterRegistration, inventory};
 
-/// Random brightness and contrast on every band (images are already normalised per band).
-pub struct BrightnessContrast;
+pub use affine::{Affine2, Stage, transform_boxes, warp, warp_pixels};
+pub use autodl_api::{AugSample, Augmenter};
+pub use geometric::{
+    Affine, Dihedral, Geometric, HFlip, RandomResizedCrop, Rotate, VFlip, Zoom, dihedral_box, dihedral_plane, dihedral_stage,
+};
+pub use multi::{mixup, mosaic};
+pub use photometric::{Blur, BrightnessContrast, Cutout, GaussianNoise, SaturationHue, gaussian_blur};
+pub use pipeline::{PRESETS, Pipeline, Step, augment_batch, preset, sample_seed};
+pub use preview::{PALETTE, preview_grid};
 
+/// Mask value of an ignored pixel.
+pub const IGNORE: u32 = u32::MAX;
+
+/// Fraction of a box's area (before clipping) that must stay in the image for it to be kept.
+pub const DEFAULT_MIN_VISIBILITY: f32 = 0.3;
+
+/// Every augmentation this crate registers, by name.
+pub const NAMES: &[&str] = &[
+    "hflip",
+    "vflip",
+    "dihedral",
+    "rotate",
+    "random-resized-crop",
+    "zoom",
+    "affine",
+    "brightness-contrast",
+    "saturation-hue",
+    "gaussian-noise",
+    "blur",
+    "cutout",
+];
+
+inventory::submit!(AugmenterRegistration(&HFlip));
+inventory::submit!(AugmenterRegistration(&VFlip));
 inventory::submit!(AugmenterRegistration(&Dihedral));
+inventory::submit!(AugmenterRegistration(&Rotate::DEFAULT));
+inventory::submit!(AugmenterRegistration(&RandomResizedCrop::DEFAULT));
+inventory::submit!(AugmenterRegistration(&Zoom::DEFAULT));
+inventory::submit!(AugmenterRegistration(&Affine::DEFAULT));
 inventory::submit!(AugmenterRegistration(&BrightnessContrast));
+inventory::submit!(AugmenterRegistration(&SaturationHue::DEFAULT));
+inventory::submit!(AugmenterRegistration(&GaussianNoise::DEFAULT));
+inventory::submit!(AugmenterRegistration(&Blur::DEFAULT));
+inventory::submit!(AugmenterRegistration(&Cutout::DEFAULT));
 
-/// Applies dihedral transform `k` (bit 0: flip x, bit 1: flip y, bit 2: transpose) to a
-/// row-major `w x h` plane, returning the new plane and its width and height.
-pub fn dihedral_plane<T: Copy>(src: &[T], w: usize, h: usize, k: u8) -> (Vec<T>, usize, usize) {
-    let transpose = k & 4 != 0;
-    let (ow, oh) = if transpose { (h, w) } else { (w, h) };
-    let mut out = Vec::with_capacity(src.len());
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let (mut x, mut y) = if transpose { (oy, ox) } else { (ox, oy) };
-            if k & 1 != 0 {
-                x = w - 1 - x;
-            }
-            if k & 2 != 0 {
-                y = h - 1 - y;
-            }
-            out.push(src[y * w + x]);
-        }
-    }
-    (out, ow, oh)
-}
-
-/// The same transform on a box `[xmin, ymin, xmax, ymax]` in continuous pixel coordinates.
-pub fn dihedral_box(b: [f32; 4], w: f32, h: f32, k: u8) -> [f32; 4] {
-    let [mut x0, mut y0, mut x1, mut y1] = b;
-    if k & 4 != 0 {
-        // Output pixel (ox, oy) reads source (oy, ox) before the flips, so flips act on the
-        // source axes first: apply them, then swap.
-        if k & 1 != 0 {
-            (x0, x1) = (w - x1, w - x0);
-        }
-        if k & 2 != 0 {
-            (y0, y1) = (h - y1, h - y0);
-        }
-        return [y0, x0, y1, x1];
-    }
-    if k & 1 != 0 {
-        (x0, x1) = (w - x1, w - x0);
-    }
-    if k & 2 != 0 {
-        (y0, y1) = (h - y1, h - y0);
-    }
-    [x0, y0, x1, y1]
-}
-
-impl Augmenter for Dihedral {
-    fn name(&self) -> &'static str {
-        "dihedral"
-    }
-
-    fn apply(&self, s: &mut AugSample, strength: f32, seed: u64) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        if strength <= 0.0 {
-            return;
-        }
-        let square = s.width == s.height;
-        let k: u8 = rng.random_range(0..if square { 8 } else { 4 });
-        if k == 0 {
-            return;
-        }
-        let (w, h) = (s.width as usize, s.height as usize);
-        let plane = w * h;
-        let mut image = Vec::with_capacity(s.image.len());
-        let (mut ow, mut oh) = (w, h);
-        for band in s.image.chunks(plane) {
-            let (p, a, b) = dihedral_plane(band, w, h, k);
-            image.extend(p);
-            (ow, oh) = (a, b);
-        }
-        s.image = image;
-        if let Some(mask) = &s.mask {
-            s.mask = Some(dihedral_plane(mask, w, h, k).0);
-        }
-        for (b, _) in &mut s.boxes {
-            *b = dihedral_box(*b, w as f32, h as f32, k);
-        }
-        (s.width, s.height) = (ow as u32, oh as u32);
-    }
-}
-
-impl Augmenter for BrightnessContrast {
-    fn name(&self) -> &'static str {
-        "brightness-contrast"
-    }
-
-    fn apply(&self, s: &mut AugSample, strength: f32, seed: u64) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        // In normalised units: shift by up to 0.2 sigma, scale by 0.8..1.2 at strength 1.
-        let shift = rng.random_range(-0.2..=0.2f32) * strength;
-        let scale = 1.0 + rng.random_range(-0.2..=0.2f32) * strength;
-        for x in &mut s.image {
-            *x = *x * scale + shift;
-        }
-    }
+/// Errors building a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum AugmentError {
+    /// No augmentation has this name.
+    #[error("unknown augmentation `{name}` (known: {known})")]
+    UnknownAugmenter {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        known: String,
+    },
+    /// No preset has this name.
+    #[error("unknown augmentation preset `{name}` (known: {known})")]
+    UnknownPreset {
+        /// The name asked for.
+        name: String,
+        /// The preset names.
+        known: String,
+    },
 }
 
 #[cfg(test)]
@@ -129,6 +111,38 @@ mod tests {
     }
 
     #[test]
+    fn every_name_is_registered_once() {
+        let registered: Vec<&str> = autodl_api::augmenters().iter().map(|a| a.name()).collect();
+        for name in NAMES {
+            assert_eq!(registered.iter().filter(|n| *n == name).count(), 1, "{name}");
+            assert!(Step::builtin(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn dihedral_stage_matches_plane_and_box_functions() {
+        for (w, h) in [(4usize, 3usize), (5, 5)] {
+            let n = w * h;
+            let plane: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            for k in 0..8u8 {
+                let mut s = AugSample {
+                    width: w as u32,
+                    height: h as u32,
+                    bands: 1,
+                    image: plane.clone(),
+                    mask: Some((0..n as u32).collect()),
+                    boxes: vec![([1.0, 0.0, 3.0, 2.0], 0)],
+                };
+                warp(&mut s, &[dihedral_stage(w as u32, h as u32, k)], DEFAULT_MIN_VISIBILITY);
+                let (want, ow, oh) = dihedral_plane(&plane, w, h, k);
+                assert_eq!((s.width as usize, s.height as usize), (ow, oh));
+                assert_eq!(s.image, want, "k={k}");
+                assert_eq!(s.boxes[0].0, dihedral_box([1.0, 0.0, 3.0, 2.0], w as f32, h as f32, k), "k={k}");
+            }
+        }
+    }
+
+    #[test]
     fn flips_twice_are_identity() {
         for k in [1u8, 2, 3] {
             let s = sample();
@@ -141,7 +155,7 @@ mod tests {
     }
 
     #[test]
-    fn box_follows_mask_under_every_transform() {
+    fn box_follows_mask_under_every_dihedral_transform() {
         // A box rasterised into a mask, transformed both ways, covers the same pixels.
         let (w, h) = (5usize, 5usize);
         let bx = [1.0f32, 0.0, 3.0, 2.0];
@@ -164,9 +178,19 @@ mod tests {
 
     #[test]
     fn same_seed_same_result() {
-        let (mut a, mut b) = (sample(), sample());
-        Dihedral.apply(&mut a, 1.0, 7);
-        Dihedral.apply(&mut b, 1.0, 7);
-        assert_eq!(a, b);
+        for name in NAMES {
+            let aug = autodl_api::augmenter(name).unwrap();
+            let (mut a, mut b) = (sample(), sample());
+            aug.apply(&mut a, 1.0, 7);
+            aug.apply(&mut b, 1.0, 7);
+            assert_eq!(a, b, "{name}");
+        }
+    }
+
+    #[test]
+    fn colour_steps_skip_fewer_than_three_bands() {
+        let mut s = sample();
+        SaturationHue::DEFAULT.apply(&mut s, 1.0, 3);
+        assert_eq!(s, sample());
     }
 }

@@ -1,0 +1,96 @@
+//! Gathers a finished run's files into `report.html`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use autodl_api::TrialResult;
+use autodl_core::Leaderboard;
+use autodl_data::Dataset;
+use autodl_report::{Confusion, ModelEntry, Report, Sample};
+
+/// Validation images shown with their predictions.
+const SAMPLES: usize = 4;
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Writes `out/report.html` and returns its path.
+pub fn write(
+    board: &Leaderboard,
+    ds: &Dataset,
+    out: &Path,
+    title: &str,
+    facts: Vec<(String, String)>,
+    backend: &str,
+) -> anyhow::Result<PathBuf> {
+    let mut models = Vec::new();
+    for row in &board.rows {
+        let result: Option<TrialResult> = row.model_dir.as_ref().and_then(|d| read_json(&Path::new(d).join("result.json")));
+        models.push(ModelEntry {
+            id: row.id.clone(),
+            metric_name: row.metric_name.clone(),
+            metric: row.metric,
+            status: row.status.clone(),
+            reason: row.reason.clone(),
+            epochs: result.map(|r| r.epochs).unwrap_or_default(),
+        });
+    }
+    let mut report = Report {
+        title: format!("autodl run: {title}"),
+        facts,
+        leaderboard_markdown: board.to_markdown(),
+        models,
+        confusion: None,
+        samples: Vec::new(),
+    };
+    if let Some(best) = board.best()
+        && let Some(dir) = &best.model_dir
+    {
+        let dir = Path::new(dir);
+        if let Some(metrics) = read_json::<serde_json::Value>(&dir.join("metrics.json")) {
+            report.confusion = confusion(&metrics);
+        }
+        report.samples = samples(best.model.as_str(), dir, ds, out, backend).unwrap_or_default();
+    }
+    let html = autodl_report::render(&report)?;
+    let path = out.join("report.html");
+    std::fs::write(&path, html).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn confusion(metrics: &serde_json::Value) -> Option<Confusion> {
+    let classes = metrics.get("classes")?.as_array()?.iter().map(|c| c.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_owned()).collect();
+    let counts = metrics.get("confusion-matrix")?.get("counts")?.as_array()?.iter().map(|v| v.as_u64().unwrap_or(0)).collect();
+    Some(Confusion { classes, counts })
+}
+
+/// Truth and prediction, side by side in class colours, for the first validation images.
+fn samples(family: &str, model_dir: &Path, ds: &Dataset, out: &Path, backend: &str) -> anyhow::Result<Vec<Sample>> {
+    let Some(net) = autodl_api::network(family) else { return Ok(Vec::new()) };
+    let picked: Vec<_> = ds.val.iter().take(SAMPLES).collect();
+    let images: Vec<PathBuf> = picked.iter().map(|s| s.image.clone()).collect();
+    let pred_dir = out.join("report-samples");
+    net.predict(model_dir, &images, &pred_dir, backend)?;
+    let index: std::collections::HashMap<u32, usize> = ds.classes.iter().enumerate().map(|(i, c)| (c.value, i)).collect();
+    let mut samples = Vec::new();
+    for s in picked {
+        let pred = std::fs::read(pred_dir.join(format!("{}_preview.png", s.stem)))?;
+        if let Some(label) = &s.label
+            && let Ok(mask) = autodl_data::load_mask(label)
+        {
+            let rgb: Vec<u8> = mask
+                .data
+                .iter()
+                .flat_map(|v| index.get(v).map_or([0, 0, 0], |&i| autodl_api::class_colour(i)))
+                .collect();
+            if let Some(img) = image::RgbImage::from_raw(mask.width, mask.height, rgb) {
+                let mut png = Vec::new();
+                img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+                samples.push(Sample { caption: format!("{}: truth", s.stem), png });
+            }
+        }
+        samples.push(Sample { caption: format!("{}: prediction", s.stem), png: pred });
+    }
+    Ok(samples)
+}

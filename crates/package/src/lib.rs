@@ -1,0 +1,246 @@
+//! The `.dlpk` model package: a zip holding an ArcGIS-style `.emd` JSON, the Burn weights and
+//! `model.json` (network, classes, normalisation statistics), so `autodl predict --model X.dlpk`
+//! needs nothing else.
+//!
+//! Unpacking refuses any entry whose path would leave the target folder (`../x`, absolute
+//! paths), so a hostile package cannot write outside it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::{Value, json};
+
+/// Why a package could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The zip is malformed.
+    #[error("{path}: not a valid package: {reason}")]
+    Zip {
+        /// The package.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An entry would be written outside the target folder.
+    #[error("{path}: refusing entry `{entry}`: its path leaves the package folder")]
+    Escape {
+        /// The package.
+        path: PathBuf,
+        /// The offending entry name.
+        entry: String,
+    },
+    /// A required file is missing from the model folder or the package.
+    #[error("{path}: missing `{name}`")]
+    Missing {
+        /// The folder or package.
+        path: PathBuf,
+        /// The missing file.
+        name: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
+    move |source| PackageError::Io { path: path.to_owned(), source }
+}
+
+/// ArcGIS names for a family: `(ModelType, ModelName)`.
+fn arcgis_names(family: &str, task: &str) -> (&'static str, String) {
+    let model_type = if task == "detection" { "ObjectDetection" } else { "ImageClassification" };
+    let name = match family {
+        "unet" => "UnetClassifier".to_owned(),
+        "pspnet" => "PSPNetClassifier".to_owned(),
+        "deeplab" => "DeepLab".to_owned(),
+        "ssd" => "SingleShotDetector".to_owned(),
+        "retinanet" => "RetinaNet".to_owned(),
+        "yolov3" => "YOLOv3".to_owned(),
+        "faster-rcnn" => "FasterRCNN".to_owned(),
+        other => other.to_owned(),
+    };
+    (model_type, name)
+}
+
+/// Builds the `.emd` JSON from a model folder's `model.json` and the trial's metrics.
+pub fn emd(meta: &Value, metrics: &Value) -> Value {
+    let s = |k: &str| meta.get(k).and_then(Value::as_str).unwrap_or("");
+    let (model_type, model_name) = arcgis_names(s("family"), s("task"));
+    let tile = meta.get("tile-size").and_then(Value::as_u64).unwrap_or(0);
+    let bands = meta.get("bands").and_then(Value::as_u64).unwrap_or(3);
+    let classes: Vec<Value> = meta
+        .get("classes")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let [r, g, b] = autodl_api::class_colour(i);
+                    json!({
+                        "Value": c.get("value").cloned().unwrap_or(json!(i)),
+                        "Name": c.get("name").cloned().unwrap_or(json!(format!("class {i}"))),
+                        "Color": [r, g, b],
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "Framework": "autodl-burn",
+        "ModelConfiguration": "autodl",
+        "ModelType": model_type,
+        "ModelName": model_name,
+        "ModelFile": "model.mpk",
+        "ModelParameters": { "backbone": s("backbone"), "family": s("family") },
+        "ImageHeight": tile,
+        "ImageWidth": tile,
+        "ExtractBands": (0..bands).collect::<Vec<_>>(),
+        "Classes": classes,
+        "IgnoreValue": meta.get("ignore-index").cloned().unwrap_or(Value::Null),
+        "NormalizationStats": { "band_means": meta.get("mean"), "band_std": meta.get("std") },
+        "Metrics": metrics,
+    })
+}
+
+/// Packs a model folder (`model.json`, `model.mpk`, and whatever reports sit beside them)
+/// into `out`, adding `<name>.emd`.
+pub fn write(model_dir: &Path, out: &Path, name: &str, metrics: &Value) -> Result<(), PackageError> {
+    let meta_path = model_dir.join("model.json");
+    let meta_text = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
+    let meta: Value = serde_json::from_str(&meta_text).map_err(|e| PackageError::Zip { path: meta_path.clone(), reason: e.to_string() })?;
+    if !model_dir.join("model.mpk").is_file() {
+        return Err(PackageError::Missing { path: model_dir.to_owned(), name: "model.mpk".into() });
+    }
+    let file = File::create(out).map_err(io(out))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let zerr = |e: zip::result::ZipError| PackageError::Zip { path: out.to_owned(), reason: e.to_string() };
+    let emd_text = serde_json::to_string_pretty(&emd(&meta, metrics)).unwrap_or_default();
+    zip.start_file(format!("{name}.emd"), opts).map_err(zerr)?;
+    zip.write_all(emd_text.as_bytes()).map_err(io(out))?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(model_dir)
+        .map_err(io(model_dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "STOP"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let entry = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        zip.start_file(entry, opts).map_err(zerr)?;
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        zip.write_all(&bytes).map_err(io(out))?;
+    }
+    zip.finish().map_err(zerr)?;
+    Ok(())
+}
+
+/// Whether a zip entry name stays inside the folder it is unpacked into.
+pub fn is_safe_entry(name: &str) -> bool {
+    let path = Path::new(name);
+    !name.contains('\\')
+        && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// Unpacks `package` into `dir` (which must exist) and returns `dir`. Every entry is checked
+/// before anything is written, so a refused package writes nothing.
+pub fn unpack(package: &Path, dir: &Path) -> Result<PathBuf, PackageError> {
+    let file = File::open(package).map_err(io(package))?;
+    let zerr = |e: zip::result::ZipError| PackageError::Zip { path: package.to_owned(), reason: e.to_string() };
+    let mut zip = zip::ZipArchive::new(file).map_err(zerr)?;
+    for i in 0..zip.len() {
+        let entry = zip.by_index_raw(i).map_err(zerr)?;
+        if !is_safe_entry(entry.name()) {
+            return Err(PackageError::Escape { path: package.to_owned(), entry: entry.name().to_owned() });
+        }
+    }
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(zerr)?;
+        if entry.is_dir() {
+            continue;
+        }
+        let target = dir.join(entry.name());
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(io(&target))?;
+        std::fs::write(&target, bytes).map_err(io(&target))?;
+    }
+    if !dir.join("model.json").is_file() {
+        return Err(PackageError::Missing { path: package.to_owned(), name: "model.json".into() });
+    }
+    Ok(dir.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model_dir(dir: &Path) {
+        std::fs::write(
+            dir.join("model.json"),
+            r#"{"family":"unet","backbone":"resnet18","task":"pixel-classification","bands":3,"tile-size":64,
+               "classes":[{"value":1,"name":"forest"},{"value":2,"name":"water"}],"ignore-index":0,"mean":[1,2,3],"std":[1,1,1]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("model.mpk"), b"weights").unwrap();
+    }
+
+    #[test]
+    fn round_trip_with_emd() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("m");
+        std::fs::create_dir(&src).unwrap();
+        model_dir(&src);
+        let pkg = tmp.path().join("m.dlpk");
+        write(&src, &pkg, "unet-resnet18", &json!({"miou": 0.5})).unwrap();
+        let out = tmp.path().join("x");
+        std::fs::create_dir(&out).unwrap();
+        unpack(&pkg, &out).unwrap();
+        assert_eq!(std::fs::read(out.join("model.mpk")).unwrap(), b"weights");
+        let emd: Value = serde_json::from_str(&std::fs::read_to_string(out.join("unet-resnet18.emd")).unwrap()).unwrap();
+        assert_eq!(emd["ModelName"], "UnetClassifier");
+        assert_eq!(emd["ModelType"], "ImageClassification");
+        assert_eq!(emd["ModelParameters"]["backbone"], "resnet18");
+        assert_eq!(emd["ImageHeight"], 64);
+        assert_eq!(emd["ExtractBands"], json!([0, 1, 2]));
+        assert_eq!(emd["Classes"][1]["Name"], "water");
+        assert_eq!(emd["Classes"][1]["Value"], 2);
+        assert_eq!(emd["Metrics"]["miou"], 0.5);
+    }
+
+    #[test]
+    fn an_escaping_entry_is_refused_and_nothing_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pkg = tmp.path().join("evil.dlpk");
+        let mut zip = zip::ZipWriter::new(File::create(&pkg).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        zip.start_file("model.json", opts).unwrap();
+        zip.write_all(b"{}").unwrap();
+        zip.start_file("../x", opts).unwrap();
+        zip.write_all(b"gotcha").unwrap();
+        zip.finish().unwrap();
+        let out = tmp.path().join("inner");
+        std::fs::create_dir(&out).unwrap();
+        let err = unpack(&pkg, &out).unwrap_err().to_string();
+        assert!(err.contains("evil.dlpk") && err.contains("`../x`") && err.contains("leaves"), "{err}");
+        assert!(!tmp.path().join("x").exists());
+        assert!(!out.join("model.json").exists(), "nothing is written from a refused package");
+    }
+
+    #[test]
+    fn entry_names() {
+        assert!(is_safe_entry("model.mpk"));
+        assert!(is_safe_entry("a/b.png"));
+        assert!(!is_safe_entry("../x"));
+        assert!(!is_safe_entry("a/../../x"));
+        assert!(!is_safe_entry("/etc/passwd"));
+        assert!(!is_safe_entry("..\\x"));
+    }
+}

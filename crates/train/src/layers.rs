@@ -1,0 +1,51 @@
+//! Small building blocks the segmentation heads share.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+/// Convolution, batch norm, ReLU.
+#[derive(Module, Debug)]
+pub struct ConvBnRelu<B: Backend> {
+    conv: Conv2d<B>,
+    bn: BatchNorm<B>,
+}
+
+impl<B: Backend> ConvBnRelu<B> {
+    /// A `kernel x kernel` convolution with "same" padding and the given dilation.
+    pub fn new(input: usize, output: usize, kernel: usize, dilation: usize, device: &B::Device) -> Self {
+        let pad = dilation * (kernel - 1) / 2;
+        ConvBnRelu {
+            conv: Conv2dConfig::new([input, output], [kernel, kernel])
+                .with_dilation([dilation, dilation])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(false)
+                .init(device),
+            bn: BatchNormConfig::new(output).init(device),
+        }
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        relu(self.bn.forward(self.conv.forward(x)))
+    }
+}
+
+/// A 1x1 convolution with bias, for the final logits.
+pub fn classifier<B: Backend>(input: usize, classes: usize, device: &B::Device) -> Conv2d<B> {
+    Conv2dConfig::new([input, classes], [1, 1]).init(device)
+}
+
+/// Bilinear resize to `[h, w]`.
+pub fn resize<B: Backend>(x: Tensor<B, 4>, h: usize, w: usize) -> Tensor<B, 4> {
+    let [_, _, xh, xw] = x.dims();
+    if xh == h && xw == w {
+        return x;
+    }
+    interpolate(x, [h, w], InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false))
+}

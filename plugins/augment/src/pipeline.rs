@@ -1,0 +1,290 @@
+//! Presets, the pipeline that applies one to a sample, and batches on rayon threads.
+
+use std::fmt;
+use std::sync::Arc;
+
+use autodl_api::{AugSample, Augmenter, Task};
+use rayon::prelude::*;
+
+use crate::affine::{Stage, transform_boxes, warp_pixels};
+use crate::geometric::{Affine, Dihedral, Geometric, HFlip, RandomResizedCrop, Rotate, VFlip, Zoom};
+use crate::photometric::{Blur, BrightnessContrast, Cutout, GaussianNoise, SaturationHue};
+use crate::{AugmentError, DEFAULT_MIN_VISIBILITY};
+
+/// The preset names [`preset`] knows.
+pub const PRESETS: &[&str] = &["default", "none"];
+
+/// A preset's steps for a task: augmentation names with the probability of applying each.
+///
+/// `default` for detection follows Ultralytics' per-sample steps (mosaic belongs to the loader):
+/// horizontal flip, scale and translate, HSV-like colour, plus vertical flips and dihedral turns
+/// for overhead imagery. For pixel classification it follows ArcGIS (fastai) transforms: random
+/// resized crop, dihedral, brightness and contrast, zoom. `none` has no steps.
+pub fn preset(name: &str, task: Task) -> Option<Vec<(&'static str, f32)>> {
+    match (name, task) {
+        ("none", _) => Some(Vec::new()),
+        ("default", Task::Detection) => Some(vec![
+            ("hflip", 0.5),
+            ("vflip", 0.5),
+            ("dihedral", 0.5),
+            ("affine", 1.0),
+            ("saturation-hue", 1.0),
+            ("brightness-contrast", 0.5),
+        ]),
+        ("default", Task::PixelClassification) => Some(vec![
+            ("random-resized-crop", 0.5),
+            ("dihedral", 1.0),
+            ("zoom", 0.3),
+            ("brightness-contrast", 0.75),
+        ]),
+        _ => None,
+    }
+}
+
+/// One pipeline step: a geometric transform (which the pipeline can chain into one
+/// resampling) or any other augmentation.
+#[derive(Clone)]
+pub enum Step {
+    /// Planned, then resampled together with its geometric neighbours.
+    Geometric(Arc<dyn Geometric>),
+    /// Applied as it is.
+    Other(Arc<dyn Augmenter>),
+}
+
+impl Step {
+    /// A geometric step.
+    pub fn geometric(g: impl Geometric + 'static) -> Self {
+        Step::Geometric(Arc::new(g))
+    }
+
+    /// Any other step.
+    pub fn other(a: impl Augmenter + 'static) -> Self {
+        Step::Other(Arc::new(a))
+    }
+
+    /// The step's augmentation name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Geometric(g) => g.name(),
+            Step::Other(a) => a.name(),
+        }
+    }
+
+    /// This crate's augmentation called `name` with its registered preset values.
+    pub fn builtin(name: &str) -> Option<Step> {
+        Some(match name {
+            "hflip" => Step::geometric(HFlip),
+            "vflip" => Step::geometric(VFlip),
+            "dihedral" => Step::geometric(Dihedral),
+            "rotate" => Step::geometric(Rotate::DEFAULT),
+            "random-resized-crop" => Step::geometric(RandomResizedCrop::DEFAULT),
+            "zoom" => Step::geometric(Zoom::DEFAULT),
+            "affine" => Step::geometric(Affine::DEFAULT),
+            "brightness-contrast" => Step::other(BrightnessContrast),
+            "saturation-hue" => Step::other(SaturationHue::DEFAULT),
+            "gaussian-noise" => Step::other(GaussianNoise::DEFAULT),
+            "blur" => Step::other(Blur::DEFAULT),
+            "cutout" => Step::other(Cutout::DEFAULT),
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Debug for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A registered augmenter from another crate, held by reference.
+struct Registered(&'static dyn Augmenter);
+
+impl Augmenter for Registered {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn apply(&self, sample: &mut AugSample, strength: f32, seed: u64) {
+        self.0.apply(sample, strength, seed);
+    }
+}
+
+/// Steps with probabilities and one strength, applied to a sample deterministically from its
+/// seed.
+///
+/// Consecutive geometric steps are chained: boxes go through each step in turn exactly as when
+/// the steps are applied one by one, and image and mask are resampled once through the
+/// composed map, keeping only the pixels that stepwise application would keep. So the result
+/// differs from stepwise application only in being interpolated once instead of several times
+/// (sharper, and faster).
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    steps: Vec<(Step, f32)>,
+    strength: f32,
+    min_visibility: f32,
+}
+
+impl Pipeline {
+    /// A pipeline from named steps (as [`preset`] returns) and a strength (0 = identity, 1 = the
+    /// preset's ranges). Names are this crate's augmentations or any other registered one.
+    pub fn new(steps: &[(&str, f32)], strength: f32) -> Result<Pipeline, AugmentError> {
+        let steps = steps
+            .iter()
+            .map(|&(name, p)| {
+                let step = Step::builtin(name)
+                    .or_else(|| autodl_api::augmenter(name).map(|a| Step::Other(Arc::new(Registered(a)))))
+                    .ok_or_else(|| AugmentError::UnknownAugmenter {
+                        name: name.to_owned(),
+                        known: autodl_api::augmenters().iter().map(|a| a.name()).collect::<Vec<_>>().join(", "),
+                    })?;
+                Ok((step, p))
+            })
+            .collect::<Result<Vec<_>, AugmentError>>()?;
+        Ok(Pipeline::from_steps(steps, strength))
+    }
+
+    /// A pipeline from preset `name` for `task`.
+    pub fn preset(name: &str, task: Task, strength: f32) -> Result<Pipeline, AugmentError> {
+        let steps = preset(name, task).ok_or_else(|| AugmentError::UnknownPreset {
+            name: name.to_owned(),
+            known: PRESETS.join(", "),
+        })?;
+        Pipeline::new(&steps, strength)
+    }
+
+    /// A pipeline from steps built in code (custom ranges, output sizes).
+    pub fn from_steps(steps: Vec<(Step, f32)>, strength: f32) -> Pipeline {
+        Pipeline { steps, strength, min_visibility: DEFAULT_MIN_VISIBILITY }
+    }
+
+    /// Sets the fraction of a box's area that must stay visible for the box to be kept.
+    pub fn with_min_visibility(mut self, min_visibility: f32) -> Pipeline {
+        self.min_visibility = min_visibility;
+        self
+    }
+
+    /// The steps and their probabilities.
+    pub fn steps(&self) -> &[(Step, f32)] {
+        &self.steps
+    }
+
+    /// The strength.
+    pub fn strength(&self) -> f32 {
+        self.strength
+    }
+
+    /// Applies every step, each with its probability, all randomness drawn from `seed`.
+    pub fn apply(&self, sample: &mut AugSample, seed: u64) {
+        let mut chain: Vec<Stage> = Vec::new();
+        let (mut w, mut h) = (sample.width, sample.height);
+        for (k, (step, p)) in self.steps.iter().enumerate() {
+            let step_seed = mix(seed ^ mix(k as u64 + 1));
+            // The top 24 bits give a uniform draw in [0, 1) for the coin.
+            let coin = (step_seed >> 40) as f32 / (1u64 << 24) as f32;
+            if coin >= *p {
+                continue;
+            }
+            let aug_seed = mix(step_seed);
+            match step {
+                Step::Geometric(g) => {
+                    if let Some(stage) = g.plan(w, h, self.strength, aug_seed) {
+                        transform_boxes(&mut sample.boxes, &stage, self.min_visibility);
+                        (w, h) = stage.output;
+                        chain.push(stage);
+                    }
+                }
+                Step::Other(a) => {
+                    warp_pixels(sample, &chain);
+                    chain.clear();
+                    a.apply(sample, self.strength, aug_seed);
+                    (w, h) = (sample.width, sample.height);
+                }
+            }
+        }
+        warp_pixels(sample, &chain);
+    }
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A seed for one (run seed, epoch, sample index) triple, the same whatever the thread count.
+pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
+    mix(mix(mix(seed) ^ epoch) ^ index)
+}
+
+/// Applies `pipeline` to every sample on rayon's threads. Sample `i` is seeded by
+/// `(seed, epoch, first_index + i)` only, so the output does not depend on the thread count or
+/// on how the epoch is cut into batches.
+pub fn augment_batch(samples: &mut [AugSample], pipeline: &Pipeline, seed: u64, epoch: u64, first_index: u64) {
+    samples
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(i, s)| pipeline.apply(s, sample_seed(seed, epoch, first_index + i as u64)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_name_known_augmenters() {
+        for task in [Task::Detection, Task::PixelClassification] {
+            for name in PRESETS {
+                let steps = preset(name, task).unwrap();
+                for (n, p) in &steps {
+                    assert!(Step::builtin(n).is_some() && autodl_api::augmenter(n).is_some(), "{n}");
+                    assert!((0.0..=1.0).contains(p));
+                }
+                Pipeline::new(&steps, 1.0).unwrap();
+            }
+            assert!(preset("heavy", task).is_none());
+        }
+        assert!(preset("none", Task::Detection).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        let err = Pipeline::new(&[("hflip", 1.0), ("warp-drive", 1.0)], 1.0).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("warp-drive") && text.contains("hflip"), "{text}");
+        assert!(Pipeline::preset("heavy", Task::Detection, 1.0).is_err());
+    }
+
+    #[test]
+    fn probabilities_are_honoured() {
+        let p = Pipeline::new(&[("hflip", 0.5)], 1.0).unwrap();
+        let base = AugSample { width: 2, height: 1, bands: 1, image: vec![0.0, 1.0], mask: None, boxes: vec![] };
+        let flipped = (0..1000u64)
+            .filter(|&i| {
+                let mut s = base.clone();
+                p.apply(&mut s, sample_seed(1, 0, i));
+                s.image[0] == 1.0
+            })
+            .count();
+        assert!((400..600).contains(&flipped), "{flipped}");
+    }
+
+    #[test]
+    fn strength_zero_is_identity() {
+        let steps: Vec<(&str, f32)> = crate::NAMES.iter().map(|n| (*n, 1.0)).collect();
+        let p = Pipeline::new(&steps, 0.0).unwrap();
+        let n = 16 * 12;
+        let base = AugSample {
+            width: 16,
+            height: 12,
+            bands: 3,
+            image: (0..3 * n).map(|i| (i as f32 * 0.37).sin()).collect(),
+            mask: Some((0..n as u32).map(|i| i % 3).collect()),
+            boxes: vec![([1.0, 2.0, 9.0, 7.0], 0)],
+        };
+        let mut s = base.clone();
+        p.apply(&mut s, 42);
+        assert_eq!(s, base);
+    }
+}
