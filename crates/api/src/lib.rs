@@ -44,6 +44,10 @@ pub enum PluginError {
     Other(String),
 }
 
+/// A file whose presence in a trial's folder asks the trial to stop after its current epoch
+/// (how the orchestrator's pruner reaches a trial in another process).
+pub const STOP_FILE: &str = "STOP";
+
 /// The colour class `index` is drawn in, in previews, reports and packages.
 pub fn class_colour(index: usize) -> [u8; 3] {
     const PALETTE: [[u8; 3]; 10] = [

@@ -35,6 +35,25 @@ pub struct InspectArgs {
     json: bool,
 }
 
+/// `autodl data preview`.
+#[derive(clap::Args, Debug)]
+pub struct PreviewArgs {
+    /// The dataset folder.
+    dir: PathBuf,
+    /// Augmented copies to draw beside each sample (the task's default preset).
+    #[arg(long, default_value_t = 0)]
+    augment: u32,
+    /// How many training samples to draw.
+    #[arg(long, default_value_t = 6)]
+    samples: usize,
+    /// Image sub-folder (default `images`).
+    #[arg(long)]
+    images_dir: Option<String>,
+    /// Output PNG.
+    #[arg(long, default_value = "preview.png")]
+    out: PathBuf,
+}
+
 /// `autodl train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -131,6 +150,65 @@ pub fn inspect(args: &InspectArgs, quiet: bool) -> Outcome {
     Ok(())
 }
 
+pub fn preview(args: &PreviewArgs) -> Outcome {
+    let opts = ReadOptions { images_dir: args.images_dir.clone(), ..ReadOptions::default() };
+    let ds = autodl_data::open(&args.dir, &opts).with_context(|| format!("cannot read dataset {}", args.dir.display()))?;
+    let task = task_of(ds.format);
+    let names: Vec<String> = ds.classes.iter().map(|c| c.name.clone()).collect();
+    let index: std::collections::HashMap<u32, u32> = ds.classes.iter().enumerate().map(|(i, c)| (c.value, i as u32)).collect();
+    let pipeline = autodl_augment::Pipeline::preset("default", task, 1.0)?;
+    let mut tiles = Vec::new();
+    for s in ds.train.iter().take(args.samples.max(1)) {
+        let img = autodl_data::load_image(&s.image)?;
+        let mask = match (&s.label, task) {
+            (Some(label), Task::PixelClassification) => {
+                let m = autodl_data::load_mask(label)?;
+                Some(m.data.iter().map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE)).collect())
+            }
+            _ => None,
+        };
+        // Boxes as continuous coordinates: a VOC box's xmax is the last pixel it covers.
+        let boxes = s.boxes.iter().map(|b| ([b.xmin, b.ymin, b.xmax + 1.0, b.ymax + 1.0], b.class)).collect();
+        let sample = autodl_api::AugSample { width: img.width, height: img.height, bands: img.bands, image: img.data, mask, boxes };
+        for k in 0..args.augment {
+            let mut copy = sample.clone();
+            pipeline.apply(&mut copy, u64::from(k) + 1);
+            tiles.push((copy, names.clone()));
+        }
+        tiles.insert(tiles.len() - args.augment as usize, (sample, names.clone()));
+    }
+    // Small tiles (64 px land-cover chips) are enlarged so their masks and legends are legible.
+    let tiles: Vec<_> = tiles.into_iter().map(|(s, n)| (enlarge(s, 256), n)).collect();
+    let grid = autodl_augment::preview_grid(&tiles, (args.augment as usize + 1).max(3));
+    grid.save(&args.out).with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("{}", args.out.display());
+    Ok(())
+}
+
+/// Repeats pixels so the sample's longer side is at least `min_side`.
+fn enlarge(s: autodl_api::AugSample, min_side: u32) -> autodl_api::AugSample {
+    let k = min_side.div_ceil(s.width.max(s.height).max(1));
+    if k <= 1 {
+        return s;
+    }
+    let (w, h, kw, kh) = (s.width as usize, s.height as usize, (s.width * k) as usize, (s.height * k) as usize);
+    let up = |plane: &[u32]| -> Vec<u32> { (0..kh * kw).map(|i| plane[(i / kw) / k as usize * w + (i % kw) / k as usize]).collect() };
+    let image = s
+        .image
+        .chunks(w * h)
+        .flat_map(|band| (0..kh * kw).map(move |i| band[(i / kw) / k as usize * w + (i % kw) / k as usize]))
+        .collect();
+    let f = k as f32;
+    autodl_api::AugSample {
+        width: kw as u32,
+        height: kh as u32,
+        bands: s.bands,
+        image,
+        mask: s.mask.as_deref().map(up),
+        boxes: s.boxes.iter().map(|(b, c)| ([b[0] * f, b[1] * f, b[2] * f, b[3] * f], *c)).collect(),
+    }
+}
+
 fn task_of(format: Format) -> Task {
     match format.task() {
         autodl_data::Task::Detection => Task::Detection,
@@ -224,9 +302,6 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             return Err(Failure::usage(anyhow!("the pipeline asks for {asked} but {} holds {} data", pipeline.data.path.display(), ds.format)));
         }
     }
-    if pipeline.train.mode == Mode::Advanced {
-        bars.line("note: advanced mode (tuning) is not implemented yet; running basic mode");
-    }
     let name = pipeline.name.clone().unwrap_or_else(|| {
         pipeline.data.path.file_name().map_or_else(|| "run".to_owned(), |n| n.to_string_lossy().into_owned())
     });
@@ -246,7 +321,12 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     let exe = std::env::current_exe().context("cannot find the autodl binary to start trials")?;
     let runner = ChildRunner { exe, grace_secs: 30.0 };
     let higher = higher_is_better(task);
-    let mut board = autodl_core::run_plan(&plan, &runner, &mut |spec, ev| bars.event(spec, ev), higher)?;
+    let tuner = match pipeline.train.mode {
+        Mode::Basic => None,
+        Mode::Advanced => Some(autodl_api::tuner("tpe").or_else(|| autodl_api::tuners().into_iter().next()).ok_or_else(|| anyhow!("advanced mode needs a tuner plugin, and none is compiled in"))?),
+    };
+    let options = autodl_core::RunOptions { higher_is_better: higher, tuner, tune_top: 2, max_tuning_trials: 100 };
+    let mut board = autodl_core::run_plan(&plan, &runner, &mut |spec, ev| bars.event(spec, ev), &options)?;
     bars.finish();
     board.rank();
     board.write(&out).with_context(|| format!("cannot write the leaderboard into {}", out.display()))?;

@@ -18,6 +18,7 @@ use autodl_deeplab as _;
 use autodl_pspnet as _;
 use autodl_batch_throughput as _;
 use autodl_tuner_random as _;
+use autodl_tuner_tpe as _;
 use autodl_unet as _;
 
 /// AutoDL for imagery: train, tune and rank detection and pixel-classification networks.
@@ -62,6 +63,8 @@ enum Command {
 enum DataCommand {
     /// Report format, splits, classes, sizes and bad samples.
     Inspect(commands::InspectArgs),
+    /// Draw samples with their boxes or masks (and augmented copies) into one PNG.
+    Preview(commands::PreviewArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Check { file } => commands::check(&file),
         Command::Data { command: DataCommand::Inspect(args) } => commands::inspect(&args, cli.quiet),
+        Command::Data { command: DataCommand::Preview(args) } => commands::preview(&args),
         Command::Train(args) => commands::train(&args, cli.quiet),
         Command::Predict(args) => commands::predict(&args),
         Command::Plugins => commands::plugins(),

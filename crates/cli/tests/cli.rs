@@ -166,3 +166,50 @@ fn a_failing_network_is_recorded_and_the_run_goes_on() {
     let md = std::fs::read_to_string(out.join("leaderboard.md")).unwrap();
     assert!(md.contains("no backbone `vgg99`"), "{md}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_after_its_first_trial_resumes_without_retraining_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    let out = dir.path().join("run");
+    let args = [
+        "train", data.to_str().unwrap(), "--time-limit", "120s", "--max-epochs", "2",
+        "--out", out.to_str().unwrap(), "--networks", "unet,deeplab",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autodl"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = out.join("trials/unet-efficientnet-lite0/result.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !first.is_file() {
+        assert!(std::time::Instant::now() < deadline, "the first trial never finished");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SIGKILL the orchestrator, then the trial it was running (found through /proc).
+    let pid = child.id();
+    let children: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    child.kill().unwrap();
+    let _ = child.wait();
+    for c in children {
+        let _ = Command::new("kill").args(["-KILL", &c]).status();
+    }
+    let before = std::fs::read_to_string(&first).unwrap();
+
+    let o = autodl(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("unet-efficientnet-lite0: finished in an earlier run; not trained again"), "{t}");
+    assert_eq!(std::fs::read_to_string(&first).unwrap(), before, "the finished trial was not trained again");
+    let board: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap()).unwrap();
+    assert_eq!(board.as_array().unwrap().len(), 2, "{board}");
+}

@@ -10,7 +10,7 @@ mod runner;
 
 pub use leaderboard::{Leaderboard, Row};
 pub use plan::{Plan, PlanError, plan};
-pub use runner::{ChildRunner, Event, RunError, TrialRunner, run_plan};
+pub use runner::{ChildRunner, Event, Pruner, RunError, RunOptions, TrialRunner, run_plan, search_space};
 
 /// Writes `value` as pretty JSON to `path`.
 pub(crate) fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> std::io::Result<()> {

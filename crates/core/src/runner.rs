@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use autodl_api::{EpochRecord, TrialResult, TrialSpec, TrialStatus};
+use autodl_api::{EpochRecord, STOP_FILE, TrialResult, TrialSpec, TrialStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::leaderboard::Leaderboard;
@@ -155,63 +155,239 @@ pub fn is_out_of_memory(reason: &str) -> bool {
     r.contains("out of memory") || r.contains("outofmemory") || r.contains("memory allocation")
 }
 
+/// Stops weak trials early, in the manner of asynchronous successive halving: at rung epochs
+/// `min_epochs * eta^k` a trial goes on only if its best metric so far is in the top `1/eta`
+/// of what earlier trials had reached by the same epoch.
+#[derive(Debug, Clone)]
+pub struct Pruner {
+    /// Reduction factor between rungs.
+    pub eta: usize,
+    /// The first rung.
+    pub min_epochs: u32,
+    /// Earlier trials' metric curves (higher is better).
+    pub curves: Vec<Vec<f64>>,
+}
+
+impl Pruner {
+    /// A pruner with η = 2 and the first rung at epoch 2.
+    pub fn new() -> Self {
+        Pruner { eta: 2, min_epochs: 2, curves: Vec::new() }
+    }
+
+    fn is_rung(&self, epoch: u32) -> bool {
+        let mut r = self.min_epochs.max(1);
+        while r < epoch {
+            r = r.saturating_mul(self.eta.max(2) as u32);
+        }
+        r == epoch
+    }
+
+    /// Whether a trial whose curve so far is `curve` should stop now.
+    pub fn should_prune(&self, curve: &[f64]) -> bool {
+        let epoch = curve.len() as u32;
+        if !self.is_rung(epoch) {
+            return false;
+        }
+        let best = |c: &[f64]| c.iter().copied().filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
+        let mut peers: Vec<f64> = self.curves.iter().filter(|c| c.len() >= epoch as usize).map(|c| best(&c[..epoch as usize])).collect();
+        if peers.len() < self.eta {
+            return false;
+        }
+        peers.sort_by(|a, b| b.total_cmp(a));
+        let keep = peers.len().div_ceil(self.eta);
+        best(curve) < peers[keep - 1]
+    }
+}
+
+impl Default for Pruner {
+    fn default() -> Self {
+        Pruner::new()
+    }
+}
+
+/// How to run a plan.
+pub struct RunOptions<'a> {
+    /// Whether a larger metric is better.
+    pub higher_is_better: bool,
+    /// The tuner for advanced mode; `None` runs basic mode only.
+    pub tuner: Option<&'a dyn autodl_api::Tuner>,
+    /// How many of the best networks advanced mode tunes.
+    pub tune_top: usize,
+    /// Most tuning trials, whatever time is left.
+    pub max_tuning_trials: usize,
+}
+
+/// The search space advanced mode explores for a family.
+pub fn search_space(family: &str) -> autodl_api::SearchSpace {
+    use autodl_api::Dimension;
+    let mut space = autodl_api::SearchSpace::new();
+    space.insert("learning-rate".into(), Dimension::LogUniform { low: 1e-4, high: 3e-2 });
+    if let Some(f) = autodl_api::network(family) {
+        space.insert("backbone".into(), Dimension::Choice { options: f.backbones().iter().map(|b| b.to_string()).collect() });
+    }
+    space.insert("augment-strength".into(), Dimension::Uniform { low: 0.0, high: 1.5 });
+    space.insert("class-balance".into(), Dimension::Choice { options: vec!["none".into(), "balanced".into()] });
+    space.insert("dice-fraction".into(), Dimension::Uniform { low: 0.0, high: 0.5 });
+    space
+}
+
+/// Applies tuned parameters to a trial spec.
+fn apply(spec: &mut TrialSpec, params: &autodl_api::Params) {
+    use autodl_api::ParamValue;
+    for (k, v) in params {
+        match (k.as_str(), v) {
+            ("learning-rate", ParamValue::Number(lr)) => spec.learning_rate = Some(*lr),
+            ("backbone", ParamValue::Text(b)) => spec.backbone = b.clone(),
+            ("augment-strength", ParamValue::Number(s)) => spec.augment_strength = *s as f32,
+            _ => {
+                spec.params.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
 /// Runs every trial of `plan` in turn within its time limit and returns the leaderboard.
 ///
 /// A trial whose `result.json` already exists from an earlier run of the same plan is not run
 /// again (resume). A trial that runs out of memory is retried once at half its batch size.
+/// With a tuner (advanced mode), basic mode gets half the budget and the rest tunes the best
+/// networks, with weak trials pruned early.
 pub fn run_plan(
     plan: &Plan,
     runner: &dyn TrialRunner,
     on_event: &mut dyn FnMut(&TrialSpec, &Event),
-    higher_is_better: bool,
+    options: &RunOptions<'_>,
 ) -> Result<Leaderboard, RunError> {
     let start = Instant::now();
     std::fs::create_dir_all(&plan.out).map_err(io(&plan.out))?;
     // Time kept back for the leaderboard, report and packages.
     let reserve = (0.03 * plan.time_limit_secs).max(3.0);
-    let mut board = Leaderboard::new(higher_is_better);
+    let basic_limit = if options.tuner.is_some() { 0.5 * plan.time_limit_secs } else { plan.time_limit_secs };
+    let mut board = Leaderboard::new(options.higher_is_better);
     for (name, reason) in &plan.skipped {
         board.push_skipped(name, "", reason);
     }
+    let mut pruner = Pruner::new();
+    let mut results: Vec<(TrialSpec, TrialResult)> = Vec::new();
     let n = plan.trials.len();
     for (i, base) in plan.trials.iter().enumerate() {
-        let result_path = base.out_dir.join("result.json");
-        if let Some(done) = std::fs::read_to_string(&result_path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<TrialResult>(&t).ok())
-        {
-            on_event(base, &Event::Message { text: "finished in an earlier run; not trained again".into() });
-            board.push(base, done);
-            continue;
-        }
-        let left = plan.time_limit_secs - start.elapsed().as_secs_f64() - reserve;
+        let left = basic_limit - start.elapsed().as_secs_f64() - reserve;
         let share = left / (n - i) as f64;
-        if share < 5.0 {
+        let result = run_resumable(base, share, runner, on_event, None)?;
+        if let Some(r) = result {
+            pruner.curves.push(r.epochs.iter().map(|e| e.metric).collect());
+            results.push((base.clone(), r.clone()));
+            board.push(base, r);
+        } else {
             board.push_skipped(&base.family, &base.backbone, &format!("time limit reached ({share:.0}s left for it)"));
-            continue;
         }
-        std::fs::create_dir_all(&base.out_dir).map_err(io(&base.out_dir))?;
+    }
+    let Some(tuner) = options.tuner else { return Ok(board) };
+
+    // Advanced mode: tune the best networks with what is left.
+    let sign = if options.higher_is_better { 1.0 } else { -1.0 };
+    let mut ranked: Vec<&(TrialSpec, TrialResult)> = results.iter().filter(|(_, r)| r.metric.is_some()).collect();
+    ranked.sort_by(|a, b| (sign * b.1.metric.unwrap_or(0.0)).total_cmp(&(sign * a.1.metric.unwrap_or(0.0))));
+    let bases: Vec<TrialSpec> = ranked.iter().take(options.tune_top.max(1)).map(|(s, _)| s.clone()).collect();
+    if bases.is_empty() {
+        return Ok(board);
+    }
+    // Each tuning trial gets what the slowest basic trial needed, so the count adapts to the machine.
+    let per_trial = results.iter().map(|(_, r)| r.train_secs).fold(0.0f64, f64::max).max(10.0);
+    let mut histories: Vec<Vec<autodl_api::TrialRecord>> = bases
+        .iter()
+        .map(|b| {
+            results
+                .iter()
+                .filter(|(s, _)| s.id == b.id)
+                .map(|(s, r)| autodl_api::TrialRecord {
+                    params: [("learning-rate".to_owned(), autodl_api::ParamValue::Number(r.learning_rate)), ("backbone".to_owned(), autodl_api::ParamValue::Text(s.backbone.clone()))].into(),
+                    curve: r.epochs.iter().map(|e| sign * e.metric).collect(),
+                    complete: true,
+                })
+                .collect()
+        })
+        .collect();
+    let mut k = 0usize;
+    while k < options.max_tuning_trials {
+        let left = plan.time_limit_secs - start.elapsed().as_secs_f64() - reserve;
+        if left < per_trial.min(0.5 * plan.time_limit_secs) * 0.5 {
+            break;
+        }
+        let which = k % bases.len();
+        let base = &bases[which];
+        let space = search_space(&base.family);
+        let Some(params) = tuner.suggest(&space, &histories[which], base.seed.wrapping_add(k as u64)) else { break };
         let mut spec = base.clone();
-        spec.time_budget_secs = share;
-        let mut result = run_one(runner, &spec, on_event)?;
-        if let TrialStatus::Failed(reason) = &result.status
-            && is_out_of_memory(reason)
-        {
-            let half = spec.batch_size.unwrap_or(result.batch_size.max(2)) / 2;
-            if half >= 1 {
-                on_event(&spec, &Event::Message { text: format!("out of memory; retrying at batch size {half}") });
-                spec.batch_size = Some(half);
-                spec.time_budget_secs = (plan.time_limit_secs - start.elapsed().as_secs_f64() - reserve) / (n - i) as f64;
-                result = run_one(runner, &spec, on_event)?;
-            }
-        }
-        // Only finished trials are kept for resuming; a failure is tried again next time.
-        if matches!(result.status, TrialStatus::Completed | TrialStatus::Pruned(_)) {
-            write_json(&result_path, &result).map_err(io(&result_path))?;
-        }
-        board.push(&spec, result);
+        apply(&mut spec, &params);
+        spec.id = format!("{}-t{}", base.family, k + 1);
+        spec.out_dir = plan.out.join("trials").join(&spec.id);
+        k += 1;
+        let share = per_trial.min(left);
+        let pr = pruner.clone();
+        let Some(r) = run_resumable(&spec, share, runner, on_event, Some(&pr))? else { break };
+        let curve: Vec<f64> = r.epochs.iter().map(|e| e.metric).collect();
+        pruner.curves.push(curve.clone());
+        histories[which].push(autodl_api::TrialRecord {
+            params,
+            curve: curve.iter().map(|m| sign * m).collect(),
+            complete: matches!(r.status, TrialStatus::Completed),
+        });
+        board.push(&spec, r);
     }
     Ok(board)
+}
+
+/// Runs one trial unless an earlier run finished it; `None` when its share is too small.
+fn run_resumable(
+    base: &TrialSpec,
+    share: f64,
+    runner: &dyn TrialRunner,
+    on_event: &mut dyn FnMut(&TrialSpec, &Event),
+    pruner: Option<&Pruner>,
+) -> Result<Option<TrialResult>, RunError> {
+    let result_path = base.out_dir.join("result.json");
+    if let Some(done) = std::fs::read_to_string(&result_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<TrialResult>(&t).ok())
+    {
+        on_event(base, &Event::Message { text: "finished in an earlier run; not trained again".into() });
+        return Ok(Some(done));
+    }
+    if share < 5.0 {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&base.out_dir).map_err(io(&base.out_dir))?;
+    let _ = std::fs::remove_file(base.out_dir.join(STOP_FILE));
+    let mut spec = base.clone();
+    spec.time_budget_secs = share;
+    let mut curve = Vec::new();
+    let mut watch = |s: &TrialSpec, ev: &Event| {
+        if let (Event::Epoch(e), Some(p)) = (ev, pruner) {
+            curve.push(e.metric);
+            if p.should_prune(&curve) {
+                let _ = std::fs::write(s.out_dir.join(STOP_FILE), b"pruned");
+                on_event(s, &Event::Message { text: format!("pruned at epoch {}: below the top half of earlier trials", e.epoch) });
+            }
+        }
+        on_event(s, ev);
+    };
+    let mut result = run_one(runner, &spec, &mut watch)?;
+    if let TrialStatus::Failed(reason) = &result.status
+        && is_out_of_memory(reason)
+    {
+        let half = spec.batch_size.unwrap_or(result.batch_size.max(2)) / 2;
+        if half >= 1 {
+            watch(&spec, &Event::Message { text: format!("out of memory; retrying at batch size {half}") });
+            spec.batch_size = Some(half);
+            result = run_one(runner, &spec, &mut watch)?;
+        }
+    }
+    // Only finished trials are kept for resuming; a failure is tried again next time.
+    if matches!(result.status, TrialStatus::Completed | TrialStatus::Pruned(_)) {
+        write_json(&result_path, &result).map_err(io(&result_path))?;
+    }
+    Ok(Some(result))
 }
 
 fn run_one(runner: &dyn TrialRunner, spec: &TrialSpec, on_event: &mut dyn FnMut(&TrialSpec, &Event)) -> Result<TrialResult, RunError> {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use autodl_api::{DataSpec, Params, Task, TrialResult, TrialSpec, TrialStatus};
-use autodl_core::{ChildRunner, Event, Plan, TrialRunner, run_plan};
+use autodl_core::{ChildRunner, Event, Plan, Pruner, RunOptions, TrialRunner, run_plan};
 
 fn spec(id: &str, out: &Path) -> TrialSpec {
     TrialSpec {
@@ -36,13 +36,17 @@ fn plan(out: &Path, ids: &[&str]) -> Plan {
     }
 }
 
+fn basic() -> RunOptions<'static> {
+    RunOptions { higher_is_better: true, tuner: None, tune_top: 1, max_tuning_trials: 0 }
+}
+
 #[cfg(unix)]
 #[test]
 fn a_dying_child_process_is_recorded_and_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     // `sh trial --spec FILE` fails at once: sh cannot open a script called `trial`.
     let runner = ChildRunner { exe: PathBuf::from("/bin/sh"), grace_secs: 5.0 };
-    let board = run_plan(&plan(dir.path(), &["a", "b"]), &runner, &mut |_, _| {}, true).unwrap();
+    let board = run_plan(&plan(dir.path(), &["a", "b"]), &runner, &mut |_, _| {}, &basic()).unwrap();
     assert_eq!(board.rows.len(), 2, "both trials were attempted");
     for row in &board.rows {
         assert_eq!(row.status, "failed");
@@ -75,13 +79,76 @@ fn out_of_memory_is_retried_at_half_batch_and_finished_trials_resume() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake { calls: Default::default() };
     let p = plan(dir.path(), &["a"]);
-    let board = run_plan(&p, &fake, &mut |_, _| {}, true).unwrap();
+    let board = run_plan(&p, &fake, &mut |_, _| {}, &basic()).unwrap();
     assert_eq!(*fake.calls.borrow(), vec![("a".to_owned(), None), ("a".to_owned(), Some(4))]);
     assert_eq!(board.rows[0].status, "completed");
     assert_eq!(board.rows[0].batch_size, None, "no model folder, so no batch is reported");
 
     // Second run: the finished trial is read back, not run again.
-    let board = run_plan(&p, &fake, &mut |_, _| {}, true).unwrap();
+    let board = run_plan(&p, &fake, &mut |_, _| {}, &basic()).unwrap();
     assert_eq!(fake.calls.borrow().len(), 2);
     assert_eq!(board.rows[0].metric, Some(0.5));
+}
+
+/// Alternates a good and a bad learning rate.
+struct Alternating;
+
+impl autodl_api::Tuner for Alternating {
+    fn name(&self) -> &'static str {
+        "alternating"
+    }
+    fn suggest(&self, _: &autodl_api::SearchSpace, history: &[autodl_api::TrialRecord], _: u64) -> Option<Params> {
+        let lr = if history.len() % 2 == 0 { 0.5 } else { 1e-3 };
+        Some([("learning-rate".to_owned(), autodl_api::ParamValue::Number(lr))].into())
+    }
+}
+
+/// Emits ten epochs whose metric depends on the learning rate, stopping when asked to.
+struct Curves;
+
+impl TrialRunner for Curves {
+    fn run(&self, spec: &TrialSpec, _: &Path, on_event: &mut dyn FnMut(&TrialSpec, &Event)) -> TrialResult {
+        let good = spec.learning_rate.is_none_or(|lr| lr < 0.1);
+        let mut epochs = Vec::new();
+        let mut status = TrialStatus::Completed;
+        for e in 1..=10u32 {
+            let metric = if good { 0.5 + 0.02 * e as f64 } else { 0.02 * e as f64 };
+            let rec = autodl_api::EpochRecord { epoch: e, train_loss: 1.0, val_loss: 1.0, metric, elapsed_secs: e as f64 };
+            on_event(spec, &Event::Epoch(rec.clone()));
+            epochs.push(rec);
+            if spec.out_dir.join(autodl_api::STOP_FILE).exists() {
+                status = TrialStatus::Pruned(format!("stopped after epoch {e}"));
+                break;
+            }
+        }
+        let mut r = TrialResult::without_model(status, "miou");
+        r.metric = epochs.iter().map(|e| e.metric).reduce(f64::max);
+        r.epochs = epochs;
+        r.train_secs = 20.0;
+        r
+    }
+}
+
+#[test]
+fn advanced_mode_prunes_weak_trials_before_their_last_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions { higher_is_better: true, tuner: Some(&Alternating), tune_top: 1, max_tuning_trials: 4 };
+    let board = run_plan(&plan(dir.path(), &["a"]), &Curves, &mut |_, _| {}, &options).unwrap();
+    assert_eq!(board.rows.len(), 5, "one basic trial and four tuning trials");
+    let pruned: Vec<_> = board.rows.iter().filter(|r| r.status == "pruned").collect();
+    assert!(!pruned.is_empty(), "{:#?}", board.rows);
+    for row in &pruned {
+        assert!(row.epochs < 10, "{} ran all its epochs", row.id);
+    }
+    // The good trials ran to the end.
+    assert!(board.rows.iter().any(|r| r.id.contains("-t") && r.status == "completed" && r.epochs == 10));
+}
+
+#[test]
+fn pruner_keeps_the_top_half_at_rungs() {
+    let p = Pruner { eta: 2, min_epochs: 2, curves: vec![vec![0.1, 0.2, 0.3, 0.4], vec![0.5, 0.6, 0.7, 0.8]] };
+    assert!(p.should_prune(&[0.1, 0.3]), "below the better peer at rung 2");
+    assert!(!p.should_prune(&[0.1, 0.7]));
+    assert!(!p.should_prune(&[0.0, 0.0, 0.0]), "epoch 3 is not a rung");
+    assert!(p.should_prune(&[0.0, 0.0, 0.0, 0.5]));
 }

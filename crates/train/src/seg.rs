@@ -200,12 +200,9 @@ pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Augmentation names in the `default` preset for pixel classification.
-pub const DEFAULT_AUGMENT: &[&str] = &["dihedral", "brightness-contrast"];
-
 /// Cuts a `tile`-sided training sample from `item` at a seeded random place, pads with ignored
 /// pixels when the image is smaller, and applies the augmentations.
-fn make_sample(item: &Item, bands: usize, tile: usize, seed: u64, augment: &[&dyn autodl_api::Augmenter], strength: f32) -> AugSample {
+fn make_sample(item: &Item, bands: usize, tile: usize, seed: u64, augment: &autodl_augment::Pipeline) -> AugSample {
     let mut rng = StdRng::seed_from_u64(seed);
     let x0 = if item.width > tile { rng.random_range(0..=item.width - tile) } else { 0 };
     let y0 = if item.height > tile { rng.random_range(0..=item.height - tile) } else { 0 };
@@ -229,9 +226,7 @@ fn make_sample(item: &Item, bands: usize, tile: usize, seed: u64, augment: &[&dy
         mask: Some(mask),
         boxes: Vec::new(),
     };
-    for (k, aug) in augment.iter().enumerate() {
-        aug.apply(&mut sample, strength, sample_seed(seed, 1, k as u64));
-    }
+    augment.apply(&mut sample, sample_seed(seed, 1, 0));
     sample
 }
 
@@ -339,8 +334,7 @@ fn free_memory() -> Option<u64> {
 struct Trainer<'a, B: Backend> {
     data: &'a SegData,
     tile: usize,
-    augment: Vec<&'static dyn autodl_api::Augmenter>,
-    strength: f32,
+    augment: autodl_augment::Pipeline,
     seed: u64,
     loss: LossOptions,
     class_weights: Option<Tensor<B, 1>>,
@@ -352,7 +346,7 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         let samples: Vec<AugSample> = indices
             .par_iter()
             .map(|&i| {
-                make_sample(&self.data.train[i], self.data.bands, self.tile, sample_seed(self.seed, epoch, i as u64), &self.augment, self.strength)
+                make_sample(&self.data.train[i], self.data.bands, self.tile, sample_seed(self.seed, epoch, i as u64), &self.augment)
             })
             .collect();
         let one_hot = (self.loss.dice_fraction > 0.0).then(|| one_hot::<B>(&samples, self.classes, device));
@@ -482,11 +476,8 @@ where
         .map(|t| t as usize)
         .unwrap_or_else(|| (family.default_tile as usize).min(smallest.div_ceil(m) * m).max(m));
     let tile = tile.div_ceil(m) * m;
-    let augment: Vec<&'static dyn autodl_api::Augmenter> = if spec.augment == "none" {
-        Vec::new()
-    } else {
-        DEFAULT_AUGMENT.iter().filter_map(|n| autodl_api::augmenter(n)).collect()
-    };
+    let augment = autodl_augment::Pipeline::preset(&spec.augment, autodl_api::Task::PixelClassification, spec.augment_strength)
+        .map_err(|e| PluginError::Training(e.to_string()))?;
     let schedule_kind = match text_param(&spec.params, "schedule", "one-cycle") {
         "one-cycle" => Schedule::OneCycle,
         "cosine" => Schedule::Cosine,
@@ -512,7 +503,7 @@ where
         focal_gamma: number_param(&spec.params, "focal-gamma", 0.0) as f32,
         dice_fraction: number_param(&spec.params, "dice-fraction", 0.0).clamp(0.0, 1.0) as f32,
     };
-    let trainer = Trainer { data: &data, tile, augment, strength: spec.augment_strength, seed: spec.seed, loss, class_weights, classes };
+    let trainer = Trainer { data: &data, tile, augment, seed: spec.seed, loss, class_weights, classes };
     let n_train = data.train.len();
 
     // Batch size: fixed, or deduced by measuring real steps on a throwaway model.
@@ -525,16 +516,20 @@ where
                 None => 8.min(n_train),
                 Some(d) => {
                     let limits = BatchLimits { min: 8, max: n_train.min(64) as u32, free_bytes: free_memory(), memory_fraction: 0.8 };
+                    // One throwaway model serves every probe: building one can mean reading
+                    // pretrained weights, which costs more than a step.
+                    let mut slot = Some((build(device, bands, classes)?, new_optim()));
                     let mut probe = |b: u32| -> Result<StepMeasure, PluginError> {
-                        let mut model = build(device, bands, classes)?;
-                        let mut optim = new_optim();
+                        let (mut model, mut optim) = slot.take().ok_or_else(|| PluginError::Other("batch probe lost its model".into()))?;
                         let idx: Vec<usize> = (0..b as usize).map(|i| i % n_train).collect();
-                        // The first step pays for allocation and kernel selection; time the second.
-                        (model, _) = trainer.step(model, &mut optim, 1e-4, &idx, 0, device);
+                        // The first step at a size pays for allocation; time the second.
+                        (model, _) = trainer.step(model, &mut optim, 1e-6, &idx, 0, device);
                         reset_peak_rss();
                         let t = Instant::now();
-                        let (_model, _) = trainer.step(model, &mut optim, 1e-4, &idx, 0, device);
-                        Ok(StepMeasure { batch_size: b, seconds: t.elapsed().as_secs_f64(), peak_bytes: peak_rss() })
+                        (model, _) = trainer.step(model, &mut optim, 1e-6, &idx, 0, device);
+                        let measure = StepMeasure { batch_size: b, seconds: t.elapsed().as_secs_f64(), peak_bytes: peak_rss() };
+                        slot = Some((model, optim));
+                        Ok(measure)
                     };
                     d.deduce(&mut probe, &limits)? as usize
                 }
@@ -597,7 +592,7 @@ where
     let mut status = TrialStatus::Completed;
     let mut order: Vec<usize> = (0..n_train).collect();
     let reserve = 0.05 * spec.time_budget_secs + 1.0;
-    let stop_file = spec.out_dir.join(STOP_FILE);
+    let stop_file = spec.out_dir.join(autodl_api::STOP_FILE);
     for epoch in 1..=spec.max_epochs {
         let epoch_start = Instant::now();
         let mut rng = StdRng::seed_from_u64(sample_seed(spec.seed, epoch as u64, u64::MAX));
@@ -691,8 +686,6 @@ where
     })
 }
 
-/// A file whose presence in a trial's folder asks the trial to stop after its current epoch.
-pub const STOP_FILE: &str = "STOP";
 
 /// The learning rate at `step` of `total`.
 pub fn schedule(kind: Schedule, peak: f64, step: usize, total: usize) -> f64 {

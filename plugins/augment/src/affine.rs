@@ -52,7 +52,14 @@ impl Affine2 {
     pub fn then(&self, next: &Affine2) -> Affine2 {
         let [a, b, c, d, e, f] = self.0;
         let [p, q, r, s, t, u] = next.0;
-        Affine2([p * a + q * d, p * b + q * e, p * c + q * f + r, s * a + t * d, s * b + t * e, s * c + t * f + u])
+        Affine2([
+            p * a + q * d,
+            p * b + q * e,
+            p * c + q * f + r,
+            s * a + t * d,
+            s * b + t * e,
+            s * c + t * f + u,
+        ])
     }
 
     /// The inverse map, or `None` when the map is singular.
@@ -63,7 +70,14 @@ impl Affine2 {
             return None;
         }
         let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
-        Some(Affine2([ia, ib, -(ia * c + ib * f), id, ie, -(id * c + ie * f)]))
+        Some(Affine2([
+            ia,
+            ib,
+            -(ia * c + ib * f),
+            id,
+            ie,
+            -(id * c + ie * f),
+        ]))
     }
 
     /// Maps one point.
@@ -95,7 +109,12 @@ pub struct Stage {
 impl Stage {
     /// A stage from its forward map and sizes that may interpolate.
     pub fn new(forward: Affine2, input: (u32, u32), output: (u32, u32)) -> Self {
-        Stage { forward, input, output, exact: false }
+        Stage {
+            forward,
+            input,
+            output,
+            exact: false,
+        }
     }
 }
 
@@ -105,8 +124,14 @@ pub fn transform_boxes(boxes: &mut Vec<([f32; 4], usize)>, stage: &Stage, min_vi
     let (ow, oh) = (f64::from(stage.output.0), f64::from(stage.output.1));
     boxes.retain_mut(|(b, _)| {
         let [x0, y0, x1, y1] = b.map(f64::from);
-        let corners = [(x0, y0), (x1, y0), (x0, y1), (x1, y1)].map(|(x, y)| stage.forward.apply(x, y));
-        let (mut lx, mut ly, mut hx, mut hy) = (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
+        let corners =
+            [(x0, y0), (x1, y0), (x0, y1), (x1, y1)].map(|(x, y)| stage.forward.apply(x, y));
+        let (mut lx, mut ly, mut hx, mut hy) = (
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        );
         for (x, y) in corners {
             lx = lx.min(x);
             ly = ly.min(y);
@@ -135,13 +160,21 @@ pub(crate) fn clip_box(b: &mut [f32; 4], t: [f64; 4], w: f64, h: f64, min_visibi
 
 /// Clips `t` to `rect` and writes it to `b`; false when less than `min_visibility` of its area
 /// is inside, or nothing is.
-pub(crate) fn clip_box_to(b: &mut [f32; 4], t: [f64; 4], rect: [f64; 4], min_visibility: f32) -> bool {
+pub(crate) fn clip_box_to(
+    b: &mut [f32; 4],
+    t: [f64; 4],
+    rect: [f64; 4],
+    min_visibility: f32,
+) -> bool {
     let [lx, ly, hx, hy] = t;
     let area = (hx - lx) * (hy - ly);
     let (cx0, cy0) = (lx.clamp(rect[0], rect[2]), ly.clamp(rect[1], rect[3]));
     let (cx1, cy1) = (hx.clamp(rect[0], rect[2]), hy.clamp(rect[1], rect[3]));
     let visible = (cx1 - cx0).max(0.0) * (cy1 - cy0).max(0.0);
-    if !(area > 0.0) || !(visible > 0.0) || visible < f64::from(min_visibility) * area * (1.0 - 1e-9) {
+    // Written so that NaN areas drop the box too.
+    let kept =
+        area > 0.0 && visible > 0.0 && visible >= f64::from(min_visibility) * area * (1.0 - 1e-9);
+    if !kept {
         return false;
     }
     *b = [cx0 as f32, cy0 as f32, cx1 as f32, cy1 as f32];
@@ -160,61 +193,113 @@ pub fn warp(sample: &mut AugSample, stages: &[Stage], min_visibility: f32) {
 
 /// Resamples image and mask through a chain of stages (boxes untouched).
 pub fn warp_pixels(sample: &mut AugSample, stages: &[Stage]) {
-    let (Some(first), Some(last)) = (stages.first(), stages.last()) else { return };
-    let (w, h) = (sample.width as usize, sample.height as usize);
-    let plane = w * h;
-    let bands = sample.bands as usize;
-    if first.input != (sample.width, sample.height) || sample.image.len() != bands * plane || plane == 0 {
-        debug_assert!(false, "stage chain does not fit the sample");
+    if stages.is_empty() {
         return;
     }
-    let (ow, oh) = (last.output.0 as usize, last.output.1 as usize);
-    let total = stages.iter().fold(Affine2::IDENTITY, |acc, s| acc.then(&s.forward));
-    let Some(inv) = total.inverse() else { return };
-    if sample.mask.as_ref().is_some_and(|m| m.len() != plane) {
-        sample.mask = None;
+    with_scratch(|scratch| {
+        let Scratch { image, mask, .. } = scratch;
+        let mut image = std::mem::take(image);
+        let mut mask = std::mem::take(mask);
+        if let Some((ow, oh, has_mask)) = resample(sample, stages, &mut image, &mut mask, scratch) {
+            // The output moves into the sample; its old buffers become the scratch for next
+            // time, so steady-state augmentation allocates nothing.
+            std::mem::swap(&mut sample.image, &mut image);
+            match sample.mask.as_mut() {
+                Some(m) if has_mask => std::mem::swap(m, &mut mask),
+                // A mask of the wrong size cannot follow the image.
+                _ => sample.mask = None,
+            }
+            (sample.width, sample.height) = (ow, oh);
+        }
+        (scratch.image, scratch.mask) = (image, mask);
+    });
+}
+
+/// The resampling itself: writes `src` through `stages` into `image` and (when `src` has a
+/// mask of the right size) `mask`, and returns the output size and whether the mask was
+/// written, or `None` when the chain does not fit the sample or is singular (nothing written
+/// then).
+fn resample(
+    src: &AugSample,
+    stages: &[Stage],
+    image: &mut Vec<f32>,
+    mask: &mut Vec<u32>,
+    scratch: &mut Scratch,
+) -> Option<(u32, u32, bool)> {
+    let (first, last) = (stages.first()?, stages.last()?);
+    let (w, h) = (src.width as usize, src.height as usize);
+    let plane = w * h;
+    let bands = src.bands as usize;
+    debug_assert_eq!(
+        first.input,
+        (src.width, src.height),
+        "stage chain does not fit the sample"
+    );
+    if first.input != (src.width, src.height) || src.image.len() != bands * plane || plane == 0 {
+        // A malformed sample is left as it is rather than read out of bounds.
+        return None;
     }
+    let (ow, oh) = (last.output.0 as usize, last.output.1 as usize);
+    let total = stages
+        .iter()
+        .fold(Affine2::IDENTITY, |acc, s| acc.then(&s.forward));
+    let inv = total.inverse()?;
     // Output coordinates to the input of each later stage that can map outside it (the first
     // stage's input, the image itself, is always checked).
     let mut checks = Vec::new();
     let mut suffix = Affine2::IDENTITY;
     for s in stages.iter().skip(1).rev() {
         suffix = s.forward.then(&suffix);
-        if !s.exact {
-            if let Some(m) = suffix.inverse() {
-                checks.push(Check { map: m, w: f64::from(s.input.0), h: f64::from(s.input.1) });
-            }
+        if !s.exact
+            && let Some(m) = suffix.inverse()
+        {
+            checks.push(Check {
+                map: m,
+                w: f64::from(s.input.0),
+                h: f64::from(s.input.1),
+            });
         }
     }
-    let (has_mask, exact) = (sample.mask.is_some(), stages.iter().all(|s| s.exact));
-    with_scratch(|scratch| {
-        let Scratch { image, mask, taps, cols, rows, lines } = scratch;
-        // No clearing: every path writes every output value (invalid ones through
-        // `clear_outside`), which saves a pass over memory.
-        image.resize(bands * ow * oh, 0.0);
-        if has_mask {
-            mask.resize(ow * oh, IGNORE);
-        }
-        {
-            let src = Source { image: &sample.image, mask: sample.mask.as_deref(), bands, w, h };
-            let out_mask = has_mask.then_some(&mut *mask);
-            if exact {
-                permute(&src, (ow, oh), &inv, image, out_mask);
-            } else if orientation(&inv).is_some() && checks.iter().all(|c| orientation(&c.map).is_some()) {
-                separable(&src, (ow, oh), &inv, &checks, cols, rows, lines, image, out_mask);
-            } else {
-                general(&src, (ow, oh), &inv, &checks, taps, image, out_mask);
-            }
-        }
-        // The output moves into the sample; its old buffers become the scratch for next time,
-        // so steady-state augmentation allocates nothing.
-        std::mem::swap(&mut sample.image, image);
-        if let Some(m) = sample.mask.as_mut() {
-            std::mem::swap(m, mask);
-        }
-    });
-    sample.width = ow as u32;
-    sample.height = oh as u32;
+    let src_mask = src.mask.as_deref().filter(|m| m.len() == plane);
+    // No clearing: every path writes every output value (invalid ones through
+    // `clear_outside`), which saves a pass over memory.
+    image.resize(bands * ow * oh, 0.0);
+    if src_mask.is_some() {
+        mask.resize(ow * oh, IGNORE);
+    }
+    let source = Source {
+        image: &src.image,
+        mask: src_mask,
+        bands,
+        w,
+        h,
+    };
+    let out_mask = src_mask.is_some().then_some(mask);
+    let Scratch {
+        taps,
+        cols,
+        rows,
+        lines,
+        ..
+    } = scratch;
+    if stages.iter().all(|s| s.exact) {
+        permute(&source, (ow, oh), &inv, image, out_mask);
+    } else if orientation(&inv).is_some() && checks.iter().all(|c| orientation(&c.map).is_some()) {
+        separable(
+            &source,
+            (ow, oh),
+            &inv,
+            &checks,
+            cols,
+            rows,
+            lines,
+            image,
+            out_mask,
+        );
+    } else {
+        general(&source, (ow, oh), &inv, &checks, taps, image, out_mask);
+    }
+    Some((ow as u32, oh as u32, src_mask.is_some()))
 }
 
 /// Buffers reused across calls on one thread.
@@ -265,12 +350,12 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-fn with_scratch(f: impl FnOnce(&mut Scratch)) {
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut s) => f(&mut s),
         // Only reachable if a resampling ever ran inside another on one thread.
         Err(_) => f(&mut Scratch::default()),
-    });
+    })
 }
 
 struct Source<'a> {
@@ -321,7 +406,12 @@ fn tap1(s: f64, n: usize, stride: usize) -> Tap1 {
     let lo = f.clamp(0.0, n.saturating_sub(2) as f64) as usize;
     let t = (f - lo as f64).clamp(0.0, 1.0) as f32;
     let near = (s.max(0.0) as usize).min(n - 1);
-    Tap1 { off: (lo * stride) as u32, t, near: (near * stride) as u32, valid }
+    Tap1 {
+        off: (lo * stride) as u32,
+        t,
+        near: (near * stride) as u32,
+        valid,
+    }
 }
 
 /// The step to the upper neighbour on an axis of `n` pixels, `stride` apart.
@@ -344,7 +434,14 @@ fn lerp4(s: &[f32], i: usize, cs: usize, rs: usize, ct: f32, rt: f32) -> f32 {
 
 /// Sets the values of row `oy` outside columns `lo..hi` to 0 in every band and to [`IGNORE`]
 /// in the mask (the whole row when the range is empty).
-fn clear_outside(out: &mut [f32], mask: Option<&mut Vec<u32>>, bands: usize, (ow, oh): (usize, usize), oy: usize, (lo, hi): (usize, usize)) {
+fn clear_outside(
+    out: &mut [f32],
+    mask: Option<&mut Vec<u32>>,
+    bands: usize,
+    (ow, oh): (usize, usize),
+    oy: usize,
+    (lo, hi): (usize, usize),
+) {
     let (lo, hi) = if lo < hi { (lo, hi) } else { (0, 0) };
     for band in 0..bands {
         let row = &mut out[band * ow * oh + oy * ow..band * ow * oh + (oy + 1) * ow];
@@ -358,40 +455,71 @@ fn clear_outside(out: &mut [f32], mask: Option<&mut Vec<u32>>, bands: usize, (ow
     }
 }
 
-/// Interpolates output columns `lo..hi` of row `oy` in every band; `tap(k)` gives column
-/// `lo + k`'s lower-neighbour index and its two weights. Three bands (the common case) share one pass.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn interp_row(
-    src: &Source<'_>,
-    out: &mut [f32],
-    (ow, oh): (usize, usize),
-    oy: usize,
-    (lo, hi): (usize, usize),
-    (cs, rs): (usize, usize),
-    tap: impl Fn(usize) -> (usize, f32, f32),
-) {
-    let (plane, oplane) = (src.w * src.h, ow * oh);
-    let (start, end) = (oy * ow + lo, oy * ow + hi);
-    if src.bands == 3 {
-        let (o0, rest) = out.split_at_mut(oplane);
-        let (o1, o2) = rest.split_at_mut(oplane);
-        let (s0, rest) = src.image.split_at(plane);
-        let (s1, s2) = rest.split_at(plane);
-        for (k, ((a, b), c)) in o0[start..end].iter_mut().zip(&mut o1[start..end]).zip(&mut o2[start..end]).enumerate() {
-            let (i, ct, rt) = tap(k);
-            *a = lerp4(s0, i, cs, rs, ct, rt);
-            *b = lerp4(s1, i, cs, rs, ct, rt);
-            *c = lerp4(s2, i, cs, rs, ct, rt);
+/// Linear samples along one source line for a run of taps, four at a time (see
+/// [`bilinear_run`]): element `k` blends `s[line + base[k]]` and the one `step` further.
+fn linear_run(s: &[f32], line: usize, step: usize, base: &[u32], t: &[f32], out: &mut [f32]) {
+    const N: usize = 4;
+    let sample = |c: u32| {
+        let i = line.wrapping_add(c as usize);
+        (s[i], s[i.wrapping_add(step)])
+    };
+    let mut outs = out.chunks_exact_mut(N);
+    let mut bases = base.chunks_exact(N);
+    let mut ts = t.chunks_exact(N);
+    for ((o, b), x) in (&mut outs).zip(&mut bases).zip(&mut ts) {
+        let (mut p0, mut p1) = ([0f32; N], [0f32; N]);
+        for j in 0..N {
+            (p0[j], p1[j]) = sample(b[j]);
         }
-    } else {
-        for band in 0..src.bands {
-            let s = &src.image[band * plane..(band + 1) * plane];
-            for (k, o) in out[band * oplane + start..band * oplane + end].iter_mut().enumerate() {
-                let (i, ct, rt) = tap(k);
-                *o = lerp4(s, i, cs, rs, ct, rt);
-            }
+        for j in 0..N {
+            o[j] = p0[j] + (p1[j] - p0[j]) * x[j];
         }
+    }
+    for ((o, &b), &x) in outs
+        .into_remainder()
+        .iter_mut()
+        .zip(bases.remainder())
+        .zip(ts.remainder())
+    {
+        let (p0, p1) = sample(b);
+        *o = p0 + (p1 - p0) * x;
+    }
+}
+
+/// Bilinear samples of one band for a run of taps, four at a time: the loads stay scalar but
+/// the arithmetic runs on whole vectors. Neighbours are 1 and `w` apart.
+fn bilinear_run(s: &[f32], w: usize, base: &[u32], tx: &[f32], ty: &[f32], out: &mut [f32]) {
+    const N: usize = 4;
+    let sample = |i: usize| {
+        let q = &s[i..i + w + 2];
+        (q[0], q[1], q[w], q[w + 1])
+    };
+    let mut outs = out.chunks_exact_mut(N);
+    let mut bases = base.chunks_exact(N);
+    let mut txs = tx.chunks_exact(N);
+    let mut tys = ty.chunks_exact(N);
+    for (((o, b), x), y) in (&mut outs).zip(&mut bases).zip(&mut txs).zip(&mut tys) {
+        let (mut p00, mut p01, mut p10, mut p11) = ([0f32; N], [0f32; N], [0f32; N], [0f32; N]);
+        for j in 0..N {
+            (p00[j], p01[j], p10[j], p11[j]) = sample(b[j] as usize);
+        }
+        for j in 0..N {
+            let top = p00[j] + (p01[j] - p00[j]) * x[j];
+            let bot = p10[j] + (p11[j] - p10[j]) * x[j];
+            o[j] = top + (bot - top) * y[j];
+        }
+    }
+    let rest = outs
+        .into_remainder()
+        .iter_mut()
+        .zip(bases.remainder())
+        .zip(txs.remainder())
+        .zip(tys.remainder());
+    for (((o, &b), &x), &y) in rest {
+        let (p00, p01, p10, p11) = sample(b as usize);
+        let top = p00 + (p01 - p00) * x;
+        let bot = p10 + (p11 - p10) * x;
+        *o = top + (bot - top) * y;
     }
 }
 
@@ -413,29 +541,50 @@ fn separable(
     let [a, b, c, d, e, f] = inv.0;
     let swapped = orientation(inv) == Some(true);
     // Columns run along the source axis that output x maps to, rows along the other.
-    let (col_axis, row_axis) = if swapped { ((h, w), (w, 1)) } else { ((w, 1), (h, w)) };
+    let (col_axis, row_axis) = if swapped {
+        ((h, w), (w, 1))
+    } else {
+        ((w, 1), (h, w))
+    };
     let (cs, rs) = (step(col_axis.0, col_axis.1), step(row_axis.0, row_axis.1));
     cols.reset(ow);
     for ox in 0..ow {
         let o = ox as f64 + 0.5;
-        let t = tap1(if swapped { d * o + f } else { a * o + c }, col_axis.0, col_axis.1);
+        let t = tap1(
+            if swapped { d * o + f } else { a * o + c },
+            col_axis.0,
+            col_axis.1,
+        );
         (cols.base[ox], cols.tx[ox], cols.near[ox], cols.valid[ox]) = (t.off, t.t, t.near, t.valid);
     }
     rows.clear();
     rows.extend((0..oh).map(|oy| {
         let o = oy as f64 + 0.5;
-        tap1(if swapped { b * o + c } else { e * o + f }, row_axis.0, row_axis.1)
+        tap1(
+            if swapped { b * o + c } else { e * o + f },
+            row_axis.0,
+            row_axis.1,
+        )
     }));
     for ch in checks {
         let [a, b, c, d, e, f] = ch.map.0;
-        let inside = |v: f64, n: f64| v >= 0.0 && v < n;
-        let (col_ok, row_ok): (Box<dyn Fn(f64) -> bool>, Box<dyn Fn(f64) -> bool>) = if orientation(&ch.map) == Some(true) {
-            (Box::new(move |o| inside(d * o + f, ch.h)), Box::new(move |o| inside(b * o + c, ch.w)))
+        // Each constraint is `0 <= k * o + off < n` on one output axis.
+        let (col, row) = if orientation(&ch.map) == Some(true) {
+            ((d, f, ch.h), (b, c, ch.w))
         } else {
-            (Box::new(move |o| inside(a * o + c, ch.w)), Box::new(move |o| inside(e * o + f, ch.h)))
+            ((a, c, ch.w), (e, f, ch.h))
         };
-        cols.valid.iter_mut().enumerate().for_each(|(ox, v)| *v &= col_ok(ox as f64 + 0.5));
-        rows.iter_mut().enumerate().for_each(|(oy, t)| t.valid &= row_ok(oy as f64 + 0.5));
+        let inside = |(k, off, n): (f64, f64, f64), o: usize| {
+            let v = k * (o as f64 + 0.5) + off;
+            v >= 0.0 && v < n
+        };
+        cols.valid
+            .iter_mut()
+            .enumerate()
+            .for_each(|(ox, v)| *v &= inside(col, ox));
+        rows.iter_mut()
+            .enumerate()
+            .for_each(|(oy, t)| t.valid &= inside(row, oy));
     }
     let (lo, hi) = cols.valid_range();
     for (oy, r) in rows.iter().enumerate() {
@@ -457,16 +606,13 @@ fn separable(
                 }
                 let l0 = r.off as usize;
                 let l1 = l0.wrapping_add(rs);
-                let fill = |slot: usize, line: usize, lines: &mut [Vec<f32>; 2], keys: &mut [usize; 2]| {
-                    let buf = &mut lines[slot];
-                    buf.clear();
-                    buf.extend(base.iter().zip(tx).map(|(&c, &t)| {
-                        let i = line.wrapping_add(c as usize);
-                        let (p0, p1) = (s[i], s[i.wrapping_add(cs)]);
-                        p0 + (p1 - p0) * t
-                    }));
-                    keys[slot] = line;
-                };
+                let fill =
+                    |slot: usize, line: usize, lines: &mut [Vec<f32>; 2], keys: &mut [usize; 2]| {
+                        let buf = &mut lines[slot];
+                        buf.resize(base.len(), 0.0);
+                        linear_run(s, line, cs, base, tx, buf);
+                        keys[slot] = line;
+                    };
                 let find = |keys: &[usize; 2], line: usize| keys.iter().position(|&k| k == line);
                 let i0 = match find(&keys, l0) {
                     Some(i) => i,
@@ -515,10 +661,9 @@ fn general(
 ) {
     let (w, h) = (src.w, src.h);
     let (dx, dy) = (step(w, 1), step(h, w));
-    let (xmax, ymax) = (w.saturating_sub(2) as i64, h.saturating_sub(2) as i64);
-    let (hi_x, hi_y) = (w as i64 - 1, h as i64 - 1);
     let [a, _, _, d, _, _] = inv.0;
-    let wi = w as i64;
+    // Below 2^23 pixels, indices are exact in f32 and the tap loop can run in f32, vectorised.
+    let small = w * h < 1 << 23;
     taps.reset(ow);
     for oy in 0..oh {
         let yc = oy as f64 + 0.5;
@@ -528,38 +673,160 @@ fn general(
         let (mut lo, mut hi) = intersect(run(sx0, a, w as f64, ow), run(sy0, d, h as f64, ow));
         for ch in checks {
             let (px, py) = ch.map.apply(0.5, yc);
-            (lo, hi) = intersect((lo, hi), intersect(run(px, ch.map.0[0], ch.w, ow), run(py, ch.map.0[3], ch.h, ow)));
+            (lo, hi) = intersect(
+                (lo, hi),
+                intersect(
+                    run(px, ch.map.0[0], ch.w, ow),
+                    run(py, ch.map.0[3], ch.h, ow),
+                ),
+            );
         }
-        clear_outside(out, out_mask.as_deref_mut(), src.bands, (ow, oh), oy, (lo, hi));
+        clear_outside(
+            out,
+            out_mask.as_deref_mut(),
+            src.bands,
+            (ow, oh),
+            oy,
+            (lo, hi),
+        );
         if lo >= hi {
             continue;
         }
         let n = hi - lo;
-        // Fixed point with 20 fractional bits, stepped along the row: integer shifts and
-        // clamps cost far less than float-to-int casts without SSE4.1.
-        let fixed = |v: f64| (v * FIXED_ONE as f64).round() as i64;
-        let (mut x, mut y) = (fixed(sx0 + a * lo as f64), fixed(sy0 + d * lo as f64));
-        let (stepx, stepy) = (fixed(a), fixed(d));
-        let (base, tx, ty, near) = (&mut taps.base[..n], &mut taps.tx[..n], &mut taps.ty[..n], &mut taps.near[..n]);
-        // Wrapping arithmetic: every value here is far from i64's limits, and the dev profile's
-        // overflow checks would double the loop's cost.
-        for k in 0..n {
-            let (fx, fy) = (x.wrapping_sub(FIXED_ONE / 2), y.wrapping_sub(FIXED_ONE / 2));
-            let (x0, y0) = ((fx >> FIXED_BITS).clamp(0, xmax), (fy >> FIXED_BITS).clamp(0, ymax));
-            tx[k] = fx.wrapping_sub(x0 << FIXED_BITS).clamp(0, FIXED_ONE) as f32 * FIXED_INV;
-            ty[k] = fy.wrapping_sub(y0 << FIXED_BITS).clamp(0, FIXED_ONE) as f32 * FIXED_INV;
-            base[k] = y0.wrapping_mul(wi).wrapping_add(x0) as u32;
-            near[k] = (y >> FIXED_BITS).clamp(0, hi_y).wrapping_mul(wi).wrapping_add((x >> FIXED_BITS).clamp(0, hi_x)) as u32;
-            x = x.wrapping_add(stepx);
-            y = y.wrapping_add(stepy);
+        if small {
+            row_taps_f32(
+                taps,
+                n,
+                (sx0 + a * lo as f64, sy0 + d * lo as f64),
+                (a, d),
+                (w, h),
+            );
+        } else {
+            row_taps_fixed(
+                taps,
+                n,
+                (sx0 + a * lo as f64, sy0 + d * lo as f64),
+                (a, d),
+                (w, h),
+            );
         }
         let (base, tx, ty) = (&taps.base[..n], &taps.tx[..n], &taps.ty[..n]);
-        interp_row(src, out, (ow, oh), oy, (lo, hi), (dx, dy), |k| (base[k] as usize, tx[k], ty[k]));
+        if dx == 1 && dy == w {
+            let plane = w * h;
+            for band in 0..src.bands {
+                let start = band * ow * oh + oy * ow;
+                let s = &src.image[band * plane..(band + 1) * plane];
+                bilinear_run(s, w, base, tx, ty, &mut out[start + lo..start + hi]);
+            }
+        } else {
+            // A source one pixel wide or high: neighbours may coincide.
+            let plane = w * h;
+            for band in 0..src.bands {
+                let start = band * ow * oh + oy * ow;
+                let s = &src.image[band * plane..(band + 1) * plane];
+                for (k, o) in out[start + lo..start + hi].iter_mut().enumerate() {
+                    *o = lerp4(s, base[k] as usize, dx, dy, tx[k], ty[k]);
+                }
+            }
+        }
         if let (Some(m), Some(om)) = (src.mask, out_mask.as_deref_mut()) {
-            for (o, &i) in om[oy * ow + lo..oy * ow + hi].iter_mut().zip(&taps.near[..n]) {
+            for (o, &i) in om[oy * ow + lo..oy * ow + hi]
+                .iter_mut()
+                .zip(&taps.near[..n])
+            {
                 *o = m[i as usize];
             }
         }
+    }
+}
+
+/// Taps for `n` pixels from source position `(x, y)` stepping by `(a, d)`, in f32 with the
+/// floors and the float-to-index conversions done by the 2^23 trick (adding 2^23 rounds to an
+/// integer held in the low mantissa bits), so the loop vectorises with SSE2 alone. Needs fewer
+/// than 2^23 pixels.
+fn row_taps_f32(
+    taps: &mut Taps,
+    n: usize,
+    (x, y): (f64, f64),
+    (a, d): (f64, f64),
+    (w, h): (usize, usize),
+) {
+    const MAGIC: f32 = 8_388_608.0;
+    const MAGIC_BITS: u32 = 0x4B00_0000;
+    #[inline(always)]
+    fn floor(v: f32) -> f32 {
+        // For 0 <= v < 2^22: round to nearest, then step down when that rounded up.
+        let r = (v + MAGIC) - MAGIC;
+        if r > v { r - 1.0 } else { r }
+    }
+    #[inline(always)]
+    fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+        let v = if v < lo { lo } else { v };
+        if v > hi { hi } else { v }
+    }
+    let (x, y, a, d) = (x as f32, y as f32, a as f32, d as f32);
+    let (wf, xmax, ymax) = (
+        w as f32,
+        w.saturating_sub(2) as f32,
+        h.saturating_sub(2) as f32,
+    );
+    let (nxmax, nymax) = ((w - 1) as f32, (h - 1) as f32);
+    let (base, tx, ty, near) = (
+        &mut taps.base[..n],
+        &mut taps.tx[..n],
+        &mut taps.ty[..n],
+        &mut taps.near[..n],
+    );
+    for k in 0..n {
+        let o = k as i32 as f32;
+        let (sx, sy) = (x + a * o, y + d * o);
+        let (fx, fy) = (sx - 0.5, sy - 0.5);
+        let (x0, y0) = (floor(clamp(fx, 0.0, xmax)), floor(clamp(fy, 0.0, ymax)));
+        tx[k] = clamp(fx - x0, 0.0, 1.0);
+        ty[k] = clamp(fy - y0, 0.0, 1.0);
+        base[k] = ((y0 * wf + x0) + MAGIC).to_bits().wrapping_sub(MAGIC_BITS);
+        let (nx, ny) = (floor(clamp(sx, 0.0, nxmax)), floor(clamp(sy, 0.0, nymax)));
+        near[k] = ((ny * wf + nx) + MAGIC).to_bits().wrapping_sub(MAGIC_BITS);
+    }
+}
+
+/// The same in 20-bit fixed point, for images of any size.
+fn row_taps_fixed(
+    taps: &mut Taps,
+    n: usize,
+    (x, y): (f64, f64),
+    (a, d): (f64, f64),
+    (w, h): (usize, usize),
+) {
+    let (xmax, ymax) = (w.saturating_sub(2) as i64, h.saturating_sub(2) as i64);
+    let (hi_x, hi_y) = (w as i64 - 1, h as i64 - 1);
+    let wi = w as i64;
+    let fixed = |v: f64| (v * FIXED_ONE as f64).round() as i64;
+    let (mut x, mut y) = (fixed(x), fixed(y));
+    let (stepx, stepy) = (fixed(a), fixed(d));
+    let (base, tx, ty, near) = (
+        &mut taps.base[..n],
+        &mut taps.tx[..n],
+        &mut taps.ty[..n],
+        &mut taps.near[..n],
+    );
+    // Wrapping arithmetic: every value here is far from i64's limits, and the dev profile's
+    // overflow checks would double the loop's cost.
+    for k in 0..n {
+        let (fx, fy) = (x.wrapping_sub(FIXED_ONE / 2), y.wrapping_sub(FIXED_ONE / 2));
+        let (x0, y0) = (
+            (fx >> FIXED_BITS).clamp(0, xmax),
+            (fy >> FIXED_BITS).clamp(0, ymax),
+        );
+        tx[k] = fx.wrapping_sub(x0 << FIXED_BITS).clamp(0, FIXED_ONE) as f32 * FIXED_INV;
+        ty[k] = fy.wrapping_sub(y0 << FIXED_BITS).clamp(0, FIXED_ONE) as f32 * FIXED_INV;
+        base[k] = y0.wrapping_mul(wi).wrapping_add(x0) as u32;
+        near[k] = (y >> FIXED_BITS)
+            .clamp(0, hi_y)
+            .wrapping_mul(wi)
+            .wrapping_add((x >> FIXED_BITS).clamp(0, hi_x)) as u32;
+        x = x.wrapping_add(stepx);
+        y = y.wrapping_add(stepy);
     }
 }
 
@@ -573,7 +840,10 @@ fn run(p0: f64, k: f64, bound: f64, n: usize) -> (usize, usize) {
     let (lo, hi) = if k > 0.0 {
         (((0.0 - p0) / k).ceil(), ((bound - p0) / k).ceil())
     } else if k < 0.0 {
-        (((bound - p0) / k).floor() + 1.0, ((0.0 - p0) / k).floor() + 1.0)
+        (
+            ((bound - p0) / k).floor() + 1.0,
+            ((0.0 - p0) / k).floor() + 1.0,
+        )
     } else if p0 >= 0.0 && p0 < bound {
         (0.0, nf)
     } else {
@@ -588,7 +858,13 @@ fn intersect(a: (usize, usize), b: (usize, usize)) -> (usize, usize) {
 
 /// Moves whole pixels for a chain of flips and turns: each output row reads the source along
 /// a fixed integer step.
-fn permute(src: &Source<'_>, (ow, oh): (usize, usize), inv: &Affine2, out: &mut [f32], mut out_mask: Option<&mut Vec<u32>>) {
+fn permute(
+    src: &Source<'_>,
+    (ow, oh): (usize, usize),
+    inv: &Affine2,
+    out: &mut [f32],
+    mut out_mask: Option<&mut Vec<u32>>,
+) {
     let (w, h) = (src.w, src.h);
     let (plane, oplane) = (w * h, ow * oh);
     let [a, _, _, d, _, _] = inv.0;
@@ -600,12 +876,24 @@ fn permute(src: &Source<'_>, (ow, oh): (usize, usize), inv: &Affine2, out: &mut 
         let last = start + step * (ow as isize - 1);
         if start < 0 || last < 0 || start as usize >= plane || last as usize >= plane {
             debug_assert!(false, "exact stage maps outside the image");
-            clear_outside(out, out_mask.as_deref_mut(), src.bands, (ow, oh), oy, (0, 0));
+            clear_outside(
+                out,
+                out_mask.as_deref_mut(),
+                src.bands,
+                (ow, oh),
+                oy,
+                (0, 0),
+            );
             continue;
         }
         for band in 0..src.bands {
             let s = &src.image[band * plane..(band + 1) * plane];
-            copy_strided(&mut out[band * oplane + oy * ow..band * oplane + (oy + 1) * ow], s, start, step);
+            copy_strided(
+                &mut out[band * oplane + oy * ow..band * oplane + (oy + 1) * ow],
+                s,
+                start,
+                step,
+            );
         }
         if let (Some(m), Some(om)) = (src.mask, out_mask.as_deref_mut()) {
             copy_strided(&mut om[oy * ow..(oy + 1) * ow], m, start, step);
@@ -636,14 +924,147 @@ fn copy_strided<T: Copy>(row: &mut [T], src: &[T], start: isize, step: isize) {
 mod tests {
     use super::*;
 
+    /// Straightforward per-pixel resampling to check the optimised paths against.
+    fn reference(s: &AugSample, stages: &[Stage]) -> (Vec<f32>, Vec<u32>, Vec<bool>, Vec<f64>) {
+        let (w, h) = (s.width as usize, s.height as usize);
+        let (ow, oh) = (
+            stages.last().unwrap().output.0 as usize,
+            stages.last().unwrap().output.1 as usize,
+        );
+        let bands = s.bands as usize;
+        let mut image = vec![0f32; bands * ow * oh];
+        let mut mask = vec![IGNORE; ow * oh];
+        let mut valid = vec![false; ow * oh];
+        // Distance of each pixel's constraints from their edges, to skip ties in the comparison.
+        let mut margin = vec![f64::INFINITY; ow * oh];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (cx, cy) = (ox as f64 + 0.5, oy as f64 + 0.5);
+                // Walk back through the stages, checking each input.
+                let (mut px, mut py) = (cx, cy);
+                let mut ok = true;
+                let mut m = f64::INFINITY;
+                for st in stages.iter().rev() {
+                    (px, py) = st.forward.inverse().unwrap().apply(px, py);
+                    let (iw, ih) = (f64::from(st.input.0), f64::from(st.input.1));
+                    ok &= px >= 0.0 && px < iw && py >= 0.0 && py < ih;
+                    m = m
+                        .min(px.abs())
+                        .min(py.abs())
+                        .min((px - iw).abs())
+                        .min((py - ih).abs());
+                }
+                let o = oy * ow + ox;
+                margin[o] = m;
+                if !ok {
+                    continue;
+                }
+                valid[o] = true;
+                let (fx, fy) = (px - 0.5, py - 0.5);
+                let (x0, y0) = (fx.floor(), fy.floor());
+                let (tx, ty) = (fx - x0, fy - y0);
+                let cl = |v: f64, n: usize| (v.max(0.0) as usize).min(n - 1);
+                let (xa, xb, ya, yb) = (cl(x0, w), cl(x0 + 1.0, w), cl(y0, h), cl(y0 + 1.0, h));
+                for b in 0..bands {
+                    let p = |x: usize, y: usize| f64::from(s.image[b * w * h + y * w + x]);
+                    let top = p(xa, ya) * (1.0 - tx) + p(xb, ya) * tx;
+                    let bot = p(xa, yb) * (1.0 - tx) + p(xb, yb) * tx;
+                    image[b * ow * oh + o] = (top * (1.0 - ty) + bot * ty) as f32;
+                }
+                mask[o] = s.mask.as_ref().unwrap()
+                    [(py as usize).min(h - 1) * w + (px as usize).min(w - 1)];
+            }
+        }
+        (image, mask, valid, margin)
+    }
+
+    #[test]
+    fn every_resampling_path_matches_the_reference() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(11);
+        for case in 0..300 {
+            let (w, h) = (rng.random_range(1..24u32), rng.random_range(1..24u32));
+            let bands = rng.random_range(1..5u32);
+            let n = (w * h) as usize;
+            let s = AugSample {
+                width: w,
+                height: h,
+                bands,
+                image: (0..n * bands as usize)
+                    .map(|_| rng.random_range(-1.0..1.0f32))
+                    .collect(),
+                mask: Some((0..n as u32).collect()),
+                boxes: vec![],
+            };
+            let mut stages = Vec::new();
+            let (mut cw, mut ch) = (w, h);
+            for _ in 0..rng.random_range(1..=3) {
+                let (nw, nh) = (rng.random_range(1..24u32), rng.random_range(1..24u32));
+                let kind = rng.random_range(0..4);
+                let stage = if kind == 0 {
+                    let mut st = crate::dihedral_stage(cw, ch, rng.random_range(0..8));
+                    st.exact = true;
+                    st
+                } else {
+                    let scale =
+                        Affine2::scale(rng.random_range(0.4..2.5), rng.random_range(0.4..2.5));
+                    let turn = match kind {
+                        1 => Affine2::IDENTITY,
+                        2 => Affine2([0.0, 1.0, 0.0, 1.0, 0.0, 0.0]),
+                        _ => Affine2::rotate(rng.random_range(-1.0..1.0)),
+                    };
+                    let f = Affine2::translate(-f64::from(cw) / 2.0, -f64::from(ch) / 2.0)
+                        .then(&turn)
+                        .then(&scale)
+                        .then(&Affine2::translate(
+                            f64::from(nw) / 2.0 + rng.random_range(-3.0..3.0),
+                            f64::from(nh) / 2.0 + rng.random_range(-3.0..3.0),
+                        ));
+                    Stage::new(f, (cw, ch), (nw, nh))
+                };
+                (cw, ch) = stage.output;
+                stages.push(stage);
+            }
+            let (want, want_mask, valid, margin) = reference(&s, &stages);
+            let mut got = s.clone();
+            warp_pixels(&mut got, &stages);
+            assert_eq!((got.width, got.height), (cw, ch), "case {case}");
+            let plane = (cw * ch) as usize;
+            let got_mask = got.mask.as_ref().unwrap();
+            for o in 0..plane {
+                if margin[o] < 1e-3 {
+                    continue;
+                }
+                assert_eq!(
+                    got_mask[o] != IGNORE,
+                    valid[o],
+                    "case {case} pixel {o} validity"
+                );
+                assert_eq!(got_mask[o], want_mask[o], "case {case} pixel {o} mask");
+                for b in 0..bands as usize {
+                    let (g, r) = (got.image[b * plane + o], want[b * plane + o]);
+                    assert!(
+                        (g - r).abs() < 2e-3,
+                        "case {case} band {b} pixel {o}: {g} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn inverse_and_then_compose() {
-        let m = Affine2::rotate(0.3).then(&Affine2::scale(2.0, 0.5)).then(&Affine2::translate(3.0, -1.0));
+        let m = Affine2::rotate(0.3)
+            .then(&Affine2::scale(2.0, 0.5))
+            .then(&Affine2::translate(3.0, -1.0));
         let inv = m.inverse().unwrap();
         let (x, y) = m.apply(1.5, -2.0);
         let (bx, by) = inv.apply(x, y);
         assert!((bx - 1.5).abs() < 1e-9 && (by + 2.0).abs() < 1e-9);
-        let (sx, sy) = Affine2::scale(2.0, 3.0).then(&Affine2::translate(1.0, 1.0)).apply(1.0, 1.0);
+        let (sx, sy) = Affine2::scale(2.0, 3.0)
+            .then(&Affine2::translate(1.0, 1.0))
+            .apply(1.0, 1.0);
         assert_eq!((sx, sy), (3.0, 4.0));
     }
 
@@ -658,7 +1079,11 @@ mod tests {
             mask: Some(vec![7, 8]),
             boxes: vec![],
         };
-        warp(&mut s, &[Stage::new(Affine2::scale(2.0, 1.0), (2, 1), (4, 1))], 0.3);
+        warp(
+            &mut s,
+            &[Stage::new(Affine2::scale(2.0, 1.0), (2, 1), (4, 1))],
+            0.3,
+        );
         assert_eq!(s.image, vec![0.0, 1.0, 3.0, 4.0]);
         assert_eq!(s.mask, Some(vec![7, 7, 8, 8]));
     }
@@ -673,7 +1098,11 @@ mod tests {
             mask: Some(vec![3; 4]),
             boxes: vec![([0.0, 0.0, 1.0, 1.0], 0), ([1.0, 0.0, 2.0, 2.0], 1)],
         };
-        warp(&mut s, &[Stage::new(Affine2::translate(1.0, 0.0), (2, 2), (2, 2))], 0.3);
+        warp(
+            &mut s,
+            &[Stage::new(Affine2::translate(1.0, 0.0), (2, 2), (2, 2))],
+            0.3,
+        );
         assert_eq!(s.image, vec![0.0, 1.0, 0.0, 1.0]);
         assert_eq!(s.mask, Some(vec![IGNORE, 3, IGNORE, 3]));
         // The second box moved fully outside and is dropped.

@@ -33,12 +33,20 @@ macro_rules! geometric {
 
 /// A uniform draw from `[-r, r]` (0 when `r` is not positive).
 pub(crate) fn sym(rng: &mut StdRng, r: f32) -> f32 {
-    if r > 0.0 { rng.random_range(-r..=r) } else { 0.0 }
+    if r > 0.0 {
+        rng.random_range(-r..=r)
+    } else {
+        0.0
+    }
 }
 
 /// A uniform draw from `[lo, hi]` (`lo` when the range is empty).
 pub(crate) fn between(rng: &mut StdRng, lo: f32, hi: f32) -> f32 {
-    if hi > lo { rng.random_range(lo..=hi) } else { lo }
+    if hi > lo {
+        rng.random_range(lo..=hi)
+    } else {
+        lo
+    }
 }
 
 /// Dihedral element `k` (bit 0: flip x, bit 1: flip y, bit 2: transpose, the transpose read
@@ -46,7 +54,11 @@ pub(crate) fn between(rng: &mut StdRng, lo: f32, hi: f32) -> f32 {
 pub fn dihedral_stage(w: u32, h: u32, k: u8) -> Stage {
     let (wf, hf) = (f64::from(w), f64::from(h));
     // Output coordinates to input coordinates, in the order `dihedral_plane` reads them.
-    let mut inv = if k & 4 != 0 { Affine2([0.0, 1.0, 0.0, 1.0, 0.0, 0.0]) } else { Affine2::IDENTITY };
+    let mut inv = if k & 4 != 0 {
+        Affine2([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    } else {
+        Affine2::IDENTITY
+    };
     if k & 1 != 0 {
         inv = inv.then(&Affine2([-1.0, 0.0, wf, 0.0, 1.0, 0.0]));
     }
@@ -56,7 +68,12 @@ pub fn dihedral_stage(w: u32, h: u32, k: u8) -> Stage {
     // Every dihedral map is invertible; the fallback is never taken.
     let forward = inv.inverse().unwrap_or(Affine2::IDENTITY);
     let output = if k & 4 != 0 { (h, w) } else { (w, h) };
-    Stage { forward, input: (w, h), output, exact: true }
+    Stage {
+        forward,
+        input: (w, h),
+        output,
+        exact: true,
+    }
 }
 
 /// Mirrors left to right (always, when strength > 0: the pipeline owns the probability).
@@ -150,7 +167,11 @@ pub struct RandomResizedCrop {
 
 impl RandomResizedCrop {
     /// The registered preset: half to all of the area, aspect 3/4 to 4/3, same size out.
-    pub const DEFAULT: RandomResizedCrop = RandomResizedCrop { size: None, scale: (0.5, 1.0), ratio: (0.75, 4.0 / 3.0) };
+    pub const DEFAULT: RandomResizedCrop = RandomResizedCrop {
+        size: None,
+        scale: (0.5, 1.0),
+        ratio: (0.75, 4.0 / 3.0),
+    };
 }
 
 impl Default for RandomResizedCrop {
@@ -162,7 +183,7 @@ impl Default for RandomResizedCrop {
 impl Geometric for RandomResizedCrop {
     fn plan(&self, w: u32, h: u32, strength: f32, seed: u64) -> Option<Stage> {
         let mut rng = StdRng::seed_from_u64(seed);
-        let (ow, oh) = self.size.unwrap_or((w, h));
+        let (ow, oh) = self.size.map_or((w, h), |(a, b)| (a.max(1), b.max(1)));
         let s = strength.max(0.0);
         let (wf, hf) = (w as f32, h as f32);
         let mut window = (0.0f32, 0.0f32, wf, hf);
@@ -170,7 +191,10 @@ impl Geometric for RandomResizedCrop {
             // Strength pulls the ranges towards "all of the image, same shape".
             let lo = (1.0 - (1.0 - self.scale.0) * s).clamp(0.01, 1.0);
             let hi = (1.0 - (1.0 - self.scale.1) * s).clamp(lo, 1.0);
-            let (r0, r1) = (self.ratio.0.max(1e-3).ln() * s, self.ratio.1.max(1e-3).ln() * s);
+            let (r0, r1) = (
+                self.ratio.0.max(1e-3).ln() * s,
+                self.ratio.1.max(1e-3).ln() * s,
+            );
             for _ in 0..10 {
                 let area = wf * hf * between(&mut rng, lo, hi);
                 let aspect = between(&mut rng, r0.min(r1), r0.max(r1)).exp();
@@ -188,8 +212,10 @@ impl Geometric for RandomResizedCrop {
         if (x0, y0, cw, ch) == (0.0, 0.0, wf, hf) && (ow, oh) == (w, h) {
             return None;
         }
-        let forward = Affine2::translate(-f64::from(x0), -f64::from(y0))
-            .then(&Affine2::scale(f64::from(ow) / f64::from(cw), f64::from(oh) / f64::from(ch)));
+        let forward = Affine2::translate(-f64::from(x0), -f64::from(y0)).then(&Affine2::scale(
+            f64::from(ow) / f64::from(cw),
+            f64::from(oh) / f64::from(ch),
+        ));
         Some(Stage::new(forward, (w, h), (ow, oh)))
     }
 }
@@ -221,14 +247,19 @@ impl Geometric for Zoom {
         if strength <= 0.0 {
             return None;
         }
-        let z = between(&mut rng, 1.0, 1.0 + (self.max_zoom - 1.0).max(0.0) * strength);
+        let z = between(
+            &mut rng,
+            1.0,
+            1.0 + (self.max_zoom - 1.0).max(0.0) * strength,
+        );
         if z <= 1.0 {
             return None;
         }
         let (wf, hf) = (w as f32, h as f32);
         let x0 = between(&mut rng, 0.0, wf - wf / z);
         let y0 = between(&mut rng, 0.0, hf - hf / z);
-        let forward = Affine2::translate(-f64::from(x0), -f64::from(y0)).then(&Affine2::scale(f64::from(z), f64::from(z)));
+        let forward = Affine2::translate(-f64::from(x0), -f64::from(y0))
+            .then(&Affine2::scale(f64::from(z), f64::from(z)));
         Some(Stage::new(forward, (w, h), (w, h)))
     }
 }
@@ -252,7 +283,12 @@ pub struct Affine {
 impl Affine {
     /// The registered preset, after Ultralytics' `random_perspective` for detection (scale and
     /// translate) with a little shear: gain 0.75..1.25, shift up to 10 %, shear up to 5 degrees.
-    pub const DEFAULT: Affine = Affine { scale: 0.25, translate: 0.1, rotate_degrees: 0.0, shear_degrees: 5.0 };
+    pub const DEFAULT: Affine = Affine {
+        scale: 0.25,
+        translate: 0.1,
+        rotate_degrees: 0.0,
+        shear_degrees: 5.0,
+    };
 }
 
 impl Default for Affine {
@@ -271,8 +307,12 @@ impl Geometric for Affine {
         let tx = sym(&mut rng, self.translate * strength) * w as f32;
         let ty = sym(&mut rng, self.translate * strength) * h as f32;
         let deg = sym(&mut rng, self.rotate_degrees * strength);
-        let kx = sym(&mut rng, self.shear_degrees * strength).to_radians().tan();
-        let ky = sym(&mut rng, self.shear_degrees * strength).to_radians().tan();
+        let kx = sym(&mut rng, self.shear_degrees * strength)
+            .to_radians()
+            .tan();
+        let ky = sym(&mut rng, self.shear_degrees * strength)
+            .to_radians()
+            .tan();
         let (cx, cy) = (f64::from(w) / 2.0, f64::from(h) / 2.0);
         let forward = Affine2::translate(-cx, -cy)
             .then(&Affine2::shear(f64::from(kx), f64::from(ky)))

@@ -31,12 +31,15 @@ use autodl_api::{AugmenterRegistration, inventory};
 pub use affine::{Affine2, Stage, transform_boxes, warp, warp_pixels};
 pub use autodl_api::{AugSample, Augmenter};
 pub use geometric::{
-    Affine, Dihedral, Geometric, HFlip, RandomResizedCrop, Rotate, VFlip, Zoom, dihedral_box, dihedral_plane, dihedral_stage,
+    Affine, Dihedral, Geometric, HFlip, RandomResizedCrop, Rotate, VFlip, Zoom, dihedral_box,
+    dihedral_plane, dihedral_stage,
 };
 pub use multi::{mixup, mosaic};
-pub use photometric::{Blur, BrightnessContrast, Cutout, GaussianNoise, SaturationHue, gaussian_blur};
+pub use photometric::{
+    Blur, BrightnessContrast, Cutout, GaussianNoise, SaturationHue, gaussian_blur,
+};
 pub use pipeline::{PRESETS, Pipeline, Step, augment_batch, preset, sample_seed};
-pub use preview::{PALETTE, preview_grid};
+pub use preview::preview_grid;
 
 /// Mask value of an ignored pixel.
 pub const IGNORE: u32 = u32::MAX;
@@ -114,7 +117,11 @@ mod tests {
     fn every_name_is_registered_once() {
         let registered: Vec<&str> = autodl_api::augmenters().iter().map(|a| a.name()).collect();
         for name in NAMES {
-            assert_eq!(registered.iter().filter(|n| *n == name).count(), 1, "{name}");
+            assert_eq!(
+                registered.iter().filter(|n| *n == name).count(),
+                1,
+                "{name}"
+            );
             assert!(Step::builtin(name).is_some(), "{name}");
         }
     }
@@ -133,11 +140,19 @@ mod tests {
                     mask: Some((0..n as u32).collect()),
                     boxes: vec![([1.0, 0.0, 3.0, 2.0], 0)],
                 };
-                warp(&mut s, &[dihedral_stage(w as u32, h as u32, k)], DEFAULT_MIN_VISIBILITY);
+                warp(
+                    &mut s,
+                    &[dihedral_stage(w as u32, h as u32, k)],
+                    DEFAULT_MIN_VISIBILITY,
+                );
                 let (want, ow, oh) = dihedral_plane(&plane, w, h, k);
                 assert_eq!((s.width as usize, s.height as usize), (ow, oh));
                 assert_eq!(s.image, want, "k={k}");
-                assert_eq!(s.boxes[0].0, dihedral_box([1.0, 0.0, 3.0, 2.0], w as f32, h as f32, k), "k={k}");
+                assert_eq!(
+                    s.boxes[0].0,
+                    dihedral_box([1.0, 0.0, 3.0, 2.0], w as f32, h as f32, k),
+                    "k={k}"
+                );
             }
         }
     }

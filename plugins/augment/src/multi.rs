@@ -21,8 +21,16 @@ pub fn mosaic(samples: &[AugSample; 4], out_size: (u32, u32), seed: u64) -> AugS
     let (ow, oh) = (out_size.0 as usize, out_size.1 as usize);
     let bands = samples[0].bands as usize;
     let oplane = ow * oh;
-    let xc = if ow > 0 { rng.random_range(ow / 4..=(3 * ow) / 4) } else { 0 };
-    let yc = if oh > 0 { rng.random_range(oh / 4..=(3 * oh) / 4) } else { 0 };
+    let xc = if ow > 0 {
+        rng.random_range(ow / 4..=(3 * ow) / 4)
+    } else {
+        0
+    };
+    let yc = if oh > 0 {
+        rng.random_range(oh / 4..=(3 * oh) / 4)
+    } else {
+        0
+    };
     let mut image = vec![0f32; bands * oplane];
     let want_mask = samples.iter().any(|s| s.mask.is_some());
     let mut mask = want_mask.then(|| vec![IGNORE; oplane]);
@@ -49,23 +57,38 @@ pub fn mosaic(samples: &[AugSample; 4], out_size: (u32, u32), seed: u64) -> AugS
                 let src = sy * w as usize + sx0;
                 let dst = y as usize * ow + x0 as usize;
                 for b in 0..bands.min(s.bands as usize) {
-                    image[b * oplane + dst..b * oplane + dst + n].copy_from_slice(&s.image[b * plane + src..b * plane + src + n]);
+                    image[b * oplane + dst..b * oplane + dst + n]
+                        .copy_from_slice(&s.image[b * plane + src..b * plane + src + n]);
                 }
-                if let (Some(om), Some(m)) = (mask.as_mut(), s.mask.as_ref().filter(|m| m.len() == plane)) {
+                if let (Some(om), Some(m)) =
+                    (mask.as_mut(), s.mask.as_ref().filter(|m| m.len() == plane))
+                {
                     om[dst..dst + n].copy_from_slice(&m[src..src + n]);
                 }
             }
         }
         let rect = quad.map(|v| v as f64);
         for &(b, class) in &s.boxes {
-            let t = [b[0] as f64 + dx as f64, b[1] as f64 + dy as f64, b[2] as f64 + dx as f64, b[3] as f64 + dy as f64];
+            let t = [
+                b[0] as f64 + dx as f64,
+                b[1] as f64 + dy as f64,
+                b[2] as f64 + dx as f64,
+                b[3] as f64 + dy as f64,
+            ];
             let mut nb = b;
             if clip_box_to(&mut nb, t, rect, DEFAULT_MIN_VISIBILITY) {
                 boxes.push((nb, class));
             }
         }
     }
-    AugSample { width: ow as u32, height: oh as u32, bands: bands as u32, image, mask: mask.take(), boxes }
+    AugSample {
+        width: ow as u32,
+        height: oh as u32,
+        bands: bands as u32,
+        image,
+        mask: mask.take(),
+        boxes,
+    }
 }
 
 /// Blends two samples: `lambda * a + (1 - lambda) * b` (`lambda` clamped to 0..=1), with `b`
@@ -73,17 +96,27 @@ pub fn mosaic(samples: &[AugSample; 4], out_size: (u32, u32), seed: u64) -> AugS
 /// dominant sample's (`a`'s when `lambda >= 0.5`), since class indices cannot be blended. The
 /// output has `a`'s bands; bands `b` lacks count as 0.
 pub fn mixup(a: &AugSample, b: &AugSample, lambda: f32) -> AugSample {
-    let lambda = if lambda.is_nan() { 0.5 } else { lambda.clamp(0.0, 1.0) };
+    let lambda = if lambda.is_nan() {
+        0.5
+    } else {
+        lambda.clamp(0.0, 1.0)
+    };
     let mut b = b.clone();
     if (b.width, b.height) != (a.width, a.height) && b.width > 0 && b.height > 0 {
         let sx = f64::from(a.width) / f64::from(b.width);
         let sy = f64::from(a.height) / f64::from(b.height);
-        let stage = Stage::new(Affine2::scale(sx, sy), (b.width, b.height), (a.width, a.height));
+        let stage = Stage::new(
+            Affine2::scale(sx, sy),
+            (b.width, b.height),
+            (a.width, a.height),
+        );
         warp(&mut b, &[stage], DEFAULT_MIN_VISIBILITY);
     }
     let mut out = a.clone();
     let plane = a.width as usize * a.height as usize;
-    let shared = (a.bands.min(b.bands) as usize * plane).min(out.image.len()).min(b.image.len());
+    let shared = (a.bands.min(b.bands) as usize * plane)
+        .min(out.image.len())
+        .min(b.image.len());
     for (x, y) in out.image[..shared].iter_mut().zip(&b.image[..shared]) {
         *x = lambda * *x + (1.0 - lambda) * *y;
     }
@@ -115,12 +148,20 @@ mod tests {
 
     #[test]
     fn mosaic_places_each_sample_in_its_quadrant() {
-        let s = [filled(48, 48, 1.0, 0), filled(48, 48, 2.0, 1), filled(48, 48, 3.0, 2), filled(48, 48, 4.0, 3)];
+        let s = [
+            filled(48, 48, 1.0, 0),
+            filled(48, 48, 2.0, 1),
+            filled(48, 48, 3.0, 2),
+            filled(48, 48, 4.0, 3),
+        ];
         let m = mosaic(&s, (64, 64), 5);
         assert_eq!((m.width, m.height, m.image.len()), (64, 64, 2 * 64 * 64));
         let mask = m.mask.as_ref().unwrap();
         // Corners come from samples 0..3 when the centre is in the middle half and tiles are big.
-        assert_eq!([mask[0], mask[63], mask[63 * 64], mask[64 * 64 - 1]], [0, 1, 2, 3]);
+        assert_eq!(
+            [mask[0], mask[63], mask[63 * 64], mask[64 * 64 - 1]],
+            [0, 1, 2, 3]
+        );
         assert_eq!(m.image[0], 1.0);
         for (b, _) in &m.boxes {
             assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 64.0 && b[3] <= 64.0);

@@ -47,7 +47,10 @@ pub struct SaturationHue {
 
 impl SaturationHue {
     /// The registered preset, near Ultralytics' HSV gains: saturation 0.5..1.5, hue ±18 degrees.
-    pub const DEFAULT: SaturationHue = SaturationHue { saturation: 0.5, hue_degrees: 18.0 };
+    pub const DEFAULT: SaturationHue = SaturationHue {
+        saturation: 0.5,
+        hue_degrees: 18.0,
+    };
 }
 
 impl Default for SaturationHue {
@@ -95,7 +98,17 @@ pub(crate) fn colour_matrix(gain: f32, theta: f32) -> [f32; 9] {
     let diag = j + gain * cs * (1.0 - j);
     let off = j - gain * cs * j;
     let k = gain * sn * u;
-    [diag, off - k, off + k, off + k, diag, off - k, off - k, off + k, diag]
+    [
+        diag,
+        off - k,
+        off + k,
+        off + k,
+        diag,
+        off - k,
+        off - k,
+        off + k,
+        diag,
+    ]
 }
 
 /// Additive gaussian noise on every band with a standard deviation drawn from
@@ -217,11 +230,13 @@ pub fn gaussian_blur(s: &mut AugSample, sigma: f32) {
     }
     let (w, h) = (s.width as usize, s.height as usize);
     let plane = w * h;
-    if plane == 0 || s.image.len() % plane != 0 {
+    if plane == 0 || !s.image.len().is_multiple_of(plane) {
         return;
     }
     let r = ((3.0 * sigma).ceil() as usize).max(1);
-    let mut kernel: Vec<f32> = (0..=2 * r).map(|i| (-((i as f32 - r as f32).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+    let mut kernel: Vec<f32> = (0..=2 * r)
+        .map(|i| (-((i as f32 - r as f32).powi(2)) / (2.0 * sigma * sigma)).exp())
+        .collect();
     let total: f32 = kernel.iter().sum();
     kernel.iter_mut().for_each(|k| *k /= total);
     let mut tmp = vec![0f32; plane];
@@ -234,7 +249,11 @@ pub fn gaussian_blur(s: &mut AugSample, sigma: f32) {
             padded[..r].fill(first);
             padded[r + w..].fill(last);
             for (x, d) in dst.iter_mut().enumerate() {
-                *d = padded[x..x + 2 * r + 1].iter().zip(&kernel).map(|(p, k)| p * k).sum();
+                *d = padded[x..x + 2 * r + 1]
+                    .iter()
+                    .zip(&kernel)
+                    .map(|(p, k)| p * k)
+                    .sum();
             }
         }
         // Columns: whole rows at a time, which vectorises.
@@ -262,7 +281,10 @@ pub struct Cutout {
 
 impl Cutout {
     /// The registered preset: up to 3 holes of up to a fifth of each side.
-    pub const DEFAULT: Cutout = Cutout { holes: 3, size: 0.2 };
+    pub const DEFAULT: Cutout = Cutout {
+        holes: 3,
+        size: 0.2,
+    };
 }
 
 impl Default for Cutout {
@@ -283,15 +305,17 @@ impl Augmenter for Cutout {
         }
         let (w, h) = (s.width as usize, s.height as usize);
         let plane = w * h;
-        if plane == 0 || s.image.len() % plane != 0 {
+        if plane == 0 || !s.image.len().is_multiple_of(plane) {
             return;
         }
         let n = rng.random_range(1..=self.holes);
         let top = (self.size * strength).min(1.0);
         let holes: Vec<[usize; 4]> = (0..n)
             .map(|_| {
-                let hw = ((between(&mut rng, 0.25 * top, top) * w as f32).round() as usize).clamp(1, w);
-                let hh = ((between(&mut rng, 0.25 * top, top) * h as f32).round() as usize).clamp(1, h);
+                let hw =
+                    ((between(&mut rng, 0.25 * top, top) * w as f32).round() as usize).clamp(1, w);
+                let hh =
+                    ((between(&mut rng, 0.25 * top, top) * h as f32).round() as usize).clamp(1, h);
                 let x0 = rng.random_range(0..=w - hw);
                 let y0 = rng.random_range(0..=h - hh);
                 [x0, y0, x0 + hw, y0 + hh]
@@ -313,7 +337,9 @@ impl Augmenter for Cutout {
         s.boxes.retain(|(b, _)| {
             let b = b.map(f64::from);
             let area = (b[2] - b[0]) * (b[3] - b[1]);
-            area > 0.0 && area - covered_area(b, &rects) >= f64::from(DEFAULT_MIN_VISIBILITY) * area * (1.0 - 1e-9)
+            area > 0.0
+                && area - covered_area(b, &rects)
+                    >= f64::from(DEFAULT_MIN_VISIBILITY) * area * (1.0 - 1e-9)
         });
     }
 }
@@ -322,7 +348,14 @@ impl Augmenter for Cutout {
 pub(crate) fn covered_area(b: [f64; 4], rects: &[[f64; 4]]) -> f64 {
     let clipped: Vec<[f64; 4]> = rects
         .iter()
-        .map(|r| [r[0].max(b[0]), r[1].max(b[1]), r[2].min(b[2]), r[3].min(b[3])])
+        .map(|r| {
+            [
+                r[0].max(b[0]),
+                r[1].max(b[1]),
+                r[2].min(b[2]),
+                r[3].min(b[3]),
+            ]
+        })
         .filter(|r| r[2] > r[0] && r[3] > r[1])
         .collect();
     if clipped.is_empty() {
@@ -336,7 +369,10 @@ pub(crate) fn covered_area(b: [f64; 4], rects: &[[f64; 4]]) -> f64 {
     for xw in xs.windows(2) {
         for yw in ys.windows(2) {
             let (cx, cy) = ((xw[0] + xw[1]) / 2.0, (yw[0] + yw[1]) / 2.0);
-            if clipped.iter().any(|r| cx > r[0] && cx < r[2] && cy > r[1] && cy < r[3]) {
+            if clipped
+                .iter()
+                .any(|r| cx > r[0] && cx < r[2] && cy > r[1] && cy < r[3])
+            {
                 total += (xw[1] - xw[0]) * (yw[1] - yw[0]);
             }
         }
@@ -367,20 +403,44 @@ mod tests {
 
     #[test]
     fn noise_has_the_drawn_spread() {
-        let mut s = AugSample { width: 200, height: 200, bands: 1, image: vec![0.0; 40000], mask: None, boxes: vec![] };
+        let mut s = AugSample {
+            width: 200,
+            height: 200,
+            bands: 1,
+            image: vec![0.0; 40000],
+            mask: None,
+            boxes: vec![],
+        };
         GaussianNoise { sigma: 1.0 }.apply(&mut s, 1.0, 3);
         let n = s.image.len() as f32;
         let mean = s.image.iter().sum::<f32>() / n;
         let sd = (s.image.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n).sqrt();
-        assert!(mean.abs() < 0.02 && (0.45..=1.05).contains(&sd), "mean {mean} sd {sd}");
+        assert!(
+            mean.abs() < 0.02 && (0.45..=1.05).contains(&sd),
+            "mean {mean} sd {sd}"
+        );
     }
 
     #[test]
     fn blur_keeps_constant_images_and_mean() {
-        let mut s = AugSample { width: 9, height: 7, bands: 2, image: vec![2.0; 126], mask: None, boxes: vec![] };
+        let mut s = AugSample {
+            width: 9,
+            height: 7,
+            bands: 2,
+            image: vec![2.0; 126],
+            mask: None,
+            boxes: vec![],
+        };
         gaussian_blur(&mut s, 1.3);
         assert!(s.image.iter().all(|v| (v - 2.0).abs() < 1e-5));
-        let mut s = AugSample { width: 9, height: 9, bands: 1, image: vec![0.0; 81], mask: None, boxes: vec![] };
+        let mut s = AugSample {
+            width: 9,
+            height: 9,
+            bands: 1,
+            image: vec![0.0; 81],
+            mask: None,
+            boxes: vec![],
+        };
         s.image[40] = 1.0;
         gaussian_blur(&mut s, 1.0);
         assert!((s.image.iter().sum::<f32>() - 1.0).abs() < 1e-4);
@@ -390,18 +450,33 @@ mod tests {
     #[test]
     fn covered_area_counts_overlaps_once() {
         let b = [0.0, 0.0, 10.0, 10.0];
-        assert_eq!(covered_area(b, &[[0.0, 0.0, 5.0, 10.0], [2.0, 0.0, 6.0, 10.0]]), 60.0);
+        assert_eq!(
+            covered_area(b, &[[0.0, 0.0, 5.0, 10.0], [2.0, 0.0, 6.0, 10.0]]),
+            60.0
+        );
         assert_eq!(covered_area(b, &[[20.0, 0.0, 30.0, 10.0]]), 0.0);
     }
 
     #[test]
     fn cutout_hides_pixels_in_image_and_mask() {
-        let mut s = AugSample { width: 20, height: 20, bands: 1, image: vec![1.0; 400], mask: Some(vec![1; 400]), boxes: vec![] };
+        let mut s = AugSample {
+            width: 20,
+            height: 20,
+            bands: 1,
+            image: vec![1.0; 400],
+            mask: Some(vec![1; 400]),
+            boxes: vec![],
+        };
         Cutout::DEFAULT.apply(&mut s, 1.0, 9);
         let mask = s.mask.unwrap();
         let zeros = s.image.iter().filter(|v| **v == 0.0).count();
         assert!(zeros > 0);
         assert_eq!(zeros, mask.iter().filter(|m| **m == IGNORE).count());
-        assert!(s.image.iter().zip(&mask).all(|(v, m)| (*v == 0.0) == (*m == IGNORE)));
+        assert!(
+            s.image
+                .iter()
+                .zip(&mask)
+                .all(|(v, m)| (*v == 0.0) == (*m == IGNORE))
+        );
     }
 }

@@ -7,7 +7,9 @@ use autodl_api::{AugSample, Augmenter, Task};
 use rayon::prelude::*;
 
 use crate::affine::{Stage, transform_boxes, warp_pixels};
-use crate::geometric::{Affine, Dihedral, Geometric, HFlip, RandomResizedCrop, Rotate, VFlip, Zoom};
+use crate::geometric::{
+    Affine, Dihedral, Geometric, HFlip, RandomResizedCrop, Rotate, VFlip, Zoom,
+};
 use crate::photometric::{Blur, BrightnessContrast, Cutout, GaussianNoise, SaturationHue};
 use crate::{AugmentError, DEFAULT_MIN_VISIBILITY};
 
@@ -132,10 +134,16 @@ impl Pipeline {
             .iter()
             .map(|&(name, p)| {
                 let step = Step::builtin(name)
-                    .or_else(|| autodl_api::augmenter(name).map(|a| Step::Other(Arc::new(Registered(a)))))
+                    .or_else(|| {
+                        autodl_api::augmenter(name).map(|a| Step::Other(Arc::new(Registered(a))))
+                    })
                     .ok_or_else(|| AugmentError::UnknownAugmenter {
                         name: name.to_owned(),
-                        known: autodl_api::augmenters().iter().map(|a| a.name()).collect::<Vec<_>>().join(", "),
+                        known: autodl_api::augmenters()
+                            .iter()
+                            .map(|a| a.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     })?;
                 Ok((step, p))
             })
@@ -154,7 +162,11 @@ impl Pipeline {
 
     /// A pipeline from steps built in code (custom ranges, output sizes).
     pub fn from_steps(steps: Vec<(Step, f32)>, strength: f32) -> Pipeline {
-        Pipeline { steps, strength, min_visibility: DEFAULT_MIN_VISIBILITY }
+        Pipeline {
+            steps,
+            strength,
+            min_visibility: DEFAULT_MIN_VISIBILITY,
+        }
     }
 
     /// Sets the fraction of a box's area that must stay visible for the box to be kept.
@@ -221,7 +233,13 @@ pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
 /// Applies `pipeline` to every sample on rayon's threads. Sample `i` is seeded by
 /// `(seed, epoch, first_index + i)` only, so the output does not depend on the thread count or
 /// on how the epoch is cut into batches.
-pub fn augment_batch(samples: &mut [AugSample], pipeline: &Pipeline, seed: u64, epoch: u64, first_index: u64) {
+pub fn augment_batch(
+    samples: &mut [AugSample],
+    pipeline: &Pipeline,
+    seed: u64,
+    epoch: u64,
+    first_index: u64,
+) {
     samples
         .par_iter_mut()
         .enumerate()
@@ -238,7 +256,10 @@ mod tests {
             for name in PRESETS {
                 let steps = preset(name, task).unwrap();
                 for (n, p) in &steps {
-                    assert!(Step::builtin(n).is_some() && autodl_api::augmenter(n).is_some(), "{n}");
+                    assert!(
+                        Step::builtin(n).is_some() && autodl_api::augmenter(n).is_some(),
+                        "{n}"
+                    );
                     assert!((0.0..=1.0).contains(p));
                 }
                 Pipeline::new(&steps, 1.0).unwrap();
@@ -252,14 +273,24 @@ mod tests {
     fn unknown_names_are_errors() {
         let err = Pipeline::new(&[("hflip", 1.0), ("warp-drive", 1.0)], 1.0).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("warp-drive") && text.contains("hflip"), "{text}");
+        assert!(
+            text.contains("warp-drive") && text.contains("hflip"),
+            "{text}"
+        );
         assert!(Pipeline::preset("heavy", Task::Detection, 1.0).is_err());
     }
 
     #[test]
     fn probabilities_are_honoured() {
         let p = Pipeline::new(&[("hflip", 0.5)], 1.0).unwrap();
-        let base = AugSample { width: 2, height: 1, bands: 1, image: vec![0.0, 1.0], mask: None, boxes: vec![] };
+        let base = AugSample {
+            width: 2,
+            height: 1,
+            bands: 1,
+            image: vec![0.0, 1.0],
+            mask: None,
+            boxes: vec![],
+        };
         let flipped = (0..1000u64)
             .filter(|&i| {
                 let mut s = base.clone();

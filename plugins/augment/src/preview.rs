@@ -9,20 +9,6 @@ use imageproc::rect::Rect;
 
 use crate::IGNORE;
 
-/// Colours by class index (repeating): Tableau 10, which stays distinct on imagery.
-pub const PALETTE: [[u8; 3]; 10] = [
-    [31, 119, 180],
-    [255, 127, 14],
-    [44, 160, 44],
-    [214, 39, 40],
-    [148, 103, 189],
-    [140, 86, 75],
-    [227, 119, 194],
-    [127, 127, 127],
-    [188, 189, 34],
-    [23, 190, 207],
-];
-
 /// Opacity of the mask overlay.
 const MASK_ALPHA: f32 = 0.45;
 const GAP: u32 = 4;
@@ -30,7 +16,7 @@ const LINE: u32 = 10;
 const BACKGROUND: Rgb<u8> = Rgb([24, 24, 24]);
 
 fn colour(class: usize) -> Rgb<u8> {
-    Rgb(PALETTE[class % PALETTE.len()])
+    Rgb(autodl_api::class_colour(class))
 }
 
 /// Renders samples in a grid of `cols` columns. Each shows its first three bands as RGB (band 0
@@ -43,13 +29,27 @@ pub fn preview_grid(samples: &[(AugSample, Vec<String>)], cols: usize) -> RgbIma
     if samples.is_empty() {
         return RgbImage::from_pixel(1, 1, BACKGROUND);
     }
-    let cell_w = samples.iter().map(|(s, _)| s.width).max().unwrap_or(1).max(8 * 8);
-    let legends: Vec<Vec<(usize, String)>> = samples.iter().map(|(s, names)| legend(s, names)).collect();
-    let lines = legends.iter().map(|l| layout(l, cell_w).len() as u32).max().unwrap_or(0);
+    let cell_w = samples
+        .iter()
+        .map(|(s, _)| s.width)
+        .max()
+        .unwrap_or(1)
+        .max(8 * 8);
+    let legends: Vec<Vec<(usize, String)>> =
+        samples.iter().map(|(s, names)| legend(s, names)).collect();
+    let lines = legends
+        .iter()
+        .map(|l| layout(l, cell_w).len() as u32)
+        .max()
+        .unwrap_or(0);
     let cell_h = samples.iter().map(|(s, _)| s.height).max().unwrap_or(1) + lines * LINE;
     let rows = samples.len().div_ceil(cols) as u32;
     let ncols = cols.min(samples.len()) as u32;
-    let mut out = RgbImage::from_pixel(ncols * (cell_w + GAP) + GAP, rows * (cell_h + GAP) + GAP, BACKGROUND);
+    let mut out = RgbImage::from_pixel(
+        ncols * (cell_w + GAP) + GAP,
+        rows * (cell_h + GAP) + GAP,
+        BACKGROUND,
+    );
     for (i, ((s, _), entries)) in samples.iter().zip(&legends).enumerate() {
         let x0 = GAP + (i % cols) as u32 * (cell_w + GAP);
         let y0 = GAP + (i / cols) as u32 * (cell_h + GAP);
@@ -59,7 +59,11 @@ pub fn preview_grid(samples: &[(AugSample, Vec<String>)], cols: usize) -> RgbIma
             let mut x = x0;
             for &k in row {
                 let (class, name) = &entries[k];
-                draw_filled_rect_mut(&mut out, Rect::at(x as i32, y as i32).of_size(7, 7), colour(*class));
+                draw_filled_rect_mut(
+                    &mut out,
+                    Rect::at(x as i32, y as i32).of_size(7, 7),
+                    colour(*class),
+                );
                 draw_text(&mut out, name, x + 10, y);
                 x += entry_width(name);
             }
@@ -74,7 +78,10 @@ fn legend(s: &AugSample, names: &[String]) -> Vec<(usize, String)> {
     if let Some(m) = &s.mask {
         present.extend(m.iter().filter(|&&v| v != IGNORE).map(|&v| v as usize));
     }
-    present.into_iter().map(|c| (c, names.get(c).cloned().unwrap_or_else(|| c.to_string()))).collect()
+    present
+        .into_iter()
+        .map(|c| (c, names.get(c).cloned().unwrap_or_else(|| c.to_string())))
+        .collect()
 }
 
 fn entry_width(name: &str) -> u32 {
@@ -105,12 +112,21 @@ fn draw_sample(out: &mut RgbImage, s: &AugSample, x0: u32, y0: u32) {
     if plane == 0 || s.image.len() < plane {
         return;
     }
-    let picks: [usize; 3] = if s.bands >= 3 && s.image.len() >= 3 * plane { [0, 1, 2] } else { [0, 0, 0] };
+    let picks: [usize; 3] = if s.bands >= 3 && s.image.len() >= 3 * plane {
+        [0, 1, 2]
+    } else {
+        [0, 0, 0]
+    };
     let stretch: Vec<(f32, f32)> = picks
         .iter()
         .map(|&b| {
             let band = &s.image[b * plane..(b + 1) * plane];
-            let (lo, hi) = band.iter().filter(|v| v.is_finite()).fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            let (lo, hi) = band
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                    (lo.min(v), hi.max(v))
+                });
             let span = hi - lo;
             (lo, if span > 0.0 { 255.0 / span } else { 0.0 })
         })
@@ -125,12 +141,16 @@ fn draw_sample(out: &mut RgbImage, s: &AugSample, x0: u32, y0: u32) {
                 px[c] = if v.is_finite() { (v - lo) * k } else { 0.0 };
             }
             if let Some(&class) = mask.map(|m| &m[i]).filter(|&&c| c != IGNORE) {
-                let tint = PALETTE[class as usize % PALETTE.len()];
+                let tint = autodl_api::class_colour(class as usize);
                 for (p, t) in px.iter_mut().zip(tint) {
                     *p = *p * (1.0 - MASK_ALPHA) + f32::from(t) * MASK_ALPHA;
                 }
             }
-            out.put_pixel(x0 + x as u32, y0 + y as u32, Rgb(px.map(|v| v.round().clamp(0.0, 255.0) as u8)));
+            out.put_pixel(
+                x0 + x as u32,
+                y0 + y as u32,
+                Rgb(px.map(|v| v.round().clamp(0.0, 255.0) as u8)),
+            );
         }
     }
     for &(b, class) in &s.boxes {
@@ -146,7 +166,11 @@ fn draw_sample(out: &mut RgbImage, s: &AugSample, x0: u32, y0: u32) {
 /// Draws ASCII text in the 8x8 public-domain bitmap font (other characters as `?`).
 fn draw_text(out: &mut RgbImage, text: &str, x: u32, y: u32) {
     for (k, ch) in text.chars().enumerate() {
-        let code = if ch.is_ascii() && !ch.is_ascii_control() { ch as usize } else { '?' as usize };
+        let code = if ch.is_ascii() && !ch.is_ascii_control() {
+            ch as usize
+        } else {
+            '?' as usize
+        };
         let glyph = font8x8::legacy::BASIC_LEGACY[code];
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
@@ -180,13 +204,23 @@ mod tests {
             boxes: vec![([10.0, 35.0, 30.0, 55.0], 3)],
         };
         let names = vec!["a".to_owned(), "b".to_owned()];
-        let img = preview_grid(&[(s.clone(), names.clone()), (s.clone(), names.clone()), (s, names)], 2);
+        let img = preview_grid(
+            &[
+                (s.clone(), names.clone()),
+                (s.clone(), names.clone()),
+                (s, names),
+            ],
+            2,
+        );
         // Two columns, two rows, a legend line under each cell.
         assert_eq!(img.width(), 2 * (w + GAP) + GAP);
         assert_eq!(img.height(), 2 * (h + LINE + GAP) + GAP);
         // Stretched grey: the left column is black, the right one white (below the mask).
         assert_eq!(img.get_pixel(GAP, GAP + h - 1), &Rgb([0, 0, 0]));
-        assert_eq!(img.get_pixel(GAP + w - 1, GAP + h - 1), &Rgb([255, 255, 255]));
+        assert_eq!(
+            img.get_pixel(GAP + w - 1, GAP + h - 1),
+            &Rgb([255, 255, 255])
+        );
         // Masked rows are tinted with class 1's colour, unmasked ones are grey.
         let p = img.get_pixel(GAP, GAP);
         assert!(p[0] != p[1] || p[1] != p[2]);

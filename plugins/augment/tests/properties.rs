@@ -3,8 +3,8 @@
 
 use autodl_api::{AugSample, Augmenter, Task};
 use autodl_augment::{
-    Affine, DEFAULT_MIN_VISIBILITY, Geometric, HFlip, IGNORE, NAMES, Pipeline, RandomResizedCrop, Step, VFlip, augment_batch,
-    mixup, mosaic, preset, sample_seed, warp,
+    Affine, DEFAULT_MIN_VISIBILITY, Geometric, HFlip, IGNORE, NAMES, Pipeline, RandomResizedCrop,
+    Step, VFlip, augment_batch, mixup, mosaic, preset, sample_seed, warp,
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -14,9 +14,23 @@ use rand::{Rng, SeedableRng};
 fn random_sample(w: u32, h: u32, bands: u32, seed: u64) -> AugSample {
     let mut rng = StdRng::seed_from_u64(seed);
     let n = (w * h) as usize;
-    let image = (0..n * bands as usize).map(|_| rng.random_range(-2.0..2.0f32)).collect();
-    let mask = (0..n).map(|_| if rng.random_bool(0.1) { IGNORE } else { rng.random_range(0..4) }).collect();
-    let nboxes = if w >= 2 && h >= 2 { rng.random_range(0..=5) } else { 0 };
+    let image = (0..n * bands as usize)
+        .map(|_| rng.random_range(-2.0..2.0f32))
+        .collect();
+    let mask = (0..n)
+        .map(|_| {
+            if rng.random_bool(0.1) {
+                IGNORE
+            } else {
+                rng.random_range(0..4)
+            }
+        })
+        .collect();
+    let nboxes = if w >= 2 && h >= 2 {
+        rng.random_range(0..=5)
+    } else {
+        0
+    };
     let boxes = (0..nboxes)
         .map(|_| {
             let x0 = rng.random_range(0.0..w as f32 - 1.0);
@@ -26,7 +40,14 @@ fn random_sample(w: u32, h: u32, bands: u32, seed: u64) -> AugSample {
             ([x0, y0, x1, y1], rng.random_range(0..3))
         })
         .collect();
-    AugSample { width: w, height: h, bands, image, mask: Some(mask), boxes }
+    AugSample {
+        width: w,
+        height: h,
+        bands,
+        image,
+        mask: Some(mask),
+        boxes,
+    }
 }
 
 /// Equal pixels and masks; boxes equal up to f32 rounding of `w - (w - x)`.
@@ -36,18 +57,30 @@ fn same_up_to_box_rounding(a: &AugSample, b: &AugSample) -> bool {
     b2.boxes.clear();
     a2 == b2
         && a.boxes.len() == b.boxes.len()
-        && a.boxes.iter().zip(&b.boxes).all(|((p, c), (q, d))| c == d && p.iter().zip(q).all(|(u, v)| (u - v).abs() <= 1e-4))
+        && a.boxes
+            .iter()
+            .zip(&b.boxes)
+            .all(|((p, c), (q, d))| c == d && p.iter().zip(q).all(|(u, v)| (u - v).abs() <= 1e-4))
 }
 
 fn assert_consistent(s: &AugSample, what: &str) {
     let plane = (s.width * s.height) as usize;
-    assert_eq!(s.image.len(), plane * s.bands as usize, "{what}: image size");
+    assert_eq!(
+        s.image.len(),
+        plane * s.bands as usize,
+        "{what}: image size"
+    );
     if let Some(m) = &s.mask {
         assert_eq!(m.len(), plane, "{what}: mask size");
     }
     for (b, _) in &s.boxes {
         assert!(
-            b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= s.width as f32 && b[3] <= s.height as f32 && b[0] < b[2] && b[1] < b[3],
+            b[0] >= 0.0
+                && b[1] >= 0.0
+                && b[2] <= s.width as f32
+                && b[3] <= s.height as f32
+                && b[0] < b[2]
+                && b[1] < b[3],
             "{what}: box {b:?} outside {}x{}",
             s.width,
             s.height
@@ -79,7 +112,10 @@ fn mask_box(s: &AugSample) -> (Option<[f32; 4]>, Vec<(f32, f32)>) {
     let w = s.width as usize;
     let mut bb: Option<[f32; 4]> = None;
     let mut centres = Vec::new();
-    for (i, &v) in s.mask.as_ref().unwrap().iter().enumerate() {
+    let Some(mask) = s.mask.as_ref() else {
+        return (bb, centres);
+    };
+    for (i, &v) in mask.iter().enumerate() {
         if v != 1 {
             continue;
         }
@@ -87,7 +123,12 @@ fn mask_box(s: &AugSample) -> (Option<[f32; 4]>, Vec<(f32, f32)>) {
         centres.push((x + 0.5, y + 0.5));
         bb = Some(match bb {
             None => [x, y, x + 1.0, y + 1.0],
-            Some(b) => [b[0].min(x), b[1].min(y), b[2].max(x + 1.0), b[3].max(y + 1.0)],
+            Some(b) => [
+                b[0].min(x),
+                b[1].min(y),
+                b[2].max(x + 1.0),
+                b[3].max(y + 1.0),
+            ],
         });
     }
     (bb, centres)
@@ -96,7 +137,9 @@ fn mask_box(s: &AugSample) -> (Option<[f32; 4]>, Vec<(f32, f32)>) {
 /// Checks the transformed box against the transformed mask: within a pixel for maps that keep
 /// axes (and turn by multiples of 90 degrees), enclosing every class pixel's centre otherwise.
 fn check_box_follows_mask(s: &AugSample, axis_aligned: bool, what: &str) {
-    let Some(&(b, _)) = s.boxes.first() else { return };
+    let Some(&(b, _)) = s.boxes.first() else {
+        return;
+    };
     let (mb, centres) = mask_box(s);
     for &(x, y) in &centres {
         assert!(
@@ -104,12 +147,13 @@ fn check_box_follows_mask(s: &AugSample, axis_aligned: bool, what: &str) {
             "{what}: mask pixel centre ({x}, {y}) outside box {b:?}"
         );
     }
-    if axis_aligned {
-        if b[2] - b[0] >= 1.0 && b[3] - b[1] >= 1.0 {
-            let mb = mb.unwrap_or_else(|| panic!("{what}: box {b:?} kept but mask empty"));
-            for k in 0..4 {
-                assert!((mb[k] - b[k]).abs() <= 1.0, "{what}: mask box {mb:?} vs box {b:?}");
-            }
+    if axis_aligned && b[2] - b[0] >= 1.0 && b[3] - b[1] >= 1.0 {
+        let mb = mb.unwrap_or_else(|| panic!("{what}: box {b:?} kept but mask empty"));
+        for k in 0..4 {
+            assert!(
+                (mb[k] - b[k]).abs() <= 1.0,
+                "{what}: mask box {mb:?} vs box {b:?}"
+            );
         }
     }
 }
@@ -121,12 +165,39 @@ fn geometric_cases() -> Vec<(&'static str, Box<dyn Geometric>, bool)> {
         ("hflip", Box::new(HFlip), true),
         ("vflip", Box::new(VFlip), true),
         ("dihedral", Box::new(autodl_augment::Dihedral), true),
-        ("random-resized-crop", Box::new(RandomResizedCrop::DEFAULT), true),
-        ("random-resized-crop 32x24", Box::new(RandomResizedCrop { size: Some((32, 24)), ..RandomResizedCrop::DEFAULT }), true),
+        (
+            "random-resized-crop",
+            Box::new(RandomResizedCrop::DEFAULT),
+            true,
+        ),
+        (
+            "random-resized-crop 32x24",
+            Box::new(RandomResizedCrop {
+                size: Some((32, 24)),
+                ..RandomResizedCrop::DEFAULT
+            }),
+            true,
+        ),
         ("zoom", Box::new(autodl_augment::Zoom::DEFAULT), true),
-        ("scale-translate", Box::new(Affine { scale: 0.4, translate: 0.2, rotate_degrees: 0.0, shear_degrees: 0.0 }), true),
+        (
+            "scale-translate",
+            Box::new(Affine {
+                scale: 0.4,
+                translate: 0.2,
+                rotate_degrees: 0.0,
+                shear_degrees: 0.0,
+            }),
+            true,
+        ),
         ("affine", Box::new(Affine::DEFAULT), false),
-        ("affine rotate", Box::new(Affine { rotate_degrees: 40.0, ..Affine::DEFAULT }), false),
+        (
+            "affine rotate",
+            Box::new(Affine {
+                rotate_degrees: 40.0,
+                ..Affine::DEFAULT
+            }),
+            false,
+        ),
         ("rotate", Box::new(autodl_augment::Rotate::DEFAULT), false),
     ]
 }
@@ -229,7 +300,13 @@ proptest! {
 #[test]
 fn steps_can_carry_custom_ranges() {
     let pipeline = Pipeline::from_steps(
-        vec![(Step::geometric(RandomResizedCrop { size: Some((16, 8)), ..RandomResizedCrop::DEFAULT }), 1.0)],
+        vec![(
+            Step::geometric(RandomResizedCrop {
+                size: Some((16, 8)),
+                ..RandomResizedCrop::DEFAULT
+            }),
+            1.0,
+        )],
         1.0,
     );
     let mut s = random_sample(40, 30, 2, 1);

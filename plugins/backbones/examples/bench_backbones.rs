@@ -48,7 +48,7 @@ fn loss(model: &Backbone<B>, x: Tensor<B, 4>) -> Tensor<B, 1> {
 }
 
 fn bench(name: &str, s: &Settings) -> Result<f64, String> {
-    let device = burn::backend::flex::FlexDevice::default();
+    let device = burn::backend::flex::FlexDevice;
     let mut model: Backbone<B> = BackboneConfig::new(name, 3).init(&device).map_err(|e| e.to_string())?;
     let mut optim = AdamConfig::new().init::<B, Backbone<B>>();
     let x = Tensor::<B, 4>::random([s.batch, 3, s.size, s.size], Distribution::Normal(0.0, 1.0), &device);

@@ -8,7 +8,8 @@
 //! can be checked.
 //!
 //! Weights come from local files only, never from the network: safetensors always, PyTorch
-//! `.pth` pickles (zip and legacy formats) with the `pytorch` feature. Names follow torchvision
+//! `.pth` pickles (zip and legacy formats) with the `pytorch` feature, whose burn-store 0.21
+//! reader ignores tensor strides (see the `weights` module notes). Names follow torchvision
 //! (ResNet, MobileNetV2) and efficientnet_pytorch (EfficientNet-Lite0). The EfficientNet-Lite0
 //! ImageNet weights ship in this crate's `weights/` folder ([`default_weights`]).
 //!
@@ -233,6 +234,8 @@ pub fn default_weights(name: &str) -> Option<PathBuf> {
 }
 
 /// Any of the backbones.
+// Burn's module derive has no `Box` support; the enum is built once per model.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone<B: Backend> {
     /// ResNet-18, -34 or -50.
@@ -305,6 +308,17 @@ impl<B: Backend> Backbone<B> {
             Backbone::ResNet(m) => m.has_classifier(),
             Backbone::MobileNet(m) => m.has_classifier(),
         }
+    }
+
+    /// Drops the classifier head, which feature extraction never uses: it saves its
+    /// parameters (1.7 M for EfficientNet-Lite0, 2 M for ResNet-50) in memory and in saved
+    /// models.
+    pub fn without_classifier(mut self) -> Self {
+        match &mut self {
+            Backbone::ResNet(m) => m.drop_classifier(),
+            Backbone::MobileNet(m) => m.drop_classifier(),
+        }
+        self
     }
 
     /// Freezes (or thaws) batch norm alone: frozen, it normalises with the running statistics

@@ -126,6 +126,10 @@ impl<B: Backend> MobileNet<B> {
         self.head.is_some()
     }
 
+    pub(crate) fn drop_classifier(&mut self) {
+        self.head = None;
+    }
+
     /// The four tapped feature maps and the last block's output.
     fn run(&self, x: Tensor<B, 4>) -> ([Tensor<B, 4>; 4], Tensor<B, 4>) {
         let f = self.frozen_bn;

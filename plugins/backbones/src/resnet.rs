@@ -48,6 +48,8 @@ pub struct Bottleneck<B: Backend> {
 }
 
 /// A residual block of either kind.
+// Burn's module derive has no `Box` support; a few kilobytes per block are harmless.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum ResBlock<B: Backend> {
     /// ResNet-18/34 block.
@@ -135,6 +137,10 @@ impl<B: Backend> ResNet<B> {
 
     pub(crate) fn has_classifier(&self) -> bool {
         self.fc.is_some()
+    }
+
+    pub(crate) fn drop_classifier(&mut self) {
+        self.fc = None;
     }
 
     pub(crate) fn features(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 4] {

@@ -7,6 +7,13 @@
 //! transposes linear weights and maps batch norm's `weight`/`bias` to `gamma`/`beta`). Burn's
 //! result lists every missing, mismatched and unused tensor; the first of each becomes an error
 //! naming the tensor as the file names it.
+//!
+//! PyTorch files: burn-store 0.21's reader handles the zip and the legacy pickle formats but
+//! ignores tensor strides (tracel-ai/burn#5383, fixed after 0.21.0), so tensors saved
+//! non-contiguous load scrambled, silently. torchvision's checkpoints are contiguous; the
+//! converted EfficientNet-Lite0 `.pth` is not (its safetensors twin is bundled instead). Hence
+//! the `pytorch` feature is opt-in, and without it a `.pth` is an error that says how to
+//! convert it to safetensors with `.contiguous()` tensors.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -28,10 +28,13 @@ fn tensor_counts_match_the_reference_implementations() {
     }
 }
 
+/// Tensor names and shapes expected in a file.
+type Names = &'static [(&'static str, &'static [usize])];
+
 #[test]
 fn saved_weights_use_the_file_naming_and_load_back() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let expected: [(Arch, &[(&str, &[usize])]); 3] = [
+    let expected: [(Arch, Names); 3] = [
         (
             Arch::ResNet18,
             &[

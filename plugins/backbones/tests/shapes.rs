@@ -47,5 +47,7 @@ fn classifier_heads_give_logits() {
         let model = Backbone::<Cpu>::new(arch, 4, Some(7), &device);
         let logits = model.classify(pattern::<Cpu>([2, 4, 32, 32], &device)).expect("head");
         assert_eq!(logits.dims(), [2, 7], "{arch}");
+        let model = model.without_classifier();
+        assert!(!model.has_classifier() && model.classify(pattern::<Cpu>([1, 4, 32, 32], &device)).is_none());
     }
 }

@@ -11,7 +11,7 @@ pub type Cpu = burn::backend::Flex;
 pub type Train = burn::backend::Autodiff<burn::backend::Flex>;
 
 pub fn device() -> burn::backend::flex::FlexDevice {
-    burn::backend::flex::FlexDevice::default()
+    burn::backend::flex::FlexDevice
 }
 
 /// The bundled EfficientNet-Lite0 weights.
@@ -51,7 +51,7 @@ pub fn lite0_input<B: burn::tensor::backend::Backend>(path: &Path, device: &B::D
         for x in 0..224 {
             let p = img.get_pixel(left + x, top + y);
             for c in 0..3 {
-                data[(c * 224 + y as usize) * 224 + x as usize] = (p[c as usize] as f32 - 127.0) / 128.0;
+                data[(c * 224 + y as usize) * 224 + x as usize] = (p[c] as f32 - 127.0) / 128.0;
             }
         }
     }
