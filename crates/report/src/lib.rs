@@ -177,6 +177,48 @@ pub fn loss_chart(model: &ModelEntry) -> Result<String, ReportError> {
     Ok(svg)
 }
 
+/// The learning-rate finder's curve on a log axis, with the chosen rate marked.
+pub fn lr_chart(lrs: &[f64], losses: &[f64], chosen: f64) -> Result<String, ReportError> {
+    let mut svg = String::new();
+    let pts: Vec<(f64, f64)> = lrs.iter().zip(losses).filter(|(l, v)| **l > 0.0 && v.is_finite()).map(|(l, v)| (l.log10(), *v)).collect();
+    if pts.len() < 2 {
+        return Ok(svg);
+    }
+    let err = draw_err("the learning-rate finder chart");
+    {
+        let root = SVGBackend::with_string(&mut svg, (560, 320)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let (x0, x1) = (pts[0].0, pts[pts.len() - 1].0);
+        let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let pad = ((hi - lo) * 0.05).max(1e-6);
+        let mut chart = ChartBuilder::on(&root)
+            .caption("learning-rate finder", ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(48)
+            .build_cartesian_2d(x0..x1.max(x0 + 1e-9), (lo - pad)..(hi + pad))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("learning rate")
+            .y_desc("loss")
+            .x_label_formatter(&|v| format!("1e{v:.0}"))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        chart.draw_series(LineSeries::new(pts.iter().copied(), BLUE.stroke_width(2))).map_err(|e| err(e.to_string()))?;
+        let c = chosen.log10();
+        chart
+            .draw_series(LineSeries::new([(c, lo - pad), (c, hi + pad)], RED.stroke_width(1)))
+            .map_err(|e| err(e.to_string()))?
+            .label(format!("chosen {chosen:.2e}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    Ok(svg)
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -281,6 +323,15 @@ mod tests {
                 .map(|e| EpochRecord { epoch: e, train_loss: 1.0 / e as f64, val_loss: 1.2 / e as f64, metric: 0.1 * e as f64, elapsed_secs: e as f64 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn lr_chart_marks_the_choice() {
+        let lrs: Vec<f64> = (0..20).map(|i| 1e-5 * 2f64.powi(i)).collect();
+        let losses: Vec<f64> = (0..20).map(|i| 2.0 - 0.05 * i as f64).collect();
+        let svg = lr_chart(&lrs, &losses, 1e-3).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("chosen 1.00e-3"), "{svg}");
+        assert!(lr_chart(&[1e-3], &[1.0], 1e-3).unwrap().is_empty());
     }
 
     #[test]

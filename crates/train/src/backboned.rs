@@ -27,8 +27,10 @@ pub fn backbone<B: Backend>(
     device: &B::Device,
 ) -> Result<Backbone<B>, PluginError> {
     let weights = if pretrained { autodl_backbones::default_weights(name) } else { None };
+    // Segmentation heads use the features only; the ImageNet classifier would be dead weight.
     BackboneConfig { name: name.to_owned(), bands, weights }
         .init(device)
+        .map(Backbone::without_classifier)
         .map_err(|e| PluginError::Training(e.to_string()))
 }
 
@@ -93,9 +95,8 @@ where
 {
     let meta = ModelMeta::load(model_dir)?;
     let name = text_param(&meta.params, "backbone", &meta.backbone).to_owned();
-    // Built as in training (a pretrained backbone carries its ImageNet classifier) so the
-    // saved record fits; the record then replaces every parameter.
-    let bb = backbone::<B>(&name, meta.bands, wants_pretrained(&meta.params), device)?;
+    // The saved record replaces every parameter, so the backbone starts from fresh values.
+    let bb = backbone::<B>(&name, meta.bands, false, device)?;
     let model = head(bb, meta.classes.len(), &meta.params, device);
     crate::predict::predict_segmentation::<B, M, _>(model_dir, images, out_dir, SIZE_MULTIPLE, device, |_, _| model.clone())
 }

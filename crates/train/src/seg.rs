@@ -576,6 +576,11 @@ where
                 let path = spec.out_dir.join("lr_find.csv");
                 std::fs::write(&path, csv).map_err(|source| PluginError::Io { path, source })?;
                 let (lr, rule) = lr_find::suggest(&lrs[..losses.len()], &losses).unwrap_or((family.default_lr, lr_find::Rule::MinOverTen));
+                // The curve as a picture beside the model, for a person to check the choice.
+                if let Ok(svg) = autodl_report::lr_chart(&lrs[..losses.len()], &losses, lr) {
+                    let path = spec.out_dir.join("lr_find.svg");
+                    std::fs::write(&path, svg).map_err(|source| PluginError::Io { path, source })?;
+                }
                 progress.message(&format!("learning rate {lr:.2e} by the {rule:?} rule ({} steps, {:.1}s)", losses.len(), lr_start.elapsed().as_secs_f64()));
                 lr
             }
