@@ -86,7 +86,8 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
         let mut line = format!("COCO evaluation (10,000 detections vs 2,000 boxes): autodl {ours:.4} s");
         if python_ok("pycocotools") {
             let base = output(Command::new("python3").arg(shared.join("bench/pycocotools_eval.py")))?;
-            if let Some(b) = base.split(": ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.trim_end_matches('s').parse::<f64>().ok()) {
+            // "pycocotools: N dets vs M gt: 0.96s AP=...": the seconds follow the last colon.
+            if let Some(b) = base.rsplit(": ").next().and_then(|s| s.split_whitespace().next()).and_then(|s| s.trim_end_matches('s').parse::<f64>().ok()) {
                 line += &format!(", pycocotools {b:.2} s, ratio {:.0}x faster", b / ours);
             }
         } else {

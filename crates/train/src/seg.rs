@@ -515,7 +515,10 @@ where
             match deducer {
                 None => 8.min(n_train),
                 Some(d) => {
-                    let limits = BatchLimits { min: 8, max: n_train.min(64) as u32, free_bytes: free_memory(), memory_fraction: 0.8 };
+                    // At least eight optimiser steps an epoch: on small datasets the number of
+                    // updates, not images per second, limits what a short budget can learn.
+                    let max = (n_train / 8).clamp(2, 64) as u32;
+                    let limits = BatchLimits { min: 8.min(max), max, free_bytes: free_memory(), memory_fraction: 0.8 };
                     // One throwaway model serves every probe: building one can mean reading
                     // pretrained weights, which costs more than a step.
                     let mut slot = Some((build(device, bands, classes)?, new_optim()));
