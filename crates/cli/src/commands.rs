@@ -91,6 +91,24 @@ pub struct TrainArgs {
     images_dir: Option<String>,
 }
 
+/// `autodl evaluate`.
+#[derive(clap::Args, Debug)]
+pub struct EvaluateArgs {
+    /// Ground truth as COCO JSON (`images`, `annotations`, `categories`; an optional
+    /// `difficult` field per annotation is honoured by the VOC metrics).
+    #[arg(long)]
+    gt: PathBuf,
+    /// Detections as a COCO result JSON array (`image_id`, `category_id`, `bbox`, `score`).
+    #[arg(long)]
+    dets: PathBuf,
+    /// Score threshold for precision, recall and F1.
+    #[arg(long, default_value_t = 0.5)]
+    score_threshold: f64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 /// `autodl predict`.
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
@@ -437,6 +455,39 @@ pub fn predict(args: &PredictArgs) -> Outcome {
     let written = family.predict(&model_dir, &images, &args.out, &args.backend)?;
     for path in &written {
         println!("{}", path.display());
+    }
+    Ok(())
+}
+
+pub fn evaluate(args: &EvaluateArgs) -> Outcome {
+    use autodl_detection_metrics as dm;
+    let gt = dm::read_coco_gt(&args.gt).map_err(Failure::usage)?;
+    let dets = dm::read_coco_dets(&args.dets).map_err(Failure::usage)?;
+    let coco = dm::coco_eval(&gt.images, &gt.categories, &gt.annotations, &dets);
+    let voc = dm::voc_ap(&gt.annotations, &dets, 0.5, dm::VocMethod::AllPoint);
+    let voc07 = dm::voc_ap(&gt.annotations, &dets, 0.5, dm::VocMethod::ElevenPoint);
+    let arcgis = dm::arcgis_ap(&gt.annotations, &dets);
+    let prf = dm::precision_recall_f1(&gt.annotations, &dets, 0.5, args.score_threshold);
+    if args.json {
+        let v = serde_json::json!({
+            "coco": coco, "voc-ap50": voc.map, "voc07-ap50": voc07.map, "arcgis-ap10": arcgis.map,
+            "voc-ap50-per-class": voc.per_class, "precision-recall-f1": prf,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let names = [
+        "AP @[.50:.95]", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR 1", "AR 10", "AR 100", "AR small", "AR medium", "AR large",
+    ];
+    println!("COCO (pycocotools rules)");
+    for (name, v) in names.iter().zip(coco.as_array()) {
+        println!("  {name:<14} {v:.4}");
+    }
+    let f = |m: Option<f64>| m.map_or("-".to_owned(), |v| format!("{v:.4}"));
+    println!("VOC AP50 (all-point) {}   VOC AP50 (11-point) {}   ArcGIS AP (IoU 0.1) {}", f(voc.map), f(voc07.map), f(arcgis.map));
+    println!("per class at score >= {} and IoU 0.5:", args.score_threshold);
+    for c in prf {
+        println!("  class {:<4} precision {:.4} recall {:.4} F1 {:.4} (TP {}, FP {}, FN {})", c.category, c.precision, c.recall, c.f1, c.tp, c.fp, c.fn_);
     }
     Ok(())
 }

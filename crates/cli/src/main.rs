@@ -48,6 +48,9 @@ enum Command {
     Train(commands::TrainArgs),
     /// Run a trained model on images.
     Predict(commands::PredictArgs),
+    /// Score detections (COCO result JSON) against ground truth (COCO JSON): COCO AP/AR,
+    /// VOC AP50, ArcGIS AP at IoU 0.1, per-class precision, recall and F1.
+    Evaluate(commands::EvaluateArgs),
     /// List the compiled-in plugins and backends.
     Plugins,
     /// Run one trial from a JSON spec (used by `train`, one child process per trial).
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Data { command: DataCommand::Preview(args) } => commands::preview(&args),
         Command::Train(args) => commands::train(&args, cli.quiet),
         Command::Predict(args) => commands::predict(&args),
+        Command::Evaluate(args) => commands::evaluate(&args),
         Command::Plugins => commands::plugins(),
         Command::Trial { spec } => commands::trial(&spec),
     };

@@ -213,3 +213,23 @@ fn a_run_killed_after_its_first_trial_resumes_without_retraining_it() {
     let board: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap()).unwrap();
     assert_eq!(board.as_array().unwrap().len(), 2, "{board}");
 }
+
+#[test]
+fn evaluate_matches_the_pycocotools_fixture() {
+    let fixtures = repo().join("tests/fixtures/detection");
+    let o = autodl(&[
+        "evaluate", "--gt", fixtures.join("random_gt.json").to_str().unwrap(),
+        "--dets", fixtures.join("random_dets.json").to_str().unwrap(), "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected.json")).unwrap()).unwrap();
+    let case = expected["fixtures"].as_array().unwrap().iter().find(|c| c["name"] == "random").unwrap();
+    let keys = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large"];
+    for (k, want) in keys.iter().zip(case["coco"].as_array().unwrap()) {
+        let g = got["coco"][k].as_f64().unwrap_or_else(|| panic!("no {k} in {got}"));
+        assert!((g - want.as_f64().unwrap()).abs() < 1e-6, "{k}: {g} vs pycocotools {want}");
+    }
+    let voc = case["voc"]["all_point"]["map"].as_f64().unwrap();
+    assert!((got["voc-ap50"].as_f64().unwrap() - voc).abs() < 1e-6);
+}
