@@ -7,9 +7,11 @@
 mod leaderboard;
 mod plan;
 mod runner;
+mod study;
 
 pub use leaderboard::{Leaderboard, Row};
 pub use plan::{Plan, PlanError, plan};
+pub use study::Study;
 pub use runner::{ChildRunner, Event, Pruner, RunError, RunOptions, TrialRunner, run_plan, search_space};
 
 /// Writes `value` as pretty JSON to `path`.

@@ -267,13 +267,14 @@ pub fn run_plan(
     for (name, reason) in &plan.skipped {
         board.push_skipped(name, "", reason);
     }
+    let study = crate::study::Study::open(&plan.out)?;
     let mut pruner = Pruner::new();
     let mut results: Vec<(TrialSpec, TrialResult)> = Vec::new();
     let n = plan.trials.len();
     for (i, base) in plan.trials.iter().enumerate() {
         let left = basic_limit - start.elapsed().as_secs_f64() - reserve;
         let share = left / (n - i) as f64;
-        let result = run_resumable(base, share, runner, on_event, None)?;
+        let result = run_resumable(&study, base, share, runner, on_event, None)?;
         if let Some(r) = result {
             pruner.curves.push(r.epochs.iter().map(|e| e.metric).collect());
             results.push((base.clone(), r.clone()));
@@ -325,7 +326,7 @@ pub fn run_plan(
         k += 1;
         let share = per_trial.min(left);
         let pr = pruner.clone();
-        let Some(r) = run_resumable(&spec, share, runner, on_event, Some(&pr))? else { break };
+        let Some(r) = run_resumable(&study, &spec, share, runner, on_event, Some(&pr))? else { break };
         let curve: Vec<f64> = r.epochs.iter().map(|e| e.metric).collect();
         pruner.curves.push(curve.clone());
         histories[which].push(autodl_api::TrialRecord {
@@ -340,6 +341,7 @@ pub fn run_plan(
 
 /// Runs one trial unless an earlier run finished it; `None` when its share is too small.
 fn run_resumable(
+    study: &crate::study::Study,
     base: &TrialSpec,
     share: f64,
     runner: &dyn TrialRunner,
@@ -347,10 +349,7 @@ fn run_resumable(
     pruner: Option<&Pruner>,
 ) -> Result<Option<TrialResult>, RunError> {
     let result_path = base.out_dir.join("result.json");
-    if let Some(done) = std::fs::read_to_string(&result_path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<TrialResult>(&t).ok())
-    {
+    if let Some(done) = study.finished(&base.id)? {
         on_event(base, &Event::Message { text: "finished in an earlier run; not trained again".into() });
         return Ok(Some(done));
     }
@@ -383,10 +382,10 @@ fn run_resumable(
             result = run_one(runner, &spec, &mut watch)?;
         }
     }
-    // Only finished trials are kept for resuming; a failure is tried again next time.
-    if matches!(result.status, TrialStatus::Completed | TrialStatus::Pruned(_)) {
-        write_json(&result_path, &result).map_err(io(&result_path))?;
-    }
+    // Every outcome goes into the study; only finished ones are read back on a rerun, so a
+    // failure is tried again next time. result.json beside the model serves the report.
+    write_json(&result_path, &result).map_err(io(&result_path))?;
+    study.record(&spec, &result)?;
     Ok(Some(result))
 }
 

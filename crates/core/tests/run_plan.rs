@@ -48,6 +48,8 @@ fn a_dying_child_process_is_recorded_and_the_run_goes_on() {
     let runner = ChildRunner { exe: PathBuf::from("/bin/sh"), grace_secs: 5.0 };
     let board = run_plan(&plan(dir.path(), &["a", "b"]), &runner, &mut |_, _| {}, &basic()).unwrap();
     assert_eq!(board.rows.len(), 2, "both trials were attempted");
+    let recorded = autodl_core::Study::open(dir.path()).unwrap().list().unwrap();
+    assert!(recorded.iter().all(|(_, status, _)| status == "failed"), "{recorded:?}");
     for row in &board.rows {
         assert_eq!(row.status, "failed");
         assert!(row.reason.contains("trial"), "reason names what went wrong: {}", row.reason);
@@ -84,10 +86,12 @@ fn out_of_memory_is_retried_at_half_batch_and_finished_trials_resume() {
     assert_eq!(board.rows[0].status, "completed");
     assert_eq!(board.rows[0].batch_size, None, "no model folder, so no batch is reported");
 
-    // Second run: the finished trial is read back, not run again.
+    // Second run: the finished trial is read back from the study, not run again.
     let board = run_plan(&p, &fake, &mut |_, _| {}, &basic()).unwrap();
     assert_eq!(fake.calls.borrow().len(), 2);
     assert_eq!(board.rows[0].metric, Some(0.5));
+    let study = autodl_core::Study::open(dir.path()).unwrap();
+    assert_eq!(study.list().unwrap(), vec![("a".to_owned(), "completed".to_owned(), Some(0.5))]);
 }
 
 /// Alternates a good and a bad learning rate.

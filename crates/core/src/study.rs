@@ -1,0 +1,107 @@
+//! The study store: every trial of a run (spec, parameters, per-epoch curve, metric, status,
+//! failure reason, result) in `study.sqlite` in the output folder. A rerun of the same command
+//! reads finished trials from it instead of training them again.
+
+use std::path::{Path, PathBuf};
+
+use autodl_api::{TrialResult, TrialSpec, TrialStatus};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::runner::RunError;
+
+/// An open study database.
+pub struct Study {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> RunError + '_ {
+    move |e| RunError::Io { path: path.to_owned(), source: std::io::Error::other(e) }
+}
+
+impl Study {
+    /// Opens (creating if needed) `study.sqlite` in `dir`.
+    pub fn open(dir: &Path) -> Result<Study, RunError> {
+        let path = dir.join("study.sqlite");
+        let conn = Connection::open(&path).map_err(db_err(&path))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS trials (
+                 id TEXT PRIMARY KEY,
+                 family TEXT NOT NULL,
+                 backbone TEXT NOT NULL,
+                 params TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 reason TEXT NOT NULL,
+                 metric REAL,
+                 curve TEXT NOT NULL,
+                 spec TEXT NOT NULL,
+                 result TEXT NOT NULL,
+                 updated INTEGER NOT NULL
+             );",
+        )
+        .map_err(db_err(&path))?;
+        Ok(Study { conn, path })
+    }
+
+    /// The result of trial `id` if it finished (completed or pruned) in an earlier run.
+    pub fn finished(&self, id: &str) -> Result<Option<TrialResult>, RunError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT result FROM trials WHERE id = ?1 AND status IN ('completed', 'pruned')",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db_err(&self.path))?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Records a trial's outcome, replacing an earlier record of the same id.
+    pub fn record(&self, spec: &TrialSpec, result: &TrialResult) -> Result<(), RunError> {
+        let (status, reason) = match &result.status {
+            TrialStatus::Completed => ("completed", ""),
+            TrialStatus::Pruned(r) => ("pruned", r.as_str()),
+            TrialStatus::Failed(r) => ("failed", r.as_str()),
+            TrialStatus::Skipped(r) => ("skipped", r.as_str()),
+        };
+        let curve: Vec<f64> = result.epochs.iter().map(|e| e.metric).collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO trials (id, family, backbone, params, status, reason, metric, curve, spec, result, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    spec.id,
+                    spec.family,
+                    spec.backbone,
+                    json(&spec.params),
+                    status,
+                    reason,
+                    result.metric,
+                    json(&curve),
+                    json(spec),
+                    json(result),
+                    now
+                ],
+            )
+            .map_err(db_err(&self.path))?;
+        Ok(())
+    }
+
+    /// Every recorded trial as `(id, status, metric)`, oldest first.
+    pub fn list(&self) -> Result<Vec<(String, String, Option<f64>)>, RunError> {
+        let mut stmt = self.conn.prepare("SELECT id, status, metric FROM trials ORDER BY updated, id").map_err(db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(db_err(&self.path))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err(&self.path))?;
+        Ok(rows)
+    }
+}
+
+/// A plain value as JSON text; these types always serialise.
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
