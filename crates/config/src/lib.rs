@@ -122,7 +122,8 @@ pub struct TrainSection {
     /// Side of the square tiles the network trains on, in pixels.
     #[serde(default)]
     pub tile_size: Option<u32>,
-    /// Leaderboard metric; each task has a default.
+    /// Leaderboard metric: `miou` (pixel classification's default), `accuracy` or `dice`; it
+    /// also picks each model's kept epoch and drives early stopping.
     #[serde(default)]
     pub metric: Option<String>,
     /// Start backbones from pretrained weights where they exist.

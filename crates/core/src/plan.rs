@@ -76,6 +76,9 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
     params.insert("dice-fraction".into(), ParamValue::Number(t.dice_fraction));
     params.insert("focal-gamma".into(), ParamValue::Number(t.focal_gamma));
     params.insert("pretrained".into(), ParamValue::Text(t.pretrained.to_string()));
+    if let Some(metric) = &t.metric {
+        params.insert("metric".into(), ParamValue::Text(metric.clone()));
+    }
     let mut trials = Vec::new();
     for family in families {
         let backbone = match &pipeline.train.backbone {

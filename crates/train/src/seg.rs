@@ -499,6 +499,16 @@ where
         }
         other => return Err(PluginError::Training(format!("unknown class-balance `{other}`: use none or balanced"))),
     };
+    // The ranking metric decides the kept epoch, early stopping and the leaderboard.
+    let metric_name = text_param(&spec.params, "metric", "miou").to_owned();
+    let rank_metric = |m: &SegMetrics| match metric_name.as_str() {
+        "accuracy" => m.pixel_accuracy,
+        "dice" => m.mean_dice,
+        _ => m.mean_iou,
+    };
+    if !matches!(metric_name.as_str(), "miou" | "accuracy" | "dice") {
+        return Err(PluginError::Training(format!("unknown metric `{metric_name}`: use miou, accuracy or dice")));
+    }
     let loss = LossOptions {
         focal_gamma: number_param(&spec.params, "focal-gamma", 0.0) as f32,
         dice_fraction: number_param(&spec.params, "dice-fraction", 0.0).clamp(0.0, 1.0) as f32,
@@ -623,17 +633,17 @@ where
             epoch,
             train_loss: loss_sum / n_train as f64,
             val_loss,
-            metric: metrics.mean_iou,
+            metric: rank_metric(&metrics),
             elapsed_secs: start.elapsed().as_secs_f64(),
         };
         progress.epoch(&record);
         epochs.push(record);
-        if best.as_ref().is_none_or(|b| metrics.mean_iou > b.0) {
+        if best.as_ref().is_none_or(|b| rank_metric(&metrics) > b.0) {
             model
                 .clone()
                 .save_file(ModelMeta::weights_stem(&spec.out_dir), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
                 .map_err(|e| PluginError::Other(format!("cannot save weights: {e}")))?;
-            best = Some((metrics.mean_iou, epoch, metrics, cm));
+            best = Some((rank_metric(&metrics), epoch, metrics, cm));
             since_best = 0;
         } else {
             since_best += 1;
@@ -682,7 +692,7 @@ where
     all.insert("baseline-miou".to_owned(), autodl_metrics::majority_baseline(&cm).mean_iou);
     Ok(TrialResult {
         status,
-        metric_name: "miou".to_owned(),
+        metric_name: metric_name.clone(),
         metric: Some(metric),
         metrics: all,
         epochs,
