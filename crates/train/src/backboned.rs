@@ -100,3 +100,59 @@ where
     let model = head(bb, meta.classes.len(), &meta.params, device);
     crate::predict::predict_segmentation::<B, M, _>(model_dir, images, out_dir, SIZE_MULTIPLE, device, |_, _| model.clone())
 }
+
+/// Declares a backbone-based pixel-classification family and registers it: a unit struct
+/// named `$family` whose `NetworkFamily` impl trains and predicts `$net<B>` built by `$build`
+/// (a `fn(Backbone<B>, classes, &Params, &Device) -> $net<B>`), on whichever backend the trial
+/// names. The family crate must depend on `autodl-api` and `autodl-backend`.
+#[macro_export]
+macro_rules! backbone_family {
+    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, default_lr = $lr:expr) => {
+        $(#[$doc])*
+        pub struct $family;
+
+        ::autodl_api::inventory::submit!(::autodl_api::NetworkRegistration(&$family));
+
+        impl ::autodl_api::NetworkFamily for $family {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn task(&self) -> ::autodl_api::Task {
+                ::autodl_api::Task::PixelClassification
+            }
+
+            fn backbones(&self) -> &'static [&'static str] {
+                $crate::backboned::BACKBONES
+            }
+
+            fn train(
+                &self,
+                spec: &::autodl_api::TrialSpec,
+                progress: &dyn ::autodl_api::Progress,
+            ) -> Result<::autodl_api::TrialResult, ::autodl_api::PluginError> {
+                let choice = ::autodl_backend::BackendChoice::resolve(&spec.backend)
+                    .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?;
+                ::autodl_backend::with_backend!(choice, |B, device| $crate::backboned::train::<B, $net<B>, _>(
+                    spec, progress, $lr, &device, $build
+                ))
+                .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?
+            }
+
+            fn predict(
+                &self,
+                model_dir: &::std::path::Path,
+                images: &[::std::path::PathBuf],
+                out_dir: &::std::path::Path,
+                backend: &str,
+            ) -> Result<Vec<::std::path::PathBuf>, ::autodl_api::PluginError> {
+                let choice = ::autodl_backend::BackendChoice::resolve(backend)
+                    .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?;
+                ::autodl_backend::with_backend!(choice, |B, device| $crate::backboned::predict::<B, $net<B>, _>(
+                    model_dir, images, out_dir, &device, $build
+                ))
+                .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?
+            }
+        }
+    };
+}

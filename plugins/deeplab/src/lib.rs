@@ -5,12 +5,8 @@
 //! the paper's 6/12/18 at output stride 16: 2, 4 and 6 cover the same share of a feature map
 //! from the small tiles autodl usually trains on.
 
-use std::path::{Path, PathBuf};
-
-use autodl_api::{NetworkFamily, Params, PluginError, Progress, Task, TrialResult, TrialSpec};
+use autodl_api::Params;
 use autodl_backbones::Backbone;
-use autodl_backend::{BackendChoice, with_backend};
-use autodl_train::backboned;
 use autodl_train::layers::{ConvBnRelu, classifier, resize};
 use autodl_train::seg::{SegNet, text_param};
 use burn::module::Module;
@@ -72,40 +68,10 @@ fn build<B: Backend>(backbone: Backbone<B>, classes: usize, params: &Params, dev
     DeepLab::new(backbone, classes, text_param(params, "decoder", "v3+") != "v3", device)
 }
 
-/// The DeepLab network family; parameter `decoder` is `v3+` (default) or `v3`.
-pub struct DeepLabFamily;
-
-autodl_api::inventory::submit!(autodl_api::NetworkRegistration(&DeepLabFamily));
-
-fn backend_err(e: autodl_backend::BackendError) -> PluginError {
-    PluginError::Other(e.to_string())
-}
-
-impl NetworkFamily for DeepLabFamily {
-    fn name(&self) -> &'static str {
-        "deeplab"
-    }
-
-    fn task(&self) -> Task {
-        Task::PixelClassification
-    }
-
-    fn backbones(&self) -> &'static [&'static str] {
-        backboned::BACKBONES
-    }
-
-    fn train(&self, spec: &TrialSpec, progress: &dyn Progress) -> Result<TrialResult, PluginError> {
-        let choice = BackendChoice::resolve(&spec.backend).map_err(backend_err)?;
-        with_backend!(choice, |B, device| backboned::train::<B, DeepLab<B>, _>(spec, progress, 1e-3, &device, build))
-            .map_err(backend_err)?
-    }
-
-    fn predict(&self, model_dir: &Path, images: &[PathBuf], out_dir: &Path, backend: &str) -> Result<Vec<PathBuf>, PluginError> {
-        let choice = BackendChoice::resolve(backend).map_err(backend_err)?;
-        with_backend!(choice, |B, device| backboned::predict::<B, DeepLab<B>, _>(model_dir, images, out_dir, &device, build))
-            .map_err(backend_err)?
-    }
-}
+autodl_train::backbone_family!(
+    /// The DeepLab network family; parameter `decoder` is `v3+` (default) or `v3`.
+    DeepLabFamily, "deeplab", DeepLab, build, default_lr = 1e-3
+);
 
 #[cfg(test)]
 mod tests {
@@ -117,7 +83,7 @@ mod tests {
         type B = Autodiff<Flex>;
         let device = Default::default();
         for plus in [false, true] {
-            let bb = backboned::backbone::<B>("mobilenetv2", 3, false, &device).unwrap();
+            let bb = autodl_train::backboned::backbone::<B>("mobilenetv2", 3, false, &device).unwrap();
             let net = DeepLab::new(bb, 5, plus, &device);
             let out = net.forward(Tensor::zeros([2, 3, 64, 64], &device));
             assert_eq!(out.dims(), [2, 5, 64, 64]);

@@ -1,12 +1,8 @@
 //! PSPNet pixel classification (Zhao et al., 2017): a pyramid pooling module over the
 //! backbone's deepest features, fused with stride-4 features so small tiles keep their detail.
 
-use std::path::{Path, PathBuf};
-
-use autodl_api::{NetworkFamily, Params, PluginError, Progress, Task, TrialResult, TrialSpec};
+use autodl_api::Params;
 use autodl_backbones::Backbone;
-use autodl_backend::{BackendChoice, with_backend};
-use autodl_train::backboned;
 use autodl_train::layers::{ConvBnRelu, classifier, resize};
 use autodl_train::seg::SegNet;
 use burn::module::Module;
@@ -66,40 +62,10 @@ fn build<B: Backend>(backbone: Backbone<B>, classes: usize, _: &Params, device: 
     PspNet::new(backbone, classes, device)
 }
 
-/// The PSPNet network family.
-pub struct PspNetFamily;
-
-autodl_api::inventory::submit!(autodl_api::NetworkRegistration(&PspNetFamily));
-
-fn backend_err(e: autodl_backend::BackendError) -> PluginError {
-    PluginError::Other(e.to_string())
-}
-
-impl NetworkFamily for PspNetFamily {
-    fn name(&self) -> &'static str {
-        "pspnet"
-    }
-
-    fn task(&self) -> Task {
-        Task::PixelClassification
-    }
-
-    fn backbones(&self) -> &'static [&'static str] {
-        backboned::BACKBONES
-    }
-
-    fn train(&self, spec: &TrialSpec, progress: &dyn Progress) -> Result<TrialResult, PluginError> {
-        let choice = BackendChoice::resolve(&spec.backend).map_err(backend_err)?;
-        with_backend!(choice, |B, device| backboned::train::<B, PspNet<B>, _>(spec, progress, 1e-3, &device, build))
-            .map_err(backend_err)?
-    }
-
-    fn predict(&self, model_dir: &Path, images: &[PathBuf], out_dir: &Path, backend: &str) -> Result<Vec<PathBuf>, PluginError> {
-        let choice = BackendChoice::resolve(backend).map_err(backend_err)?;
-        with_backend!(choice, |B, device| backboned::predict::<B, PspNet<B>, _>(model_dir, images, out_dir, &device, build))
-            .map_err(backend_err)?
-    }
-}
+autodl_train::backbone_family!(
+    /// The PSPNet network family.
+    PspNetFamily, "pspnet", PspNet, build, default_lr = 1e-3
+);
 
 #[cfg(test)]
 mod tests {
@@ -111,7 +77,7 @@ mod tests {
         type B = Autodiff<Flex>;
         let device = Default::default();
         for bands in [1, 6] {
-            let bb = backboned::backbone::<B>("resnet18", bands, false, &device).unwrap();
+            let bb = autodl_train::backboned::backbone::<B>("resnet18", bands, false, &device).unwrap();
             let net = PspNet::new(bb, 4, &device);
             let out = net.forward(Tensor::zeros([1, bands, 64, 96], &device));
             assert_eq!(out.dims(), [1, 4, 64, 96]);
