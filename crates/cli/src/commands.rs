@@ -138,7 +138,7 @@ pub fn check(file: &Path) -> Outcome {
             )));
         }
     }
-    println!("{}: ok", file.display());
+    outln!("{}: ok", file.display());
     Ok(())
 }
 
@@ -161,9 +161,9 @@ pub fn inspect(args: &InspectArgs, quiet: bool) -> Outcome {
     let ds = ds?;
     let summary = autodl_data::summarize(&ds).context("cannot summarise dataset")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        print!("{}", summary.to_text());
+        outln!("{}", summary.to_text().trim_end());
     }
     Ok(())
 }
@@ -199,7 +199,7 @@ pub fn preview(args: &PreviewArgs) -> Outcome {
     let tiles: Vec<_> = tiles.into_iter().map(|(s, n)| (enlarge(s, 256), n)).collect();
     let grid = autodl_augment::preview_grid(&tiles, (args.augment as usize + 1).max(3));
     grid.save(&args.out).with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("{}", args.out.display());
+    outln!("{}", args.out.display());
     Ok(())
 }
 
@@ -366,12 +366,12 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     ];
     let report_path = crate::report::write(&board, &ds, &out, &name, facts, &pipeline.backend)
         .with_context(|| format!("cannot write the report into {}", out.display()))?;
-    println!("{}", board.to_markdown());
-    println!("leaderboard: {}", out.join("leaderboard.md").display());
-    println!("report: {}", report_path.display());
+    outln!("{}", board.to_markdown());
+    outln!("leaderboard: {}", out.join("leaderboard.md").display());
+    outln!("report: {}", report_path.display());
     match board.best() {
         Some(best) => {
-            println!(
+            outln!(
                 "best model: {} ({} {:.4}): {}",
                 best.id,
                 best.metric_name,
@@ -454,7 +454,7 @@ pub fn predict(args: &PredictArgs) -> Outcome {
     }
     let written = family.predict(&model_dir, &images, &args.out, &args.backend)?;
     for path in &written {
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     Ok(())
 }
@@ -473,41 +473,41 @@ pub fn evaluate(args: &EvaluateArgs) -> Outcome {
             "coco": coco, "voc-ap50": voc.map, "voc07-ap50": voc07.map, "arcgis-ap10": arcgis.map,
             "voc-ap50-per-class": voc.per_class, "precision-recall-f1": prf,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let names = [
         "AP @[.50:.95]", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR 1", "AR 10", "AR 100", "AR small", "AR medium", "AR large",
     ];
-    println!("COCO (pycocotools rules)");
+    outln!("COCO (pycocotools rules)");
     for (name, v) in names.iter().zip(coco.as_array()) {
-        println!("  {name:<14} {v:.4}");
+        outln!("  {name:<14} {v:.4}");
     }
     let f = |m: Option<f64>| m.map_or("-".to_owned(), |v| format!("{v:.4}"));
-    println!("VOC AP50 (all-point) {}   VOC AP50 (11-point) {}   ArcGIS AP (IoU 0.1) {}", f(voc.map), f(voc07.map), f(arcgis.map));
-    println!("per class at score >= {} and IoU 0.5:", args.score_threshold);
+    outln!("VOC AP50 (all-point) {}   VOC AP50 (11-point) {}   ArcGIS AP (IoU 0.1) {}", f(voc.map), f(voc07.map), f(arcgis.map));
+    outln!("per class at score >= {} and IoU 0.5:", args.score_threshold);
     for c in prf {
-        println!("  class {:<4} precision {:.4} recall {:.4} F1 {:.4} (TP {}, FP {}, FN {})", c.category, c.precision, c.recall, c.f1, c.tp, c.fp, c.fn_);
+        outln!("  class {:<4} precision {:.4} recall {:.4} F1 {:.4} (TP {}, FP {}, FN {})", c.category, c.precision, c.recall, c.f1, c.tp, c.fp, c.fn_);
     }
     Ok(())
 }
 
 pub fn plugins() -> Outcome {
-    println!("backends: {}", autodl_backend::compiled().join(", "));
+    outln!("backends: {}", autodl_backend::compiled().join(", "));
     for n in autodl_api::networks() {
-        println!("network {:<12} {:<22} backbones: {}", n.name(), n.task().to_string(), n.backbones().join(", "));
+        outln!("network {:<12} {:<22} backbones: {}", n.name(), n.task().to_string(), n.backbones().join(", "));
     }
     for a in autodl_api::augmenters() {
-        println!("augmentation {}", a.name());
+        outln!("augmentation {}", a.name());
     }
     for b in autodl_api::batch_deducers() {
-        println!("batch-size deducer {}", b.name());
+        outln!("batch-size deducer {}", b.name());
     }
     for t in autodl_api::tuners() {
-        println!("tuner {}", t.name());
+        outln!("tuner {}", t.name());
     }
     for e in autodl_api::evaluators() {
-        println!("evaluator {} ({}): {}", e.name(), e.task(), e.metrics().join(", "));
+        outln!("evaluator {} ({}): {}", e.name(), e.task(), e.metrics().join(", "));
     }
     Ok(())
 }
@@ -518,7 +518,7 @@ struct JsonLines;
 impl JsonLines {
     fn send(event: &Event) {
         if let Ok(line) = serde_json::to_string(event) {
-            println!("{line}");
+            outln!("{line}");
         }
     }
 }

@@ -3,6 +3,19 @@
 //! A thin binary over the library crates: it parses arguments, prints, owns the progress bars,
 //! and maps outcomes to exit codes (0 success, 1 run failed, 2 usage or configuration error).
 
+/// `println!` that ends the process quietly when stdout is a closed pipe (`autodl plugins |
+/// head`), as Unix tools do, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod commands;
 mod progress;
 mod report;
