@@ -384,8 +384,9 @@ fn run_resumable(
     }
     // Every outcome goes into the study; only finished ones are read back on a rerun, so a
     // failure is tried again next time. result.json beside the model serves the report.
-    write_json(&result_path, &result).map_err(io(&result_path))?;
+    // The study first: a run killed in between must not leave a result.json the study lacks.
     study.record(&spec, &result)?;
+    write_json(&result_path, &result).map_err(io(&result_path))?;
     Ok(Some(result))
 }
 
