@@ -105,10 +105,12 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
         }
     }
 
-    if on("unet") {
-        let out = output(cargo_cmd().args(["run", "-q", "-p", "autodl-unet", "--example", "bench_unet"]))?;
-        for line in out.lines().filter(|l| l.contains("img_per_s=")) {
-            summary.push(format!("training step, cpu: {line}"));
+    for (name, package, example) in [("unet", "autodl-unet", "bench_unet"), ("retinanet", "autodl-retinanet", "bench_retinanet")] {
+        if on(name) {
+            let out = output(cargo_cmd().args(["run", "-q", "-p", package, "--example", example]))?;
+            for line in out.lines().filter(|l| l.contains("img_per_s=")) {
+                summary.push(format!("training step, cpu: {line}"));
+            }
         }
     }
 
@@ -130,7 +132,7 @@ fn main() -> anyhow::Result<()> {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench [augment|coco|backbones|unet]...>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines"
+                "usage: cargo xtask <test|bench [augment|coco|backbones|unet|retinanet]...>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines"
             );
             std::process::exit(2)
         }

@@ -28,6 +28,8 @@ use clap::{Parser, Subcommand};
 // The plugin crates register themselves; naming them keeps the linker from dropping them.
 use autodl_augment as _;
 use autodl_deeplab as _;
+use autodl_retinanet as _;
+use autodl_ssd as _;
 use autodl_pspnet as _;
 use autodl_batch_throughput as _;
 use autodl_tuner_random as _;

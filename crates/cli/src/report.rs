@@ -42,6 +42,7 @@ pub fn write(
         leaderboard_markdown: board.to_markdown(),
         models,
         confusion: None,
+        pr_curves: Vec::new(),
         samples: Vec::new(),
     };
     if let Some(best) = board.best()
@@ -50,6 +51,7 @@ pub fn write(
         let dir = Path::new(dir);
         if let Some(metrics) = read_json::<serde_json::Value>(&dir.join("metrics.json")) {
             report.confusion = confusion(&metrics);
+            report.pr_curves = pr_curves(&metrics);
         }
         report.samples = samples(best.model.as_str(), dir, ds, out, backend).unwrap_or_default();
     }
@@ -65,6 +67,42 @@ fn confusion(metrics: &serde_json::Value) -> Option<Confusion> {
     Some(Confusion { classes, counts })
 }
 
+/// A detector's precision-recall curves from its `metrics.json`, named by class.
+fn pr_curves(metrics: &serde_json::Value) -> Vec<(String, Vec<(f64, f64)>)> {
+    let names: Vec<String> = metrics
+        .get("classes")
+        .and_then(|c| c.as_array())
+        .map(|a| a.iter().map(|c| c.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_owned()).collect())
+        .unwrap_or_default();
+    let Some(curves) = metrics.get("detail").and_then(|d| d.get("pr-curves")).and_then(|c| c.as_array()) else {
+        return Vec::new();
+    };
+    curves
+        .iter()
+        .filter_map(|entry| {
+            let class = entry.get(0)?.as_u64()? as usize;
+            let points = entry.get(1)?.as_array()?.iter().filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?))).collect();
+            Some((names.get(class).cloned().unwrap_or_else(|| class.to_string()), points))
+        })
+        .collect()
+}
+
+/// The ground-truth boxes of a detection sample drawn on its image.
+fn truth_boxes(s: &autodl_data::Sample, names: &[String]) -> anyhow::Result<Vec<u8>> {
+    let img = autodl_data::load_image(&s.image)?;
+    let sample = autodl_api::AugSample {
+        width: img.width,
+        height: img.height,
+        bands: img.bands,
+        image: img.data,
+        mask: None,
+        boxes: s.boxes.iter().map(|b| ([b.xmin, b.ymin, b.xmax + 1.0, b.ymax + 1.0], b.class)).collect(),
+    };
+    let mut png = Vec::new();
+    autodl_augment::preview_grid(&[(sample, names.to_vec())], 1).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    Ok(png)
+}
+
 /// Truth and prediction, side by side in class colours, for the first validation images.
 fn samples(family: &str, model_dir: &Path, ds: &Dataset, out: &Path, backend: &str) -> anyhow::Result<Vec<Sample>> {
     let Some(net) = autodl_api::network(family) else { return Ok(Vec::new()) };
@@ -74,7 +112,11 @@ fn samples(family: &str, model_dir: &Path, ds: &Dataset, out: &Path, backend: &s
     net.predict(model_dir, &images, &pred_dir, backend)?;
     let index: std::collections::HashMap<u32, usize> = ds.classes.iter().enumerate().map(|(i, c)| (c.value, i)).collect();
     let mut samples = Vec::new();
+    let names: Vec<String> = ds.classes.iter().map(|c| c.name.clone()).collect();
     for s in picked {
+        if ds.task == autodl_data::Task::Detection {
+            samples.push(Sample { caption: format!("{}: truth", s.stem), png: truth_boxes(s, &names)? });
+        }
         let pred = std::fs::read(pred_dir.join(format!("{}_preview.png", s.stem)))?;
         if let Some(label) = &s.label
             && let Ok(mask) = autodl_data::load_mask(label)

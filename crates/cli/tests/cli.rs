@@ -154,6 +154,79 @@ fn train_then_predict_end_to_end() {
     assert!(pred.join("t3_preview.png").is_file());
 }
 
+/// Writes a tiny PASCAL VOC dataset: bright squares of two sizes are `roof` boxes.
+fn tiny_voc(root: &Path) {
+    for d in ["images", "labels"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for i in 0..16u32 {
+        let squares = [((i * 7) % 40, (i * 11) % 40, 14 + i % 3 * 4), ((i * 13 + 30) % 44, (i * 5 + 36) % 44, 12)];
+        let img = image::RgbImage::from_fn(64, 64, |x, y| {
+            let inside = squares.iter().any(|&(x0, y0, s)| (x0..x0 + s).contains(&x) && (y0..y0 + s).contains(&y));
+            let v = if inside { 210 } else { 50 } as u8;
+            image::Rgb([v, v.wrapping_add((y / 4) as u8), v])
+        });
+        img.save(root.join(format!("images/d{i}.png"))).unwrap();
+        let objects: String = squares
+            .iter()
+            .map(|&(x0, y0, s)| {
+                format!(
+                    "<object><name>roof</name><difficult>0</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>",
+                    x0 + s - 1,
+                    y0 + s - 1
+                )
+            })
+            .collect();
+        let xml = format!("<annotation><filename>d{i}.png</filename><size><width>64</width><height>64</height><depth>3</depth></size>{objects}</annotation>");
+        std::fs::write(root.join(format!("labels/d{i}.xml")), xml).unwrap();
+    }
+}
+
+#[test]
+fn detection_families_learn_and_predict_voc_and_coco() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("voc");
+    tiny_voc(&data);
+    let out = dir.path().join("run");
+    // A fixed batch and learning rate keep the test short; the squares are easy enough that
+    // both detectors must rank far above an untrained one (AP50 near 0).
+    let pipeline = dir.path().join("squares.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version = 1\nseed = 3\n[data]\npath = {:?}\nval-fraction = 0.3\n[augment]\npreset = \"none\"\n\
+             [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\"]\nmax-epochs = 20\npatience = 20\n\
+             batch-size = 4\nlearning-rate = 2e-3\ntile-size = 64\n",
+            data
+        ),
+    )
+    .unwrap();
+    let o = autodl(&["train", pipeline.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let board: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap()).unwrap();
+    let rows = board.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{board}");
+    for row in rows {
+        assert_eq!(row["status"], "completed", "{board}");
+        assert_eq!(row["metric-name"], "ap50", "{board}");
+        assert!(row["metric"].as_f64().unwrap() > 0.5, "{board}");
+    }
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("Precision-recall"), "a detection report shows precision-recall curves");
+
+    let pred = dir.path().join("pred");
+    let img = data.join("images/d3.png");
+    let pkg = out.join("models/ssd-efficientnet-lite0.dlpk");
+    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let xml = std::fs::read_to_string(pred.join("d3.xml")).unwrap();
+    assert!(xml.contains("<annotation>") && xml.contains("<width>64</width>"), "{xml}");
+    let coco: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pred.join("detections.json")).unwrap()).unwrap();
+    assert_eq!(coco["images"][0]["width"], 64);
+    assert_eq!(coco["categories"][0]["name"], "roof");
+    assert!(pred.join("d3_preview.png").is_file());
+}
+
 #[test]
 fn a_failing_network_is_recorded_and_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();

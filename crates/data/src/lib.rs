@@ -43,6 +43,7 @@ pub use summary::{
     BoxStats, ClassSummary, IgnoreSummary, LongestSide, SizeBucket, SizeRange, SplitCounts,
     Summary, summarize,
 };
+pub use voc::to_xml as voc_xml;
 pub use write::{write_coco, write_kitti, write_voc, write_yolo};
 
 /// What a dataset teaches a model to do.

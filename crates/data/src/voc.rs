@@ -120,7 +120,7 @@ fn flag(v: Option<String>, field: &str) -> Result<bool, String> {
 
 /// The VOC XML of one sample. Coordinates are written in Rust's shortest round-trip form, so
 /// integer pixels stay integers ("203") and fractional ones survive exactly.
-pub(crate) fn to_xml(sample: &Sample, classes: &[ClassInfo], image_folder: &str) -> String {
+pub fn to_xml(sample: &Sample, classes: &[ClassInfo], image_folder: &str) -> String {
     let mut x = String::new();
     // Writing to a String cannot fail; the results are ignored on purpose.
     let _ = writeln!(x, "<annotation>");

@@ -71,6 +71,9 @@ pub struct Report {
     pub models: Vec<ModelEntry>,
     /// The best model's confusion matrix (pixel classification).
     pub confusion: Option<Confusion>,
+    /// Precision-recall curves of the best detector, one per class: `(class name, points)`
+    /// with points as `(recall, precision)`.
+    pub pr_curves: Vec<(String, Vec<(f64, f64)>)>,
     /// Sample predictions on validation images.
     pub samples: Vec<Sample>,
 }
@@ -172,6 +175,39 @@ pub fn loss_chart(model: &ModelEntry) -> Result<String, ReportError> {
         chart
             .draw_series(LineSeries::new(model.epochs.iter().map(|e| (e.epoch as f64, e.metric)), GREEN.stroke_width(2)))
             .map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    Ok(svg)
+}
+
+/// Precision against recall, one line per class, for a detector.
+pub fn pr_chart(curves: &[(String, Vec<(f64, f64)>)]) -> Result<String, ReportError> {
+    let mut svg = String::new();
+    if curves.iter().all(|(_, c)| c.is_empty()) {
+        return Ok(svg);
+    }
+    let err = draw_err("the precision-recall chart");
+    {
+        let root = SVGBackend::with_string(&mut svg, (480, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("precision-recall at IoU 0.5 (validation)", ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.05)
+            .map_err(|e| err(e.to_string()))?;
+        chart.configure_mesh().x_desc("recall").y_desc("precision").draw().map_err(|e| err(e.to_string()))?;
+        for (i, (name, points)) in curves.iter().enumerate() {
+            let [r, g, b] = autodl_api::class_colour(i);
+            let colour = RGBColor(r, g, b);
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
+                .map_err(|e| err(e.to_string()))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
     }
     Ok(svg)
@@ -292,6 +328,10 @@ pub fn render(report: &Report) -> Result<String, ReportError> {
         html.push_str("<h2>Confusion matrix of the best model (validation pixels)</h2>");
         html.push_str(&confusion_table(c));
     }
+    if !report.pr_curves.is_empty() {
+        html.push_str("<h2>Precision-recall of the best model</h2>");
+        html.push_str(&pr_chart(&report.pr_curves)?);
+    }
     if !report.samples.is_empty() {
         html.push_str("<h2>Sample validation predictions</h2><div class=\"samples\">");
         for s in &report.samples {
@@ -342,11 +382,12 @@ mod tests {
             leaderboard_markdown: "| rank | model |\n|---|---|\n| 1 | unet |\n".into(),
             models: vec![entry("unet-a", Some(0.4)), entry("deeplab-b", Some(0.3)), ModelEntry { id: "ssd".into(), ..Default::default() }],
             confusion: Some(Confusion { classes: vec!["a".into(), "b".into()], counts: vec![5, 1, 2, 8] }),
+            pr_curves: vec![("tree".into(), vec![(0.1, 1.0), (0.5, 0.8), (0.7, 0.4)])],
             samples: vec![Sample { caption: "tile 1".into(), png: vec![137, 80, 78, 71] }],
         };
         let html = render(&report).unwrap();
         assert!(html.contains("run &lt;x&gt;"));
-        assert_eq!(html.matches("<svg").count(), 3, "one bar chart and one curve chart per trained model");
+        assert_eq!(html.matches("<svg").count(), 4, "a bar chart, a curve chart per trained model, a precision-recall chart");
         assert!(html.contains("unet-a") && html.contains("deeplab-b"));
         assert!(html.contains("data:image/png;base64,iVBORw=="));
         assert!(html.contains("<td style=\"background: rgba(0, 90, 200, 0.833)\">5</td>"));

@@ -7,6 +7,8 @@
 //! budget, evaluation over one confusion matrix, and writing the model folder.
 
 pub mod backboned;
+pub mod det;
+pub mod fit;
 pub mod layers;
 pub mod lr_find;
 pub mod model_dir;

@@ -4,17 +4,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use autodl_api::{
-    AugSample, BatchLimits, DataSpec, EpochRecord, PluginError, Progress, StepMeasure,
-    TrialResult, TrialSpec, TrialStatus,
-};
+use autodl_api::{AugSample, DataSpec, EpochRecord, PluginError, Progress, TrialResult, TrialSpec};
 use autodl_data::{ClassInfo, Format, OnBadSample, ReadOptions};
 use autodl_metrics::{ConfusionMatrix, SegMetrics};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer, SgdConfig};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -22,9 +16,9 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::IGNORE;
-use crate::lr_find;
-use crate::{LossOptions, masked_cross_entropy, seg_loss};
+use crate::fit::{Evaluation, FitOptions, Steps, fit};
 use crate::model_dir::ModelMeta;
+use crate::{LossOptions, masked_cross_entropy, seg_loss};
 
 /// A network that maps `[N, bands, H, W]` to per-pixel logits `[N, classes, H, W]`.
 pub trait SegNet<B: Backend>: Module<B> {
@@ -310,27 +304,6 @@ fn pad(item: &Item, bands: usize, pw: usize, ph: usize) -> AugSample {
     AugSample { width: pw as u32, height: ph as u32, bands: bands as u32, image, mask: Some(mask), boxes: Vec::new() }
 }
 
-/// Peak resident memory of this process in bytes since the last reset, on Linux.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn reset_peak_rss() {
-    // Writing 5 to clear_refs resets VmHWM (Linux 4.0+); failure only makes the figure coarser.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Free memory for batch deduction: available RAM on the CPU backend.
-fn free_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 struct Trainer<'a, B: Backend> {
     data: &'a SegData,
     tile: usize,
@@ -354,8 +327,10 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         (x, y, one_hot)
     }
 
-    /// One optimiser step; returns the model and the loss.
-    fn step<M: SegNet<B> + AutodiffModule<B>, O: Optimizer<M, B>>(
+}
+
+impl<B: AutodiffBackend, M: SegNet<B> + AutodiffModule<B>> Steps<B, M> for Trainer<'_, B> {
+    fn step<O: Optimizer<M, B>>(
         &self,
         model: M,
         optim: &mut O,
@@ -415,7 +390,7 @@ pub enum Schedule {
 ///
 /// Parameters read from `spec.params`: `optimizer` (`adamw` or `sgd`), `schedule`
 /// (`one-cycle` or `cosine`), `class-balance` (`none` or `balanced`), `dice-fraction`,
-/// `focal-gamma`, `weight-decay`.
+/// `focal-gamma`, `weight-decay`, `metric` (`miou`, `accuracy` or `dice`).
 pub fn train<B, M, F>(
     spec: &TrialSpec,
     progress: &dyn Progress,
@@ -428,38 +403,6 @@ where
     M: SegNet<B> + AutodiffModule<B>,
     M::InnerModule: SegNet<B::InnerBackend>,
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
-{
-    let optimizer = text_param(&spec.params, "optimizer", "adamw").to_owned();
-    let wd = number_param(&spec.params, "weight-decay", 1e-4) as f32;
-    match optimizer.as_str() {
-        "adamw" => fit(spec, progress, family, device, &build, || {
-            AdamWConfig::new().with_weight_decay(wd).init::<B, M>()
-        }),
-        "sgd" => fit(spec, progress, family, device, &build, || {
-            SgdConfig::new()
-                .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
-                .with_weight_decay(Some(WeightDecayConfig::new(wd)))
-                .init::<B, M>()
-        }),
-        other => Err(PluginError::Training(format!("unknown optimizer `{other}`: use adamw or sgd"))),
-    }
-}
-
-fn fit<B, M, F, O, G>(
-    spec: &TrialSpec,
-    progress: &dyn Progress,
-    family: &FamilyOptions,
-    device: &B::Device,
-    build: &F,
-    new_optim: G,
-) -> Result<TrialResult, PluginError>
-where
-    B: AutodiffBackend,
-    M: SegNet<B> + AutodiffModule<B>,
-    M::InnerModule: SegNet<B::InnerBackend>,
-    F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
-    O: Optimizer<M, B>,
-    G: Fn() -> O,
 {
     let start = Instant::now();
     std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io { path: spec.out_dir.clone(), source })?;
@@ -478,11 +421,6 @@ where
     let tile = tile.div_ceil(m) * m;
     let augment = autodl_augment::Pipeline::preset(&spec.augment, autodl_api::Task::PixelClassification, spec.augment_strength)
         .map_err(|e| PluginError::Training(e.to_string()))?;
-    let schedule_kind = match text_param(&spec.params, "schedule", "one-cycle") {
-        "one-cycle" => Schedule::OneCycle,
-        "cosine" => Schedule::Cosine,
-        other => return Err(PluginError::Training(format!("unknown schedule `{other}`: use one-cycle or cosine"))),
-    };
     let class_weights = match text_param(&spec.params, "class-balance", "none") {
         "none" => None,
         "balanced" => {
@@ -514,163 +452,13 @@ where
         dice_fraction: number_param(&spec.params, "dice-fraction", 0.0).clamp(0.0, 1.0) as f32,
     };
     let trainer = Trainer { data: &data, tile, augment, seed: spec.seed, loss, class_weights, classes };
-    let n_train = data.train.len();
-
-    // Batch size: fixed, or deduced by measuring real steps on a throwaway model.
-    let batch_size = match spec.batch_size {
-        Some(b) => b as usize,
-        None => {
-            let deducer = autodl_api::batch_deducer("throughput")
-                .or_else(|| autodl_api::batch_deducers().into_iter().next());
-            match deducer {
-                None => 8.min(n_train),
-                Some(d) => {
-                    // At least eight optimiser steps an epoch: on small datasets the number of
-                    // updates, not images per second, limits what a short budget can learn.
-                    let max = (n_train / 8).clamp(2, 64) as u32;
-                    let limits = BatchLimits { min: 8.min(max), max, free_bytes: free_memory(), memory_fraction: 0.8 };
-                    // One throwaway model serves every probe: building one can mean reading
-                    // pretrained weights, which costs more than a step.
-                    let mut slot = Some((build(device, bands, classes)?, new_optim()));
-                    let mut probe = |b: u32| -> Result<StepMeasure, PluginError> {
-                        let (mut model, mut optim) = slot.take().ok_or_else(|| PluginError::Other("batch probe lost its model".into()))?;
-                        let idx: Vec<usize> = (0..b as usize).map(|i| i % n_train).collect();
-                        // The first step at a size pays for allocation; time the second.
-                        (model, _) = trainer.step(model, &mut optim, 1e-6, &idx, 0, device);
-                        reset_peak_rss();
-                        let t = Instant::now();
-                        (model, _) = trainer.step(model, &mut optim, 1e-6, &idx, 0, device);
-                        let measure = StepMeasure { batch_size: b, seconds: t.elapsed().as_secs_f64(), peak_bytes: peak_rss() };
-                        slot = Some((model, optim));
-                        Ok(measure)
-                    };
-                    d.deduce(&mut probe, &limits)? as usize
-                }
-            }
-        }
-    }
-    .clamp(1, n_train.max(1));
-    progress.message(&format!("batch size {batch_size} (chosen in {:.1}s)", start.elapsed().as_secs_f64()));
-
-    // Learning rate: fixed, or the finder's valley on a throwaway model.
-    let lr_start = Instant::now();
-    let learning_rate = match spec.learning_rate {
-        Some(lr) => lr,
-        None => {
-            let mut model = build(device, bands, classes)?;
-            let mut optim = new_optim();
-            let mut rng = StdRng::seed_from_u64(spec.seed);
-            let pick = |rng: &mut StdRng| -> Vec<usize> { (0..batch_size).map(|_| rng.random_range(0..n_train)).collect() };
-            // Time one step to size the sweep: it may take a tenth of the trial's budget,
-            // between 12 and 100 steps; below 12 the curve is too short to read.
-            (model, _) = trainer.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
-            let t = Instant::now();
-            (model, _) = trainer.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
-            let affordable = (0.1 * spec.time_budget_secs / t.elapsed().as_secs_f64().max(1e-3)) as usize;
-            let n = affordable.min(100);
-            if n < 12 {
-                let lr = family.default_lr;
-                progress.message(&format!("learning rate {lr:.2e} (family default: the budget allows only {n} finder steps)"));
-                lr
-            } else {
-                let lrs = lr_find::sweep(1e-5, 1.0, n);
-                let mut losses = Vec::new();
-                for (step, &lr) in lrs.iter().enumerate() {
-                    let loss;
-                    (model, loss) = trainer.step(model, &mut optim, lr, &pick(&mut rng), step as u64 + 1, device);
-                    if !loss.is_finite() || losses.first().is_some_and(|&l0: &f64| loss > 4.0 * l0) {
-                        break;
-                    }
-                    losses.push(loss);
-                }
-                let csv: String = std::iter::once("lr,loss\n".to_owned())
-                    .chain(lrs.iter().zip(&losses).map(|(lr, l)| format!("{lr},{l}\n")))
-                    .collect();
-                let path = spec.out_dir.join("lr_find.csv");
-                std::fs::write(&path, csv).map_err(|source| PluginError::Io { path, source })?;
-                let (lr, rule) = lr_find::suggest(&lrs[..losses.len()], &losses).unwrap_or((family.default_lr, lr_find::Rule::MinOverTen));
-                // The curve as a picture beside the model, for a person to check the choice.
-                if let Ok(svg) = autodl_report::lr_chart(&lrs[..losses.len()], &losses, lr) {
-                    let path = spec.out_dir.join("lr_find.svg");
-                    std::fs::write(&path, svg).map_err(|source| PluginError::Io { path, source })?;
-                }
-                progress.message(&format!("learning rate {lr:.2e} by the {rule:?} rule ({} steps, {:.1}s)", losses.len(), lr_start.elapsed().as_secs_f64()));
-                lr
-            }
-        }
-    };
-
-    let mut model = build(device, bands, classes)?;
-    let mut optim = new_optim();
-    let steps_per_epoch = n_train.div_ceil(batch_size);
-    let mut planned_epochs = spec.max_epochs as usize;
-    let mut epochs = Vec::new();
-    let mut best: Option<(f64, u32, SegMetrics, ConfusionMatrix)> = None;
-    let mut since_best = 0;
-    let mut status = TrialStatus::Completed;
-    let mut order: Vec<usize> = (0..n_train).collect();
-    let reserve = 0.05 * spec.time_budget_secs + 1.0;
-    let stop_file = spec.out_dir.join(autodl_api::STOP_FILE);
-    for epoch in 1..=spec.max_epochs {
-        let epoch_start = Instant::now();
-        let mut rng = StdRng::seed_from_u64(sample_seed(spec.seed, epoch as u64, u64::MAX));
-        rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
-        let mut loss_sum = 0.0;
-        for (s, idx) in order.chunks(batch_size).enumerate() {
-            let step = (epoch as usize - 1) * steps_per_epoch + s;
-            let lr = schedule(schedule_kind, learning_rate, step, planned_epochs * steps_per_epoch);
-            let loss;
-            (model, loss) = trainer.step(model, &mut optim, lr, idx, epoch as u64, device);
-            if !loss.is_finite() {
-                return Err(PluginError::Training(format!("loss diverged (not finite) at epoch {epoch}")));
-            }
-            loss_sum += loss * idx.len() as f64;
-        }
-        let valid = model.valid();
-        let (val_loss, cm) = evaluate(&valid, &data.val, bands, classes, batch_size, m, device)?;
+    let opts = FitOptions { spec, progress, default_lr: family.default_lr, n_train: data.train.len() };
+    let fitted = fit::<B, M, _, _>(&opts, device, &|| build(device, bands, classes), &trainer, &mut |model, batch| {
+        let (loss, cm) = evaluate(model, &data.val, bands, classes, batch, m, device)?;
         let metrics = cm.metrics();
-        let record = EpochRecord {
-            epoch,
-            train_loss: loss_sum / n_train as f64,
-            val_loss,
-            metric: rank_metric(&metrics),
-            elapsed_secs: start.elapsed().as_secs_f64(),
-        };
-        progress.epoch(&record);
-        epochs.push(record);
-        if best.as_ref().is_none_or(|b| rank_metric(&metrics) > b.0) {
-            model
-                .clone()
-                .save_file(ModelMeta::weights_stem(&spec.out_dir), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
-                .map_err(|e| PluginError::Other(format!("cannot save weights: {e}")))?;
-            best = Some((rank_metric(&metrics), epoch, metrics, cm));
-            since_best = 0;
-        } else {
-            since_best += 1;
-        }
-        if since_best >= spec.patience {
-            progress.message(&format!("early stop after {epoch} epochs"));
-            break;
-        }
-        // The orchestrator's pruner asks a trial to stop by creating this file.
-        if stop_file.exists() {
-            status = TrialStatus::Pruned(format!("stopped by the pruner after epoch {epoch}"));
-            break;
-        }
-        // Plan the schedule from the first epoch's measured cost, then stop before the budget runs out.
-        let epoch_secs = epoch_start.elapsed().as_secs_f64();
-        let left = spec.time_budget_secs - start.elapsed().as_secs_f64() - reserve;
-        if epoch == 1 {
-            let fit = (left / epoch_secs).floor() as usize + 1;
-            planned_epochs = planned_epochs.min(fit.max(1));
-        }
-        if epoch as usize >= planned_epochs || left < epoch_secs * 1.1 {
-            break;
-        }
-    }
-    let Some((metric, best_epoch, metrics, cm)) = best else {
-        return Err(PluginError::Budget("no epoch finished".to_owned()));
-    };
+        Ok(Evaluation { loss, metric: rank_metric(&metrics), payload: (metrics, cm) })
+    })?;
+    let (metric, best_epoch, (metrics, cm)) = fitted.best;
     let meta = ModelMeta {
         family: spec.family.clone(),
         backbone: spec.backbone.clone(),
@@ -684,26 +472,25 @@ where
         params: family.params.clone(),
     };
     meta.save(&spec.out_dir)?;
-    write_reports(&spec.out_dir, &metrics, &cm, &epochs, &data.classes)?;
+    write_reports(&spec.out_dir, &metrics, &cm, &fitted.epochs, &data.classes)?;
     let mut all = std::collections::BTreeMap::new();
     all.insert("miou".to_owned(), metrics.mean_iou);
     all.insert("accuracy".to_owned(), metrics.pixel_accuracy);
     all.insert("dice".to_owned(), metrics.mean_dice);
     all.insert("baseline-miou".to_owned(), autodl_metrics::majority_baseline(&cm).mean_iou);
     Ok(TrialResult {
-        status,
+        status: fitted.status,
         metric_name: metric_name.clone(),
         metric: Some(metric),
         metrics: all,
-        epochs,
+        epochs: fitted.epochs,
         best_epoch: Some(best_epoch),
-        batch_size: batch_size as u32,
-        learning_rate,
+        batch_size: fitted.batch_size as u32,
+        learning_rate: fitted.learning_rate,
         train_secs: start.elapsed().as_secs_f64(),
         model_dir: Some(spec.out_dir.clone()),
     })
 }
-
 
 /// The learning rate at `step` of `total`.
 pub fn schedule(kind: Schedule, peak: f64, step: usize, total: usize) -> f64 {

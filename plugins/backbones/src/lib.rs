@@ -321,6 +321,17 @@ impl<B: Backend> Backbone<B> {
         self
     }
 
+    /// Freezes the stem and the stride-4 stage, as torchvision's detectors do by default
+    /// (`trainable_backbone_layers = 3`): their high-resolution maps make their backward pass
+    /// the most expensive part of a step, and low-level ImageNet filters need little tuning.
+    pub fn with_frozen_stem(mut self) -> Self {
+        match &mut self {
+            Backbone::ResNet(m) => m.freeze_stem(),
+            Backbone::MobileNet(m) => m.freeze_stem(),
+        }
+        self
+    }
+
     /// Freezes (or thaws) batch norm alone: frozen, it normalises with the running statistics
     /// and never updates them, even on an autodiff backend, while gradients still reach the
     /// weights.

@@ -126,6 +126,17 @@ impl<B: Backend> MobileNet<B> {
         self.head.is_some()
     }
 
+    /// Stops gradients in the stem and every block up to the stride-4 tap.
+    pub(crate) fn freeze_stem(&mut self) {
+        self.stem = self.stem.clone().no_grad();
+        let last = self.taps[0];
+        self.blocks = std::mem::take(&mut self.blocks)
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| if i <= last { b.no_grad() } else { b })
+            .collect();
+    }
+
     pub(crate) fn drop_classifier(&mut self) {
         self.head = None;
     }

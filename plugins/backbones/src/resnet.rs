@@ -77,6 +77,13 @@ fn shortcut<B: Backend>(input: usize, output: usize, stride: usize, device: &B::
 }
 
 impl<B: Backend> ResNet<B> {
+    /// Stops gradients in the stem and the stride-4 stage.
+    pub(crate) fn freeze_stem(&mut self) {
+        self.conv1 = self.conv1.clone().no_grad();
+        self.bn1 = self.bn1.clone().no_grad();
+        self.layer1 = std::mem::take(&mut self.layer1).into_iter().map(Module::no_grad).collect();
+    }
+
     /// Builds ResNet-`depth` (18, 34 or 50) with fresh weights, `bands` input bands and, when
     /// `classes` is given, a classifier.
     pub(crate) fn new(depth: usize, bands: usize, classes: Option<usize>, device: &B::Device) -> Self {

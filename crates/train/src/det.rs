@@ -1,0 +1,809 @@
+//! Object-detection training and prediction, generic over the backend and the detector.
+//!
+//! A family supplies a [`DetNet`] (a Burn module mapping `[N, bands, H, W]` to per-anchor class
+//! logits and box deltas) and [`DetOptions`] (its pyramid strides, anchor shapes, matching rule
+//! and losses); this module does the rest: reading boxes, random training tiles with box-aware
+//! augmentation, anchor matching, the loss, the shared fit loop, evaluation with VOC and COCO
+//! AP, and windowed prediction of large images merged with NMS.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use autodl_api::{AugSample, DataSpec, EpochRecord, ParamValue, Params, PluginError, Progress, TrialResult, TrialSpec};
+use autodl_data::ClassInfo;
+use autodl_detection::loss::{decode, giou_loss, hard_negative_weights, sigmoid_focal_loss, smooth_l1, softmax_cross_entropy};
+use autodl_detection::{AnchorConfig, Assignment, Box4, BoxCoder, MatchConfig, PostprocessConfig, ScoredBox, batched_nms, match_anchors, postprocess};
+use autodl_detection_metrics::{CocoSummary, Detection, GtBox, VocMethod, VocResult};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::fit::{Evaluation, FitOptions, Steps, fit};
+use crate::model_dir::ModelMeta;
+use crate::seg::{band_stats, number_param, read_options, sample_seed, text_param};
+
+/// What a detector's forward pass returns.
+#[derive(Debug, Clone)]
+pub struct DetOutput<B: Backend> {
+    /// Class logits `[N, anchors, K]`: `K` = classes for sigmoid heads, classes + 1 (background
+    /// first) for softmax heads.
+    pub logits: Tensor<B, 3>,
+    /// Box deltas `[N, anchors, 4]` for the [`BoxCoder`].
+    pub deltas: Tensor<B, 3>,
+    /// `[height, width]` of each pyramid level, finest first, for anchor generation.
+    pub levels: Vec<[usize; 2]>,
+}
+
+/// A detector: per-anchor logits and deltas for a batch whose sides are multiples of 32.
+pub trait DetNet<B: Backend>: Module<B> {
+    /// Runs the network.
+    fn forward(&self, x: Tensor<B, 4>) -> DetOutput<B>;
+}
+
+/// The classification loss of a family.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClassLoss {
+    /// Sigmoid focal loss over every non-ignored anchor (RetinaNet); logits have one column
+    /// per class.
+    Focal {
+        /// Weight of positives.
+        alpha: f32,
+        /// Focusing exponent.
+        gamma: f32,
+    },
+    /// Softmax cross-entropy on positives and the hardest negatives (SSD); logits have a
+    /// background column first.
+    HardNegative {
+        /// Negatives kept per positive.
+        ratio: usize,
+    },
+}
+
+/// The box-regression loss of a family.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BoxLoss {
+    /// Smooth-L1 on encoded deltas.
+    SmoothL1 {
+        /// Where it turns from quadratic to linear.
+        beta: f32,
+    },
+    /// Generalised IoU on decoded boxes.
+    Giou,
+}
+
+/// What a detector family tells the loop about its network.
+#[derive(Debug, Clone)]
+pub struct DetOptions {
+    /// Stride of each pyramid level the head predicts on, finest first.
+    pub strides: Vec<usize>,
+    /// Anchor side multipliers at each location.
+    pub anchor_scales: Vec<f32>,
+    /// Anchor height-to-width ratios at each location.
+    pub anchor_ratios: Vec<f32>,
+    /// Anchor-to-object assignment.
+    pub matching: MatchConfig,
+    /// Classification loss.
+    pub class_loss: ClassLoss,
+    /// Box loss.
+    pub box_loss: BoxLoss,
+    /// Box coder.
+    pub coder: BoxCoder,
+    /// Learning rate when the budget is too small for the finder.
+    pub default_lr: f64,
+    /// Training tile side when the spec gives none.
+    pub default_tile: u32,
+    /// Family parameters recorded in `model.json` (the backbone, for one).
+    pub params: Params,
+}
+
+impl DetOptions {
+    /// Anchors per location, which the head's output channels depend on.
+    pub fn anchors_per_location(&self) -> usize {
+        self.anchor_scales.len() * self.anchor_ratios.len()
+    }
+
+    /// Whether logits carry a background column.
+    pub fn background_first(&self) -> bool {
+        matches!(self.class_loss, ClassLoss::HardNegative { .. })
+    }
+
+    /// Anchors with base side `scale * stride` on each level.
+    pub fn anchor_config(&self, scale: f32) -> AnchorConfig {
+        AnchorConfig {
+            strides: self.strides.clone(),
+            sizes: self.strides.iter().map(|&s| s as f32 * scale).collect(),
+            scales: self.anchor_scales.clone(),
+            ratios: self.anchor_ratios.clone(),
+        }
+    }
+}
+
+/// Input sides are padded to a multiple of this, the backbones' total stride.
+const SIZE_MULTIPLE: usize = 32;
+
+/// One image and its boxes, normalised.
+#[derive(Debug, Clone)]
+pub struct DetItem {
+    /// Width.
+    pub width: usize,
+    /// Height.
+    pub height: usize,
+    /// Normalised band-major pixels.
+    pub image: Vec<f32>,
+    /// Boxes in continuous pixels with their class index.
+    pub boxes: Vec<(Box4, usize)>,
+    /// Per box: VOC `difficult`.
+    pub difficult: Vec<bool>,
+    /// Per box: COCO `iscrowd`.
+    pub crowd: Vec<bool>,
+}
+
+/// A detection dataset in memory.
+#[derive(Debug, Clone)]
+pub struct DetData {
+    /// Bands per image.
+    pub bands: usize,
+    /// Classes in logit order.
+    pub classes: Vec<ClassInfo>,
+    /// Per-band means of the training split.
+    pub mean: Vec<f32>,
+    /// Per-band standard deviations of the training split.
+    pub std: Vec<f32>,
+    /// Training items.
+    pub train: Vec<DetItem>,
+    /// Validation items.
+    pub val: Vec<DetItem>,
+}
+
+fn data_err(e: impl std::fmt::Display) -> PluginError {
+    PluginError::Data(e.to_string())
+}
+
+/// Reads a detection dataset and normalises every band with the training split's statistics.
+/// Boxes become continuous rectangles: a VOC box from pixel 3 to pixel 5 spans 3 to 6.
+pub fn load_data(spec: &DataSpec, seed: u64) -> Result<DetData, PluginError> {
+    let ds = autodl_data::open(&spec.root, &read_options(spec, seed)?).map_err(data_err)?;
+    if ds.task != autodl_data::Task::Detection {
+        return Err(PluginError::Data(format!("{} holds {} data, not boxes", spec.root.display(), ds.format)));
+    }
+    fn load(samples: &[autodl_data::Sample]) -> Result<Vec<(autodl_data::Image, &autodl_data::Sample)>, PluginError> {
+        samples.par_iter().map(|s| Ok((autodl_data::load_image(&s.image).map_err(data_err)?, s))).collect()
+    }
+    let train = load(&ds.train)?;
+    let val = load(&ds.val)?;
+    let bands = train.first().map_or(0, |(img, _)| img.bands as usize);
+    if let Some((img, s)) = train.iter().chain(&val).find(|(img, _)| img.bands as usize != bands) {
+        return Err(PluginError::Data(format!("{}: {} bands, other images have {bands}", s.image.display(), img.bands)));
+    }
+    let (mean, std) = band_stats(train.iter().map(|(img, _)| img), bands);
+    let to_items = |v: Vec<(autodl_data::Image, &autodl_data::Sample)>| -> Vec<DetItem> {
+        v.into_iter()
+            .map(|(img, s)| DetItem {
+                width: img.width as usize,
+                height: img.height as usize,
+                image: normalise(img.data, img.width as usize * img.height as usize, &mean, &std),
+                boxes: s.boxes.iter().map(|b| ([b.xmin, b.ymin, b.xmax + 1.0, b.ymax + 1.0], b.class)).collect(),
+                difficult: s.boxes.iter().map(|b| b.difficult).collect(),
+                crowd: s.boxes.iter().map(|b| b.iscrowd).collect(),
+            })
+            .collect()
+    };
+    Ok(DetData { bands, classes: ds.classes.clone(), mean: mean.clone(), std: std.clone(), train: to_items(train), val: to_items(val) })
+}
+
+fn normalise(mut image: Vec<f32>, plane: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
+    for (b, chunk) in image.chunks_mut(plane.max(1)).enumerate() {
+        let (m, s) = (mean.get(b).copied().unwrap_or(0.0), std.get(b).copied().unwrap_or(1.0));
+        for x in chunk {
+            *x = (*x - m) / s;
+        }
+    }
+    image
+}
+
+/// Copies the `w x h` region of `image` at `(x0, y0)` into a zero-padded `pw x ph` canvas.
+fn crop(image: &[f32], width: usize, height: usize, bands: usize, (x0, y0, w, h): (usize, usize, usize, usize), pw: usize, ph: usize) -> Vec<f32> {
+    let mut out = vec![0f32; bands * pw * ph];
+    let (w, h) = (w.min(pw).min(width.saturating_sub(x0)), h.min(ph).min(height.saturating_sub(y0)));
+    for b in 0..bands {
+        for y in 0..h {
+            let src = b * width * height + (y0 + y) * width + x0;
+            let dst = b * pw * ph + y * pw;
+            out[dst..dst + w].copy_from_slice(&image[src..src + w]);
+        }
+    }
+    out
+}
+
+/// A `tile`-sided training sample cut from `item` at a seeded random place (zero-padded when
+/// the image is smaller), with boxes clipped to it and augmented. A box keeps its place only
+/// when at least 40 % of it stays inside the tile.
+fn make_sample(item: &DetItem, bands: usize, tile: usize, seed: u64, augment: &autodl_augment::Pipeline) -> AugSample {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x0 = if item.width > tile { rng.random_range(0..=item.width - tile) } else { 0 };
+    let y0 = if item.height > tile { rng.random_range(0..=item.height - tile) } else { 0 };
+    let image = crop(&item.image, item.width, item.height, bands, (x0, y0, tile, tile), tile, tile);
+    let (cw, ch) = (tile.min(item.width - x0) as f32, tile.min(item.height - y0) as f32);
+    let boxes = item
+        .boxes
+        .iter()
+        .filter_map(|&(b, c)| {
+            let s = [b[0] - x0 as f32, b[1] - y0 as f32, b[2] - x0 as f32, b[3] - y0 as f32];
+            let clipped = [s[0].max(0.0), s[1].max(0.0), s[2].min(cw), s[3].min(ch)];
+            let area = autodl_detection::boxes::area(&clipped);
+            (area >= 0.4 * autodl_detection::boxes::area(&s) && clipped[2] - clipped[0] >= 2.0 && clipped[3] - clipped[1] >= 2.0)
+                .then_some((clipped, c))
+        })
+        .collect();
+    let mut sample = AugSample { width: tile as u32, height: tile as u32, bands: bands as u32, image, mask: None, boxes };
+    augment.apply(&mut sample, sample_seed(seed, 1, 0));
+    sample
+}
+
+/// Images as one `[N, bands, H, W]` tensor; every sample must have the same size.
+fn images_tensor<B: Backend>(samples: &[AugSample], device: &B::Device) -> Tensor<B, 4> {
+    let (b, h, w) = samples.first().map_or((0, 0, 0), |s| (s.bands as usize, s.height as usize, s.width as usize));
+    let mut data = Vec::with_capacity(samples.len() * b * h * w);
+    for s in samples {
+        data.extend_from_slice(&s.image);
+    }
+    Tensor::from_data(TensorData::new(data, [samples.len(), b, h, w]), device)
+}
+
+/// Everything the loss needs besides the network's output.
+struct LossSetup<'a> {
+    opts: &'a DetOptions,
+    anchors: &'a AnchorConfig,
+}
+
+/// The detection loss of a batch, divided by the number of positive anchors (at least 1).
+fn det_loss<B: Backend>(out: DetOutput<B>, boxes: &[Vec<(Box4, usize)>], setup: &LossSetup<'_>, device: &B::Device) -> Tensor<B, 1> {
+    let anchors = setup.anchors.generate(&out.levels);
+    let [n, a, k] = out.logits.dims();
+    debug_assert_eq!(a, anchors.len(), "the head's anchor count differs from the anchor generator's");
+    let assignments: Vec<Vec<Assignment>> = boxes
+        .par_iter()
+        .map(|b| {
+            let objects: Vec<Box4> = b.iter().map(|(x, _)| *x).collect();
+            match_anchors(&anchors, &objects, &setup.opts.matching)
+        })
+        .collect();
+    let giou = matches!(setup.opts.box_loss, BoxLoss::Giou);
+    let mut positive = vec![0f32; n * a];
+    let mut box_target = vec![0f32; n * a * 4];
+    let mut labels = vec![0i64; n * a];
+    for (i, assign) in assignments.iter().enumerate() {
+        for (j, m) in assign.iter().enumerate() {
+            let at = i * a + j;
+            match *m {
+                Assignment::Object(g) => {
+                    let (b, c) = boxes[i][g];
+                    positive[at] = 1.0;
+                    labels[at] = c as i64 + 1;
+                    let t = if giou { b } else { setup.opts.coder.encode(&anchors[j], &b) };
+                    box_target[4 * at..4 * at + 4].copy_from_slice(&t);
+                }
+                Assignment::Ignore => labels[at] = -1,
+                Assignment::Background => {}
+            }
+        }
+    }
+    let npos = positive.iter().sum::<f32>().max(1.0);
+    let pos = Tensor::<B, 2>::from_data(TensorData::new(positive, [n, a]), device);
+    let target = Tensor::<B, 3>::from_data(TensorData::new(box_target, [n, a, 4]), device);
+    let box_loss = match setup.opts.box_loss {
+        BoxLoss::SmoothL1 { beta } => smooth_l1(out.deltas, target, pos, beta),
+        BoxLoss::Giou => {
+            let flat: Vec<f32> = anchors.iter().flatten().copied().collect();
+            let anchor_t = Tensor::<B, 3>::from_data(TensorData::new(flat, [1, a, 4]), device);
+            giou_loss(decode(anchor_t, out.deltas, setup.opts.coder.weights), target, pos)
+        }
+    };
+    let class_loss = match setup.opts.class_loss {
+        ClassLoss::Focal { alpha, gamma } => {
+            let mut one_hot = vec![0f32; n * a * k];
+            let mut weight = vec![1f32; n * a];
+            for (at, &l) in labels.iter().enumerate() {
+                if l < 0 {
+                    weight[at] = 0.0;
+                } else if l > 0 && (l as usize) <= k {
+                    one_hot[at * k + l as usize - 1] = 1.0;
+                }
+            }
+            let one_hot = Tensor::<B, 3>::from_data(TensorData::new(one_hot, [n, a, k]), device);
+            let weight = Tensor::<B, 2>::from_data(TensorData::new(weight, [n, a]), device);
+            sigmoid_focal_loss(out.logits, one_hot, weight, alpha, gamma)
+        }
+        ClassLoss::HardNegative { ratio } => {
+            let label_t = Tensor::<B, 2, Int>::from_data(TensorData::new(labels.iter().map(|&l| l.max(0)).collect::<Vec<i64>>(), [n, a]), device);
+            let ce = softmax_cross_entropy(out.logits, label_t);
+            let host: Vec<f32> = ce.clone().detach().into_data().iter::<f32>().collect();
+            let weights = hard_negative_weights(&host, &labels, a, ratio, 16);
+            (ce * Tensor::<B, 2>::from_data(TensorData::new(weights, [n, a]), device)).sum()
+        }
+    };
+    (class_loss + box_loss) / npos as f64
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+struct Trainer<'a> {
+    data: &'a DetData,
+    tile: usize,
+    augment: autodl_augment::Pipeline,
+    seed: u64,
+    setup: LossSetup<'a>,
+}
+
+impl<B: AutodiffBackend, M: DetNet<B> + AutodiffModule<B>> Steps<B, M> for Trainer<'_> {
+    fn step<O: Optimizer<M, B>>(&self, model: M, optim: &mut O, lr: f64, indices: &[usize], epoch: u64, device: &B::Device) -> (M, f64) {
+        let samples: Vec<AugSample> = indices
+            .par_iter()
+            .map(|&i| make_sample(&self.data.train[i], self.data.bands, self.tile, sample_seed(self.seed, epoch, i as u64), &self.augment))
+            .collect();
+        let boxes: Vec<Vec<(Box4, usize)>> = samples.iter().map(|s| s.boxes.clone()).collect();
+        let loss = det_loss(model.forward(images_tensor(&samples, device)), &boxes, &self.setup, device);
+        let value = scalar(loss.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        (optim.step(lr, model, grads), value)
+    }
+}
+
+/// Class probabilities on the host, `anchors * K` per image.
+fn probabilities<B: Backend>(logits: Tensor<B, 3>, background_first: bool) -> Vec<f32> {
+    let p = if background_first { softmax(logits, 2) } else { sigmoid(logits) };
+    p.into_data().iter::<f32>().collect()
+}
+
+/// Validation loss and detections of every item (whole images, padded to a multiple of 32).
+fn evaluate<B: Backend, M: DetNet<B>>(
+    model: &M,
+    items: &[DetItem],
+    bands: usize,
+    batch: usize,
+    setup: &LossSetup<'_>,
+    device: &B::Device,
+) -> (f64, Vec<Vec<ScoredBox>>) {
+    let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    for (i, it) in items.iter().enumerate() {
+        groups.entry((it.width.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE, it.height.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE)).or_default().push(i);
+    }
+    let mut dets = vec![Vec::new(); items.len()];
+    let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+    let post = PostprocessConfig::default();
+    for (&(pw, ph), members) in &groups {
+        for chunk in members.chunks(batch.max(1)) {
+            let samples: Vec<AugSample> = chunk
+                .iter()
+                .map(|&i| {
+                    let it = &items[i];
+                    let image = crop(&it.image, it.width, it.height, bands, (0, 0, it.width, it.height), pw, ph);
+                    AugSample { width: pw as u32, height: ph as u32, bands: bands as u32, image, mask: None, boxes: it.boxes.clone() }
+                })
+                .collect();
+            let out = model.forward(images_tensor(&samples, device));
+            let boxes: Vec<Vec<(Box4, usize)>> = samples.iter().map(|s| s.boxes.clone()).collect();
+            let anchors = setup.anchors.generate(&out.levels);
+            let probs = probabilities(out.logits.clone(), setup.opts.background_first());
+            let deltas: Vec<f32> = out.deltas.clone().into_data().iter::<f32>().collect();
+            let k = out.logits.dims()[2];
+            loss_sum += scalar(det_loss(out, &boxes, setup, device)) * chunk.len() as f64;
+            loss_n += chunk.len();
+            let a = anchors.len();
+            for (j, &i) in chunk.iter().enumerate() {
+                let size = (items[i].width as f32, items[i].height as f32);
+                dets[i] = postprocess(&probs[j * a * k..(j + 1) * a * k], &deltas[j * a * 4..(j + 1) * a * 4], &anchors, k, setup.opts.background_first(), &setup.opts.coder, size, &post);
+            }
+        }
+    }
+    (loss_sum / loss_n.max(1) as f64, dets)
+}
+
+/// Every detection number of one evaluation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DetMetrics {
+    /// PASCAL VOC AP at IoU 0.5, all-point, difficult boxes ignored: the ranking metric.
+    pub ap50: f64,
+    /// Per class VOC AP50, by class index.
+    pub ap50_per_class: Vec<(u32, Option<f64>)>,
+    /// The twelve COCO numbers.
+    pub coco: CocoSummary,
+    /// VOC AP at IoU 0.1, ArcGIS's default.
+    pub arcgis_ap10: f64,
+    /// Score threshold with the best mean F1 at IoU 0.5.
+    pub score_threshold: f64,
+    /// Mean precision at that threshold.
+    pub precision: f64,
+    /// Mean recall at that threshold.
+    pub recall: f64,
+    /// Mean F1 at that threshold.
+    pub f1: f64,
+    /// Per class precision, recall and F1 at that threshold.
+    pub per_class: Vec<autodl_detection_metrics::ClassPrf>,
+    /// Precision-recall curve of each class at IoU 0.5: `(recall, precision)` points.
+    pub pr_curves: Vec<(u32, Vec<(f64, f64)>)>,
+}
+
+/// Ground truth in the metrics crate's COCO boxes, image ids being item indices.
+fn ground_truth(items: &[DetItem]) -> Vec<GtBox> {
+    items
+        .iter()
+        .enumerate()
+        .flat_map(|(i, it)| {
+            it.boxes.iter().enumerate().map(move |(j, (b, c))| GtBox {
+                image_id: i as u64,
+                category: *c as u32,
+                bbox: [b[0] as f64, b[1] as f64, (b[2] - b[0]) as f64, (b[3] - b[1]) as f64],
+                area: None,
+                iscrowd: it.crowd.get(j).copied().unwrap_or(false),
+                difficult: it.difficult.get(j).copied().unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+fn to_detections(dets: &[Vec<ScoredBox>]) -> Vec<Detection> {
+    dets.iter()
+        .enumerate()
+        .flat_map(|(i, d)| {
+            d.iter().map(move |s| Detection {
+                image_id: i as u64,
+                category: s.class as u32,
+                bbox: [s.bbox[0] as f64, s.bbox[1] as f64, (s.bbox[2] - s.bbox[0]) as f64, (s.bbox[3] - s.bbox[1]) as f64],
+                score: s.score as f64,
+            })
+        })
+        .collect()
+}
+
+/// VOC AP50 (the ranking metric) alone, for every epoch.
+fn ap50(items: &[DetItem], dets: &[Vec<ScoredBox>]) -> f64 {
+    let gts = ground_truth(items);
+    autodl_detection_metrics::voc_ap(&gts, &to_detections(dets), 0.5, VocMethod::AllPoint).map.unwrap_or(0.0)
+}
+
+/// Every metric of the kept epoch.
+pub fn det_metrics(items: &[DetItem], dets: &[Vec<ScoredBox>], classes: usize) -> DetMetrics {
+    use autodl_detection_metrics as dm;
+    let gts = ground_truth(items);
+    let dets = to_detections(dets);
+    let voc: VocResult = dm::voc_ap(&gts, &dets, 0.5, VocMethod::AllPoint);
+    let images: Vec<u64> = (0..items.len() as u64).collect();
+    let categories: Vec<u32> = (0..classes as u32).collect();
+    let coco = dm::coco_eval(&images, &categories, &gts, &dets);
+    let arcgis = dm::arcgis_ap(&gts, &dets).map.unwrap_or(0.0);
+    let mean = |v: &[dm::ClassPrf], f: fn(&dm::ClassPrf) -> f64| if v.is_empty() { 0.0 } else { v.iter().map(f).sum::<f64>() / v.len() as f64 };
+    let mut best = (0.5, Vec::new(), -1.0);
+    for step in 1..20 {
+        let threshold = step as f64 * 0.05;
+        let prf = dm::precision_recall_f1(&gts, &dets, 0.5, threshold);
+        let f1 = mean(&prf, |p| p.f1);
+        if f1 > best.2 {
+            best = (threshold, prf, f1);
+        }
+    }
+    let (score_threshold, per_class, f1) = best;
+    DetMetrics {
+        ap50: voc.map.unwrap_or(0.0),
+        ap50_per_class: voc.per_class,
+        coco,
+        arcgis_ap10: arcgis,
+        score_threshold,
+        precision: mean(&per_class, |p| p.precision),
+        recall: mean(&per_class, |p| p.recall),
+        f1,
+        per_class,
+        pr_curves: (0..classes as u32).map(|c| (c, pr_curve(&gts, &dets, c))).collect(),
+    }
+}
+
+/// `(recall, precision)` after each detection of class `class`, best score first, matched
+/// greedily at IoU 0.5 as VOC does (difficult boxes neither reward nor penalise).
+fn pr_curve(gts: &[GtBox], dets: &[Detection], class: u32) -> Vec<(f64, f64)> {
+    let mut by_image: HashMap<u64, Vec<(&GtBox, bool)>> = HashMap::new();
+    let mut positives = 0usize;
+    for g in gts.iter().filter(|g| g.category == class) {
+        positives += usize::from(!g.difficult);
+        by_image.entry(g.image_id).or_default().push((g, false));
+    }
+    let mut mine: Vec<&Detection> = dets.iter().filter(|d| d.category == class).collect();
+    mine.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut curve = Vec::with_capacity(mine.len());
+    for d in mine {
+        let mut best: Option<(usize, f64)> = None;
+        if let Some(list) = by_image.get(&d.image_id) {
+            for (k, (g, _)) in list.iter().enumerate() {
+                let v = autodl_detection_metrics::iou(&d.bbox, &g.bbox);
+                if best.is_none_or(|(_, b)| v > b) {
+                    best = Some((k, v));
+                }
+            }
+        }
+        match best {
+            Some((k, v)) if v >= 0.5 => {
+                let list = by_image.get_mut(&d.image_id).map(|l| &mut l[k]);
+                if let Some((g, taken)) = list {
+                    if g.difficult {
+                        continue;
+                    }
+                    if *taken {
+                        fp += 1;
+                    } else {
+                        *taken = true;
+                        tp += 1;
+                    }
+                }
+            }
+            _ => fp += 1,
+        }
+        curve.push((tp as f64 / positives.max(1) as f64, tp as f64 / (tp + fp).max(1) as f64));
+    }
+    curve
+}
+
+/// The anchor base-size multiplier: the spec's `anchor-scale`, or one fitted to the training
+/// boxes so that the smallest anchors match the small objects.
+fn anchor_scale(spec: &TrialSpec, data: &DetData, opts: &DetOptions) -> f32 {
+    match spec.params.get("anchor-scale") {
+        Some(ParamValue::Number(s)) => *s as f32,
+        _ => {
+            let sides: Vec<f32> = data.train.iter().flat_map(|it| it.boxes.iter().map(|(b, _)| ((b[2] - b[0]) * (b[3] - b[1])).sqrt())).collect();
+            autodl_detection::anchors::fit_scale(&sides, opts.strides.first().copied().unwrap_or(8), 1.5, 4.0)
+        }
+    }
+}
+
+/// Trains a detector as `spec` says and writes its model folder.
+///
+/// Parameters read from `spec.params` besides the fit loop's: `anchor-scale` (base anchor side
+/// in strides; fitted to the data when absent) and `metric` (`ap50`, the default, or `coco-ap`).
+pub fn train<B, M, F>(spec: &TrialSpec, progress: &dyn Progress, opts: &DetOptions, device: &B::Device, build: F) -> Result<TrialResult, PluginError>
+where
+    B: AutodiffBackend,
+    M: DetNet<B> + AutodiffModule<B>,
+    M::InnerModule: DetNet<B::InnerBackend>,
+    F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
+{
+    let start = Instant::now();
+    std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io { path: spec.out_dir.clone(), source })?;
+    B::seed(device, spec.seed);
+    let data = load_data(&spec.data, spec.seed)?;
+    let (bands, classes) = (data.bands, data.classes.len());
+    if data.train.is_empty() || data.val.is_empty() {
+        return Err(PluginError::Data("the train or validation split is empty".into()));
+    }
+    let largest = data.train.iter().map(|it| it.width.max(it.height)).max().unwrap_or(0);
+    let tile = spec.tile_size.map(|t| t as usize).unwrap_or_else(|| (opts.default_tile as usize).min(largest));
+    let tile = tile.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE;
+    let augment = autodl_augment::Pipeline::preset(&spec.augment, autodl_api::Task::Detection, spec.augment_strength)
+        .map_err(|e| PluginError::Training(e.to_string()))?;
+    let metric_name = text_param(&spec.params, "metric", "ap50").to_owned();
+    if !matches!(metric_name.as_str(), "ap50" | "coco-ap") {
+        return Err(PluginError::Training(format!("unknown metric `{metric_name}`: use ap50 or coco-ap")));
+    }
+    let scale = anchor_scale(spec, &data, opts);
+    let anchors = opts.anchor_config(scale);
+    progress.message(&format!(
+        "training tiles {tile} px, anchors {:.0} to {:.0} px",
+        anchors.sizes.first().copied().unwrap_or(0.0) * opts.anchor_scales.first().copied().unwrap_or(1.0),
+        anchors.sizes.last().copied().unwrap_or(0.0) * opts.anchor_scales.last().copied().unwrap_or(1.0)
+    ));
+    let trainer = Trainer { data: &data, tile, augment, seed: spec.seed, setup: LossSetup { opts, anchors: &anchors } };
+    let fit_opts = FitOptions { spec, progress, default_lr: opts.default_lr, n_train: data.train.len() };
+    let fitted = fit::<B, M, _, _>(&fit_opts, device, &|| build(device, bands, classes), &trainer, &mut |model, batch| {
+        let (loss, dets) = evaluate(model, &data.val, bands, batch, &trainer.setup, device);
+        let metric = if metric_name == "coco-ap" {
+            det_metrics(&data.val, &dets, classes).coco.ap
+        } else {
+            ap50(&data.val, &dets)
+        };
+        Ok(Evaluation { loss, metric, payload: dets })
+    })?;
+    let (metric, best_epoch, dets) = fitted.best;
+    let metrics = det_metrics(&data.val, &dets, classes);
+    let mut params = opts.params.clone();
+    params.insert("anchor-scale".into(), ParamValue::Number(scale as f64));
+    params.insert("score-threshold".into(), ParamValue::Number(metrics.score_threshold));
+    let meta = ModelMeta {
+        family: spec.family.clone(),
+        backbone: spec.backbone.clone(),
+        task: autodl_api::Task::Detection,
+        bands,
+        classes: data.classes.clone(),
+        ignore_index: None,
+        mean: data.mean.clone(),
+        std: data.std.clone(),
+        tile_size: tile as u32,
+        params,
+    };
+    meta.save(&spec.out_dir)?;
+    write_reports(&spec.out_dir, &metrics, &fitted.epochs, &data.classes)?;
+    let mut all = BTreeMap::new();
+    all.insert("ap50".to_owned(), metrics.ap50);
+    all.insert("coco-ap".to_owned(), metrics.coco.ap);
+    all.insert("coco-ap50".to_owned(), metrics.coco.ap50);
+    all.insert("coco-ap75".to_owned(), metrics.coco.ap75);
+    all.insert("arcgis-ap10".to_owned(), metrics.arcgis_ap10);
+    all.insert("precision".to_owned(), metrics.precision);
+    all.insert("recall".to_owned(), metrics.recall);
+    all.insert("f1".to_owned(), metrics.f1);
+    Ok(TrialResult {
+        status: fitted.status,
+        metric_name,
+        metric: Some(metric),
+        metrics: all,
+        epochs: fitted.epochs,
+        best_epoch: Some(best_epoch),
+        batch_size: fitted.batch_size as u32,
+        learning_rate: fitted.learning_rate,
+        train_secs: start.elapsed().as_secs_f64(),
+        model_dir: Some(spec.out_dir.clone()),
+    })
+}
+
+fn write_reports(dir: &Path, metrics: &DetMetrics, epochs: &[EpochRecord], classes: &[ClassInfo]) -> Result<(), PluginError> {
+    let io = |path: PathBuf| move |source| PluginError::Io { path, source };
+    let summary = serde_json::json!({
+        "ap50": metrics.ap50,
+        "coco-ap": metrics.coco.ap,
+        "coco-ap50": metrics.coco.ap50,
+        "coco-ap75": metrics.coco.ap75,
+        "arcgis-ap10": metrics.arcgis_ap10,
+        "precision": metrics.precision,
+        "recall": metrics.recall,
+        "f1": metrics.f1,
+        "score-threshold": metrics.score_threshold,
+    });
+    let json = serde_json::json!({ "metrics": summary, "detail": metrics, "classes": classes, "epochs": epochs });
+    let path = dir.join("metrics.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap_or_default()).map_err(io(path.clone()))?;
+    let mut csv = String::from("epoch,train_loss,val_loss,ap50,elapsed_secs\n");
+    for e in epochs {
+        csv.push_str(&format!("{},{},{},{},{}\n", e.epoch, e.train_loss, e.val_loss, e.metric, e.elapsed_secs));
+    }
+    let path = dir.join("epochs.csv");
+    std::fs::write(&path, csv).map_err(io(path.clone()))
+}
+
+/// Window side for prediction: at least 512 px, so that large images need few windows.
+fn window_side(tile: usize) -> usize {
+    tile.max(512).div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE
+}
+
+/// Detections on one normalised image of any size: overlapping windows, each padded to a
+/// multiple of 32, merged with class-wise NMS.
+fn detect_image<B: Backend, M: DetNet<B>>(model: &M, image: &[f32], (width, height): (usize, usize), bands: usize, tile: usize, setup: &LossSetup<'_>, device: &B::Device) -> Vec<ScoredBox> {
+    let win = window_side(tile);
+    // Windows overlap by a quarter, so that an object cut by one border lies whole in the next.
+    let overlap = win / 4;
+    let xs = crate::predict::window_starts(width, win, overlap);
+    let ys = crate::predict::window_starts(height, win, overlap);
+    let mut all = Vec::new();
+    let post = PostprocessConfig { max_detections: 1000, ..PostprocessConfig::default() };
+    for &y0 in &ys {
+        for &x0 in &xs {
+            let (w, h) = (win.min(width), win.min(height));
+            let (pw, ph) = (w.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE, h.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE);
+            let pixels = crop(image, width, height, bands, (x0, y0, w, h), pw, ph);
+            let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [1, bands, ph, pw]), device);
+            let out = model.forward(x);
+            let anchors = setup.anchors.generate(&out.levels);
+            let k = out.logits.dims()[2];
+            let probs = probabilities(out.logits, setup.opts.background_first());
+            let deltas: Vec<f32> = out.deltas.into_data().iter::<f32>().collect();
+            for mut d in postprocess(&probs, &deltas, &anchors, k, setup.opts.background_first(), &setup.opts.coder, (w as f32, h as f32), &post) {
+                d.bbox = [d.bbox[0] + x0 as f32, d.bbox[1] + y0 as f32, d.bbox[2] + x0 as f32, d.bbox[3] + y0 as f32];
+                all.push(d);
+            }
+        }
+    }
+    if xs.len() * ys.len() == 1 {
+        return all;
+    }
+    let boxes: Vec<Box4> = all.iter().map(|d| d.bbox).collect();
+    let scores: Vec<f32> = all.iter().map(|d| d.score).collect();
+    let classes: Vec<usize> = all.iter().map(|d| d.class).collect();
+    batched_nms(&boxes, &scores, &classes, post.nms_iou).into_iter().map(|i| all[i]).collect()
+}
+
+/// Runs a trained detector on images. Writes `<stem>.xml` (PASCAL VOC) and
+/// `<stem>_preview.png` (boxes drawn) per image, and `detections.json` (COCO: images,
+/// categories, and annotations with scores) for all of them; keeps boxes scoring at least the
+/// model's `score-threshold` (the validation F1 optimum). Returns the label files written.
+pub fn predict<B, M, F>(model_dir: &Path, images: &[PathBuf], out_dir: &Path, opts: &DetOptions, device: &B::Device, build: F) -> Result<Vec<PathBuf>, PluginError>
+where
+    B: Backend,
+    M: DetNet<B>,
+    F: Fn(&B::Device, &ModelMeta) -> M,
+{
+    let meta = ModelMeta::load(model_dir)?;
+    let model = build(device, &meta)
+        .load_file(ModelMeta::weights_stem(model_dir), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), device)
+        .map_err(|e| PluginError::Data(format!("{}: cannot load weights: {e}", model_dir.display())))?;
+    let scale = number_param(&meta.params, "anchor-scale", 4.0) as f32;
+    let threshold = number_param(&meta.params, "score-threshold", 0.3) as f32;
+    let anchors = opts.anchor_config(scale);
+    let setup = LossSetup { opts, anchors: &anchors };
+    std::fs::create_dir_all(out_dir).map_err(|source| PluginError::Io { path: out_dir.to_owned(), source })?;
+    let names: Vec<String> = meta.classes.iter().map(|c| c.name.clone()).collect();
+    let mut written = Vec::new();
+    let mut coco_images = Vec::new();
+    let mut coco_anns = Vec::new();
+    for (id, path) in images.iter().enumerate() {
+        let img = autodl_data::load_image(path).map_err(data_err)?;
+        if img.bands as usize != meta.bands {
+            return Err(PluginError::Data(format!("{}: image has {} bands, the model was trained on {}", path.display(), img.bands, meta.bands)));
+        }
+        let (w, h) = (img.width as usize, img.height as usize);
+        let raw = img.data.clone();
+        let image = normalise(img.data, w * h, &meta.mean, &meta.std);
+        let dets: Vec<ScoredBox> = detect_image(&model, &image, (w, h), meta.bands, meta.tile_size as usize, &setup, device)
+            .into_iter()
+            .filter(|d| d.score >= threshold)
+            .collect();
+        let stem = path.file_stem().map_or_else(|| format!("image{id}"), |s| s.to_string_lossy().into_owned());
+        let sample = autodl_data::Sample {
+            stem: stem.clone(),
+            image: path.clone(),
+            label: None,
+            width: img.width,
+            height: img.height,
+            bands: img.bands,
+            boxes: dets
+                .iter()
+                .map(|d| autodl_data::BoxAnn {
+                    class: d.class,
+                    xmin: d.bbox[0].round(),
+                    ymin: d.bbox[1].round(),
+                    xmax: (d.bbox[2].round() - 1.0).max(d.bbox[0].round()),
+                    ymax: (d.bbox[3].round() - 1.0).max(d.bbox[1].round()),
+                    difficult: false,
+                    iscrowd: false,
+                })
+                .collect(),
+        };
+        let folder = path.parent().and_then(|p| p.file_name()).map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let xml_path = out_dir.join(format!("{stem}.xml"));
+        std::fs::write(&xml_path, autodl_data::voc_xml(&sample, &meta.classes, &folder)).map_err(|source| PluginError::Io { path: xml_path.clone(), source })?;
+        written.push(xml_path);
+        let preview = AugSample {
+            width: img.width,
+            height: img.height,
+            bands: img.bands,
+            image: raw,
+            mask: None,
+            boxes: dets.iter().map(|d| (d.bbox, d.class)).collect(),
+        };
+        let png = out_dir.join(format!("{stem}_preview.png"));
+        autodl_augment::preview_grid(&[(preview, names.clone())], 1)
+            .save(&png)
+            .map_err(|e| PluginError::Other(format!("cannot write {}: {e}", png.display())))?;
+        coco_images.push(serde_json::json!({"id": id, "file_name": path.file_name().map(|f| f.to_string_lossy().into_owned()), "width": w, "height": h}));
+        for d in &dets {
+            let (bw, bh) = (d.bbox[2] - d.bbox[0], d.bbox[3] - d.bbox[1]);
+            coco_anns.push(serde_json::json!({
+                "id": coco_anns.len() + 1, "image_id": id, "category_id": d.class,
+                "bbox": [d.bbox[0], d.bbox[1], bw, bh], "area": bw * bh, "iscrowd": 0, "score": d.score,
+            }));
+        }
+    }
+    let categories: Vec<serde_json::Value> = meta.classes.iter().enumerate().map(|(i, c)| serde_json::json!({"id": i, "name": c.name})).collect();
+    let coco = serde_json::json!({"images": coco_images, "categories": categories, "annotations": coco_anns});
+    let path = out_dir.join("detections.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&coco).unwrap_or_default()).map_err(|source| PluginError::Io { path: path.clone(), source })?;
+    written.push(path);
+    Ok(written)
+}
+

@@ -1,0 +1,314 @@
+//! The part of training every task shares: batch-size deduction, the learning-rate finder,
+//! the optimiser and schedule, and the epoch loop with early stopping, pruning and the time
+//! budget. A task supplies a [`Steps`] (one optimiser step on a batch of training indices) and
+//! an evaluation closure; this module decides everything else.
+
+use std::time::Instant;
+
+use autodl_api::{BatchLimits, EpochRecord, PluginError, Progress, StepMeasure, TrialSpec, TrialStatus};
+use burn::module::AutodiffModule;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::AutodiffBackend;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::lr_find;
+use crate::model_dir::ModelMeta;
+use crate::seg::{Schedule, number_param, sample_seed, schedule, text_param};
+
+/// One optimiser step of a task's loss.
+pub trait Steps<B: AutodiffBackend, M: AutodiffModule<B>> {
+    /// Trains `model` one step on the training items `indices` (augmented with `epoch`'s
+    /// randomness) at learning rate `lr`; returns the model and the loss.
+    fn step<O: Optimizer<M, B>>(&self, model: M, optim: &mut O, lr: f64, indices: &[usize], epoch: u64, device: &B::Device) -> (M, f64);
+}
+
+/// What the evaluation closure reports for one epoch.
+pub struct Evaluation<P> {
+    /// Validation loss.
+    pub loss: f64,
+    /// The ranking metric, higher is better.
+    pub metric: f64,
+    /// Whatever the task keeps of the best epoch (metrics, matrices, curves).
+    pub payload: P,
+}
+
+/// The outcome of [`fit`].
+pub struct Fitted<P> {
+    /// Every finished epoch.
+    pub epochs: Vec<EpochRecord>,
+    /// The best epoch: its metric, number and payload. Its weights are in the trial folder.
+    pub best: (f64, u32, P),
+    /// Completed, or pruned.
+    pub status: TrialStatus,
+    /// Batch size used.
+    pub batch_size: usize,
+    /// Peak learning rate used.
+    pub learning_rate: f64,
+}
+
+/// The task-independent settings of [`fit`].
+pub struct FitOptions<'a> {
+    /// The trial.
+    pub spec: &'a TrialSpec,
+    /// Where progress goes.
+    pub progress: &'a dyn Progress,
+    /// Learning rate when the budget is too small for the finder.
+    pub default_lr: f64,
+    /// Training items.
+    pub n_train: usize,
+}
+
+/// Free memory for batch deduction: available RAM on the CPU backend.
+fn free_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Peak resident memory of this process in bytes since the last reset, on Linux.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn reset_peak_rss() {
+    // Writing 5 to clear_refs resets VmHWM (Linux 4.0+); failure only makes the figure coarser.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Trains with the optimiser `spec.params` names (`optimizer`: `adamw` or `sgd`,
+/// `weight-decay`) and the schedule it names (`schedule`: `one-cycle` or `cosine`).
+pub fn fit<B, M, S, P>(
+    opts: &FitOptions<'_>,
+    device: &B::Device,
+    build: &dyn Fn() -> Result<M, PluginError>,
+    steps: &S,
+    evaluate: &mut dyn FnMut(&M::InnerModule, usize) -> Result<Evaluation<P>, PluginError>,
+) -> Result<Fitted<P>, PluginError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    S: Steps<B, M>,
+{
+    let spec = opts.spec;
+    let wd = number_param(&spec.params, "weight-decay", 1e-4) as f32;
+    match text_param(&spec.params, "optimizer", "adamw") {
+        "adamw" => fit_with(opts, device, build, &|| AdamWConfig::new().with_weight_decay(wd).init::<B, M>(), steps, evaluate),
+        "sgd" => fit_with(
+            opts,
+            device,
+            build,
+            &|| {
+                SgdConfig::new()
+                    .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
+                    .with_weight_decay(Some(WeightDecayConfig::new(wd)))
+                    .init::<B, M>()
+            },
+            steps,
+            evaluate,
+        ),
+        other => Err(PluginError::Training(format!("unknown optimizer `{other}`: use adamw or sgd"))),
+    }
+}
+
+fn fit_with<B, M, O, S, P>(
+    opts: &FitOptions<'_>,
+    device: &B::Device,
+    build: &dyn Fn() -> Result<M, PluginError>,
+    new_optim: &dyn Fn() -> O,
+    steps: &S,
+    evaluate: &mut dyn FnMut(&M::InnerModule, usize) -> Result<Evaluation<P>, PluginError>,
+) -> Result<Fitted<P>, PluginError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    S: Steps<B, M>,
+{
+    let (spec, progress, n_train) = (opts.spec, opts.progress, opts.n_train);
+    let start = Instant::now();
+    let schedule_kind = match text_param(&spec.params, "schedule", "one-cycle") {
+        "one-cycle" => Schedule::OneCycle,
+        "cosine" => Schedule::Cosine,
+        other => return Err(PluginError::Training(format!("unknown schedule `{other}`: use one-cycle or cosine"))),
+    };
+
+    // Batch size: fixed, or deduced by measuring real steps on a throwaway model.
+    let batch_size = match spec.batch_size {
+        Some(b) => b as usize,
+        None => {
+            let deducer = autodl_api::batch_deducer("throughput").or_else(|| autodl_api::batch_deducers().into_iter().next());
+            match deducer {
+                None => 8.min(n_train),
+                Some(d) => {
+                    // At least eight optimiser steps an epoch: on small datasets the number of
+                    // updates, not images per second, limits what a short budget can learn.
+                    let max = (n_train / 8).clamp(2, 64) as u32;
+                    let limits = BatchLimits { min: 8.min(max), max, free_bytes: free_memory(), memory_fraction: 0.8 };
+                    // One throwaway model serves every probe: building one can mean reading
+                    // pretrained weights, which costs more than a step.
+                    let mut slot = Some((build()?, new_optim()));
+                    let mut probe = |b: u32| -> Result<StepMeasure, PluginError> {
+                        let (mut model, mut optim) = slot.take().ok_or_else(|| PluginError::Other("batch probe lost its model".into()))?;
+                        let idx: Vec<usize> = (0..b as usize).map(|i| i % n_train).collect();
+                        // The first step at a size pays for allocation; time the second.
+                        (model, _) = steps.step(model, &mut optim, 1e-6, &idx, 0, device);
+                        reset_peak_rss();
+                        let t = Instant::now();
+                        (model, _) = steps.step(model, &mut optim, 1e-6, &idx, 0, device);
+                        let measure = StepMeasure { batch_size: b, seconds: t.elapsed().as_secs_f64(), peak_bytes: peak_rss() };
+                        slot = Some((model, optim));
+                        Ok(measure)
+                    };
+                    d.deduce(&mut probe, &limits)? as usize
+                }
+            }
+        }
+    }
+    .clamp(1, n_train.max(1));
+    progress.message(&format!("batch size {batch_size} (chosen in {:.1}s)", start.elapsed().as_secs_f64()));
+
+    let learning_rate = match spec.learning_rate {
+        Some(lr) => lr,
+        None => find_lr(opts, device, build, new_optim, steps, batch_size)?,
+    };
+
+    let mut model = build()?;
+    let mut optim = new_optim();
+    let steps_per_epoch = n_train.div_ceil(batch_size);
+    let mut planned_epochs = spec.max_epochs as usize;
+    let mut epochs = Vec::new();
+    let mut best: Option<(f64, u32, P)> = None;
+    let mut since_best = 0;
+    let mut status = TrialStatus::Completed;
+    let mut order: Vec<usize> = (0..n_train).collect();
+    let reserve = 0.05 * spec.time_budget_secs + 1.0;
+    let stop_file = spec.out_dir.join(autodl_api::STOP_FILE);
+    for epoch in 1..=spec.max_epochs {
+        let epoch_start = Instant::now();
+        let mut rng = StdRng::seed_from_u64(sample_seed(spec.seed, epoch as u64, u64::MAX));
+        rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+        let mut loss_sum = 0.0;
+        for (s, idx) in order.chunks(batch_size).enumerate() {
+            let step = (epoch as usize - 1) * steps_per_epoch + s;
+            let lr = schedule(schedule_kind, learning_rate, step, planned_epochs * steps_per_epoch);
+            let loss;
+            (model, loss) = steps.step(model, &mut optim, lr, idx, epoch as u64, device);
+            if !loss.is_finite() {
+                return Err(PluginError::Training(format!("loss diverged (not finite) at epoch {epoch}")));
+            }
+            loss_sum += loss * idx.len() as f64;
+        }
+        let eval = evaluate(&model.valid(), batch_size)?;
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / n_train as f64,
+            val_loss: eval.loss,
+            metric: eval.metric,
+            elapsed_secs: start.elapsed().as_secs_f64(),
+        };
+        progress.epoch(&record);
+        epochs.push(record);
+        if best.as_ref().is_none_or(|b| eval.metric > b.0) {
+            model
+                .clone()
+                .save_file(ModelMeta::weights_stem(&spec.out_dir), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+                .map_err(|e| PluginError::Other(format!("cannot save weights: {e}")))?;
+            best = Some((eval.metric, epoch, eval.payload));
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        if since_best >= spec.patience {
+            progress.message(&format!("early stop after {epoch} epochs"));
+            break;
+        }
+        // The orchestrator's pruner asks a trial to stop by creating this file.
+        if stop_file.exists() {
+            status = TrialStatus::Pruned(format!("stopped by the pruner after epoch {epoch}"));
+            break;
+        }
+        // Plan the schedule from the first epoch's measured cost, then stop before the budget runs out.
+        let epoch_secs = epoch_start.elapsed().as_secs_f64();
+        let left = spec.time_budget_secs - start.elapsed().as_secs_f64() - reserve;
+        if epoch == 1 {
+            let fit = (left / epoch_secs).floor() as usize + 1;
+            planned_epochs = planned_epochs.min(fit.max(1));
+        }
+        if epoch as usize >= planned_epochs || left < epoch_secs * 1.1 {
+            break;
+        }
+    }
+    let best = best.ok_or_else(|| PluginError::Budget("no epoch finished".to_owned()))?;
+    Ok(Fitted { epochs, best, status, batch_size, learning_rate })
+}
+
+/// The learning-rate finder's valley on a throwaway model, or the family default when the
+/// budget cannot pay for a readable sweep.
+fn find_lr<B, M, O, S>(
+    opts: &FitOptions<'_>,
+    device: &B::Device,
+    build: &dyn Fn() -> Result<M, PluginError>,
+    new_optim: &dyn Fn() -> O,
+    steps: &S,
+    batch_size: usize,
+) -> Result<f64, PluginError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    S: Steps<B, M>,
+{
+    let (spec, progress, n_train) = (opts.spec, opts.progress, opts.n_train);
+    let lr_start = Instant::now();
+    let mut model = build()?;
+    let mut optim = new_optim();
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let pick = |rng: &mut StdRng| -> Vec<usize> { (0..batch_size).map(|_| rng.random_range(0..n_train)).collect() };
+    // Time one step to size the sweep: it may take a tenth of the trial's budget, between 12
+    // and 100 steps; below 12 the curve is too short to read.
+    (model, _) = steps.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
+    let t = Instant::now();
+    (model, _) = steps.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
+    let affordable = (0.1 * spec.time_budget_secs / t.elapsed().as_secs_f64().max(1e-3)) as usize;
+    let n = affordable.min(100);
+    if n < 12 {
+        let lr = opts.default_lr;
+        progress.message(&format!("learning rate {lr:.2e} (family default: the budget allows only {n} finder steps)"));
+        return Ok(lr);
+    }
+    let lrs = lr_find::sweep(1e-5, 1.0, n);
+    let mut losses = Vec::new();
+    for (step, &lr) in lrs.iter().enumerate() {
+        let loss;
+        (model, loss) = steps.step(model, &mut optim, lr, &pick(&mut rng), step as u64 + 1, device);
+        if !loss.is_finite() || losses.first().is_some_and(|&l0: &f64| loss > 4.0 * l0) {
+            break;
+        }
+        losses.push(loss);
+    }
+    let csv: String = std::iter::once("lr,loss\n".to_owned())
+        .chain(lrs.iter().zip(&losses).map(|(lr, l)| format!("{lr},{l}\n")))
+        .collect();
+    let path = spec.out_dir.join("lr_find.csv");
+    std::fs::write(&path, csv).map_err(|source| PluginError::Io { path, source })?;
+    let (lr, rule) = lr_find::suggest(&lrs[..losses.len()], &losses).unwrap_or((opts.default_lr, lr_find::Rule::MinOverTen));
+    // The curve as a picture beside the model, for a person to check the choice.
+    if let Ok(svg) = autodl_report::lr_chart(&lrs[..losses.len()], &losses, lr) {
+        let path = spec.out_dir.join("lr_find.svg");
+        std::fs::write(&path, svg).map_err(|source| PluginError::Io { path, source })?;
+    }
+    progress.message(&format!(
+        "learning rate {lr:.2e} by the {rule:?} rule ({} steps, {:.1}s)",
+        losses.len(),
+        lr_start.elapsed().as_secs_f64()
+    ));
+    Ok(lr)
+}

@@ -1,0 +1,125 @@
+//! The RetinaNet module.
+
+use autodl_api::Params;
+use autodl_backbones::Backbone;
+use autodl_detection::{Fpn, FpnConfig};
+use autodl_train::det::{DetNet, DetOutput};
+use autodl_train::seg::number_param;
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, Initializer, PaddingConfig2d};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+
+/// Strides of the pyramid levels the heads predict on.
+pub const STRIDES: [usize; 4] = [8, 16, 32, 64];
+
+/// A 3x3 convolution, group norm and ReLU: one layer of a head tower.
+#[derive(Module, Debug)]
+pub struct TowerLayer<B: Backend> {
+    conv: Conv2d<B>,
+    norm: GroupNorm<B>,
+}
+
+fn conv3<B: Backend>(input: usize, output: usize, device: &B::Device) -> Conv2d<B> {
+    // Torchvision's RetinaNet initialises its heads from N(0, 0.01).
+    Conv2dConfig::new([input, output], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 })
+        .init(device)
+}
+
+impl<B: Backend> TowerLayer<B> {
+    fn new(channels: usize, device: &B::Device) -> Self {
+        let groups = if channels % 16 == 0 { 16 } else { 1 };
+        TowerLayer { conv: conv3(channels, channels, device), norm: GroupNormConfig::new(groups, channels).init(device) }
+    }
+
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        relu(self.norm.forward(self.conv.forward(x)))
+    }
+}
+
+/// RetinaNet: backbone, FPN, and classification and box towers shared by every level.
+#[derive(Module, Debug)]
+pub struct RetinaNet<B: Backend> {
+    backbone: Backbone<B>,
+    fpn: Fpn<B>,
+    cls_tower: Vec<TowerLayer<B>>,
+    box_tower: Vec<TowerLayer<B>>,
+    cls_out: Conv2d<B>,
+    box_out: Conv2d<B>,
+    classes: usize,
+}
+
+impl<B: Backend> RetinaNet<B> {
+    /// Builds the neck and heads on `backbone`. `params` may set `head-channels` (default 64,
+    /// narrower than the paper's 256 so that CPU training is affordable) and `head-depth`
+    /// (default 2 layers per tower; the paper uses 4).
+    pub fn new(backbone: Backbone<B>, classes: usize, anchors: usize, params: &Params, device: &B::Device) -> Self {
+        let channels = number_param(params, "head-channels", 64.0).max(16.0) as usize;
+        let depth = number_param(params, "head-depth", 2.0).max(0.0) as usize;
+        let [_, c8, c16, c32] = backbone.channels();
+        let mut cls_out = conv3(channels, anchors * classes, device);
+        // Every anchor starts out predicting background with probability 0.99, so that the
+        // many easy negatives do not swamp the first steps (the paper's prior).
+        let prior = -((1.0f32 - 0.01) / 0.01).ln();
+        cls_out.bias = Some(Param::from_tensor(Tensor::full([anchors * classes], prior, device)));
+        RetinaNet {
+            fpn: FpnConfig::new(vec![c8, c16, c32], channels).with_extra_levels(STRIDES.len() - 3).init(device),
+            cls_tower: (0..depth).map(|_| TowerLayer::new(channels, device)).collect(),
+            box_tower: (0..depth).map(|_| TowerLayer::new(channels, device)).collect(),
+            cls_out,
+            box_out: conv3(channels, anchors * 4, device),
+            classes,
+            backbone,
+        }
+    }
+}
+
+/// `[N, A*K, H, W]` to `[N, H*W*A, K]`, the anchor generator's order.
+pub(crate) fn per_anchor<B: Backend>(t: Tensor<B, 4>, k: usize) -> Tensor<B, 3> {
+    let [n, ak, h, w] = t.dims();
+    t.permute([0, 2, 3, 1]).reshape([n, h * w * ak / k.max(1), k])
+}
+
+impl<B: Backend> DetNet<B> for RetinaNet<B> {
+    fn forward(&self, x: Tensor<B, 4>) -> DetOutput<B> {
+        let [_, f8, f16, f32] = self.backbone.features(x);
+        let mut logits = Vec::new();
+        let mut deltas = Vec::new();
+        let mut levels = Vec::new();
+        for p in self.fpn.forward(vec![f8, f16, f32]) {
+            let [_, _, h, w] = p.dims();
+            levels.push([h, w]);
+            let c = self.cls_tower.iter().fold(p.clone(), |y, l| l.forward(y));
+            let b = self.box_tower.iter().fold(p, |y, l| l.forward(y));
+            logits.push(per_anchor(self.cls_out.forward(c), self.classes));
+            deltas.push(per_anchor(self.box_out.forward(b), 4));
+        }
+        DetOutput { logits: Tensor::cat(logits, 1), deltas: Tensor::cat(deltas, 1), levels }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+
+    #[test]
+    fn outputs_match_the_anchor_generator() {
+        type B = Autodiff<Flex>;
+        let device = Default::default();
+        let opts = crate::options();
+        for (bands, classes) in [(3, 1), (5, 4)] {
+            let bb = autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device).unwrap();
+            let net = RetinaNet::new(bb, classes, opts.anchors_per_location(), &Params::new(), &device);
+            let out = net.forward(Tensor::zeros([2, bands, 64, 96], &device));
+            assert_eq!(out.levels, vec![[8, 12], [4, 6], [2, 3], [1, 2]]);
+            let anchors = opts.anchor_config(4.0).generate(&out.levels).len();
+            assert_eq!(out.logits.dims(), [2, anchors, classes]);
+            assert_eq!(out.deltas.dims(), [2, anchors, 4]);
+        }
+    }
+}
