@@ -16,6 +16,15 @@ use std::str::FromStr;
 
 pub use burn;
 
+/// Free and total memory in bytes of the device a backend name (`cuda`, `cuda:N`) names, from
+/// the CUDA driver; `None` for the CPU backend or when the driver cannot tell.
+pub fn device_memory(backend: &str) -> Option<(u64, u64)> {
+    match BackendChoice::resolve_name_only(backend).ok()? {
+        BackendChoice::Cuda(index) => cuda_probe::memory_info(index).ok(),
+        BackendChoice::Cpu => None,
+    }
+}
+
 /// A backend as the user names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendChoice {

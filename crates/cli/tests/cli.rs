@@ -216,15 +216,95 @@ fn detection_families_learn_and_predict_voc_and_coco() {
 
     let pred = dir.path().join("pred");
     let img = data.join("images/d3.png");
-    let pkg = out.join("models/ssd-efficientnet-lite0.dlpk");
-    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
+    // A strip wider than a prediction window (512 px): detected in overlapping windows whose
+    // boxes are merged with NMS, so each square is found once.
+    let strip = dir.path().join("strip.png");
+    image::RgbImage::from_fn(700, 64, |x, y| {
+        let inside = [(40, 20), (500, 10), (250, 30)].iter().any(|&(x0, y0)| (x0..x0 + 20).contains(&x) && (y0..y0 + 20).contains(&y));
+        let v = if inside { 210 } else { 50 } as u8;
+        image::Rgb([v, v.wrapping_add((y / 4) as u8), v])
+    })
+    .save(&strip)
+    .unwrap();
+    let pkg = out.join("models/retinanet-efficientnet-lite0.dlpk");
+    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), strip.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+    let strip_xml = std::fs::read_to_string(pred.join("strip.xml")).unwrap();
+    assert!(strip_xml.contains("<width>700</width>"), "{strip_xml}");
+    let xs: Vec<f64> = strip_xml.split("<xmin>").skip(1).filter_map(|t| t.split('<').next()?.parse().ok()).collect();
+    assert!(xs.iter().any(|&x| (480.0..=520.0).contains(&x)), "the square at x = 500 lies in the second window: {strip_xml}");
     let xml = std::fs::read_to_string(pred.join("d3.xml")).unwrap();
     assert!(xml.contains("<annotation>") && xml.contains("<width>64</width>"), "{xml}");
     let coco: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pred.join("detections.json")).unwrap()).unwrap();
     assert_eq!(coco["images"][0]["width"], 64);
     assert_eq!(coco["categories"][0]["name"], "roof");
     assert!(pred.join("d3_preview.png").is_file());
+}
+
+#[test]
+fn a_restarted_trial_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("voc");
+    tiny_voc(&data);
+    let trial = dir.path().join("trial");
+    let mut spec = serde_json::json!({
+        "id": "ssd-t", "family": "ssd", "backbone": "efficientnet-lite0",
+        "data": {"root": data, "format": null, "images-dir": null, "val-fraction": 0.25, "ignore-index": null, "fail-on-bad-sample": true},
+        "backend": "cpu", "seed": 1, "batch-size": 4, "learning-rate": 1e-3, "max-epochs": 1, "patience": 5,
+        "time-budget-secs": 300.0, "tile-size": 64, "augment": "none", "augment-strength": 1.0, "params": {},
+        "out-dir": trial,
+    });
+    let path = dir.path().join("spec.json");
+    std::fs::write(&path, spec.to_string()).unwrap();
+    let o = autodl(&["trial", "--spec", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(trial.join("checkpoint.json").is_file() && trial.join("checkpoint.mpk").is_file());
+
+    // The orchestrator restarts a trial that ran out of memory at half the batch, resuming.
+    spec["max-epochs"] = 2.into();
+    spec["batch-size"] = 2.into();
+    spec["params"] = serde_json::json!({"resume": "true"});
+    std::fs::write(&path, spec.to_string()).unwrap();
+    let o = autodl(&["trial", "--spec", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resuming after epoch 1 at batch size 2"), "{}", text(&o));
+    let last = text(&o).lines().last().unwrap().to_owned();
+    let result: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let epochs: Vec<u64> = result["epochs"].as_array().unwrap().iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, vec![1, 2], "{last}");
+    assert_eq!(result["batch-size"], 2);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_leaderboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    let board = |name: &str| -> Vec<serde_json::Value> {
+        let out = dir.path().join(name);
+        let o = autodl(&[
+            "train", data.to_str().unwrap(), "--time-limit", "5m", "--max-epochs", "2", "--batch-size", "4", "--seed", "11",
+            "--out", out.to_str().unwrap(), "--networks", "unet",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let board: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap()).unwrap();
+        // Everything but wall-clock times and folders.
+        board
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                let mut row = row.clone();
+                let obj = row.as_object_mut().unwrap();
+                obj.remove("train-secs");
+                obj.remove("model-dir");
+                row
+            })
+            .collect()
+    };
+    let first = board("a");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first, board("b"));
 }
 
 #[test]

@@ -122,8 +122,9 @@ pub struct TrainSection {
     /// Side of the square tiles the network trains on, in pixels.
     #[serde(default)]
     pub tile_size: Option<u32>,
-    /// Leaderboard metric: `miou` (pixel classification's default), `accuracy` or `dice`; it
-    /// also picks each model's kept epoch and drives early stopping.
+    /// Leaderboard metric: `miou` (pixel classification's default), `accuracy` or `dice`; for
+    /// detection `ap50` (VOC AP at IoU 0.5, the default) or `coco-ap`. It also picks each
+    /// model's kept epoch and drives early stopping.
     #[serde(default)]
     pub metric: Option<String>,
     /// Start backbones from pretrained weights where they exist.

@@ -375,9 +375,20 @@ fn run_resumable(
     if let TrialStatus::Failed(reason) = &result.status
         && is_out_of_memory(reason)
     {
-        let half = spec.batch_size.unwrap_or(result.batch_size.max(2)) / 2;
+        // A trial that got through an epoch left a checkpoint naming its batch size: it
+        // restarts from there at half that batch, keeping its finished epochs.
+        let checkpoint = read_checkpoint(&spec.out_dir);
+        let batch = checkpoint.map(|(_, b)| b).or(spec.batch_size).unwrap_or(result.batch_size.max(2));
+        let half = batch / 2;
         if half >= 1 {
-            watch(&spec, &Event::Message { text: format!("out of memory; retrying at batch size {half}") });
+            let from = match checkpoint {
+                Some((epoch, _)) => {
+                    spec.params.insert("resume".into(), autodl_api::ParamValue::Text("true".into()));
+                    format!(" from its checkpoint after epoch {epoch}")
+                }
+                None => String::new(),
+            };
+            watch(&spec, &Event::Message { text: format!("out of memory at batch size {batch}; restarting at batch size {half}{from}") });
             spec.batch_size = Some(half);
             result = run_one(runner, &spec, &mut watch)?;
         }
@@ -388,6 +399,13 @@ fn run_resumable(
     study.record(&spec, &result)?;
     write_json(&result_path, &result).map_err(io(&result_path))?;
     Ok(Some(result))
+}
+
+/// The epoch and batch size of a trial folder's `checkpoint.json`, written by the training loop
+/// after every epoch.
+fn read_checkpoint(dir: &std::path::Path) -> Option<(u64, u32)> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint.json")).ok()?).ok()?;
+    Some((v.get("epoch")?.as_u64()?, u32::try_from(v.get("batch-size")?.as_u64()?).ok()?))
 }
 
 fn run_one(runner: &dyn TrialRunner, spec: &TrialSpec, on_event: &mut dyn FnMut(&TrialSpec, &Event)) -> Result<TrialResult, RunError> {

@@ -56,7 +56,7 @@ fn a_dying_child_process_is_recorded_and_the_run_goes_on() {
     }
 }
 
-/// A runner that counts its calls and fails with out-of-memory above batch size 4.
+/// A runner that counts its calls and fails with out-of-memory above batch size 6.
 struct Fake {
     calls: std::cell::RefCell<Vec<(String, Option<u32>)>>,
 }
@@ -64,7 +64,9 @@ struct Fake {
 impl TrialRunner for Fake {
     fn run(&self, spec: &TrialSpec, _: &Path, _: &mut dyn FnMut(&TrialSpec, &Event)) -> TrialResult {
         self.calls.borrow_mut().push((spec.id.clone(), spec.batch_size));
-        if spec.batch_size.is_none_or(|b| b > 4) {
+        if spec.batch_size.is_none_or(|b| b > 6) {
+            // Like a real trial, it finished two epochs at its deduced batch of 12 first.
+            std::fs::write(spec.out_dir.join("checkpoint.json"), r#"{"epoch": 2, "batch-size": 12, "learning-rate": 0.01}"#).unwrap();
             let mut r = TrialResult::without_model(TrialStatus::Failed("CUDA out of memory".into()), "miou");
             r.batch_size = 8;
             return r;
@@ -82,7 +84,9 @@ fn out_of_memory_is_retried_at_half_batch_and_finished_trials_resume() {
     let fake = Fake { calls: Default::default() };
     let p = plan(dir.path(), &["a"]);
     let board = run_plan(&p, &fake, &mut |_, _| {}, &basic()).unwrap();
-    assert_eq!(*fake.calls.borrow(), vec![("a".to_owned(), None), ("a".to_owned(), Some(4))]);
+    assert_eq!(*fake.calls.borrow(), vec![("a".to_owned(), None), ("a".to_owned(), Some(6))]);
+    let retried: TrialSpec = serde_json::from_str(&std::fs::read_to_string(dir.path().join("trials/a/spec.json")).unwrap()).unwrap();
+    assert_eq!(retried.params.get("resume"), Some(&autodl_api::ParamValue::Text("true".into())), "the retry resumes from the checkpoint");
     assert_eq!(board.rows[0].status, "completed");
     assert_eq!(board.rows[0].batch_size, None, "no model folder, so no batch is reported");
 

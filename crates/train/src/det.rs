@@ -365,7 +365,13 @@ fn probabilities<B: Backend>(logits: Tensor<B, 3>, background_first: bool) -> Ve
     p.into_data().iter::<f32>().collect()
 }
 
-/// Validation loss and detections of every item (whole images, padded to a multiple of 32).
+/// NMS IoU thresholds tried on the validation split. Dense, rarely overlapping objects (tree
+/// crowns: DeepForest uses 0.05) want a low one, crowds of overlapping objects a high one; the
+/// best for the data is kept with the model.
+const NMS_CHOICES: [f32; 4] = [0.2, 0.35, 0.5, 0.65];
+
+/// Validation loss and detections of every item (whole images, padded to a multiple of 32),
+/// once per threshold of [`NMS_CHOICES`].
 fn evaluate<B: Backend, M: DetNet<B>>(
     model: &M,
     items: &[DetItem],
@@ -373,14 +379,13 @@ fn evaluate<B: Backend, M: DetNet<B>>(
     batch: usize,
     setup: &LossSetup<'_>,
     device: &B::Device,
-) -> (f64, Vec<Vec<ScoredBox>>) {
+) -> (f64, Vec<Vec<Vec<ScoredBox>>>) {
     let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
     for (i, it) in items.iter().enumerate() {
         groups.entry((it.width.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE, it.height.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE)).or_default().push(i);
     }
-    let mut dets = vec![Vec::new(); items.len()];
+    let mut dets = vec![vec![Vec::new(); items.len()]; NMS_CHOICES.len()];
     let (mut loss_sum, mut loss_n) = (0.0, 0usize);
-    let post = PostprocessConfig::default();
     for (&(pw, ph), members) in &groups {
         for chunk in members.chunks(batch.max(1)) {
             let samples: Vec<AugSample> = chunk
@@ -402,7 +407,10 @@ fn evaluate<B: Backend, M: DetNet<B>>(
             let a = anchors.len();
             for (j, &i) in chunk.iter().enumerate() {
                 let size = (items[i].width as f32, items[i].height as f32);
-                dets[i] = postprocess(&probs[j * a * k..(j + 1) * a * k], &deltas[j * a * 4..(j + 1) * a * 4], &anchors, k, setup.opts.background_first(), &setup.opts.coder, size, &post);
+                for (per_nms, &nms_iou) in dets.iter_mut().zip(&NMS_CHOICES) {
+                    let post = PostprocessConfig { nms_iou, ..PostprocessConfig::default() };
+                    per_nms[i] = postprocess(&probs[j * a * k..(j + 1) * a * k], &deltas[j * a * 4..(j + 1) * a * 4], &anchors, k, setup.opts.background_first(), &setup.opts.coder, size, &post);
+                }
             }
         }
     }
@@ -568,7 +576,8 @@ fn anchor_scale(spec: &TrialSpec, data: &DetData, opts: &DetOptions) -> f32 {
 /// Trains a detector as `spec` says and writes its model folder.
 ///
 /// Parameters read from `spec.params` besides the fit loop's: `anchor-scale` (base anchor side
-/// in strides; fitted to the data when absent) and `metric` (`ap50`, the default, or `coco-ap`).
+/// in strides; fitted to the data when absent), `box-loss` (`smooth-l1` or `giou`; the family's
+/// choice by default) and `metric` (`ap50`, the default, or `coco-ap`).
 pub fn train<B, M, F>(spec: &TrialSpec, progress: &dyn Progress, opts: &DetOptions, device: &B::Device, build: F) -> Result<TrialResult, PluginError>
 where
     B: AutodiffBackend,
@@ -595,6 +604,14 @@ where
     }
     let scale = anchor_scale(spec, &data, opts);
     let anchors = opts.anchor_config(scale);
+    let mut own = opts.clone();
+    own.box_loss = match text_param(&spec.params, "box-loss", "default") {
+        "default" => opts.box_loss,
+        "smooth-l1" => BoxLoss::SmoothL1 { beta: 1.0 / 9.0 },
+        "giou" => BoxLoss::Giou,
+        other => return Err(PluginError::Training(format!("unknown box-loss `{other}`: use smooth-l1 or giou"))),
+    };
+    let opts = &own;
     progress.message(&format!(
         "training tiles {tile} px, anchors {:.0} to {:.0} px",
         anchors.sizes.first().copied().unwrap_or(0.0) * opts.anchor_scales.first().copied().unwrap_or(1.0),
@@ -603,18 +620,23 @@ where
     let trainer = Trainer { data: &data, tile, augment, seed: spec.seed, setup: LossSetup { opts, anchors: &anchors } };
     let fit_opts = FitOptions { spec, progress, default_lr: opts.default_lr, n_train: data.train.len() };
     let fitted = fit::<B, M, _, _>(&fit_opts, device, &|| build(device, bands, classes), &trainer, &mut |model, batch| {
-        let (loss, dets) = evaluate(model, &data.val, bands, batch, &trainer.setup, device);
-        let metric = if metric_name == "coco-ap" {
-            det_metrics(&data.val, &dets, classes).coco.ap
-        } else {
-            ap50(&data.val, &dets)
-        };
-        Ok(Evaluation { loss, metric, payload: dets })
+        let (loss, per_nms) = evaluate(model, &data.val, bands, batch, &trainer.setup, device);
+        let mut best: Option<(f64, f32, Vec<Vec<ScoredBox>>)> = None;
+        for (dets, &nms) in per_nms.into_iter().zip(&NMS_CHOICES) {
+            let metric = if metric_name == "coco-ap" { det_metrics(&data.val, &dets, classes).coco.ap } else { ap50(&data.val, &dets) };
+            if best.as_ref().is_none_or(|b| metric > b.0) {
+                best = Some((metric, nms, dets));
+            }
+        }
+        let (metric, nms, dets) = best.unwrap_or((0.0, 0.5, Vec::new()));
+        Ok(Evaluation { loss, metric, payload: (nms, dets) })
     })?;
-    let (metric, best_epoch, dets) = fitted.best;
+    let (metric, best_epoch, (nms, dets)) = fitted.best;
     let metrics = det_metrics(&data.val, &dets, classes);
+    progress.message(&format!("NMS IoU {nms} and score threshold {:.2} chosen on the validation split", metrics.score_threshold));
     let mut params = opts.params.clone();
     params.insert("anchor-scale".into(), ParamValue::Number(scale as f64));
+    params.insert("nms-iou".into(), ParamValue::Number(nms as f64));
     params.insert("score-threshold".into(), ParamValue::Number(metrics.score_threshold));
     let meta = ModelMeta {
         family: spec.family.clone(),
@@ -684,14 +706,25 @@ fn window_side(tile: usize) -> usize {
 
 /// Detections on one normalised image of any size: overlapping windows, each padded to a
 /// multiple of 32, merged with class-wise NMS.
-fn detect_image<B: Backend, M: DetNet<B>>(model: &M, image: &[f32], (width, height): (usize, usize), bands: usize, tile: usize, setup: &LossSetup<'_>, device: &B::Device) -> Vec<ScoredBox> {
+#[allow(clippy::too_many_arguments)]
+fn detect_image<B: Backend, M: DetNet<B>>(
+    model: &M,
+    image: &[f32],
+    (width, height): (usize, usize),
+    bands: usize,
+    tile: usize,
+    nms_iou: f32,
+    setup: &LossSetup<'_>,
+    device: &B::Device,
+) -> Vec<ScoredBox> {
     let win = window_side(tile);
     // Windows overlap by a quarter, so that an object cut by one border lies whole in the next.
     let overlap = win / 4;
     let xs = crate::predict::window_starts(width, win, overlap);
     let ys = crate::predict::window_starts(height, win, overlap);
     let mut all = Vec::new();
-    let post = PostprocessConfig { max_detections: 1000, ..PostprocessConfig::default() };
+    // The same limits as validation, where the thresholds were chosen, per window.
+    let post = PostprocessConfig { nms_iou, ..PostprocessConfig::default() };
     for &y0 in &ys {
         for &x0 in &xs {
             let (w, h) = (win.min(width), win.min(height));
@@ -721,7 +754,8 @@ fn detect_image<B: Backend, M: DetNet<B>>(model: &M, image: &[f32], (width, heig
 /// Runs a trained detector on images. Writes `<stem>.xml` (PASCAL VOC) and
 /// `<stem>_preview.png` (boxes drawn) per image, and `detections.json` (COCO: images,
 /// categories, and annotations with scores) for all of them; keeps boxes scoring at least the
-/// model's `score-threshold` (the validation F1 optimum). Returns the label files written.
+/// model's `score-threshold` (the validation F1 optimum), after NMS at its `nms-iou` (the
+/// validation AP optimum). Returns the label files written.
 pub fn predict<B, M, F>(model_dir: &Path, images: &[PathBuf], out_dir: &Path, opts: &DetOptions, device: &B::Device, build: F) -> Result<Vec<PathBuf>, PluginError>
 where
     B: Backend,
@@ -734,6 +768,7 @@ where
         .map_err(|e| PluginError::Data(format!("{}: cannot load weights: {e}", model_dir.display())))?;
     let scale = number_param(&meta.params, "anchor-scale", 4.0) as f32;
     let threshold = number_param(&meta.params, "score-threshold", 0.3) as f32;
+    let nms_iou = number_param(&meta.params, "nms-iou", 0.5) as f32;
     let anchors = opts.anchor_config(scale);
     let setup = LossSetup { opts, anchors: &anchors };
     std::fs::create_dir_all(out_dir).map_err(|source| PluginError::Io { path: out_dir.to_owned(), source })?;
@@ -749,7 +784,7 @@ where
         let (w, h) = (img.width as usize, img.height as usize);
         let raw = img.data.clone();
         let image = normalise(img.data, w * h, &meta.mean, &meta.std);
-        let dets: Vec<ScoredBox> = detect_image(&model, &image, (w, h), meta.bands, meta.tile_size as usize, &setup, device)
+        let dets: Vec<ScoredBox> = detect_image(&model, &image, (w, h), meta.bands, meta.tile_size as usize, nms_iou, &setup, device)
             .into_iter()
             .filter(|d| d.score >= threshold)
             .collect();
@@ -806,4 +841,5 @@ where
     written.push(path);
     Ok(written)
 }
+
 

@@ -62,8 +62,78 @@ pub struct FitOptions<'a> {
     pub n_train: usize,
 }
 
-/// Free memory for batch deduction: available RAM on the CPU backend.
-fn free_memory() -> Option<u64> {
+/// What a trial writes after every epoch (`checkpoint.json`, beside `checkpoint.mpk`), so
+/// that a trial the orchestrator restarts (after running out of memory) goes on from there.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Checkpoint {
+    /// Last finished epoch.
+    pub epoch: u32,
+    /// Batch size it trained with.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Epochs the schedule was planned for.
+    pub planned_epochs: usize,
+    /// Every finished epoch.
+    pub epochs: Vec<EpochRecord>,
+    /// The best epoch so far (its weights are `model.mpk`).
+    pub best_epoch: Option<u32>,
+}
+
+/// File name of the [`Checkpoint`] in a trial folder.
+pub const CHECKPOINT: &str = "checkpoint.json";
+
+impl Checkpoint {
+    /// Reads a trial folder's checkpoint, if it has one.
+    pub fn load(dir: &std::path::Path) -> Option<Checkpoint> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(CHECKPOINT)).ok()?).ok()
+    }
+}
+
+fn checkpoint_stem(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("checkpoint")
+}
+
+/// Memory the batch probes read: on CUDA the device's free memory from the driver (what other
+/// processes hold is already gone from it), on the CPU the process's peak resident memory and
+/// the machine's available RAM.
+struct MemoryGauge {
+    /// Free device memory before the probe model existed, on CUDA.
+    device_free_at_start: Option<u64>,
+    backend: String,
+}
+
+impl MemoryGauge {
+    fn new(backend: &str) -> Self {
+        MemoryGauge { device_free_at_start: autodl_backend::device_memory(backend).map(|(free, _)| free), backend: backend.to_owned() }
+    }
+
+    /// Bytes a batch may use: free device memory, or available RAM.
+    fn free(&self) -> Option<u64> {
+        self.device_free_at_start.or_else(available_ram)
+    }
+
+    /// Starts measuring one step.
+    fn reset(&self) {
+        if self.device_free_at_start.is_none() {
+            // Writing 5 to clear_refs resets VmHWM (Linux 4.0+); failure only makes the figure coarser.
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+        }
+    }
+
+    /// Peak bytes of the step just measured. On CUDA the runtime's memory pool keeps what a
+    /// step reserved, so the drop in free memory since the start is the peak so far.
+    fn peak(&self) -> Option<u64> {
+        match self.device_free_at_start {
+            Some(start) => autodl_backend::device_memory(&self.backend).map(|(free, _)| start.saturating_sub(free)),
+            None => peak_rss(),
+        }
+    }
+}
+
+/// Available RAM in bytes, on Linux.
+fn available_ram() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -76,11 +146,6 @@ fn peak_rss() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-fn reset_peak_rss() {
-    // Writing 5 to clear_refs resets VmHWM (Linux 4.0+); failure only makes the figure coarser.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Trains with the optimiser `spec.params` names (`optimizer`: `adamw` or `sgd`,
@@ -140,8 +205,13 @@ where
         other => return Err(PluginError::Training(format!("unknown schedule `{other}`: use one-cycle or cosine"))),
     };
 
+    // A restarted trial (`resume = "true"`) goes on from its last checkpoint, at the batch size
+    // the orchestrator now gives it.
+    let resume = (text_param(&spec.params, "resume", "false") == "true").then(|| Checkpoint::load(&spec.out_dir)).flatten();
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+
     // Batch size: fixed, or deduced by measuring real steps on a throwaway model.
-    let batch_size = match spec.batch_size {
+    let batch_size = match spec.batch_size.or(resume.as_ref().map(|c| c.batch_size as u32)) {
         Some(b) => b as usize,
         None => {
             let deducer = autodl_api::batch_deducer("throughput").or_else(|| autodl_api::batch_deducers().into_iter().next());
@@ -151,7 +221,8 @@ where
                     // At least eight optimiser steps an epoch: on small datasets the number of
                     // updates, not images per second, limits what a short budget can learn.
                     let max = (n_train / 8).clamp(2, 64) as u32;
-                    let limits = BatchLimits { min: 8.min(max), max, free_bytes: free_memory(), memory_fraction: 0.8 };
+                    let gauge = MemoryGauge::new(&spec.backend);
+                    let limits = BatchLimits { min: 8.min(max), max, free_bytes: gauge.free(), memory_fraction: 0.8 };
                     // One throwaway model serves every probe: building one can mean reading
                     // pretrained weights, which costs more than a step.
                     let mut slot = Some((build()?, new_optim()));
@@ -160,10 +231,11 @@ where
                         let idx: Vec<usize> = (0..b as usize).map(|i| i % n_train).collect();
                         // The first step at a size pays for allocation; time the second.
                         (model, _) = steps.step(model, &mut optim, 1e-6, &idx, 0, device);
-                        reset_peak_rss();
+                        gauge.reset();
                         let t = Instant::now();
                         (model, _) = steps.step(model, &mut optim, 1e-6, &idx, 0, device);
-                        let measure = StepMeasure { batch_size: b, seconds: t.elapsed().as_secs_f64(), peak_bytes: peak_rss() };
+                        let _ = B::sync(device);
+                        let measure = StepMeasure { batch_size: b, seconds: t.elapsed().as_secs_f64(), peak_bytes: gauge.peak() };
                         slot = Some((model, optim));
                         Ok(measure)
                     };
@@ -175,7 +247,7 @@ where
     .clamp(1, n_train.max(1));
     progress.message(&format!("batch size {batch_size} (chosen in {:.1}s)", start.elapsed().as_secs_f64()));
 
-    let learning_rate = match spec.learning_rate {
+    let learning_rate = match spec.learning_rate.or(resume.as_ref().map(|c| c.learning_rate)) {
         Some(lr) => lr,
         None => find_lr(opts, device, build, new_optim, steps, batch_size)?,
     };
@@ -187,11 +259,28 @@ where
     let mut epochs = Vec::new();
     let mut best: Option<(f64, u32, P)> = None;
     let mut since_best = 0;
+    let mut first_epoch = 1;
+    if let Some(c) = &resume {
+        let load = |stem: std::path::PathBuf| {
+            build().and_then(|m| m.load_file(stem, &recorder, device).map_err(|e| PluginError::Other(format!("cannot load the checkpoint: {e}"))))
+        };
+        model = load(checkpoint_stem(&spec.out_dir))?;
+        // The best epoch's payload is not stored: evaluating its weights again gives it back.
+        if let Some(b) = c.best_epoch {
+            let eval = evaluate(&load(ModelMeta::weights_stem(&spec.out_dir))?.valid(), batch_size)?;
+            best = Some((eval.metric, b, eval.payload));
+            since_best = c.epoch.saturating_sub(b);
+        }
+        epochs = c.epochs.clone();
+        planned_epochs = c.planned_epochs;
+        first_epoch = c.epoch + 1;
+        progress.message(&format!("resuming after epoch {} at batch size {batch_size}", c.epoch));
+    }
     let mut status = TrialStatus::Completed;
     let mut order: Vec<usize> = (0..n_train).collect();
     let reserve = 0.05 * spec.time_budget_secs + 1.0;
     let stop_file = spec.out_dir.join(autodl_api::STOP_FILE);
-    for epoch in 1..=spec.max_epochs {
+    for epoch in first_epoch..=spec.max_epochs {
         let epoch_start = Instant::now();
         let mut rng = StdRng::seed_from_u64(sample_seed(spec.seed, epoch as u64, u64::MAX));
         rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
@@ -219,13 +308,27 @@ where
         if best.as_ref().is_none_or(|b| eval.metric > b.0) {
             model
                 .clone()
-                .save_file(ModelMeta::weights_stem(&spec.out_dir), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+                .save_file(ModelMeta::weights_stem(&spec.out_dir), &recorder)
                 .map_err(|e| PluginError::Other(format!("cannot save weights: {e}")))?;
             best = Some((eval.metric, epoch, eval.payload));
             since_best = 0;
         } else {
             since_best += 1;
         }
+        model
+            .clone()
+            .save_file(checkpoint_stem(&spec.out_dir), &recorder)
+            .map_err(|e| PluginError::Other(format!("cannot save the checkpoint: {e}")))?;
+        let checkpoint = Checkpoint {
+            epoch,
+            batch_size,
+            learning_rate,
+            planned_epochs,
+            epochs: epochs.clone(),
+            best_epoch: best.as_ref().map(|b| b.1),
+        };
+        let path = spec.out_dir.join(CHECKPOINT);
+        std::fs::write(&path, serde_json::to_string(&checkpoint).unwrap_or_default()).map_err(|source| PluginError::Io { path, source })?;
         if since_best >= spec.patience {
             progress.message(&format!("early stop after {epoch} epochs"));
             break;
@@ -286,12 +389,21 @@ where
     }
     let lrs = lr_find::sweep(1e-5, 1.0, n);
     let mut losses = Vec::new();
+    // Stop once the smoothed loss passes four times its best, as fastai does; one batch's loss
+    // is too noisy a yardstick (a detection batch without objects has almost none).
+    let (mut smoothed, mut best) = (None::<f64>, f64::INFINITY);
     for (step, &lr) in lrs.iter().enumerate() {
         let loss;
         (model, loss) = steps.step(model, &mut optim, lr, &pick(&mut rng), step as u64 + 1, device);
-        if !loss.is_finite() || losses.first().is_some_and(|&l0: &f64| loss > 4.0 * l0) {
+        if !loss.is_finite() {
             break;
         }
+        let s = smoothed.map_or(loss, |s| 0.7 * s + 0.3 * loss);
+        smoothed = Some(s);
+        if step >= 5 && s > 4.0 * best {
+            break;
+        }
+        best = best.min(s);
         losses.push(loss);
     }
     let csv: String = std::iter::once("lr,loss\n".to_owned())

@@ -123,3 +123,38 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn per_anchor_reads_location_then_anchor() {
+        type B = Autodiff<Flex>;
+        let device = Default::default();
+        // [1, A*K = 6, H = 2, W = 3] with value = c * 100 + y * 10 + x.
+        let mut v = Vec::new();
+        for c in 0..6 {
+            for y in 0..2 {
+                for x in 0..3 {
+                    v.push((c * 100 + y * 10 + x) as f32);
+                }
+            }
+        }
+        let t = Tensor::<B, 4>::from_data(TensorData::new(v, [1, 6, 2, 3]), &device);
+        let out: Vec<f32> = per_anchor(t, 2).into_data().to_vec().unwrap();
+        // Row r = (y * 3 + x) * 3 + a holds channels a*2 and a*2+1 at (y, x).
+        for y in 0..2 {
+            for x in 0..3 {
+                for a in 0..3 {
+                    let r = (y * 3 + x) * 3 + a;
+                    for k in 0..2 {
+                        assert_eq!(out[r * 2 + k], ((a * 2 + k) * 100 + y * 10 + x) as f32, "row {r} column {k}");
+                    }
+                }
+            }
+        }
+    }
+}
