@@ -42,6 +42,13 @@ pub struct DetOutput<B: Backend> {
     pub levels: Vec<[usize; 2]>,
 }
 
+/// A head's `[N, A*K, H, W]` output as `[N, H*W*A, K]`: location-major, then anchor, the order
+/// [`AnchorConfig::generate`] lists anchors in.
+pub fn per_anchor<B: Backend>(t: Tensor<B, 4>, k: usize) -> Tensor<B, 3> {
+    let [n, ak, h, w] = t.dims();
+    t.permute([0, 2, 3, 1]).reshape([n, h * w * ak / k.max(1), k])
+}
+
 /// A detector: per-anchor logits and deltas for a batch whose sides are multiples of 32.
 pub trait DetNet<B: Backend>: Module<B> {
     /// Runs the network.

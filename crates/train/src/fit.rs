@@ -381,7 +381,9 @@ where
     let t = Instant::now();
     (model, _) = steps.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
     let affordable = (0.1 * spec.time_budget_secs / t.elapsed().as_secs_f64().max(1e-3)) as usize;
-    let n = affordable.min(100);
+    // A few fixed sweep lengths, so that a small change in machine load does not change the
+    // sweep, and with it the learning rate: the same seed should give the same run.
+    let n = [100, 50, 25, 12].into_iter().find(|&tier| affordable >= tier).unwrap_or(affordable);
     if n < 12 {
         let lr = opts.default_lr;
         progress.message(&format!("learning rate {lr:.2e} (family default: the budget allows only {n} finder steps)"));

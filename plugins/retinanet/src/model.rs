@@ -3,7 +3,7 @@
 use autodl_api::Params;
 use autodl_backbones::Backbone;
 use autodl_detection::{Fpn, FpnConfig};
-use autodl_train::det::{DetNet, DetOutput};
+use autodl_train::det::{DetNet, DetOutput, per_anchor};
 use autodl_train::seg::number_param;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -76,12 +76,6 @@ impl<B: Backend> RetinaNet<B> {
             backbone,
         }
     }
-}
-
-/// `[N, A*K, H, W]` to `[N, H*W*A, K]`, the anchor generator's order.
-pub(crate) fn per_anchor<B: Backend>(t: Tensor<B, 4>, k: usize) -> Tensor<B, 3> {
-    let [n, ak, h, w] = t.dims();
-    t.permute([0, 2, 3, 1]).reshape([n, h * w * ak / k.max(1), k])
 }
 
 impl<B: Backend> DetNet<B> for RetinaNet<B> {

@@ -1,7 +1,7 @@
 //! The SSD module.
 
 use autodl_backbones::Backbone;
-use autodl_train::det::{DetNet, DetOutput};
+use autodl_train::det::{DetNet, DetOutput, per_anchor};
 use autodl_train::layers::ConvBnRelu;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -88,12 +88,6 @@ impl<B: Backend> Ssd<B> {
             backbone,
         }
     }
-}
-
-/// `[N, A*K, H, W]` to `[N, H*W*A, K]`, the anchor generator's order.
-fn per_anchor<B: Backend>(t: Tensor<B, 4>, k: usize) -> Tensor<B, 3> {
-    let [n, ak, h, w] = t.dims();
-    t.permute([0, 2, 3, 1]).reshape([n, h * w * ak / k.max(1), k])
 }
 
 impl<B: Backend> DetNet<B> for Ssd<B> {
