@@ -1,10 +1,11 @@
 //! Training loops shared by the network-family plugins, generic over the Burn backend.
 //!
 //! A family crate supplies a model (a Burn `Module` that maps a `[N, bands, H, W]` batch to
-//! per-pixel logits) and calls [`seg::train`]; this crate does the rest: reading and
-//! normalising the data, augmentation through the registry, batch-size deduction through a
-//! registered deducer, the learning-rate finder, the schedule, early stopping within the time
-//! budget, evaluation over one confusion matrix, and writing the model folder.
+//! per-pixel logits, or to per-anchor logits and box deltas) and calls [`seg::train`] or
+//! [`det::train`]; this crate does the rest: reading and normalising the data, augmentation,
+//! and, in [`fit`], batch-size deduction through a registered deducer, the learning-rate
+//! finder, the schedule, early stopping and checkpoints within the time budget; then
+//! evaluation (a confusion matrix, or VOC and COCO AP) and the model folder.
 
 pub mod backboned;
 pub mod det;
