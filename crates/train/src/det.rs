@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
 use crate::model_dir::ModelMeta;
-use crate::seg::{band_stats, number_param, read_options, sample_seed, text_param};
+use crate::seg::{band_stats, normalise, number_param, read_options, sample_seed, text_param};
 
 /// What a detector's forward pass returns.
 #[derive(Debug, Clone)]
@@ -204,16 +204,6 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<DetData, PluginError> {
             .collect()
     };
     Ok(DetData { bands, classes: ds.classes.clone(), mean: mean.clone(), std: std.clone(), train: to_items(train), val: to_items(val) })
-}
-
-fn normalise(mut image: Vec<f32>, plane: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
-    for (b, chunk) in image.chunks_mut(plane.max(1)).enumerate() {
-        let (m, s) = (mean.get(b).copied().unwrap_or(0.0), std.get(b).copied().unwrap_or(1.0));
-        for x in chunk {
-            *x = (*x - m) / s;
-        }
-    }
-    image
 }
 
 /// Copies the `w x h` region of `image` at `(x0, y0)` into a zero-padded `pw x ph` canvas.

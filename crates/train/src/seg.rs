@@ -135,13 +135,7 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<SegData, PluginError> {
     let to_items = |v: Vec<(autodl_data::Image, Vec<u32>)>| -> Vec<Item> {
         v.into_iter()
             .map(|(img, target)| {
-                let plane = (img.width * img.height) as usize;
-                let mut image = img.data;
-                for (b, chunk) in image.chunks_mut(plane).enumerate() {
-                    for x in chunk {
-                        *x = (*x - mean[b]) / std[b];
-                    }
-                }
+                let image = normalise(img.data, (img.width * img.height) as usize, &mean, &std);
                 Item { width: img.width as usize, height: img.height as usize, image, target }
             })
             .collect()
@@ -183,6 +177,17 @@ pub fn band_stats<'a>(
         .map(|(q, s)| ((q / n - (s / n).powi(2)).max(0.0).sqrt().max(1e-6)) as f32)
         .collect();
     (mean, std)
+}
+
+/// `(x - mean) / std` per band of a band-major image with `plane` pixels per band.
+pub(crate) fn normalise(mut image: Vec<f32>, plane: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
+    for (b, chunk) in image.chunks_mut(plane.max(1)).enumerate() {
+        let (m, s) = (mean.get(b).copied().unwrap_or(0.0), std.get(b).copied().unwrap_or(1.0));
+        for x in chunk {
+            *x = (*x - m) / s;
+        }
+    }
+    image
 }
 
 /// A seed for one (run seed, epoch, sample) triple, the same whatever the thread count.
