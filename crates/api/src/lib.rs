@@ -8,6 +8,7 @@
 //! In-tree plugins register a `&'static` value of their trait into the static registry with
 //! [`inventory::submit!`]; the binary names each plugin crate so the linker keeps it.
 
+pub mod files;
 mod registry;
 mod types;
 
@@ -85,13 +86,14 @@ pub trait NetworkFamily: Send + Sync {
     /// Trains a model as the spec says, writing its artefacts under `spec.out_dir`.
     fn train(&self, spec: &TrialSpec, progress: &dyn Progress) -> Result<TrialResult, PluginError>;
     /// Runs a trained model (its folder as `train` wrote it) on images, writing predictions
-    /// under `out_dir`; returns the files written.
+    /// under `out_dir` through the same inference path as validation; returns the files
+    /// written.
     fn predict(
         &self,
         model_dir: &std::path::Path,
         images: &[std::path::PathBuf],
         out_dir: &std::path::Path,
-        backend: &str,
+        options: &PredictOptions,
     ) -> Result<Vec<std::path::PathBuf>, PluginError>;
 }
 

@@ -246,3 +246,22 @@ impl TrialResult {
         }
     }
 }
+
+/// How `autodl predict` runs a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PredictOptions {
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub backend: String,
+    /// Detectors: keep boxes scoring at least this instead of the model's stored threshold
+    /// (the validation F1 optimum). Validation's AP counts every box post-processing keeps
+    /// (scores from 0.05), so predicting with 0.05 reproduces it.
+    pub score_threshold: Option<f64>,
+}
+
+impl PredictOptions {
+    /// Prediction on `backend` with the model's own thresholds.
+    pub fn on(backend: &str) -> Self {
+        PredictOptions { backend: backend.to_owned(), score_threshold: None }
+    }
+}

@@ -91,24 +91,6 @@ pub struct TrainArgs {
     images_dir: Option<String>,
 }
 
-/// `autodl evaluate`.
-#[derive(clap::Args, Debug)]
-pub struct EvaluateArgs {
-    /// Ground truth as COCO JSON (`images`, `annotations`, `categories`; an optional
-    /// `difficult` field per annotation is honoured by the VOC metrics).
-    #[arg(long)]
-    gt: PathBuf,
-    /// Detections as a COCO result JSON array (`image_id`, `category_id`, `bbox`, `score`).
-    #[arg(long)]
-    dets: PathBuf,
-    /// Score threshold for precision, recall and F1.
-    #[arg(long, default_value_t = 0.5)]
-    score_threshold: f64,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
 /// `autodl predict`.
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
@@ -124,6 +106,15 @@ pub struct PredictArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// Detectors: keep boxes scoring at least this (default: the model's threshold, the
+    /// validation F1 optimum). 0.05, the lowest score kept, gives every box validation's AP
+    /// ranked.
+    #[arg(long)]
+    score_threshold: Option<f64>,
+    /// Replace predictions an earlier run left in the output folder (without it, prediction
+    /// refuses to overwrite any file).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn check(file: &Path) -> Outcome {
@@ -186,7 +177,7 @@ pub fn preview(args: &PreviewArgs) -> Outcome {
             _ => None,
         };
         // Boxes as continuous coordinates: a VOC box's xmax is the last pixel it covers.
-        let boxes = s.boxes.iter().map(|b| ([b.xmin, b.ymin, b.xmax + 1.0, b.ymax + 1.0], b.class)).collect();
+        let boxes = s.boxes.iter().map(|b| (b.corners(), b.class)).collect();
         let sample = autodl_api::AugSample { width: img.width, height: img.height, bands: img.bands, image: img.data, mask, boxes };
         for k in 0..args.augment {
             let mut copy = sample.clone();
@@ -325,6 +316,9 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     });
     let out = pipeline.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name));
     let plan = autodl_core::plan(&pipeline, task, out.clone()).map_err(Failure::usage)?;
+    // Held until the run ends: a second run on the same folder would mix its models and
+    // study with this one's.
+    let _lock = RunLock::acquire(&out)?;
     bars.line(&format!(
         "{} data ({}, {} train / {} val), {} network(s), time limit {}, backend {}, output {}",
         task,
@@ -347,14 +341,26 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     let mut board = autodl_core::run_plan(&plan, &runner, &mut |spec, ev| bars.event(spec, ev), &options)?;
     bars.finish();
     board.rank();
+    if board.best().is_none() && out.join("leaderboard.json").is_file() {
+        // A rerun that trained nothing leaves the previous complete set of results alone.
+        let failed = out.join("failed-run.md");
+        autodl_api::files::write_atomic(&failed, board.to_markdown().as_bytes()).with_context(|| format!("cannot write {}", failed.display()))?;
+        outln!("{}", board.to_markdown());
+        return Err(anyhow!(
+            "no network finished training (this run's board: {}); the earlier results in {} are kept",
+            failed.display(),
+            out.display()
+        )
+        .into());
+    }
     board.write(&out).with_context(|| format!("cannot write the leaderboard into {}", out.display()))?;
     let packages = package_models(&board, &out)?;
     if let Some(best) = board.best()
         && let Some(dir) = &best.model_dir
     {
-        copy_dir(Path::new(dir), &out.join("best-model")).context("cannot copy the best model")?;
+        replace_dir(Path::new(dir), &out.join("best-model")).context("cannot copy the best model")?;
         if let Some(pkg) = packages.iter().find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == best.id)) {
-            std::fs::copy(pkg, out.join(format!("{}.dlpk", best.id))).context("cannot copy the best package")?;
+            copy_atomic(pkg, &out.join(format!("{}.dlpk", best.id))).context("cannot copy the best package")?;
         }
     }
     let facts = vec![
@@ -410,25 +416,85 @@ fn higher_is_better(task: Task) -> bool {
         .is_none_or(|e| e.metrics().first().is_none_or(|m| e.higher_is_better(m)))
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
+/// Copies `from` to `to` under a temporary name, then renames it into place.
+fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut src = std::fs::File::open(from)?;
+    let mut dst = autodl_api::files::AtomicFile::create(to)?;
+    std::io::copy(&mut src, &mut dst)?;
+    dst.commit()
+}
+
+/// Replaces the folder `to` with a copy of the files of `from`: the copy is made beside it
+/// and swapped in, so `to` is always one whole model.
+fn replace_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    let name = to.file_name().map_or_else(|| "dir".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = to.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let old = to.with_file_name(format!(".{name}.old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            std::fs::copy(entry.path(), tmp.join(entry.file_name()))?;
         }
     }
+    if to.exists() {
+        std::fs::rename(to, &old)?;
+    }
+    std::fs::rename(&tmp, to)?;
+    let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+/// An advisory lock on a run's output folder (`.autodl.lock`, holding the owner's PID), held
+/// while the run lasts; the operating system releases it when the process ends, however it
+/// ends.
+struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    const FILE: &str = ".autodl.lock";
+
+    fn acquire(out: &Path) -> Result<RunLock, Failure> {
+        use std::io::Write as _;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let path = out.join(Self::FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id())).with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(RunLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
+                Err(Failure::usage(anyhow!(
+                    "{} is in use by another autodl run (PID {}); wait for it to finish or choose another --out",
+                    out.display(),
+                    if pid.is_empty() { "unknown" } else { &pid }
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())).into()),
+        }
+    }
 }
 
 pub fn predict(args: &PredictArgs) -> Outcome {
     // A package is unpacked into a temporary folder that lives until prediction ends.
-    let unpacked;
-    let model_dir = if args.model.extension().is_some_and(|e| e == "dlpk") {
-        unpacked = tempfile::tempdir().context("cannot create a temporary folder")?;
-        autodl_package::unpack(&args.model, unpacked.path()).map_err(Failure::usage)?
+    let unpacked = if args.model.extension().is_some_and(|e| e == "dlpk") {
+        Some(tempfile::tempdir().context("cannot create a temporary folder")?)
     } else {
-        args.model.clone()
+        None
+    };
+    let model_dir = match &unpacked {
+        Some(dir) => autodl_package::unpack(&args.model, dir.path()).map_err(Failure::usage)?,
+        None => args.model.clone(),
     };
     let meta_path = model_dir.join("model.json");
     let text = std::fs::read_to_string(&meta_path)
@@ -448,46 +514,59 @@ pub fn predict(args: &PredictArgs) -> Outcome {
                 .collect();
             found.sort();
             images.extend(found);
-        } else {
+        } else if path.is_file() {
             images.push(path.clone());
+        } else {
+            return Err(Failure::usage(anyhow!("{}: no such image or folder", path.display())));
         }
     }
-    let written = family.predict(&model_dir, &images, &args.out, &args.backend)?;
+    if images.is_empty() {
+        return Err(Failure::usage(anyhow!(
+            "no images (PNG, JPEG or TIFF) in {}",
+            args.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    check_outputs(&images, &args.out, family.task(), args.overwrite)?;
+    let options = autodl_api::PredictOptions { backend: args.backend.clone(), score_threshold: args.score_threshold };
+    // Messages name the package, not the temporary folder it was unpacked into.
+    let inside = |e: String| match &unpacked {
+        Some(dir) => e.replace(&dir.path().display().to_string(), &args.model.display().to_string()),
+        None => e,
+    };
+    let written = family.predict(&model_dir, &images, &args.out, &options).map_err(|e| anyhow!("{}", inside(e.to_string())))?;
     for path in &written {
         outln!("{}", path.display());
     }
     Ok(())
 }
 
-pub fn evaluate(args: &EvaluateArgs) -> Outcome {
-    use autodl_detection_metrics as dm;
-    let gt = dm::read_coco_gt(&args.gt).map_err(Failure::usage)?;
-    let dets = dm::read_coco_dets(&args.dets).map_err(Failure::usage)?;
-    let coco = dm::coco_eval(&gt.images, &gt.categories, &gt.annotations, &dets);
-    let voc = dm::voc_ap(&gt.annotations, &dets, 0.5, dm::VocMethod::AllPoint);
-    let voc07 = dm::voc_ap(&gt.annotations, &dets, 0.5, dm::VocMethod::ElevenPoint);
-    let arcgis = dm::arcgis_ap(&gt.annotations, &dets);
-    let prf = dm::precision_recall_f1(&gt.annotations, &dets, 0.5, args.score_threshold);
-    if args.json {
-        let v = serde_json::json!({
-            "coco": coco, "voc-ap50": voc.map, "voc07-ap50": voc07.map, "arcgis-ap10": arcgis.map,
-            "voc-ap50-per-class": voc.per_class, "precision-recall-f1": prf,
-        });
-        outln!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+/// Prediction never touches its inputs: the output folder must not hold any of them, and no
+/// file prediction would write may exist already unless `overwrite` says so.
+fn check_outputs(images: &[PathBuf], out: &Path, task: Task, overwrite: bool) -> Outcome {
+    if out.exists() && !out.is_dir() {
+        return Err(Failure::usage(anyhow!("--out {} is a file, not a folder", out.display())));
     }
-    let names = [
-        "AP @[.50:.95]", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR 1", "AR 10", "AR 100", "AR small", "AR medium", "AR large",
-    ];
-    outln!("COCO (pycocotools rules)");
-    for (name, v) in names.iter().zip(coco.as_array()) {
-        outln!("  {name:<14} {v:.4}");
+    if let Ok(out_real) = out.canonicalize() {
+        for image in images {
+            let real = image.canonicalize().with_context(|| format!("cannot read {}", image.display()))?;
+            if real.starts_with(&out_real) {
+                return Err(Failure::usage(anyhow!(
+                    "{} lies in the output folder {}: predictions would mix with the images (or overwrite them); choose another --out",
+                    image.display(),
+                    out.display()
+                )));
+            }
+        }
     }
-    let f = |m: Option<f64>| m.map_or("-".to_owned(), |v| format!("{v:.4}"));
-    outln!("VOC AP50 (all-point) {}   VOC AP50 (11-point) {}   ArcGIS AP (IoU 0.1) {}", f(voc.map), f(voc07.map), f(arcgis.map));
-    outln!("per class at score >= {} and IoU 0.5:", args.score_threshold);
-    for c in prf {
-        outln!("  class {:<4} precision {:.4} recall {:.4} F1 {:.4} (TP {}, FP {}, FN {})", c.category, c.precision, c.recall, c.f1, c.tp, c.fp, c.fn_);
+    if !overwrite {
+        let existing: Vec<PathBuf> = autodl_api::files::planned_outputs(task, out, images).into_iter().filter(|p| p.exists()).collect();
+        if let Some(first) = existing.first() {
+            return Err(Failure::usage(anyhow!(
+                "{} exists ({} of the files this prediction would write do): choose another --out, or pass --overwrite to replace them",
+                first.display(),
+                existing.len()
+            )));
+        }
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ macro_rules! outln {
 }
 
 mod commands;
+mod evaluate;
 mod progress;
 mod report;
 
@@ -63,9 +64,10 @@ enum Command {
     Train(commands::TrainArgs),
     /// Run a trained model on images.
     Predict(commands::PredictArgs),
-    /// Score detections (COCO result JSON) against ground truth (COCO JSON): COCO AP/AR,
-    /// VOC AP50, ArcGIS AP at IoU 0.1, per-class precision, recall and F1.
-    Evaluate(commands::EvaluateArgs),
+    /// Score predictions against ground truth with the metrics training reports: boxes
+    /// (COCO AP/AR, VOC AP50, ArcGIS AP at IoU 0.1, precision, recall and F1) or masks
+    /// (confusion matrix, mIoU, accuracy, dice).
+    Evaluate(evaluate::EvaluateArgs),
     /// List the compiled-in plugins and backends.
     Plugins,
     /// Run one trial from a JSON spec (used by `train`, one child process per trial).
@@ -112,7 +114,7 @@ fn main() -> ExitCode {
         Command::Data { command: DataCommand::Preview(args) } => commands::preview(&args),
         Command::Train(args) => commands::train(&args, cli.quiet),
         Command::Predict(args) => commands::predict(&args),
-        Command::Evaluate(args) => commands::evaluate(&args),
+        Command::Evaluate(args) => evaluate::evaluate(&args),
         Command::Plugins => commands::plugins(),
         Command::Trial { spec } => commands::trial(&spec),
     };

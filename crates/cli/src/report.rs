@@ -57,7 +57,7 @@ pub fn write(
     }
     let html = autodl_report::render(&report)?;
     let path = out.join("report.html");
-    std::fs::write(&path, html).with_context(|| format!("cannot write {}", path.display()))?;
+    autodl_api::files::write_atomic(&path, html.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
@@ -96,7 +96,7 @@ fn truth_boxes(s: &autodl_data::Sample, names: &[String]) -> anyhow::Result<Vec<
         bands: img.bands,
         image: img.data,
         mask: None,
-        boxes: s.boxes.iter().map(|b| ([b.xmin, b.ymin, b.xmax + 1.0, b.ymax + 1.0], b.class)).collect(),
+        boxes: s.boxes.iter().map(|b| (b.corners(), b.class)).collect(),
     };
     let mut png = Vec::new();
     autodl_augment::preview_grid(&[(sample, names.to_vec())], 1).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
@@ -109,15 +109,16 @@ fn samples(family: &str, model_dir: &Path, ds: &Dataset, out: &Path, backend: &s
     let picked: Vec<_> = ds.val.iter().take(SAMPLES).collect();
     let images: Vec<PathBuf> = picked.iter().map(|s| s.image.clone()).collect();
     let pred_dir = out.join("report-samples");
-    net.predict(model_dir, &images, &pred_dir, backend)?;
+    net.predict(model_dir, &images, &pred_dir, &autodl_api::PredictOptions::on(backend))?;
+    let stems = autodl_api::files::output_stems(&images);
     let index: std::collections::HashMap<u32, usize> = ds.classes.iter().enumerate().map(|(i, c)| (c.value, i)).collect();
     let mut samples = Vec::new();
     let names: Vec<String> = ds.classes.iter().map(|c| c.name.clone()).collect();
-    for s in picked {
+    for (s, stem) in picked.into_iter().zip(stems) {
         if ds.task == autodl_data::Task::Detection {
             samples.push(Sample { caption: format!("{}: truth", s.stem), png: truth_boxes(s, &names)? });
         }
-        let pred = std::fs::read(pred_dir.join(format!("{}_preview.png", s.stem)))?;
+        let pred = std::fs::read(autodl_api::files::prediction_files(net.task(), &pred_dir, &stem).preview)?;
         if let Some(label) = &s.label
             && let Ok(mask) = autodl_data::load_mask(label)
         {

@@ -116,11 +116,50 @@ fn tiny_tiles(root: &Path) {
     }
 }
 
+/// Writes `splits/` putting `val` in validation and the other images of `root/images` in
+/// training.
+fn write_splits(root: &Path, val: &[&str]) {
+    let mut train: Vec<String> = std::fs::read_dir(root.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|s| !val.contains(&s.as_str()))
+        .collect();
+    train.sort();
+    std::fs::create_dir_all(root.join("splits")).unwrap();
+    std::fs::write(root.join("splits/train.txt"), train.join("\n") + "\n").unwrap();
+    std::fs::write(root.join("splits/val.txt"), val.join("\n") + "\n").unwrap();
+}
+
+/// The validation images of `root` as command-line arguments.
+fn val_images(root: &Path, ext: &str) -> Vec<String> {
+    std::fs::read_to_string(root.join("splits/val.txt"))
+        .unwrap()
+        .split_whitespace()
+        .map(|s| root.join(format!("images/{s}.{ext}")).display().to_string())
+        .collect()
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
 #[test]
 fn train_then_predict_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("tiles");
     tiny_tiles(&data);
+    // A validation image wider than a prediction window (512 px), so that validation and
+    // prediction both cut it into overlapping windows.
+    image::RgbImage::from_fn(600, 40, |x, y| {
+        let v = if (100..140).contains(&x) || (480..530).contains(&x) { 200 } else { 40 } as u8;
+        image::Rgb([v, v.wrapping_add((x % 64 * 2) as u8), v.wrapping_add(y as u8)])
+    })
+    .save(data.join("images/wide.png"))
+    .unwrap();
+    image::GrayImage::from_fn(600, 40, |x, y| image::Luma([if y == 0 { 0 } else if (100..140).contains(&x) || (480..530).contains(&x) { 2 } else { 1 }]))
+        .save(data.join("labels/wide.png"))
+        .unwrap();
+    write_splits(&data, &["t8", "t9", "wide"]);
     let out = dir.path().join("run");
     let o = autodl(&[
         "train", data.to_str().unwrap(), "--time-limit", "90s", "--max-epochs", "3",
@@ -151,7 +190,81 @@ fn train_then_predict_end_to_end() {
     let mask = image::open(pred.join("t3.png")).unwrap().to_luma8();
     assert_eq!(mask.dimensions(), (32, 32));
     assert!(mask.pixels().all(|p| p[0] == 1 || p[0] == 2), "predicted values must be class values");
-    assert!(pred.join("t3_preview.png").is_file());
+    assert!(pred.join("previews/t3.png").is_file());
+
+    // The package predicts what its leaderboard row scored: `autodl evaluate` on its masks
+    // of the validation images gives the trial's confusion matrix, to the pixel.
+    let val_pred = dir.path().join("val-pred");
+    let mut args = vec!["predict".to_owned(), "--model".into(), pkg.display().to_string(), "--out".into(), val_pred.display().to_string()];
+    args.extend(val_images(&data, "png"));
+    let o = autodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = autodl(&["evaluate", "--gt", data.to_str().unwrap(), "--masks", val_pred.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let scored: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let trial = read_json(&out.join("trials/unet-efficientnet-lite0/metrics.json"));
+    assert_eq!(scored["images"], 3);
+    assert_eq!(scored["confusion-matrix"], trial["confusion-matrix"], "predict + evaluate vs the trial's validation");
+    assert_eq!(scored["metrics"]["mean_iou"], trial["metrics"]["mean_iou"]);
+    assert_eq!(scored["metrics"]["mean_iou"].as_f64(), row["metric"].as_f64(), "the leaderboard's figure");
+
+    // Prediction never touches its inputs: an output folder holding them is refused...
+    let before = std::fs::read(data.join("images/t3.png")).unwrap();
+    let images = data.join("images");
+    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), images.to_str().unwrap(), "--out", images.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("choose another --out"), "{}", text(&o));
+    assert_eq!(std::fs::read(data.join("images/t3.png")).unwrap(), before);
+    // ... no earlier prediction is overwritten unless asked ...
+    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--overwrite"), "{}", text(&o));
+    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap(), "--overwrite"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // ... and inputs whose names meet get outputs of their own.
+    let odd = dir.path().join("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::copy(data.join("images/t1.png"), odd.join("same.png")).unwrap();
+    image::open(data.join("images/t2.png")).unwrap().save(odd.join("same.jpg")).unwrap();
+    std::fs::copy(data.join("images/t4.png"), odd.join("x.png")).unwrap();
+    std::fs::copy(data.join("images/t5.png"), odd.join("x_preview.png")).unwrap();
+    let odd_pred = dir.path().join("odd-pred");
+    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), odd.to_str().unwrap(), "--out", odd_pred.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["same_png.png", "same_jpg.png", "x.png", "x_preview.png", "previews/x.png", "previews/x_preview.png", "previews/same_jpg.png"] {
+        assert!(odd_pred.join(f).is_file(), "missing {f}");
+    }
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), empty.to_str().unwrap(), "--out", odd_pred.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no images"), "{}", text(&o));
+
+    // A model whose metadata disagrees with itself is an error naming the file and field.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for f in ["model.json", "model.mpk"] {
+        std::fs::copy(out.join("best-model").join(f), broken.join(f)).unwrap();
+    }
+    let mut meta = read_json(&broken.join("model.json"));
+    meta["mean"] = serde_json::json!([0.0]);
+    std::fs::write(broken.join("model.json"), meta.to_string()).unwrap();
+    let o = autodl(&["predict", "--model", broken.to_str().unwrap(), img.to_str().unwrap(), "--out", dir.path().join("never").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("model.json: `mean` has 1 values for 3 bands"), "{}", text(&o));
+
+    // A rerun that trains nothing leaves the earlier results whole.
+    let results: Vec<Vec<u8>> = ["leaderboard.json", "leaderboard.md", "report.html", "unet-efficientnet-lite0.dlpk"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    let o = autodl(&["train", data.to_str().unwrap(), "--time-limit", "30s", "--backbone", "vgg99", "--out", out.to_str().unwrap(), "--networks", "unet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("earlier results"), "{}", text(&o));
+    for (f, bytes) in ["leaderboard.json", "leaderboard.md", "report.html", "unet-efficientnet-lite0.dlpk"].iter().zip(results) {
+        assert_eq!(std::fs::read(out.join(f)).unwrap(), bytes, "{f} changed");
+    }
+    assert!(std::fs::read_to_string(out.join("failed-run.md")).unwrap().contains("no backbone `vgg99`"));
 }
 
 /// Writes a tiny PASCAL VOC dataset: bright squares of two sizes are `roof` boxes.
@@ -187,6 +300,21 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("voc");
     tiny_voc(&data);
+    // A validation image wider than a prediction window, detected in two windows.
+    let squares = [(30u32, 20u32, 16u32), (300, 8, 14), (505, 30, 18)];
+    image::RgbImage::from_fn(600, 64, |x, y| {
+        let inside = squares.iter().any(|&(x0, y0, s)| (x0..x0 + s).contains(&x) && (y0..y0 + s).contains(&y));
+        let v = if inside { 210 } else { 50 } as u8;
+        image::Rgb([v, v.wrapping_add((y / 4) as u8), v])
+    })
+    .save(data.join("images/wide.png"))
+    .unwrap();
+    let objects: String = squares
+        .iter()
+        .map(|&(x0, y0, s)| format!("<object><name>roof</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>", x0 + s - 1, y0 + s - 1))
+        .collect();
+    std::fs::write(data.join("labels/wide.xml"), format!("<annotation><size><width>600</width><height>64</height></size>{objects}</annotation>")).unwrap();
+    write_splits(&data, &["d12", "d13", "d14", "d15", "wide"]);
     let out = dir.path().join("run");
     // A fixed batch and learning rate keep the test short; the squares are easy enough that
     // both detectors must rank far above an untrained one (AP50 near 0).
@@ -194,7 +322,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     std::fs::write(
         &pipeline,
         format!(
-            "version = 1\nseed = 3\n[data]\npath = {:?}\nval-fraction = 0.3\n[augment]\npreset = \"none\"\n\
+            "version = 1\nseed = 3\n[data]\npath = {:?}\n[augment]\npreset = \"none\"\n\
              [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\"]\nmax-epochs = 20\npatience = 20\n\
              batch-size = 4\nlearning-rate = 2e-3\ntile-size = 64\n",
             data
@@ -235,10 +363,46 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     assert!(xs.iter().any(|&x| (480.0..=520.0).contains(&x)), "the square at x = 500 lies in the second window: {strip_xml}");
     let xml = std::fs::read_to_string(pred.join("d3.xml")).unwrap();
     assert!(xml.contains("<annotation>") && xml.contains("<width>64</width>"), "{xml}");
+    assert!(xml.contains("<score>0."), "every predicted box carries its score: {xml}");
     let coco: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pred.join("detections.json")).unwrap()).unwrap();
     assert_eq!(coco["images"][0]["width"], 64);
     assert_eq!(coco["categories"][0]["name"], "roof");
-    assert!(pred.join("d3_preview.png").is_file());
+    assert!(pred.join("previews/d3.png").is_file());
+
+    // Each package predicts what its leaderboard row scored. `autodl evaluate` on its
+    // detections of the validation images, against the dataset folder, recomputes the trial's
+    // AP (predicting every box post-processing keeps, as validation ranks them) and its
+    // precision, recall and F1 (predicting with the model's own threshold).
+    for family in ["retinanet", "ssd"] {
+        let trial = read_json(&out.join(format!("trials/{family}-efficientnet-lite0/metrics.json")))["metrics"].clone();
+        let pkg = out.join(format!("models/{family}-efficientnet-lite0.dlpk"));
+        let score = |threshold: Option<&str>, eval_threshold: &str| -> serde_json::Value {
+            let dir = dir.path().join(format!("{family}-{}", threshold.unwrap_or("default")));
+            let mut args = vec!["predict".to_owned(), "--model".into(), pkg.display().to_string(), "--out".into(), dir.display().to_string()];
+            if let Some(t) = threshold {
+                args.extend(["--score-threshold".to_owned(), t.to_owned()]);
+            }
+            args.extend(val_images(&data, "png"));
+            let o = autodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(o.status.success(), "{}", text(&o));
+            let dets = dir.join("detections.json");
+            let o = autodl(&["evaluate", "--gt", data.to_str().unwrap(), "--dets", dets.to_str().unwrap(), "--score-threshold", eval_threshold, "--json"]);
+            assert!(o.status.success(), "{}", text(&o));
+            serde_json::from_slice(&o.stdout).unwrap()
+        };
+        let stored = trial["score-threshold"].to_string();
+        let all = score(Some("0.05"), &stored);
+        assert!(trial["ap50"].as_f64().unwrap() > 0.3, "{family}: {trial}");
+        assert_eq!(all["voc-ap50"], trial["ap50"], "{family}: VOC AP50 from predict + evaluate vs the trial's");
+        let row = rows.iter().find(|r| r["id"] == format!("{family}-efficientnet-lite0")).unwrap();
+        assert_eq!(all["voc-ap50"], row["metric"], "{family}: the leaderboard's figure");
+        assert_eq!(all["coco"]["ap"], trial["coco-ap"], "{family}: COCO AP");
+        assert_eq!(all["arcgis-ap10"], trial["arcgis-ap10"], "{family}: ArcGIS AP10");
+        let kept = score(None, &stored);
+        for k in ["precision", "recall", "f1"] {
+            assert_eq!(kept[k], trial[k], "{family}: {k} at the stored threshold {stored}");
+        }
+    }
 }
 
 #[test]
@@ -346,8 +510,12 @@ fn a_run_killed_after_its_first_trial_resumes_without_retraining_it() {
         assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    // SIGKILL the orchestrator, then the trial it was running (found through /proc).
+    // One run per output folder: a second one is refused, naming the first.
     let pid = child.id();
+    let o = autodl(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains(&format!("in use by another autodl run (PID {pid})")), "{}", text(&o));
+    // SIGKILL the orchestrator, then the trial it was running (found through /proc).
     let children: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()

@@ -135,13 +135,15 @@ impl Leaderboard {
 
     /// Writes `leaderboard.csv`, `leaderboard.json` and `leaderboard.md` into `dir`.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let mut csv = csv::Writer::from_path(dir.join("leaderboard.csv")).map_err(std::io::Error::other)?;
+        // Each file is renamed into place whole, so a crash never leaves a torn board.
+        let mut csv = csv::Writer::from_writer(Vec::new());
         for row in &self.rows {
             csv.serialize(row).map_err(std::io::Error::other)?;
         }
-        csv.flush()?;
+        let bytes = csv.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?;
+        autodl_api::files::write_atomic(&dir.join("leaderboard.csv"), &bytes)?;
         crate::write_json(&dir.join("leaderboard.json"), &self.rows)?;
-        std::fs::write(dir.join("leaderboard.md"), self.to_markdown())
+        autodl_api::files::write_atomic(&dir.join("leaderboard.md"), self.to_markdown().as_bytes())
     }
 
     /// The board as a Markdown table (also readable in a terminal).

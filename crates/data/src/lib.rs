@@ -213,6 +213,14 @@ pub struct BoxAnn {
     pub iscrowd: bool,
 }
 
+impl BoxAnn {
+    /// The box as continuous corners `[x1, y1, x2, y2]`: a box from pixel 3 to pixel 5
+    /// (inclusive) spans 3 to 6. Training, validation and evaluation all read boxes so.
+    pub fn corners(&self) -> [f32; 4] {
+        [self.xmin, self.ymin, self.xmax + 1.0, self.ymax + 1.0]
+    }
+}
+
 /// One image with its labels.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Sample {

@@ -119,8 +119,9 @@ fn flag(v: Option<String>, field: &str) -> Result<bool, String> {
 }
 
 /// The VOC XML of one sample. Coordinates are written in Rust's shortest round-trip form, so
-/// integer pixels stay integers ("203") and fractional ones survive exactly.
-pub fn to_xml(sample: &Sample, classes: &[ClassInfo], image_folder: &str) -> String {
+/// integer pixels stay integers ("203") and fractional ones survive exactly. With `scores`
+/// (one per box, as a detector's predictions have), each object carries its `<score>`.
+pub fn to_xml(sample: &Sample, classes: &[ClassInfo], image_folder: &str, scores: Option<&[f32]>) -> String {
     let mut x = String::new();
     // Writing to a String cannot fail; the results are ignored on purpose.
     let _ = writeln!(x, "<annotation>");
@@ -136,10 +137,13 @@ pub fn to_xml(sample: &Sample, classes: &[ClassInfo], image_folder: &str) -> Str
     let _ = writeln!(x, "    <depth>{}</depth>", sample.bands);
     let _ = writeln!(x, "  </size>");
     let _ = writeln!(x, "  <segmented>0</segmented>");
-    for b in &sample.boxes {
+    for (i, b) in sample.boxes.iter().enumerate() {
         let name = classes.get(b.class).map_or("", |c| c.name.as_str());
         let _ = writeln!(x, "  <object>");
         let _ = writeln!(x, "    <name>{}</name>", escape(name));
+        if let Some(score) = scores.and_then(|s| s.get(i)) {
+            let _ = writeln!(x, "    <score>{score}</score>");
+        }
         let _ = writeln!(x, "    <pose>Unspecified</pose>");
         let _ = writeln!(x, "    <truncated>0</truncated>");
         let _ = writeln!(x, "    <difficult>{}</difficult>", u8::from(b.difficult));

@@ -76,7 +76,7 @@ fn write(ds: &Dataset, out: &Path, format: Format) -> Result<(), DataError> {
     match format {
         Format::PascalVoc => {
             for (_, s) in ds.samples() {
-                let xml = voc::to_xml(s, &ds.classes, "images");
+                let xml = voc::to_xml(s, &ds.classes, "images", None);
                 write_file(&labels.join(format!("{}.xml", s.stem)), &xml)?;
             }
         }

@@ -113,12 +113,91 @@ struct RawDetection {
     score: f64,
 }
 
+/// What `autodl predict` writes for a detector (`detections.json`): COCO-shaped, with the
+/// images it ran on (so that ground truth can be matched by file name), the categories by
+/// class index, and one annotation per kept box with its score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CocoPredictions {
+    /// The images, in the order they were given.
+    pub images: Vec<CocoImage>,
+    /// The categories: id = class index.
+    pub categories: Vec<CocoCategory>,
+    /// The boxes.
+    pub annotations: Vec<CocoPrediction>,
+}
+
+/// An image of [`CocoPredictions`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CocoImage {
+    /// Id the annotations refer to.
+    pub id: u64,
+    /// The image's file name (no folder).
+    pub file_name: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// A category of [`CocoPredictions`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CocoCategory {
+    /// Class index.
+    pub id: u32,
+    /// Class name.
+    pub name: String,
+}
+
+/// A predicted box of [`CocoPredictions`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CocoPrediction {
+    /// Annotation id, from 1.
+    pub id: u64,
+    /// The image's id.
+    pub image_id: u64,
+    /// Class index.
+    pub category_id: u32,
+    /// `[x, y, width, height]` in pixels, continuous coordinates.
+    pub bbox: [f64; 4],
+    /// `width * height`.
+    pub area: f64,
+    /// Always 0.
+    pub iscrowd: u8,
+    /// Confidence.
+    pub score: f64,
+}
+
+impl CocoPredictions {
+    /// The boxes as detections to evaluate.
+    pub fn detections(&self) -> Vec<Detection> {
+        self.annotations
+            .iter()
+            .map(|a| Detection { image_id: a.image_id, category: a.category_id, bbox: a.bbox, score: a.score })
+            .collect()
+    }
+}
+
+/// Reads `autodl predict`'s `detections.json`.
+pub fn read_predictions(path: impl AsRef<Path>) -> Result<CocoPredictions, DetectionError> {
+    let path = path.as_ref();
+    serde_json::from_str(&read(path)?).map_err(|source| DetectionError::Parse { what: "predictions", path: Some(path.to_path_buf()), source })
+}
+
+/// A box given by its corners `[x1, y1, x2, y2]` as COCO's `[x, y, width, height]`. Every
+/// box autodl scores (validation, `autodl predict`, `autodl evaluate` on a dataset folder)
+/// goes through this one conversion, so the same box gives the same numbers everywhere.
+pub fn coco_bbox(corners: [f32; 4]) -> [f64; 4] {
+    let [x1, y1, x2, y2] = corners;
+    [f64::from(x1), f64::from(y1), f64::from(x2 - x1), f64::from(y2 - y1)]
+}
+
 /// Parses a COCO ground-truth JSON text.
 pub fn parse_coco_gt(text: &str) -> Result<CocoGt, DetectionError> {
     parse_gt(text, None)
 }
 
-/// Parses a COCO result list (JSON array of detections).
+/// Parses a COCO result list (JSON array of detections), or an object whose `annotations`
+/// carry scores.
 pub fn parse_coco_dets(text: &str) -> Result<Vec<Detection>, DetectionError> {
     parse_dets(text, None)
 }
@@ -129,7 +208,8 @@ pub fn read_coco_gt(path: impl AsRef<Path>) -> Result<CocoGt, DetectionError> {
     parse_gt(&read(path)?, Some(path))
 }
 
-/// Reads a COCO result file (JSON array of detections).
+/// Reads a COCO result file (JSON array of detections), or `autodl predict`'s
+/// `detections.json`.
 pub fn read_coco_dets(path: impl AsRef<Path>) -> Result<Vec<Detection>, DetectionError> {
     let path = path.as_ref();
     parse_dets(&read(path)?, Some(path))
@@ -166,13 +246,25 @@ fn parse_gt(text: &str, path: Option<&Path>) -> Result<CocoGt, DetectionError> {
     })
 }
 
+/// A result list, or a COCO-shaped object whose `annotations` carry scores (what
+/// `autodl predict` writes).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDetections {
+    List(Vec<RawDetection>),
+    Object { annotations: Vec<RawDetection> },
+}
+
 fn parse_dets(text: &str, path: Option<&Path>) -> Result<Vec<Detection>, DetectionError> {
-    let raw: Vec<RawDetection> =
+    let raw: RawDetections =
         serde_json::from_str(text).map_err(|source| DetectionError::Parse {
             what: "detections",
             path: path.map(Path::to_path_buf),
             source,
         })?;
+    let raw = match raw {
+        RawDetections::List(l) | RawDetections::Object { annotations: l } => l,
+    };
     Ok(raw
         .into_iter()
         .map(|d| Detection {

@@ -36,7 +36,8 @@ pub use coco::{
     coco_evaluate, iou_thresholds, recall_thresholds,
 };
 pub use io::{
-    CocoGt, DetectionError, parse_coco_dets, parse_coco_gt, read_coco_dets, read_coco_gt,
+    CocoCategory, CocoGt, CocoImage, CocoPrediction, CocoPredictions, DetectionError, coco_bbox,
+    parse_coco_dets, parse_coco_gt, read_coco_dets, read_coco_gt, read_predictions,
 };
 pub use voc::{ARCGIS_IOU, ClassPrf, VocMethod, VocResult, arcgis_ap, precision_recall_f1, voc_ap};
 

@@ -117,7 +117,9 @@ pub fn write(model_dir: &Path, out: &Path, name: &str, metrics: &Value) -> Resul
     if !model_dir.join("model.mpk").is_file() {
         return Err(PackageError::Missing { path: model_dir.to_owned(), name: "model.mpk".into() });
     }
-    let file = File::create(out).map_err(io(out))?;
+    // Written under a temporary name and renamed: a crash or a failed rerun leaves the
+    // previous package whole.
+    let file = autodl_api::files::AtomicFile::create(out).map_err(io(out))?;
     let mut zip = zip::ZipWriter::new(file);
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     let zerr = |e: zip::result::ZipError| PackageError::Zip { path: out.to_owned(), reason: e.to_string() };
@@ -136,8 +138,7 @@ pub fn write(model_dir: &Path, out: &Path, name: &str, metrics: &Value) -> Resul
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         zip.write_all(&bytes).map_err(io(out))?;
     }
-    zip.finish().map_err(zerr)?;
-    Ok(())
+    zip.finish().map_err(zerr)?.commit().map_err(io(out))
 }
 
 /// Whether a zip entry name stays inside the folder it is unpacked into.

@@ -17,8 +17,6 @@ use crate::seg::{self, FamilyOptions, SegNet, text_param};
 /// weights, is the default.
 pub const BACKBONES: &[&str] = &["efficientnet-lite0", "resnet18", "resnet34", "resnet50", "mobilenetv2"];
 
-/// Total stride of the backbones: inputs are padded to a multiple of it.
-pub const SIZE_MULTIPLE: usize = 32;
 
 /// Builds the backbone a trial asks for: pretrained unless `pretrained = false` or no
 /// weights exist for it.
@@ -35,6 +33,9 @@ pub fn backbone<B: Backend>(
         .map(Backbone::without_classifier)
         .map_err(|e| PluginError::Training(e.to_string()))
 }
+
+/// Model parameter recording whether the backbone's batch norm was frozen in training.
+const FROZEN_BN: &str = "frozen-bn";
 
 /// Whether the spec asks for pretrained weights (the default).
 pub fn wants_pretrained(params: &autodl_api::Params) -> bool {
@@ -82,7 +83,7 @@ where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let (pretrained, params) = prepare(spec, progress)?;
-    let options = FamilyOptions { size_multiple: SIZE_MULTIPLE, default_tile: 256, params: params.clone(), default_lr };
+    let options = FamilyOptions { default_tile: 256, params: params.clone(), default_lr };
     seg::train::<B, M, _>(spec, progress, &options, device, |device, bands, classes| {
         let bb = backbone::<B>(&spec.backbone, bands, pretrained, device)?;
         Ok(head(bb, classes, &params, device))
@@ -110,6 +111,9 @@ where
     // detectors, a pretrained backbone keeps its ImageNet batch norm and its stem frozen, which
     // also makes a CPU step about 2.4 times faster (`cargo xtask bench retinanet`).
     let freeze = pretrained && text_param(&spec.params, "freeze-stem", "true") != "false";
+    // Frozen batch norm computes its affine map differently from Burn's inference mode;
+    // prediction rebuilds it the same way, so that it reproduces validation to the bit.
+    options.params.insert(FROZEN_BN.into(), autodl_api::ParamValue::Text(freeze.to_string()));
     det::train::<B, M, _>(spec, progress, &options, device, |device, bands, classes| {
         let bb = backbone::<B>(&spec.backbone, bands, pretrained, device)?;
         let bb = if freeze { bb.with_frozen_bn(true).with_frozen_stem() } else { bb };
@@ -123,7 +127,7 @@ where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let name = text_param(&meta.params, "backbone", &meta.backbone).to_owned();
-    let bb = backbone::<B>(&name, meta.bands, false, device)?;
+    let bb = backbone::<B>(&name, meta.bands, false, device)?.with_frozen_bn(text_param(&meta.params, FROZEN_BN, "false") == "true");
     Ok(head(bb, meta.classes.len(), &meta.params, device))
 }
 
@@ -133,6 +137,7 @@ pub fn predict_detector<B, M, H>(
     images: &[PathBuf],
     out_dir: &Path,
     options: DetOptions,
+    score_threshold: Option<f64>,
     device: &B::Device,
     head: H,
 ) -> Result<Vec<PathBuf>, PluginError>
@@ -142,7 +147,7 @@ where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
-    det::predict::<B, M, _>(model_dir, images, out_dir, &options, device, |_, _| model.clone())
+    det::predict::<B, M, _>(model_dir, images, out_dir, &options, score_threshold, device, |_, _| model.clone())
 }
 
 /// Runs a trained backbone-based model on images.
@@ -159,7 +164,7 @@ where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
-    crate::predict::predict_segmentation::<B, M, _>(model_dir, images, out_dir, SIZE_MULTIPLE, device, |_, _| model.clone())
+    crate::predict::predict_segmentation::<B, M, _>(model_dir, images, out_dir, device, |_, _| model.clone())
 }
 
 /// Declares a backbone-based pixel-classification family and registers it: a unit struct
@@ -172,7 +177,7 @@ macro_rules! backbone_family {
         $crate::__network_family!(
             $(#[$doc])* $family, $name, PixelClassification,
             |B, device, spec, progress| $crate::backboned::train::<B, $net<B>, _>(spec, progress, $lr, &device, $build),
-            |B, device, model_dir, images, out_dir| $crate::backboned::predict::<B, $net<B>, _>(model_dir, images, out_dir, &device, $build)
+            |B, device, model_dir, images, out_dir, _options| $crate::backboned::predict::<B, $net<B>, _>(model_dir, images, out_dir, &device, $build)
         );
     };
 }
@@ -185,7 +190,7 @@ macro_rules! detector_family {
         $crate::__network_family!(
             $(#[$doc])* $family, $name, Detection,
             |B, device, spec, progress| $crate::backboned::train_detector::<B, $net<B>, _>(spec, progress, $options(), &device, $build),
-            |B, device, model_dir, images, out_dir| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), &device, $build)
+            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), predict.score_threshold, &device, $build)
         );
     };
 }
@@ -196,7 +201,7 @@ macro_rules! __network_family {
     (
         $(#[$doc:meta])* $family:ident, $name:literal, $task:ident,
         |$B:ident, $device:ident, $spec:ident, $progress:ident| $train:expr,
-        |$B2:ident, $device2:ident, $model_dir:ident, $images:ident, $out_dir:ident| $predict:expr
+        |$B2:ident, $device2:ident, $model_dir:ident, $images:ident, $out_dir:ident, $options:ident| $predict:expr
     ) => {
         $(#[$doc])*
         pub struct $family;
@@ -232,12 +237,18 @@ macro_rules! __network_family {
                 $model_dir: &::std::path::Path,
                 $images: &[::std::path::PathBuf],
                 $out_dir: &::std::path::Path,
-                backend: &str,
+                $options: &::autodl_api::PredictOptions,
             ) -> Result<Vec<::std::path::PathBuf>, ::autodl_api::PluginError> {
-                let choice = ::autodl_backend::BackendChoice::resolve(backend)
+                let choice = ::autodl_backend::BackendChoice::resolve(&$options.backend)
                     .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?;
-                ::autodl_backend::with_backend!(choice, |$B2, $device2| $predict)
-                    .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?
+                // Inference runs on the backend without autodiff, as validation does: on an
+                // autodiff backend batch norm would normalise with each image's own statistics.
+                ::autodl_backend::with_backend!(choice, |Trainable, $device2| {
+                    #[allow(dead_code)]
+                    type $B2 = <Trainable as ::autodl_backend::burn::tensor::backend::AutodiffBackend>::InnerBackend;
+                    $predict
+                })
+                .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?
             }
         }
     };

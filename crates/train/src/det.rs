@@ -13,12 +13,11 @@ use std::time::Instant;
 use autodl_api::{AugSample, DataSpec, EpochRecord, ParamValue, Params, PluginError, Progress, TrialResult, TrialSpec};
 use autodl_data::ClassInfo;
 use autodl_detection::loss::{decode, giou_loss, hard_negative_weights, sigmoid_focal_loss, smooth_l1, softmax_cross_entropy};
-use autodl_detection::{AnchorConfig, Assignment, Box4, BoxCoder, MatchConfig, PostprocessConfig, ScoredBox, batched_nms, match_anchors, postprocess};
+use autodl_detection::{AnchorConfig, Assignment, Box4, BoxCoder, MatchConfig, ScoredBox, match_anchors};
 use autodl_detection_metrics::{CocoSummary, Detection, GtBox, VocMethod, VocResult};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
-use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -28,7 +27,8 @@ use serde::Serialize;
 
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
 use crate::model_dir::ModelMeta;
-use crate::seg::{band_stats, normalise, number_param, read_options, sample_seed, text_param};
+use crate::infer::{self, Normalised, SIZE_MULTIPLE, View, WindowOutput, normalise};
+use crate::seg::{band_stats, number_param, read_options, sample_seed, text_param};
 
 /// What a detector's forward pass returns.
 #[derive(Debug, Clone)]
@@ -133,9 +133,6 @@ impl DetOptions {
     }
 }
 
-/// Input sides are padded to a multiple of this, the backbones' total stride.
-const SIZE_MULTIPLE: usize = 32;
-
 /// One image and its boxes, normalised.
 #[derive(Debug, Clone)]
 pub struct DetItem {
@@ -197,7 +194,7 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<DetData, PluginError> {
                 width: img.width as usize,
                 height: img.height as usize,
                 image: normalise(img.data, img.width as usize * img.height as usize, &mean, &std),
-                boxes: s.boxes.iter().map(|b| ([b.xmin, b.ymin, b.xmax + 1.0, b.ymax + 1.0], b.class)).collect(),
+                boxes: s.boxes.iter().map(|b| (b.corners(), b.class)).collect(),
                 difficult: s.boxes.iter().map(|b| b.difficult).collect(),
                 crowd: s.boxes.iter().map(|b| b.iscrowd).collect(),
             })
@@ -220,17 +217,11 @@ fn crop(image: &[f32], width: usize, height: usize, bands: usize, (x0, y0, w, h)
     out
 }
 
-/// A `tile`-sided training sample cut from `item` at a seeded random place (zero-padded when
-/// the image is smaller), with boxes clipped to it and augmented. A box keeps its place only
-/// when at least 40 % of it stays inside the tile.
-fn make_sample(item: &DetItem, bands: usize, tile: usize, seed: u64, augment: &autodl_augment::Pipeline) -> AugSample {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let x0 = if item.width > tile { rng.random_range(0..=item.width - tile) } else { 0 };
-    let y0 = if item.height > tile { rng.random_range(0..=item.height - tile) } else { 0 };
-    let image = crop(&item.image, item.width, item.height, bands, (x0, y0, tile, tile), tile, tile);
-    let (cw, ch) = (tile.min(item.width - x0) as f32, tile.min(item.height - y0) as f32);
-    let boxes = item
-        .boxes
+/// The boxes seen through the `w x h` region at `(x0, y0)`, in its coordinates: clipped to
+/// it, and kept only when at least 40 % of a box stays inside and at least 2 px a side.
+fn clip_boxes(boxes: &[(Box4, usize)], (x0, y0, w, h): (usize, usize, usize, usize)) -> Vec<(Box4, usize)> {
+    let (cw, ch) = (w as f32, h as f32);
+    boxes
         .iter()
         .filter_map(|&(b, c)| {
             let s = [b[0] - x0 as f32, b[1] - y0 as f32, b[2] - x0 as f32, b[3] - y0 as f32];
@@ -239,7 +230,18 @@ fn make_sample(item: &DetItem, bands: usize, tile: usize, seed: u64, augment: &a
             (area >= 0.4 * autodl_detection::boxes::area(&s) && clipped[2] - clipped[0] >= 2.0 && clipped[3] - clipped[1] >= 2.0)
                 .then_some((clipped, c))
         })
-        .collect();
+        .collect()
+}
+
+/// A `tile`-sided training sample cut from `item` at a seeded random place (zero-padded when
+/// the image is smaller), with boxes clipped to it and augmented. A box keeps its place only
+/// when at least 40 % of it stays inside the tile.
+fn make_sample(item: &DetItem, bands: usize, tile: usize, seed: u64, augment: &autodl_augment::Pipeline) -> AugSample {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x0 = if item.width > tile { rng.random_range(0..=item.width - tile) } else { 0 };
+    let y0 = if item.height > tile { rng.random_range(0..=item.height - tile) } else { 0 };
+    let image = crop(&item.image, item.width, item.height, bands, (x0, y0, tile, tile), tile, tile);
+    let boxes = clip_boxes(&item.boxes, (x0, y0, tile.min(item.width - x0), tile.min(item.height - y0)));
     let mut sample = AugSample { width: tile as u32, height: tile as u32, bands: bands as u32, image, mask: None, boxes };
     augment.apply(&mut sample, sample_seed(seed, 1, 0));
     sample
@@ -356,62 +358,36 @@ impl<B: AutodiffBackend, M: DetNet<B> + AutodiffModule<B>> Steps<B, M> for Train
     }
 }
 
-/// Class probabilities on the host, `anchors * K` per image.
-fn probabilities<B: Backend>(logits: Tensor<B, 3>, background_first: bool) -> Vec<f32> {
-    let p = if background_first { softmax(logits, 2) } else { sigmoid(logits) };
-    p.into_data().iter::<f32>().collect()
-}
-
 /// NMS IoU thresholds tried on the validation split. Dense, rarely overlapping objects (tree
 /// crowns: DeepForest uses 0.05) want a low one, crowds of overlapping objects a high one; the
 /// best for the data is kept with the model.
 const NMS_CHOICES: [f32; 4] = [0.2, 0.35, 0.5, 0.65];
 
-/// Validation loss and detections of every item (whole images, padded to a multiple of 32),
-/// once per threshold of [`NMS_CHOICES`].
+/// Validation loss and detections of every item, once per threshold of [`NMS_CHOICES`],
+/// through the inference path `autodl predict` takes ([`infer::detect_windows`] and
+/// [`infer::boxes`]). The loss is taken per window, on the boxes the window sees.
 fn evaluate<B: Backend, M: DetNet<B>>(
     model: &M,
     items: &[DetItem],
     bands: usize,
-    batch: usize,
+    tile: usize,
     setup: &LossSetup<'_>,
     device: &B::Device,
-) -> (f64, Vec<Vec<Vec<ScoredBox>>>) {
-    let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
-    for (i, it) in items.iter().enumerate() {
-        groups.entry((it.width.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE, it.height.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE)).or_default().push(i);
-    }
-    let mut dets = vec![vec![Vec::new(); items.len()]; NMS_CHOICES.len()];
+) -> Result<(f64, Vec<Vec<Vec<ScoredBox>>>), PluginError> {
+    let mut dets = vec![Vec::with_capacity(items.len()); NMS_CHOICES.len()];
     let (mut loss_sum, mut loss_n) = (0.0, 0usize);
-    for (&(pw, ph), members) in &groups {
-        for chunk in members.chunks(batch.max(1)) {
-            let samples: Vec<AugSample> = chunk
-                .iter()
-                .map(|&i| {
-                    let it = &items[i];
-                    let image = crop(&it.image, it.width, it.height, bands, (0, 0, it.width, it.height), pw, ph);
-                    AugSample { width: pw as u32, height: ph as u32, bands: bands as u32, image, mask: None, boxes: it.boxes.clone() }
-                })
-                .collect();
-            let out = model.forward(images_tensor(&samples, device));
-            let boxes: Vec<Vec<(Box4, usize)>> = samples.iter().map(|s| s.boxes.clone()).collect();
-            let anchors = setup.anchors.generate(&out.levels);
-            let probs = probabilities(out.logits.clone(), setup.opts.background_first());
-            let deltas: Vec<f32> = out.deltas.clone().into_data().iter::<f32>().collect();
-            let k = out.logits.dims()[2];
-            loss_sum += scalar(det_loss(out, &boxes, setup, device)) * chunk.len() as f64;
-            loss_n += chunk.len();
-            let a = anchors.len();
-            for (j, &i) in chunk.iter().enumerate() {
-                let size = (items[i].width as f32, items[i].height as f32);
-                for (per_nms, &nms_iou) in dets.iter_mut().zip(&NMS_CHOICES) {
-                    let post = PostprocessConfig { nms_iou, ..PostprocessConfig::default() };
-                    per_nms[i] = postprocess(&probs[j * a * k..(j + 1) * a * k], &deltas[j * a * 4..(j + 1) * a * 4], &anchors, k, setup.opts.background_first(), &setup.opts.coder, size, &post);
-                }
-            }
+    for it in items {
+        let view = View { width: it.width, height: it.height, bands, data: &it.image };
+        let outputs: Vec<WindowOutput> = infer::detect_windows(model, view, tile, setup.opts, setup.anchors, device, |win, out| {
+            let boxes = clip_boxes(&it.boxes, (win.x0, win.y0, win.w, win.h));
+            loss_sum += scalar(det_loss(out, &[boxes], setup, device));
+            loss_n += 1;
+        })?;
+        for (per_nms, &nms_iou) in dets.iter_mut().zip(&NMS_CHOICES) {
+            per_nms.push(infer::boxes(&outputs, setup.opts, nms_iou));
         }
     }
-    (loss_sum / loss_n.max(1) as f64, dets)
+    Ok((loss_sum / loss_n.max(1) as f64, dets))
 }
 
 /// Every detection number of one evaluation.
@@ -449,7 +425,7 @@ fn ground_truth(items: &[DetItem]) -> Vec<GtBox> {
             it.boxes.iter().enumerate().map(move |(j, (b, c))| GtBox {
                 image_id: i as u64,
                 category: *c as u32,
-                bbox: [b[0] as f64, b[1] as f64, (b[2] - b[0]) as f64, (b[3] - b[1]) as f64],
+                bbox: autodl_detection_metrics::coco_bbox(*b),
                 area: None,
                 iscrowd: it.crowd.get(j).copied().unwrap_or(false),
                 difficult: it.difficult.get(j).copied().unwrap_or(false),
@@ -465,8 +441,8 @@ fn to_detections(dets: &[Vec<ScoredBox>]) -> Vec<Detection> {
             d.iter().map(move |s| Detection {
                 image_id: i as u64,
                 category: s.class as u32,
-                bbox: [s.bbox[0] as f64, s.bbox[1] as f64, (s.bbox[2] - s.bbox[0]) as f64, (s.bbox[3] - s.bbox[1]) as f64],
-                score: s.score as f64,
+                bbox: autodl_detection_metrics::coco_bbox(s.bbox),
+                score: f64::from(s.score),
             })
         })
         .collect()
@@ -616,8 +592,8 @@ where
     ));
     let trainer = Trainer { data: &data, tile, augment, seed: spec.seed, setup: LossSetup { opts, anchors: &anchors } };
     let fit_opts = FitOptions { spec, progress, default_lr: opts.default_lr, n_train: data.train.len() };
-    let fitted = fit::<B, M, _, _>(&fit_opts, device, &|| build(device, bands, classes), &trainer, &mut |model, batch| {
-        let (loss, per_nms) = evaluate(model, &data.val, bands, batch, &trainer.setup, device);
+    let fitted = fit::<B, M, _, _>(&fit_opts, device, &|| build(device, bands, classes), &trainer, &mut |model, _batch| {
+        let (loss, per_nms) = evaluate(model, &data.val, bands, tile, &trainer.setup, device)?;
         let mut best: Option<(f64, f32, Vec<Vec<ScoredBox>>)> = None;
         for (dets, &nms) in per_nms.into_iter().zip(&NMS_CHOICES) {
             let metric = if metric_name == "coco-ap" { det_metrics(&data.val, &dets, classes).coco.ap } else { ap50(&data.val, &dets) };
@@ -696,103 +672,58 @@ fn write_reports(dir: &Path, metrics: &DetMetrics, epochs: &[EpochRecord], class
     std::fs::write(&path, csv).map_err(io(path.clone()))
 }
 
-/// Window side for prediction: at least 512 px, so that large images need few windows.
-fn window_side(tile: usize) -> usize {
-    tile.max(512).div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE
-}
-
-/// Detections on one normalised image of any size: overlapping windows, each padded to a
-/// multiple of 32, merged with class-wise NMS.
-#[allow(clippy::too_many_arguments)]
-fn detect_image<B: Backend, M: DetNet<B>>(
-    model: &M,
-    image: &[f32],
-    (width, height): (usize, usize),
-    bands: usize,
-    tile: usize,
-    nms_iou: f32,
-    setup: &LossSetup<'_>,
+/// Runs a trained detector on images through the validation's inference path. Writes
+/// `<stem>.xml` (PASCAL VOC, each object with its `<score>`) and `previews/<stem>.png` (boxes
+/// drawn) per image (stems from [`autodl_api::files::output_stems`]), and `detections.json` (COCO: images, categories, and annotations with
+/// scores) for all of them. Keeps boxes scoring at least `score_threshold`, or the model's
+/// `score-threshold` (the validation F1 optimum), after NMS at its `nms-iou` (the validation
+/// AP optimum). Returns the label files written.
+pub fn predict<B, M, F>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    out_dir: &Path,
+    opts: &DetOptions,
+    score_threshold: Option<f64>,
     device: &B::Device,
-) -> Vec<ScoredBox> {
-    let win = window_side(tile);
-    // Windows overlap by a quarter, so that an object cut by one border lies whole in the next.
-    let overlap = win / 4;
-    let xs = crate::predict::window_starts(width, win, overlap);
-    let ys = crate::predict::window_starts(height, win, overlap);
-    let mut all = Vec::new();
-    // The same limits as validation, where the thresholds were chosen, per window.
-    let post = PostprocessConfig { nms_iou, ..PostprocessConfig::default() };
-    for &y0 in &ys {
-        for &x0 in &xs {
-            let (w, h) = (win.min(width), win.min(height));
-            let (pw, ph) = (w.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE, h.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE);
-            let pixels = crop(image, width, height, bands, (x0, y0, w, h), pw, ph);
-            let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, [1, bands, ph, pw]), device);
-            let out = model.forward(x);
-            let anchors = setup.anchors.generate(&out.levels);
-            let k = out.logits.dims()[2];
-            let probs = probabilities(out.logits, setup.opts.background_first());
-            let deltas: Vec<f32> = out.deltas.into_data().iter::<f32>().collect();
-            for mut d in postprocess(&probs, &deltas, &anchors, k, setup.opts.background_first(), &setup.opts.coder, (w as f32, h as f32), &post) {
-                d.bbox = [d.bbox[0] + x0 as f32, d.bbox[1] + y0 as f32, d.bbox[2] + x0 as f32, d.bbox[3] + y0 as f32];
-                all.push(d);
-            }
-        }
-    }
-    if xs.len() * ys.len() == 1 {
-        return all;
-    }
-    let boxes: Vec<Box4> = all.iter().map(|d| d.bbox).collect();
-    let scores: Vec<f32> = all.iter().map(|d| d.score).collect();
-    let classes: Vec<usize> = all.iter().map(|d| d.class).collect();
-    batched_nms(&boxes, &scores, &classes, post.nms_iou).into_iter().map(|i| all[i]).collect()
-}
-
-/// Runs a trained detector on images. Writes `<stem>.xml` (PASCAL VOC) and
-/// `<stem>_preview.png` (boxes drawn) per image, and `detections.json` (COCO: images,
-/// categories, and annotations with scores) for all of them; keeps boxes scoring at least the
-/// model's `score-threshold` (the validation F1 optimum), after NMS at its `nms-iou` (the
-/// validation AP optimum). Returns the label files written.
-pub fn predict<B, M, F>(model_dir: &Path, images: &[PathBuf], out_dir: &Path, opts: &DetOptions, device: &B::Device, build: F) -> Result<Vec<PathBuf>, PluginError>
+    build: F,
+) -> Result<Vec<PathBuf>, PluginError>
 where
     B: Backend,
     M: DetNet<B>,
     F: Fn(&B::Device, &ModelMeta) -> M,
 {
+    use autodl_detection_metrics::{CocoCategory, CocoImage, CocoPrediction, CocoPredictions};
     let meta = ModelMeta::load(model_dir)?;
     let model = build(device, &meta)
         .load_file(ModelMeta::weights_stem(model_dir), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), device)
         .map_err(|e| PluginError::Data(format!("{}: cannot load weights: {e}", model_dir.display())))?;
     let scale = number_param(&meta.params, "anchor-scale", 4.0) as f32;
-    let threshold = number_param(&meta.params, "score-threshold", 0.3) as f32;
+    let threshold = score_threshold.unwrap_or_else(|| number_param(&meta.params, "score-threshold", 0.3));
     let nms_iou = number_param(&meta.params, "nms-iou", 0.5) as f32;
     let anchors = opts.anchor_config(scale);
-    let setup = LossSetup { opts, anchors: &anchors };
-    std::fs::create_dir_all(out_dir).map_err(|source| PluginError::Io { path: out_dir.to_owned(), source })?;
+    let previews = out_dir.join(autodl_api::files::PREVIEWS);
+    std::fs::create_dir_all(&previews).map_err(|source| PluginError::Io { path: previews, source })?;
     let names: Vec<String> = meta.classes.iter().map(|c| c.name.clone()).collect();
     let mut written = Vec::new();
-    let mut coco_images = Vec::new();
-    let mut coco_anns = Vec::new();
-    for (id, path) in images.iter().enumerate() {
-        let img = autodl_data::load_image(path).map_err(data_err)?;
-        if img.bands as usize != meta.bands {
-            return Err(PluginError::Data(format!("{}: image has {} bands, the model was trained on {}", path.display(), img.bands, meta.bands)));
-        }
-        let (w, h) = (img.width as usize, img.height as usize);
-        let raw = img.data.clone();
-        let image = normalise(img.data, w * h, &meta.mean, &meta.std);
-        let dets: Vec<ScoredBox> = detect_image(&model, &image, (w, h), meta.bands, meta.tile_size as usize, nms_iou, &setup, device)
-            .into_iter()
-            .filter(|d| d.score >= threshold)
-            .collect();
-        let stem = path.file_stem().map_or_else(|| format!("image{id}"), |s| s.to_string_lossy().into_owned());
+    let mut coco = CocoPredictions {
+        images: Vec::new(),
+        categories: meta.classes.iter().enumerate().map(|(i, c)| CocoCategory { id: i as u32, name: c.name.clone() }).collect(),
+        annotations: Vec::new(),
+    };
+    for (id, (path, stem)) in images.iter().zip(autodl_api::files::output_stems(images)).enumerate() {
+        let files = autodl_api::files::prediction_files(autodl_api::Task::Detection, out_dir, &stem);
+        let (image, raw) = Normalised::load(path, meta.bands, &meta.mean, &meta.std)?;
+        let outputs = infer::detect_windows(&model, image.view(), meta.tile_size as usize, opts, &anchors, device, |_, _| {})?;
+        // Validation scores every box; a box is delivered when its f32 score reaches the
+        // threshold, the comparison precision_recall_f1 makes in f64 on the same value.
+        let dets: Vec<ScoredBox> = infer::boxes(&outputs, opts, nms_iou).into_iter().filter(|d| f64::from(d.score) >= threshold).collect();
         let sample = autodl_data::Sample {
             stem: stem.clone(),
             image: path.clone(),
             label: None,
-            width: img.width,
-            height: img.height,
-            bands: img.bands,
+            width: raw.width,
+            height: raw.height,
+            bands: raw.bands,
             boxes: dets
                 .iter()
                 .map(|d| autodl_data::BoxAnn {
@@ -807,36 +738,35 @@ where
                 .collect(),
         };
         let folder = path.parent().and_then(|p| p.file_name()).map_or_else(String::new, |f| f.to_string_lossy().into_owned());
-        let xml_path = out_dir.join(format!("{stem}.xml"));
-        std::fs::write(&xml_path, autodl_data::voc_xml(&sample, &meta.classes, &folder)).map_err(|source| PluginError::Io { path: xml_path.clone(), source })?;
+        let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
+        let xml_path = files.label;
+        std::fs::write(&xml_path, autodl_data::voc_xml(&sample, &meta.classes, &folder, Some(&scores)))
+            .map_err(|source| PluginError::Io { path: xml_path.clone(), source })?;
         written.push(xml_path);
-        let preview = AugSample {
-            width: img.width,
-            height: img.height,
-            bands: img.bands,
-            image: raw,
-            mask: None,
-            boxes: dets.iter().map(|d| (d.bbox, d.class)).collect(),
-        };
-        let png = out_dir.join(format!("{stem}_preview.png"));
+        let (w, h) = (raw.width, raw.height);
+        let preview = AugSample { width: w, height: h, bands: raw.bands, image: raw.data, mask: None, boxes: dets.iter().map(|d| (d.bbox, d.class)).collect() };
+        let png = files.preview;
         autodl_augment::preview_grid(&[(preview, names.clone())], 1)
             .save(&png)
             .map_err(|e| PluginError::Other(format!("cannot write {}: {e}", png.display())))?;
-        coco_images.push(serde_json::json!({"id": id, "file_name": path.file_name().map(|f| f.to_string_lossy().into_owned()), "width": w, "height": h}));
+        let file_name = path.file_name().map_or_else(|| stem.clone(), |f| f.to_string_lossy().into_owned());
+        coco.images.push(CocoImage { id: id as u64, file_name, width: w, height: h });
         for d in &dets {
-            let (bw, bh) = (d.bbox[2] - d.bbox[0], d.bbox[3] - d.bbox[1]);
-            coco_anns.push(serde_json::json!({
-                "id": coco_anns.len() + 1, "image_id": id, "category_id": d.class,
-                "bbox": [d.bbox[0], d.bbox[1], bw, bh], "area": bw * bh, "iscrowd": 0, "score": d.score,
-            }));
+            let bbox = autodl_detection_metrics::coco_bbox(d.bbox);
+            coco.annotations.push(CocoPrediction {
+                id: coco.annotations.len() as u64 + 1,
+                image_id: id as u64,
+                category_id: d.class as u32,
+                bbox,
+                area: bbox[2] * bbox[3],
+                iscrowd: 0,
+                score: f64::from(d.score),
+            });
         }
     }
-    let categories: Vec<serde_json::Value> = meta.classes.iter().enumerate().map(|(i, c)| serde_json::json!({"id": i, "name": c.name})).collect();
-    let coco = serde_json::json!({"images": coco_images, "categories": categories, "annotations": coco_anns});
-    let path = out_dir.join("detections.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&coco).unwrap_or_default()).map_err(|source| PluginError::Io { path: path.clone(), source })?;
+    let path = out_dir.join(autodl_api::files::DETECTIONS_JSON);
+    let text = serde_json::to_string_pretty(&coco).map_err(|e| PluginError::Other(format!("cannot serialise detections: {e}")))?;
+    std::fs::write(&path, text).map_err(|source| PluginError::Io { path: path.clone(), source })?;
     written.push(path);
     Ok(written)
 }
-
-

@@ -10,6 +10,7 @@
 pub mod backboned;
 pub mod det;
 pub mod fit;
+pub mod infer;
 pub mod layers;
 pub mod lr_find;
 pub mod model_dir;

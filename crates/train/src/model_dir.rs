@@ -51,8 +51,36 @@ impl ModelMeta {
         let path = dir.join(META);
         let text = std::fs::read_to_string(&path)
             .map_err(|source| PluginError::Io { path: path.clone(), source })?;
-        serde_json::from_str(&text)
-            .map_err(|e| PluginError::Data(format!("{}: invalid model metadata: {e}", path.display())))
+        let meta: ModelMeta = serde_json::from_str(&text)
+            .map_err(|e| PluginError::Data(format!("{}: invalid model metadata: {e}", path.display())))?;
+        meta.check().map_err(|e| PluginError::Data(format!("{}: {e}", path.display())))?;
+        Ok(meta)
+    }
+
+    /// Checks that the fields agree with each other: one mean and one positive standard
+    /// deviation per band, at least one class, a tile side.
+    pub fn check(&self) -> Result<(), String> {
+        if self.bands == 0 {
+            return Err("`bands` is 0".into());
+        }
+        for (field, v) in [("mean", &self.mean), ("std", &self.std)] {
+            if v.len() != self.bands {
+                return Err(format!("`{field}` has {} values for {} bands", v.len(), self.bands));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(format!("`{field}` holds a value that is not a finite number"));
+            }
+        }
+        if self.std.iter().any(|&s| s <= 0.0) {
+            return Err("`std` holds a value that is not positive".into());
+        }
+        if self.classes.is_empty() {
+            return Err("`classes` is empty".into());
+        }
+        if self.tile_size == 0 {
+            return Err("`tile-size` is 0".into());
+        }
+        Ok(())
     }
 
     /// Path of the weights file in `dir`, without the extension Burn's recorder adds.

@@ -16,9 +16,10 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::IGNORE;
+use crate::infer::{self, View, normalise};
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
 use crate::model_dir::ModelMeta;
-use crate::{LossOptions, masked_cross_entropy, seg_loss};
+use crate::{LossOptions, seg_loss};
 
 /// A network that maps `[N, bands, H, W]` to per-pixel logits `[N, classes, H, W]`.
 pub trait SegNet<B: Backend>: Module<B> {
@@ -29,8 +30,6 @@ pub trait SegNet<B: Backend>: Module<B> {
 /// What a family tells the loop about its network.
 #[derive(Debug, Clone)]
 pub struct FamilyOptions {
-    /// Input sides must be multiples of this (the network's total stride).
-    pub size_multiple: usize,
     /// Tile side when the spec gives none and the images are larger.
     pub default_tile: u32,
     /// Family-specific parameters recorded in `model.json`.
@@ -179,17 +178,6 @@ pub fn band_stats<'a>(
     (mean, std)
 }
 
-/// `(x - mean) / std` per band of a band-major image with `plane` pixels per band.
-pub(crate) fn normalise(mut image: Vec<f32>, plane: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
-    for (b, chunk) in image.chunks_mut(plane.max(1)).enumerate() {
-        let (m, s) = (mean.get(b).copied().unwrap_or(0.0), std.get(b).copied().unwrap_or(1.0));
-        for x in chunk {
-            *x = (*x - m) / s;
-        }
-    }
-    image
-}
-
 /// A seed for one (run seed, epoch, sample) triple, the same whatever the thread count.
 pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
     // SplitMix64 over the three values: cheap, well mixed, no shared state.
@@ -253,60 +241,33 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
 }
 
-/// Validation loss and confusion matrix of `model` over `items`, batched by image size.
+/// Validation loss and confusion matrix of `model` over `items`, through the inference path
+/// `autodl predict` takes ([`infer::segment`]): the loss is the mean negative log of the
+/// delivered (window-averaged) probability of each pixel's true class.
 pub fn evaluate<B: Backend, M: SegNet<B>>(
     model: &M,
     items: &[Item],
     bands: usize,
     classes: usize,
-    batch: usize,
-    size_multiple: usize,
+    tile: usize,
     device: &B::Device,
 ) -> Result<(f64, ConfusionMatrix), PluginError> {
     let mut cm = ConfusionMatrix::new(classes);
-    let mut groups: HashMap<(usize, usize), Vec<&Item>> = HashMap::new();
+    let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
     for item in items {
-        groups.entry((item.width, item.height)).or_default().push(item);
-    }
-    let mut keys: Vec<_> = groups.keys().copied().collect();
-    keys.sort_unstable();
-    let (mut loss_sum, mut loss_n) = (0.0, 0usize);
-    for key in keys {
-        let group = &groups[&key];
-        let (w, h) = key;
-        let pw = w.div_ceil(size_multiple) * size_multiple;
-        let ph = h.div_ceil(size_multiple) * size_multiple;
-        for chunk in group.chunks(batch.max(1)) {
-            let samples: Vec<AugSample> = chunk.iter().map(|it| pad(it, bands, pw, ph)).collect();
-            let (x, y) = to_tensors::<B>(&samples, device);
-            let logits = model.forward(x);
-            let loss = scalar(masked_cross_entropy(logits.clone(), y));
-            loss_sum += loss * chunk.len() as f64;
-            loss_n += chunk.len();
-            let pred: Vec<u32> = logits.argmax(1).into_data().iter::<i64>().map(|v| v as u32).collect();
-            for (i, s) in samples.iter().enumerate() {
-                let truth = s.mask.as_deref().unwrap_or(&[]);
-                cm.add(truth, &pred[i * pw * ph..(i + 1) * pw * ph], Some(IGNORE)).map_err(|e| PluginError::Training(e.to_string()))?;
+        let view = View { width: item.width, height: item.height, bands, data: &item.image };
+        let probs = infer::segment(model, view, classes, tile, device)?;
+        let pred = infer::classes_of(&probs, classes);
+        let plane = item.width * item.height;
+        for (i, &t) in item.target.iter().enumerate() {
+            if (t as usize) < classes {
+                loss_sum -= f64::from(probs[t as usize * plane + i].max(1e-12)).ln();
+                loss_n += 1;
             }
         }
+        cm.add(&item.target, &pred, Some(IGNORE)).map_err(|e| PluginError::Training(e.to_string()))?;
     }
     Ok((loss_sum / loss_n.max(1) as f64, cm))
-}
-
-/// Pads an item to `pw x ph` with zero pixels and ignored targets.
-fn pad(item: &Item, bands: usize, pw: usize, ph: usize) -> AugSample {
-    let mut image = vec![0f32; bands * pw * ph];
-    let mut mask = vec![IGNORE; pw * ph];
-    for y in 0..item.height {
-        let src = y * item.width;
-        mask[y * pw..y * pw + item.width].copy_from_slice(&item.target[src..src + item.width]);
-        for b in 0..bands {
-            let s = b * item.width * item.height + src;
-            let d = b * pw * ph + y * pw;
-            image[d..d + item.width].copy_from_slice(&item.image[s..s + item.width]);
-        }
-    }
-    AugSample { width: pw as u32, height: ph as u32, bands: bands as u32, image, mask: Some(mask), boxes: Vec::new() }
 }
 
 struct Trainer<'a, B: Backend> {
@@ -417,7 +378,7 @@ where
     if data.train.is_empty() || data.val.is_empty() {
         return Err(PluginError::Data("the train or validation split is empty".into()));
     }
-    let m = family.size_multiple;
+    let m = infer::SIZE_MULTIPLE;
     let smallest = data.train.iter().map(|it| it.width.min(it.height)).min().unwrap_or(0);
     let tile = spec
         .tile_size
@@ -458,8 +419,8 @@ where
     };
     let trainer = Trainer { data: &data, tile, augment, seed: spec.seed, loss, class_weights, classes };
     let opts = FitOptions { spec, progress, default_lr: family.default_lr, n_train: data.train.len() };
-    let fitted = fit::<B, M, _, _>(&opts, device, &|| build(device, bands, classes), &trainer, &mut |model, batch| {
-        let (loss, cm) = evaluate(model, &data.val, bands, classes, batch, m, device)?;
+    let fitted = fit::<B, M, _, _>(&opts, device, &|| build(device, bands, classes), &trainer, &mut |model, _batch| {
+        let (loss, cm) = evaluate(model, &data.val, bands, classes, tile, device)?;
         let metrics = cm.metrics();
         Ok(Evaluation { loss, metric: rank_metric(&metrics), payload: (metrics, cm) })
     })?;

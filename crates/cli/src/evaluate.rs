@@ -1,0 +1,214 @@
+//! `autodl evaluate`: scores boxes or masks against ground truth with the metrics training
+//! reports, so that a user can check a package on their own labelled images and get the
+//! numbers its leaderboard row promised.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use autodl_data::{Dataset, ReadOptions, Task};
+use autodl_detection_metrics as dm;
+use autodl_metrics::ConfusionMatrix;
+
+use crate::Failure;
+
+type Outcome = Result<(), Failure>;
+
+/// `autodl evaluate`.
+#[derive(clap::Args, Debug)]
+pub struct EvaluateArgs {
+    /// Ground truth: a COCO JSON file, or a dataset folder autodl reads (PASCAL VOC, KITTI,
+    /// COCO, YOLO or classified tiles); images are matched to it by file name.
+    #[arg(long)]
+    gt: PathBuf,
+    /// Detections: a COCO result JSON array (`image_id`, `category_id`, `bbox`, `score`), or
+    /// the `detections.json` that `autodl predict` writes.
+    #[arg(long, required_unless_present = "masks", conflicts_with = "masks")]
+    dets: Option<PathBuf>,
+    /// Predicted masks: a folder of class-value `<stem>.png` files as `autodl predict`
+    /// writes them (its `previews/` are passed over); `--gt` is then a classified-tiles folder.
+    #[arg(long)]
+    masks: Option<PathBuf>,
+    /// Score threshold for precision, recall and F1 (a model's stored threshold is in its
+    /// `model.json` as `score-threshold`).
+    #[arg(long, default_value_t = 0.5)]
+    score_threshold: f64,
+    /// Image sub-folder of a dataset folder (default `images`).
+    #[arg(long)]
+    images_dir: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn evaluate(args: &EvaluateArgs) -> Outcome {
+    match (&args.dets, &args.masks) {
+        (Some(dets), None) => boxes(args, dets),
+        (None, Some(masks)) => pixels(args, masks),
+        _ => Err(Failure::usage(anyhow!("give --dets (boxes) or --masks (pixels)"))),
+    }
+}
+
+fn open_dataset(args: &EvaluateArgs) -> Result<Dataset, Failure> {
+    let opts = ReadOptions { images_dir: args.images_dir.clone(), ..ReadOptions::default() };
+    autodl_data::open(&args.gt, &opts).with_context(|| format!("cannot read the ground truth {}", args.gt.display())).map_err(Failure::usage)
+}
+
+/// Every sample of a dataset by its image's file name and by its stem.
+fn by_name(ds: &Dataset) -> HashMap<String, &autodl_data::Sample> {
+    let mut map = HashMap::new();
+    for (_, s) in ds.samples() {
+        if let Some(name) = s.image.file_name() {
+            map.insert(name.to_string_lossy().into_owned(), s);
+        }
+        map.entry(s.stem.clone()).or_insert(s);
+    }
+    map
+}
+
+/// Ground truth for the images of `autodl predict`'s output, from a dataset folder, with
+/// boxes converted exactly as validation converts them.
+fn gt_from_folder(args: &EvaluateArgs, dets: &Path) -> Result<dm::CocoGt, Failure> {
+    let ds = open_dataset(args)?;
+    if ds.task != Task::Detection {
+        return Err(Failure::usage(anyhow!("{} holds {} data, not boxes: score masks with --masks", args.gt.display(), ds.format)));
+    }
+    let preds = dm::read_predictions(dets)
+        .with_context(|| format!("{}: a dataset folder as --gt needs `autodl predict`'s detections.json, which names the images", dets.display()))
+        .map_err(Failure::usage)?;
+    let samples = by_name(&ds);
+    let mut annotations = Vec::new();
+    for img in &preds.images {
+        let s = samples.get(&img.file_name).ok_or_else(|| {
+            Failure::usage(anyhow!("{}: image `{}` is not in the dataset {}", dets.display(), img.file_name, args.gt.display()))
+        })?;
+        for b in &s.boxes {
+            annotations.push(dm::GtBox {
+                image_id: img.id,
+                category: b.class as u32,
+                bbox: dm::coco_bbox(b.corners()),
+                area: None,
+                iscrowd: b.iscrowd,
+                difficult: b.difficult,
+            });
+        }
+    }
+    Ok(dm::CocoGt { images: preds.images.iter().map(|i| i.id).collect(), categories: (0..ds.classes.len() as u32).collect(), annotations })
+}
+
+fn boxes(args: &EvaluateArgs, dets_path: &Path) -> Outcome {
+    let gt = if args.gt.is_dir() { gt_from_folder(args, dets_path)? } else { dm::read_coco_gt(&args.gt).map_err(Failure::usage)? };
+    let dets = dm::read_coco_dets(dets_path).map_err(Failure::usage)?;
+    let coco = dm::coco_eval(&gt.images, &gt.categories, &gt.annotations, &dets);
+    let voc = dm::voc_ap(&gt.annotations, &dets, 0.5, dm::VocMethod::AllPoint);
+    let voc07 = dm::voc_ap(&gt.annotations, &dets, 0.5, dm::VocMethod::ElevenPoint);
+    let arcgis = dm::arcgis_ap(&gt.annotations, &dets);
+    let prf = dm::precision_recall_f1(&gt.annotations, &dets, 0.5, args.score_threshold);
+    // Means over the classes, as a trial's metrics report them.
+    let mean = |f: fn(&dm::ClassPrf) -> f64| if prf.is_empty() { 0.0 } else { prf.iter().map(f).sum::<f64>() / prf.len() as f64 };
+    let (precision, recall, f1) = (mean(|p| p.precision), mean(|p| p.recall), mean(|p| p.f1));
+    if args.json {
+        let v = serde_json::json!({
+            "coco": coco, "voc-ap50": voc.map, "voc07-ap50": voc07.map, "arcgis-ap10": arcgis.map,
+            "voc-ap50-per-class": voc.per_class, "score-threshold": args.score_threshold,
+            "precision": precision, "recall": recall, "f1": f1, "precision-recall-f1": prf,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let names = [
+        "AP @[.50:.95]", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR 1", "AR 10", "AR 100", "AR small", "AR medium", "AR large",
+    ];
+    outln!("{} images, {} ground-truth boxes, {} detections", gt.images.len(), gt.annotations.len(), dets.len());
+    outln!("COCO (pycocotools rules)");
+    for (name, v) in names.iter().zip(coco.as_array()) {
+        outln!("  {name:<14} {v:.4}");
+    }
+    let f = |m: Option<f64>| m.map_or("-".to_owned(), |v| format!("{v:.4}"));
+    outln!("VOC AP50 (all-point) {}   VOC AP50 (11-point) {}   ArcGIS AP (IoU 0.1) {}", f(voc.map), f(voc07.map), f(arcgis.map));
+    outln!("at score >= {} and IoU 0.5: precision {precision:.4} recall {recall:.4} F1 {f1:.4} (mean over classes)", args.score_threshold);
+    for c in prf {
+        outln!("  class {:<4} precision {:.4} recall {:.4} F1 {:.4} (TP {}, FP {}, FN {})", c.category, c.precision, c.recall, c.f1, c.tp, c.fp, c.fn_);
+    }
+    Ok(())
+}
+
+/// Predicted mask files in `dir` (not its `previews/` folder): PNG or TIFF, sorted.
+fn mask_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))
+        .map_err(Failure::usage)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()).map(str::to_lowercase).as_deref(), Some("png" | "tif" | "tiff")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Failure::usage(anyhow!("{} holds no predicted masks (<stem>.png)", dir.display())));
+    }
+    Ok(files)
+}
+
+fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
+    let ds = open_dataset(args)?;
+    if ds.task != Task::PixelClassification {
+        return Err(Failure::usage(anyhow!("{} holds {} data, not classified tiles: score boxes with --dets", args.gt.display(), ds.format)));
+    }
+    // Mask values to class indices, as training maps them; other values (the ignore value)
+    // are not scored.
+    let index: HashMap<u32, u32> = ds.classes.iter().enumerate().map(|(i, c)| (c.value, i as u32)).collect();
+    let samples = by_name(&ds);
+    let mut cm = ConfusionMatrix::new(ds.classes.len());
+    let files = mask_files(masks)?;
+    for file in &files {
+        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let sample = samples
+            .get(&stem)
+            .ok_or_else(|| Failure::usage(anyhow!("{}: no image `{stem}` in the dataset {}", file.display(), args.gt.display())))?;
+        let label = sample.label.as_ref().ok_or_else(|| anyhow!("{}: no label", sample.image.display()))?;
+        let truth = autodl_data::load_mask(label)?;
+        let pred = autodl_data::load_mask(file)?;
+        if (truth.width, truth.height) != (pred.width, pred.height) {
+            return Err(Failure::usage(anyhow!(
+                "{}: {}x{} pixels, but its truth {} is {}x{}",
+                file.display(),
+                pred.width,
+                pred.height,
+                label.display(),
+                truth.width,
+                truth.height
+            )));
+        }
+        let truth: Vec<u32> = truth.data.iter().map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE)).collect();
+        let pred = pred
+            .data
+            .iter()
+            .map(|v| index.get(v).copied().ok_or_else(|| Failure::usage(anyhow!("{}: value {v} is not a class of {}", file.display(), args.gt.display()))))
+            .collect::<Result<Vec<u32>, Failure>>()?;
+        cm.add(&truth, &pred, Some(autodl_augment::IGNORE)).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    }
+    let metrics = cm.metrics();
+    if args.json {
+        let v = serde_json::json!({ "images": files.len(), "metrics": metrics, "classes": ds.classes, "confusion-matrix": cm });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    outln!("{} images, {} scored pixels", files.len(), metrics.total_pixels);
+    outln!(
+        "mIoU {:.4}   accuracy {:.4}   dice {:.4}   frequency-weighted IoU {:.4}",
+        metrics.mean_iou,
+        metrics.pixel_accuracy,
+        metrics.mean_dice,
+        metrics.frequency_weighted_iou
+    );
+    let f = |m: Option<f64>| m.map_or("-".to_owned(), |v| format!("{v:.4}"));
+    outln!("  value class                 IoU    precision recall  support");
+    for (c, m) in ds.classes.iter().zip(&metrics.per_class) {
+        outln!("  {:>5} {:<20} {:<6} {:<9} {:<7} {}", c.value, c.name, f(m.iou), f(m.precision), f(m.recall), m.support);
+    }
+    outln!("confusion matrix (rows truth, columns prediction, in class order):");
+    for t in 0..ds.classes.len() {
+        let row: Vec<String> = (0..ds.classes.len()).map(|p| cm.get(t, p).to_string()).collect();
+        outln!("  {}", row.join(" "));
+    }
+    Ok(())
+}
