@@ -611,7 +611,26 @@ impl Progress for JsonLines {
     }
 }
 
+/// Ends this trial process soon after the orchestrator that started it dies, however it dies
+/// (SIGKILL included): the orphan is re-parented, so its parent id changes.
+#[cfg(unix)]
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn exit_with_parent() {}
+
 pub fn trial(spec_path: &Path) -> Outcome {
+    exit_with_parent();
     let text = std::fs::read_to_string(spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
     let spec: TrialSpec = serde_json::from_str(&text).with_context(|| format!("{}: invalid trial spec", spec_path.display()))?;
     let family = autodl_api::network(&spec.family).ok_or_else(|| anyhow!("unknown network `{}`", spec.family))?;

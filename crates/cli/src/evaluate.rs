@@ -26,13 +26,18 @@ pub struct EvaluateArgs {
     #[arg(long, required_unless_present = "masks", conflicts_with = "masks")]
     dets: Option<PathBuf>,
     /// Predicted masks: a folder of class-value `<stem>.png` files as `autodl predict`
-    /// writes them (its `previews/` are passed over); `--gt` is then a classified-tiles folder.
+    /// writes them (its `previews/` are passed over); `--gt` is then a classified-tiles
+    /// folder, or a folder of truth masks named by stem.
     #[arg(long)]
     masks: Option<PathBuf>,
     /// Score threshold for precision, recall and F1 (a model's stored threshold is in its
     /// `model.json` as `score-threshold`).
     #[arg(long, default_value_t = 0.5)]
     score_threshold: f64,
+    /// Masks: the truth value that is not scored (default: the class a dataset's class list
+    /// names "no data"; none for a plain folder of masks).
+    #[arg(long)]
+    ignore_value: Option<u32>,
     /// Image sub-folder of a dataset folder (default `images`).
     #[arg(long)]
     images_dir: Option<String>,
@@ -148,47 +153,80 @@ fn mask_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     Ok(files)
 }
 
-fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
-    let ds = open_dataset(args)?;
-    if ds.task != Task::PixelClassification {
-        return Err(Failure::usage(anyhow!("{} holds {} data, not classified tiles: score boxes with --dets", args.gt.display(), ds.format)));
+/// Truth masks and their classes: a classified-tiles dataset's, or a plain folder of masks
+/// named by stem (classes are then the values seen, less `--ignore-value`).
+struct MaskTruth {
+    classes: Vec<autodl_data::ClassInfo>,
+    labels: HashMap<String, PathBuf>,
+}
+
+fn mask_truth(args: &EvaluateArgs, predicted: &[PathBuf]) -> Result<MaskTruth, Failure> {
+    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let opts = ReadOptions { images_dir: args.images_dir.clone(), ignore_index: args.ignore_value, ..ReadOptions::default() };
+    match autodl_data::open(&args.gt, &opts) {
+        Ok(ds) => {
+            if ds.task != Task::PixelClassification {
+                return Err(Failure::usage(anyhow!("{} holds {} data, not classified tiles: score boxes with --dets", args.gt.display(), ds.format)));
+            }
+            let labels = ds.samples().filter_map(|(_, s)| Some((s.stem.clone(), s.label.clone()?))).collect();
+            Ok(MaskTruth { classes: ds.classes.clone(), labels })
+        }
+        Err(err) => {
+            // Not a dataset: a folder holding the truth masks themselves.
+            let files = mask_files(&args.gt).map_err(|_| Failure::usage(anyhow!("cannot read the ground truth {}: {err}", args.gt.display())))?;
+            let labels: HashMap<String, PathBuf> = files.into_iter().map(|f| (stem(&f), f)).collect();
+            let mut values = std::collections::BTreeSet::new();
+            for p in predicted {
+                values.extend(autodl_data::load_mask(p)?.data);
+                if let Some(t) = labels.get(&stem(p)) {
+                    values.extend(autodl_data::load_mask(t)?.data);
+                }
+            }
+            values.retain(|v| Some(*v) != args.ignore_value);
+            let classes = values.into_iter().map(|v| autodl_data::ClassInfo { value: v, name: v.to_string() }).collect();
+            Ok(MaskTruth { classes, labels })
+        }
     }
+}
+
+fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
+    let files = mask_files(masks)?;
+    let truth = mask_truth(args, &files)?;
     // Mask values to class indices, as training maps them; other values (the ignore value)
     // are not scored.
-    let index: HashMap<u32, u32> = ds.classes.iter().enumerate().map(|(i, c)| (c.value, i as u32)).collect();
-    let samples = by_name(&ds);
-    let mut cm = ConfusionMatrix::new(ds.classes.len());
-    let files = mask_files(masks)?;
+    let index: HashMap<u32, u32> = truth.classes.iter().enumerate().map(|(i, c)| (c.value, i as u32)).collect();
+    let mut cm = ConfusionMatrix::new(truth.classes.len());
     for file in &files {
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let sample = samples
+        let label = truth
+            .labels
             .get(&stem)
-            .ok_or_else(|| Failure::usage(anyhow!("{}: no image `{stem}` in the dataset {}", file.display(), args.gt.display())))?;
-        let label = sample.label.as_ref().ok_or_else(|| anyhow!("{}: no label", sample.image.display()))?;
-        let truth = autodl_data::load_mask(label)?;
+            .ok_or_else(|| Failure::usage(anyhow!("{}: no truth mask `{stem}` in {}", file.display(), args.gt.display())))?;
+        let t = autodl_data::load_mask(label)?;
         let pred = autodl_data::load_mask(file)?;
-        if (truth.width, truth.height) != (pred.width, pred.height) {
+        if (t.width, t.height) != (pred.width, pred.height) {
             return Err(Failure::usage(anyhow!(
                 "{}: {}x{} pixels, but its truth {} is {}x{}",
                 file.display(),
                 pred.width,
                 pred.height,
                 label.display(),
-                truth.width,
-                truth.height
+                t.width,
+                t.height
             )));
         }
-        let truth: Vec<u32> = truth.data.iter().map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE)).collect();
+        let t: Vec<u32> = t.data.iter().map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE)).collect();
         let pred = pred
             .data
             .iter()
             .map(|v| index.get(v).copied().ok_or_else(|| Failure::usage(anyhow!("{}: value {v} is not a class of {}", file.display(), args.gt.display()))))
             .collect::<Result<Vec<u32>, Failure>>()?;
-        cm.add(&truth, &pred, Some(autodl_augment::IGNORE)).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        cm.add(&t, &pred, Some(autodl_augment::IGNORE)).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     }
     let metrics = cm.metrics();
+    let classes = &truth.classes;
     if args.json {
-        let v = serde_json::json!({ "images": files.len(), "metrics": metrics, "classes": ds.classes, "confusion-matrix": cm });
+        let v = serde_json::json!({ "images": files.len(), "metrics": metrics, "classes": classes, "confusion-matrix": cm });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -202,12 +240,12 @@ fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
     );
     let f = |m: Option<f64>| m.map_or("-".to_owned(), |v| format!("{v:.4}"));
     outln!("  value class                 IoU    precision recall  support");
-    for (c, m) in ds.classes.iter().zip(&metrics.per_class) {
+    for (c, m) in classes.iter().zip(&metrics.per_class) {
         outln!("  {:>5} {:<20} {:<6} {:<9} {:<7} {}", c.value, c.name, f(m.iou), f(m.precision), f(m.recall), m.support);
     }
     outln!("confusion matrix (rows truth, columns prediction, in class order):");
-    for t in 0..ds.classes.len() {
-        let row: Vec<String> = (0..ds.classes.len()).map(|p| cm.get(t, p).to_string()).collect();
+    for t in 0..classes.len() {
+        let row: Vec<String> = (0..classes.len()).map(|p| cm.get(t, p).to_string()).collect();
         outln!("  {}", row.join(" "));
     }
     Ok(())

@@ -7,6 +7,15 @@ fn autodl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_autodl")).args(args).output().expect("run autodl")
 }
 
+/// Runs autodl with `AUTODL_WEIGHTS_DIR` pointing at a corrupt `resnet18.safetensors`, so
+/// that every resnet18 trial fails at run time, as a real broken weights file makes it.
+fn autodl_with_broken_weights(args: &[&str], dir: &Path) -> Output {
+    let weights = dir.join("broken-weights");
+    std::fs::create_dir_all(&weights).unwrap();
+    std::fs::write(weights.join("resnet18.safetensors"), b"not a safetensors file").unwrap();
+    Command::new(env!("CARGO_BIN_EXE_autodl")).args(args).env("AUTODL_WEIGHTS_DIR", &weights).output().expect("run autodl")
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -207,6 +216,12 @@ fn train_then_predict_end_to_end() {
     assert_eq!(scored["confusion-matrix"], trial["confusion-matrix"], "predict + evaluate vs the trial's validation");
     assert_eq!(scored["metrics"]["mean_iou"], trial["metrics"]["mean_iou"]);
     assert_eq!(scored["metrics"]["mean_iou"].as_f64(), row["metric"].as_f64(), "the leaderboard's figure");
+    // A plain folder of truth masks scores the same, given the ignored value.
+    let labels = data.join("labels");
+    let o = autodl(&["evaluate", "--gt", labels.to_str().unwrap(), "--masks", val_pred.to_str().unwrap(), "--ignore-value", "0", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let plain: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plain["confusion-matrix"], trial["confusion-matrix"]);
 
     // Prediction never touches its inputs: an output folder holding them is refused...
     let before = std::fs::read(data.join("images/t3.png")).unwrap();
@@ -258,13 +273,14 @@ fn train_then_predict_end_to_end() {
         .iter()
         .map(|f| std::fs::read(out.join(f)).unwrap())
         .collect();
-    let o = autodl(&["train", data.to_str().unwrap(), "--time-limit", "30s", "--backbone", "vgg99", "--out", out.to_str().unwrap(), "--networks", "unet"]);
+    let args = ["train", data.to_str().unwrap(), "--time-limit", "30s", "--backbone", "resnet18", "--out", out.to_str().unwrap(), "--networks", "unet"];
+    let o = autodl_with_broken_weights(&args, dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("earlier results"), "{}", text(&o));
     for (f, bytes) in ["leaderboard.json", "leaderboard.md", "report.html", "unet-efficientnet-lite0.dlpk"].iter().zip(results) {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), bytes, "{f} changed");
     }
-    assert!(std::fs::read_to_string(out.join("failed-run.md")).unwrap().contains("no backbone `vgg99`"));
+    assert!(std::fs::read_to_string(out.join("failed-run.md")).unwrap().contains("resnet18.safetensors"));
 }
 
 /// Writes a tiny PASCAL VOC dataset: bright squares of two sizes are `roof` boxes.
@@ -479,11 +495,42 @@ fn a_failing_network_is_recorded_and_the_run_goes_on() {
     let data = dir.path().join("tiles");
     tiny_tiles(&data);
     let out = dir.path().join("run");
-    // A backbone the family lacks: the network is recorded as skipped with the reason.
-    let o = autodl(&["train", data.to_str().unwrap(), "--time-limit", "30s", "--backbone", "vgg99", "--out", out.to_str().unwrap()]);
+    // Broken pretrained weights fail each trial at run time: every network becomes a row
+    // with its reason, and the run ends with code 1.
+    let o = autodl_with_broken_weights(
+        &["train", data.to_str().unwrap(), "--time-limit", "60s", "--max-epochs", "1", "--backbone", "resnet18", "--networks", "unet,pspnet", "--out", out.to_str().unwrap()],
+        dir.path(),
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let md = std::fs::read_to_string(out.join("leaderboard.md")).unwrap();
-    assert!(md.contains("no backbone `vgg99`"), "{md}");
+    let board = read_json(&out.join("leaderboard.json"));
+    let rows = board.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{board}");
+    for row in rows {
+        assert_eq!(row["status"], "failed", "{board}");
+        assert!(row["reason"].as_str().unwrap().contains("resnet18.safetensors"), "{board}");
+    }
+}
+
+#[test]
+fn a_run_that_could_train_nothing_is_a_usage_error_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    let out = dir.path().join("run");
+    for (args, message) in [
+        (vec!["--backbone", "vgg99"], "no backbone `vgg99` (available: efficientnet-lite0, resnet18"),
+        (vec!["--networks", "retinanet"], "retinanet solves detection, the data is pixel-classification"),
+        (vec!["--time-limit", "0"], "is zero"),
+        (vec!["--time-limit", "18446744073709551615"], "longer than 30 days"),
+        (vec!["--time-limit", "5124095576030432h"], "longer than 30 days"),
+    ] {
+        let mut all = vec!["train", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        all.extend(args);
+        let o = autodl(&all);
+        assert_eq!(o.status.code(), Some(2), "{all:?}: {}", text(&o));
+        assert!(text(&o).contains(message), "{all:?}: {}", text(&o));
+        assert!(!out.join("leaderboard.json").exists() && !out.join("trials").exists(), "{all:?} did work");
+    }
 }
 
 #[cfg(unix)]
@@ -515,17 +562,26 @@ fn a_run_killed_after_its_first_trial_resumes_without_retraining_it() {
     let o = autodl(&args);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains(&format!("in use by another autodl run (PID {pid})")), "{}", text(&o));
-    // SIGKILL the orchestrator, then the trial it was running (found through /proc).
-    let children: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    // SIGKILL the orchestrator alone: the trial it was running (found through /proc) ends
+    // within 2 s by itself instead of computing on as an orphan.
+    let children_of = || -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().map(str::to_owned).collect()
+    };
+    let mut children = children_of();
+    while children.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the second trial never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        children = children_of();
+    }
     child.kill().unwrap();
     let _ = child.wait();
-    for c in children {
-        let _ = Command::new("kill").args(["-KILL", &c]).status();
+    let killed = std::time::Instant::now();
+    // Gone, or a zombie waiting for a reaper: either way it no longer runs.
+    let running = |c: &String| std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|st| st.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')));
+    while children.iter().any(running) && killed.elapsed() < std::time::Duration::from_secs(2) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    assert!(!children.iter().any(running), "trial processes {children:?} outlived their orchestrator by 2 s");
     let before = std::fs::read_to_string(&first).unwrap();
 
     let o = autodl(&args);

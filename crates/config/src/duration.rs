@@ -42,15 +42,32 @@ impl std::str::FromStr for TimeLimit {
     }
 }
 
-/// Parses `90s`, `10m`, `2h`, `1h30m` or a bare number of seconds into seconds.
+/// The longest budget accepted: 30 days.
+pub const MAX_SECS: u64 = 30 * 86_400;
+
+/// Parses `90s`, `10m`, `2h`, `1h30m` or a bare number of seconds into seconds, from 1 s to
+/// [`MAX_SECS`].
 pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let secs = parse_any(text)?;
+    if secs == 0 {
+        return Err(format!("duration `{}` is zero: give at least 1s", text.trim()));
+    }
+    if secs > MAX_SECS {
+        return Err(format!("duration `{}` is longer than 30 days (720h), the most autodl plans for", text.trim()));
+    }
+    Ok(secs)
+}
+
+/// Seconds of any duration text; too large to count is [`u64::MAX`], which the range check
+/// refuses.
+fn parse_any(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid duration `{text}`: use a number with s, m or h, such as `10m`");
     let text = text.trim();
     if text.is_empty() {
         return Err(bad());
     }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(secs);
+    if text.chars().all(|c| c.is_ascii_digit()) {
+        return Ok(text.parse::<u64>().unwrap_or(u64::MAX));
     }
     let mut total = 0u64;
     let mut digits = String::new();
@@ -66,8 +83,11 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
             'd' => 86_400,
             _ => return Err(bad()),
         };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        total += n * unit;
+        if digits.is_empty() {
+            return Err(bad());
+        }
+        let n = digits.parse::<u64>().unwrap_or(u64::MAX);
+        total = total.saturating_add(n.saturating_mul(unit));
         digits.clear();
     }
     if !digits.is_empty() {
@@ -102,6 +122,15 @@ mod tests {
         assert!(parse_duration("ten minutes").is_err());
         assert!(parse_duration("5").is_ok());
         assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn zero_and_huge_budgets_are_refused() {
+        for text in ["0", "0s", "0h0m", "18446744073709551615", "5124095576030432h", "99999999999999999999999s", "31d"] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+        assert_eq!(parse_duration("30d"), Ok(MAX_SECS));
     }
 
     #[test]

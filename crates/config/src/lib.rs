@@ -351,6 +351,11 @@ impl Pipeline {
         if self.train.max_epochs == 0 {
             return Err("train.max-epochs must be at least 1".to_owned());
         }
+        if let Some(t) = self.train.tile_size
+            && !(32..=4096).contains(&t)
+        {
+            return Err(format!("train.tile-size must be from 32 to 4096 pixels, found {t}"));
+        }
         if let Auto::Fixed(0) = self.train.batch_size {
             return Err("train.batch-size must be at least 1".to_owned());
         }

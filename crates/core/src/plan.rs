@@ -34,6 +34,9 @@ pub enum PlanError {
     /// No network is registered for the task.
     #[error("no network family for {0} is compiled into this binary")]
     NoNetwork(Task),
+    /// Every network asked for is unusable here (wrong task, unknown backbone).
+    #[error("nothing to train: {0}")]
+    NothingToTrain(String),
 }
 
 /// Plans basic mode: every selected network once with its default (or the chosen) backbone.
@@ -117,6 +120,11 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
             augment_strength: 1.0,
             params: params.clone(),
         });
+    }
+    // A run that could train nothing is a usage error, found before any work.
+    if trials.is_empty() {
+        let reasons: Vec<String> = skipped.iter().map(|(name, why)| format!("{name}: {why}")).collect();
+        return Err(PlanError::NothingToTrain(reasons.join("; ")));
     }
     Ok(Plan {
         task,
