@@ -64,9 +64,47 @@ fn failed(reason: String, metric: &str) -> TrialResult {
     TrialResult::without_model(TrialStatus::Failed(reason), metric)
 }
 
-/// The most telling line of a dead child's stderr: the panic message if there is one.
-fn death_reason(stderr: &str, code: Option<i32>) -> String {
+/// How a trial process ended without sending its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+    /// Neither is known.
+    Unknown,
+}
+
+impl Exit {
+    fn of(status: &std::process::ExitStatus) -> Exit {
+        #[cfg(unix)]
+        if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(status) {
+            return Exit::Signal(sig);
+        }
+        status.code().map_or(Exit::Unknown, Exit::Code)
+    }
+}
+
+/// `SIGKILL` and `SIGABRT` on Linux.
+const SIGKILL: i32 = 9;
+const SIGABRT: i32 = 6;
+
+/// Why a dead child died, from how it ended and its stderr. Out of memory is read from the
+/// exit itself where it can be: a `SIGKILL` the orchestrator did not send is Linux's
+/// out-of-memory killer, and an abort after Rust's "memory allocation of N bytes failed" is a
+/// failed allocation; both reasons say "out of memory", which restarts the trial at half the
+/// batch. Otherwise the panic message, else the last line.
+fn death_reason(stderr: &str, exit: Exit) -> String {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    match exit {
+        Exit::Signal(SIGKILL) => return "out of memory: the trial process was killed by SIGKILL (the system's out-of-memory killer)".to_owned(),
+        Exit::Signal(SIGABRT) => {
+            if let Some(line) = lines.iter().find(|l| l.contains("memory allocation of")) {
+                return format!("out of memory: {}", line.trim());
+            }
+        }
+        _ => {}
+    }
     if let Some(i) = lines.iter().position(|l| l.contains("panicked at")) {
         let msg = lines.get(i + 1).copied().unwrap_or(lines[i]);
         return format!("panicked: {}", msg.trim());
@@ -74,9 +112,10 @@ fn death_reason(stderr: &str, code: Option<i32>) -> String {
     if let Some(last) = lines.last() {
         return last.trim().trim_start_matches("error: ").to_owned();
     }
-    match code {
-        Some(c) => format!("trial process exited with code {c}"),
-        None => "trial process was killed by a signal".to_owned(),
+    match exit {
+        Exit::Code(c) => format!("trial process exited with code {c}"),
+        Exit::Signal(sig) => format!("trial process was killed by signal {sig}"),
+        Exit::Unknown => "trial process was killed by a signal".to_owned(),
     }
 }
 
@@ -139,7 +178,7 @@ impl TrialRunner for ChildRunner {
         }
         match (result, status) {
             (Some(r), _) => r,
-            (None, Ok(s)) => failed(death_reason(&stderr, s.code()), "metric"),
+            (None, Ok(s)) => failed(death_reason(&stderr, Exit::of(&s)), "metric"),
             (None, Err(e)) => failed(format!("lost the trial process: {e}"), "metric"),
         }
     }
@@ -421,8 +460,19 @@ mod tests {
     #[test]
     fn finds_the_panic_message() {
         let err = "noise\nthread 'main' panicked at src/x.rs:1:1:\nCUDA out of memory\nnote: run with RUST_BACKTRACE";
-        assert_eq!(death_reason(err, Some(101)), "panicked: CUDA out of memory");
-        assert!(is_out_of_memory(&death_reason(err, Some(101))));
-        assert_eq!(death_reason("", None), "trial process was killed by a signal");
+        assert_eq!(death_reason(err, Exit::Code(101)), "panicked: CUDA out of memory");
+        assert!(is_out_of_memory(&death_reason(err, Exit::Code(101))));
+        assert_eq!(death_reason("", Exit::Unknown), "trial process was killed by a signal");
+        assert_eq!(death_reason("", Exit::Signal(15)), "trial process was killed by signal 15");
+    }
+
+    #[test]
+    fn out_of_memory_is_read_from_how_the_trial_ended() {
+        // Linux's OOM killer leaves no message at all.
+        assert!(is_out_of_memory(&death_reason("", Exit::Signal(SIGKILL))));
+        // A failed allocation aborts; a trailing note must not hide it.
+        let err = "epoch 1\nmemory allocation of 123456789 bytes failed\nnote: run with `RUST_BACKTRACE=1`";
+        assert!(is_out_of_memory(&death_reason(err, Exit::Signal(SIGABRT))));
+        assert!(!is_out_of_memory(&death_reason("assertion failed", Exit::Signal(SIGABRT))));
     }
 }
