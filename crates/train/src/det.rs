@@ -712,7 +712,9 @@ where
     };
     for (id, (path, stem)) in images.iter().zip(autodl_api::files::output_stems(images)).enumerate() {
         let files = autodl_api::files::prediction_files(autodl_api::Task::Detection, out_dir, &stem);
-        let (image, raw) = Normalised::load(path, meta.bands, &meta.mean, &meta.std)?;
+        // The raw pixels are kept for the preview only.
+        let raw = Normalised::read(path, meta.bands)?;
+        let image = Normalised::new(raw.clone(), &meta.mean, &meta.std);
         let outputs = infer::detect_windows(&model, image.view(), meta.tile_size as usize, opts, &anchors, device, |_, _| {})?;
         // Validation scores every box; a box is delivered when its f32 score reaches the
         // threshold, the comparison precision_recall_f1 makes in f64 on the same value.

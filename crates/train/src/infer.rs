@@ -50,8 +50,8 @@ impl Normalised {
         Normalised { width, height, bands, data: normalise(img.data, width * height, mean, std) }
     }
 
-    /// Reads an image file and normalises it, refusing one whose band count is not `bands`.
-    pub fn load(path: &Path, bands: usize, mean: &[f32], std: &[f32]) -> Result<(Normalised, autodl_data::Image), PluginError> {
+    /// Reads an image file, refusing one whose band count is not `bands`.
+    pub fn read(path: &Path, bands: usize) -> Result<autodl_data::Image, PluginError> {
         let img = autodl_data::load_image(path).map_err(|e| PluginError::Data(e.to_string()))?;
         if img.bands as usize != bands {
             return Err(PluginError::Data(format!(
@@ -60,8 +60,7 @@ impl Normalised {
                 img.bands
             )));
         }
-        let raw = img.clone();
-        Ok((Normalised::new(img, mean, std), raw))
+        Ok(img)
     }
 }
 

@@ -37,7 +37,7 @@ where
     let mut written = Vec::new();
     for (path, stem) in images.iter().zip(autodl_api::files::output_stems(images)) {
         let files = autodl_api::files::prediction_files(autodl_api::Task::PixelClassification, out_dir, &stem);
-        let (image, _) = Normalised::load(path, meta.bands, &meta.mean, &meta.std)?;
+        let image = Normalised::new(Normalised::read(path, meta.bands)?, &meta.mean, &meta.std);
         let probs = infer::segment(&model, image.view(), meta.classes.len(), meta.tile_size as usize, device)?;
         let classes = infer::classes_of(&probs, meta.classes.len());
         let (w, h) = (image.width as u32, image.height as u32);
