@@ -13,7 +13,10 @@ fn cargo_cmd() -> Command {
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = cargo_cmd().args(args).status().context("cannot run cargo")?;
+    let status = cargo_cmd()
+        .args(args)
+        .status()
+        .context("cannot run cargo")?;
     if !status.success() {
         bail!("cargo {} failed", args.join(" "));
     }
@@ -23,7 +26,10 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 /// Runs a command and returns its stdout; stderr passes through.
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
     eprintln!("xtask: {cmd:?}");
-    let out = cmd.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed");
     }
@@ -32,13 +38,24 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
 
 /// The number after `key=` on any line of `text`.
 fn field(text: &str, key: &str) -> Option<f64> {
-    text.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.trim_end_matches('s').parse().ok())
+    text.split_whitespace().find_map(|w| {
+        w.strip_prefix(key)?
+            .strip_prefix('=')?
+            .trim_end_matches('s')
+            .parse()
+            .ok()
+    })
 }
 
 /// The number just before `unit` in `text` (for the Python baselines' sentences).
 fn before(text: &str, unit: &str) -> Option<f64> {
     let i = text.find(unit)?;
-    text[..i].split_whitespace().last()?.trim_end_matches('s').parse().ok()
+    text[..i]
+        .split_whitespace()
+        .last()?
+        .trim_end_matches('s')
+        .parse()
+        .ok()
 }
 
 fn root() -> PathBuf {
@@ -46,7 +63,10 @@ fn root() -> PathBuf {
 }
 
 fn python_ok(module: &str) -> bool {
-    Command::new("python3").args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn bench(which: &[String]) -> anyhow::Result<()> {
@@ -57,16 +77,39 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
 
     if on("augment") {
         let voc = shared.join("data/trees_voc");
-        let ours = output(cargo_cmd().args(["run", "--release", "-q", "-p", "autodl-augment", "--example", "bench_augment", "--"]).arg(&voc))?;
-        let ours = field(&ours, "images_per_sec").context("bench_augment printed no images_per_sec")?;
-        let mut line = format!("augmentation (trees_voc, detection preset): autodl {ours:.0} img/s");
+        let ours = output(
+            cargo_cmd()
+                .args([
+                    "run",
+                    "--release",
+                    "-q",
+                    "-p",
+                    "autodl-augment",
+                    "--example",
+                    "bench_augment",
+                    "--",
+                ])
+                .arg(&voc),
+        )?;
+        let ours =
+            field(&ours, "images_per_sec").context("bench_augment printed no images_per_sec")?;
+        let mut line =
+            format!("augmentation (trees_voc, detection preset): autodl {ours:.0} img/s");
         if python_ok("albumentations") {
-            let base = output(Command::new("python3").arg(shared.join("bench/albumentations_detection.py")).arg(&voc))?;
+            let base = output(
+                Command::new("python3")
+                    .arg(shared.join("bench/albumentations_detection.py"))
+                    .arg(&voc),
+            )?;
             if let Some(b) = before(&base, "img/s") {
-                line += &format!(", albumentations {b:.0} img/s (one process), ratio {:.1}x", ours / b);
+                line += &format!(
+                    ", albumentations {b:.0} img/s (one process), ratio {:.1}x",
+                    ours / b
+                );
             }
         } else {
-            line += " (albumentations not installed: `pip install albumentations` for the baseline)";
+            line +=
+                " (albumentations not installed: `pip install albumentations` for the baseline)";
         }
         summary.push(line);
     }
@@ -75,19 +118,39 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join("autodl-bench-coco");
         std::fs::create_dir_all(&dir)?;
         let have_data = python_ok("numpy")
-            && Command::new("python3").arg(root().join("tests/fixtures/detection/make_bench_data.py")).arg(&dir).status().is_ok_and(|s| s.success());
+            && Command::new("python3")
+                .arg(root().join("tests/fixtures/detection/make_bench_data.py"))
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
         let mut cmd = cargo_cmd();
-        cmd.args(["run", "--release", "-q", "-p", "autodl-detection-metrics", "--example", "bench_coco", "--"]);
+        cmd.args([
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "autodl-detection-metrics",
+            "--example",
+            "bench_coco",
+            "--",
+        ]);
         if have_data {
             cmd.arg(&dir);
         }
         let ours = output(&mut cmd)?;
         let ours = field(&ours, "seconds").context("bench_coco printed no seconds")?;
-        let mut line = format!("COCO evaluation (10,000 detections vs 2,000 boxes): autodl {ours:.4} s");
+        let mut line =
+            format!("COCO evaluation (10,000 detections vs 2,000 boxes): autodl {ours:.4} s");
         if python_ok("pycocotools") {
-            let base = output(Command::new("python3").arg(shared.join("bench/pycocotools_eval.py")))?;
+            let base =
+                output(Command::new("python3").arg(shared.join("bench/pycocotools_eval.py")))?;
             // "pycocotools: N dets vs M gt: 0.96s AP=...": the seconds follow the last colon.
-            if let Some(b) = base.rsplit(": ").next().and_then(|s| s.split_whitespace().next()).and_then(|s| s.trim_end_matches('s').parse::<f64>().ok()) {
+            if let Some(b) = base
+                .rsplit(": ")
+                .next()
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.trim_end_matches('s').parse::<f64>().ok())
+            {
                 line += &format!(", pycocotools {b:.2} s, ratio {:.0}x faster", b / ours);
             }
         } else {
@@ -99,13 +162,23 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
     if on("backbones") {
         // The dev profile builds dependencies (Burn) at opt-level 3; a release build of Burn
         // would take another quarter of an hour.
-        let out = output(cargo_cmd().args(["run", "-q", "-p", "autodl-backbones", "--example", "bench_backbones"]))?;
+        let out = output(cargo_cmd().args([
+            "run",
+            "-q",
+            "-p",
+            "autodl-backbones",
+            "--example",
+            "bench_backbones",
+        ]))?;
         for line in out.lines().filter(|l| l.starts_with("backbone=")) {
             summary.push(format!("training step, batch 8, 224x224, cpu: {line}"));
         }
     }
 
-    for (name, package, example) in [("unet", "autodl-unet", "bench_unet"), ("retinanet", "autodl-retinanet", "bench_retinanet")] {
+    for (name, package, example) in [
+        ("unet", "autodl-unet", "bench_unet"),
+        ("retinanet", "autodl-retinanet", "bench_retinanet"),
+    ] {
         if on(name) {
             let out = output(cargo_cmd().args(["run", "-q", "-p", package, "--example", example]))?;
             for line in out.lines().filter(|l| l.contains("img_per_s=")) {

@@ -22,10 +22,17 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Starts writing `path`.
     pub fn create(path: &Path) -> std::io::Result<AtomicFile> {
-        let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = std::fs::File::create(&tmp)?;
-        Ok(AtomicFile { tmp, path: path.to_owned(), file, committed: false })
+        Ok(AtomicFile {
+            tmp,
+            path: path.to_owned(),
+            file,
+            committed: false,
+        })
     }
 
     /// Flushes the data to disk and renames the file into place.
@@ -95,7 +102,10 @@ pub fn prediction_files(task: Task, out_dir: &Path, stem: &str) -> PredictionFil
         Task::Detection => "xml",
         Task::PixelClassification => "png",
     };
-    PredictionFiles { label: out_dir.join(format!("{stem}.{ext}")), preview: out_dir.join(PREVIEWS).join(format!("{stem}.png")) }
+    PredictionFiles {
+        label: out_dir.join(format!("{stem}.{ext}")),
+        preview: out_dir.join(PREVIEWS).join(format!("{stem}.png")),
+    }
 }
 
 /// Every file a prediction of `images` into `out_dir` writes, in order.
@@ -117,7 +127,10 @@ pub fn planned_outputs(task: Task, out_dir: &Path, images: &[PathBuf]) -> Vec<Pa
 /// or, where two images share a stem (`a.png` and `a.jpg`), the stem and extension (`a_png`,
 /// `a_jpg`), with `_2`, `_3`, ... where even those meet (`x/a.png` and `y/a.png`).
 pub fn output_stems(images: &[PathBuf]) -> Vec<String> {
-    let stem = |p: &PathBuf| p.file_stem().map_or_else(|| "image".to_owned(), |s| s.to_string_lossy().into_owned());
+    let stem = |p: &PathBuf| {
+        p.file_stem()
+            .map_or_else(|| "image".to_owned(), |s| s.to_string_lossy().into_owned())
+    };
     let mut count = std::collections::HashMap::<String, usize>::new();
     for p in images {
         *count.entry(stem(p).to_lowercase()).or_default() += 1;
@@ -157,15 +170,28 @@ mod tests {
     #[test]
     fn stems_never_collide() {
         assert_eq!(output_stems(&paths(&["a/x.png", "a/y.jpg"])), ["x", "y"]);
-        assert_eq!(output_stems(&paths(&["same.png", "same.jpg"])), ["same_png", "same_jpg"]);
-        assert_eq!(output_stems(&paths(&["a/x.png", "b/x.png", "c/X.png"])), ["x_png", "x_png_2", "X_png_3"]);
-        assert_eq!(output_stems(&paths(&["s.png", "s.jpg", "s_png.tif"])), ["s_png", "s_jpg", "s_png_2"]);
+        assert_eq!(
+            output_stems(&paths(&["same.png", "same.jpg"])),
+            ["same_png", "same_jpg"]
+        );
+        assert_eq!(
+            output_stems(&paths(&["a/x.png", "b/x.png", "c/X.png"])),
+            ["x_png", "x_png_2", "X_png_3"]
+        );
+        assert_eq!(
+            output_stems(&paths(&["s.png", "s.jpg", "s_png.tif"])),
+            ["s_png", "s_jpg", "s_png_2"]
+        );
     }
 
     #[test]
     fn a_preview_never_lands_on_a_label() {
         let out = Path::new("o");
-        let files = planned_outputs(Task::PixelClassification, out, &paths(&["x.png", "x_preview.png"]));
+        let files = planned_outputs(
+            Task::PixelClassification,
+            out,
+            &paths(&["x.png", "x_preview.png"]),
+        );
         let unique: HashSet<_> = files.iter().collect();
         assert_eq!(unique.len(), files.len(), "{files:?}");
     }

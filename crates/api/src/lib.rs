@@ -15,8 +15,8 @@ mod types;
 pub use inventory;
 pub use registry::{
     AugmenterRegistration, BatchDeducerRegistration, EvaluatorRegistration, NetworkRegistration,
-    TunerRegistration, augmenter, augmenters, batch_deducer, batch_deducers, evaluator,
-    evaluators, network, networks, tuner, tuners,
+    TunerRegistration, augmenter, augmenters, batch_deducer, batch_deducers, evaluator, evaluators,
+    network, networks, tuner, tuners,
 };
 pub use types::*;
 
@@ -52,8 +52,16 @@ pub const STOP_FILE: &str = "STOP";
 /// The colour class `index` is drawn in, in previews, reports and packages.
 pub fn class_colour(index: usize) -> [u8; 3] {
     const PALETTE: [[u8; 3]; 10] = [
-        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
     ];
     PALETTE[index % PALETTE.len()]
 }

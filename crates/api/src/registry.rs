@@ -23,8 +23,32 @@ macro_rules! registry {
     };
 }
 
-registry!(NetworkRegistration, NetworkFamily, networks, network, "network family");
-registry!(AugmenterRegistration, Augmenter, augmenters, augmenter, "augmentation");
-registry!(BatchDeducerRegistration, BatchDeducer, batch_deducers, batch_deducer, "batch-size deducer");
+registry!(
+    NetworkRegistration,
+    NetworkFamily,
+    networks,
+    network,
+    "network family"
+);
+registry!(
+    AugmenterRegistration,
+    Augmenter,
+    augmenters,
+    augmenter,
+    "augmentation"
+);
+registry!(
+    BatchDeducerRegistration,
+    BatchDeducer,
+    batch_deducers,
+    batch_deducer,
+    "batch-size deducer"
+);
 registry!(TunerRegistration, Tuner, tuners, tuner, "tuner");
-registry!(EvaluatorRegistration, Evaluator, evaluators, evaluator, "evaluator");
+registry!(
+    EvaluatorRegistration,
+    Evaluator,
+    evaluators,
+    evaluator,
+    "evaluator"
+);

@@ -262,6 +262,9 @@ pub struct PredictOptions {
 impl PredictOptions {
     /// Prediction on `backend` with the model's own thresholds.
     pub fn on(backend: &str) -> Self {
-        PredictOptions { backend: backend.to_owned(), score_threshold: None }
+        PredictOptions {
+            backend: backend.to_owned(),
+            score_threshold: None,
+        }
     }
 }

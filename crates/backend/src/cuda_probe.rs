@@ -15,14 +15,16 @@ pub fn device_count() -> Result<usize, String> {
     type Count = unsafe extern "C" fn(*mut i32) -> i32;
     // SAFETY: the signatures match the CUDA driver API (cuInit, cuDeviceGetCount).
     unsafe {
-        let init: libloading::Symbol<'_, Init> =
-            lib.get(b"cuInit\0").map_err(|e| format!("cuInit missing: {e}"))?;
+        let init: libloading::Symbol<'_, Init> = lib
+            .get(b"cuInit\0")
+            .map_err(|e| format!("cuInit missing: {e}"))?;
         let code = init(0);
         if code != 0 {
             return Err(format!("cuInit failed with CUDA error {code}"));
         }
-        let get: libloading::Symbol<'_, Count> =
-            lib.get(b"cuDeviceGetCount\0").map_err(|e| format!("cuDeviceGetCount missing: {e}"))?;
+        let get: libloading::Symbol<'_, Count> = lib
+            .get(b"cuDeviceGetCount\0")
+            .map_err(|e| format!("cuDeviceGetCount missing: {e}"))?;
         let mut n = 0i32;
         let code = get(&mut n);
         if code != 0 {
@@ -50,12 +52,22 @@ pub fn memory_info(index: usize) -> Result<(u64, u64), String> {
     type Pop = unsafe extern "C" fn(*mut *mut std::ffi::c_void) -> i32;
     type MemInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
     let ordinal = i32::try_from(index).map_err(|_| format!("no CUDA device {index}"))?;
-    let check = |what: &str, code: i32| if code == 0 { Ok(()) } else { Err(format!("{what} failed with CUDA error {code}")) };
+    let check = |what: &str, code: i32| {
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(format!("{what} failed with CUDA error {code}"))
+        }
+    };
     // SAFETY: the signatures match the CUDA driver API (cuInit, cuDeviceGet,
     // cuDevicePrimaryCtxRetain/Release, cuCtxPushCurrent_v2, cuCtxPopCurrent_v2,
     // cuMemGetInfo_v2); every pointer passed points at a live local.
     unsafe {
-        let sym = |name: &[u8]| lib.get::<*const ()>(name).map(|s| *s).map_err(|e| format!("{} missing: {e}", String::from_utf8_lossy(name)));
+        let sym = |name: &[u8]| {
+            lib.get::<*const ()>(name)
+                .map(|s| *s)
+                .map_err(|e| format!("{} missing: {e}", String::from_utf8_lossy(name)))
+        };
         let init: Init = std::mem::transmute(sym(b"cuInit\0")?);
         let device_get: DeviceGet = std::mem::transmute(sym(b"cuDeviceGet\0")?);
         let retain: Retain = std::mem::transmute(sym(b"cuDevicePrimaryCtxRetain\0")?);

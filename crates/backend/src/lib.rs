@@ -41,7 +41,9 @@ pub enum BackendError {
     #[error("unknown backend `{0}`: use `cpu`, `cuda` or `cuda:N`")]
     Unknown(String),
     /// The backend exists but this binary was built without it.
-    #[error("backend `{backend}` is not compiled into this binary: rebuild with `--features {feature}`")]
+    #[error(
+        "backend `{backend}` is not compiled into this binary: rebuild with `--features {feature}`"
+    )]
     NotCompiled {
         /// The backend asked for.
         backend: String,
@@ -108,12 +110,14 @@ impl BackendChoice {
     pub fn resolve_name_only(name: &str) -> Result<BackendChoice, BackendError> {
         let choice: BackendChoice = name.parse()?;
         match choice {
-            BackendChoice::Cuda(_) if !cfg!(feature = "cuda") => {
-                Err(BackendError::NotCompiled { backend: choice.to_string(), feature: "cuda" })
-            }
-            BackendChoice::Cpu if !cfg!(feature = "flex") => {
-                Err(BackendError::NotCompiled { backend: choice.to_string(), feature: "flex" })
-            }
+            BackendChoice::Cuda(_) if !cfg!(feature = "cuda") => Err(BackendError::NotCompiled {
+                backend: choice.to_string(),
+                feature: "cuda",
+            }),
+            BackendChoice::Cpu if !cfg!(feature = "flex") => Err(BackendError::NotCompiled {
+                backend: choice.to_string(),
+                feature: "flex",
+            }),
             _ => Ok(choice),
         }
     }
@@ -131,9 +135,11 @@ impl BackendChoice {
                 feature: "cuda",
             }),
             BackendChoice::Cuda(index) => {
-                let count = cuda_probe::device_count().map_err(|reason| {
-                    BackendError::Unavailable { backend: self.to_string(), reason }
-                })?;
+                let count =
+                    cuda_probe::device_count().map_err(|reason| BackendError::Unavailable {
+                        backend: self.to_string(),
+                        reason,
+                    })?;
                 if index >= count {
                     return Err(BackendError::Unavailable {
                         backend: self.to_string(),
@@ -179,7 +185,10 @@ macro_rules! __flex_arm {
 #[macro_export]
 macro_rules! __flex_arm {
     ($B:ident, $device:ident, $body:expr) => {
-        Err($crate::BackendError::NotCompiled { backend: "cpu".to_owned(), feature: "flex" })
+        Err($crate::BackendError::NotCompiled {
+            backend: "cpu".to_owned(),
+            feature: "flex",
+        })
     };
 }
 
@@ -201,7 +210,10 @@ macro_rules! __cuda_arm {
 macro_rules! __cuda_arm {
     ($B:ident, $device:ident, $index:expr, $body:expr) => {{
         let _ = $index;
-        Err($crate::BackendError::NotCompiled { backend: "cuda".to_owned(), feature: "cuda" })
+        Err($crate::BackendError::NotCompiled {
+            backend: "cuda".to_owned(),
+            feature: "cuda",
+        })
     }};
 }
 
@@ -213,8 +225,14 @@ mod tests {
     fn parses_names() {
         assert_eq!("cpu".parse::<BackendChoice>(), Ok(BackendChoice::Cpu));
         assert_eq!("cuda".parse::<BackendChoice>(), Ok(BackendChoice::Cuda(0)));
-        assert_eq!("cuda:3".parse::<BackendChoice>(), Ok(BackendChoice::Cuda(3)));
-        assert!(matches!("tpu".parse::<BackendChoice>(), Err(BackendError::Unknown(_))));
+        assert_eq!(
+            "cuda:3".parse::<BackendChoice>(),
+            Ok(BackendChoice::Cuda(3))
+        );
+        assert!(matches!(
+            "tpu".parse::<BackendChoice>(),
+            Err(BackendError::Unknown(_))
+        ));
         assert!("cuda:x".parse::<BackendChoice>().is_err());
     }
 

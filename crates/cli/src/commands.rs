@@ -125,7 +125,11 @@ pub fn check(file: &Path) -> Outcome {
             return Err(Failure::usage(anyhow!(
                 "{}: unknown network `{name}`; registered networks: {}",
                 file.display(),
-                autodl_api::networks().iter().map(|n| n.name()).collect::<Vec<_>>().join(", ")
+                autodl_api::networks()
+                    .iter()
+                    .map(|n| n.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -134,7 +138,11 @@ pub fn check(file: &Path) -> Outcome {
 }
 
 fn parse_format(name: Option<&str>) -> Result<Option<Format>, Failure> {
-    name.map(|f| f.parse::<Format>().map_err(|e| Failure::usage(anyhow!("{e}")))).transpose()
+    name.map(|f| {
+        f.parse::<Format>()
+            .map_err(|e| Failure::usage(anyhow!("{e}")))
+    })
+    .transpose()
 }
 
 pub fn inspect(args: &InspectArgs, quiet: bool) -> Outcome {
@@ -147,7 +155,8 @@ pub fn inspect(args: &InspectArgs, quiet: bool) -> Outcome {
         ignore_index: None,
     };
     let spin = spinner(quiet, "reading and validating images");
-    let ds = autodl_data::open(&args.dir, &opts).with_context(|| format!("cannot read dataset {}", args.dir.display()));
+    let ds = autodl_data::open(&args.dir, &opts)
+        .with_context(|| format!("cannot read dataset {}", args.dir.display()));
     spin.finish_and_clear();
     let ds = ds?;
     let summary = autodl_data::summarize(&ds).context("cannot summarise dataset")?;
@@ -160,11 +169,20 @@ pub fn inspect(args: &InspectArgs, quiet: bool) -> Outcome {
 }
 
 pub fn preview(args: &PreviewArgs) -> Outcome {
-    let opts = ReadOptions { images_dir: args.images_dir.clone(), ..ReadOptions::default() };
-    let ds = autodl_data::open(&args.dir, &opts).with_context(|| format!("cannot read dataset {}", args.dir.display()))?;
+    let opts = ReadOptions {
+        images_dir: args.images_dir.clone(),
+        ..ReadOptions::default()
+    };
+    let ds = autodl_data::open(&args.dir, &opts)
+        .with_context(|| format!("cannot read dataset {}", args.dir.display()))?;
     let task = task_of(ds.format);
     let names: Vec<String> = ds.classes.iter().map(|c| c.name.clone()).collect();
-    let index: std::collections::HashMap<u32, u32> = ds.classes.iter().enumerate().map(|(i, c)| (c.value, i as u32)).collect();
+    let index: std::collections::HashMap<u32, u32> = ds
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.value, i as u32))
+        .collect();
     let pipeline = autodl_augment::Pipeline::preset("default", task, 1.0)?;
     let mut tiles = Vec::new();
     for s in ds.train.iter().take(args.samples.max(1)) {
@@ -172,13 +190,25 @@ pub fn preview(args: &PreviewArgs) -> Outcome {
         let mask = match (&s.label, task) {
             (Some(label), Task::PixelClassification) => {
                 let m = autodl_data::load_mask(label)?;
-                Some(m.data.iter().map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE)).collect())
+                Some(
+                    m.data
+                        .iter()
+                        .map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE))
+                        .collect(),
+                )
             }
             _ => None,
         };
         // Boxes as continuous coordinates: a VOC box's xmax is the last pixel it covers.
         let boxes = s.boxes.iter().map(|b| (b.corners(), b.class)).collect();
-        let sample = autodl_api::AugSample { width: img.width, height: img.height, bands: img.bands, image: img.data, mask, boxes };
+        let sample = autodl_api::AugSample {
+            width: img.width,
+            height: img.height,
+            bands: img.bands,
+            image: img.data,
+            mask,
+            boxes,
+        };
         for k in 0..args.augment {
             let mut copy = sample.clone();
             pipeline.apply(&mut copy, u64::from(k) + 1);
@@ -187,9 +217,13 @@ pub fn preview(args: &PreviewArgs) -> Outcome {
         tiles.insert(tiles.len() - args.augment as usize, (sample, names.clone()));
     }
     // Small tiles (64 px land-cover chips) are enlarged so their masks and legends are legible.
-    let tiles: Vec<_> = tiles.into_iter().map(|(s, n)| (enlarge(s, 256), n)).collect();
+    let tiles: Vec<_> = tiles
+        .into_iter()
+        .map(|(s, n)| (enlarge(s, 256), n))
+        .collect();
     let grid = autodl_augment::preview_grid(&tiles, (args.augment as usize + 1).max(3));
-    grid.save(&args.out).with_context(|| format!("cannot write {}", args.out.display()))?;
+    grid.save(&args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
     outln!("{}", args.out.display());
     Ok(())
 }
@@ -200,12 +234,23 @@ fn enlarge(s: autodl_api::AugSample, min_side: u32) -> autodl_api::AugSample {
     if k <= 1 {
         return s;
     }
-    let (w, h, kw, kh) = (s.width as usize, s.height as usize, (s.width * k) as usize, (s.height * k) as usize);
-    let up = |plane: &[u32]| -> Vec<u32> { (0..kh * kw).map(|i| plane[(i / kw) / k as usize * w + (i % kw) / k as usize]).collect() };
+    let (w, h, kw, kh) = (
+        s.width as usize,
+        s.height as usize,
+        (s.width * k) as usize,
+        (s.height * k) as usize,
+    );
+    let up = |plane: &[u32]| -> Vec<u32> {
+        (0..kh * kw)
+            .map(|i| plane[(i / kw) / k as usize * w + (i % kw) / k as usize])
+            .collect()
+    };
     let image = s
         .image
         .chunks(w * h)
-        .flat_map(|band| (0..kh * kw).map(move |i| band[(i / kw) / k as usize * w + (i % kw) / k as usize]))
+        .flat_map(|band| {
+            (0..kh * kw).map(move |i| band[(i / kw) / k as usize * w + (i % kw) / k as usize])
+        })
         .collect();
     let f = k as f32;
     autodl_api::AugSample {
@@ -214,7 +259,11 @@ fn enlarge(s: autodl_api::AugSample, min_side: u32) -> autodl_api::AugSample {
         bands: s.bands,
         image,
         mask: s.mask.as_deref().map(up),
-        boxes: s.boxes.iter().map(|(b, c)| ([b[0] * f, b[1] * f, b[2] * f, b[3] * f], *c)).collect(),
+        boxes: s
+            .boxes
+            .iter()
+            .map(|(b, c)| ([b[0] * f, b[1] * f, b[2] * f, b[3] * f], *c))
+            .collect(),
     }
 }
 
@@ -232,7 +281,10 @@ fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
     let mut p = if is_file {
         Pipeline::load(&args.input).map_err(Failure::usage)?
     } else {
-        let text = format!("version = 1\n[data]\npath = {}\n", toml_string(&args.input.display().to_string()));
+        let text = format!(
+            "version = 1\n[data]\npath = {}\n",
+            toml_string(&args.input.display().to_string())
+        );
         Pipeline::parse(&text, Path::new("<command line>")).map_err(Failure::usage)?
     };
     if let Some(t) = args.time_limit {
@@ -242,7 +294,11 @@ fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
         p.train.mode = match m.as_str() {
             "basic" => Mode::Basic,
             "advanced" => Mode::Advanced,
-            other => return Err(Failure::usage(anyhow!("unknown mode `{other}`: use basic or advanced"))),
+            other => {
+                return Err(Failure::usage(anyhow!(
+                    "unknown mode `{other}`: use basic or advanced"
+                )));
+            }
         };
     }
     if !args.networks.is_empty() {
@@ -308,13 +364,24 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             autodl_config::TaskKind::PixelClassification => Task::PixelClassification,
         };
         if asked != task {
-            return Err(Failure::usage(anyhow!("the pipeline asks for {asked} but {} holds {} data", pipeline.data.path.display(), ds.format)));
+            return Err(Failure::usage(anyhow!(
+                "the pipeline asks for {asked} but {} holds {} data",
+                pipeline.data.path.display(),
+                ds.format
+            )));
         }
     }
     let name = pipeline.name.clone().unwrap_or_else(|| {
-        pipeline.data.path.file_name().map_or_else(|| "run".to_owned(), |n| n.to_string_lossy().into_owned())
+        pipeline
+            .data
+            .path
+            .file_name()
+            .map_or_else(|| "run".to_owned(), |n| n.to_string_lossy().into_owned())
     });
-    let out = pipeline.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let out = pipeline
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&name));
     let plan = autodl_core::plan(&pipeline, task, out.clone()).map_err(Failure::usage)?;
     // Held until the run ends: a second run on the same folder would mix its models and
     // study with this one's.
@@ -331,20 +398,40 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         out.display()
     ));
     let exe = std::env::current_exe().context("cannot find the autodl binary to start trials")?;
-    let runner = ChildRunner { exe, grace_secs: 30.0 };
+    let runner = ChildRunner {
+        exe,
+        grace_secs: 30.0,
+    };
     let higher = higher_is_better(task);
     let tuner = match pipeline.train.mode {
         Mode::Basic => None,
-        Mode::Advanced => Some(autodl_api::tuner("tpe").or_else(|| autodl_api::tuners().into_iter().next()).ok_or_else(|| anyhow!("advanced mode needs a tuner plugin, and none is compiled in"))?),
+        Mode::Advanced => Some(
+            autodl_api::tuner("tpe")
+                .or_else(|| autodl_api::tuners().into_iter().next())
+                .ok_or_else(|| {
+                    anyhow!("advanced mode needs a tuner plugin, and none is compiled in")
+                })?,
+        ),
     };
-    let options = autodl_core::RunOptions { higher_is_better: higher, tuner, tune_top: 2, max_tuning_trials: 100 };
-    let mut board = autodl_core::run_plan(&plan, &runner, &mut |spec, ev| bars.event(spec, ev), &options)?;
+    let options = autodl_core::RunOptions {
+        higher_is_better: higher,
+        tuner,
+        tune_top: 2,
+        max_tuning_trials: 100,
+    };
+    let mut board = autodl_core::run_plan(
+        &plan,
+        &runner,
+        &mut |spec, ev| bars.event(spec, ev),
+        &options,
+    )?;
     bars.finish();
     board.rank();
     if board.best().is_none() && out.join("leaderboard.json").is_file() {
         // A rerun that trained nothing leaves the previous complete set of results alone.
         let failed = out.join("failed-run.md");
-        autodl_api::files::write_atomic(&failed, board.to_markdown().as_bytes()).with_context(|| format!("cannot write {}", failed.display()))?;
+        autodl_api::files::write_atomic(&failed, board.to_markdown().as_bytes())
+            .with_context(|| format!("cannot write {}", failed.display()))?;
         outln!("{}", board.to_markdown());
         return Err(anyhow!(
             "no network finished training (this run's board: {}); the earlier results in {} are kept",
@@ -353,22 +440,44 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         )
         .into());
     }
-    board.write(&out).with_context(|| format!("cannot write the leaderboard into {}", out.display()))?;
+    board
+        .write(&out)
+        .with_context(|| format!("cannot write the leaderboard into {}", out.display()))?;
     let packages = package_models(&board, &out)?;
     if let Some(best) = board.best()
         && let Some(dir) = &best.model_dir
     {
-        replace_dir(Path::new(dir), &out.join("best-model")).context("cannot copy the best model")?;
-        if let Some(pkg) = packages.iter().find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == best.id)) {
-            copy_atomic(pkg, &out.join(format!("{}.dlpk", best.id))).context("cannot copy the best package")?;
+        replace_dir(Path::new(dir), &out.join("best-model"))
+            .context("cannot copy the best model")?;
+        if let Some(pkg) = packages.iter().find(|p| {
+            p.file_stem()
+                .is_some_and(|s| s.to_string_lossy() == best.id)
+        }) {
+            copy_atomic(pkg, &out.join(format!("{}.dlpk", best.id)))
+                .context("cannot copy the best package")?;
         }
     }
     let facts = vec![
-        ("data".to_owned(), format!("{} ({}, {} train / {} val)", pipeline.data.path.display(), ds.format, ds.train.len(), ds.val.len())),
+        (
+            "data".to_owned(),
+            format!(
+                "{} ({}, {} train / {} val)",
+                pipeline.data.path.display(),
+                ds.format,
+                ds.train.len(),
+                ds.val.len()
+            ),
+        ),
         ("task".to_owned(), task.to_string()),
-        ("time limit".to_owned(), pipeline.train.time_limit.to_string()),
+        (
+            "time limit".to_owned(),
+            pipeline.train.time_limit.to_string(),
+        ),
         ("backend".to_owned(), pipeline.backend.clone()),
-        ("wall time".to_owned(), format!("{:.0} s", started.elapsed().as_secs_f64())),
+        (
+            "wall time".to_owned(),
+            format!("{:.0} s", started.elapsed().as_secs_f64()),
+        ),
     ];
     let report_path = crate::report::write(&board, &ds, &out, &name, facts, &pipeline.backend)
         .with_context(|| format!("cannot write the report into {}", out.display()))?;
@@ -386,7 +495,9 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             );
             Ok(())
         }
-        None => Err(anyhow!("no network finished training; see the leaderboard for the reasons").into()),
+        None => {
+            Err(anyhow!("no network finished training; see the leaderboard for the reasons").into())
+        }
     }
 }
 
@@ -395,13 +506,17 @@ fn package_models(board: &autodl_core::Leaderboard, out: &Path) -> anyhow::Resul
     let dir = out.join("models");
     let mut written = Vec::new();
     for row in &board.rows {
-        let Some(model_dir) = &row.model_dir else { continue };
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let metrics: serde_json::Value = std::fs::read_to_string(Path::new(model_dir).join("metrics.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("metrics").cloned())
-            .unwrap_or(serde_json::Value::Null);
+        let Some(model_dir) = &row.model_dir else {
+            continue;
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let metrics: serde_json::Value =
+            std::fs::read_to_string(Path::new(model_dir).join("metrics.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v.get("metrics").cloned())
+                .unwrap_or(serde_json::Value::Null);
         let pkg = dir.join(format!("{}.dlpk", row.id));
         autodl_package::write(Path::new(model_dir), &pkg, &row.id, &metrics)?;
         written.push(pkg);
@@ -427,7 +542,9 @@ fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Replaces the folder `to` with a copy of the files of `from`: the copy is made beside it
 /// and swapped in, so `to` is always one whole model.
 fn replace_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    let name = to.file_name().map_or_else(|| "dir".into(), |n| n.to_string_lossy().into_owned());
+    let name = to
+        .file_name()
+        .map_or_else(|| "dir".into(), |n| n.to_string_lossy().into_owned());
     let tmp = to.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let old = to.with_file_name(format!(".{name}.old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -469,18 +586,25 @@ impl RunLock {
             .with_context(|| format!("cannot open {}", path.display()))?;
         match file.try_lock() {
             Ok(()) => {
-                file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id())).with_context(|| format!("cannot write {}", path.display()))?;
+                file.set_len(0)
+                    .and_then(|()| writeln!(file, "{}", std::process::id()))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 Ok(RunLock { _file: file })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
+                let pid = std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
                 Err(Failure::usage(anyhow!(
                     "{} is in use by another autodl run (PID {}); wait for it to finish or choose another --out",
                     out.display(),
                     if pid.is_empty() { "unknown" } else { &pid }
                 )))
             }
-            Err(std::fs::TryLockError::Error(e)) => Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())).into()),
+            Err(std::fs::TryLockError::Error(e)) => Err(anyhow::Error::new(e)
+                .context(format!("cannot lock {}", path.display()))
+                .into()),
         }
     }
 }
@@ -498,42 +622,74 @@ pub fn predict(args: &PredictArgs) -> Outcome {
     };
     let meta_path = model_dir.join("model.json");
     let text = std::fs::read_to_string(&meta_path)
-        .with_context(|| format!("{} is not a model folder (no model.json)", args.model.display()))
+        .with_context(|| {
+            format!(
+                "{} is not a model folder (no model.json)",
+                args.model.display()
+            )
+        })
         .map_err(Failure::usage)?;
-    let meta: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", meta_path.display()))?;
-    let family_name = meta.get("family").and_then(|f| f.as_str()).ok_or_else(|| anyhow!("{}: no family", meta_path.display()))?;
-    let family = autodl_api::network(family_name)
-        .ok_or_else(|| anyhow!("the model needs network `{family_name}`, which this binary lacks"))?;
+    let meta: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: invalid JSON", meta_path.display()))?;
+    let family_name = meta
+        .get("family")
+        .and_then(|f| f.as_str())
+        .ok_or_else(|| anyhow!("{}: no family", meta_path.display()))?;
+    let family = autodl_api::network(family_name).ok_or_else(|| {
+        anyhow!("the model needs network `{family_name}`, which this binary lacks")
+    })?;
     let mut images = Vec::new();
     for path in &args.images {
         if path.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                 .with_context(|| format!("cannot list {}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_lowercase().as_str(), "png" | "jpg" | "jpeg" | "tif" | "tiff")))
+                .filter(|p| {
+                    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        matches!(
+                            e.to_lowercase().as_str(),
+                            "png" | "jpg" | "jpeg" | "tif" | "tiff"
+                        )
+                    })
+                })
                 .collect();
             found.sort();
             images.extend(found);
         } else if path.is_file() {
             images.push(path.clone());
         } else {
-            return Err(Failure::usage(anyhow!("{}: no such image or folder", path.display())));
+            return Err(Failure::usage(anyhow!(
+                "{}: no such image or folder",
+                path.display()
+            )));
         }
     }
     if images.is_empty() {
         return Err(Failure::usage(anyhow!(
             "no images (PNG, JPEG or TIFF) in {}",
-            args.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            args.images
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     check_outputs(&images, &args.out, family.task(), args.overwrite)?;
-    let options = autodl_api::PredictOptions { backend: args.backend.clone(), score_threshold: args.score_threshold };
+    let options = autodl_api::PredictOptions {
+        backend: args.backend.clone(),
+        score_threshold: args.score_threshold,
+    };
     // Messages name the package, not the temporary folder it was unpacked into.
     let inside = |e: String| match &unpacked {
-        Some(dir) => e.replace(&dir.path().display().to_string(), &args.model.display().to_string()),
+        Some(dir) => e.replace(
+            &dir.path().display().to_string(),
+            &args.model.display().to_string(),
+        ),
         None => e,
     };
-    let written = family.predict(&model_dir, &images, &args.out, &options).map_err(|e| anyhow!("{}", inside(e.to_string())))?;
+    let written = family
+        .predict(&model_dir, &images, &args.out, &options)
+        .map_err(|e| anyhow!("{}", inside(e.to_string())))?;
     for path in &written {
         outln!("{}", path.display());
     }
@@ -544,11 +700,16 @@ pub fn predict(args: &PredictArgs) -> Outcome {
 /// file prediction would write may exist already unless `overwrite` says so.
 fn check_outputs(images: &[PathBuf], out: &Path, task: Task, overwrite: bool) -> Outcome {
     if out.exists() && !out.is_dir() {
-        return Err(Failure::usage(anyhow!("--out {} is a file, not a folder", out.display())));
+        return Err(Failure::usage(anyhow!(
+            "--out {} is a file, not a folder",
+            out.display()
+        )));
     }
     if let Ok(out_real) = out.canonicalize() {
         for image in images {
-            let real = image.canonicalize().with_context(|| format!("cannot read {}", image.display()))?;
+            let real = image
+                .canonicalize()
+                .with_context(|| format!("cannot read {}", image.display()))?;
             if real.starts_with(&out_real) {
                 return Err(Failure::usage(anyhow!(
                     "{} lies in the output folder {}: predictions would mix with the images (or overwrite them); choose another --out",
@@ -559,7 +720,10 @@ fn check_outputs(images: &[PathBuf], out: &Path, task: Task, overwrite: bool) ->
         }
     }
     if !overwrite {
-        let existing: Vec<PathBuf> = autodl_api::files::planned_outputs(task, out, images).into_iter().filter(|p| p.exists()).collect();
+        let existing: Vec<PathBuf> = autodl_api::files::planned_outputs(task, out, images)
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect();
         if let Some(first) = existing.first() {
             return Err(Failure::usage(anyhow!(
                 "{} exists ({} of the files this prediction would write do): choose another --out, or pass --overwrite to replace them",
@@ -574,7 +738,12 @@ fn check_outputs(images: &[PathBuf], out: &Path, task: Task, overwrite: bool) ->
 pub fn plugins() -> Outcome {
     outln!("backends: {}", autodl_backend::compiled().join(", "));
     for n in autodl_api::networks() {
-        outln!("network {:<12} {:<22} backbones: {}", n.name(), n.task().to_string(), n.backbones().join(", "));
+        outln!(
+            "network {:<12} {:<22} backbones: {}",
+            n.name(),
+            n.task().to_string(),
+            n.backbones().join(", ")
+        );
     }
     for a in autodl_api::augmenters() {
         outln!("augmentation {}", a.name());
@@ -586,7 +755,12 @@ pub fn plugins() -> Outcome {
         outln!("tuner {}", t.name());
     }
     for e in autodl_api::evaluators() {
-        outln!("evaluator {} ({}): {}", e.name(), e.task(), e.metrics().join(", "));
+        outln!(
+            "evaluator {} ({}): {}",
+            e.name(),
+            e.task(),
+            e.metrics().join(", ")
+        );
     }
     Ok(())
 }
@@ -607,7 +781,9 @@ impl Progress for JsonLines {
         JsonLines::send(&Event::Epoch(record.clone()));
     }
     fn message(&self, text: &str) {
-        JsonLines::send(&Event::Message { text: text.to_owned() });
+        JsonLines::send(&Event::Message {
+            text: text.to_owned(),
+        });
     }
 }
 
@@ -631,13 +807,23 @@ fn exit_with_parent() {}
 
 pub fn trial(spec_path: &Path) -> Outcome {
     exit_with_parent();
-    let text = std::fs::read_to_string(spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
-    let spec: TrialSpec = serde_json::from_str(&text).with_context(|| format!("{}: invalid trial spec", spec_path.display()))?;
-    let family = autodl_api::network(&spec.family).ok_or_else(|| anyhow!("unknown network `{}`", spec.family))?;
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let spec: TrialSpec = serde_json::from_str(&text)
+        .with_context(|| format!("{}: invalid trial spec", spec_path.display()))?;
+    let family = autodl_api::network(&spec.family)
+        .ok_or_else(|| anyhow!("unknown network `{}`", spec.family))?;
     let result = family.train(&spec, &JsonLines).unwrap_or_else(|e| {
         TrialResult::without_model(TrialStatus::Failed(e.to_string()), "metric")
     });
     let failed = matches!(result.status, TrialStatus::Failed(_));
     JsonLines::send(&Event::Result(result));
-    if failed { Err(Failure { code: 1, error: anyhow!("trial {} failed", spec.id) }) } else { Ok(()) }
+    if failed {
+        Err(Failure {
+            code: 1,
+            error: anyhow!("trial {} failed", spec.id),
+        })
+    } else {
+        Ok(())
+    }
 }

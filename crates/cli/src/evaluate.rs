@@ -50,13 +50,20 @@ pub fn evaluate(args: &EvaluateArgs) -> Outcome {
     match (&args.dets, &args.masks) {
         (Some(dets), None) => boxes(args, dets),
         (None, Some(masks)) => pixels(args, masks),
-        _ => Err(Failure::usage(anyhow!("give --dets (boxes) or --masks (pixels)"))),
+        _ => Err(Failure::usage(anyhow!(
+            "give --dets (boxes) or --masks (pixels)"
+        ))),
     }
 }
 
 fn open_dataset(args: &EvaluateArgs) -> Result<Dataset, Failure> {
-    let opts = ReadOptions { images_dir: args.images_dir.clone(), ..ReadOptions::default() };
-    autodl_data::open(&args.gt, &opts).with_context(|| format!("cannot read the ground truth {}", args.gt.display())).map_err(Failure::usage)
+    let opts = ReadOptions {
+        images_dir: args.images_dir.clone(),
+        ..ReadOptions::default()
+    };
+    autodl_data::open(&args.gt, &opts)
+        .with_context(|| format!("cannot read the ground truth {}", args.gt.display()))
+        .map_err(Failure::usage)
 }
 
 /// Every sample of a dataset by its image's file name and by its stem.
@@ -76,7 +83,11 @@ fn by_name(ds: &Dataset) -> HashMap<String, &autodl_data::Sample> {
 fn gt_from_folder(args: &EvaluateArgs, dets: &Path) -> Result<dm::CocoGt, Failure> {
     let ds = open_dataset(args)?;
     if ds.task != Task::Detection {
-        return Err(Failure::usage(anyhow!("{} holds {} data, not boxes: score masks with --masks", args.gt.display(), ds.format)));
+        return Err(Failure::usage(anyhow!(
+            "{} holds {} data, not boxes: score masks with --masks",
+            args.gt.display(),
+            ds.format
+        )));
     }
     let preds = dm::read_predictions(dets)
         .with_context(|| format!("{}: a dataset folder as --gt needs `autodl predict`'s detections.json, which names the images", dets.display()))
@@ -85,7 +96,12 @@ fn gt_from_folder(args: &EvaluateArgs, dets: &Path) -> Result<dm::CocoGt, Failur
     let mut annotations = Vec::new();
     for img in &preds.images {
         let s = samples.get(&img.file_name).ok_or_else(|| {
-            Failure::usage(anyhow!("{}: image `{}` is not in the dataset {}", dets.display(), img.file_name, args.gt.display()))
+            Failure::usage(anyhow!(
+                "{}: image `{}` is not in the dataset {}",
+                dets.display(),
+                img.file_name,
+                args.gt.display()
+            ))
         })?;
         for b in &s.boxes {
             annotations.push(dm::GtBox {
@@ -98,11 +114,19 @@ fn gt_from_folder(args: &EvaluateArgs, dets: &Path) -> Result<dm::CocoGt, Failur
             });
         }
     }
-    Ok(dm::CocoGt { images: preds.images.iter().map(|i| i.id).collect(), categories: (0..ds.classes.len() as u32).collect(), annotations })
+    Ok(dm::CocoGt {
+        images: preds.images.iter().map(|i| i.id).collect(),
+        categories: (0..ds.classes.len() as u32).collect(),
+        annotations,
+    })
 }
 
 fn boxes(args: &EvaluateArgs, dets_path: &Path) -> Outcome {
-    let gt = if args.gt.is_dir() { gt_from_folder(args, dets_path)? } else { dm::read_coco_gt(&args.gt).map_err(Failure::usage)? };
+    let gt = if args.gt.is_dir() {
+        gt_from_folder(args, dets_path)?
+    } else {
+        dm::read_coco_gt(&args.gt).map_err(Failure::usage)?
+    };
     let dets = dm::read_coco_dets(dets_path).map_err(Failure::usage)?;
     let coco = dm::coco_eval(&gt.images, &gt.categories, &gt.annotations, &dets);
     let voc = dm::voc_ap(&gt.annotations, &dets, 0.5, dm::VocMethod::AllPoint);
@@ -110,7 +134,13 @@ fn boxes(args: &EvaluateArgs, dets_path: &Path) -> Outcome {
     let arcgis = dm::arcgis_ap(&gt.annotations, &dets);
     let prf = dm::precision_recall_f1(&gt.annotations, &dets, 0.5, args.score_threshold);
     // Means over the classes, as a trial's metrics report them.
-    let mean = |f: fn(&dm::ClassPrf) -> f64| if prf.is_empty() { 0.0 } else { prf.iter().map(f).sum::<f64>() / prf.len() as f64 };
+    let mean = |f: fn(&dm::ClassPrf) -> f64| {
+        if prf.is_empty() {
+            0.0
+        } else {
+            prf.iter().map(f).sum::<f64>() / prf.len() as f64
+        }
+    };
     let (precision, recall, f1) = (mean(|p| p.precision), mean(|p| p.recall), mean(|p| p.f1));
     if args.json {
         let v = serde_json::json!({
@@ -122,18 +152,51 @@ fn boxes(args: &EvaluateArgs, dets_path: &Path) -> Outcome {
         return Ok(());
     }
     let names = [
-        "AP @[.50:.95]", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR 1", "AR 10", "AR 100", "AR small", "AR medium", "AR large",
+        "AP @[.50:.95]",
+        "AP50",
+        "AP75",
+        "AP small",
+        "AP medium",
+        "AP large",
+        "AR 1",
+        "AR 10",
+        "AR 100",
+        "AR small",
+        "AR medium",
+        "AR large",
     ];
-    outln!("{} images, {} ground-truth boxes, {} detections", gt.images.len(), gt.annotations.len(), dets.len());
+    outln!(
+        "{} images, {} ground-truth boxes, {} detections",
+        gt.images.len(),
+        gt.annotations.len(),
+        dets.len()
+    );
     outln!("COCO (pycocotools rules)");
     for (name, v) in names.iter().zip(coco.as_array()) {
         outln!("  {name:<14} {v:.4}");
     }
     let f = |m: Option<f64>| m.map_or("-".to_owned(), |v| format!("{v:.4}"));
-    outln!("VOC AP50 (all-point) {}   VOC AP50 (11-point) {}   ArcGIS AP (IoU 0.1) {}", f(voc.map), f(voc07.map), f(arcgis.map));
-    outln!("at score >= {} and IoU 0.5: precision {precision:.4} recall {recall:.4} F1 {f1:.4} (mean over classes)", args.score_threshold);
+    outln!(
+        "VOC AP50 (all-point) {}   VOC AP50 (11-point) {}   ArcGIS AP (IoU 0.1) {}",
+        f(voc.map),
+        f(voc07.map),
+        f(arcgis.map)
+    );
+    outln!(
+        "at score >= {} and IoU 0.5: precision {precision:.4} recall {recall:.4} F1 {f1:.4} (mean over classes)",
+        args.score_threshold
+    );
     for c in prf {
-        outln!("  class {:<4} precision {:.4} recall {:.4} F1 {:.4} (TP {}, FP {}, FN {})", c.category, c.precision, c.recall, c.f1, c.tp, c.fp, c.fn_);
+        outln!(
+            "  class {:<4} precision {:.4} recall {:.4} F1 {:.4} (TP {}, FP {}, FN {})",
+            c.category,
+            c.precision,
+            c.recall,
+            c.f1,
+            c.tp,
+            c.fp,
+            c.fn_
+        );
     }
     Ok(())
 }
@@ -144,11 +207,23 @@ fn mask_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
         .with_context(|| format!("cannot list {}", dir.display()))
         .map_err(Failure::usage)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()).map(str::to_lowercase).as_deref(), Some("png" | "tif" | "tiff")))
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .map(str::to_lowercase)
+                        .as_deref(),
+                    Some("png" | "tif" | "tiff")
+                )
+        })
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Failure::usage(anyhow!("{} holds no predicted masks (<stem>.png)", dir.display())));
+        return Err(Failure::usage(anyhow!(
+            "{} holds no predicted masks (<stem>.png)",
+            dir.display()
+        )));
     }
     Ok(files)
 }
@@ -161,20 +236,44 @@ struct MaskTruth {
 }
 
 fn mask_truth(args: &EvaluateArgs, predicted: &[PathBuf]) -> Result<MaskTruth, Failure> {
-    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let opts = ReadOptions { images_dir: args.images_dir.clone(), ignore_index: args.ignore_value, ..ReadOptions::default() };
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let opts = ReadOptions {
+        images_dir: args.images_dir.clone(),
+        ignore_index: args.ignore_value,
+        ..ReadOptions::default()
+    };
     match autodl_data::open(&args.gt, &opts) {
         Ok(ds) => {
             if ds.task != Task::PixelClassification {
-                return Err(Failure::usage(anyhow!("{} holds {} data, not classified tiles: score boxes with --dets", args.gt.display(), ds.format)));
+                return Err(Failure::usage(anyhow!(
+                    "{} holds {} data, not classified tiles: score boxes with --dets",
+                    args.gt.display(),
+                    ds.format
+                )));
             }
-            let labels = ds.samples().filter_map(|(_, s)| Some((s.stem.clone(), s.label.clone()?))).collect();
-            Ok(MaskTruth { classes: ds.classes.clone(), labels })
+            let labels = ds
+                .samples()
+                .filter_map(|(_, s)| Some((s.stem.clone(), s.label.clone()?)))
+                .collect();
+            Ok(MaskTruth {
+                classes: ds.classes.clone(),
+                labels,
+            })
         }
         Err(err) => {
             // Not a dataset: a folder holding the truth masks themselves.
-            let files = mask_files(&args.gt).map_err(|_| Failure::usage(anyhow!("cannot read the ground truth {}: {err}", args.gt.display())))?;
-            let labels: HashMap<String, PathBuf> = files.into_iter().map(|f| (stem(&f), f)).collect();
+            let files = mask_files(&args.gt).map_err(|_| {
+                Failure::usage(anyhow!(
+                    "cannot read the ground truth {}: {err}",
+                    args.gt.display()
+                ))
+            })?;
+            let labels: HashMap<String, PathBuf> =
+                files.into_iter().map(|f| (stem(&f), f)).collect();
             let mut values = std::collections::BTreeSet::new();
             for p in predicted {
                 values.extend(autodl_data::load_mask(p)?.data);
@@ -183,7 +282,13 @@ fn mask_truth(args: &EvaluateArgs, predicted: &[PathBuf]) -> Result<MaskTruth, F
                 }
             }
             values.retain(|v| Some(*v) != args.ignore_value);
-            let classes = values.into_iter().map(|v| autodl_data::ClassInfo { value: v, name: v.to_string() }).collect();
+            let classes = values
+                .into_iter()
+                .map(|v| autodl_data::ClassInfo {
+                    value: v,
+                    name: v.to_string(),
+                })
+                .collect();
             Ok(MaskTruth { classes, labels })
         }
     }
@@ -194,14 +299,25 @@ fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
     let truth = mask_truth(args, &files)?;
     // Mask values to class indices, as training maps them; other values (the ignore value)
     // are not scored.
-    let index: HashMap<u32, u32> = truth.classes.iter().enumerate().map(|(i, c)| (c.value, i as u32)).collect();
+    let index: HashMap<u32, u32> = truth
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.value, i as u32))
+        .collect();
     let mut cm = ConfusionMatrix::new(truth.classes.len());
     for file in &files {
-        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let label = truth
-            .labels
-            .get(&stem)
-            .ok_or_else(|| Failure::usage(anyhow!("{}: no truth mask `{stem}` in {}", file.display(), args.gt.display())))?;
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let label = truth.labels.get(&stem).ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "{}: no truth mask `{stem}` in {}",
+                file.display(),
+                args.gt.display()
+            ))
+        })?;
         let t = autodl_data::load_mask(label)?;
         let pred = autodl_data::load_mask(file)?;
         if (t.width, t.height) != (pred.width, pred.height) {
@@ -215,13 +331,26 @@ fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
                 t.height
             )));
         }
-        let t: Vec<u32> = t.data.iter().map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE)).collect();
+        let t: Vec<u32> = t
+            .data
+            .iter()
+            .map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE))
+            .collect();
         let pred = pred
             .data
             .iter()
-            .map(|v| index.get(v).copied().ok_or_else(|| Failure::usage(anyhow!("{}: value {v} is not a class of {}", file.display(), args.gt.display()))))
+            .map(|v| {
+                index.get(v).copied().ok_or_else(|| {
+                    Failure::usage(anyhow!(
+                        "{}: value {v} is not a class of {}",
+                        file.display(),
+                        args.gt.display()
+                    ))
+                })
+            })
             .collect::<Result<Vec<u32>, Failure>>()?;
-        cm.add(&t, &pred, Some(autodl_augment::IGNORE)).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        cm.add(&t, &pred, Some(autodl_augment::IGNORE))
+            .map_err(|e| anyhow!("{}: {e}", file.display()))?;
     }
     let metrics = cm.metrics();
     let classes = &truth.classes;
@@ -230,7 +359,11 @@ fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    outln!("{} images, {} scored pixels", files.len(), metrics.total_pixels);
+    outln!(
+        "{} images, {} scored pixels",
+        files.len(),
+        metrics.total_pixels
+    );
     outln!(
         "mIoU {:.4}   accuracy {:.4}   dice {:.4}   frequency-weighted IoU {:.4}",
         metrics.mean_iou,
@@ -241,11 +374,21 @@ fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
     let f = |m: Option<f64>| m.map_or("-".to_owned(), |v| format!("{v:.4}"));
     outln!("  value class                 IoU    precision recall  support");
     for (c, m) in classes.iter().zip(&metrics.per_class) {
-        outln!("  {:>5} {:<20} {:<6} {:<9} {:<7} {}", c.value, c.name, f(m.iou), f(m.precision), f(m.recall), m.support);
+        outln!(
+            "  {:>5} {:<20} {:<6} {:<9} {:<7} {}",
+            c.value,
+            c.name,
+            f(m.iou),
+            f(m.precision),
+            f(m.recall),
+            m.support
+        );
     }
     outln!("confusion matrix (rows truth, columns prediction, in class order):");
     for t in 0..classes.len() {
-        let row: Vec<String> = (0..classes.len()).map(|p| cm.get(t, p).to_string()).collect();
+        let row: Vec<String> = (0..classes.len())
+            .map(|p| cm.get(t, p).to_string())
+            .collect();
         outln!("  {}", row.join(" "));
     }
     Ok(())

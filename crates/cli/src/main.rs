@@ -28,11 +28,11 @@ use clap::{Parser, Subcommand};
 
 // The plugin crates register themselves; naming them keeps the linker from dropping them.
 use autodl_augment as _;
+use autodl_batch_throughput as _;
 use autodl_deeplab as _;
+use autodl_pspnet as _;
 use autodl_retinanet as _;
 use autodl_ssd as _;
-use autodl_pspnet as _;
-use autodl_batch_throughput as _;
 use autodl_tuner_random as _;
 use autodl_tuner_tpe as _;
 use autodl_unet as _;
@@ -96,13 +96,19 @@ pub struct Failure {
 impl Failure {
     /// A usage or configuration error (exit code 2).
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: 2, error: error.into() }
+        Failure {
+            code: 2,
+            error: error.into(),
+        }
     }
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(error: E) -> Self {
-        Failure { code: 1, error: error.into() }
+        Failure {
+            code: 1,
+            error: error.into(),
+        }
     }
 }
 
@@ -110,8 +116,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Check { file } => commands::check(&file),
-        Command::Data { command: DataCommand::Inspect(args) } => commands::inspect(&args, cli.quiet),
-        Command::Data { command: DataCommand::Preview(args) } => commands::preview(&args),
+        Command::Data {
+            command: DataCommand::Inspect(args),
+        } => commands::inspect(&args, cli.quiet),
+        Command::Data {
+            command: DataCommand::Preview(args),
+        } => commands::preview(&args),
         Command::Train(args) => commands::train(&args, cli.quiet),
         Command::Predict(args) => commands::predict(&args),
         Command::Evaluate(args) => evaluate::evaluate(&args),

@@ -16,7 +16,11 @@ pub struct TrialBars {
 
 impl TrialBars {
     pub fn new(quiet: bool) -> Self {
-        TrialBars { quiet, terminal: std::io::stderr().is_terminal(), bar: None }
+        TrialBars {
+            quiet,
+            terminal: std::io::stderr().is_terminal(),
+            bar: None,
+        }
     }
 
     fn bar_for(&mut self, spec: &TrialSpec) -> &ProgressBar {
@@ -24,11 +28,17 @@ impl TrialBars {
             if let Some((_, old)) = self.bar.take() {
                 old.finish_and_clear();
             }
-            let bar = if self.quiet { ProgressBar::hidden() } else { ProgressBar::new(spec.max_epochs as u64) };
+            let bar = if self.quiet {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new(spec.max_epochs as u64)
+            };
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} epochs {elapsed} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>18} [{bar:30}] {pos}/{len} epochs {elapsed} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             bar.set_prefix(spec.id.clone());
             bar.enable_steady_tick(Duration::from_millis(250));
@@ -55,16 +65,29 @@ impl TrialBars {
         let terminal = self.terminal;
         let bar = self.bar_for(spec).clone();
         let text = match event {
-            Event::Epoch(EpochRecord { epoch, train_loss, val_loss, metric, .. }) => {
+            Event::Epoch(EpochRecord {
+                epoch,
+                train_loss,
+                val_loss,
+                metric,
+                ..
+            }) => {
                 bar.set_position(*epoch as u64);
                 bar.set_message(format!("metric {metric:.4}"));
-                format!("{}: epoch {epoch} train loss {train_loss:.4} val loss {val_loss:.4} metric {metric:.4}", spec.id)
+                format!(
+                    "{}: epoch {epoch} train loss {train_loss:.4} val loss {val_loss:.4} metric {metric:.4}",
+                    spec.id
+                )
             }
             Event::Message { text } => format!("{}: {text}", spec.id),
             Event::Result(_) => return,
         };
         if !self.quiet {
-            if terminal { bar.println(text) } else { eprintln!("{text}") }
+            if terminal {
+                bar.println(text)
+            } else {
+                eprintln!("{text}")
+            }
         }
     }
 

@@ -26,7 +26,10 @@ pub fn write(
 ) -> anyhow::Result<PathBuf> {
     let mut models = Vec::new();
     for row in &board.rows {
-        let result: Option<TrialResult> = row.model_dir.as_ref().and_then(|d| read_json(&Path::new(d).join("result.json")));
+        let result: Option<TrialResult> = row
+            .model_dir
+            .as_ref()
+            .and_then(|d| read_json(&Path::new(d).join("result.json")));
         models.push(ModelEntry {
             id: row.id.clone(),
             metric_name: row.metric_name.clone(),
@@ -57,13 +60,30 @@ pub fn write(
     }
     let html = autodl_report::render(&report)?;
     let path = out.join("report.html");
-    autodl_api::files::write_atomic(&path, html.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    autodl_api::files::write_atomic(&path, html.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
 fn confusion(metrics: &serde_json::Value) -> Option<Confusion> {
-    let classes = metrics.get("classes")?.as_array()?.iter().map(|c| c.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_owned()).collect();
-    let counts = metrics.get("confusion-matrix")?.get("counts")?.as_array()?.iter().map(|v| v.as_u64().unwrap_or(0)).collect();
+    let classes = metrics
+        .get("classes")?
+        .as_array()?
+        .iter()
+        .map(|c| {
+            c.get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    let counts = metrics
+        .get("confusion-matrix")?
+        .get("counts")?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_u64().unwrap_or(0))
+        .collect();
     Some(Confusion { classes, counts })
 }
 
@@ -72,17 +92,41 @@ fn pr_curves(metrics: &serde_json::Value) -> Vec<(String, Vec<(f64, f64)>)> {
     let names: Vec<String> = metrics
         .get("classes")
         .and_then(|c| c.as_array())
-        .map(|a| a.iter().map(|c| c.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_owned()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    c.get("name")
+                        .and_then(|n| n.as_str())
+                        .unwrap_or("?")
+                        .to_owned()
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    let Some(curves) = metrics.get("detail").and_then(|d| d.get("pr-curves")).and_then(|c| c.as_array()) else {
+    let Some(curves) = metrics
+        .get("detail")
+        .and_then(|d| d.get("pr-curves"))
+        .and_then(|c| c.as_array())
+    else {
         return Vec::new();
     };
     curves
         .iter()
         .filter_map(|entry| {
             let class = entry.get(0)?.as_u64()? as usize;
-            let points = entry.get(1)?.as_array()?.iter().filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?))).collect();
-            Some((names.get(class).cloned().unwrap_or_else(|| class.to_string()), points))
+            let points = entry
+                .get(1)?
+                .as_array()?
+                .iter()
+                .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
+                .collect();
+            Some((
+                names
+                    .get(class)
+                    .cloned()
+                    .unwrap_or_else(|| class.to_string()),
+                points,
+            ))
         })
         .collect()
 }
@@ -99,41 +143,75 @@ fn truth_boxes(s: &autodl_data::Sample, names: &[String]) -> anyhow::Result<Vec<
         boxes: s.boxes.iter().map(|b| (b.corners(), b.class)).collect(),
     };
     let mut png = Vec::new();
-    autodl_augment::preview_grid(&[(sample, names.to_vec())], 1).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    autodl_augment::preview_grid(&[(sample, names.to_vec())], 1)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     Ok(png)
 }
 
 /// Truth and prediction, side by side in class colours, for the first validation images.
-fn samples(family: &str, model_dir: &Path, ds: &Dataset, out: &Path, backend: &str) -> anyhow::Result<Vec<Sample>> {
-    let Some(net) = autodl_api::network(family) else { return Ok(Vec::new()) };
+fn samples(
+    family: &str,
+    model_dir: &Path,
+    ds: &Dataset,
+    out: &Path,
+    backend: &str,
+) -> anyhow::Result<Vec<Sample>> {
+    let Some(net) = autodl_api::network(family) else {
+        return Ok(Vec::new());
+    };
     let picked: Vec<_> = ds.val.iter().take(SAMPLES).collect();
     let images: Vec<PathBuf> = picked.iter().map(|s| s.image.clone()).collect();
     let pred_dir = out.join("report-samples");
-    net.predict(model_dir, &images, &pred_dir, &autodl_api::PredictOptions::on(backend))?;
+    net.predict(
+        model_dir,
+        &images,
+        &pred_dir,
+        &autodl_api::PredictOptions::on(backend),
+    )?;
     let stems = autodl_api::files::output_stems(&images);
-    let index: std::collections::HashMap<u32, usize> = ds.classes.iter().enumerate().map(|(i, c)| (c.value, i)).collect();
+    let index: std::collections::HashMap<u32, usize> = ds
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.value, i))
+        .collect();
     let mut samples = Vec::new();
     let names: Vec<String> = ds.classes.iter().map(|c| c.name.clone()).collect();
     for (s, stem) in picked.into_iter().zip(stems) {
         if ds.task == autodl_data::Task::Detection {
-            samples.push(Sample { caption: format!("{}: truth", s.stem), png: truth_boxes(s, &names)? });
+            samples.push(Sample {
+                caption: format!("{}: truth", s.stem),
+                png: truth_boxes(s, &names)?,
+            });
         }
-        let pred = std::fs::read(autodl_api::files::prediction_files(net.task(), &pred_dir, &stem).preview)?;
+        let pred = std::fs::read(
+            autodl_api::files::prediction_files(net.task(), &pred_dir, &stem).preview,
+        )?;
         if let Some(label) = &s.label
             && let Ok(mask) = autodl_data::load_mask(label)
         {
             let rgb: Vec<u8> = mask
                 .data
                 .iter()
-                .flat_map(|v| index.get(v).map_or([0, 0, 0], |&i| autodl_api::class_colour(i)))
+                .flat_map(|v| {
+                    index
+                        .get(v)
+                        .map_or([0, 0, 0], |&i| autodl_api::class_colour(i))
+                })
                 .collect();
             if let Some(img) = image::RgbImage::from_raw(mask.width, mask.height, rgb) {
                 let mut png = Vec::new();
                 img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-                samples.push(Sample { caption: format!("{}: truth", s.stem), png });
+                samples.push(Sample {
+                    caption: format!("{}: truth", s.stem),
+                    png,
+                });
             }
         }
-        samples.push(Sample { caption: format!("{}: prediction", s.stem), png: pred });
+        samples.push(Sample {
+            caption: format!("{}: prediction", s.stem),
+            png: pred,
+        });
     }
     Ok(samples)
 }

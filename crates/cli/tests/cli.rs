@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn autodl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autodl")).args(args).output().expect("run autodl")
+    Command::new(env!("CARGO_BIN_EXE_autodl"))
+        .args(args)
+        .output()
+        .expect("run autodl")
 }
 
 /// Runs autodl with `AUTODL_WEIGHTS_DIR` pointing at a corrupt `resnet18.safetensors`, so
@@ -12,12 +15,24 @@ fn autodl(args: &[&str]) -> Output {
 fn autodl_with_broken_weights(args: &[&str], dir: &Path) -> Output {
     let weights = dir.join("broken-weights");
     std::fs::create_dir_all(&weights).unwrap();
-    std::fs::write(weights.join("resnet18.safetensors"), b"not a safetensors file").unwrap();
-    Command::new(env!("CARGO_BIN_EXE_autodl")).args(args).env("AUTODL_WEIGHTS_DIR", &weights).output().expect("run autodl")
+    std::fs::write(
+        weights.join("resnet18.safetensors"),
+        b"not a safetensors file",
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_autodl"))
+        .args(args)
+        .env("AUTODL_WEIGHTS_DIR", &weights)
+        .output()
+        .expect("run autodl")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn repo() -> PathBuf {
@@ -26,7 +41,11 @@ fn repo() -> PathBuf {
 
 fn shared(name: &str) -> String {
     let p = repo().join("../shared/data").join(name);
-    assert!(p.is_dir(), "{} is missing: the tests need ../shared/data beside the repo", p.display());
+    assert!(
+        p.is_dir(),
+        "{} is missing: the tests need ../shared/data beside the repo",
+        p.display()
+    );
     p.display().to_string()
 }
 
@@ -48,24 +67,39 @@ fn every_example_pipeline_checks() {
 fn misspelt_key_is_a_config_error_with_line_and_valid_keys() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.toml");
-    std::fs::write(&file, "version = 1\n\n[data]\npath = \"x\"\nval-fraktion = 0.3\n").unwrap();
+    std::fs::write(
+        &file,
+        "version = 1\n\n[data]\npath = \"x\"\nval-fraktion = 0.3\n",
+    )
+    .unwrap();
     let o = autodl(&["check", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("p.toml:5:1"), "{t}");
-    assert!(t.contains("val-fraktion") && t.contains("`val-fraction`") && t.contains("`images-dir`"), "{t}");
+    assert!(
+        t.contains("val-fraktion") && t.contains("`val-fraction`") && t.contains("`images-dir`"),
+        "{t}"
+    );
 }
 
 #[test]
 fn missing_backend_is_a_clean_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.toml");
-    std::fs::write(&file, "version = 1\nbackend = \"tpu\"\n[data]\npath = \"x\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "version = 1\nbackend = \"tpu\"\n[data]\npath = \"x\"\n",
+    )
+    .unwrap();
     let o = autodl(&["check", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("unknown backend `tpu`"), "{}", text(&o));
     if !cfg!(feature = "cuda") {
-        std::fs::write(&file, "version = 1\nbackend = \"cuda:0\"\n[data]\npath = \"x\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "version = 1\nbackend = \"cuda:0\"\n[data]\npath = \"x\"\n",
+        )
+        .unwrap();
         let o = autodl(&["check", file.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(2));
         assert!(text(&o).contains("--features cuda"), "{}", text(&o));
@@ -82,7 +116,10 @@ fn inspect_trees_voc() {
     assert!(flat.contains("pascal-voc"), "{flat}");
     let o = autodl(&["data", "inspect", &shared("trees_voc")]);
     let t = text(&o);
-    assert!(t.contains("37") && t.contains("679") && t.contains("557") && t.contains("122"), "{t}");
+    assert!(
+        t.contains("37") && t.contains("679") && t.contains("557") && t.contains("122"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -100,7 +137,11 @@ fn unknown_dataset_layout_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let o = autodl(&["data", "inspect", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains(dir.path().to_str().unwrap()), "{}", text(&o));
+    assert!(
+        text(&o).contains(dir.path().to_str().unwrap()),
+        "{}",
+        text(&o)
+    );
 }
 
 /// Writes a tiny classified-tiles dataset: bright squares are class 2 on class 1 ground.
@@ -119,7 +160,13 @@ fn tiny_tiles(root: &Path) {
         img.save(root.join(format!("images/t{i}.png"))).unwrap();
         let mask = image::GrayImage::from_fn(32, 32, |x, y| {
             let inside = (x0..x0 + 12).contains(&x) && (y0..y0 + 12).contains(&y);
-            image::Luma([if y == 0 { 0 } else if inside { 2 } else { 1 }])
+            image::Luma([if y == 0 {
+                0
+            } else if inside {
+                2
+            } else {
+                1
+            }])
         });
         mask.save(root.join(format!("labels/t{i}.png"))).unwrap();
     }
@@ -130,7 +177,14 @@ fn tiny_tiles(root: &Path) {
 fn write_splits(root: &Path, val: &[&str]) {
     let mut train: Vec<String> = std::fs::read_dir(root.join("images"))
         .unwrap()
-        .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|s| !val.contains(&s.as_str()))
         .collect();
     train.sort();
@@ -149,7 +203,10 @@ fn val_images(root: &Path, ext: &str) -> Vec<String> {
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -160,65 +217,149 @@ fn train_then_predict_end_to_end() {
     // A validation image wider than a prediction window (512 px), so that validation and
     // prediction both cut it into overlapping windows.
     image::RgbImage::from_fn(600, 40, |x, y| {
-        let v = if (100..140).contains(&x) || (480..530).contains(&x) { 200 } else { 40 } as u8;
-        image::Rgb([v, v.wrapping_add((x % 64 * 2) as u8), v.wrapping_add(y as u8)])
+        let v = if (100..140).contains(&x) || (480..530).contains(&x) {
+            200
+        } else {
+            40
+        } as u8;
+        image::Rgb([
+            v,
+            v.wrapping_add((x % 64 * 2) as u8),
+            v.wrapping_add(y as u8),
+        ])
     })
     .save(data.join("images/wide.png"))
     .unwrap();
-    image::GrayImage::from_fn(600, 40, |x, y| image::Luma([if y == 0 { 0 } else if (100..140).contains(&x) || (480..530).contains(&x) { 2 } else { 1 }]))
-        .save(data.join("labels/wide.png"))
-        .unwrap();
+    image::GrayImage::from_fn(600, 40, |x, y| {
+        image::Luma([if y == 0 {
+            0
+        } else if (100..140).contains(&x) || (480..530).contains(&x) {
+            2
+        } else {
+            1
+        }])
+    })
+    .save(data.join("labels/wide.png"))
+    .unwrap();
     write_splits(&data, &["t8", "t9", "wide"]);
     let out = dir.path().join("run");
     let o = autodl(&[
-        "train", data.to_str().unwrap(), "--time-limit", "90s", "--max-epochs", "3",
-        "--out", out.to_str().unwrap(), "--networks", "unet",
+        "train",
+        data.to_str().unwrap(),
+        "--time-limit",
+        "90s",
+        "--max-epochs",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--networks",
+        "unet",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    for f in ["leaderboard.csv", "leaderboard.json", "leaderboard.md", "best-model/model.json", "best-model/model.mpk"] {
+    for f in [
+        "leaderboard.csv",
+        "leaderboard.json",
+        "leaderboard.md",
+        "best-model/model.json",
+        "best-model/model.mpk",
+    ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     let board: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
+            .unwrap();
     let row = &board[0];
     assert_eq!(row["status"], "completed", "{board}");
     assert!(row["batch-size"].as_u64().unwrap() >= 1);
     assert!(row["learning-rate"].as_f64().unwrap() > 0.0);
 
     // Resume: the finished trial is not trained again.
-    let o = autodl(&["train", data.to_str().unwrap(), "--time-limit", "90s", "--max-epochs", "3", "--out", out.to_str().unwrap(), "--networks", "unet"]);
+    let o = autodl(&[
+        "train",
+        data.to_str().unwrap(),
+        "--time-limit",
+        "90s",
+        "--max-epochs",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--networks",
+        "unet",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("not trained again"), "{}", text(&o));
 
     let pred = dir.path().join("pred");
     let img = data.join("images/t3.png");
     let pkg = out.join("unet-efficientnet-lite0.dlpk");
-    assert!(pkg.is_file(), "the best model is packaged at the output root");
-    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
+    assert!(
+        pkg.is_file(),
+        "the best model is packaged at the output root"
+    );
+    let o = autodl(&[
+        "predict",
+        "--model",
+        pkg.to_str().unwrap(),
+        img.to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let mask = image::open(pred.join("t3.png")).unwrap().to_luma8();
     assert_eq!(mask.dimensions(), (32, 32));
-    assert!(mask.pixels().all(|p| p[0] == 1 || p[0] == 2), "predicted values must be class values");
+    assert!(
+        mask.pixels().all(|p| p[0] == 1 || p[0] == 2),
+        "predicted values must be class values"
+    );
     assert!(pred.join("previews/t3.png").is_file());
 
     // The package predicts what its leaderboard row scored: `autodl evaluate` on its masks
     // of the validation images gives the trial's confusion matrix, to the pixel.
     let val_pred = dir.path().join("val-pred");
-    let mut args = vec!["predict".to_owned(), "--model".into(), pkg.display().to_string(), "--out".into(), val_pred.display().to_string()];
+    let mut args = vec![
+        "predict".to_owned(),
+        "--model".into(),
+        pkg.display().to_string(),
+        "--out".into(),
+        val_pred.display().to_string(),
+    ];
     args.extend(val_images(&data, "png"));
     let o = autodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", text(&o));
-    let o = autodl(&["evaluate", "--gt", data.to_str().unwrap(), "--masks", val_pred.to_str().unwrap(), "--json"]);
+    let o = autodl(&[
+        "evaluate",
+        "--gt",
+        data.to_str().unwrap(),
+        "--masks",
+        val_pred.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let scored: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let trial = read_json(&out.join("trials/unet-efficientnet-lite0/metrics.json"));
     assert_eq!(scored["images"], 3);
-    assert_eq!(scored["confusion-matrix"], trial["confusion-matrix"], "predict + evaluate vs the trial's validation");
+    assert_eq!(
+        scored["confusion-matrix"], trial["confusion-matrix"],
+        "predict + evaluate vs the trial's validation"
+    );
     assert_eq!(scored["metrics"]["mean_iou"], trial["metrics"]["mean_iou"]);
-    assert_eq!(scored["metrics"]["mean_iou"].as_f64(), row["metric"].as_f64(), "the leaderboard's figure");
+    assert_eq!(
+        scored["metrics"]["mean_iou"].as_f64(),
+        row["metric"].as_f64(),
+        "the leaderboard's figure"
+    );
     // A plain folder of truth masks scores the same, given the ignored value.
     let labels = data.join("labels");
-    let o = autodl(&["evaluate", "--gt", labels.to_str().unwrap(), "--masks", val_pred.to_str().unwrap(), "--ignore-value", "0", "--json"]);
+    let o = autodl(&[
+        "evaluate",
+        "--gt",
+        labels.to_str().unwrap(),
+        "--masks",
+        val_pred.to_str().unwrap(),
+        "--ignore-value",
+        "0",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let plain: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(plain["confusion-matrix"], trial["confusion-matrix"]);
@@ -226,32 +367,79 @@ fn train_then_predict_end_to_end() {
     // Prediction never touches its inputs: an output folder holding them is refused...
     let before = std::fs::read(data.join("images/t3.png")).unwrap();
     let images = data.join("images");
-    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), images.to_str().unwrap(), "--out", images.to_str().unwrap()]);
+    let o = autodl(&[
+        "predict",
+        "--model",
+        pkg.to_str().unwrap(),
+        images.to_str().unwrap(),
+        "--out",
+        images.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("choose another --out"), "{}", text(&o));
     assert_eq!(std::fs::read(data.join("images/t3.png")).unwrap(), before);
     // ... no earlier prediction is overwritten unless asked ...
-    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
+    let o = autodl(&[
+        "predict",
+        "--model",
+        pkg.to_str().unwrap(),
+        img.to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--overwrite"), "{}", text(&o));
-    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), "--out", pred.to_str().unwrap(), "--overwrite"]);
+    let o = autodl(&[
+        "predict",
+        "--model",
+        pkg.to_str().unwrap(),
+        img.to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+        "--overwrite",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     // ... and inputs whose names meet get outputs of their own.
     let odd = dir.path().join("odd");
     std::fs::create_dir_all(&odd).unwrap();
     std::fs::copy(data.join("images/t1.png"), odd.join("same.png")).unwrap();
-    image::open(data.join("images/t2.png")).unwrap().save(odd.join("same.jpg")).unwrap();
+    image::open(data.join("images/t2.png"))
+        .unwrap()
+        .save(odd.join("same.jpg"))
+        .unwrap();
     std::fs::copy(data.join("images/t4.png"), odd.join("x.png")).unwrap();
     std::fs::copy(data.join("images/t5.png"), odd.join("x_preview.png")).unwrap();
     let odd_pred = dir.path().join("odd-pred");
-    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), odd.to_str().unwrap(), "--out", odd_pred.to_str().unwrap()]);
+    let o = autodl(&[
+        "predict",
+        "--model",
+        pkg.to_str().unwrap(),
+        odd.to_str().unwrap(),
+        "--out",
+        odd_pred.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
-    for f in ["same_png.png", "same_jpg.png", "x.png", "x_preview.png", "previews/x.png", "previews/x_preview.png", "previews/same_jpg.png"] {
+    for f in [
+        "same_png.png",
+        "same_jpg.png",
+        "x.png",
+        "x_preview.png",
+        "previews/x.png",
+        "previews/x_preview.png",
+        "previews/same_jpg.png",
+    ] {
         assert!(odd_pred.join(f).is_file(), "missing {f}");
     }
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), empty.to_str().unwrap(), "--out", odd_pred.to_str().unwrap()]);
+    let o = autodl(&[
+        "predict",
+        "--model",
+        pkg.to_str().unwrap(),
+        empty.to_str().unwrap(),
+        "--out",
+        odd_pred.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no images"), "{}", text(&o));
 
@@ -264,23 +452,62 @@ fn train_then_predict_end_to_end() {
     let mut meta = read_json(&broken.join("model.json"));
     meta["mean"] = serde_json::json!([0.0]);
     std::fs::write(broken.join("model.json"), meta.to_string()).unwrap();
-    let o = autodl(&["predict", "--model", broken.to_str().unwrap(), img.to_str().unwrap(), "--out", dir.path().join("never").to_str().unwrap()]);
+    let o = autodl(&[
+        "predict",
+        "--model",
+        broken.to_str().unwrap(),
+        img.to_str().unwrap(),
+        "--out",
+        dir.path().join("never").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("model.json: `mean` has 1 values for 3 bands"), "{}", text(&o));
+    assert!(
+        text(&o).contains("model.json: `mean` has 1 values for 3 bands"),
+        "{}",
+        text(&o)
+    );
 
     // A rerun that trains nothing leaves the earlier results whole.
-    let results: Vec<Vec<u8>> = ["leaderboard.json", "leaderboard.md", "report.html", "unet-efficientnet-lite0.dlpk"]
-        .iter()
-        .map(|f| std::fs::read(out.join(f)).unwrap())
-        .collect();
-    let args = ["train", data.to_str().unwrap(), "--time-limit", "30s", "--backbone", "resnet18", "--out", out.to_str().unwrap(), "--networks", "unet"];
+    let results: Vec<Vec<u8>> = [
+        "leaderboard.json",
+        "leaderboard.md",
+        "report.html",
+        "unet-efficientnet-lite0.dlpk",
+    ]
+    .iter()
+    .map(|f| std::fs::read(out.join(f)).unwrap())
+    .collect();
+    let args = [
+        "train",
+        data.to_str().unwrap(),
+        "--time-limit",
+        "30s",
+        "--backbone",
+        "resnet18",
+        "--out",
+        out.to_str().unwrap(),
+        "--networks",
+        "unet",
+    ];
     let o = autodl_with_broken_weights(&args, dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("earlier results"), "{}", text(&o));
-    for (f, bytes) in ["leaderboard.json", "leaderboard.md", "report.html", "unet-efficientnet-lite0.dlpk"].iter().zip(results) {
+    for (f, bytes) in [
+        "leaderboard.json",
+        "leaderboard.md",
+        "report.html",
+        "unet-efficientnet-lite0.dlpk",
+    ]
+    .iter()
+    .zip(results)
+    {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), bytes, "{f} changed");
     }
-    assert!(std::fs::read_to_string(out.join("failed-run.md")).unwrap().contains("resnet18.safetensors"));
+    assert!(
+        std::fs::read_to_string(out.join("failed-run.md"))
+            .unwrap()
+            .contains("resnet18.safetensors")
+    );
 }
 
 /// Writes a tiny PASCAL VOC dataset: bright squares of two sizes are `roof` boxes.
@@ -289,9 +516,14 @@ fn tiny_voc(root: &Path) {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     for i in 0..16u32 {
-        let squares = [((i * 7) % 40, (i * 11) % 40, 14 + i % 3 * 4), ((i * 13 + 30) % 44, (i * 5 + 36) % 44, 12)];
+        let squares = [
+            ((i * 7) % 40, (i * 11) % 40, 14 + i % 3 * 4),
+            ((i * 13 + 30) % 44, (i * 5 + 36) % 44, 12),
+        ];
         let img = image::RgbImage::from_fn(64, 64, |x, y| {
-            let inside = squares.iter().any(|&(x0, y0, s)| (x0..x0 + s).contains(&x) && (y0..y0 + s).contains(&y));
+            let inside = squares
+                .iter()
+                .any(|&(x0, y0, s)| (x0..x0 + s).contains(&x) && (y0..y0 + s).contains(&y));
             let v = if inside { 210 } else { 50 } as u8;
             image::Rgb([v, v.wrapping_add((y / 4) as u8), v])
         });
@@ -306,7 +538,9 @@ fn tiny_voc(root: &Path) {
                 )
             })
             .collect();
-        let xml = format!("<annotation><filename>d{i}.png</filename><size><width>64</width><height>64</height><depth>3</depth></size>{objects}</annotation>");
+        let xml = format!(
+            "<annotation><filename>d{i}.png</filename><size><width>64</width><height>64</height><depth>3</depth></size>{objects}</annotation>"
+        );
         std::fs::write(root.join(format!("labels/d{i}.xml")), xml).unwrap();
     }
 }
@@ -319,7 +553,9 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     // A validation image wider than a prediction window, detected in two windows.
     let squares = [(30u32, 20u32, 16u32), (300, 8, 14), (505, 30, 18)];
     image::RgbImage::from_fn(600, 64, |x, y| {
-        let inside = squares.iter().any(|&(x0, y0, s)| (x0..x0 + s).contains(&x) && (y0..y0 + s).contains(&y));
+        let inside = squares
+            .iter()
+            .any(|&(x0, y0, s)| (x0..x0 + s).contains(&x) && (y0..y0 + s).contains(&y));
         let v = if inside { 210 } else { 50 } as u8;
         image::Rgb([v, v.wrapping_add((y / 4) as u8), v])
     })
@@ -329,7 +565,13 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         .iter()
         .map(|&(x0, y0, s)| format!("<object><name>roof</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>", x0 + s - 1, y0 + s - 1))
         .collect();
-    std::fs::write(data.join("labels/wide.xml"), format!("<annotation><size><width>600</width><height>64</height></size>{objects}</annotation>")).unwrap();
+    std::fs::write(
+        data.join("labels/wide.xml"),
+        format!(
+            "<annotation><size><width>600</width><height>64</height></size>{objects}</annotation>"
+        ),
+    )
+    .unwrap();
     write_splits(&data, &["d12", "d13", "d14", "d15", "wide"]);
     let out = dir.path().join("run");
     // A fixed batch and learning rate keep the test short; the squares are easy enough that
@@ -345,9 +587,16 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         ),
     )
     .unwrap();
-    let o = autodl(&["train", pipeline.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = autodl(&[
+        "train",
+        pipeline.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
-    let board: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap()).unwrap();
+    let board: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
+            .unwrap();
     let rows = board.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{board}");
     for row in rows {
@@ -356,7 +605,10 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         assert!(row["metric"].as_f64().unwrap() > 0.5, "{board}");
     }
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(report.contains("Precision-recall"), "a detection report shows precision-recall curves");
+    assert!(
+        report.contains("Precision-recall"),
+        "a detection report shows precision-recall curves"
+    );
 
     let pred = dir.path().join("pred");
     let img = data.join("images/d3.png");
@@ -364,23 +616,48 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     // boxes are merged with NMS, so each square is found once.
     let strip = dir.path().join("strip.png");
     image::RgbImage::from_fn(700, 64, |x, y| {
-        let inside = [(40, 20), (500, 10), (250, 30)].iter().any(|&(x0, y0)| (x0..x0 + 20).contains(&x) && (y0..y0 + 20).contains(&y));
+        let inside = [(40, 20), (500, 10), (250, 30)]
+            .iter()
+            .any(|&(x0, y0)| (x0..x0 + 20).contains(&x) && (y0..y0 + 20).contains(&y));
         let v = if inside { 210 } else { 50 } as u8;
         image::Rgb([v, v.wrapping_add((y / 4) as u8), v])
     })
     .save(&strip)
     .unwrap();
     let pkg = out.join("models/retinanet-efficientnet-lite0.dlpk");
-    let o = autodl(&["predict", "--model", pkg.to_str().unwrap(), img.to_str().unwrap(), strip.to_str().unwrap(), "--out", pred.to_str().unwrap()]);
+    let o = autodl(&[
+        "predict",
+        "--model",
+        pkg.to_str().unwrap(),
+        img.to_str().unwrap(),
+        strip.to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let strip_xml = std::fs::read_to_string(pred.join("strip.xml")).unwrap();
     assert!(strip_xml.contains("<width>700</width>"), "{strip_xml}");
-    let xs: Vec<f64> = strip_xml.split("<xmin>").skip(1).filter_map(|t| t.split('<').next()?.parse().ok()).collect();
-    assert!(xs.iter().any(|&x| (480.0..=520.0).contains(&x)), "the square at x = 500 lies in the second window: {strip_xml}");
+    let xs: Vec<f64> = strip_xml
+        .split("<xmin>")
+        .skip(1)
+        .filter_map(|t| t.split('<').next()?.parse().ok())
+        .collect();
+    assert!(
+        xs.iter().any(|&x| (480.0..=520.0).contains(&x)),
+        "the square at x = 500 lies in the second window: {strip_xml}"
+    );
     let xml = std::fs::read_to_string(pred.join("d3.xml")).unwrap();
-    assert!(xml.contains("<annotation>") && xml.contains("<width>64</width>"), "{xml}");
-    assert!(xml.contains("<score>0."), "every predicted box carries its score: {xml}");
-    let coco: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pred.join("detections.json")).unwrap()).unwrap();
+    assert!(
+        xml.contains("<annotation>") && xml.contains("<width>64</width>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<score>0."),
+        "every predicted box carries its score: {xml}"
+    );
+    let coco: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pred.join("detections.json")).unwrap())
+            .unwrap();
     assert_eq!(coco["images"][0]["width"], 64);
     assert_eq!(coco["categories"][0]["name"], "roof");
     assert!(pred.join("previews/d3.png").is_file());
@@ -390,11 +667,22 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     // AP (predicting every box post-processing keeps, as validation ranks them) and its
     // precision, recall and F1 (predicting with the model's own threshold).
     for family in ["retinanet", "ssd"] {
-        let trial = read_json(&out.join(format!("trials/{family}-efficientnet-lite0/metrics.json")))["metrics"].clone();
+        let trial = read_json(
+            &out.join(format!("trials/{family}-efficientnet-lite0/metrics.json")),
+        )["metrics"]
+            .clone();
         let pkg = out.join(format!("models/{family}-efficientnet-lite0.dlpk"));
         let score = |threshold: Option<&str>, eval_threshold: &str| -> serde_json::Value {
-            let dir = dir.path().join(format!("{family}-{}", threshold.unwrap_or("default")));
-            let mut args = vec!["predict".to_owned(), "--model".into(), pkg.display().to_string(), "--out".into(), dir.display().to_string()];
+            let dir = dir
+                .path()
+                .join(format!("{family}-{}", threshold.unwrap_or("default")));
+            let mut args = vec![
+                "predict".to_owned(),
+                "--model".into(),
+                pkg.display().to_string(),
+                "--out".into(),
+                dir.display().to_string(),
+            ];
             if let Some(t) = threshold {
                 args.extend(["--score-threshold".to_owned(), t.to_owned()]);
             }
@@ -402,21 +690,45 @@ fn detection_families_learn_and_predict_voc_and_coco() {
             let o = autodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
             assert!(o.status.success(), "{}", text(&o));
             let dets = dir.join("detections.json");
-            let o = autodl(&["evaluate", "--gt", data.to_str().unwrap(), "--dets", dets.to_str().unwrap(), "--score-threshold", eval_threshold, "--json"]);
+            let o = autodl(&[
+                "evaluate",
+                "--gt",
+                data.to_str().unwrap(),
+                "--dets",
+                dets.to_str().unwrap(),
+                "--score-threshold",
+                eval_threshold,
+                "--json",
+            ]);
             assert!(o.status.success(), "{}", text(&o));
             serde_json::from_slice(&o.stdout).unwrap()
         };
         let stored = trial["score-threshold"].to_string();
         let all = score(Some("0.05"), &stored);
         assert!(trial["ap50"].as_f64().unwrap() > 0.3, "{family}: {trial}");
-        assert_eq!(all["voc-ap50"], trial["ap50"], "{family}: VOC AP50 from predict + evaluate vs the trial's");
-        let row = rows.iter().find(|r| r["id"] == format!("{family}-efficientnet-lite0")).unwrap();
-        assert_eq!(all["voc-ap50"], row["metric"], "{family}: the leaderboard's figure");
+        assert_eq!(
+            all["voc-ap50"], trial["ap50"],
+            "{family}: VOC AP50 from predict + evaluate vs the trial's"
+        );
+        let row = rows
+            .iter()
+            .find(|r| r["id"] == format!("{family}-efficientnet-lite0"))
+            .unwrap();
+        assert_eq!(
+            all["voc-ap50"], row["metric"],
+            "{family}: the leaderboard's figure"
+        );
         assert_eq!(all["coco"]["ap"], trial["coco-ap"], "{family}: COCO AP");
-        assert_eq!(all["arcgis-ap10"], trial["arcgis-ap10"], "{family}: ArcGIS AP10");
+        assert_eq!(
+            all["arcgis-ap10"], trial["arcgis-ap10"],
+            "{family}: ArcGIS AP10"
+        );
         let kept = score(None, &stored);
         for k in ["precision", "recall", "f1"] {
-            assert_eq!(kept[k], trial[k], "{family}: {k} at the stored threshold {stored}");
+            assert_eq!(
+                kept[k], trial[k],
+                "{family}: {k} at the stored threshold {stored}"
+            );
         }
     }
 }
@@ -447,10 +759,19 @@ fn a_restarted_trial_resumes_from_its_checkpoint() {
     std::fs::write(&path, spec.to_string()).unwrap();
     let o = autodl(&["trial", "--spec", path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("resuming after epoch 1 at batch size 2"), "{}", text(&o));
+    assert!(
+        text(&o).contains("resuming after epoch 1 at batch size 2"),
+        "{}",
+        text(&o)
+    );
     let last = text(&o).lines().last().unwrap().to_owned();
     let result: serde_json::Value = serde_json::from_str(&last).unwrap();
-    let epochs: Vec<u64> = result["epochs"].as_array().unwrap().iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
+    let epochs: Vec<u64> = result["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
     assert_eq!(epochs, vec![1, 2], "{last}");
     assert_eq!(result["batch-size"], 2);
 }
@@ -465,11 +786,25 @@ fn the_same_seed_gives_the_same_leaderboard() {
         let o = autodl(&[
             // A budget far beyond what two epochs need: the epoch count and the finder's sweep
             // length must not depend on how busy the machine is.
-            "train", data.to_str().unwrap(), "--time-limit", "60m", "--max-epochs", "2", "--batch-size", "4", "--seed", "11",
-            "--out", out.to_str().unwrap(), "--networks", "unet",
+            "train",
+            data.to_str().unwrap(),
+            "--time-limit",
+            "60m",
+            "--max-epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--seed",
+            "11",
+            "--out",
+            out.to_str().unwrap(),
+            "--networks",
+            "unet",
         ]);
         assert!(o.status.success(), "{}", text(&o));
-        let board: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap()).unwrap();
+        let board: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
+                .unwrap();
         // Everything but wall-clock times and folders.
         board
             .as_array()
@@ -498,7 +833,20 @@ fn a_failing_network_is_recorded_and_the_run_goes_on() {
     // Broken pretrained weights fail each trial at run time: every network becomes a row
     // with its reason, and the run ends with code 1.
     let o = autodl_with_broken_weights(
-        &["train", data.to_str().unwrap(), "--time-limit", "60s", "--max-epochs", "1", "--backbone", "resnet18", "--networks", "unet,pspnet", "--out", out.to_str().unwrap()],
+        &[
+            "train",
+            data.to_str().unwrap(),
+            "--time-limit",
+            "60s",
+            "--max-epochs",
+            "1",
+            "--backbone",
+            "resnet18",
+            "--networks",
+            "unet,pspnet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -507,7 +855,13 @@ fn a_failing_network_is_recorded_and_the_run_goes_on() {
     assert_eq!(rows.len(), 2, "{board}");
     for row in rows {
         assert_eq!(row["status"], "failed", "{board}");
-        assert!(row["reason"].as_str().unwrap().contains("resnet18.safetensors"), "{board}");
+        assert!(
+            row["reason"]
+                .as_str()
+                .unwrap()
+                .contains("resnet18.safetensors"),
+            "{board}"
+        );
     }
 }
 
@@ -518,18 +872,38 @@ fn a_run_that_could_train_nothing_is_a_usage_error_before_any_work() {
     tiny_tiles(&data);
     let out = dir.path().join("run");
     for (args, message) in [
-        (vec!["--backbone", "vgg99"], "no backbone `vgg99` (available: efficientnet-lite0, resnet18"),
-        (vec!["--networks", "retinanet"], "retinanet solves detection, the data is pixel-classification"),
+        (
+            vec!["--backbone", "vgg99"],
+            "no backbone `vgg99` (available: efficientnet-lite0, resnet18",
+        ),
+        (
+            vec!["--networks", "retinanet"],
+            "retinanet solves detection, the data is pixel-classification",
+        ),
         (vec!["--time-limit", "0"], "is zero"),
-        (vec!["--time-limit", "18446744073709551615"], "longer than 30 days"),
-        (vec!["--time-limit", "5124095576030432h"], "longer than 30 days"),
+        (
+            vec!["--time-limit", "18446744073709551615"],
+            "longer than 30 days",
+        ),
+        (
+            vec!["--time-limit", "5124095576030432h"],
+            "longer than 30 days",
+        ),
     ] {
-        let mut all = vec!["train", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut all = vec![
+            "train",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         all.extend(args);
         let o = autodl(&all);
         assert_eq!(o.status.code(), Some(2), "{all:?}: {}", text(&o));
         assert!(text(&o).contains(message), "{all:?}: {}", text(&o));
-        assert!(!out.join("leaderboard.json").exists() && !out.join("trials").exists(), "{all:?} did work");
+        assert!(
+            !out.join("leaderboard.json").exists() && !out.join("trials").exists(),
+            "{all:?} did work"
+        );
     }
 }
 
@@ -541,8 +915,16 @@ fn a_run_killed_after_its_first_trial_resumes_without_retraining_it() {
     tiny_tiles(&data);
     let out = dir.path().join("run");
     let args = [
-        "train", data.to_str().unwrap(), "--time-limit", "120s", "--max-epochs", "2",
-        "--out", out.to_str().unwrap(), "--networks", "unet,deeplab",
+        "train",
+        data.to_str().unwrap(),
+        "--time-limit",
+        "120s",
+        "--max-epochs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--networks",
+        "unet,deeplab",
     ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_autodl"))
         .args(args)
@@ -553,23 +935,40 @@ fn a_run_killed_after_its_first_trial_resumes_without_retraining_it() {
     let first = out.join("trials/unet-efficientnet-lite0/result.json");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !first.is_file() {
-        assert!(std::time::Instant::now() < deadline, "the first trial never finished");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first trial never finished"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // One run per output folder: a second one is refused, naming the first.
     let pid = child.id();
     let o = autodl(&args);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains(&format!("in use by another autodl run (PID {pid})")), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("in use by another autodl run (PID {pid})")),
+        "{}",
+        text(&o)
+    );
     // SIGKILL the orchestrator alone: the trial it was running (found through /proc) ends
     // within 2 s by itself instead of computing on as an orphan.
     let children_of = || -> Vec<String> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().map(str::to_owned).collect()
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
     };
     let mut children = children_of();
     while children.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the second trial never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second trial never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
         children = children_of();
     }
@@ -577,19 +976,37 @@ fn a_run_killed_after_its_first_trial_resumes_without_retraining_it() {
     let _ = child.wait();
     let killed = std::time::Instant::now();
     // Gone, or a zombie waiting for a reaper: either way it no longer runs.
-    let running = |c: &String| std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|st| st.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')));
+    let running = |c: &String| {
+        std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|st| {
+            st.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+    };
     while children.iter().any(running) && killed.elapsed() < std::time::Duration::from_secs(2) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(!children.iter().any(running), "trial processes {children:?} outlived their orchestrator by 2 s");
+    assert!(
+        !children.iter().any(running),
+        "trial processes {children:?} outlived their orchestrator by 2 s"
+    );
     let before = std::fs::read_to_string(&first).unwrap();
 
     let o = autodl(&args);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("unet-efficientnet-lite0: finished in an earlier run; not trained again"), "{t}");
-    assert_eq!(std::fs::read_to_string(&first).unwrap(), before, "the finished trial was not trained again");
-    let board: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap()).unwrap();
+    assert!(
+        t.contains("unet-efficientnet-lite0: finished in an earlier run; not trained again"),
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&first).unwrap(),
+        before,
+        "the finished trial was not trained again"
+    );
+    let board: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
+            .unwrap();
     assert_eq!(board.as_array().unwrap().len(), 2, "{board}");
 }
 
@@ -597,17 +1014,46 @@ fn a_run_killed_after_its_first_trial_resumes_without_retraining_it() {
 fn evaluate_matches_the_pycocotools_fixture() {
     let fixtures = repo().join("tests/fixtures/detection");
     let o = autodl(&[
-        "evaluate", "--gt", fixtures.join("random_gt.json").to_str().unwrap(),
-        "--dets", fixtures.join("random_dets.json").to_str().unwrap(), "--json",
+        "evaluate",
+        "--gt",
+        fixtures.join("random_gt.json").to_str().unwrap(),
+        "--dets",
+        fixtures.join("random_dets.json").to_str().unwrap(),
+        "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected.json")).unwrap()).unwrap();
-    let case = expected["fixtures"].as_array().unwrap().iter().find(|c| c["name"] == "random").unwrap();
-    let keys = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large"];
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected.json")).unwrap())
+            .unwrap();
+    let case = expected["fixtures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "random")
+        .unwrap();
+    let keys = [
+        "ap",
+        "ap50",
+        "ap75",
+        "ap_small",
+        "ap_medium",
+        "ap_large",
+        "ar1",
+        "ar10",
+        "ar100",
+        "ar_small",
+        "ar_medium",
+        "ar_large",
+    ];
     for (k, want) in keys.iter().zip(case["coco"].as_array().unwrap()) {
-        let g = got["coco"][k].as_f64().unwrap_or_else(|| panic!("no {k} in {got}"));
-        assert!((g - want.as_f64().unwrap()).abs() < 1e-6, "{k}: {g} vs pycocotools {want}");
+        let g = got["coco"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {k} in {got}"));
+        assert!(
+            (g - want.as_f64().unwrap()).abs() < 1e-6,
+            "{k}: {g} vs pycocotools {want}"
+        );
     }
     let voc = case["voc"]["all_point"]["map"].as_f64().unwrap();
     assert!((got["voc-ap50"].as_f64().unwrap() - voc).abs() < 1e-6);

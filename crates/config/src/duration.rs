@@ -50,10 +50,16 @@ pub const MAX_SECS: u64 = 30 * 86_400;
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let secs = parse_any(text)?;
     if secs == 0 {
-        return Err(format!("duration `{}` is zero: give at least 1s", text.trim()));
+        return Err(format!(
+            "duration `{}` is zero: give at least 1s",
+            text.trim()
+        ));
     }
     if secs > MAX_SECS {
-        return Err(format!("duration `{}` is longer than 30 days (720h), the most autodl plans for", text.trim()));
+        return Err(format!(
+            "duration `{}` is longer than 30 days (720h), the most autodl plans for",
+            text.trim()
+        ));
     }
     Ok(secs)
 }
@@ -127,7 +133,15 @@ mod tests {
 
     #[test]
     fn zero_and_huge_budgets_are_refused() {
-        for text in ["0", "0s", "0h0m", "18446744073709551615", "5124095576030432h", "99999999999999999999999s", "31d"] {
+        for text in [
+            "0",
+            "0s",
+            "0h0m",
+            "18446744073709551615",
+            "5124095576030432h",
+            "99999999999999999999999s",
+            "31d",
+        ] {
             assert!(parse_duration(text).is_err(), "{text}");
         }
         assert_eq!(parse_duration("30d"), Ok(MAX_SECS));

@@ -229,7 +229,9 @@ impl Default for TrainSection {
 
 impl Default for AugmentSection {
     fn default() -> Self {
-        AugmentSection { preset: default_preset() }
+        AugmentSection {
+            preset: default_preset(),
+        }
     }
 }
 
@@ -354,7 +356,9 @@ impl Pipeline {
         if let Some(t) = self.train.tile_size
             && !(32..=4096).contains(&t)
         {
-            return Err(format!("train.tile-size must be from 32 to 4096 pixels, found {t}"));
+            return Err(format!(
+                "train.tile-size must be from 32 to 4096 pixels, found {t}"
+            ));
         }
         if let Auto::Fixed(0) = self.train.batch_size {
             return Err("train.batch-size must be at least 1".to_owned());
@@ -365,16 +369,28 @@ impl Pipeline {
             return Err(format!("train.learning-rate must be positive, found {lr}"));
         }
         if !matches!(self.train.optimizer.as_str(), "adamw" | "sgd") {
-            return Err(format!("train.optimizer must be `adamw` or `sgd`, found `{}`", self.train.optimizer));
+            return Err(format!(
+                "train.optimizer must be `adamw` or `sgd`, found `{}`",
+                self.train.optimizer
+            ));
         }
         if !matches!(self.train.schedule.as_str(), "one-cycle" | "cosine") {
-            return Err(format!("train.schedule must be `one-cycle` or `cosine`, found `{}`", self.train.schedule));
+            return Err(format!(
+                "train.schedule must be `one-cycle` or `cosine`, found `{}`",
+                self.train.schedule
+            ));
         }
         if !(0.0..=1.0).contains(&self.train.dice_fraction) {
-            return Err(format!("train.dice-fraction must be in [0, 1], found {}", self.train.dice_fraction));
+            return Err(format!(
+                "train.dice-fraction must be in [0, 1], found {}",
+                self.train.dice_fraction
+            ));
         }
         if !(self.train.focal_gamma >= 0.0) {
-            return Err(format!("train.focal-gamma must be at least 0, found {}", self.train.focal_gamma));
+            return Err(format!(
+                "train.focal-gamma must be at least 0, found {}",
+                self.train.focal_gamma
+            ));
         }
         if !matches!(self.augment.preset.as_str(), "default" | "none") {
             return Err(format!(
@@ -433,7 +449,10 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("pipe.toml:5:1:"), "{msg}");
         assert!(msg.contains("time-limt"), "{msg}");
-        assert!(msg.contains("`time-limit`") && msg.contains("`max-epochs`"), "{msg}");
+        assert!(
+            msg.contains("`time-limit`") && msg.contains("`max-epochs`"),
+            "{msg}"
+        );
     }
 
     #[test]

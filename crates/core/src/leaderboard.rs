@@ -54,7 +54,10 @@ pub struct Leaderboard {
 impl Leaderboard {
     /// An empty board.
     pub fn new(higher_is_better: bool) -> Self {
-        Leaderboard { higher_is_better, rows: Vec::new() }
+        Leaderboard {
+            higher_is_better,
+            rows: Vec::new(),
+        }
     }
 
     /// Adds a trial's result.
@@ -65,7 +68,9 @@ impl Leaderboard {
             TrialStatus::Failed(why) => ("failed", why.clone()),
             TrialStatus::Skipped(why) => ("skipped", why.clone()),
         };
-        let kept = r.best_epoch.and_then(|b| r.epochs.iter().find(|e| e.epoch == b));
+        let kept = r
+            .best_epoch
+            .and_then(|b| r.epochs.iter().find(|e| e.epoch == b));
         let has_model = r.model_dir.is_some();
         self.rows.push(Row {
             rank: None,
@@ -74,7 +79,12 @@ impl Leaderboard {
             backbone: spec.backbone.clone(),
             metric_name: r.metric_name.clone(),
             metric: r.metric,
-            metrics: r.metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" "),
+            metrics: r
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k}={v:.4}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             train_loss: kept.map(|e| e.train_loss),
             val_loss: kept.map(|e| e.val_loss),
             learning_rate: has_model.then_some(r.learning_rate),
@@ -91,7 +101,9 @@ impl Leaderboard {
     pub fn push_skipped(&mut self, model: &str, backbone: &str, reason: &str) {
         self.rows.push(Row {
             rank: None,
-            id: format!("{model}-{backbone}").trim_end_matches('-').to_owned(),
+            id: format!("{model}-{backbone}")
+                .trim_end_matches('-')
+                .to_owned(),
             model: model.to_owned(),
             backbone: backbone.to_owned(),
             metric_name: String::new(),
@@ -140,7 +152,9 @@ impl Leaderboard {
         for row in &self.rows {
             csv.serialize(row).map_err(std::io::Error::other)?;
         }
-        let bytes = csv.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?;
+        let bytes = csv
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         autodl_api::files::write_atomic(&dir.join("leaderboard.csv"), &bytes)?;
         crate::write_json(&dir.join("leaderboard.json"), &self.rows)?;
         autodl_api::files::write_atomic(&dir.join("leaderboard.md"), self.to_markdown().as_bytes())
@@ -153,7 +167,11 @@ impl Leaderboard {
             "| rank | model | backbone | metric | value | train loss | val loss | lr | batch | epochs | time (s) | status |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
-            let status = if r.reason.is_empty() { r.status.clone() } else { format!("{}: {}", r.status, r.reason) };
+            let status = if r.reason.is_empty() {
+                r.status.clone()
+            } else {
+                format!("{}: {}", r.status, r.reason)
+            };
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |\n",
                 r.rank.map_or("-".to_owned(), |n| n.to_string()),
@@ -163,7 +181,8 @@ impl Leaderboard {
                 f(r.metric, 4),
                 f(r.train_loss, 4),
                 f(r.val_loss, 4),
-                r.learning_rate.map_or("-".to_owned(), |x| format!("{x:.2e}")),
+                r.learning_rate
+                    .map_or("-".to_owned(), |x| format!("{x:.2e}")),
                 r.batch_size.map_or("-".to_owned(), |b| b.to_string()),
                 r.epochs,
                 r.train_secs,

@@ -11,11 +11,16 @@ mod study;
 
 pub use leaderboard::{Leaderboard, Row};
 pub use plan::{Plan, PlanError, plan};
+pub use runner::{
+    ChildRunner, Event, Pruner, RunError, RunOptions, TrialRunner, run_plan, search_space,
+};
 pub use study::Study;
-pub use runner::{ChildRunner, Event, Pruner, RunError, RunOptions, TrialRunner, run_plan, search_space};
 
 /// Writes `value` as pretty JSON to `path`, whole or not at all.
-pub(crate) fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+pub(crate) fn write_json(
+    path: &std::path::Path,
+    value: &impl serde::Serialize,
+) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     autodl_api::files::write_atomic(path, text.as_bytes())
 }

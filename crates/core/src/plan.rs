@@ -56,7 +56,10 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
             if family.task() == task {
                 families.push(family);
             } else {
-                skipped.push((name.clone(), format!("{name} solves {}, the data is {task}", family.task())));
+                skipped.push((
+                    name.clone(),
+                    format!("{name} solves {}, the data is {task}", family.task()),
+                ));
             }
         }
     }
@@ -75,10 +78,16 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
     let t = &pipeline.train;
     params.insert("optimizer".into(), ParamValue::Text(t.optimizer.clone()));
     params.insert("schedule".into(), ParamValue::Text(t.schedule.clone()));
-    params.insert("class-balance".into(), ParamValue::Text(if t.class_balance { "balanced" } else { "none" }.into()));
+    params.insert(
+        "class-balance".into(),
+        ParamValue::Text(if t.class_balance { "balanced" } else { "none" }.into()),
+    );
     params.insert("dice-fraction".into(), ParamValue::Number(t.dice_fraction));
     params.insert("focal-gamma".into(), ParamValue::Number(t.focal_gamma));
-    params.insert("pretrained".into(), ParamValue::Text(t.pretrained.to_string()));
+    params.insert(
+        "pretrained".into(),
+        ParamValue::Text(t.pretrained.to_string()),
+    );
     if let Some(metric) = &t.metric {
         params.insert("metric".into(), ParamValue::Text(metric.clone()));
     }
@@ -89,11 +98,19 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
             Some(b) => {
                 skipped.push((
                     family.name().to_owned(),
-                    format!("no backbone `{b}` (available: {})", family.backbones().join(", ")),
+                    format!(
+                        "no backbone `{b}` (available: {})",
+                        family.backbones().join(", ")
+                    ),
                 ));
                 continue;
             }
-            None => family.backbones().first().copied().unwrap_or("default").to_owned(),
+            None => family
+                .backbones()
+                .first()
+                .copied()
+                .unwrap_or("default")
+                .to_owned(),
         };
         let id = format!("{}-{}", family.name(), backbone);
         trials.push(TrialSpec {
@@ -123,7 +140,10 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
     }
     // A run that could train nothing is a usage error, found before any work.
     if trials.is_empty() {
-        let reasons: Vec<String> = skipped.iter().map(|(name, why)| format!("{name}: {why}")).collect();
+        let reasons: Vec<String> = skipped
+            .iter()
+            .map(|(name, why)| format!("{name}: {why}"))
+            .collect();
         return Err(PlanError::NothingToTrain(reasons.join("; ")));
     }
     Ok(Plan {

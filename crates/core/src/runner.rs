@@ -49,7 +49,12 @@ pub enum RunError {
 /// error.
 pub trait TrialRunner {
     /// Runs `spec`, whose JSON is at `spec_path`.
-    fn run(&self, spec: &TrialSpec, spec_path: &Path, on_event: &mut dyn FnMut(&TrialSpec, &Event)) -> TrialResult;
+    fn run(
+        &self,
+        spec: &TrialSpec,
+        spec_path: &Path,
+        on_event: &mut dyn FnMut(&TrialSpec, &Event),
+    ) -> TrialResult;
 }
 
 /// Runs trials as `EXE trial --spec FILE` child processes.
@@ -120,7 +125,12 @@ fn death_reason(stderr: &str, exit: Exit) -> String {
 }
 
 impl TrialRunner for ChildRunner {
-    fn run(&self, spec: &TrialSpec, spec_path: &Path, on_event: &mut dyn FnMut(&TrialSpec, &Event)) -> TrialResult {
+    fn run(
+        &self,
+        spec: &TrialSpec,
+        spec_path: &Path,
+        on_event: &mut dyn FnMut(&TrialSpec, &Event),
+    ) -> TrialResult {
         let mut child = match Command::new(&self.exe)
             .arg("trial")
             .arg("--spec")
@@ -131,7 +141,12 @@ impl TrialRunner for ChildRunner {
             .spawn()
         {
             Ok(c) => c,
-            Err(e) => return failed(format!("cannot start {}: {e}", self.exe.display()), "metric"),
+            Err(e) => {
+                return failed(
+                    format!("cannot start {}: {e}", self.exe.display()),
+                    "metric",
+                );
+            }
         };
         let (tx, rx) = mpsc::channel::<Event>();
         let stdout = child.stdout.take();
@@ -154,7 +169,8 @@ impl TrialRunner for ChildRunner {
             let cut = text.len().saturating_sub(8192);
             text[text.ceil_char_boundary(cut)..].to_owned()
         });
-        let deadline = Instant::now() + Duration::from_secs_f64(spec.time_budget_secs + self.grace_secs);
+        let deadline =
+            Instant::now() + Duration::from_secs_f64(spec.time_budget_secs + self.grace_secs);
         let mut result = None;
         let mut killed = false;
         loop {
@@ -174,7 +190,13 @@ impl TrialRunner for ChildRunner {
         let _ = reader.join();
         let stderr = err_reader.join().unwrap_or_default();
         if killed {
-            return failed(format!("killed after overrunning its {:.0}s budget", spec.time_budget_secs), "metric");
+            return failed(
+                format!(
+                    "killed after overrunning its {:.0}s budget",
+                    spec.time_budget_secs
+                ),
+                "metric",
+            );
         }
         match (result, status) {
             (Some(r), _) => r,
@@ -185,7 +207,10 @@ impl TrialRunner for ChildRunner {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-    move |source| RunError::Io { path: path.to_owned(), source }
+    move |source| RunError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Whether a failure reason looks like running out of memory.
@@ -210,7 +235,11 @@ pub struct Pruner {
 impl Pruner {
     /// A pruner with η = 2 and the first rung at epoch 2.
     pub fn new() -> Self {
-        Pruner { eta: 2, min_epochs: 2, curves: Vec::new() }
+        Pruner {
+            eta: 2,
+            min_epochs: 2,
+            curves: Vec::new(),
+        }
     }
 
     fn is_rung(&self, epoch: u32) -> bool {
@@ -227,8 +256,18 @@ impl Pruner {
         if !self.is_rung(epoch) {
             return false;
         }
-        let best = |c: &[f64]| c.iter().copied().filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
-        let mut peers: Vec<f64> = self.curves.iter().filter(|c| c.len() >= epoch as usize).map(|c| best(&c[..epoch as usize])).collect();
+        let best = |c: &[f64]| {
+            c.iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        let mut peers: Vec<f64> = self
+            .curves
+            .iter()
+            .filter(|c| c.len() >= epoch as usize)
+            .map(|c| best(&c[..epoch as usize]))
+            .collect();
         if peers.len() < self.eta {
             return false;
         }
@@ -260,13 +299,41 @@ pub struct RunOptions<'a> {
 pub fn search_space(family: &str) -> autodl_api::SearchSpace {
     use autodl_api::Dimension;
     let mut space = autodl_api::SearchSpace::new();
-    space.insert("learning-rate".into(), Dimension::LogUniform { low: 1e-4, high: 3e-2 });
+    space.insert(
+        "learning-rate".into(),
+        Dimension::LogUniform {
+            low: 1e-4,
+            high: 3e-2,
+        },
+    );
     if let Some(f) = autodl_api::network(family) {
-        space.insert("backbone".into(), Dimension::Choice { options: f.backbones().iter().map(|b| b.to_string()).collect() });
+        space.insert(
+            "backbone".into(),
+            Dimension::Choice {
+                options: f.backbones().iter().map(|b| b.to_string()).collect(),
+            },
+        );
     }
-    space.insert("augment-strength".into(), Dimension::Uniform { low: 0.0, high: 1.5 });
-    space.insert("class-balance".into(), Dimension::Choice { options: vec!["none".into(), "balanced".into()] });
-    space.insert("dice-fraction".into(), Dimension::Uniform { low: 0.0, high: 0.5 });
+    space.insert(
+        "augment-strength".into(),
+        Dimension::Uniform {
+            low: 0.0,
+            high: 1.5,
+        },
+    );
+    space.insert(
+        "class-balance".into(),
+        Dimension::Choice {
+            options: vec!["none".into(), "balanced".into()],
+        },
+    );
+    space.insert(
+        "dice-fraction".into(),
+        Dimension::Uniform {
+            low: 0.0,
+            high: 0.5,
+        },
+    );
     space
 }
 
@@ -301,7 +368,11 @@ pub fn run_plan(
     std::fs::create_dir_all(&plan.out).map_err(io(&plan.out))?;
     // Time kept back for the leaderboard, report and packages.
     let reserve = (0.03 * plan.time_limit_secs).max(3.0);
-    let basic_limit = if options.tuner.is_some() { 0.5 * plan.time_limit_secs } else { plan.time_limit_secs };
+    let basic_limit = if options.tuner.is_some() {
+        0.5 * plan.time_limit_secs
+    } else {
+        plan.time_limit_secs
+    };
     let mut board = Leaderboard::new(options.higher_is_better);
     for (name, reason) in &plan.skipped {
         board.push_skipped(name, "", reason);
@@ -315,25 +386,44 @@ pub fn run_plan(
         let share = left / (n - i) as f64;
         let result = run_resumable(&study, base, share, runner, on_event, None)?;
         if let Some(r) = result {
-            pruner.curves.push(r.epochs.iter().map(|e| e.metric).collect());
+            pruner
+                .curves
+                .push(r.epochs.iter().map(|e| e.metric).collect());
             results.push((base.clone(), r.clone()));
             board.push(base, r);
         } else {
-            board.push_skipped(&base.family, &base.backbone, &format!("time limit reached ({share:.0}s left for it)"));
+            board.push_skipped(
+                &base.family,
+                &base.backbone,
+                &format!("time limit reached ({share:.0}s left for it)"),
+            );
         }
     }
-    let Some(tuner) = options.tuner else { return Ok(board) };
+    let Some(tuner) = options.tuner else {
+        return Ok(board);
+    };
 
     // Advanced mode: tune the best networks with what is left.
     let sign = if options.higher_is_better { 1.0 } else { -1.0 };
-    let mut ranked: Vec<&(TrialSpec, TrialResult)> = results.iter().filter(|(_, r)| r.metric.is_some()).collect();
-    ranked.sort_by(|a, b| (sign * b.1.metric.unwrap_or(0.0)).total_cmp(&(sign * a.1.metric.unwrap_or(0.0))));
-    let bases: Vec<TrialSpec> = ranked.iter().take(options.tune_top.max(1)).map(|(s, _)| s.clone()).collect();
+    let mut ranked: Vec<&(TrialSpec, TrialResult)> =
+        results.iter().filter(|(_, r)| r.metric.is_some()).collect();
+    ranked.sort_by(|a, b| {
+        (sign * b.1.metric.unwrap_or(0.0)).total_cmp(&(sign * a.1.metric.unwrap_or(0.0)))
+    });
+    let bases: Vec<TrialSpec> = ranked
+        .iter()
+        .take(options.tune_top.max(1))
+        .map(|(s, _)| s.clone())
+        .collect();
     if bases.is_empty() {
         return Ok(board);
     }
     // Each tuning trial gets what the slowest basic trial needed, so the count adapts to the machine.
-    let per_trial = results.iter().map(|(_, r)| r.train_secs).fold(0.0f64, f64::max).max(10.0);
+    let per_trial = results
+        .iter()
+        .map(|(_, r)| r.train_secs)
+        .fold(0.0f64, f64::max)
+        .max(10.0);
     let mut histories: Vec<Vec<autodl_api::TrialRecord>> = bases
         .iter()
         .map(|b| {
@@ -341,7 +431,17 @@ pub fn run_plan(
                 .iter()
                 .filter(|(s, _)| s.id == b.id)
                 .map(|(s, r)| autodl_api::TrialRecord {
-                    params: [("learning-rate".to_owned(), autodl_api::ParamValue::Number(r.learning_rate)), ("backbone".to_owned(), autodl_api::ParamValue::Text(s.backbone.clone()))].into(),
+                    params: [
+                        (
+                            "learning-rate".to_owned(),
+                            autodl_api::ParamValue::Number(r.learning_rate),
+                        ),
+                        (
+                            "backbone".to_owned(),
+                            autodl_api::ParamValue::Text(s.backbone.clone()),
+                        ),
+                    ]
+                    .into(),
                     curve: r.epochs.iter().map(|e| sign * e.metric).collect(),
                     complete: true,
                 })
@@ -357,7 +457,11 @@ pub fn run_plan(
         let which = k % bases.len();
         let base = &bases[which];
         let space = search_space(&base.family);
-        let Some(params) = tuner.suggest(&space, &histories[which], base.seed.wrapping_add(k as u64)) else { break };
+        let Some(params) =
+            tuner.suggest(&space, &histories[which], base.seed.wrapping_add(k as u64))
+        else {
+            break;
+        };
         let mut spec = base.clone();
         apply(&mut spec, &params);
         spec.id = format!("{}-t{}", base.family, k + 1);
@@ -365,7 +469,9 @@ pub fn run_plan(
         k += 1;
         let share = per_trial.min(left);
         let pr = pruner.clone();
-        let Some(r) = run_resumable(&study, &spec, share, runner, on_event, Some(&pr))? else { break };
+        let Some(r) = run_resumable(&study, &spec, share, runner, on_event, Some(&pr))? else {
+            break;
+        };
         let curve: Vec<f64> = r.epochs.iter().map(|e| e.metric).collect();
         pruner.curves.push(curve.clone());
         histories[which].push(autodl_api::TrialRecord {
@@ -389,7 +495,12 @@ fn run_resumable(
 ) -> Result<Option<TrialResult>, RunError> {
     let result_path = base.out_dir.join("result.json");
     if let Some(done) = study.finished(&base.id)? {
-        on_event(base, &Event::Message { text: "finished in an earlier run; not trained again".into() });
+        on_event(
+            base,
+            &Event::Message {
+                text: "finished in an earlier run; not trained again".into(),
+            },
+        );
         return Ok(Some(done));
     }
     if share < 5.0 {
@@ -405,7 +516,15 @@ fn run_resumable(
             curve.push(e.metric);
             if p.should_prune(&curve) {
                 let _ = std::fs::write(s.out_dir.join(STOP_FILE), b"pruned");
-                on_event(s, &Event::Message { text: format!("pruned at epoch {}: below the top half of earlier trials", e.epoch) });
+                on_event(
+                    s,
+                    &Event::Message {
+                        text: format!(
+                            "pruned at epoch {}: below the top half of earlier trials",
+                            e.epoch
+                        ),
+                    },
+                );
             }
         }
         on_event(s, ev);
@@ -417,17 +536,28 @@ fn run_resumable(
         // A trial that got through an epoch left a checkpoint naming its batch size: it
         // restarts from there at half that batch, keeping its finished epochs.
         let checkpoint = read_checkpoint(&spec.out_dir);
-        let batch = checkpoint.map(|(_, b)| b).or(spec.batch_size).unwrap_or(result.batch_size.max(2));
+        let batch = checkpoint
+            .map(|(_, b)| b)
+            .or(spec.batch_size)
+            .unwrap_or(result.batch_size.max(2));
         let half = batch / 2;
         if half >= 1 {
             let from = match checkpoint {
                 Some((epoch, _)) => {
-                    spec.params.insert("resume".into(), autodl_api::ParamValue::Text("true".into()));
+                    spec.params
+                        .insert("resume".into(), autodl_api::ParamValue::Text("true".into()));
                     format!(" from its checkpoint after epoch {epoch}")
                 }
                 None => String::new(),
             };
-            watch(&spec, &Event::Message { text: format!("out of memory at batch size {batch}; restarting at batch size {half}{from}") });
+            watch(
+                &spec,
+                &Event::Message {
+                    text: format!(
+                        "out of memory at batch size {batch}; restarting at batch size {half}{from}"
+                    ),
+                },
+            );
             spec.batch_size = Some(half);
             result = run_one(runner, &spec, &mut watch)?;
         }
@@ -443,11 +573,19 @@ fn run_resumable(
 /// The epoch and batch size of a trial folder's `checkpoint.json`, written by the training loop
 /// after every epoch.
 fn read_checkpoint(dir: &std::path::Path) -> Option<(u64, u32)> {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint.json")).ok()?).ok()?;
-    Some((v.get("epoch")?.as_u64()?, u32::try_from(v.get("batch-size")?.as_u64()?).ok()?))
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint.json")).ok()?).ok()?;
+    Some((
+        v.get("epoch")?.as_u64()?,
+        u32::try_from(v.get("batch-size")?.as_u64()?).ok()?,
+    ))
 }
 
-fn run_one(runner: &dyn TrialRunner, spec: &TrialSpec, on_event: &mut dyn FnMut(&TrialSpec, &Event)) -> Result<TrialResult, RunError> {
+fn run_one(
+    runner: &dyn TrialRunner,
+    spec: &TrialSpec,
+    on_event: &mut dyn FnMut(&TrialSpec, &Event),
+) -> Result<TrialResult, RunError> {
     let spec_path = spec.out_dir.join("spec.json");
     write_json(&spec_path, spec).map_err(io(&spec_path))?;
     Ok(runner.run(spec, &spec_path, on_event))
@@ -460,10 +598,19 @@ mod tests {
     #[test]
     fn finds_the_panic_message() {
         let err = "noise\nthread 'main' panicked at src/x.rs:1:1:\nCUDA out of memory\nnote: run with RUST_BACKTRACE";
-        assert_eq!(death_reason(err, Exit::Code(101)), "panicked: CUDA out of memory");
+        assert_eq!(
+            death_reason(err, Exit::Code(101)),
+            "panicked: CUDA out of memory"
+        );
         assert!(is_out_of_memory(&death_reason(err, Exit::Code(101))));
-        assert_eq!(death_reason("", Exit::Unknown), "trial process was killed by a signal");
-        assert_eq!(death_reason("", Exit::Signal(15)), "trial process was killed by signal 15");
+        assert_eq!(
+            death_reason("", Exit::Unknown),
+            "trial process was killed by a signal"
+        );
+        assert_eq!(
+            death_reason("", Exit::Signal(15)),
+            "trial process was killed by signal 15"
+        );
     }
 
     #[test]
@@ -473,6 +620,9 @@ mod tests {
         // A failed allocation aborts; a trailing note must not hide it.
         let err = "epoch 1\nmemory allocation of 123456789 bytes failed\nnote: run with `RUST_BACKTRACE=1`";
         assert!(is_out_of_memory(&death_reason(err, Exit::Signal(SIGABRT))));
-        assert!(!is_out_of_memory(&death_reason("assertion failed", Exit::Signal(SIGABRT))));
+        assert!(!is_out_of_memory(&death_reason(
+            "assertion failed",
+            Exit::Signal(SIGABRT)
+        )));
     }
 }

@@ -16,7 +16,10 @@ pub struct Study {
 }
 
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> RunError + '_ {
-    move |e| RunError::Io { path: path.to_owned(), source: std::io::Error::other(e) }
+    move |e| RunError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(e),
+    }
 }
 
 impl Study {
@@ -66,7 +69,9 @@ impl Study {
             TrialStatus::Skipped(r) => ("skipped", r.as_str()),
         };
         let curve: Vec<f64> = result.epochs.iter().map(|e| e.metric).collect();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO trials (id, family, backbone, params, status, reason, metric, curve, spec, result, updated)
@@ -91,7 +96,10 @@ impl Study {
 
     /// Every recorded trial as `(id, status, metric)`, oldest first.
     pub fn list(&self) -> Result<Vec<(String, String, Option<f64>)>, RunError> {
-        let mut stmt = self.conn.prepare("SELECT id, status, metric FROM trials ORDER BY updated, id").map_err(db_err(&self.path))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, status, metric FROM trials ORDER BY updated, id")
+            .map_err(db_err(&self.path))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(db_err(&self.path))?

@@ -10,7 +10,14 @@ fn spec(id: &str, out: &Path) -> TrialSpec {
         id: id.to_owned(),
         family: "fake".to_owned(),
         backbone: "none".to_owned(),
-        data: DataSpec { root: PathBuf::from("x"), format: None, images_dir: None, val_fraction: 0.2, ignore_index: None, fail_on_bad_sample: false },
+        data: DataSpec {
+            root: PathBuf::from("x"),
+            format: None,
+            images_dir: None,
+            val_fraction: 0.2,
+            ignore_index: None,
+            fail_on_bad_sample: false,
+        },
         backend: "cpu".to_owned(),
         seed: 1,
         batch_size: None,
@@ -37,7 +44,12 @@ fn plan(out: &Path, ids: &[&str]) -> Plan {
 }
 
 fn basic() -> RunOptions<'static> {
-    RunOptions { higher_is_better: true, tuner: None, tune_top: 1, max_tuning_trials: 0 }
+    RunOptions {
+        higher_is_better: true,
+        tuner: None,
+        tune_top: 1,
+        max_tuning_trials: 0,
+    }
 }
 
 #[cfg(unix)]
@@ -45,14 +57,33 @@ fn basic() -> RunOptions<'static> {
 fn a_dying_child_process_is_recorded_and_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     // `sh trial --spec FILE` fails at once: sh cannot open a script called `trial`.
-    let runner = ChildRunner { exe: PathBuf::from("/bin/sh"), grace_secs: 5.0 };
-    let board = run_plan(&plan(dir.path(), &["a", "b"]), &runner, &mut |_, _| {}, &basic()).unwrap();
+    let runner = ChildRunner {
+        exe: PathBuf::from("/bin/sh"),
+        grace_secs: 5.0,
+    };
+    let board = run_plan(
+        &plan(dir.path(), &["a", "b"]),
+        &runner,
+        &mut |_, _| {},
+        &basic(),
+    )
+    .unwrap();
     assert_eq!(board.rows.len(), 2, "both trials were attempted");
-    let recorded = autodl_core::Study::open(dir.path()).unwrap().list().unwrap();
-    assert!(recorded.iter().all(|(_, status, _)| status == "failed"), "{recorded:?}");
+    let recorded = autodl_core::Study::open(dir.path())
+        .unwrap()
+        .list()
+        .unwrap();
+    assert!(
+        recorded.iter().all(|(_, status, _)| status == "failed"),
+        "{recorded:?}"
+    );
     for row in &board.rows {
         assert_eq!(row.status, "failed");
-        assert!(row.reason.contains("trial"), "reason names what went wrong: {}", row.reason);
+        assert!(
+            row.reason.contains("trial"),
+            "reason names what went wrong: {}",
+            row.reason
+        );
     }
 }
 
@@ -62,12 +93,26 @@ struct Fake {
 }
 
 impl TrialRunner for Fake {
-    fn run(&self, spec: &TrialSpec, _: &Path, _: &mut dyn FnMut(&TrialSpec, &Event)) -> TrialResult {
-        self.calls.borrow_mut().push((spec.id.clone(), spec.batch_size));
+    fn run(
+        &self,
+        spec: &TrialSpec,
+        _: &Path,
+        _: &mut dyn FnMut(&TrialSpec, &Event),
+    ) -> TrialResult {
+        self.calls
+            .borrow_mut()
+            .push((spec.id.clone(), spec.batch_size));
         if spec.batch_size.is_none_or(|b| b > 6) {
             // Like a real trial, it finished two epochs at its deduced batch of 12 first.
-            std::fs::write(spec.out_dir.join("checkpoint.json"), r#"{"epoch": 2, "batch-size": 12, "learning-rate": 0.01}"#).unwrap();
-            let mut r = TrialResult::without_model(TrialStatus::Failed("CUDA out of memory".into()), "miou");
+            std::fs::write(
+                spec.out_dir.join("checkpoint.json"),
+                r#"{"epoch": 2, "batch-size": 12, "learning-rate": 0.01}"#,
+            )
+            .unwrap();
+            let mut r = TrialResult::without_model(
+                TrialStatus::Failed("CUDA out of memory".into()),
+                "miou",
+            );
             r.batch_size = 8;
             return r;
         }
@@ -81,21 +126,39 @@ impl TrialRunner for Fake {
 #[test]
 fn out_of_memory_is_retried_at_half_batch_and_finished_trials_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = Fake { calls: Default::default() };
+    let fake = Fake {
+        calls: Default::default(),
+    };
     let p = plan(dir.path(), &["a"]);
     let board = run_plan(&p, &fake, &mut |_, _| {}, &basic()).unwrap();
-    assert_eq!(*fake.calls.borrow(), vec![("a".to_owned(), None), ("a".to_owned(), Some(6))]);
-    let retried: TrialSpec = serde_json::from_str(&std::fs::read_to_string(dir.path().join("trials/a/spec.json")).unwrap()).unwrap();
-    assert_eq!(retried.params.get("resume"), Some(&autodl_api::ParamValue::Text("true".into())), "the retry resumes from the checkpoint");
+    assert_eq!(
+        *fake.calls.borrow(),
+        vec![("a".to_owned(), None), ("a".to_owned(), Some(6))]
+    );
+    let retried: TrialSpec = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("trials/a/spec.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        retried.params.get("resume"),
+        Some(&autodl_api::ParamValue::Text("true".into())),
+        "the retry resumes from the checkpoint"
+    );
     assert_eq!(board.rows[0].status, "completed");
-    assert_eq!(board.rows[0].batch_size, None, "no model folder, so no batch is reported");
+    assert_eq!(
+        board.rows[0].batch_size, None,
+        "no model folder, so no batch is reported"
+    );
 
     // Second run: the finished trial is read back from the study, not run again.
     let board = run_plan(&p, &fake, &mut |_, _| {}, &basic()).unwrap();
     assert_eq!(fake.calls.borrow().len(), 2);
     assert_eq!(board.rows[0].metric, Some(0.5));
     let study = autodl_core::Study::open(dir.path()).unwrap();
-    assert_eq!(study.list().unwrap(), vec![("a".to_owned(), "completed".to_owned(), Some(0.5))]);
+    assert_eq!(
+        study.list().unwrap(),
+        vec![("a".to_owned(), "completed".to_owned(), Some(0.5))]
+    );
 }
 
 /// Alternates a good and a bad learning rate.
@@ -105,9 +168,20 @@ impl autodl_api::Tuner for Alternating {
     fn name(&self) -> &'static str {
         "alternating"
     }
-    fn suggest(&self, _: &autodl_api::SearchSpace, history: &[autodl_api::TrialRecord], _: u64) -> Option<Params> {
+    fn suggest(
+        &self,
+        _: &autodl_api::SearchSpace,
+        history: &[autodl_api::TrialRecord],
+        _: u64,
+    ) -> Option<Params> {
         let lr = if history.len() % 2 == 0 { 0.5 } else { 1e-3 };
-        Some([("learning-rate".to_owned(), autodl_api::ParamValue::Number(lr))].into())
+        Some(
+            [(
+                "learning-rate".to_owned(),
+                autodl_api::ParamValue::Number(lr),
+            )]
+            .into(),
+        )
     }
 }
 
@@ -115,13 +189,28 @@ impl autodl_api::Tuner for Alternating {
 struct Curves;
 
 impl TrialRunner for Curves {
-    fn run(&self, spec: &TrialSpec, _: &Path, on_event: &mut dyn FnMut(&TrialSpec, &Event)) -> TrialResult {
+    fn run(
+        &self,
+        spec: &TrialSpec,
+        _: &Path,
+        on_event: &mut dyn FnMut(&TrialSpec, &Event),
+    ) -> TrialResult {
         let good = spec.learning_rate.is_none_or(|lr| lr < 0.1);
         let mut epochs = Vec::new();
         let mut status = TrialStatus::Completed;
         for e in 1..=10u32 {
-            let metric = if good { 0.5 + 0.02 * e as f64 } else { 0.02 * e as f64 };
-            let rec = autodl_api::EpochRecord { epoch: e, train_loss: 1.0, val_loss: 1.0, metric, elapsed_secs: e as f64 };
+            let metric = if good {
+                0.5 + 0.02 * e as f64
+            } else {
+                0.02 * e as f64
+            };
+            let rec = autodl_api::EpochRecord {
+                epoch: e,
+                train_loss: 1.0,
+                val_loss: 1.0,
+                metric,
+                elapsed_secs: e as f64,
+            };
             on_event(spec, &Event::Epoch(rec.clone()));
             epochs.push(rec);
             if spec.out_dir.join(autodl_api::STOP_FILE).exists() {
@@ -140,22 +229,43 @@ impl TrialRunner for Curves {
 #[test]
 fn advanced_mode_prunes_weak_trials_before_their_last_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let options = RunOptions { higher_is_better: true, tuner: Some(&Alternating), tune_top: 1, max_tuning_trials: 4 };
+    let options = RunOptions {
+        higher_is_better: true,
+        tuner: Some(&Alternating),
+        tune_top: 1,
+        max_tuning_trials: 4,
+    };
     let board = run_plan(&plan(dir.path(), &["a"]), &Curves, &mut |_, _| {}, &options).unwrap();
-    assert_eq!(board.rows.len(), 5, "one basic trial and four tuning trials");
+    assert_eq!(
+        board.rows.len(),
+        5,
+        "one basic trial and four tuning trials"
+    );
     let pruned: Vec<_> = board.rows.iter().filter(|r| r.status == "pruned").collect();
     assert!(!pruned.is_empty(), "{:#?}", board.rows);
     for row in &pruned {
         assert!(row.epochs < 10, "{} ran all its epochs", row.id);
     }
     // The good trials ran to the end.
-    assert!(board.rows.iter().any(|r| r.id.contains("-t") && r.status == "completed" && r.epochs == 10));
+    assert!(
+        board
+            .rows
+            .iter()
+            .any(|r| r.id.contains("-t") && r.status == "completed" && r.epochs == 10)
+    );
 }
 
 #[test]
 fn pruner_keeps_the_top_half_at_rungs() {
-    let p = Pruner { eta: 2, min_epochs: 2, curves: vec![vec![0.1, 0.2, 0.3, 0.4], vec![0.5, 0.6, 0.7, 0.8]] };
-    assert!(p.should_prune(&[0.1, 0.3]), "below the better peer at rung 2");
+    let p = Pruner {
+        eta: 2,
+        min_epochs: 2,
+        curves: vec![vec![0.1, 0.2, 0.3, 0.4], vec![0.5, 0.6, 0.7, 0.8]],
+    };
+    assert!(
+        p.should_prune(&[0.1, 0.3]),
+        "below the better peer at rung 2"
+    );
     assert!(!p.should_prune(&[0.1, 0.7]));
     assert!(!p.should_prune(&[0.0, 0.0, 0.0]), "epoch 3 is not a rung");
     assert!(p.should_prune(&[0.0, 0.0, 0.0, 0.5]));

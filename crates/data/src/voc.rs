@@ -121,7 +121,12 @@ fn flag(v: Option<String>, field: &str) -> Result<bool, String> {
 /// The VOC XML of one sample. Coordinates are written in Rust's shortest round-trip form, so
 /// integer pixels stay integers ("203") and fractional ones survive exactly. With `scores`
 /// (one per box, as a detector's predictions have), each object carries its `<score>`.
-pub fn to_xml(sample: &Sample, classes: &[ClassInfo], image_folder: &str, scores: Option<&[f32]>) -> String {
+pub fn to_xml(
+    sample: &Sample,
+    classes: &[ClassInfo],
+    image_folder: &str,
+    scores: Option<&[f32]>,
+) -> String {
     let mut x = String::new();
     // Writing to a String cannot fail; the results are ignored on purpose.
     let _ = writeln!(x, "<annotation>");

@@ -172,7 +172,12 @@ impl CocoPredictions {
     pub fn detections(&self) -> Vec<Detection> {
         self.annotations
             .iter()
-            .map(|a| Detection { image_id: a.image_id, category: a.category_id, bbox: a.bbox, score: a.score })
+            .map(|a| Detection {
+                image_id: a.image_id,
+                category: a.category_id,
+                bbox: a.bbox,
+                score: a.score,
+            })
             .collect()
     }
 }
@@ -180,7 +185,11 @@ impl CocoPredictions {
 /// Reads `autodl predict`'s `detections.json`.
 pub fn read_predictions(path: impl AsRef<Path>) -> Result<CocoPredictions, DetectionError> {
     let path = path.as_ref();
-    serde_json::from_str(&read(path)?).map_err(|source| DetectionError::Parse { what: "predictions", path: Some(path.to_path_buf()), source })
+    serde_json::from_str(&read(path)?).map_err(|source| DetectionError::Parse {
+        what: "predictions",
+        path: Some(path.to_path_buf()),
+        source,
+    })
 }
 
 /// A box given by its corners `[x1, y1, x2, y2]` as COCO's `[x, y, width, height]`. Every
@@ -188,7 +197,12 @@ pub fn read_predictions(path: impl AsRef<Path>) -> Result<CocoPredictions, Detec
 /// goes through this one conversion, so the same box gives the same numbers everywhere.
 pub fn coco_bbox(corners: [f32; 4]) -> [f64; 4] {
     let [x1, y1, x2, y2] = corners;
-    [f64::from(x1), f64::from(y1), f64::from(x2 - x1), f64::from(y2 - y1)]
+    [
+        f64::from(x1),
+        f64::from(y1),
+        f64::from(x2 - x1),
+        f64::from(y2 - y1),
+    ]
 }
 
 /// Parses a COCO ground-truth JSON text.

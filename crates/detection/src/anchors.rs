@@ -68,7 +68,11 @@ impl AnchorConfig {
 /// anchor, on the finest level, is about the size of the dataset's 5th-percentile box, within
 /// `[low, high]`. Returns `high` when there are no boxes.
 pub fn fit_scale(box_sides: &[f32], finest_stride: usize, low: f32, high: f32) -> f32 {
-    let mut sides: Vec<f32> = box_sides.iter().copied().filter(|s| s.is_finite() && *s > 0.0).collect();
+    let mut sides: Vec<f32> = box_sides
+        .iter()
+        .copied()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .collect();
     if sides.is_empty() {
         return high;
     }

@@ -31,12 +31,23 @@ const MAX_LOG_RATIO: f32 = 4.135; // ln(1000 / 16)
 impl BoxCoder {
     /// Deltas that turn `anchor` into `target`.
     pub fn encode(&self, anchor: &Box4, target: &Box4) -> [f32; 4] {
-        let (aw, ah) = ((anchor[2] - anchor[0]).max(1e-6), (anchor[3] - anchor[1]).max(1e-6));
+        let (aw, ah) = (
+            (anchor[2] - anchor[0]).max(1e-6),
+            (anchor[3] - anchor[1]).max(1e-6),
+        );
         let (ax, ay) = (anchor[0] + 0.5 * aw, anchor[1] + 0.5 * ah);
-        let (tw, th) = ((target[2] - target[0]).max(1e-6), (target[3] - target[1]).max(1e-6));
+        let (tw, th) = (
+            (target[2] - target[0]).max(1e-6),
+            (target[3] - target[1]).max(1e-6),
+        );
         let (tx, ty) = (target[0] + 0.5 * tw, target[1] + 0.5 * th);
         let w = self.weights;
-        [w[0] * (tx - ax) / aw, w[1] * (ty - ay) / ah, w[2] * (tw / aw).ln(), w[3] * (th / ah).ln()]
+        [
+            w[0] * (tx - ax) / aw,
+            w[1] * (ty - ay) / ah,
+            w[2] * (tw / aw).ln(),
+            w[3] * (th / ah).ln(),
+        ]
     }
 
     /// The box that `deltas` make of `anchor`.
@@ -77,8 +88,14 @@ pub fn nms(boxes: &[Box4], scores: &[f32], threshold: f32) -> Vec<usize> {
 
 /// NMS within each class: boxes of different classes never suppress each other. Returns kept
 /// indices, highest score first.
-pub fn batched_nms(boxes: &[Box4], scores: &[f32], classes: &[usize], threshold: f32) -> Vec<usize> {
-    let mut by_class: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+pub fn batched_nms(
+    boxes: &[Box4],
+    scores: &[f32],
+    classes: &[usize],
+    threshold: f32,
+) -> Vec<usize> {
+    let mut by_class: std::collections::BTreeMap<usize, Vec<usize>> =
+        std::collections::BTreeMap::new();
     for (i, &c) in classes.iter().enumerate().take(boxes.len()) {
         by_class.entry(c).or_default().push(i);
     }
@@ -118,11 +135,19 @@ mod tests {
 
     #[test]
     fn nms_keeps_the_best_of_each_cluster() {
-        let boxes = [[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 9.0]];
+        let boxes = [
+            [0.0, 0.0, 10.0, 10.0],
+            [1.0, 1.0, 11.0, 11.0],
+            [20.0, 20.0, 30.0, 30.0],
+            [0.0, 0.0, 10.0, 9.0],
+        ];
         let scores = [0.5, 0.9, 0.3, 0.8];
         assert_eq!(nms(&boxes, &scores, 0.5), vec![1, 2]);
         // A different class is never suppressed.
-        assert_eq!(batched_nms(&boxes, &scores, &[0, 0, 0, 1], 0.5), vec![1, 3, 2]);
+        assert_eq!(
+            batched_nms(&boxes, &scores, &[0, 0, 0, 1], 0.5),
+            vec![1, 3, 2]
+        );
         assert_eq!(nms(&boxes, &scores, 1.0), vec![1, 3, 0, 2]);
     }
 }

@@ -43,9 +43,19 @@ impl FpnConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Fpn<B> {
         let c = self.channels;
         Fpn {
-            lateral: self.in_channels.iter().map(|&i| Conv2dConfig::new([i, c], [1, 1]).init(device)).collect(),
-            output: self.in_channels.iter().map(|_| conv3(c, c, 1, device)).collect(),
-            extra: (0..self.extra_levels).map(|_| conv3(c, c, 2, device)).collect(),
+            lateral: self
+                .in_channels
+                .iter()
+                .map(|&i| Conv2dConfig::new([i, c], [1, 1]).init(device))
+                .collect(),
+            output: self
+                .in_channels
+                .iter()
+                .map(|_| conv3(c, c, 1, device))
+                .collect(),
+            extra: (0..self.extra_levels)
+                .map(|_| conv3(c, c, 2, device))
+                .collect(),
         }
     }
 }
@@ -53,13 +63,21 @@ impl FpnConfig {
 impl<B: Backend> Fpn<B> {
     /// Pyramid levels, finest first: one per input, then the extra levels.
     pub fn forward(&self, features: Vec<Tensor<B, 4>>) -> Vec<Tensor<B, 4>> {
-        let lateral: Vec<Tensor<B, 4>> = features.into_iter().zip(&self.lateral).map(|(f, l)| l.forward(f)).collect();
+        let lateral: Vec<Tensor<B, 4>> = features
+            .into_iter()
+            .zip(&self.lateral)
+            .map(|(f, l)| l.forward(f))
+            .collect();
         let mut merged: Vec<Tensor<B, 4>> = Vec::with_capacity(lateral.len());
         for lat in lateral.into_iter().rev() {
             let next = match merged.last() {
                 Some(coarser) => {
                     let [_, _, h, w] = lat.dims();
-                    let up = interpolate(coarser.clone(), [h, w], InterpolateOptions::new(InterpolateMode::Nearest));
+                    let up = interpolate(
+                        coarser.clone(),
+                        [h, w],
+                        InterpolateOptions::new(InterpolateMode::Nearest),
+                    );
                     lat + up
                 }
                 None => lat,
@@ -67,9 +85,15 @@ impl<B: Backend> Fpn<B> {
             merged.push(next);
         }
         merged.reverse();
-        let mut out: Vec<Tensor<B, 4>> = merged.into_iter().zip(&self.output).map(|(m, o)| o.forward(m)).collect();
+        let mut out: Vec<Tensor<B, 4>> = merged
+            .into_iter()
+            .zip(&self.output)
+            .map(|(m, o)| o.forward(m))
+            .collect();
         for (i, conv) in self.extra.iter().enumerate() {
-            let Some(last) = out.last().cloned() else { break };
+            let Some(last) = out.last().cloned() else {
+                break;
+            };
             // RetinaNet applies ReLU before P7 but not before P6.
             let input = if i == 0 { last } else { relu(last) };
             out.push(conv.forward(input));
@@ -86,9 +110,24 @@ mod tests {
     #[test]
     fn levels_halve_in_size() {
         let device = Default::default();
-        let fpn = FpnConfig::new(vec![8, 16, 32], 12).with_extra_levels(2).init::<Flex>(&device);
-        let feats = vec![Tensor::zeros([2, 8, 16, 20], &device), Tensor::zeros([2, 16, 8, 10], &device), Tensor::zeros([2, 32, 4, 5], &device)];
+        let fpn = FpnConfig::new(vec![8, 16, 32], 12)
+            .with_extra_levels(2)
+            .init::<Flex>(&device);
+        let feats = vec![
+            Tensor::zeros([2, 8, 16, 20], &device),
+            Tensor::zeros([2, 16, 8, 10], &device),
+            Tensor::zeros([2, 32, 4, 5], &device),
+        ];
         let dims: Vec<[usize; 4]> = fpn.forward(feats).iter().map(|t| t.dims()).collect();
-        assert_eq!(dims, vec![[2, 12, 16, 20], [2, 12, 8, 10], [2, 12, 4, 5], [2, 12, 2, 3], [2, 12, 1, 2]]);
+        assert_eq!(
+            dims,
+            vec![
+                [2, 12, 16, 20],
+                [2, 12, 8, 10],
+                [2, 12, 4, 5],
+                [2, 12, 2, 3],
+                [2, 12, 1, 2]
+            ]
+        );
     }
 }

@@ -27,9 +27,17 @@ pub struct MatchConfig {
 
 impl MatchConfig {
     /// RetinaNet's thresholds: positive from 0.5, background below 0.4.
-    pub const RETINANET: MatchConfig = MatchConfig { positive_iou: 0.5, negative_iou: 0.4, low_quality: true };
+    pub const RETINANET: MatchConfig = MatchConfig {
+        positive_iou: 0.5,
+        negative_iou: 0.4,
+        low_quality: true,
+    };
     /// SSD's: positive from 0.5, background otherwise.
-    pub const SSD: MatchConfig = MatchConfig { positive_iou: 0.5, negative_iou: 0.5, low_quality: true };
+    pub const SSD: MatchConfig = MatchConfig {
+        positive_iou: 0.5,
+        negative_iou: 0.5,
+        low_quality: true,
+    };
 }
 
 /// Assigns every anchor to its best-overlapping object, background, or neither.
@@ -42,7 +50,11 @@ pub fn match_anchors(anchors: &[Box4], objects: &[Box4], cfg: &MatchConfig) -> V
     for (g, object) in objects.iter().enumerate() {
         for (a, anchor) in anchors.iter().enumerate() {
             // Cheap rejection: most anchors are far from any one object.
-            if anchor[0] >= object[2] || anchor[2] <= object[0] || anchor[1] >= object[3] || anchor[3] <= object[1] {
+            if anchor[0] >= object[2]
+                || anchor[2] <= object[0]
+                || anchor[1] >= object[3]
+                || anchor[3] <= object[1]
+            {
                 continue;
             }
             let v = iou(anchor, object);
@@ -90,17 +102,36 @@ mod tests {
 
     #[test]
     fn thresholds_and_low_quality_matches() {
-        let anchors = [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 14.0], [5.0, 0.0, 15.0, 10.0], [50.0, 50.0, 60.0, 60.0]];
+        let anchors = [
+            [0.0, 0.0, 10.0, 10.0],
+            [0.0, 0.0, 10.0, 14.0],
+            [5.0, 0.0, 15.0, 10.0],
+            [50.0, 50.0, 60.0, 60.0],
+        ];
         let objects = [[0.0, 0.0, 10.0, 10.0], [40.0, 40.0, 60.0, 60.0]];
-        let cfg = MatchConfig { low_quality: false, ..MatchConfig::RETINANET };
+        let cfg = MatchConfig {
+            low_quality: false,
+            ..MatchConfig::RETINANET
+        };
         let m = match_anchors(&anchors, &objects, &cfg);
         // IoU 1, 10/14 = 0.71, 50/150 = 0.33, and 0.25 with the second object.
-        assert_eq!(m, vec![Assignment::Object(0), Assignment::Object(0), Assignment::Background, Assignment::Background]);
+        assert_eq!(
+            m,
+            vec![
+                Assignment::Object(0),
+                Assignment::Object(0),
+                Assignment::Background,
+                Assignment::Background
+            ]
+        );
         let m = match_anchors(&anchors, &objects, &MatchConfig::RETINANET);
         // The second object's best anchor becomes positive.
         assert_eq!(m[3], Assignment::Object(1));
         let ignore = match_anchors(&[[0.0, 0.0, 10.0, 10.0]], &[[0.0, 0.0, 10.0, 22.0]], &cfg);
         assert_eq!(ignore, vec![Assignment::Ignore]);
-        assert_eq!(match_anchors(&anchors, &[], &cfg), vec![Assignment::Background; 4]);
+        assert_eq!(
+            match_anchors(&anchors, &[], &cfg),
+            vec![Assignment::Background; 4]
+        );
     }
 }

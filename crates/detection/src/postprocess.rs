@@ -28,7 +28,12 @@ pub struct PostprocessConfig {
 
 impl Default for PostprocessConfig {
     fn default() -> Self {
-        PostprocessConfig { score_threshold: 0.05, pre_nms_top_k: 1000, nms_iou: 0.5, max_detections: 300 }
+        PostprocessConfig {
+            score_threshold: 0.05,
+            pre_nms_top_k: 1000,
+            nms_iou: 0.5,
+            max_detections: 300,
+        }
     }
 }
 
@@ -58,16 +63,28 @@ pub fn postprocess(
         }
     }
     if candidates.len() > cfg.pre_nms_top_k {
-        candidates.select_nth_unstable_by(cfg.pre_nms_top_k, |x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+        candidates.select_nth_unstable_by(cfg.pre_nms_top_k, |x, y| {
+            y.0.total_cmp(&x.0).then(x.1.cmp(&y.1))
+        });
         candidates.truncate(cfg.pre_nms_top_k);
     }
     let mut boxes = Vec::with_capacity(candidates.len());
     let mut scores = Vec::with_capacity(candidates.len());
     let mut classes = Vec::with_capacity(candidates.len());
     for &(p, a, c) in &candidates {
-        let d = [deltas[4 * a], deltas[4 * a + 1], deltas[4 * a + 2], deltas[4 * a + 3]];
+        let d = [
+            deltas[4 * a],
+            deltas[4 * a + 1],
+            deltas[4 * a + 2],
+            deltas[4 * a + 3],
+        ];
         let b = coder.decode(&anchors[a], &d);
-        let b = [b[0].clamp(0.0, size.0), b[1].clamp(0.0, size.1), b[2].clamp(0.0, size.0), b[3].clamp(0.0, size.1)];
+        let b = [
+            b[0].clamp(0.0, size.0),
+            b[1].clamp(0.0, size.1),
+            b[2].clamp(0.0, size.0),
+            b[3].clamp(0.0, size.1),
+        ];
         if b[2] - b[0] < 1.0 || b[3] - b[1] < 1.0 {
             continue;
         }
@@ -78,7 +95,11 @@ pub fn postprocess(
     batched_nms(&boxes, &scores, &classes, cfg.nms_iou)
         .into_iter()
         .take(cfg.max_detections)
-        .map(|i| ScoredBox { bbox: boxes[i], score: scores[i], class: classes[i] })
+        .map(|i| ScoredBox {
+            bbox: boxes[i],
+            score: scores[i],
+            class: classes[i],
+        })
         .collect()
 }
 
@@ -88,18 +109,38 @@ mod tests {
 
     #[test]
     fn decodes_thresholds_and_suppresses() {
-        let anchors = [[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [20.0, 20.0, 30.0, 30.0]];
+        let anchors = [
+            [0.0, 0.0, 10.0, 10.0],
+            [1.0, 0.0, 11.0, 10.0],
+            [20.0, 20.0, 30.0, 30.0],
+        ];
         let coder = BoxCoder { weights: [1.0; 4] };
         // Softmax rows: background, class 0, class 1.
         let probs = [0.1, 0.8, 0.1, 0.2, 0.7, 0.1, 0.5, 0.01, 0.49];
         let deltas = [0.0; 12];
         let cfg = PostprocessConfig::default();
-        let out = postprocess(&probs, &deltas, &anchors, 3, true, &coder, (25.0, 25.0), &cfg);
+        let out = postprocess(
+            &probs,
+            &deltas,
+            &anchors,
+            3,
+            true,
+            &coder,
+            (25.0, 25.0),
+            &cfg,
+        );
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].class, 0);
         assert_eq!(out[0].bbox, [0.0, 0.0, 10.0, 10.0]);
         // The third anchor is clipped to the image; the overlapping class-0 box is suppressed.
-        assert_eq!(out[1], ScoredBox { bbox: [20.0, 20.0, 25.0, 25.0], score: 0.49, class: 1 });
+        assert_eq!(
+            out[1],
+            ScoredBox {
+                bbox: [20.0, 20.0, 25.0, 25.0],
+                score: 0.49,
+                class: 1
+            }
+        );
         assert_eq!((out[2].class, out[2].score, out[2].bbox[0]), (1, 0.1, 0.0));
     }
 }

@@ -49,12 +49,19 @@ pub enum PackageError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
-    move |source| PackageError::Io { path: path.to_owned(), source }
+    move |source| PackageError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// ArcGIS names for a family: `(ModelType, ModelName)`.
 fn arcgis_names(family: &str, task: &str) -> (&'static str, String) {
-    let model_type = if task == "detection" { "ObjectDetection" } else { "ImageClassification" };
+    let model_type = if task == "detection" {
+        "ObjectDetection"
+    } else {
+        "ImageClassification"
+    };
     let name = match family {
         "unet" => "UnetClassifier".to_owned(),
         "pspnet" => "PSPNetClassifier".to_owned(),
@@ -110,19 +117,34 @@ pub fn emd(meta: &Value, metrics: &Value) -> Value {
 
 /// Packs a model folder (`model.json`, `model.mpk`, and whatever reports sit beside them)
 /// into `out`, adding `<name>.emd`.
-pub fn write(model_dir: &Path, out: &Path, name: &str, metrics: &Value) -> Result<(), PackageError> {
+pub fn write(
+    model_dir: &Path,
+    out: &Path,
+    name: &str,
+    metrics: &Value,
+) -> Result<(), PackageError> {
     let meta_path = model_dir.join("model.json");
     let meta_text = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
-    let meta: Value = serde_json::from_str(&meta_text).map_err(|e| PackageError::Zip { path: meta_path.clone(), reason: e.to_string() })?;
+    let meta: Value = serde_json::from_str(&meta_text).map_err(|e| PackageError::Zip {
+        path: meta_path.clone(),
+        reason: e.to_string(),
+    })?;
     if !model_dir.join("model.mpk").is_file() {
-        return Err(PackageError::Missing { path: model_dir.to_owned(), name: "model.mpk".into() });
+        return Err(PackageError::Missing {
+            path: model_dir.to_owned(),
+            name: "model.mpk".into(),
+        });
     }
     // Written under a temporary name and renamed: a crash or a failed rerun leaves the
     // previous package whole.
     let file = autodl_api::files::AtomicFile::create(out).map_err(io(out))?;
     let mut zip = zip::ZipWriter::new(file);
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    let zerr = |e: zip::result::ZipError| PackageError::Zip { path: out.to_owned(), reason: e.to_string() };
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    let zerr = |e: zip::result::ZipError| PackageError::Zip {
+        path: out.to_owned(),
+        reason: e.to_string(),
+    };
     let emd_text = serde_json::to_string_pretty(&emd(&meta, metrics)).unwrap_or_default();
     zip.start_file(format!("{name}.emd"), opts).map_err(zerr)?;
     zip.write_all(emd_text.as_bytes()).map_err(io(out))?;
@@ -133,7 +155,10 @@ pub fn write(model_dir: &Path, out: &Path, name: &str, metrics: &Value) -> Resul
         .collect();
     entries.sort();
     for path in entries {
-        let entry = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let entry = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         zip.start_file(entry, opts).map_err(zerr)?;
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         zip.write_all(&bytes).map_err(io(out))?;
@@ -145,19 +170,27 @@ pub fn write(model_dir: &Path, out: &Path, name: &str, metrics: &Value) -> Resul
 pub fn is_safe_entry(name: &str) -> bool {
     let path = Path::new(name);
     !name.contains('\\')
-        && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 /// Unpacks `package` into `dir` (which must exist) and returns `dir`. Every entry is checked
 /// before anything is written, so a refused package writes nothing.
 pub fn unpack(package: &Path, dir: &Path) -> Result<PathBuf, PackageError> {
     let file = File::open(package).map_err(io(package))?;
-    let zerr = |e: zip::result::ZipError| PackageError::Zip { path: package.to_owned(), reason: e.to_string() };
+    let zerr = |e: zip::result::ZipError| PackageError::Zip {
+        path: package.to_owned(),
+        reason: e.to_string(),
+    };
     let mut zip = zip::ZipArchive::new(file).map_err(zerr)?;
     for i in 0..zip.len() {
         let entry = zip.by_index_raw(i).map_err(zerr)?;
         if !is_safe_entry(entry.name()) {
-            return Err(PackageError::Escape { path: package.to_owned(), entry: entry.name().to_owned() });
+            return Err(PackageError::Escape {
+                path: package.to_owned(),
+                entry: entry.name().to_owned(),
+            });
         }
     }
     for i in 0..zip.len() {
@@ -174,7 +207,10 @@ pub fn unpack(package: &Path, dir: &Path) -> Result<PathBuf, PackageError> {
         std::fs::write(&target, bytes).map_err(io(&target))?;
     }
     if !dir.join("model.json").is_file() {
-        return Err(PackageError::Missing { path: package.to_owned(), name: "model.json".into() });
+        return Err(PackageError::Missing {
+            path: package.to_owned(),
+            name: "model.json".into(),
+        });
     }
     Ok(dir.to_owned())
 }
@@ -205,7 +241,9 @@ mod tests {
         std::fs::create_dir(&out).unwrap();
         unpack(&pkg, &out).unwrap();
         assert_eq!(std::fs::read(out.join("model.mpk")).unwrap(), b"weights");
-        let emd: Value = serde_json::from_str(&std::fs::read_to_string(out.join("unet-resnet18.emd")).unwrap()).unwrap();
+        let emd: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("unet-resnet18.emd")).unwrap())
+                .unwrap();
         assert_eq!(emd["ModelName"], "UnetClassifier");
         assert_eq!(emd["ModelType"], "ImageClassification");
         assert_eq!(emd["ModelParameters"]["backbone"], "resnet18");
@@ -230,9 +268,15 @@ mod tests {
         let out = tmp.path().join("inner");
         std::fs::create_dir(&out).unwrap();
         let err = unpack(&pkg, &out).unwrap_err().to_string();
-        assert!(err.contains("evil.dlpk") && err.contains("`../x`") && err.contains("leaves"), "{err}");
+        assert!(
+            err.contains("evil.dlpk") && err.contains("`../x`") && err.contains("leaves"),
+            "{err}"
+        );
         assert!(!tmp.path().join("x").exists());
-        assert!(!out.join("model.json").exists(), "nothing is written from a refused package");
+        assert!(
+            !out.join("model.json").exists(),
+            "nothing is written from a refused package"
+        );
     }
 
     #[test]

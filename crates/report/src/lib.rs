@@ -79,12 +79,18 @@ pub struct Report {
 }
 
 fn draw_err(what: &str) -> impl Fn(String) -> ReportError + '_ {
-    move |reason| ReportError::Draw { what: what.to_owned(), reason }
+    move |reason| ReportError::Draw {
+        what: what.to_owned(),
+        reason,
+    }
 }
 
 /// A horizontal bar per model with a metric.
 pub fn bar_chart(models: &[ModelEntry]) -> Result<String, ReportError> {
-    let rows: Vec<(&str, f64)> = models.iter().filter_map(|m| m.metric.map(|v| (m.id.as_str(), v))).collect();
+    let rows: Vec<(&str, f64)> = models
+        .iter()
+        .filter_map(|m| m.metric.map(|v| (m.id.as_str(), v)))
+        .collect();
     let mut svg = String::new();
     if rows.is_empty() {
         return Ok(svg);
@@ -117,7 +123,10 @@ pub fn bar_chart(models: &[ModelEntry]) -> Result<String, ReportError> {
             .draw_series(rows.iter().enumerate().map(|(i, (_, v))| {
                 let i = i as i32;
                 let mut bar = Rectangle::new(
-                    [(0.0, SegmentValue::Exact(i)), (*v, SegmentValue::Exact(i + 1))],
+                    [
+                        (0.0, SegmentValue::Exact(i)),
+                        (*v, SegmentValue::Exact(i + 1)),
+                    ],
                     Palette99::pick(i as usize).filled(),
                 );
                 bar.set_margin(4, 4, 0, 0);
@@ -142,7 +151,11 @@ pub fn loss_chart(model: &ModelEntry) -> Result<String, ReportError> {
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let (left, right) = root.split_horizontally(360);
         let n = model.epochs.len() as f64;
-        let losses = model.epochs.iter().flat_map(|e| [e.train_loss, e.val_loss]).filter(|v| v.is_finite());
+        let losses = model
+            .epochs
+            .iter()
+            .flat_map(|e| [e.train_loss, e.val_loss])
+            .filter(|v| v.is_finite());
         let top = losses.fold(0.0f64, f64::max).max(1e-6) * 1.05;
         let mut chart = ChartBuilder::on(&left)
             .caption("loss", ("sans-serif", 16))
@@ -151,19 +164,42 @@ pub fn loss_chart(model: &ModelEntry) -> Result<String, ReportError> {
             .y_label_area_size(44)
             .build_cartesian_2d(1.0..n.max(2.0), 0.0..top)
             .map_err(|e| err(e.to_string()))?;
-        chart.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
         for (label, colour, pick) in [
-            ("train", BLUE, (|e: &EpochRecord| e.train_loss) as fn(&EpochRecord) -> f64),
+            (
+                "train",
+                BLUE,
+                (|e: &EpochRecord| e.train_loss) as fn(&EpochRecord) -> f64,
+            ),
             ("validation", RED, |e: &EpochRecord| e.val_loss),
         ] {
             chart
-                .draw_series(LineSeries::new(model.epochs.iter().map(|e| (e.epoch as f64, pick(e))), colour.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    model.epochs.iter().map(|e| (e.epoch as f64, pick(e))),
+                    colour.stroke_width(2),
+                ))
                 .map_err(|e| err(e.to_string()))?
                 .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
-        let best = model.epochs.iter().map(|e| e.metric).filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1e-6) * 1.05;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        let best = model
+            .epochs
+            .iter()
+            .map(|e| e.metric)
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max)
+            .max(1e-6)
+            * 1.05;
         let mut chart = ChartBuilder::on(&right)
             .caption(model.metric_name.as_str(), ("sans-serif", 16))
             .margin(8)
@@ -171,9 +207,16 @@ pub fn loss_chart(model: &ModelEntry) -> Result<String, ReportError> {
             .y_label_area_size(44)
             .build_cartesian_2d(1.0..n.max(2.0), 0.0..best)
             .map_err(|e| err(e.to_string()))?;
-        chart.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
         chart
-            .draw_series(LineSeries::new(model.epochs.iter().map(|e| (e.epoch as f64, e.metric)), GREEN.stroke_width(2)))
+            .configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(
+                model.epochs.iter().map(|e| (e.epoch as f64, e.metric)),
+                GREEN.stroke_width(2),
+            ))
             .map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
     }
@@ -191,23 +234,39 @@ pub fn pr_chart(curves: &[(String, Vec<(f64, f64)>)]) -> Result<String, ReportEr
         let root = SVGBackend::with_string(&mut svg, (480, 360)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("precision-recall at IoU 0.5 (validation)", ("sans-serif", 16))
+            .caption(
+                "precision-recall at IoU 0.5 (validation)",
+                ("sans-serif", 16),
+            )
             .margin(8)
             .x_label_area_size(30)
             .y_label_area_size(44)
             .build_cartesian_2d(0.0..1.0, 0.0..1.05)
             .map_err(|e| err(e.to_string()))?;
-        chart.configure_mesh().x_desc("recall").y_desc("precision").draw().map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("recall")
+            .y_desc("precision")
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
         for (i, (name, points)) in curves.iter().enumerate() {
             let [r, g, b] = autodl_api::class_colour(i);
             let colour = RGBColor(r, g, b);
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(2),
+                ))
                 .map_err(|e| err(e.to_string()))?
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
     }
     Ok(svg)
@@ -216,7 +275,12 @@ pub fn pr_chart(curves: &[(String, Vec<(f64, f64)>)]) -> Result<String, ReportEr
 /// The learning-rate finder's curve on a log axis, with the chosen rate marked.
 pub fn lr_chart(lrs: &[f64], losses: &[f64], chosen: f64) -> Result<String, ReportError> {
     let mut svg = String::new();
-    let pts: Vec<(f64, f64)> = lrs.iter().zip(losses).filter(|(l, v)| **l > 0.0 && v.is_finite()).map(|(l, v)| (l.log10(), *v)).collect();
+    let pts: Vec<(f64, f64)> = lrs
+        .iter()
+        .zip(losses)
+        .filter(|(l, v)| **l > 0.0 && v.is_finite())
+        .map(|(l, v)| (l.log10(), *v))
+        .collect();
     if pts.len() < 2 {
         return Ok(svg);
     }
@@ -242,21 +306,34 @@ pub fn lr_chart(lrs: &[f64], losses: &[f64], chosen: f64) -> Result<String, Repo
             .x_label_formatter(&|v| format!("1e{v:.0}"))
             .draw()
             .map_err(|e| err(e.to_string()))?;
-        chart.draw_series(LineSeries::new(pts.iter().copied(), BLUE.stroke_width(2))).map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), BLUE.stroke_width(2)))
+            .map_err(|e| err(e.to_string()))?;
         let c = chosen.log10();
         chart
-            .draw_series(LineSeries::new([(c, lo - pad), (c, hi + pad)], RED.stroke_width(1)))
+            .draw_series(LineSeries::new(
+                [(c, lo - pad), (c, hi + pad)],
+                RED.stroke_width(1),
+            ))
             .map_err(|e| err(e.to_string()))?
             .label(format!("chosen {chosen:.2e}"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
     }
     Ok(svg)
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A confusion matrix as an HTML table, each row shaded by its share of the row's pixels.
@@ -272,8 +349,15 @@ pub fn confusion_table(c: &Confusion) -> String {
         let total: u64 = row.iter().sum();
         let _ = write!(html, "<tr><th>{}</th>", escape(name));
         for &v in row {
-            let share = if total == 0 { 0.0 } else { v as f64 / total as f64 };
-            let _ = write!(html, "<td style=\"background: rgba(0, 90, 200, {share:.3})\">{v}</td>");
+            let share = if total == 0 {
+                0.0
+            } else {
+                v as f64 / total as f64
+            };
+            let _ = write!(
+                html,
+                "<td style=\"background: rgba(0, 90, 200, {share:.3})\">{v}</td>"
+            );
         }
         html.push_str("</tr>");
     }
@@ -360,7 +444,13 @@ mod tests {
             status: "completed".into(),
             reason: String::new(),
             epochs: (1..=3)
-                .map(|e| EpochRecord { epoch: e, train_loss: 1.0 / e as f64, val_loss: 1.2 / e as f64, metric: 0.1 * e as f64, elapsed_secs: e as f64 })
+                .map(|e| EpochRecord {
+                    epoch: e,
+                    train_loss: 1.0 / e as f64,
+                    val_loss: 1.2 / e as f64,
+                    metric: 0.1 * e as f64,
+                    elapsed_secs: e as f64,
+                })
                 .collect(),
         }
     }
@@ -370,7 +460,10 @@ mod tests {
         let lrs: Vec<f64> = (0..20).map(|i| 1e-5 * 2f64.powi(i)).collect();
         let losses: Vec<f64> = (0..20).map(|i| 2.0 - 0.05 * i as f64).collect();
         let svg = lr_chart(&lrs, &losses, 1e-3).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("chosen 1.00e-3"), "{svg}");
+        assert!(
+            svg.starts_with("<svg") && svg.contains("chosen 1.00e-3"),
+            "{svg}"
+        );
         assert!(lr_chart(&[1e-3], &[1.0], 1e-3).unwrap().is_empty());
     }
 
@@ -380,17 +473,37 @@ mod tests {
             title: "run <x>".into(),
             facts: vec![("data".into(), "nc".into())],
             leaderboard_markdown: "| rank | model |\n|---|---|\n| 1 | unet |\n".into(),
-            models: vec![entry("unet-a", Some(0.4)), entry("deeplab-b", Some(0.3)), ModelEntry { id: "ssd".into(), ..Default::default() }],
-            confusion: Some(Confusion { classes: vec!["a".into(), "b".into()], counts: vec![5, 1, 2, 8] }),
+            models: vec![
+                entry("unet-a", Some(0.4)),
+                entry("deeplab-b", Some(0.3)),
+                ModelEntry {
+                    id: "ssd".into(),
+                    ..Default::default()
+                },
+            ],
+            confusion: Some(Confusion {
+                classes: vec!["a".into(), "b".into()],
+                counts: vec![5, 1, 2, 8],
+            }),
             pr_curves: vec![("tree".into(), vec![(0.1, 1.0), (0.5, 0.8), (0.7, 0.4)])],
-            samples: vec![Sample { caption: "tile 1".into(), png: vec![137, 80, 78, 71] }],
+            samples: vec![Sample {
+                caption: "tile 1".into(),
+                png: vec![137, 80, 78, 71],
+            }],
         };
         let html = render(&report).unwrap();
         assert!(html.contains("run &lt;x&gt;"));
-        assert_eq!(html.matches("<svg").count(), 4, "a bar chart, a curve chart per trained model, a precision-recall chart");
+        assert_eq!(
+            html.matches("<svg").count(),
+            4,
+            "a bar chart, a curve chart per trained model, a precision-recall chart"
+        );
         assert!(html.contains("unet-a") && html.contains("deeplab-b"));
         assert!(html.contains("data:image/png;base64,iVBORw=="));
         assert!(html.contains("<td style=\"background: rgba(0, 90, 200, 0.833)\">5</td>"));
-        assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "no external resources");
+        assert!(
+            !html.contains("src=\"http") && !html.contains("href=\"http"),
+            "no external resources"
+        );
     }
 }

@@ -15,8 +15,13 @@ use crate::seg::{self, FamilyOptions, SegNet, text_param};
 
 /// Backbones every backbone-based family offers; the first, which has bundled ImageNet
 /// weights, is the default.
-pub const BACKBONES: &[&str] = &["efficientnet-lite0", "resnet18", "resnet34", "resnet50", "mobilenetv2"];
-
+pub const BACKBONES: &[&str] = &[
+    "efficientnet-lite0",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenetv2",
+];
 
 /// Builds the backbone a trial asks for: pretrained unless `pretrained = false` or no
 /// weights exist for it.
@@ -26,12 +31,20 @@ pub fn backbone<B: Backend>(
     pretrained: bool,
     device: &B::Device,
 ) -> Result<Backbone<B>, PluginError> {
-    let weights = if pretrained { autodl_backbones::default_weights(name) } else { None };
+    let weights = if pretrained {
+        autodl_backbones::default_weights(name)
+    } else {
+        None
+    };
     // Segmentation heads use the features only; the ImageNet classifier would be dead weight.
-    BackboneConfig { name: name.to_owned(), bands, weights }
-        .init(device)
-        .map(Backbone::without_classifier)
-        .map_err(|e| PluginError::Training(e.to_string()))
+    BackboneConfig {
+        name: name.to_owned(),
+        bands,
+        weights,
+    }
+    .init(device)
+    .map(Backbone::without_classifier)
+    .map_err(|e| PluginError::Training(e.to_string()))
 }
 
 /// Model parameter recording whether the backbone's batch norm was frozen in training.
@@ -44,7 +57,10 @@ pub fn wants_pretrained(params: &autodl_api::Params) -> bool {
 
 /// Checks the backbone name, says where the weights come from, and returns whether they are
 /// pretrained and the family parameters to record (the backbone among them).
-fn prepare(spec: &TrialSpec, progress: &dyn Progress) -> Result<(bool, autodl_api::Params), PluginError> {
+fn prepare(
+    spec: &TrialSpec,
+    progress: &dyn Progress,
+) -> Result<(bool, autodl_api::Params), PluginError> {
     if !BACKBONES.contains(&spec.backbone.as_str()) {
         return Err(PluginError::Training(format!(
             "{} has no backbone `{}` (available: {})",
@@ -63,7 +79,10 @@ fn prepare(spec: &TrialSpec, progress: &dyn Progress) -> Result<(bool, autodl_ap
         (false, _) => progress.message("random initialisation (pretrained = false)"),
     }
     let mut params = spec.params.clone();
-    params.insert("backbone".into(), autodl_api::ParamValue::Text(spec.backbone.clone()));
+    params.insert(
+        "backbone".into(),
+        autodl_api::ParamValue::Text(spec.backbone.clone()),
+    );
     Ok((pretrained, params))
 }
 
@@ -83,11 +102,21 @@ where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let (pretrained, params) = prepare(spec, progress)?;
-    let options = FamilyOptions { default_tile: 256, params: params.clone(), default_lr };
-    seg::train::<B, M, _>(spec, progress, &options, device, |device, bands, classes| {
-        let bb = backbone::<B>(&spec.backbone, bands, pretrained, device)?;
-        Ok(head(bb, classes, &params, device))
-    })
+    let options = FamilyOptions {
+        default_tile: 256,
+        params: params.clone(),
+        default_lr,
+    };
+    seg::train::<B, M, _>(
+        spec,
+        progress,
+        &options,
+        device,
+        |device, bands, classes| {
+            let bb = backbone::<B>(&spec.backbone, bands, pretrained, device)?;
+            Ok(head(bb, classes, &params, device))
+        },
+    )
 }
 
 /// Trains a detection head on a backbone; like [`train`], with the family's [`DetOptions`].
@@ -113,21 +142,39 @@ where
     let freeze = pretrained && text_param(&spec.params, "freeze-stem", "true") != "false";
     // Frozen batch norm computes its affine map differently from Burn's inference mode;
     // prediction rebuilds it the same way, so that it reproduces validation to the bit.
-    options.params.insert(FROZEN_BN.into(), autodl_api::ParamValue::Text(freeze.to_string()));
-    det::train::<B, M, _>(spec, progress, &options, device, |device, bands, classes| {
-        let bb = backbone::<B>(&spec.backbone, bands, pretrained, device)?;
-        let bb = if freeze { bb.with_frozen_bn(true).with_frozen_stem() } else { bb };
-        Ok(head(bb, classes, &params, device))
-    })
+    options.params.insert(
+        FROZEN_BN.into(),
+        autodl_api::ParamValue::Text(freeze.to_string()),
+    );
+    det::train::<B, M, _>(
+        spec,
+        progress,
+        &options,
+        device,
+        |device, bands, classes| {
+            let bb = backbone::<B>(&spec.backbone, bands, pretrained, device)?;
+            let bb = if freeze {
+                bb.with_frozen_bn(true).with_frozen_stem()
+            } else {
+                bb
+            };
+            Ok(head(bb, classes, &params, device))
+        },
+    )
 }
 
 /// Rebuilds a trained model's network with fresh values (its record replaces them all).
-fn rebuild<B: Backend, M, H>(meta: &ModelMeta, device: &B::Device, head: &H) -> Result<M, PluginError>
+fn rebuild<B: Backend, M, H>(
+    meta: &ModelMeta,
+    device: &B::Device,
+    head: &H,
+) -> Result<M, PluginError>
 where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let name = text_param(&meta.params, "backbone", &meta.backbone).to_owned();
-    let bb = backbone::<B>(&name, meta.bands, false, device)?.with_frozen_bn(text_param(&meta.params, FROZEN_BN, "false") == "true");
+    let bb = backbone::<B>(&name, meta.bands, false, device)?
+        .with_frozen_bn(text_param(&meta.params, FROZEN_BN, "false") == "true");
     Ok(head(bb, meta.classes.len(), &meta.params, device))
 }
 
@@ -147,7 +194,15 @@ where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
-    det::predict::<B, M, _>(model_dir, images, out_dir, &options, score_threshold, device, |_, _| model.clone())
+    det::predict::<B, M, _>(
+        model_dir,
+        images,
+        out_dir,
+        &options,
+        score_threshold,
+        device,
+        |_, _| model.clone(),
+    )
 }
 
 /// Runs a trained backbone-based model on images.
@@ -164,7 +219,9 @@ where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
-    crate::predict::predict_segmentation::<B, M, _>(model_dir, images, out_dir, device, |_, _| model.clone())
+    crate::predict::predict_segmentation::<B, M, _>(model_dir, images, out_dir, device, |_, _| {
+        model.clone()
+    })
 }
 
 /// Declares a backbone-based pixel-classification family and registers it: a unit struct

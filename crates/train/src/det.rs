@@ -10,10 +10,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use autodl_api::{AugSample, DataSpec, EpochRecord, ParamValue, Params, PluginError, Progress, TrialResult, TrialSpec};
+use autodl_api::{
+    AugSample, DataSpec, EpochRecord, ParamValue, Params, PluginError, Progress, TrialResult,
+    TrialSpec,
+};
 use autodl_data::ClassInfo;
-use autodl_detection::loss::{decode, giou_loss, hard_negative_weights, sigmoid_focal_loss, smooth_l1, softmax_cross_entropy};
-use autodl_detection::{AnchorConfig, Assignment, Box4, BoxCoder, MatchConfig, ScoredBox, match_anchors};
+use autodl_detection::loss::{
+    decode, giou_loss, hard_negative_weights, sigmoid_focal_loss, smooth_l1, softmax_cross_entropy,
+};
+use autodl_detection::{
+    AnchorConfig, Assignment, Box4, BoxCoder, MatchConfig, ScoredBox, match_anchors,
+};
 use autodl_detection_metrics::{CocoSummary, Detection, GtBox, VocMethod, VocResult};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
@@ -26,8 +33,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
-use crate::model_dir::ModelMeta;
 use crate::infer::{self, Normalised, SIZE_MULTIPLE, View, WindowOutput, normalise};
+use crate::model_dir::ModelMeta;
 use crate::seg::{band_stats, number_param, read_options, sample_seed, text_param};
 
 /// What a detector's forward pass returns.
@@ -46,7 +53,8 @@ pub struct DetOutput<B: Backend> {
 /// [`AnchorConfig::generate`] lists anchors in.
 pub fn per_anchor<B: Backend>(t: Tensor<B, 4>, k: usize) -> Tensor<B, 3> {
     let [n, ak, h, w] = t.dims();
-    t.permute([0, 2, 3, 1]).reshape([n, h * w * ak / k.max(1), k])
+    t.permute([0, 2, 3, 1])
+        .reshape([n, h * w * ak / k.max(1), k])
 }
 
 /// A detector: per-anchor logits and deltas for a batch whose sides are multiples of 32.
@@ -176,16 +184,33 @@ fn data_err(e: impl std::fmt::Display) -> PluginError {
 pub fn load_data(spec: &DataSpec, seed: u64) -> Result<DetData, PluginError> {
     let ds = autodl_data::open(&spec.root, &read_options(spec, seed)?).map_err(data_err)?;
     if ds.task != autodl_data::Task::Detection {
-        return Err(PluginError::Data(format!("{} holds {} data, not boxes", spec.root.display(), ds.format)));
+        return Err(PluginError::Data(format!(
+            "{} holds {} data, not boxes",
+            spec.root.display(),
+            ds.format
+        )));
     }
-    fn load(samples: &[autodl_data::Sample]) -> Result<Vec<(autodl_data::Image, &autodl_data::Sample)>, PluginError> {
-        samples.par_iter().map(|s| Ok((autodl_data::load_image(&s.image).map_err(data_err)?, s))).collect()
+    fn load(
+        samples: &[autodl_data::Sample],
+    ) -> Result<Vec<(autodl_data::Image, &autodl_data::Sample)>, PluginError> {
+        samples
+            .par_iter()
+            .map(|s| Ok((autodl_data::load_image(&s.image).map_err(data_err)?, s)))
+            .collect()
     }
     let train = load(&ds.train)?;
     let val = load(&ds.val)?;
     let bands = train.first().map_or(0, |(img, _)| img.bands as usize);
-    if let Some((img, s)) = train.iter().chain(&val).find(|(img, _)| img.bands as usize != bands) {
-        return Err(PluginError::Data(format!("{}: {} bands, other images have {bands}", s.image.display(), img.bands)));
+    if let Some((img, s)) = train
+        .iter()
+        .chain(&val)
+        .find(|(img, _)| img.bands as usize != bands)
+    {
+        return Err(PluginError::Data(format!(
+            "{}: {} bands, other images have {bands}",
+            s.image.display(),
+            img.bands
+        )));
     }
     let (mean, std) = band_stats(train.iter().map(|(img, _)| img), bands);
     let to_items = |v: Vec<(autodl_data::Image, &autodl_data::Sample)>| -> Vec<DetItem> {
@@ -193,20 +218,43 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<DetData, PluginError> {
             .map(|(img, s)| DetItem {
                 width: img.width as usize,
                 height: img.height as usize,
-                image: normalise(img.data, img.width as usize * img.height as usize, &mean, &std),
+                image: normalise(
+                    img.data,
+                    img.width as usize * img.height as usize,
+                    &mean,
+                    &std,
+                ),
                 boxes: s.boxes.iter().map(|b| (b.corners(), b.class)).collect(),
                 difficult: s.boxes.iter().map(|b| b.difficult).collect(),
                 crowd: s.boxes.iter().map(|b| b.iscrowd).collect(),
             })
             .collect()
     };
-    Ok(DetData { bands, classes: ds.classes.clone(), mean: mean.clone(), std: std.clone(), train: to_items(train), val: to_items(val) })
+    Ok(DetData {
+        bands,
+        classes: ds.classes.clone(),
+        mean: mean.clone(),
+        std: std.clone(),
+        train: to_items(train),
+        val: to_items(val),
+    })
 }
 
 /// Copies the `w x h` region of `image` at `(x0, y0)` into a zero-padded `pw x ph` canvas.
-fn crop(image: &[f32], width: usize, height: usize, bands: usize, (x0, y0, w, h): (usize, usize, usize, usize), pw: usize, ph: usize) -> Vec<f32> {
+fn crop(
+    image: &[f32],
+    width: usize,
+    height: usize,
+    bands: usize,
+    (x0, y0, w, h): (usize, usize, usize, usize),
+    pw: usize,
+    ph: usize,
+) -> Vec<f32> {
     let mut out = vec![0f32; bands * pw * ph];
-    let (w, h) = (w.min(pw).min(width.saturating_sub(x0)), h.min(ph).min(height.saturating_sub(y0)));
+    let (w, h) = (
+        w.min(pw).min(width.saturating_sub(x0)),
+        h.min(ph).min(height.saturating_sub(y0)),
+    );
     for b in 0..bands {
         for y in 0..h {
             let src = b * width * height + (y0 + y) * width + x0;
@@ -219,15 +267,25 @@ fn crop(image: &[f32], width: usize, height: usize, bands: usize, (x0, y0, w, h)
 
 /// The boxes seen through the `w x h` region at `(x0, y0)`, in its coordinates: clipped to
 /// it, and kept only when at least 40 % of a box stays inside and at least 2 px a side.
-fn clip_boxes(boxes: &[(Box4, usize)], (x0, y0, w, h): (usize, usize, usize, usize)) -> Vec<(Box4, usize)> {
+fn clip_boxes(
+    boxes: &[(Box4, usize)],
+    (x0, y0, w, h): (usize, usize, usize, usize),
+) -> Vec<(Box4, usize)> {
     let (cw, ch) = (w as f32, h as f32);
     boxes
         .iter()
         .filter_map(|&(b, c)| {
-            let s = [b[0] - x0 as f32, b[1] - y0 as f32, b[2] - x0 as f32, b[3] - y0 as f32];
+            let s = [
+                b[0] - x0 as f32,
+                b[1] - y0 as f32,
+                b[2] - x0 as f32,
+                b[3] - y0 as f32,
+            ];
             let clipped = [s[0].max(0.0), s[1].max(0.0), s[2].min(cw), s[3].min(ch)];
             let area = autodl_detection::boxes::area(&clipped);
-            (area >= 0.4 * autodl_detection::boxes::area(&s) && clipped[2] - clipped[0] >= 2.0 && clipped[3] - clipped[1] >= 2.0)
+            (area >= 0.4 * autodl_detection::boxes::area(&s)
+                && clipped[2] - clipped[0] >= 2.0
+                && clipped[3] - clipped[1] >= 2.0)
                 .then_some((clipped, c))
         })
         .collect()
@@ -236,20 +294,59 @@ fn clip_boxes(boxes: &[(Box4, usize)], (x0, y0, w, h): (usize, usize, usize, usi
 /// A `tile`-sided training sample cut from `item` at a seeded random place (zero-padded when
 /// the image is smaller), with boxes clipped to it and augmented. A box keeps its place only
 /// when at least 40 % of it stays inside the tile.
-fn make_sample(item: &DetItem, bands: usize, tile: usize, seed: u64, augment: &autodl_augment::Pipeline) -> AugSample {
+fn make_sample(
+    item: &DetItem,
+    bands: usize,
+    tile: usize,
+    seed: u64,
+    augment: &autodl_augment::Pipeline,
+) -> AugSample {
     let mut rng = StdRng::seed_from_u64(seed);
-    let x0 = if item.width > tile { rng.random_range(0..=item.width - tile) } else { 0 };
-    let y0 = if item.height > tile { rng.random_range(0..=item.height - tile) } else { 0 };
-    let image = crop(&item.image, item.width, item.height, bands, (x0, y0, tile, tile), tile, tile);
-    let boxes = clip_boxes(&item.boxes, (x0, y0, tile.min(item.width - x0), tile.min(item.height - y0)));
-    let mut sample = AugSample { width: tile as u32, height: tile as u32, bands: bands as u32, image, mask: None, boxes };
+    let x0 = if item.width > tile {
+        rng.random_range(0..=item.width - tile)
+    } else {
+        0
+    };
+    let y0 = if item.height > tile {
+        rng.random_range(0..=item.height - tile)
+    } else {
+        0
+    };
+    let image = crop(
+        &item.image,
+        item.width,
+        item.height,
+        bands,
+        (x0, y0, tile, tile),
+        tile,
+        tile,
+    );
+    let boxes = clip_boxes(
+        &item.boxes,
+        (
+            x0,
+            y0,
+            tile.min(item.width - x0),
+            tile.min(item.height - y0),
+        ),
+    );
+    let mut sample = AugSample {
+        width: tile as u32,
+        height: tile as u32,
+        bands: bands as u32,
+        image,
+        mask: None,
+        boxes,
+    };
     augment.apply(&mut sample, sample_seed(seed, 1, 0));
     sample
 }
 
 /// Images as one `[N, bands, H, W]` tensor; every sample must have the same size.
 fn images_tensor<B: Backend>(samples: &[AugSample], device: &B::Device) -> Tensor<B, 4> {
-    let (b, h, w) = samples.first().map_or((0, 0, 0), |s| (s.bands as usize, s.height as usize, s.width as usize));
+    let (b, h, w) = samples.first().map_or((0, 0, 0), |s| {
+        (s.bands as usize, s.height as usize, s.width as usize)
+    });
     let mut data = Vec::with_capacity(samples.len() * b * h * w);
     for s in samples {
         data.extend_from_slice(&s.image);
@@ -264,10 +361,19 @@ struct LossSetup<'a> {
 }
 
 /// The detection loss of a batch, divided by the number of positive anchors (at least 1).
-fn det_loss<B: Backend>(out: DetOutput<B>, boxes: &[Vec<(Box4, usize)>], setup: &LossSetup<'_>, device: &B::Device) -> Tensor<B, 1> {
+fn det_loss<B: Backend>(
+    out: DetOutput<B>,
+    boxes: &[Vec<(Box4, usize)>],
+    setup: &LossSetup<'_>,
+    device: &B::Device,
+) -> Tensor<B, 1> {
     let anchors = setup.anchors.generate(&out.levels);
     let [n, a, k] = out.logits.dims();
-    debug_assert_eq!(a, anchors.len(), "the head's anchor count differs from the anchor generator's");
+    debug_assert_eq!(
+        a,
+        anchors.len(),
+        "the head's anchor count differs from the anchor generator's"
+    );
     let assignments: Vec<Vec<Assignment>> = boxes
         .par_iter()
         .map(|b| {
@@ -287,7 +393,11 @@ fn det_loss<B: Backend>(out: DetOutput<B>, boxes: &[Vec<(Box4, usize)>], setup: 
                     let (b, c) = boxes[i][g];
                     positive[at] = 1.0;
                     labels[at] = c as i64 + 1;
-                    let t = if giou { b } else { setup.opts.coder.encode(&anchors[j], &b) };
+                    let t = if giou {
+                        b
+                    } else {
+                        setup.opts.coder.encode(&anchors[j], &b)
+                    };
                     box_target[4 * at..4 * at + 4].copy_from_slice(&t);
                 }
                 Assignment::Ignore => labels[at] = -1,
@@ -303,7 +413,11 @@ fn det_loss<B: Backend>(out: DetOutput<B>, boxes: &[Vec<(Box4, usize)>], setup: 
         BoxLoss::Giou => {
             let flat: Vec<f32> = anchors.iter().flatten().copied().collect();
             let anchor_t = Tensor::<B, 3>::from_data(TensorData::new(flat, [1, a, 4]), device);
-            giou_loss(decode(anchor_t, out.deltas, setup.opts.coder.weights), target, pos)
+            giou_loss(
+                decode(anchor_t, out.deltas, setup.opts.coder.weights),
+                target,
+                pos,
+            )
         }
     };
     let class_loss = match setup.opts.class_loss {
@@ -322,7 +436,13 @@ fn det_loss<B: Backend>(out: DetOutput<B>, boxes: &[Vec<(Box4, usize)>], setup: 
             sigmoid_focal_loss(out.logits, one_hot, weight, alpha, gamma)
         }
         ClassLoss::HardNegative { ratio } => {
-            let label_t = Tensor::<B, 2, Int>::from_data(TensorData::new(labels.iter().map(|&l| l.max(0)).collect::<Vec<i64>>(), [n, a]), device);
+            let label_t = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(
+                    labels.iter().map(|&l| l.max(0)).collect::<Vec<i64>>(),
+                    [n, a],
+                ),
+                device,
+            );
             let ce = softmax_cross_entropy(out.logits, label_t);
             let host: Vec<f32> = ce.clone().detach().into_data().iter::<f32>().collect();
             let weights = hard_negative_weights(&host, &labels, a, ratio, 16);
@@ -345,13 +465,34 @@ struct Trainer<'a> {
 }
 
 impl<B: AutodiffBackend, M: DetNet<B> + AutodiffModule<B>> Steps<B, M> for Trainer<'_> {
-    fn step<O: Optimizer<M, B>>(&self, model: M, optim: &mut O, lr: f64, indices: &[usize], epoch: u64, device: &B::Device) -> (M, f64) {
+    fn step<O: Optimizer<M, B>>(
+        &self,
+        model: M,
+        optim: &mut O,
+        lr: f64,
+        indices: &[usize],
+        epoch: u64,
+        device: &B::Device,
+    ) -> (M, f64) {
         let samples: Vec<AugSample> = indices
             .par_iter()
-            .map(|&i| make_sample(&self.data.train[i], self.data.bands, self.tile, sample_seed(self.seed, epoch, i as u64), &self.augment))
+            .map(|&i| {
+                make_sample(
+                    &self.data.train[i],
+                    self.data.bands,
+                    self.tile,
+                    sample_seed(self.seed, epoch, i as u64),
+                    &self.augment,
+                )
+            })
             .collect();
         let boxes: Vec<Vec<(Box4, usize)>> = samples.iter().map(|s| s.boxes.clone()).collect();
-        let loss = det_loss(model.forward(images_tensor(&samples, device)), &boxes, &self.setup, device);
+        let loss = det_loss(
+            model.forward(images_tensor(&samples, device)),
+            &boxes,
+            &self.setup,
+            device,
+        );
         let value = scalar(loss.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         (optim.step(lr, model, grads), value)
@@ -377,12 +518,25 @@ fn evaluate<B: Backend, M: DetNet<B>>(
     let mut dets = vec![Vec::with_capacity(items.len()); NMS_CHOICES.len()];
     let (mut loss_sum, mut loss_n) = (0.0, 0usize);
     for it in items {
-        let view = View { width: it.width, height: it.height, bands, data: &it.image };
-        let outputs: Vec<WindowOutput> = infer::detect_windows(model, view, tile, setup.opts, setup.anchors, device, |win, out| {
-            let boxes = clip_boxes(&it.boxes, (win.x0, win.y0, win.w, win.h));
-            loss_sum += scalar(det_loss(out, &[boxes], setup, device));
-            loss_n += 1;
-        })?;
+        let view = View {
+            width: it.width,
+            height: it.height,
+            bands,
+            data: &it.image,
+        };
+        let outputs: Vec<WindowOutput> = infer::detect_windows(
+            model,
+            view,
+            tile,
+            setup.opts,
+            setup.anchors,
+            device,
+            |win, out| {
+                let boxes = clip_boxes(&it.boxes, (win.x0, win.y0, win.w, win.h));
+                loss_sum += scalar(det_loss(out, &[boxes], setup, device));
+                loss_n += 1;
+            },
+        )?;
         for (per_nms, &nms_iou) in dets.iter_mut().zip(&NMS_CHOICES) {
             per_nms.push(infer::boxes(&outputs, setup.opts, nms_iou));
         }
@@ -451,7 +605,9 @@ fn to_detections(dets: &[Vec<ScoredBox>]) -> Vec<Detection> {
 /// VOC AP50 (the ranking metric) alone, for every epoch.
 fn ap50(items: &[DetItem], dets: &[Vec<ScoredBox>]) -> f64 {
     let gts = ground_truth(items);
-    autodl_detection_metrics::voc_ap(&gts, &to_detections(dets), 0.5, VocMethod::AllPoint).map.unwrap_or(0.0)
+    autodl_detection_metrics::voc_ap(&gts, &to_detections(dets), 0.5, VocMethod::AllPoint)
+        .map
+        .unwrap_or(0.0)
 }
 
 /// Every metric of the kept epoch.
@@ -464,7 +620,13 @@ pub fn det_metrics(items: &[DetItem], dets: &[Vec<ScoredBox>], classes: usize) -
     let categories: Vec<u32> = (0..classes as u32).collect();
     let coco = dm::coco_eval(&images, &categories, &gts, &dets);
     let arcgis = dm::arcgis_ap(&gts, &dets).map.unwrap_or(0.0);
-    let mean = |v: &[dm::ClassPrf], f: fn(&dm::ClassPrf) -> f64| if v.is_empty() { 0.0 } else { v.iter().map(f).sum::<f64>() / v.len() as f64 };
+    let mean = |v: &[dm::ClassPrf], f: fn(&dm::ClassPrf) -> f64| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().map(f).sum::<f64>() / v.len() as f64
+        }
+    };
     let mut best = (0.5, Vec::new(), -1.0);
     for step in 1..20 {
         let threshold = step as f64 * 0.05;
@@ -485,7 +647,9 @@ pub fn det_metrics(items: &[DetItem], dets: &[Vec<ScoredBox>], classes: usize) -
         recall: mean(&per_class, |p| p.recall),
         f1,
         per_class,
-        pr_curves: (0..classes as u32).map(|c| (c, pr_curve(&gts, &dets, c))).collect(),
+        pr_curves: (0..classes as u32)
+            .map(|c| (c, pr_curve(&gts, &dets, c)))
+            .collect(),
     }
 }
 
@@ -529,7 +693,10 @@ fn pr_curve(gts: &[GtBox], dets: &[Detection], class: u32) -> Vec<(f64, f64)> {
             }
             _ => fp += 1,
         }
-        curve.push((tp as f64 / positives.max(1) as f64, tp as f64 / (tp + fp).max(1) as f64));
+        curve.push((
+            tp as f64 / positives.max(1) as f64,
+            tp as f64 / (tp + fp).max(1) as f64,
+        ));
     }
     curve
 }
@@ -540,8 +707,21 @@ fn anchor_scale(spec: &TrialSpec, data: &DetData, opts: &DetOptions) -> f32 {
     match spec.params.get("anchor-scale") {
         Some(ParamValue::Number(s)) => *s as f32,
         _ => {
-            let sides: Vec<f32> = data.train.iter().flat_map(|it| it.boxes.iter().map(|(b, _)| ((b[2] - b[0]) * (b[3] - b[1])).sqrt())).collect();
-            autodl_detection::anchors::fit_scale(&sides, opts.strides.first().copied().unwrap_or(8), 1.5, 4.0)
+            let sides: Vec<f32> = data
+                .train
+                .iter()
+                .flat_map(|it| {
+                    it.boxes
+                        .iter()
+                        .map(|(b, _)| ((b[2] - b[0]) * (b[3] - b[1])).sqrt())
+                })
+                .collect();
+            autodl_detection::anchors::fit_scale(
+                &sides,
+                opts.strides.first().copied().unwrap_or(8),
+                1.5,
+                4.0,
+            )
         }
     }
 }
@@ -551,7 +731,13 @@ fn anchor_scale(spec: &TrialSpec, data: &DetData, opts: &DetOptions) -> f32 {
 /// Parameters read from `spec.params` besides the fit loop's: `anchor-scale` (base anchor side
 /// in strides; fitted to the data when absent), `box-loss` (`smooth-l1` or `giou`; the family's
 /// choice by default) and `metric` (`ap50`, the default, or `coco-ap`).
-pub fn train<B, M, F>(spec: &TrialSpec, progress: &dyn Progress, opts: &DetOptions, device: &B::Device, build: F) -> Result<TrialResult, PluginError>
+pub fn train<B, M, F>(
+    spec: &TrialSpec,
+    progress: &dyn Progress,
+    opts: &DetOptions,
+    device: &B::Device,
+    build: F,
+) -> Result<TrialResult, PluginError>
 where
     B: AutodiffBackend,
     M: DetNet<B> + AutodiffModule<B>,
@@ -559,21 +745,40 @@ where
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
 {
     let start = Instant::now();
-    std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io { path: spec.out_dir.clone(), source })?;
+    std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io {
+        path: spec.out_dir.clone(),
+        source,
+    })?;
     B::seed(device, spec.seed);
     let data = load_data(&spec.data, spec.seed)?;
     let (bands, classes) = (data.bands, data.classes.len());
     if data.train.is_empty() || data.val.is_empty() {
-        return Err(PluginError::Data("the train or validation split is empty".into()));
+        return Err(PluginError::Data(
+            "the train or validation split is empty".into(),
+        ));
     }
-    let largest = data.train.iter().map(|it| it.width.max(it.height)).max().unwrap_or(0);
-    let tile = spec.tile_size.map(|t| t as usize).unwrap_or_else(|| (opts.default_tile as usize).min(largest));
+    let largest = data
+        .train
+        .iter()
+        .map(|it| it.width.max(it.height))
+        .max()
+        .unwrap_or(0);
+    let tile = spec
+        .tile_size
+        .map(|t| t as usize)
+        .unwrap_or_else(|| (opts.default_tile as usize).min(largest));
     let tile = tile.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE;
-    let augment = autodl_augment::Pipeline::preset(&spec.augment, autodl_api::Task::Detection, spec.augment_strength)
-        .map_err(|e| PluginError::Training(e.to_string()))?;
+    let augment = autodl_augment::Pipeline::preset(
+        &spec.augment,
+        autodl_api::Task::Detection,
+        spec.augment_strength,
+    )
+    .map_err(|e| PluginError::Training(e.to_string()))?;
     let metric_name = text_param(&spec.params, "metric", "ap50").to_owned();
     if !matches!(metric_name.as_str(), "ap50" | "coco-ap") {
-        return Err(PluginError::Training(format!("unknown metric `{metric_name}`: use ap50 or coco-ap")));
+        return Err(PluginError::Training(format!(
+            "unknown metric `{metric_name}`: use ap50 or coco-ap"
+        )));
     }
     let scale = anchor_scale(spec, &data, opts);
     let anchors = opts.anchor_config(scale);
@@ -582,35 +787,75 @@ where
         "default" => opts.box_loss,
         "smooth-l1" => BoxLoss::SmoothL1 { beta: 1.0 / 9.0 },
         "giou" => BoxLoss::Giou,
-        other => return Err(PluginError::Training(format!("unknown box-loss `{other}`: use smooth-l1 or giou"))),
+        other => {
+            return Err(PluginError::Training(format!(
+                "unknown box-loss `{other}`: use smooth-l1 or giou"
+            )));
+        }
     };
     let opts = &own;
     progress.message(&format!(
         "training tiles {tile} px, anchors {:.0} to {:.0} px",
-        anchors.sizes.first().copied().unwrap_or(0.0) * opts.anchor_scales.first().copied().unwrap_or(1.0),
-        anchors.sizes.last().copied().unwrap_or(0.0) * opts.anchor_scales.last().copied().unwrap_or(1.0)
+        anchors.sizes.first().copied().unwrap_or(0.0)
+            * opts.anchor_scales.first().copied().unwrap_or(1.0),
+        anchors.sizes.last().copied().unwrap_or(0.0)
+            * opts.anchor_scales.last().copied().unwrap_or(1.0)
     ));
-    let trainer = Trainer { data: &data, tile, augment, seed: spec.seed, setup: LossSetup { opts, anchors: &anchors } };
-    let fit_opts = FitOptions { spec, progress, default_lr: opts.default_lr, n_train: data.train.len() };
-    let fitted = fit::<B, M, _, _>(&fit_opts, device, &|| build(device, bands, classes), &trainer, &mut |model, _batch| {
-        let (loss, per_nms) = evaluate(model, &data.val, bands, tile, &trainer.setup, device)?;
-        let mut best: Option<(f64, f32, Vec<Vec<ScoredBox>>)> = None;
-        for (dets, &nms) in per_nms.into_iter().zip(&NMS_CHOICES) {
-            let metric = if metric_name == "coco-ap" { det_metrics(&data.val, &dets, classes).coco.ap } else { ap50(&data.val, &dets) };
-            if best.as_ref().is_none_or(|b| metric > b.0) {
-                best = Some((metric, nms, dets));
+    let trainer = Trainer {
+        data: &data,
+        tile,
+        augment,
+        seed: spec.seed,
+        setup: LossSetup {
+            opts,
+            anchors: &anchors,
+        },
+    };
+    let fit_opts = FitOptions {
+        spec,
+        progress,
+        default_lr: opts.default_lr,
+        n_train: data.train.len(),
+    };
+    let fitted = fit::<B, M, _, _>(
+        &fit_opts,
+        device,
+        &|| build(device, bands, classes),
+        &trainer,
+        &mut |model, _batch| {
+            let (loss, per_nms) = evaluate(model, &data.val, bands, tile, &trainer.setup, device)?;
+            let mut best: Option<(f64, f32, Vec<Vec<ScoredBox>>)> = None;
+            for (dets, &nms) in per_nms.into_iter().zip(&NMS_CHOICES) {
+                let metric = if metric_name == "coco-ap" {
+                    det_metrics(&data.val, &dets, classes).coco.ap
+                } else {
+                    ap50(&data.val, &dets)
+                };
+                if best.as_ref().is_none_or(|b| metric > b.0) {
+                    best = Some((metric, nms, dets));
+                }
             }
-        }
-        let (metric, nms, dets) = best.unwrap_or((0.0, 0.5, Vec::new()));
-        Ok(Evaluation { loss, metric, payload: (nms, dets) })
-    })?;
+            let (metric, nms, dets) = best.unwrap_or((0.0, 0.5, Vec::new()));
+            Ok(Evaluation {
+                loss,
+                metric,
+                payload: (nms, dets),
+            })
+        },
+    )?;
     let (metric, best_epoch, (nms, dets)) = fitted.best;
     let metrics = det_metrics(&data.val, &dets, classes);
-    progress.message(&format!("NMS IoU {nms} and score threshold {:.2} chosen on the validation split", metrics.score_threshold));
+    progress.message(&format!(
+        "NMS IoU {nms} and score threshold {:.2} chosen on the validation split",
+        metrics.score_threshold
+    ));
     let mut params = opts.params.clone();
     params.insert("anchor-scale".into(), ParamValue::Number(scale as f64));
     params.insert("nms-iou".into(), ParamValue::Number(nms as f64));
-    params.insert("score-threshold".into(), ParamValue::Number(metrics.score_threshold));
+    params.insert(
+        "score-threshold".into(),
+        ParamValue::Number(metrics.score_threshold),
+    );
     let meta = ModelMeta {
         family: spec.family.clone(),
         backbone: spec.backbone.clone(),
@@ -648,7 +893,12 @@ where
     })
 }
 
-fn write_reports(dir: &Path, metrics: &DetMetrics, epochs: &[EpochRecord], classes: &[ClassInfo]) -> Result<(), PluginError> {
+fn write_reports(
+    dir: &Path,
+    metrics: &DetMetrics,
+    epochs: &[EpochRecord],
+    classes: &[ClassInfo],
+) -> Result<(), PluginError> {
     let io = |path: PathBuf| move |source| PluginError::Io { path, source };
     let summary = serde_json::json!({
         "ap50": metrics.ap50,
@@ -663,10 +913,17 @@ fn write_reports(dir: &Path, metrics: &DetMetrics, epochs: &[EpochRecord], class
     });
     let json = serde_json::json!({ "metrics": summary, "detail": metrics, "classes": classes, "epochs": epochs });
     let path = dir.join("metrics.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap_or_default()).map_err(io(path.clone()))?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    )
+    .map_err(io(path.clone()))?;
     let mut csv = String::from("epoch,train_loss,val_loss,ap50,elapsed_secs\n");
     for e in epochs {
-        csv.push_str(&format!("{},{},{},{},{}\n", e.epoch, e.train_loss, e.val_loss, e.metric, e.elapsed_secs));
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            e.epoch, e.train_loss, e.val_loss, e.metric, e.elapsed_secs
+        ));
     }
     let path = dir.join("epochs.csv");
     std::fs::write(&path, csv).map_err(io(path.clone()))
@@ -695,30 +952,64 @@ where
     use autodl_detection_metrics::{CocoCategory, CocoImage, CocoPrediction, CocoPredictions};
     let meta = ModelMeta::load(model_dir)?;
     let model = build(device, &meta)
-        .load_file(ModelMeta::weights_stem(model_dir), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), device)
-        .map_err(|e| PluginError::Data(format!("{}: cannot load weights: {e}", model_dir.display())))?;
+        .load_file(
+            ModelMeta::weights_stem(model_dir),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            device,
+        )
+        .map_err(|e| {
+            PluginError::Data(format!("{}: cannot load weights: {e}", model_dir.display()))
+        })?;
     let scale = number_param(&meta.params, "anchor-scale", 4.0) as f32;
-    let threshold = score_threshold.unwrap_or_else(|| number_param(&meta.params, "score-threshold", 0.3));
+    let threshold =
+        score_threshold.unwrap_or_else(|| number_param(&meta.params, "score-threshold", 0.3));
     let nms_iou = number_param(&meta.params, "nms-iou", 0.5) as f32;
     let anchors = opts.anchor_config(scale);
     let previews = out_dir.join(autodl_api::files::PREVIEWS);
-    std::fs::create_dir_all(&previews).map_err(|source| PluginError::Io { path: previews, source })?;
+    std::fs::create_dir_all(&previews).map_err(|source| PluginError::Io {
+        path: previews,
+        source,
+    })?;
     let names: Vec<String> = meta.classes.iter().map(|c| c.name.clone()).collect();
     let mut written = Vec::new();
     let mut coco = CocoPredictions {
         images: Vec::new(),
-        categories: meta.classes.iter().enumerate().map(|(i, c)| CocoCategory { id: i as u32, name: c.name.clone() }).collect(),
+        categories: meta
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CocoCategory {
+                id: i as u32,
+                name: c.name.clone(),
+            })
+            .collect(),
         annotations: Vec::new(),
     };
-    for (id, (path, stem)) in images.iter().zip(autodl_api::files::output_stems(images)).enumerate() {
-        let files = autodl_api::files::prediction_files(autodl_api::Task::Detection, out_dir, &stem);
+    for (id, (path, stem)) in images
+        .iter()
+        .zip(autodl_api::files::output_stems(images))
+        .enumerate()
+    {
+        let files =
+            autodl_api::files::prediction_files(autodl_api::Task::Detection, out_dir, &stem);
         // The raw pixels are kept for the preview only.
         let raw = Normalised::read(path, meta.bands)?;
         let image = Normalised::new(raw.clone(), &meta.mean, &meta.std);
-        let outputs = infer::detect_windows(&model, image.view(), meta.tile_size as usize, opts, &anchors, device, |_, _| {})?;
+        let outputs = infer::detect_windows(
+            &model,
+            image.view(),
+            meta.tile_size as usize,
+            opts,
+            &anchors,
+            device,
+            |_, _| {},
+        )?;
         // Validation scores every box; a box is delivered when its f32 score reaches the
         // threshold, the comparison precision_recall_f1 makes in f64 on the same value.
-        let dets: Vec<ScoredBox> = infer::boxes(&outputs, opts, nms_iou).into_iter().filter(|d| f64::from(d.score) >= threshold).collect();
+        let dets: Vec<ScoredBox> = infer::boxes(&outputs, opts, nms_iou)
+            .into_iter()
+            .filter(|d| f64::from(d.score) >= threshold)
+            .collect();
         let sample = autodl_data::Sample {
             stem: stem.clone(),
             image: path.clone(),
@@ -739,20 +1030,43 @@ where
                 })
                 .collect(),
         };
-        let folder = path.parent().and_then(|p| p.file_name()).map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let folder = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
         let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
         let xml_path = files.label;
-        std::fs::write(&xml_path, autodl_data::voc_xml(&sample, &meta.classes, &folder, Some(&scores)))
-            .map_err(|source| PluginError::Io { path: xml_path.clone(), source })?;
+        std::fs::write(
+            &xml_path,
+            autodl_data::voc_xml(&sample, &meta.classes, &folder, Some(&scores)),
+        )
+        .map_err(|source| PluginError::Io {
+            path: xml_path.clone(),
+            source,
+        })?;
         written.push(xml_path);
         let (w, h) = (raw.width, raw.height);
-        let preview = AugSample { width: w, height: h, bands: raw.bands, image: raw.data, mask: None, boxes: dets.iter().map(|d| (d.bbox, d.class)).collect() };
+        let preview = AugSample {
+            width: w,
+            height: h,
+            bands: raw.bands,
+            image: raw.data,
+            mask: None,
+            boxes: dets.iter().map(|d| (d.bbox, d.class)).collect(),
+        };
         let png = files.preview;
         autodl_augment::preview_grid(&[(preview, names.clone())], 1)
             .save(&png)
             .map_err(|e| PluginError::Other(format!("cannot write {}: {e}", png.display())))?;
-        let file_name = path.file_name().map_or_else(|| stem.clone(), |f| f.to_string_lossy().into_owned());
-        coco.images.push(CocoImage { id: id as u64, file_name, width: w, height: h });
+        let file_name = path
+            .file_name()
+            .map_or_else(|| stem.clone(), |f| f.to_string_lossy().into_owned());
+        coco.images.push(CocoImage {
+            id: id as u64,
+            file_name,
+            width: w,
+            height: h,
+        });
         for d in &dets {
             let bbox = autodl_detection_metrics::coco_bbox(d.bbox);
             coco.annotations.push(CocoPrediction {
@@ -767,8 +1081,12 @@ where
         }
     }
     let path = out_dir.join(autodl_api::files::DETECTIONS_JSON);
-    let text = serde_json::to_string_pretty(&coco).map_err(|e| PluginError::Other(format!("cannot serialise detections: {e}")))?;
-    std::fs::write(&path, text).map_err(|source| PluginError::Io { path: path.clone(), source })?;
+    let text = serde_json::to_string_pretty(&coco)
+        .map_err(|e| PluginError::Other(format!("cannot serialise detections: {e}")))?;
+    std::fs::write(&path, text).map_err(|source| PluginError::Io {
+        path: path.clone(),
+        source,
+    })?;
     written.push(path);
     Ok(written)
 }

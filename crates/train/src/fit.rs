@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
-use autodl_api::{BatchLimits, EpochRecord, PluginError, Progress, StepMeasure, TrialSpec, TrialStatus};
+use autodl_api::{
+    BatchLimits, EpochRecord, PluginError, Progress, StepMeasure, TrialSpec, TrialStatus,
+};
 use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -23,7 +25,15 @@ use crate::seg::{Schedule, number_param, sample_seed, schedule, text_param};
 pub trait Steps<B: AutodiffBackend, M: AutodiffModule<B>> {
     /// Trains `model` one step on the training items `indices` (augmented with `epoch`'s
     /// randomness) at learning rate `lr`; returns the model and the loss.
-    fn step<O: Optimizer<M, B>>(&self, model: M, optim: &mut O, lr: f64, indices: &[usize], epoch: u64, device: &B::Device) -> (M, f64);
+    fn step<O: Optimizer<M, B>>(
+        &self,
+        model: M,
+        optim: &mut O,
+        lr: f64,
+        indices: &[usize],
+        epoch: u64,
+        device: &B::Device,
+    ) -> (M, f64);
 }
 
 /// What the evaluation closure reports for one epoch.
@@ -106,7 +116,10 @@ struct MemoryGauge {
 
 impl MemoryGauge {
     fn new(backend: &str) -> Self {
-        MemoryGauge { device_free_at_start: autodl_backend::device_memory(backend).map(|(free, _)| free), backend: backend.to_owned() }
+        MemoryGauge {
+            device_free_at_start: autodl_backend::device_memory(backend).map(|(free, _)| free),
+            backend: backend.to_owned(),
+        }
     }
 
     /// Bytes a batch may use: free device memory, or available RAM.
@@ -126,7 +139,8 @@ impl MemoryGauge {
     /// step reserved, so the drop in free memory since the start is the peak so far.
     fn peak(&self) -> Option<u64> {
         match self.device_free_at_start {
-            Some(start) => autodl_backend::device_memory(&self.backend).map(|(free, _)| start.saturating_sub(free)),
+            Some(start) => autodl_backend::device_memory(&self.backend)
+                .map(|(free, _)| start.saturating_sub(free)),
             None => peak_rss(),
         }
     }
@@ -165,21 +179,32 @@ where
     let spec = opts.spec;
     let wd = number_param(&spec.params, "weight-decay", 1e-4) as f32;
     match text_param(&spec.params, "optimizer", "adamw") {
-        "adamw" => fit_with(opts, device, build, &|| AdamWConfig::new().with_weight_decay(wd).init::<B, M>(), steps, evaluate),
+        "adamw" => fit_with(
+            opts,
+            device,
+            build,
+            &|| AdamWConfig::new().with_weight_decay(wd).init::<B, M>(),
+            steps,
+            evaluate,
+        ),
         "sgd" => fit_with(
             opts,
             device,
             build,
             &|| {
                 SgdConfig::new()
-                    .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
+                    .with_momentum(Some(
+                        MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+                    ))
                     .with_weight_decay(Some(WeightDecayConfig::new(wd)))
                     .init::<B, M>()
             },
             steps,
             evaluate,
         ),
-        other => Err(PluginError::Training(format!("unknown optimizer `{other}`: use adamw or sgd"))),
+        other => Err(PluginError::Training(format!(
+            "unknown optimizer `{other}`: use adamw or sgd"
+        ))),
     }
 }
 
@@ -202,19 +227,29 @@ where
     let schedule_kind = match text_param(&spec.params, "schedule", "one-cycle") {
         "one-cycle" => Schedule::OneCycle,
         "cosine" => Schedule::Cosine,
-        other => return Err(PluginError::Training(format!("unknown schedule `{other}`: use one-cycle or cosine"))),
+        other => {
+            return Err(PluginError::Training(format!(
+                "unknown schedule `{other}`: use one-cycle or cosine"
+            )));
+        }
     };
 
     // A restarted trial (`resume = "true"`) goes on from its last checkpoint, at the batch size
     // the orchestrator now gives it.
-    let resume = (text_param(&spec.params, "resume", "false") == "true").then(|| Checkpoint::load(&spec.out_dir)).flatten();
+    let resume = (text_param(&spec.params, "resume", "false") == "true")
+        .then(|| Checkpoint::load(&spec.out_dir))
+        .flatten();
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
 
     // Batch size: fixed, or deduced by measuring real steps on a throwaway model.
-    let batch_size = match spec.batch_size.or(resume.as_ref().map(|c| c.batch_size as u32)) {
+    let batch_size = match spec
+        .batch_size
+        .or(resume.as_ref().map(|c| c.batch_size as u32))
+    {
         Some(b) => b as usize,
         None => {
-            let deducer = autodl_api::batch_deducer("throughput").or_else(|| autodl_api::batch_deducers().into_iter().next());
+            let deducer = autodl_api::batch_deducer("throughput")
+                .or_else(|| autodl_api::batch_deducers().into_iter().next());
             match deducer {
                 None => 8.min(n_train),
                 Some(d) => {
@@ -222,12 +257,19 @@ where
                     // updates, not images per second, limits what a short budget can learn.
                     let max = (n_train / 8).clamp(2, 64) as u32;
                     let gauge = MemoryGauge::new(&spec.backend);
-                    let limits = BatchLimits { min: 8.min(max), max, free_bytes: gauge.free(), memory_fraction: 0.8 };
+                    let limits = BatchLimits {
+                        min: 8.min(max),
+                        max,
+                        free_bytes: gauge.free(),
+                        memory_fraction: 0.8,
+                    };
                     // One throwaway model serves every probe: building one can mean reading
                     // pretrained weights, which costs more than a step.
                     let mut slot = Some((build()?, new_optim()));
                     let mut probe = |b: u32| -> Result<StepMeasure, PluginError> {
-                        let (mut model, mut optim) = slot.take().ok_or_else(|| PluginError::Other("batch probe lost its model".into()))?;
+                        let (mut model, mut optim) = slot.take().ok_or_else(|| {
+                            PluginError::Other("batch probe lost its model".into())
+                        })?;
                         let idx: Vec<usize> = (0..b as usize).map(|i| i % n_train).collect();
                         // The first step at a size pays for allocation; time the second.
                         (model, _) = steps.step(model, &mut optim, 1e-6, &idx, 0, device);
@@ -235,7 +277,11 @@ where
                         let t = Instant::now();
                         (model, _) = steps.step(model, &mut optim, 1e-6, &idx, 0, device);
                         let _ = B::sync(device);
-                        let measure = StepMeasure { batch_size: b, seconds: t.elapsed().as_secs_f64(), peak_bytes: gauge.peak() };
+                        let measure = StepMeasure {
+                            batch_size: b,
+                            seconds: t.elapsed().as_secs_f64(),
+                            peak_bytes: gauge.peak(),
+                        };
                         slot = Some((model, optim));
                         Ok(measure)
                     };
@@ -245,9 +291,15 @@ where
         }
     }
     .clamp(1, n_train.max(1));
-    progress.message(&format!("batch size {batch_size} (chosen in {:.1}s)", start.elapsed().as_secs_f64()));
+    progress.message(&format!(
+        "batch size {batch_size} (chosen in {:.1}s)",
+        start.elapsed().as_secs_f64()
+    ));
 
-    let learning_rate = match spec.learning_rate.or(resume.as_ref().map(|c| c.learning_rate)) {
+    let learning_rate = match spec
+        .learning_rate
+        .or(resume.as_ref().map(|c| c.learning_rate))
+    {
         Some(lr) => lr,
         None => find_lr(opts, device, build, new_optim, steps, batch_size)?,
     };
@@ -262,19 +314,28 @@ where
     let mut first_epoch = 1;
     if let Some(c) = &resume {
         let load = |stem: std::path::PathBuf| {
-            build().and_then(|m| m.load_file(stem, &recorder, device).map_err(|e| PluginError::Other(format!("cannot load the checkpoint: {e}"))))
+            build().and_then(|m| {
+                m.load_file(stem, &recorder, device)
+                    .map_err(|e| PluginError::Other(format!("cannot load the checkpoint: {e}")))
+            })
         };
         model = load(checkpoint_stem(&spec.out_dir))?;
         // The best epoch's payload is not stored: evaluating its weights again gives it back.
         if let Some(b) = c.best_epoch {
-            let eval = evaluate(&load(ModelMeta::weights_stem(&spec.out_dir))?.valid(), batch_size)?;
+            let eval = evaluate(
+                &load(ModelMeta::weights_stem(&spec.out_dir))?.valid(),
+                batch_size,
+            )?;
             best = Some((eval.metric, b, eval.payload));
             since_best = c.epoch.saturating_sub(b);
         }
         epochs = c.epochs.clone();
         planned_epochs = c.planned_epochs;
         first_epoch = c.epoch + 1;
-        progress.message(&format!("resuming after epoch {} at batch size {batch_size}", c.epoch));
+        progress.message(&format!(
+            "resuming after epoch {} at batch size {batch_size}",
+            c.epoch
+        ));
     }
     let mut status = TrialStatus::Completed;
     let mut order: Vec<usize> = (0..n_train).collect();
@@ -287,11 +348,18 @@ where
         let mut loss_sum = 0.0;
         for (s, idx) in order.chunks(batch_size).enumerate() {
             let step = (epoch as usize - 1) * steps_per_epoch + s;
-            let lr = schedule(schedule_kind, learning_rate, step, planned_epochs * steps_per_epoch);
+            let lr = schedule(
+                schedule_kind,
+                learning_rate,
+                step,
+                planned_epochs * steps_per_epoch,
+            );
             let loss;
             (model, loss) = steps.step(model, &mut optim, lr, idx, epoch as u64, device);
             if !loss.is_finite() {
-                return Err(PluginError::Training(format!("loss diverged (not finite) at epoch {epoch}")));
+                return Err(PluginError::Training(format!(
+                    "loss diverged (not finite) at epoch {epoch}"
+                )));
             }
             loss_sum += loss * idx.len() as f64;
         }
@@ -328,7 +396,11 @@ where
             best_epoch: best.as_ref().map(|b| b.1),
         };
         let path = spec.out_dir.join(CHECKPOINT);
-        std::fs::write(&path, serde_json::to_string(&checkpoint).unwrap_or_default()).map_err(|source| PluginError::Io { path, source })?;
+        std::fs::write(
+            &path,
+            serde_json::to_string(&checkpoint).unwrap_or_default(),
+        )
+        .map_err(|source| PluginError::Io { path, source })?;
         if since_best >= spec.patience {
             progress.message(&format!("early stop after {epoch} epochs"));
             break;
@@ -350,7 +422,13 @@ where
         }
     }
     let best = best.ok_or_else(|| PluginError::Budget("no epoch finished".to_owned()))?;
-    Ok(Fitted { epochs, best, status, batch_size, learning_rate })
+    Ok(Fitted {
+        epochs,
+        best,
+        status,
+        batch_size,
+        learning_rate,
+    })
 }
 
 /// The learning-rate finder's valley on a throwaway model, or the family default when the
@@ -374,7 +452,11 @@ where
     let mut model = build()?;
     let mut optim = new_optim();
     let mut rng = StdRng::seed_from_u64(spec.seed);
-    let pick = |rng: &mut StdRng| -> Vec<usize> { (0..batch_size).map(|_| rng.random_range(0..n_train)).collect() };
+    let pick = |rng: &mut StdRng| -> Vec<usize> {
+        (0..batch_size)
+            .map(|_| rng.random_range(0..n_train))
+            .collect()
+    };
     // Time one step to size the sweep: it may take a tenth of the trial's budget, between 12
     // and 100 steps; below 12 the curve is too short to read.
     (model, _) = steps.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
@@ -383,10 +465,15 @@ where
     let affordable = (0.1 * spec.time_budget_secs / t.elapsed().as_secs_f64().max(1e-3)) as usize;
     // A few fixed sweep lengths, so that a small change in machine load does not change the
     // sweep, and with it the learning rate: the same seed should give the same run.
-    let n = [100, 50, 25, 12].into_iter().find(|&tier| affordable >= tier).unwrap_or(affordable);
+    let n = [100, 50, 25, 12]
+        .into_iter()
+        .find(|&tier| affordable >= tier)
+        .unwrap_or(affordable);
     if n < 12 {
         let lr = opts.default_lr;
-        progress.message(&format!("learning rate {lr:.2e} (family default: the budget allows only {n} finder steps)"));
+        progress.message(&format!(
+            "learning rate {lr:.2e} (family default: the budget allows only {n} finder steps)"
+        ));
         return Ok(lr);
     }
     let lrs = lr_find::sweep(1e-5, 1.0, n);
@@ -396,7 +483,14 @@ where
     let (mut smoothed, mut best) = (None::<f64>, f64::INFINITY);
     for (step, &lr) in lrs.iter().enumerate() {
         let loss;
-        (model, loss) = steps.step(model, &mut optim, lr, &pick(&mut rng), step as u64 + 1, device);
+        (model, loss) = steps.step(
+            model,
+            &mut optim,
+            lr,
+            &pick(&mut rng),
+            step as u64 + 1,
+            device,
+        );
         if !loss.is_finite() {
             break;
         }
@@ -413,7 +507,8 @@ where
         .collect();
     let path = spec.out_dir.join("lr_find.csv");
     std::fs::write(&path, csv).map_err(|source| PluginError::Io { path, source })?;
-    let (lr, rule) = lr_find::suggest(&lrs[..losses.len()], &losses).unwrap_or((opts.default_lr, lr_find::Rule::MinOverTen));
+    let (lr, rule) = lr_find::suggest(&lrs[..losses.len()], &losses)
+        .unwrap_or((opts.default_lr, lr_find::Rule::MinOverTen));
     // The curve as a picture beside the model, for a person to check the choice.
     if let Ok(svg) = autodl_report::lr_chart(&lrs[..losses.len()], &losses, lr) {
         let path = spec.out_dir.join("lr_find.svg");

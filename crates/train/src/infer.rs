@@ -35,7 +35,10 @@ pub struct Normalised {
 /// without statistics is left as it is (callers check band counts first).
 pub fn normalise(mut image: Vec<f32>, plane: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
     for (b, chunk) in image.chunks_mut(plane.max(1)).enumerate() {
-        let (m, s) = (mean.get(b).copied().unwrap_or(0.0), std.get(b).copied().unwrap_or(1.0));
+        let (m, s) = (
+            mean.get(b).copied().unwrap_or(0.0),
+            std.get(b).copied().unwrap_or(1.0),
+        );
         for x in chunk {
             *x = (*x - m) / s;
         }
@@ -47,7 +50,12 @@ impl Normalised {
     /// Normalises a decoded image with a model's (or a training split's) statistics.
     pub fn new(img: autodl_data::Image, mean: &[f32], std: &[f32]) -> Normalised {
         let (width, height, bands) = (img.width as usize, img.height as usize, img.bands as usize);
-        Normalised { width, height, bands, data: normalise(img.data, width * height, mean, std) }
+        Normalised {
+            width,
+            height,
+            bands,
+            data: normalise(img.data, width * height, mean, std),
+        }
     }
 
     /// Reads an image file, refusing one whose band count is not `bands`.
@@ -76,7 +84,10 @@ pub fn window_starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
         return vec![0];
     }
     let stride = tile.saturating_sub(overlap).max(1);
-    let mut starts: Vec<usize> = (0..).map(|i| i * stride).take_while(|&s| s + tile < len).collect();
+    let mut starts: Vec<usize> = (0..)
+        .map(|i| i * stride)
+        .take_while(|&s| s + tile < len)
+        .collect();
     starts.push(len - tile);
     starts
 }
@@ -105,11 +116,23 @@ pub struct Window {
 pub fn windows(width: usize, height: usize, tile: usize) -> Vec<Window> {
     let win = window_side(tile);
     let (w, h) = (win.min(width), win.min(height));
-    let (pw, ph) = (w.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE, h.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE);
+    let (pw, ph) = (
+        w.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE,
+        h.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE,
+    );
     let ys = window_starts(height, win, win / 4);
     window_starts(width, win, win / 4)
         .into_iter()
-        .flat_map(|x0| ys.iter().map(move |&y0| Window { x0, y0, w, h, pw, ph }))
+        .flat_map(|x0| {
+            ys.iter().map(move |&y0| Window {
+                x0,
+                y0,
+                w,
+                h,
+                pw,
+                ph,
+            })
+        })
         .collect()
 }
 
@@ -129,7 +152,12 @@ pub struct View<'a> {
 impl Normalised {
     /// The image as a [`View`].
     pub fn view(&self) -> View<'_> {
-        View { width: self.width, height: self.height, bands: self.bands, data: &self.data }
+        View {
+            width: self.width,
+            height: self.height,
+            bands: self.bands,
+            data: &self.data,
+        }
     }
 }
 
@@ -152,7 +180,13 @@ impl View<'_> {
 
 /// Per-pixel class probabilities of an image (`classes * height * width`, class-major),
 /// averaged over the windows that cover each pixel, so window borders leave no seams.
-pub fn segment<B: Backend, M: SegNet<B>>(model: &M, image: View<'_>, classes: usize, tile: usize, device: &B::Device) -> Result<Vec<f32>, PluginError> {
+pub fn segment<B: Backend, M: SegNet<B>>(
+    model: &M,
+    image: View<'_>,
+    classes: usize,
+    tile: usize,
+    device: &B::Device,
+) -> Result<Vec<f32>, PluginError> {
     let (w, plane) = (image.width, image.width * image.height);
     let mut score = vec![0f32; classes * plane];
     let mut cover = vec![0u16; plane];
@@ -160,7 +194,9 @@ pub fn segment<B: Backend, M: SegNet<B>>(model: &M, image: View<'_>, classes: us
         let logits = model.forward(image.window_tensor::<B>(&win, device));
         let k = logits.dims()[1];
         if k != classes {
-            return Err(PluginError::Data(format!("the network gives {k} class scores, the model lists {classes} classes")));
+            return Err(PluginError::Data(format!(
+                "the network gives {k} class scores, the model lists {classes} classes"
+            )));
         }
         let p: Vec<f32> = softmax(logits, 1).into_data().iter::<f32>().collect();
         let (pw, ph) = (win.pw, win.ph);
@@ -171,7 +207,10 @@ pub fn segment<B: Backend, M: SegNet<B>>(model: &M, image: View<'_>, classes: us
             }
             for c in 0..classes {
                 let src = &p[c * pw * ph + y * pw..c * pw * ph + y * pw + win.w];
-                for (s, &v) in score[c * plane + row..c * plane + row + win.w].iter_mut().zip(src) {
+                for (s, &v) in score[c * plane + row..c * plane + row + win.w]
+                    .iter_mut()
+                    .zip(src)
+                {
                     *s += v;
                 }
             }
@@ -232,7 +271,11 @@ pub fn detect_windows<B: Backend, M: DetNet<B>>(
     for window in windows(image.width, image.height, tile) {
         let out = model.forward(image.window_tensor::<B>(&window, device));
         let k = out.logits.dims()[2];
-        let p = if opts.background_first() { softmax(out.logits.clone(), 2) } else { sigmoid(out.logits.clone()) };
+        let p = if opts.background_first() {
+            softmax(out.logits.clone(), 2)
+        } else {
+            sigmoid(out.logits.clone())
+        };
         let probs: Vec<f32> = p.into_data().iter::<f32>().collect();
         let deltas: Vec<f32> = out.deltas.clone().into_data().iter::<f32>().collect();
         let window_anchors = anchors.generate(&out.levels);
@@ -244,7 +287,13 @@ pub fn detect_windows<B: Backend, M: DetNet<B>>(
             )));
         }
         each(&window, out);
-        outputs.push(WindowOutput { window, probs, deltas, anchors: window_anchors, k });
+        outputs.push(WindowOutput {
+            window,
+            probs,
+            deltas,
+            anchors: window_anchors,
+            k,
+        });
     }
     Ok(outputs)
 }
@@ -253,13 +302,30 @@ pub fn detect_windows<B: Backend, M: DetNet<B>>(
 /// NMS at `nms_iou`, boxes clipped to the image part of the window), shifted into image
 /// coordinates, and, when there are several windows, merged with class-wise NMS.
 pub fn boxes(outputs: &[WindowOutput], opts: &DetOptions, nms_iou: f32) -> Vec<ScoredBox> {
-    let post = PostprocessConfig { nms_iou, ..PostprocessConfig::default() };
+    let post = PostprocessConfig {
+        nms_iou,
+        ..PostprocessConfig::default()
+    };
     let mut all = Vec::new();
     for o in outputs {
         let size = (o.window.w as f32, o.window.h as f32);
         let (x0, y0) = (o.window.x0 as f32, o.window.y0 as f32);
-        for mut d in postprocess(&o.probs, &o.deltas, &o.anchors, o.k, opts.background_first(), &opts.coder, size, &post) {
-            d.bbox = [d.bbox[0] + x0, d.bbox[1] + y0, d.bbox[2] + x0, d.bbox[3] + y0];
+        for mut d in postprocess(
+            &o.probs,
+            &o.deltas,
+            &o.anchors,
+            o.k,
+            opts.background_first(),
+            &opts.coder,
+            size,
+            &post,
+        ) {
+            d.bbox = [
+                d.bbox[0] + x0,
+                d.bbox[1] + y0,
+                d.bbox[2] + x0,
+                d.bbox[3] + y0,
+            ];
             all.push(d);
         }
     }
@@ -269,7 +335,10 @@ pub fn boxes(outputs: &[WindowOutput], opts: &DetOptions, nms_iou: f32) -> Vec<S
     let bxs: Vec<Box4> = all.iter().map(|d| d.bbox).collect();
     let scores: Vec<f32> = all.iter().map(|d| d.score).collect();
     let classes: Vec<usize> = all.iter().map(|d| d.class).collect();
-    batched_nms(&bxs, &scores, &classes, nms_iou).into_iter().map(|i| all[i]).collect()
+    batched_nms(&bxs, &scores, &classes, nms_iou)
+        .into_iter()
+        .map(|i| all[i])
+        .collect()
 }
 
 #[cfg(test)]
@@ -287,7 +356,17 @@ mod tests {
 
     #[test]
     fn a_small_image_is_one_padded_window() {
-        assert_eq!(windows(400, 160, 256), vec![Window { x0: 0, y0: 0, w: 400, h: 160, pw: 416, ph: 160 }]);
+        assert_eq!(
+            windows(400, 160, 256),
+            vec![Window {
+                x0: 0,
+                y0: 0,
+                w: 400,
+                h: 160,
+                pw: 416,
+                ph: 160
+            }]
+        );
         let big = windows(1200, 500, 256);
         assert_eq!(big.len(), 3);
         assert!(big.iter().all(|w| w.w == 512 && w.h == 500 && w.ph == 512));

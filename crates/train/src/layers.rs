@@ -18,7 +18,13 @@ pub struct ConvBnRelu<B: Backend> {
 
 impl<B: Backend> ConvBnRelu<B> {
     /// A `kernel x kernel` convolution with "same" padding and the given dilation.
-    pub fn new(input: usize, output: usize, kernel: usize, dilation: usize, device: &B::Device) -> Self {
+    pub fn new(
+        input: usize,
+        output: usize,
+        kernel: usize,
+        dilation: usize,
+        device: &B::Device,
+    ) -> Self {
         let pad = dilation * (kernel - 1) / 2;
         ConvBnRelu {
             conv: Conv2dConfig::new([input, output], [kernel, kernel])
@@ -47,5 +53,9 @@ pub fn resize<B: Backend>(x: Tensor<B, 4>, h: usize, w: usize) -> Tensor<B, 4> {
     if xh == h && xw == w {
         return x;
     }
-    interpolate(x, [h, w], InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false))
+    interpolate(
+        x,
+        [h, w],
+        InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
+    )
 }

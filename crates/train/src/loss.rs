@@ -39,10 +39,15 @@ pub fn seg_loss<B: Backend>(
     let keep = targets.clone().greater_equal_elem(0).float();
     let safe = targets.clamp_min(0);
     let logp = log_softmax(logits.clone(), 1);
-    let picked = logp.gather(1, safe.clone().unsqueeze_dim::<4>(1)).squeeze_dim::<3>(1);
+    let picked = logp
+        .gather(1, safe.clone().unsqueeze_dim::<4>(1))
+        .squeeze_dim::<3>(1);
     let mut weight = keep.clone();
     if let Some(cw) = &class_weights {
-        let per_pixel = cw.clone().select(0, safe.reshape([n * h * w])).reshape([n, h, w]);
+        let per_pixel = cw
+            .clone()
+            .select(0, safe.reshape([n * h * w]))
+            .reshape([n, h, w]);
         weight = weight * per_pixel;
     }
     let mut nll = picked.clone().neg();
@@ -57,7 +62,8 @@ pub fn seg_loss<B: Backend>(
             let p = softmax(logits, 1) * mask.clone();
             let y = y * mask;
             let inter = (p.clone() * y.clone()).sum_dim(3).sum_dim(2).sum_dim(0);
-            let denom = (p.sum_dim(3).sum_dim(2).sum_dim(0) + y.sum_dim(3).sum_dim(2).sum_dim(0)).clamp_min(1e-6);
+            let denom = (p.sum_dim(3).sum_dim(2).sum_dim(0) + y.sum_dim(3).sum_dim(2).sum_dim(0))
+                .clamp_min(1e-6);
             let dice = (inter * 2.0 / denom).mean();
             let f = opts.dice_fraction as f64;
             ce * (1.0 - f) + (dice.neg() + 1.0).reshape([1]) * f
@@ -77,7 +83,13 @@ pub fn balanced_weights(pixel_counts: &[u64]) -> Vec<f32> {
     let median = present[present.len() / 2] as f64;
     pixel_counts
         .iter()
-        .map(|&c| if c == 0 { 1.0 } else { (median / c as f64).clamp(0.1, 10.0) as f32 })
+        .map(|&c| {
+            if c == 0 {
+                1.0
+            } else {
+                (median / c as f64).clamp(0.1, 10.0) as f32
+            }
+        })
         .collect()
 }
 

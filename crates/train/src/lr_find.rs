@@ -47,7 +47,10 @@ pub fn suggest(lrs: &[f64], losses: &[f64]) -> Option<(f64, Rule)> {
             }
         }
     }
-    let (end, &best) = len.iter().enumerate().max_by_key(|&(i, l)| (*l, usize::MAX - i))?;
+    let (end, &best) = len
+        .iter()
+        .enumerate()
+        .max_by_key(|&(i, l)| (*l, usize::MAX - i))?;
     let mut start = end;
     while prev[start] != usize::MAX {
         start = prev[start];
@@ -56,10 +59,7 @@ pub fn suggest(lrs: &[f64], losses: &[f64]) -> Option<(f64, Rule)> {
         let idx = start + (end - start) / 2;
         return Some((lrs[idx], Rule::Valley));
     }
-    let (imin, _) = s
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.total_cmp(b.1))?;
+    let (imin, _) = s.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1))?;
     Some((lrs[imin] / 10.0, Rule::MinOverTen))
 }
 

@@ -49,11 +49,15 @@ impl ModelMeta {
     /// Reads `model.json` from `dir`.
     pub fn load(dir: &Path) -> Result<ModelMeta, PluginError> {
         let path = dir.join(META);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| PluginError::Io { path: path.clone(), source })?;
-        let meta: ModelMeta = serde_json::from_str(&text)
-            .map_err(|e| PluginError::Data(format!("{}: invalid model metadata: {e}", path.display())))?;
-        meta.check().map_err(|e| PluginError::Data(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|source| PluginError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| {
+            PluginError::Data(format!("{}: invalid model metadata: {e}", path.display()))
+        })?;
+        meta.check()
+            .map_err(|e| PluginError::Data(format!("{}: {e}", path.display())))?;
         Ok(meta)
     }
 
@@ -65,10 +69,16 @@ impl ModelMeta {
         }
         for (field, v) in [("mean", &self.mean), ("std", &self.std)] {
             if v.len() != self.bands {
-                return Err(format!("`{field}` has {} values for {} bands", v.len(), self.bands));
+                return Err(format!(
+                    "`{field}` has {} values for {} bands",
+                    v.len(),
+                    self.bands
+                ));
             }
             if v.iter().any(|x| !x.is_finite()) {
-                return Err(format!("`{field}` holds a value that is not a finite number"));
+                return Err(format!(
+                    "`{field}` holds a value that is not a finite number"
+                ));
             }
         }
         if self.std.iter().any(|&s| s <= 0.0) {

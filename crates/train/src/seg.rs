@@ -16,8 +16,8 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::IGNORE;
-use crate::infer::{self, View, normalise};
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
+use crate::infer::{self, View, normalise};
 use crate::model_dir::ModelMeta;
 use crate::{LossOptions, seg_loss};
 
@@ -85,7 +85,11 @@ pub fn read_options(spec: &DataSpec, seed: u64) -> Result<ReadOptions, PluginErr
         images_dir: spec.images_dir.clone(),
         val_fraction: spec.val_fraction,
         seed,
-        on_bad_sample: if spec.fail_on_bad_sample { OnBadSample::Fail } else { OnBadSample::Skip },
+        on_bad_sample: if spec.fail_on_bad_sample {
+            OnBadSample::Fail
+        } else {
+            OnBadSample::Skip
+        },
         ignore_index: spec.ignore_index,
     })
 }
@@ -101,8 +105,12 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<SegData, PluginError> {
             ds.format
         )));
     }
-    let index: HashMap<u32, u32> =
-        ds.classes.iter().enumerate().map(|(i, c)| (c.value, i as u32)).collect();
+    let index: HashMap<u32, u32> = ds
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.value, i as u32))
+        .collect();
     let load = |samples: &[autodl_data::Sample]| -> Result<Vec<(autodl_data::Image, Vec<u32>)>, PluginError> {
         samples
             .par_iter()
@@ -124,7 +132,11 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<SegData, PluginError> {
     let train = load(&ds.train)?;
     let val = load(&ds.val)?;
     let bands = train.first().map_or(0, |(img, _)| img.bands as usize);
-    if let Some((img, _)) = train.iter().chain(&val).find(|(img, _)| img.bands as usize != bands) {
+    if let Some((img, _)) = train
+        .iter()
+        .chain(&val)
+        .find(|(img, _)| img.bands as usize != bands)
+    {
         return Err(PluginError::Data(format!(
             "images have different band counts ({} and {bands})",
             img.bands
@@ -135,7 +147,12 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<SegData, PluginError> {
         v.into_iter()
             .map(|(img, target)| {
                 let image = normalise(img.data, (img.width * img.height) as usize, &mean, &std);
-                Item { width: img.width as usize, height: img.height as usize, image, target }
+                Item {
+                    width: img.width as usize,
+                    height: img.height as usize,
+                    image,
+                    target,
+                }
             })
             .collect()
     };
@@ -181,7 +198,9 @@ pub fn band_stats<'a>(
 /// A seed for one (run seed, epoch, sample) triple, the same whatever the thread count.
 pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
     // SplitMix64 over the three values: cheap, well mixed, no shared state.
-    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut z = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -189,10 +208,24 @@ pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
 
 /// Cuts a `tile`-sided training sample from `item` at a seeded random place, pads with ignored
 /// pixels when the image is smaller, and applies the augmentations.
-fn make_sample(item: &Item, bands: usize, tile: usize, seed: u64, augment: &autodl_augment::Pipeline) -> AugSample {
+fn make_sample(
+    item: &Item,
+    bands: usize,
+    tile: usize,
+    seed: u64,
+    augment: &autodl_augment::Pipeline,
+) -> AugSample {
     let mut rng = StdRng::seed_from_u64(seed);
-    let x0 = if item.width > tile { rng.random_range(0..=item.width - tile) } else { 0 };
-    let y0 = if item.height > tile { rng.random_range(0..=item.height - tile) } else { 0 };
+    let x0 = if item.width > tile {
+        rng.random_range(0..=item.width - tile)
+    } else {
+        0
+    };
+    let y0 = if item.height > tile {
+        rng.random_range(0..=item.height - tile)
+    } else {
+        0
+    };
     let mut image = vec![0f32; bands * tile * tile];
     let mut mask = vec![IGNORE; tile * tile];
     let (cw, ch) = (tile.min(item.width), tile.min(item.height));
@@ -218,17 +251,23 @@ fn make_sample(item: &Item, bands: usize, tile: usize, seed: u64, augment: &auto
 }
 
 /// Stacks samples into an image tensor and a target tensor (ignored pixels as -1).
-fn to_tensors<B: Backend>(samples: &[AugSample], device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 3, Int>) {
+fn to_tensors<B: Backend>(
+    samples: &[AugSample],
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 3, Int>) {
     let n = samples.len();
-    let (b, h, w) = samples
-        .first()
-        .map_or((0, 0, 0), |s| (s.bands as usize, s.height as usize, s.width as usize));
+    let (b, h, w) = samples.first().map_or((0, 0, 0), |s| {
+        (s.bands as usize, s.height as usize, s.width as usize)
+    });
     let mut images = Vec::with_capacity(n * b * h * w);
     let mut targets = Vec::with_capacity(n * h * w);
     for s in samples {
         images.extend_from_slice(&s.image);
         if let Some(mask) = &s.mask {
-            targets.extend(mask.iter().map(|&v| if v == IGNORE { -1i64 } else { v as i64 }));
+            targets.extend(
+                mask.iter()
+                    .map(|&v| if v == IGNORE { -1i64 } else { v as i64 }),
+            );
         }
     }
     (
@@ -255,7 +294,12 @@ pub fn evaluate<B: Backend, M: SegNet<B>>(
     let mut cm = ConfusionMatrix::new(classes);
     let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
     for item in items {
-        let view = View { width: item.width, height: item.height, bands, data: &item.image };
+        let view = View {
+            width: item.width,
+            height: item.height,
+            bands,
+            data: &item.image,
+        };
         let probs = infer::segment(model, view, classes, tile, device)?;
         let pred = infer::classes_of(&probs, classes);
         let plane = item.width * item.height;
@@ -265,7 +309,8 @@ pub fn evaluate<B: Backend, M: SegNet<B>>(
                 loss_n += 1;
             }
         }
-        cm.add(&item.target, &pred, Some(IGNORE)).map_err(|e| PluginError::Training(e.to_string()))?;
+        cm.add(&item.target, &pred, Some(IGNORE))
+            .map_err(|e| PluginError::Training(e.to_string()))?;
     }
     Ok((loss_sum / loss_n.max(1) as f64, cm))
 }
@@ -281,18 +326,29 @@ struct Trainer<'a, B: Backend> {
 }
 
 impl<B: AutodiffBackend> Trainer<'_, B> {
-    fn batch(&self, indices: &[usize], epoch: u64, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 3, Int>, Option<Tensor<B, 4>>) {
+    fn batch(
+        &self,
+        indices: &[usize],
+        epoch: u64,
+        device: &B::Device,
+    ) -> (Tensor<B, 4>, Tensor<B, 3, Int>, Option<Tensor<B, 4>>) {
         let samples: Vec<AugSample> = indices
             .par_iter()
             .map(|&i| {
-                make_sample(&self.data.train[i], self.data.bands, self.tile, sample_seed(self.seed, epoch, i as u64), &self.augment)
+                make_sample(
+                    &self.data.train[i],
+                    self.data.bands,
+                    self.tile,
+                    sample_seed(self.seed, epoch, i as u64),
+                    &self.augment,
+                )
             })
             .collect();
-        let one_hot = (self.loss.dice_fraction > 0.0).then(|| one_hot::<B>(&samples, self.classes, device));
+        let one_hot =
+            (self.loss.dice_fraction > 0.0).then(|| one_hot::<B>(&samples, self.classes, device));
         let (x, y) = to_tensors(&samples, device);
         (x, y, one_hot)
     }
-
 }
 
 impl<B: AutodiffBackend, M: SegNet<B> + AutodiffModule<B>> Steps<B, M> for Trainer<'_, B> {
@@ -306,7 +362,13 @@ impl<B: AutodiffBackend, M: SegNet<B> + AutodiffModule<B>> Steps<B, M> for Train
         device: &B::Device,
     ) -> (M, f64) {
         let (x, y, one_hot) = self.batch(indices, epoch, device);
-        let loss = seg_loss(model.forward(x), y, self.class_weights.clone(), one_hot, &self.loss);
+        let loss = seg_loss(
+            model.forward(x),
+            y,
+            self.class_weights.clone(),
+            one_hot,
+            &self.loss,
+        );
         let value = scalar(loss.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         (optim.step(lr, model, grads), value)
@@ -315,7 +377,9 @@ impl<B: AutodiffBackend, M: SegNet<B> + AutodiffModule<B>> Steps<B, M> for Train
 
 /// `[N, C, H, W]` one-hot targets; ignored pixels are all zero.
 fn one_hot<B: Backend>(samples: &[AugSample], classes: usize, device: &B::Device) -> Tensor<B, 4> {
-    let (h, w) = samples.first().map_or((0, 0), |s| (s.height as usize, s.width as usize));
+    let (h, w) = samples
+        .first()
+        .map_or((0, 0), |s| (s.height as usize, s.width as usize));
     let mut data = vec![0f32; samples.len() * classes * h * w];
     for (i, s) in samples.iter().enumerate() {
         for (p, &v) in s.mask.as_deref().unwrap_or(&[]).iter().enumerate() {
@@ -324,7 +388,10 @@ fn one_hot<B: Backend>(samples: &[AugSample], classes: usize, device: &B::Device
             }
         }
     }
-    Tensor::from_data(TensorData::new(data, [samples.len(), classes, h, w]), device)
+    Tensor::from_data(
+        TensorData::new(data, [samples.len(), classes, h, w]),
+        device,
+    )
 }
 
 /// Reads a text parameter with a default.
@@ -371,22 +438,37 @@ where
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
 {
     let start = Instant::now();
-    std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io { path: spec.out_dir.clone(), source })?;
+    std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io {
+        path: spec.out_dir.clone(),
+        source,
+    })?;
     B::seed(device, spec.seed);
     let data = load_data(&spec.data, spec.seed)?;
     let (bands, classes) = (data.bands, data.classes.len());
     if data.train.is_empty() || data.val.is_empty() {
-        return Err(PluginError::Data("the train or validation split is empty".into()));
+        return Err(PluginError::Data(
+            "the train or validation split is empty".into(),
+        ));
     }
     let m = infer::SIZE_MULTIPLE;
-    let smallest = data.train.iter().map(|it| it.width.min(it.height)).min().unwrap_or(0);
-    let tile = spec
-        .tile_size
-        .map(|t| t as usize)
-        .unwrap_or_else(|| (family.default_tile as usize).min(smallest.div_ceil(m) * m).max(m));
+    let smallest = data
+        .train
+        .iter()
+        .map(|it| it.width.min(it.height))
+        .min()
+        .unwrap_or(0);
+    let tile = spec.tile_size.map(|t| t as usize).unwrap_or_else(|| {
+        (family.default_tile as usize)
+            .min(smallest.div_ceil(m) * m)
+            .max(m)
+    });
     let tile = tile.div_ceil(m) * m;
-    let augment = autodl_augment::Pipeline::preset(&spec.augment, autodl_api::Task::PixelClassification, spec.augment_strength)
-        .map_err(|e| PluginError::Training(e.to_string()))?;
+    let augment = autodl_augment::Pipeline::preset(
+        &spec.augment,
+        autodl_api::Task::PixelClassification,
+        spec.augment_strength,
+    )
+    .map_err(|e| PluginError::Training(e.to_string()))?;
     let class_weights = match text_param(&spec.params, "class-balance", "none") {
         "none" => None,
         "balanced" => {
@@ -399,9 +481,16 @@ where
                 }
             }
             let w = crate::balanced_weights(&counts);
-            Some(Tensor::<B, 1>::from_data(TensorData::new(w, [classes]), device))
+            Some(Tensor::<B, 1>::from_data(
+                TensorData::new(w, [classes]),
+                device,
+            ))
         }
-        other => return Err(PluginError::Training(format!("unknown class-balance `{other}`: use none or balanced"))),
+        other => {
+            return Err(PluginError::Training(format!(
+                "unknown class-balance `{other}`: use none or balanced"
+            )));
+        }
     };
     // The ranking metric decides the kept epoch, early stopping and the leaderboard.
     let metric_name = text_param(&spec.params, "metric", "miou").to_owned();
@@ -411,19 +500,44 @@ where
         _ => m.mean_iou,
     };
     if !matches!(metric_name.as_str(), "miou" | "accuracy" | "dice") {
-        return Err(PluginError::Training(format!("unknown metric `{metric_name}`: use miou, accuracy or dice")));
+        return Err(PluginError::Training(format!(
+            "unknown metric `{metric_name}`: use miou, accuracy or dice"
+        )));
     }
     let loss = LossOptions {
         focal_gamma: number_param(&spec.params, "focal-gamma", 0.0) as f32,
         dice_fraction: number_param(&spec.params, "dice-fraction", 0.0).clamp(0.0, 1.0) as f32,
     };
-    let trainer = Trainer { data: &data, tile, augment, seed: spec.seed, loss, class_weights, classes };
-    let opts = FitOptions { spec, progress, default_lr: family.default_lr, n_train: data.train.len() };
-    let fitted = fit::<B, M, _, _>(&opts, device, &|| build(device, bands, classes), &trainer, &mut |model, _batch| {
-        let (loss, cm) = evaluate(model, &data.val, bands, classes, tile, device)?;
-        let metrics = cm.metrics();
-        Ok(Evaluation { loss, metric: rank_metric(&metrics), payload: (metrics, cm) })
-    })?;
+    let trainer = Trainer {
+        data: &data,
+        tile,
+        augment,
+        seed: spec.seed,
+        loss,
+        class_weights,
+        classes,
+    };
+    let opts = FitOptions {
+        spec,
+        progress,
+        default_lr: family.default_lr,
+        n_train: data.train.len(),
+    };
+    let fitted = fit::<B, M, _, _>(
+        &opts,
+        device,
+        &|| build(device, bands, classes),
+        &trainer,
+        &mut |model, _batch| {
+            let (loss, cm) = evaluate(model, &data.val, bands, classes, tile, device)?;
+            let metrics = cm.metrics();
+            Ok(Evaluation {
+                loss,
+                metric: rank_metric(&metrics),
+                payload: (metrics, cm),
+            })
+        },
+    )?;
     let (metric, best_epoch, (metrics, cm)) = fitted.best;
     let meta = ModelMeta {
         family: spec.family.clone(),
@@ -443,7 +557,10 @@ where
     all.insert("miou".to_owned(), metrics.mean_iou);
     all.insert("accuracy".to_owned(), metrics.pixel_accuracy);
     all.insert("dice".to_owned(), metrics.mean_dice);
-    all.insert("baseline-miou".to_owned(), autodl_metrics::majority_baseline(&cm).mean_iou);
+    all.insert(
+        "baseline-miou".to_owned(),
+        autodl_metrics::majority_baseline(&cm).mean_iou,
+    );
     Ok(TrialResult {
         status: fitted.status,
         metric_name: metric_name.clone(),
@@ -489,10 +606,17 @@ fn write_reports(
         "epochs": epochs,
     });
     let path = dir.join("metrics.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap_or_default()).map_err(io(path.clone()))?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    )
+    .map_err(io(path.clone()))?;
     let mut csv = String::from("epoch,train_loss,val_loss,miou,elapsed_secs\n");
     for e in epochs {
-        csv.push_str(&format!("{},{},{},{},{}\n", e.epoch, e.train_loss, e.val_loss, e.metric, e.elapsed_secs));
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            e.epoch, e.train_loss, e.val_loss, e.metric, e.elapsed_secs
+        ));
     }
     let path = dir.join("epochs.csv");
     std::fs::write(&path, csv).map_err(io(path.clone()))
@@ -504,11 +628,15 @@ mod tests {
 
     #[test]
     fn schedules_warm_up_then_decay() {
-        let s: Vec<f64> = (0..100).map(|i| schedule(Schedule::Cosine, 1.0, i, 100)).collect();
+        let s: Vec<f64> = (0..100)
+            .map(|i| schedule(Schedule::Cosine, 1.0, i, 100))
+            .collect();
         assert!(s[0] < s[4]);
         assert!((s[5] - 1.0).abs() < 1e-9);
         assert!(s[99] < 0.1 && s[99] >= 0.04);
-        let c: Vec<f64> = (0..100).map(|i| schedule(Schedule::OneCycle, 1.0, i, 100)).collect();
+        let c: Vec<f64> = (0..100)
+            .map(|i| schedule(Schedule::OneCycle, 1.0, i, 100))
+            .collect();
         assert!((c[0] - 0.04).abs() < 1e-9);
         assert!((c[25] - 1.0).abs() < 1e-9);
         assert!(c[99] < 0.01);

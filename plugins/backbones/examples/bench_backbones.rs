@@ -28,12 +28,22 @@ struct Settings {
 }
 
 fn parse() -> Result<Settings, String> {
-    let mut s = Settings { batch: 8, size: 224, steps: 3, names: Vec::new() };
+    let mut s = Settings {
+        batch: 8,
+        size: 224,
+        steps: 3,
+        names: Vec::new(),
+    };
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => (s.batch, s.size, s.steps) = (2, 64, 1),
             name if NAMES.contains(&name) => s.names.push(name.to_owned()),
-            other => return Err(format!("unknown argument `{other}`: expected --quick or one of {}", NAMES.join(", "))),
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}`: expected --quick or one of {}",
+                    NAMES.join(", ")
+                ));
+            }
         }
     }
     if s.names.is_empty() {
@@ -49,9 +59,15 @@ fn loss(model: &Backbone<B>, x: Tensor<B, 4>) -> Tensor<B, 1> {
 
 fn bench(name: &str, s: &Settings) -> Result<f64, String> {
     let device = burn::backend::flex::FlexDevice;
-    let mut model: Backbone<B> = BackboneConfig::new(name, 3).init(&device).map_err(|e| e.to_string())?;
+    let mut model: Backbone<B> = BackboneConfig::new(name, 3)
+        .init(&device)
+        .map_err(|e| e.to_string())?;
     let mut optim = AdamConfig::new().init::<B, Backbone<B>>();
-    let x = Tensor::<B, 4>::random([s.batch, 3, s.size, s.size], Distribution::Normal(0.0, 1.0), &device);
+    let x = Tensor::<B, 4>::random(
+        [s.batch, 3, s.size, s.size],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     let mut elapsed = 0.0;
     for step in 0..=s.steps {
         let start = Instant::now();

@@ -21,7 +21,11 @@
 pub fn adapt_first_conv(weight: &[f32], shape: [usize; 4], bands: usize) -> Vec<f32> {
     let [out, c, kh, kw] = shape;
     assert!(c > 0 && bands > 0, "band counts must be positive");
-    assert_eq!(weight.len(), out * c * kh * kw, "weight length does not match its shape");
+    assert_eq!(
+        weight.len(),
+        out * c * kh * kw,
+        "weight length does not match its shape"
+    );
     if bands == c {
         return weight.to_vec();
     }
@@ -33,7 +37,11 @@ pub fn adapt_first_conv(weight: &[f32], shape: [usize; 4], bands: usize) -> Vec<
             .map(|k| (0..c).map(|b| filter[b * plane + k]).sum::<f32>() / c as f32)
             .collect();
         for band in 0..bands {
-            let source = if bands > c && band < c { &filter[band * plane..(band + 1) * plane] } else { &mean[..] };
+            let source = if bands > c && band < c {
+                &filter[band * plane..(band + 1) * plane]
+            } else {
+                &mean[..]
+            };
             adapted.extend(source.iter().map(|w| w * scale));
         }
     }
@@ -56,19 +64,27 @@ mod tests {
     fn fewer_bands_get_the_scaled_mean() {
         // Means 3 and 0; one band scales by 3, two bands by 1.5.
         assert_eq!(adapt_first_conv(&W, [2, 3, 1, 1], 1), vec![9.0, 0.0]);
-        assert_eq!(adapt_first_conv(&W, [2, 3, 1, 1], 2), vec![4.5, 4.5, 0.0, 0.0]);
+        assert_eq!(
+            adapt_first_conv(&W, [2, 3, 1, 1], 2),
+            vec![4.5, 4.5, 0.0, 0.0]
+        );
     }
 
     #[test]
     fn more_bands_copy_rgb_then_the_mean_all_scaled() {
         let a = adapt_first_conv(&W, [2, 3, 1, 1], 6);
-        assert_eq!(a, vec![0.5, 1.0, 3.0, 1.5, 1.5, 1.5, 0.0, -1.5, 1.5, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            a,
+            vec![0.5, 1.0, 3.0, 1.5, 1.5, 1.5, 0.0, -1.5, 1.5, 0.0, 0.0, 0.0]
+        );
     }
 
     #[test]
     fn band_constant_input_keeps_its_response() {
         // 3x3 kernels, so band planes must stay contiguous.
-        let w: Vec<f32> = (0..2 * 3 * 9).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        let w: Vec<f32> = (0..2 * 3 * 9)
+            .map(|i| ((i * 7) % 11) as f32 - 5.0)
+            .collect();
         let response = |w: &[f32], bands: usize| -> Vec<f32> {
             w.chunks(bands * 9).map(|f| f.iter().sum::<f32>()).collect()
         };

@@ -10,8 +10,20 @@
 use crate::layers::{BnSpec, Pad};
 use crate::mbconv::{NetSpec, Stage};
 
-const fn stage(expand: usize, kernel: usize, stride: usize, output: usize, repeats: usize) -> Stage {
-    Stage { expand, kernel, stride, output, repeats }
+const fn stage(
+    expand: usize,
+    kernel: usize,
+    stride: usize,
+    output: usize,
+    repeats: usize,
+) -> Stage {
+    Stage {
+        expand,
+        kernel,
+        stride,
+        output,
+        repeats,
+    }
 }
 
 /// The EfficientNet-B0 block table at width and depth 1.0, as Lite0 uses it.
@@ -27,7 +39,10 @@ pub(crate) const SPEC: NetSpec = NetSpec {
         stage(6, 3, 1, 320, 1),
     ],
     head: 1280,
-    bn: BnSpec { epsilon: 1e-3, momentum: 0.01 },
+    bn: BnSpec {
+        epsilon: 1e-3,
+        momentum: 0.01,
+    },
     pad: Pad::TfSame,
     // Last block at strides 4 (24 ch), 8 (40), 16 (112) and 32 (320).
     taps: [2, 4, 10, 15],

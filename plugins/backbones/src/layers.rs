@@ -15,7 +15,10 @@ pub(crate) struct BnSpec {
 }
 
 /// torchvision's defaults (`nn.BatchNorm2d`).
-pub(crate) const TORCH_BN: BnSpec = BnSpec { epsilon: 1e-5, momentum: 0.1 };
+pub(crate) const TORCH_BN: BnSpec = BnSpec {
+    epsilon: 1e-5,
+    momentum: 0.1,
+};
 
 /// How a convolution pads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +54,21 @@ pub(crate) struct ConvSpec {
 
 impl ConvSpec {
     pub fn new(input: usize, output: usize, kernel: usize, stride: usize) -> Self {
-        ConvSpec { input, output, kernel, stride, groups: 1, pad: Pad::Symmetric }
+        ConvSpec {
+            input,
+            output,
+            kernel,
+            stride,
+            groups: 1,
+            pad: Pad::Symmetric,
+        }
     }
 
     pub fn depthwise(channels: usize, kernel: usize, stride: usize) -> Self {
-        ConvSpec { groups: channels, ..ConvSpec::new(channels, channels, kernel, stride) }
+        ConvSpec {
+            groups: channels,
+            ..ConvSpec::new(channels, channels, kernel, stride)
+        }
     }
 
     pub fn pad(self, pad: Pad) -> Self {
@@ -79,7 +92,10 @@ impl ConvSpec {
     }
 
     pub fn conv_bn<B: Backend>(&self, bn: BnSpec, device: &B::Device) -> ConvBn<B> {
-        ConvBn { conv: self.conv(device), bn: batch_norm_layer(self.output, bn, device) }
+        ConvBn {
+            conv: self.conv(device),
+            bn: batch_norm_layer(self.output, bn, device),
+        }
     }
 }
 
@@ -104,7 +120,11 @@ impl<B: Backend> ConvBn<B> {
 /// alone even on an autodiff backend (Burn's own `BatchNorm` uses batch statistics and updates
 /// the running ones whenever autodiff is on). Gradients still flow to the input, and to
 /// `gamma` and `beta` unless they were marked `no_grad`.
-pub(crate) fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, frozen: bool) -> Tensor<B, 4> {
+pub(crate) fn batch_norm<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    frozen: bool,
+) -> Tensor<B, 4> {
     if !frozen {
         return bn.forward(x);
     }
@@ -115,7 +135,8 @@ pub(crate) fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, frozen:
     let var = bn.running_var.value_sync().to_device(&device);
     let scale = bn.gamma.val().div(var.add_scalar(bn.epsilon).sqrt());
     let shift = bn.beta.val().sub(mean.mul(scale.clone()));
-    x.mul(scale.reshape([1, channels, 1, 1])).add(shift.reshape([1, channels, 1, 1]))
+    x.mul(scale.reshape([1, channels, 1, 1]))
+        .add(shift.reshape([1, channels, 1, 1]))
 }
 
 pub(crate) fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -43,7 +43,13 @@ pub use resnet::{BasicBlock, Bottleneck, ResBlock, ResNet};
 pub use weights::save_weights;
 
 /// The backbone names, as configs spell them.
-pub const NAMES: &[&str] = &["resnet18", "resnet34", "resnet50", "mobilenetv2", "efficientnet-lite0"];
+pub const NAMES: &[&str] = &[
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenetv2",
+    "efficientnet-lite0",
+];
 
 /// Environment variable naming a folder of weights files `<name>.safetensors` or `<name>.pth`
 /// that [`default_weights`] prefers to the bundled ones.
@@ -76,8 +82,13 @@ pub struct InputNorm {
 
 impl Arch {
     /// All architectures, in [`NAMES`] order.
-    pub const ALL: [Arch; 5] =
-        [Arch::ResNet18, Arch::ResNet34, Arch::ResNet50, Arch::MobileNetV2, Arch::EfficientNetLite0];
+    pub const ALL: [Arch; 5] = [
+        Arch::ResNet18,
+        Arch::ResNet34,
+        Arch::ResNet50,
+        Arch::MobileNetV2,
+        Arch::EfficientNetLite0,
+    ];
 
     /// The name configs use.
     pub fn name(self) -> &'static str {
@@ -105,8 +116,14 @@ impl Arch {
     /// standard deviation, or `(x - 127) / 128` for the TF EfficientNet-Lite checkpoints.
     pub fn input_norm(self) -> InputNorm {
         match self {
-            Arch::EfficientNetLite0 => InputNorm { mean: [127.0; 3], std: [128.0; 3] },
-            _ => InputNorm { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] },
+            Arch::EfficientNetLite0 => InputNorm {
+                mean: [127.0; 3],
+                std: [128.0; 3],
+            },
+            _ => InputNorm {
+                mean: [123.675, 116.28, 103.53],
+                std: [58.395, 57.12, 57.375],
+            },
         }
     }
 
@@ -130,17 +147,29 @@ impl Arch {
 
     /// Module path of the first convolution's weight.
     pub(crate) fn first_conv(self) -> &'static str {
-        if self.resnet_depth().is_some() { "conv1.weight" } else { "stem.conv.weight" }
+        if self.resnet_depth().is_some() {
+            "conv1.weight"
+        } else {
+            "stem.conv.weight"
+        }
     }
 
     /// Module path prefix of the classifier head.
     pub(crate) fn head_prefix(self) -> &'static str {
-        if self.resnet_depth().is_some() { "fc." } else { "head." }
+        if self.resnet_depth().is_some() {
+            "fc."
+        } else {
+            "head."
+        }
     }
 
     /// Module path of the classifier's weight.
     pub(crate) fn classifier_weight(self) -> &'static str {
-        if self.resnet_depth().is_some() { "fc.weight" } else { "head.fc.weight" }
+        if self.resnet_depth().is_some() {
+            "fc.weight"
+        } else {
+            "head.fc.weight"
+        }
     }
 }
 
@@ -157,7 +186,9 @@ impl FromStr for Arch {
             "resnet50" | "resnet-50" => Ok(Arch::ResNet50),
             "mobilenetv2" | "mobilenet-v2" => Ok(Arch::MobileNetV2),
             "efficientnet-lite0" | "efficientnetlite0" => Ok(Arch::EfficientNetLite0),
-            _ => Err(BackboneError::UnknownName { name: name.to_owned() }),
+            _ => Err(BackboneError::UnknownName {
+                name: name.to_owned(),
+            }),
         }
     }
 }
@@ -183,19 +214,30 @@ pub struct BackboneConfig {
 impl BackboneConfig {
     /// A backbone with fresh weights.
     pub fn new(name: impl Into<String>, bands: usize) -> Self {
-        BackboneConfig { name: name.into(), bands, weights: None }
+        BackboneConfig {
+            name: name.into(),
+            bands,
+            weights: None,
+        }
     }
 
     /// A backbone with the [`default_weights`] for `name` when there are some, fresh otherwise.
     pub fn pretrained(name: impl Into<String>, bands: usize) -> Self {
         let name = name.into();
         let weights = default_weights(&name);
-        BackboneConfig { name, bands, weights }
+        BackboneConfig {
+            name,
+            bands,
+            weights,
+        }
     }
 
     /// Uses the weights in `path`.
     pub fn with_weights(self, path: impl Into<PathBuf>) -> Self {
-        BackboneConfig { weights: Some(path.into()), ..self }
+        BackboneConfig {
+            weights: Some(path.into()),
+            ..self
+        }
     }
 
     /// Builds the backbone; with `weights`, loads them, adapting the first convolution to
@@ -203,7 +245,9 @@ impl BackboneConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Backbone<B>, BackboneError> {
         let arch: Arch = self.name.parse()?;
         if self.bands == 0 {
-            return Err(BackboneError::NoBands { name: self.name.clone() });
+            return Err(BackboneError::NoBands {
+                name: self.name.clone(),
+            });
         }
         match &self.weights {
             None => Ok(Backbone::new(arch, self.bands, None, device)),
@@ -227,7 +271,9 @@ pub fn default_weights(name: &str) -> Option<PathBuf> {
         }
     }
     let bundled = match arch {
-        Arch::EfficientNetLite0 => Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/efficientnet-lite0.safetensors"),
+        Arch::EfficientNetLite0 => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/efficientnet-lite0.safetensors")
+        }
         _ => return None,
     };
     bundled.is_file().then_some(bundled)
@@ -255,10 +301,20 @@ impl<B: Backend> Backbone<B> {
         assert!(bands > 0, "a backbone needs at least one input band");
         match (arch, arch.resnet_depth()) {
             (_, Some(depth)) => Backbone::ResNet(ResNet::new(depth, bands, classes, device)),
-            (Arch::MobileNetV2, _) => {
-                Backbone::MobileNet(MobileNet::new(arch, &mobilenet::SPEC, bands, classes, device))
-            }
-            _ => Backbone::MobileNet(MobileNet::new(arch, &efficientnet::SPEC, bands, classes, device)),
+            (Arch::MobileNetV2, _) => Backbone::MobileNet(MobileNet::new(
+                arch,
+                &mobilenet::SPEC,
+                bands,
+                classes,
+                device,
+            )),
+            _ => Backbone::MobileNet(MobileNet::new(
+                arch,
+                &efficientnet::SPEC,
+                bands,
+                classes,
+                device,
+            )),
         }
     }
 
@@ -361,7 +417,9 @@ pub fn freeze<B: Backend>(backbone: Backbone<B>) -> Backbone<B> {
 /// Undoes [`freeze`]: every parameter takes gradients again and batch norm trains. Running
 /// statistics stay buffers without gradients.
 pub fn unfreeze<B: Backend>(backbone: Backbone<B>) -> Backbone<B> {
-    backbone.map(&mut RequireGrad::default()).with_frozen_bn(false)
+    backbone
+        .map(&mut RequireGrad::default())
+        .with_frozen_bn(false)
 }
 
 /// Marks every parameter as requiring gradients, except batch norm's running statistics.

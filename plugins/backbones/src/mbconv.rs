@@ -42,7 +42,13 @@ impl NetSpec {
         let mut out = Vec::new();
         for s in self.stages {
             for i in 0..s.repeats {
-                out.push((input, s.output, s.expand, s.kernel, if i == 0 { s.stride } else { 1 }));
+                out.push((
+                    input,
+                    s.output,
+                    s.expand,
+                    s.kernel,
+                    if i == 0 { s.stride } else { 1 },
+                ));
                 input = s.output;
             }
         }

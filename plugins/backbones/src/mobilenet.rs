@@ -4,7 +4,13 @@ use crate::layers::{Pad, TORCH_BN};
 use crate::mbconv::{NetSpec, Stage};
 
 const fn stage(expand: usize, output: usize, repeats: usize, stride: usize) -> Stage {
-    Stage { expand, kernel: 3, stride, output, repeats }
+    Stage {
+        expand,
+        kernel: 3,
+        stride,
+        output,
+        repeats,
+    }
 }
 
 /// torchvision's `inverted_residual_setting` (t, c, n, s) at width 1.0.
@@ -41,7 +47,12 @@ pub(crate) fn name_map() -> Vec<(String, String)> {
         let from = format!("features.{}.conv.", b + 1);
         let to = format!("blocks.{b}.");
         let layers: &[(&str, &str)] = if expand == 1 {
-            &[("0.0.", "dw.conv."), ("0.1.", "dw.bn."), ("1.", "project.conv."), ("2.", "project.bn.")]
+            &[
+                ("0.0.", "dw.conv."),
+                ("0.1.", "dw.bn."),
+                ("1.", "project.conv."),
+                ("2.", "project.bn."),
+            ]
         } else {
             &[
                 ("0.0.", "expand.conv."),

@@ -22,7 +22,11 @@ fn layout(depth: usize) -> ([usize; 4], bool) {
 
 /// Channels of the four stages' outputs (strides 4, 8, 16, 32).
 pub(crate) fn channels(depth: usize) -> [usize; 4] {
-    if layout(depth).1 { [256, 512, 1024, 2048] } else { [64, 128, 256, 512] }
+    if layout(depth).1 {
+        [256, 512, 1024, 2048]
+    } else {
+        [64, 128, 256, 512]
+    }
 }
 
 /// Two 3x3 convolutions with a shortcut (ResNet-18 and -34).
@@ -72,8 +76,14 @@ pub struct ResNet<B: Backend> {
     pub(crate) frozen_bn: bool,
 }
 
-fn shortcut<B: Backend>(input: usize, output: usize, stride: usize, device: &B::Device) -> Option<ConvBn<B>> {
-    (stride != 1 || input != output).then(|| ConvSpec::new(input, output, 1, stride).conv_bn(TORCH_BN, device))
+fn shortcut<B: Backend>(
+    input: usize,
+    output: usize,
+    stride: usize,
+    device: &B::Device,
+) -> Option<ConvBn<B>> {
+    (stride != 1 || input != output)
+        .then(|| ConvSpec::new(input, output, 1, stride).conv_bn(TORCH_BN, device))
 }
 
 impl<B: Backend> ResNet<B> {
@@ -81,12 +91,20 @@ impl<B: Backend> ResNet<B> {
     pub(crate) fn freeze_stem(&mut self) {
         self.conv1 = self.conv1.clone().no_grad();
         self.bn1 = self.bn1.clone().no_grad();
-        self.layer1 = std::mem::take(&mut self.layer1).into_iter().map(Module::no_grad).collect();
+        self.layer1 = std::mem::take(&mut self.layer1)
+            .into_iter()
+            .map(Module::no_grad)
+            .collect();
     }
 
     /// Builds ResNet-`depth` (18, 34 or 50) with fresh weights, `bands` input bands and, when
     /// `classes` is given, a classifier.
-    pub(crate) fn new(depth: usize, bands: usize, classes: Option<usize>, device: &B::Device) -> Self {
+    pub(crate) fn new(
+        depth: usize,
+        bands: usize,
+        classes: Option<usize>,
+        device: &B::Device,
+    ) -> Self {
         let (blocks, bottleneck) = layout(depth);
         let expansion = if bottleneck { 4 } else { 1 };
         let mut input = 64;

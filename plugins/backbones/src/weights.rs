@@ -21,8 +21,8 @@ use std::rc::Rc;
 
 use burn::module::{Module, ParamId};
 use burn::store::{
-    ApplyError, BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
-    SafetensorsStore, TensorSnapshot,
+    ApplyError, BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, ModuleStore,
+    PyTorchToBurnAdapter, SafetensorsStore, TensorSnapshot,
 };
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Element, TensorData};
@@ -35,7 +35,10 @@ const CONVERT_HINT: &str = "python -c \"import torch, safetensors.torch as st; \
     st.save_file({k: v.contiguous() for k, v in torch.load('IN.pth', map_location='cpu').items()}, 'OUT.safetensors')\"";
 
 fn weights_error(path: &Path, reason: impl ToString) -> BackboneError {
-    BackboneError::Weights { path: path.to_path_buf(), reason: reason.to_string() }
+    BackboneError::Weights {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Every tensor in the file, under the file's names.
@@ -43,22 +46,32 @@ fn read_snapshots(path: &Path) -> Result<Vec<TensorSnapshot>, BackboneError> {
     if !path.is_file() {
         return Err(weights_error(path, "file not found"));
     }
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("safetensors") => {
             let mut store = SafetensorsStore::from_file(path);
-            let snapshots = store.get_all_snapshots().map_err(|e| weights_error(path, e))?;
+            let snapshots = store
+                .get_all_snapshots()
+                .map_err(|e| weights_error(path, e))?;
             Ok(snapshots.values().cloned().collect())
         }
         Some("pth" | "pt" | "bin" | "ckpt") => read_pytorch(path),
-        _ => Err(weights_error(path, "unknown format: expected a .safetensors or a PyTorch .pth file")),
+        _ => Err(weights_error(
+            path,
+            "unknown format: expected a .safetensors or a PyTorch .pth file",
+        )),
     }
 }
 
 #[cfg(feature = "pytorch")]
 fn read_pytorch(path: &Path) -> Result<Vec<TensorSnapshot>, BackboneError> {
     let mut store = burn::store::PytorchStore::from_file(path);
-    let snapshots = store.get_all_snapshots().map_err(|e| weights_error(path, e))?;
+    let snapshots = store
+        .get_all_snapshots()
+        .map_err(|e| weights_error(path, e))?;
     Ok(snapshots.values().cloned().collect())
 }
 
@@ -88,8 +101,15 @@ fn prefix_pattern(prefix: &str) -> String {
 impl Names {
     fn remapper(arch: Arch) -> Result<KeyRemapper, String> {
         // Checkpoints saved from `nn.DataParallel` or as `{"state_dict": ...}` carry a prefix.
-        let mut patterns = vec![(r"^module\.".to_owned(), String::new()), (r"^state_dict\.".to_owned(), String::new())];
-        patterns.extend(arch.name_map().into_iter().map(|(from, to)| (prefix_pattern(&from), to)));
+        let mut patterns = vec![
+            (r"^module\.".to_owned(), String::new()),
+            (r"^state_dict\.".to_owned(), String::new()),
+        ];
+        patterns.extend(
+            arch.name_map()
+                .into_iter()
+                .map(|(from, to)| (prefix_pattern(&from), to)),
+        );
         KeyRemapper::from_patterns(patterns).map_err(|e| e.to_string())
     }
 
@@ -121,7 +141,12 @@ fn torch_param_name(path: &str) -> String {
 
 /// A snapshot under a new name with new data.
 fn replace_data(snapshot: &TensorSnapshot, data: TensorData) -> TensorSnapshot {
-    TensorSnapshot::from_data(data, snapshot.path_stack.clone().unwrap_or_default(), Vec::new(), ParamId::new())
+    TensorSnapshot::from_data(
+        data,
+        snapshot.path_stack.clone().unwrap_or_default(),
+        Vec::new(),
+        ParamId::new(),
+    )
 }
 
 /// A float snapshot converted lazily to `dtype`.
@@ -150,9 +175,13 @@ pub(crate) fn load<B: Backend>(
     let raw = read_snapshots(path)?;
     let remapper = Names::remapper(arch).map_err(|e| weights_error(path, e))?;
     let (snapshots, renamed) = remapper.remap(raw);
-    let names = Names { arch, to_file: renamed.into_iter().collect() };
+    let names = Names {
+        arch,
+        to_file: renamed.into_iter().collect(),
+    };
     let float = <B::FloatElem as Element>::dtype();
-    let mut snapshots: Vec<TensorSnapshot> = snapshots.into_iter().map(|s| cast(s, float)).collect();
+    let mut snapshots: Vec<TensorSnapshot> =
+        snapshots.into_iter().map(|s| cast(s, float)).collect();
 
     // A classifier in the file gets a head of its size (PyTorch layout: [classes, features]).
     let classes = snapshots
@@ -161,11 +190,15 @@ pub(crate) fn load<B: Backend>(
         .and_then(|s| s.shape.first().copied());
     let mut model = Backbone::<B>::new(arch, bands, classes, device);
 
-    if let Some(first) = snapshots.iter_mut().find(|s| s.full_path() == arch.first_conv())
+    if let Some(first) = snapshots
+        .iter_mut()
+        .find(|s| s.full_path() == arch.first_conv())
         && let [out, c, kh, kw] = first.shape[..]
         && c != bands
     {
-        let data = first.to_data().map_err(|e| weights_error(path, format!("{e:?}")))?;
+        let data = first
+            .to_data()
+            .map_err(|e| weights_error(path, format!("{e:?}")))?;
         let values = data
             .convert_dtype(DType::F32)
             .to_vec::<f32>()
@@ -177,16 +210,30 @@ pub(crate) fn load<B: Backend>(
 
     // Module paths in visiting order, so that the first missing one reported is the first
     // layer's rather than the alphabetically first.
-    let order: Vec<String> = model.collect(None, None, true).iter().map(TensorSnapshot::full_path).collect();
+    let order: Vec<String> = model
+        .collect(None, None, true)
+        .iter()
+        .map(TensorSnapshot::full_path)
+        .collect();
     let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);
 
     let backbone = arch.name().to_owned();
     if let Some(error) = result.errors.first() {
         return Err(match error {
-            ApplyError::ShapeMismatch { path: module_path, expected, found } => {
+            ApplyError::ShapeMismatch {
+                path: module_path,
+                expected,
+                found,
+            } => {
                 // Report linear weights in the file's [out, in] layout, as the file has them.
                 let linear = module_path.ends_with("fc.weight");
-                let layout = |s: &[usize]| if linear { s.iter().rev().copied().collect() } else { s.to_vec() };
+                let layout = |s: &[usize]| {
+                    if linear {
+                        s.iter().rev().copied().collect()
+                    } else {
+                        s.to_vec()
+                    }
+                };
                 BackboneError::ShapeMismatch {
                     path: path.to_path_buf(),
                     name: names.file_name(module_path),
@@ -220,7 +267,9 @@ pub(crate) fn load<B: Backend>(
     };
     let has_head = model.has_classifier();
     if let Some(extra) = result.unused.iter().find(|p| {
-        !p.ends_with("num_batches_tracked") && !used_as(p) && (has_head || !p.starts_with(arch.head_prefix()))
+        !p.ends_with("num_batches_tracked")
+            && !used_as(p)
+            && (has_head || !p.starts_with(arch.head_prefix()))
     }) {
         return Err(BackboneError::UnexpectedTensor {
             path: path.to_path_buf(),
@@ -235,8 +284,13 @@ pub(crate) fn load<B: Backend>(
 /// (torchvision or efficientnet_pytorch, PyTorch layouts), so that [`crate::BackboneConfig`]
 /// with `weights` reads them back, including an adapted band count and the classifier.
 pub fn save_weights<B: Backend>(backbone: &Backbone<B>, path: &Path) -> Result<(), BackboneError> {
-    let patterns = backbone.arch().name_map().into_iter().map(|(from, to)| (prefix_pattern(&to), from));
-    let remapper = KeyRemapper::from_patterns(patterns.collect()).map_err(|e| weights_error(path, e))?;
+    let patterns = backbone
+        .arch()
+        .name_map()
+        .into_iter()
+        .map(|(from, to)| (prefix_pattern(&to), from));
+    let remapper =
+        KeyRemapper::from_patterns(patterns.collect()).map_err(|e| weights_error(path, e))?;
     let mut store = SafetensorsStore::from_file(path)
         .with_to_adapter(BurnToPyTorchAdapter)
         .skip_enum_variants(true)
@@ -245,5 +299,7 @@ pub fn save_weights<B: Backend>(backbone: &Backbone<B>, path: &Path) -> Result<(
     // Training-mode forwards leave batch norm's running statistics pending until the module
     // is synchronised, which `into_record` does; a clone shares that state.
     let _ = backbone.clone().into_record();
-    backbone.save_into(&mut store).map_err(|e| weights_error(path, e))
+    backbone
+        .save_into(&mut store)
+        .map_err(|e| weights_error(path, e))
 }

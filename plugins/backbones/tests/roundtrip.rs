@@ -10,7 +10,12 @@ use common::*;
 /// Names and shapes in a safetensors file.
 fn file_tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<usize>> {
     let mut store = SafetensorsStore::from_file(path);
-    store.get_all_snapshots().expect("readable").iter().map(|(k, s)| (k.clone(), s.shape.to_vec())).collect()
+    store
+        .get_all_snapshots()
+        .expect("readable")
+        .iter()
+        .map(|(k, s)| (k.clone(), s.shape.to_vec()))
+        .collect()
 }
 
 #[test]
@@ -77,25 +82,52 @@ fn saved_weights_use_the_file_naming_and_load_back() {
         save_weights(&model, &path).expect("saves");
         let tensors = file_tensors(&path);
         for (name, shape) in names {
-            assert_eq!(tensors.get(*name).map(Vec::as_slice), Some(*shape), "{arch}: {name}");
+            assert_eq!(
+                tensors.get(*name).map(Vec::as_slice),
+                Some(*shape),
+                "{arch}: {name}"
+            );
         }
         if arch == Arch::EfficientNetLite0 {
             // Same names and shapes as the real checkpoint, but for the bands and classes.
             let real = file_tensors(&lite0_weights());
-            let real: Vec<&String> = real.keys().filter(|k| !k.ends_with("num_batches_tracked")).collect();
+            let real: Vec<&String> = real
+                .keys()
+                .filter(|k| !k.ends_with("num_batches_tracked"))
+                .collect();
             assert_eq!(tensors.keys().collect::<Vec<_>>(), real);
         }
 
-        let loaded = BackboneConfig::new(arch.name(), 4).with_weights(&path).init::<Cpu>(&device()).expect("loads");
+        let loaded = BackboneConfig::new(arch.name(), 4)
+            .with_weights(&path)
+            .init::<Cpu>(&device())
+            .expect("loads");
         let x = pattern::<Cpu>([1, 4, 32, 32], &device());
-        let (a, b) = (model.classify(x.clone()).expect("head"), loaded.classify(x.clone()).expect("head"));
-        assert_eq!(max_diff(&to_vec(a), &to_vec(b)), 0.0, "{arch} logits after a round trip");
+        let (a, b) = (
+            model.classify(x.clone()).expect("head"),
+            loaded.classify(x.clone()).expect("head"),
+        );
+        assert_eq!(
+            max_diff(&to_vec(a), &to_vec(b)),
+            0.0,
+            "{arch} logits after a round trip"
+        );
         let (a, b) = (model.features(x.clone()), loaded.features(x));
-        assert_eq!(max_diff(&to_vec(a[1].clone()), &to_vec(b[1].clone())), 0.0, "{arch} features");
+        assert_eq!(
+            max_diff(&to_vec(a[1].clone()), &to_vec(b[1].clone())),
+            0.0,
+            "{arch} features"
+        );
 
         // Loading into another band count adapts the first convolution.
-        let three = BackboneConfig::new(arch.name(), 3).with_weights(&path).init::<Cpu>(&device()).expect("adapts");
-        assert_eq!(three.features(pattern::<Cpu>([1, 3, 32, 32], &device()))[0].dims()[1], arch.channels()[0]);
+        let three = BackboneConfig::new(arch.name(), 3)
+            .with_weights(&path)
+            .init::<Cpu>(&device())
+            .expect("adapts");
+        assert_eq!(
+            three.features(pattern::<Cpu>([1, 3, 32, 32], &device()))[0].dims()[1],
+            arch.channels()[0]
+        );
     }
 }
 
@@ -103,19 +135,37 @@ fn saved_weights_use_the_file_naming_and_load_back() {
 fn other_resnet_weights_are_clear_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
     let r18 = dir.path().join("r18.safetensors");
-    save_weights(&Backbone::<Cpu>::new(Arch::ResNet18, 3, None, &device()), &r18).expect("saves");
+    save_weights(
+        &Backbone::<Cpu>::new(Arch::ResNet18, 3, None, &device()),
+        &r18,
+    )
+    .expect("saves");
 
-    let err = BackboneConfig::new("resnet50", 3).with_weights(&r18).init::<Cpu>(&device()).unwrap_err();
+    let err = BackboneConfig::new("resnet50", 3)
+        .with_weights(&r18)
+        .init::<Cpu>(&device())
+        .unwrap_err();
     match &err {
-        BackboneError::ShapeMismatch { name, expected, found, .. } => {
+        BackboneError::ShapeMismatch {
+            name,
+            expected,
+            found,
+            ..
+        } => {
             assert_eq!(name, "layer1.0.conv1.weight");
-            assert_eq!((expected.as_slice(), found.as_slice()), (&[64, 64, 1, 1][..], &[64, 64, 3, 3][..]));
+            assert_eq!(
+                (expected.as_slice(), found.as_slice()),
+                (&[64, 64, 1, 1][..], &[64, 64, 3, 3][..])
+            );
         }
         other => panic!("expected a shape mismatch, got {other:?}"),
     }
     assert!(err.to_string().contains("layer1.0.conv1.weight"), "{err}");
 
-    let err = BackboneConfig::new("resnet34", 3).with_weights(&r18).init::<Cpu>(&device()).unwrap_err();
+    let err = BackboneConfig::new("resnet34", 3)
+        .with_weights(&r18)
+        .init::<Cpu>(&device())
+        .unwrap_err();
     assert!(
         matches!(&err, BackboneError::MissingTensor { name, .. } if name == "layer1.2.conv1.weight"),
         "{err:?}"
@@ -123,12 +173,22 @@ fn other_resnet_weights_are_clear_errors() {
 
     // A classifier-less file builds no classifier; extra blocks are an error.
     let r34 = dir.path().join("r34.safetensors");
-    save_weights(&Backbone::<Cpu>::new(Arch::ResNet34, 3, None, &device()), &r34).expect("saves");
-    let err = BackboneConfig::new("resnet18", 3).with_weights(&r34).init::<Cpu>(&device()).unwrap_err();
+    save_weights(
+        &Backbone::<Cpu>::new(Arch::ResNet34, 3, None, &device()),
+        &r34,
+    )
+    .expect("saves");
+    let err = BackboneConfig::new("resnet18", 3)
+        .with_weights(&r34)
+        .init::<Cpu>(&device())
+        .unwrap_err();
     assert!(
         matches!(&err, BackboneError::UnexpectedTensor { name, .. } if name.starts_with("layer")),
         "{err:?}"
     );
-    let ok = BackboneConfig::new("resnet18", 3).with_weights(&r18).init::<Cpu>(&device()).expect("loads");
+    let ok = BackboneConfig::new("resnet18", 3)
+        .with_weights(&r18)
+        .init::<Cpu>(&device())
+        .expect("loads");
     assert!(!ok.has_classifier());
 }

@@ -11,14 +11,21 @@ fn features_have_strides_4_to_32_for_any_band_count() {
     for name in NAMES {
         let arch: Arch = name.parse().expect("known name");
         for bands in [1, 3, 6] {
-            let model: Backbone<Cpu> = BackboneConfig::new(*name, bands).init(&device).expect("builds");
+            let model: Backbone<Cpu> = BackboneConfig::new(*name, bands)
+                .init(&device)
+                .expect("builds");
             assert_eq!(model.name(), *name);
-            assert!(!model.has_classifier(), "fresh backbones have no classifier");
+            assert!(
+                !model.has_classifier(),
+                "fresh backbones have no classifier"
+            );
             // A square size that is a multiple of 32 and an oblong one that is not.
             for [h, w] in [[64, 64], [72, 88]] {
                 let x = pattern::<Cpu>([2, bands, h, w], &device);
                 let maps = model.features(x);
-                for ((map, stride), channels) in maps.iter().zip([4, 8, 16, 32]).zip(model.channels()) {
+                for ((map, stride), channels) in
+                    maps.iter().zip([4, 8, 16, 32]).zip(model.channels())
+                {
                     assert_eq!(
                         map.dims(),
                         [2, channels, h.div_ceil(stride), w.div_ceil(stride)],
@@ -27,7 +34,10 @@ fn features_have_strides_4_to_32_for_any_band_count() {
                 }
             }
         }
-        assert_eq!(arch.channels(), Backbone::<Cpu>::new(arch, 3, None, &device).channels());
+        assert_eq!(
+            arch.channels(),
+            Backbone::<Cpu>::new(arch, 3, None, &device).channels()
+        );
     }
 }
 
@@ -45,9 +55,16 @@ fn classifier_heads_give_logits() {
     let device = device();
     for arch in Arch::ALL {
         let model = Backbone::<Cpu>::new(arch, 4, Some(7), &device);
-        let logits = model.classify(pattern::<Cpu>([2, 4, 32, 32], &device)).expect("head");
+        let logits = model
+            .classify(pattern::<Cpu>([2, 4, 32, 32], &device))
+            .expect("head");
         assert_eq!(logits.dims(), [2, 7], "{arch}");
         let model = model.without_classifier();
-        assert!(!model.has_classifier() && model.classify(pattern::<Cpu>([1, 4, 32, 32], &device)).is_none());
+        assert!(
+            !model.has_classifier()
+                && model
+                    .classify(pattern::<Cpu>([1, 4, 32, 32], &device))
+                    .is_none()
+        );
     }
 }

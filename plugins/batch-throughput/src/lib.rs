@@ -18,7 +18,9 @@
 //! halving probe capped at 64) it measures training, not inference, and does not overshoot
 //! first.
 
-use autodl_api::{BatchDeducer, BatchDeducerRegistration, BatchLimits, PluginError, StepMeasure, inventory};
+use autodl_api::{
+    BatchDeducer, BatchDeducerRegistration, BatchLimits, PluginError, StepMeasure, inventory,
+};
 
 /// The throughput-and-memory batch deducer.
 pub struct Throughput;
@@ -27,7 +29,10 @@ inventory::submit!(BatchDeducerRegistration(&Throughput));
 
 /// Least-squares line `peak = a + b x batch` through the probes that reported memory.
 pub fn fit(measures: &[StepMeasure]) -> Option<(f64, f64)> {
-    let pts: Vec<(f64, f64)> = measures.iter().filter_map(|m| m.peak_bytes.map(|p| (m.batch_size as f64, p as f64))).collect();
+    let pts: Vec<(f64, f64)> = measures
+        .iter()
+        .filter_map(|m| m.peak_bytes.map(|p| (m.batch_size as f64, p as f64)))
+        .collect();
     if pts.len() < 2 {
         return None;
     }
@@ -48,7 +53,12 @@ pub fn memory_cap(line: (f64, f64), free: u64, fraction: f64) -> Option<u32> {
     if b <= 0.0 {
         return None;
     }
-    Some(((free as f64 * fraction - a) / b).floor().max(1.0).min(u32::MAX as f64) as u32)
+    Some(
+        ((free as f64 * fraction - a) / b)
+            .floor()
+            .max(1.0)
+            .min(u32::MAX as f64) as u32,
+    )
 }
 
 impl BatchDeducer for Throughput {
@@ -70,7 +80,9 @@ impl BatchDeducer for Throughput {
         loop {
             match probe(batch) {
                 Ok(m) => {
-                    let better = measures.last().is_none_or(|prev| rate(&m) >= rate(prev) * 1.1);
+                    let better = measures
+                        .last()
+                        .is_none_or(|prev| rate(&m) >= rate(prev) * 1.1);
                     measures.push(m);
                     if !better {
                         break;
@@ -96,7 +108,9 @@ impl BatchDeducer for Throughput {
                 && memory_cap(line, free, limits.memory_fraction).is_some_and(|cap| cap < next)
             {
                 // Memory, not throughput, is the limit: take the largest batch that fits.
-                chosen = memory_cap(line, free, limits.memory_fraction).unwrap_or(chosen).clamp(chosen, max);
+                chosen = memory_cap(line, free, limits.memory_fraction)
+                    .unwrap_or(chosen)
+                    .clamp(chosen, max);
                 break;
             }
             // With one probe only, extrapolate proportionally.
@@ -122,18 +136,33 @@ mod tests {
     use super::*;
 
     fn limits(min: u32, max: u32, free: u64) -> BatchLimits {
-        BatchLimits { min, max, free_bytes: Some(free), memory_fraction: 0.8 }
+        BatchLimits {
+            min,
+            max,
+            free_bytes: Some(free),
+            memory_fraction: 0.8,
+        }
     }
 
     /// A fake device: `base + per_image x batch` bytes, out of memory above `capacity`, and a
     /// step time of `overhead + per_image_secs x batch`.
-    fn device(base: u64, per_image: u64, capacity: u64, overhead: f64, per_image_secs: f64) -> impl FnMut(u32) -> Result<StepMeasure, PluginError> {
+    fn device(
+        base: u64,
+        per_image: u64,
+        capacity: u64,
+        overhead: f64,
+        per_image_secs: f64,
+    ) -> impl FnMut(u32) -> Result<StepMeasure, PluginError> {
         move |b: u32| {
             let peak = base + per_image * b as u64;
             if peak > capacity {
                 return Err(PluginError::Training("CUDA out of memory".into()));
             }
-            Ok(StepMeasure { batch_size: b, seconds: overhead + per_image_secs * b as f64, peak_bytes: Some(peak) })
+            Ok(StepMeasure {
+                batch_size: b,
+                seconds: overhead + per_image_secs * b as f64,
+                peak_bytes: Some(peak),
+            })
         }
     }
 
@@ -141,7 +170,11 @@ mod tests {
     fn fit_recovers_the_memory_line() {
         let ms: Vec<StepMeasure> = [2u32, 4, 8]
             .iter()
-            .map(|&b| StepMeasure { batch_size: b, seconds: 1.0, peak_bytes: Some(1000 + 250 * b as u64) })
+            .map(|&b| StepMeasure {
+                batch_size: b,
+                seconds: 1.0,
+                peak_bytes: Some(1000 + 250 * b as u64),
+            })
             .collect();
         let (a, b) = fit(&ms).unwrap();
         assert!((a - 1000.0).abs() < 1e-6 && (b - 250.0).abs() < 1e-6);
@@ -152,7 +185,9 @@ mod tests {
     fn memory_bound_device_fills_the_fraction() {
         // GPU-like: throughput keeps improving; 1 GB fixed + 100 MB per image, 16 GB free.
         let mut probe = device(1 << 30, 100 << 20, 16 << 30, 0.01, 0.0001);
-        let b = Throughput.deduce(&mut probe, &limits(2, 1024, 16 << 30)).unwrap();
+        let b = Throughput
+            .deduce(&mut probe, &limits(2, 1024, 16 << 30))
+            .unwrap();
         // (0.8 x 16 GiB - 1 GiB) / 100 MiB = 120.8.
         assert_eq!(b, 120);
     }
@@ -161,13 +196,23 @@ mod tests {
     fn throughput_bound_device_stops_growing() {
         // CPU-like: 1 s overhead plus 0.5 s per image; plenty of memory.
         let mut probe = device(1000, 10, u64::MAX, 1.0, 0.5);
-        assert_eq!(Throughput.deduce(&mut probe, &limits(1, 64, u64::MAX / 2)).unwrap(), 16);
+        assert_eq!(
+            Throughput
+                .deduce(&mut probe, &limits(1, 64, u64::MAX / 2))
+                .unwrap(),
+            16
+        );
     }
 
     #[test]
     fn caps_by_the_maximum() {
         let mut probe = device(0, 1, u64::MAX, 10.0, 0.0001);
-        assert_eq!(Throughput.deduce(&mut probe, &limits(2, 12, u64::MAX / 2)).unwrap(), 8);
+        assert_eq!(
+            Throughput
+                .deduce(&mut probe, &limits(2, 12, u64::MAX / 2))
+                .unwrap(),
+            8
+        );
     }
 
     #[test]
@@ -175,10 +220,17 @@ mod tests {
         // The free-memory figure is wrong (another process took memory): the device fails above
         // 20 images although the fit allows more; the verification step halves until it works.
         let mut probe = device(0, 100, 2000, 0.001, 0.00001);
-        let b = Throughput.deduce(&mut probe, &limits(4, 256, 100_000)).unwrap();
+        let b = Throughput
+            .deduce(&mut probe, &limits(4, 256, 100_000))
+            .unwrap();
         assert!(b <= 20 && b >= 8, "chose {b}");
         // Out of memory at the very first probe: halve down from the minimum.
         let mut probe = device(0, 100, 250, 0.001, 0.00001);
-        assert_eq!(Throughput.deduce(&mut probe, &limits(8, 256, 100_000)).unwrap(), 2);
+        assert_eq!(
+            Throughput
+                .deduce(&mut probe, &limits(8, 256, 100_000))
+                .unwrap(),
+            2
+        );
     }
 }

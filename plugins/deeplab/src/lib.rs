@@ -35,7 +35,11 @@ impl<B: Backend> DeepLab<B> {
     pub fn new(backbone: Backbone<B>, classes: usize, plus: bool, device: &B::Device) -> Self {
         let [c4, _, _, c32] = backbone.channels();
         let mut branches = vec![ConvBnRelu::new(c32, ASPP, 1, 1, device)];
-        branches.extend(RATES.iter().map(|&r| ConvBnRelu::new(c32, ASPP, 3, r, device)));
+        branches.extend(
+            RATES
+                .iter()
+                .map(|&r| ConvBnRelu::new(c32, ASPP, 3, r, device)),
+        );
         DeepLab {
             image_pool: ConvBnRelu::new(c32, ASPP, 1, 1, device),
             project: ConvBnRelu::new(ASPP * (RATES.len() + 2), ASPP, 1, 1, device),
@@ -53,8 +57,16 @@ impl<B: Backend> SegNet<B> for DeepLab<B> {
         let [_, _, h, w] = x.dims();
         let [f4, _, _, f32] = self.backbone.features(x);
         let [_, _, fh, fw] = f32.dims();
-        let mut parts: Vec<Tensor<B, 4>> = self.branches.iter().map(|b| b.forward(f32.clone())).collect();
-        parts.push(resize(self.image_pool.forward(adaptive_avg_pool2d(f32, [1, 1])), fh, fw));
+        let mut parts: Vec<Tensor<B, 4>> = self
+            .branches
+            .iter()
+            .map(|b| b.forward(f32.clone()))
+            .collect();
+        parts.push(resize(
+            self.image_pool.forward(adaptive_avg_pool2d(f32, [1, 1])),
+            fh,
+            fw,
+        ));
         let mut y = self.project.forward(Tensor::cat(parts, 1));
         if let (Some(low), Some(decoder)) = (&self.low, &self.decoder) {
             let [_, _, lh, lw] = f4.dims();
@@ -64,8 +76,18 @@ impl<B: Backend> SegNet<B> for DeepLab<B> {
     }
 }
 
-fn build<B: Backend>(backbone: Backbone<B>, classes: usize, params: &Params, device: &B::Device) -> DeepLab<B> {
-    DeepLab::new(backbone, classes, text_param(params, "decoder", "v3+") != "v3", device)
+fn build<B: Backend>(
+    backbone: Backbone<B>,
+    classes: usize,
+    params: &Params,
+    device: &B::Device,
+) -> DeepLab<B> {
+    DeepLab::new(
+        backbone,
+        classes,
+        text_param(params, "decoder", "v3+") != "v3",
+        device,
+    )
 }
 
 autodl_train::backbone_family!(
@@ -83,7 +105,8 @@ mod tests {
         type B = Autodiff<Flex>;
         let device = Default::default();
         for plus in [false, true] {
-            let bb = autodl_train::backboned::backbone::<B>("mobilenetv2", 3, false, &device).unwrap();
+            let bb =
+                autodl_train::backboned::backbone::<B>("mobilenetv2", 3, false, &device).unwrap();
             let net = DeepLab::new(bb, 5, plus, &device);
             let out = net.forward(Tensor::zeros([2, 3, 64, 64], &device));
             assert_eq!(out.dims(), [2, 5, 64, 64]);

@@ -31,7 +31,10 @@ impl<B: Backend> PspNet<B> {
         let [c4, _, _, c32] = backbone.channels();
         let branch = (c32 / 4).clamp(16, 128);
         PspNet {
-            pyramid: BINS.iter().map(|_| ConvBnRelu::new(c32, branch, 1, 1, device)).collect(),
+            pyramid: BINS
+                .iter()
+                .map(|_| ConvBnRelu::new(c32, branch, 1, 1, device))
+                .collect(),
             bottleneck: ConvBnRelu::new(c32 + BINS.len() * branch, 128, 3, 1, device),
             low: ConvBnRelu::new(c4, 48, 1, 1, device),
             fuse: ConvBnRelu::new(128 + 48, 96, 3, 1, device),
@@ -53,12 +56,20 @@ impl<B: Backend> SegNet<B> for PspNet<B> {
         }
         let deep = self.bottleneck.forward(Tensor::cat(parts, 1));
         let [_, _, lh, lw] = f4.dims();
-        let fused = self.fuse.forward(Tensor::cat(vec![resize(deep, lh, lw), self.low.forward(f4)], 1));
+        let fused = self.fuse.forward(Tensor::cat(
+            vec![resize(deep, lh, lw), self.low.forward(f4)],
+            1,
+        ));
         resize(self.head.forward(fused), h, w)
     }
 }
 
-fn build<B: Backend>(backbone: Backbone<B>, classes: usize, _: &Params, device: &B::Device) -> PspNet<B> {
+fn build<B: Backend>(
+    backbone: Backbone<B>,
+    classes: usize,
+    _: &Params,
+    device: &B::Device,
+) -> PspNet<B> {
     PspNet::new(backbone, classes, device)
 }
 
@@ -77,7 +88,8 @@ mod tests {
         type B = Autodiff<Flex>;
         let device = Default::default();
         for bands in [1, 6] {
-            let bb = autodl_train::backboned::backbone::<B>("resnet18", bands, false, &device).unwrap();
+            let bb =
+                autodl_train::backboned::backbone::<B>("resnet18", bands, false, &device).unwrap();
             let net = PspNet::new(bb, 4, &device);
             let out = net.forward(Tensor::zeros([1, bands, 64, 96], &device));
             assert_eq!(out.dims(), [1, 4, 64, 96]);

@@ -41,9 +41,19 @@ fn main() {
             "frozen-bn" => backbone.with_frozen_bn(true),
             _ => backbone.with_frozen_bn(true).with_frozen_stem(),
         };
-        let mut model = RetinaNet::new(backbone, 1, opts.anchors_per_location(), &Default::default(), &device);
+        let mut model = RetinaNet::new(
+            backbone,
+            1,
+            opts.anchors_per_location(),
+            &Default::default(),
+            &device,
+        );
         let mut optim = AdamWConfig::new().init::<B, RetinaNet<B>>();
-        let x = Tensor::<B, 4>::random([n, 3, size, size], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<B, 4>::random(
+            [n, 3, size, size],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let mut step = |model: RetinaNet<B>| {
             let out = model.forward(x.clone());
             let loss = out.logits.sum() + out.deltas.abs().sum();
@@ -58,6 +68,8 @@ fn main() {
             model = step(model);
         }
         let rate = (n * steps) as f64 / t.elapsed().as_secs_f64();
-        println!("model=retinanet-{name} variant={variant} batch={n} size={size} img_per_s={rate:.2}");
+        println!(
+            "model=retinanet-{name} variant={variant} batch={n} size={size} img_per_s={rate:.2}"
+        );
     }
 }

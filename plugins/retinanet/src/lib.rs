@@ -25,7 +25,10 @@ pub fn options() -> DetOptions {
         anchor_scales: vec![1.0, 2f32.powf(1.0 / 3.0), 2f32.powf(2.0 / 3.0)],
         anchor_ratios: vec![0.5, 1.0, 2.0],
         matching: MatchConfig::RETINANET,
-        class_loss: ClassLoss::Focal { alpha: 0.25, gamma: 2.0 },
+        class_loss: ClassLoss::Focal {
+            alpha: 0.25,
+            gamma: 2.0,
+        },
         box_loss: BoxLoss::SmoothL1 { beta: 1.0 / 9.0 },
         coder: BoxCoder { weights: [1.0; 4] },
         default_lr: 1e-3,
@@ -34,6 +37,17 @@ pub fn options() -> DetOptions {
     }
 }
 
-fn build<B: Backend>(backbone: Backbone<B>, classes: usize, params: &Params, device: &B::Device) -> RetinaNet<B> {
-    RetinaNet::new(backbone, classes, options().anchors_per_location(), params, device)
+fn build<B: Backend>(
+    backbone: Backbone<B>,
+    classes: usize,
+    params: &Params,
+    device: &B::Device,
+) -> RetinaNet<B> {
+    RetinaNet::new(
+        backbone,
+        classes,
+        options().anchors_per_location(),
+        params,
+        device,
+    )
 }

@@ -26,14 +26,20 @@ fn conv3<B: Backend>(input: usize, output: usize, device: &B::Device) -> Conv2d<
     // Torchvision's RetinaNet initialises its heads from N(0, 0.01).
     Conv2dConfig::new([input, output], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 })
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.01,
+        })
         .init(device)
 }
 
 impl<B: Backend> TowerLayer<B> {
     fn new(channels: usize, device: &B::Device) -> Self {
         let groups = if channels % 16 == 0 { 16 } else { 1 };
-        TowerLayer { conv: conv3(channels, channels, device), norm: GroupNormConfig::new(groups, channels).init(device) }
+        TowerLayer {
+            conv: conv3(channels, channels, device),
+            norm: GroupNormConfig::new(groups, channels).init(device),
+        }
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -57,7 +63,13 @@ impl<B: Backend> RetinaNet<B> {
     /// Builds the neck and heads on `backbone`. `params` may set `head-channels` (default 64,
     /// narrower than the paper's 256 so that CPU training is affordable) and `head-depth`
     /// (default 2 layers per tower; the paper uses 4).
-    pub fn new(backbone: Backbone<B>, classes: usize, anchors: usize, params: &Params, device: &B::Device) -> Self {
+    pub fn new(
+        backbone: Backbone<B>,
+        classes: usize,
+        anchors: usize,
+        params: &Params,
+        device: &B::Device,
+    ) -> Self {
         let channels = number_param(params, "head-channels", 64.0).max(16.0) as usize;
         let depth = number_param(params, "head-depth", 2.0).max(0.0) as usize;
         let [_, c8, c16, c32] = backbone.channels();
@@ -65,11 +77,21 @@ impl<B: Backend> RetinaNet<B> {
         // Every anchor starts out predicting background with probability 0.99, so that the
         // many easy negatives do not swamp the first steps (the paper's prior).
         let prior = -((1.0f32 - 0.01) / 0.01).ln();
-        cls_out.bias = Some(Param::from_tensor(Tensor::full([anchors * classes], prior, device)));
+        cls_out.bias = Some(Param::from_tensor(Tensor::full(
+            [anchors * classes],
+            prior,
+            device,
+        )));
         RetinaNet {
-            fpn: FpnConfig::new(vec![c8, c16, c32], channels).with_extra_levels(STRIDES.len() - 3).init(device),
-            cls_tower: (0..depth).map(|_| TowerLayer::new(channels, device)).collect(),
-            box_tower: (0..depth).map(|_| TowerLayer::new(channels, device)).collect(),
+            fpn: FpnConfig::new(vec![c8, c16, c32], channels)
+                .with_extra_levels(STRIDES.len() - 3)
+                .init(device),
+            cls_tower: (0..depth)
+                .map(|_| TowerLayer::new(channels, device))
+                .collect(),
+            box_tower: (0..depth)
+                .map(|_| TowerLayer::new(channels, device))
+                .collect(),
             cls_out,
             box_out: conv3(channels, anchors * 4, device),
             classes,
@@ -92,7 +114,11 @@ impl<B: Backend> DetNet<B> for RetinaNet<B> {
             logits.push(per_anchor(self.cls_out.forward(c), self.classes));
             deltas.push(per_anchor(self.box_out.forward(b), 4));
         }
-        DetOutput { logits: Tensor::cat(logits, 1), deltas: Tensor::cat(deltas, 1), levels }
+        DetOutput {
+            logits: Tensor::cat(logits, 1),
+            deltas: Tensor::cat(deltas, 1),
+            levels,
+        }
     }
 }
 
@@ -107,8 +133,16 @@ mod tests {
         let device = Default::default();
         let opts = crate::options();
         for (bands, classes) in [(3, 1), (5, 4)] {
-            let bb = autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device).unwrap();
-            let net = RetinaNet::new(bb, classes, opts.anchors_per_location(), &Params::new(), &device);
+            let bb =
+                autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device)
+                    .unwrap();
+            let net = RetinaNet::new(
+                bb,
+                classes,
+                opts.anchors_per_location(),
+                &Params::new(),
+                &device,
+            );
             let out = net.forward(Tensor::zeros([2, bands, 64, 96], &device));
             assert_eq!(out.levels, vec![[8, 12], [4, 6], [2, 3], [1, 2]]);
             let anchors = opts.anchor_config(4.0).generate(&out.levels).len();
@@ -145,7 +179,11 @@ mod layout_tests {
                 for a in 0..3 {
                     let r = (y * 3 + x) * 3 + a;
                     for k in 0..2 {
-                        assert_eq!(out[r * 2 + k], ((a * 2 + k) * 100 + y * 10 + x) as f32, "row {r} column {k}");
+                        assert_eq!(
+                            out[r * 2 + k],
+                            ((a * 2 + k) * 100 + y * 10 + x) as f32,
+                            "row {r} column {k}"
+                        );
                     }
                 }
             }

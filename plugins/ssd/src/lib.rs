@@ -30,13 +30,20 @@ pub fn options() -> DetOptions {
         class_loss: ClassLoss::HardNegative { ratio: 3 },
         box_loss: BoxLoss::SmoothL1 { beta: 1.0 },
         // SSD's variances 0.1 and 0.2, as weights.
-        coder: BoxCoder { weights: [10.0, 10.0, 5.0, 5.0] },
+        coder: BoxCoder {
+            weights: [10.0, 10.0, 5.0, 5.0],
+        },
         default_lr: 1e-3,
         default_tile: 256,
         params: Params::new(),
     }
 }
 
-fn build<B: Backend>(backbone: Backbone<B>, classes: usize, _: &Params, device: &B::Device) -> Ssd<B> {
+fn build<B: Backend>(
+    backbone: Backbone<B>,
+    classes: usize,
+    _: &Params,
+    device: &B::Device,
+) -> Ssd<B> {
     Ssd::new(backbone, classes, options().anchors_per_location(), device)
 }

@@ -34,7 +34,10 @@ pub struct Adapter<B: Backend> {
 
 impl<B: Backend> Adapter<B> {
     fn new(input: usize, device: &B::Device) -> Self {
-        Adapter { conv: Conv2dConfig::new([input, WIDTH], [1, 1]).init(device), norm: GroupNormConfig::new(16, WIDTH).init(device) }
+        Adapter {
+            conv: Conv2dConfig::new([input, WIDTH], [1, 1]).init(device),
+            norm: GroupNormConfig::new(16, WIDTH).init(device),
+        }
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -69,7 +72,10 @@ fn conv3<B: Backend>(input: usize, output: usize, stride: usize, device: &B::Dev
 fn predictor<B: Backend>(output: usize, device: &B::Device) -> Conv2d<B> {
     Conv2dConfig::new([WIDTH, output], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 })
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.01,
+        })
         .init(device)
 }
 
@@ -80,10 +86,19 @@ impl<B: Backend> Ssd<B> {
         let [_, c8, c16, c32] = backbone.channels();
         let channels = [c8, c16, c32, EXTRA];
         Ssd {
-            extra: ExtraLayer { reduce: ConvBnRelu::new(c32, EXTRA / 2, 1, 1, device), down: conv3(EXTRA / 2, EXTRA, 2, device) },
+            extra: ExtraLayer {
+                reduce: ConvBnRelu::new(c32, EXTRA / 2, 1, 1, device),
+                down: conv3(EXTRA / 2, EXTRA, 2, device),
+            },
             adapters: channels.iter().map(|&c| Adapter::new(c, device)).collect(),
-            cls: channels.iter().map(|_| predictor(anchors * (classes + 1), device)).collect(),
-            boxes: channels.iter().map(|_| predictor(anchors * 4, device)).collect(),
+            cls: channels
+                .iter()
+                .map(|_| predictor(anchors * (classes + 1), device))
+                .collect(),
+            boxes: channels
+                .iter()
+                .map(|_| predictor(anchors * 4, device))
+                .collect(),
             classes: classes + 1,
             backbone,
         }
@@ -93,18 +108,30 @@ impl<B: Backend> Ssd<B> {
 impl<B: Backend> DetNet<B> for Ssd<B> {
     fn forward(&self, x: Tensor<B, 4>) -> DetOutput<B> {
         let [_, f8, f16, f32] = self.backbone.features(x);
-        let f64 = self.extra.down.forward(self.extra.reduce.forward(f32.clone()));
+        let f64 = self
+            .extra
+            .down
+            .forward(self.extra.reduce.forward(f32.clone()));
         let mut logits = Vec::new();
         let mut deltas = Vec::new();
         let mut levels = Vec::new();
-        for (((f, adapter), cls), boxes) in [f8, f16, f32, f64].into_iter().zip(&self.adapters).zip(&self.cls).zip(&self.boxes) {
+        for (((f, adapter), cls), boxes) in [f8, f16, f32, f64]
+            .into_iter()
+            .zip(&self.adapters)
+            .zip(&self.cls)
+            .zip(&self.boxes)
+        {
             let [_, _, h, w] = f.dims();
             let f = adapter.forward(f);
             levels.push([h, w]);
             logits.push(per_anchor(cls.forward(f.clone()), self.classes));
             deltas.push(per_anchor(boxes.forward(f), 4));
         }
-        DetOutput { logits: Tensor::cat(logits, 1), deltas: Tensor::cat(deltas, 1), levels }
+        DetOutput {
+            logits: Tensor::cat(logits, 1),
+            deltas: Tensor::cat(deltas, 1),
+            levels,
+        }
     }
 }
 
@@ -119,7 +146,9 @@ mod tests {
         let device = Default::default();
         let opts = crate::options();
         for (bands, classes) in [(3, 1), (4, 3)] {
-            let bb = autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device).unwrap();
+            let bb =
+                autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device)
+                    .unwrap();
             let net = Ssd::new(bb, classes, opts.anchors_per_location(), &device);
             let out = net.forward(Tensor::zeros([2, bands, 64, 96], &device));
             assert_eq!(out.levels, vec![[8, 12], [4, 6], [2, 3], [1, 2]]);

@@ -7,7 +7,9 @@
 //! good-density / rest-density among 24 drawn from the good density is proposed. Until four
 //! trials have a score the sampler draws at random.
 
-use autodl_api::{Dimension, ParamValue, Params, SearchSpace, TrialRecord, Tuner, TunerRegistration, inventory};
+use autodl_api::{
+    Dimension, ParamValue, Params, SearchSpace, TrialRecord, Tuner, TunerRegistration, inventory,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -24,7 +26,11 @@ pub struct Tpe;
 inventory::submit!(TunerRegistration(&Tpe));
 
 fn score(t: &TrialRecord) -> Option<f64> {
-    t.curve.iter().copied().filter(|v| v.is_finite()).reduce(f64::max)
+    t.curve
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .reduce(f64::max)
 }
 
 /// A mixture of Gaussians over `[low, high]` with a uniform prior component.
@@ -40,15 +46,26 @@ impl Parzen {
         let n = points.len().max(1) as f64;
         // A fifth of the range, shrinking slowly with more points (Scott-like), never narrower
         // than 2 % of the range.
-        let sigma = ((high - low) / 5.0 / n.powf(0.2)).max(0.02 * (high - low)).max(1e-12);
-        Parzen { centres: points, sigma, low, high }
+        let sigma = ((high - low) / 5.0 / n.powf(0.2))
+            .max(0.02 * (high - low))
+            .max(1e-12);
+        Parzen {
+            centres: points,
+            sigma,
+            low,
+            high,
+        }
     }
 
     fn density(&self, x: f64) -> f64 {
         let prior = 1.0 / (self.high - self.low).max(1e-12);
         let k = self.centres.len() as f64 + 1.0;
         let norm = 1.0 / (self.sigma * (2.0 * std::f64::consts::PI).sqrt());
-        let sum: f64 = self.centres.iter().map(|c| norm * (-0.5 * ((x - c) / self.sigma).powi(2)).exp()).sum();
+        let sum: f64 = self
+            .centres
+            .iter()
+            .map(|c| norm * (-0.5 * ((x - c) / self.sigma).powi(2)).exp())
+            .sum();
         (sum + prior) / k
     }
 
@@ -80,10 +97,14 @@ fn numeric(v: Option<&ParamValue>) -> Option<f64> {
 
 fn random_value(dim: &Dimension, rng: &mut StdRng) -> Option<ParamValue> {
     Some(match dim {
-        Dimension::LogUniform { low, high } => ParamValue::Number(rng.random_range(low.ln()..=high.ln()).exp()),
+        Dimension::LogUniform { low, high } => {
+            ParamValue::Number(rng.random_range(low.ln()..=high.ln()).exp())
+        }
         Dimension::Uniform { low, high } => ParamValue::Number(rng.random_range(*low..=*high)),
         Dimension::Choice { options } if options.is_empty() => return None,
-        Dimension::Choice { options } => ParamValue::Text(options[rng.random_range(0..options.len())].clone()),
+        Dimension::Choice { options } => {
+            ParamValue::Text(options[rng.random_range(0..options.len())].clone())
+        }
     })
 }
 
@@ -93,8 +114,13 @@ impl Tuner for Tpe {
     }
 
     fn suggest(&self, space: &SearchSpace, history: &[TrialRecord], seed: u64) -> Option<Params> {
-        let mut rng = StdRng::seed_from_u64(seed ^ (history.len() as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut scored: Vec<(&TrialRecord, f64)> = history.iter().filter_map(|t| score(t).map(|s| (t, s))).collect();
+        let mut rng = StdRng::seed_from_u64(
+            seed ^ (history.len() as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let mut scored: Vec<(&TrialRecord, f64)> = history
+            .iter()
+            .filter_map(|t| score(t).map(|s| (t, s)))
+            .collect();
         let mut params = Params::new();
         if scored.len() < STARTUP {
             for (name, dim) in space {
@@ -112,13 +138,16 @@ impl Tuner for Tpe {
                     let f = |x: f64| if log { x.ln() } else { x };
                     let (lo, hi) = (f(*low), f(*high));
                     let pts = |set: &[(&TrialRecord, f64)]| -> Vec<f64> {
-                        set.iter().filter_map(|(t, _)| numeric(t.params.get(name))).map(f).collect()
+                        set.iter()
+                            .filter_map(|(t, _)| numeric(t.params.get(name)))
+                            .map(f)
+                            .collect()
                     };
                     let l = Parzen::new(pts(good), lo, hi);
                     let g = Parzen::new(pts(bad), lo, hi);
-                    let best = (0..CANDIDATES)
-                        .map(|_| l.sample(&mut rng))
-                        .max_by(|a, b| (l.density(*a) / g.density(*a)).total_cmp(&(l.density(*b) / g.density(*b))))?;
+                    let best = (0..CANDIDATES).map(|_| l.sample(&mut rng)).max_by(|a, b| {
+                        (l.density(*a) / g.density(*a)).total_cmp(&(l.density(*b) / g.density(*b)))
+                    })?;
                     ParamValue::Number(if log { best.exp() } else { best })
                 }
                 Dimension::Choice { options } if options.is_empty() => return None,
@@ -138,13 +167,16 @@ impl Tuner for Tpe {
                     let (l, g) = (probs(good), probs(bad));
                     let draw = |rng: &mut StdRng| {
                         let mut u = rng.random_range(0.0..1.0);
-                        l.iter().position(|p| {
-                            u -= p;
-                            u <= 0.0
-                        })
-                        .unwrap_or(l.len() - 1)
+                        l.iter()
+                            .position(|p| {
+                                u -= p;
+                                u <= 0.0
+                            })
+                            .unwrap_or(l.len() - 1)
                     };
-                    let best = (0..CANDIDATES).map(|_| draw(&mut rng)).max_by(|a, b| (l[*a] / g[*a]).total_cmp(&(l[*b] / g[*b])))?;
+                    let best = (0..CANDIDATES)
+                        .map(|_| draw(&mut rng))
+                        .max_by(|a, b| (l[*a] / g[*a]).total_cmp(&(l[*b] / g[*b])))?;
                     ParamValue::Text(options[best].clone())
                 }
             };
@@ -160,8 +192,19 @@ mod tests {
 
     fn space() -> SearchSpace {
         let mut s = SearchSpace::new();
-        s.insert("lr".into(), Dimension::LogUniform { low: 1e-5, high: 1e-1 });
-        s.insert("opt".into(), Dimension::Choice { options: vec!["a".into(), "b".into()] });
+        s.insert(
+            "lr".into(),
+            Dimension::LogUniform {
+                low: 1e-5,
+                high: 1e-1,
+            },
+        );
+        s.insert(
+            "opt".into(),
+            Dimension::Choice {
+                options: vec!["a".into(), "b".into()],
+            },
+        );
         s
     }
 
@@ -169,7 +212,11 @@ mod tests {
         let mut params = Params::new();
         params.insert("lr".into(), ParamValue::Number(lr));
         params.insert("opt".into(), ParamValue::Text(opt.into()));
-        TrialRecord { params, curve: vec![score / 2.0, score], complete: true }
+        TrialRecord {
+            params,
+            curve: vec![score / 2.0, score],
+            complete: true,
+        }
     }
 
     #[test]
@@ -183,7 +230,9 @@ mod tests {
         let mut b = 0;
         for seed in 0..40 {
             let p = Tpe.suggest(&space(), &history, seed).unwrap();
-            let Some(ParamValue::Number(lr)) = p.get("lr") else { panic!() };
+            let Some(ParamValue::Number(lr)) = p.get("lr") else {
+                panic!()
+            };
             if (1e-4..1e-2).contains(lr) {
                 near += 1;
             }
@@ -198,8 +247,14 @@ mod tests {
     #[test]
     fn random_while_warming_up_and_in_bounds() {
         let p = Tpe.suggest(&space(), &[], 3).unwrap();
-        let Some(ParamValue::Number(lr)) = p.get("lr") else { panic!() };
+        let Some(ParamValue::Number(lr)) = p.get("lr") else {
+            panic!()
+        };
         assert!((1e-5..=1e-1).contains(lr));
-        assert_eq!(p, Tpe.suggest(&space(), &[], 3).unwrap(), "reproducible for a seed");
+        assert_eq!(
+            p,
+            Tpe.suggest(&space(), &[], 3).unwrap(),
+            "reproducible for a seed"
+        );
     }
 }

@@ -16,7 +16,11 @@ use burn::tensor::{Int, Tensor, TensorData};
 type B = Autodiff<Flex>;
 
 fn main() {
-    let steps: usize = std::env::args().skip_while(|a| a != "--steps").nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let steps: usize = std::env::args()
+        .skip_while(|a| a != "--steps")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let device = Default::default();
     let (n, size, classes) = (8, 256, 7);
     let backbone = match autodl_train::backboned::backbone::<B>("resnet18", 3, false, &device) {
@@ -28,7 +32,11 @@ fn main() {
     };
     let mut model = Unet::new(backbone, classes, &device);
     let mut optim = AdamWConfig::new().init::<B, Unet<B>>();
-    let x = Tensor::<B, 4>::random([n, 3, size, size], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let x = Tensor::<B, 4>::random(
+        [n, 3, size, size],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     let y: Vec<i64> = (0..n * size * size).map(|i| (i % classes) as i64).collect();
     let y = Tensor::<B, 3, Int>::from_data(TensorData::new(y, [n, size, size]), &device);
     let mut step = |model: Unet<B>| {

@@ -14,6 +14,11 @@ autodl_train::backbone_family!(
     UnetFamily, "unet", Unet, build, default_lr = 1e-3
 );
 
-fn build<B: Backend>(backbone: Backbone<B>, classes: usize, _: &Params, device: &B::Device) -> Unet<B> {
+fn build<B: Backend>(
+    backbone: Backbone<B>,
+    classes: usize,
+    _: &Params,
+    device: &B::Device,
+) -> Unet<B> {
     Unet::new(backbone, classes, device)
 }

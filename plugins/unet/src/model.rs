@@ -18,7 +18,10 @@ pub struct DecoderBlock<B: Backend> {
 
 impl<B: Backend> DecoderBlock<B> {
     fn new(input: usize, output: usize, device: &B::Device) -> Self {
-        DecoderBlock { a: ConvBnRelu::new(input, output, 3, 1, device), b: ConvBnRelu::new(output, output, 3, 1, device) }
+        DecoderBlock {
+            a: ConvBnRelu::new(input, output, 3, 1, device),
+            b: ConvBnRelu::new(output, output, 3, 1, device),
+        }
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -83,9 +86,15 @@ mod tests {
         type B = Autodiff<Flex>;
         let device = Default::default();
         for bands in [1, 3, 6] {
-            let bb = autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device).unwrap();
+            let bb =
+                autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device)
+                    .unwrap();
             let net = Unet::new(bb, 5, &device);
-            assert_eq!(net.forward(Tensor::zeros([2, bands, 64, 96], &device)).dims(), [2, 5, 64, 96]);
+            assert_eq!(
+                net.forward(Tensor::zeros([2, bands, 64, 96], &device))
+                    .dims(),
+                [2, 5, 64, 96]
+            );
         }
     }
 }

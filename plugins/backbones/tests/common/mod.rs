@@ -17,18 +17,28 @@ pub fn device() -> burn::backend::flex::FlexDevice {
 /// The bundled EfficientNet-Lite0 weights.
 pub fn lite0_weights() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/efficientnet-lite0.safetensors");
-    assert!(path.is_file(), "bundled weights missing: {}", path.display());
+    assert!(
+        path.is_file(),
+        "bundled weights missing: {}",
+        path.display()
+    );
     path
 }
 
 /// A file under the repository's `tests/fixtures/backbones/`.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/backbones").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/backbones")
+        .join(name)
 }
 
 /// A photo from `../shared/data/photos/`, failing clearly when the shared folder is absent.
 pub fn photo(name: &str) -> PathBuf {
-    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/photos")).join(name);
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/photos"
+    ))
+    .join(name);
     assert!(
         path.is_file(),
         "{} is missing: the photo tests need the shared data folder next to the repository (../shared/data/photos)",
@@ -39,11 +49,19 @@ pub fn photo(name: &str) -> PathBuf {
 
 /// The photo as EfficientNet-Lite0 expects it: short side resized to 256, centre crop 224,
 /// `(x - 127) / 128`.
-pub fn lite0_input<B: burn::tensor::backend::Backend>(path: &Path, device: &B::Device) -> Tensor<B, 4> {
-    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
+pub fn lite0_input<B: burn::tensor::backend::Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
     let (w, h) = img.dimensions();
     let scale = 256.0 / w.min(h) as f64;
-    let (w, h) = ((w as f64 * scale).round() as u32, (h as f64 * scale).round() as u32);
+    let (w, h) = (
+        (w as f64 * scale).round() as u32,
+        (h as f64 * scale).round() as u32,
+    );
     let img = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
     let (left, top) = ((w - 224) / 2, (h - 224) / 2);
     let mut data = vec![0f32; 3 * 224 * 224];
@@ -70,7 +88,11 @@ pub fn pattern<B: burn::tensor::backend::Backend>(
             for y in 0..h {
                 for x in 0..w {
                     let (i, b, y, x) = (i as f64, b as f64 + 1.0, y as f64 + 1.0, x as f64 + 1.0);
-                    data.push((0.9 * (0.021 * y * b + 0.013 * x + i).sin() * (0.017 * x * (b + 1.0) - 0.011 * y).cos()) as f32);
+                    data.push(
+                        (0.9 * (0.021 * y * b + 0.013 * x + i).sin()
+                            * (0.017 * x * (b + 1.0) - 0.011 * y).cos())
+                            as f32,
+                    );
                 }
             }
         }
@@ -79,13 +101,19 @@ pub fn pattern<B: burn::tensor::backend::Backend>(
 }
 
 pub fn to_vec<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 data")
 }
 
 /// Largest absolute difference.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Class indices by decreasing logit.
