@@ -805,8 +805,29 @@ fn exit_with_parent() {
 #[cfg(not(unix))]
 fn exit_with_parent() {}
 
+/// Sends a panic's message as the trial's last line ([`Event::Panicked`]), then lets the
+/// default hook print it as usual.
+fn report_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        let out_of_memory = autodl_core::is_out_of_memory_panic(&message);
+        JsonLines::send(&Event::Panicked {
+            message,
+            out_of_memory,
+        });
+        default(info);
+    }));
+}
+
 pub fn trial(spec_path: &Path) -> Outcome {
     exit_with_parent();
+    report_panics();
     let text = std::fs::read_to_string(spec_path)
         .with_context(|| format!("cannot read {}", spec_path.display()))?;
     let spec: TrialSpec = serde_json::from_str(&text)

@@ -80,7 +80,7 @@ impl TrialBars {
                 )
             }
             Event::Message { text } => format!("{}: {text}", spec.id),
-            Event::Result(_) => return,
+            Event::Result(_) | Event::Panicked { .. } => return,
         };
         if !self.quiet {
             if terminal {

@@ -1058,3 +1058,68 @@ fn evaluate_matches_the_pycocotools_fixture() {
     let voc = case["voc"]["all_point"]["map"].as_f64().unwrap();
     assert!((got["voc-ap50"].as_f64().unwrap() - voc).abs() < 1e-6);
 }
+
+#[cfg(unix)]
+#[test]
+fn sigterm_ends_the_run_and_its_trial_as_ctrl_c_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    let out = dir.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autodl"))
+        .args([
+            "train",
+            data.to_str().unwrap(),
+            "--time-limit",
+            "120s",
+            "--out",
+            out.to_str().unwrap(),
+            "--networks",
+            "unet",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let children_of = || -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut children = children_of();
+    while children.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no trial started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended too soon"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        children = children_of();
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{status}");
+    let killed = std::time::Instant::now();
+    let running = |c: &String| {
+        std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|st| {
+            st.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    while children.iter().any(running) && killed.elapsed() < std::time::Duration::from_secs(2) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !children.iter().any(running),
+        "trial processes {children:?} outlived a SIGTERM by 2 s"
+    );
+}

@@ -12,7 +12,8 @@ mod study;
 pub use leaderboard::{Leaderboard, Row};
 pub use plan::{Plan, PlanError, plan};
 pub use runner::{
-    ChildRunner, Event, Pruner, RunError, RunOptions, TrialRunner, run_plan, search_space,
+    ChildRunner, Event, OUT_OF_MEMORY, Pruner, RunError, RunOptions, TrialRunner, is_out_of_memory,
+    is_out_of_memory_panic, run_plan, search_space,
 };
 pub use study::Study;
 

@@ -30,6 +30,26 @@ pub enum Event {
     },
     /// The trial's outcome; the last line.
     Result(TrialResult),
+    /// The trial process panicked: its last line when it sends no result. Read instead of
+    /// its stderr, where the message may be anywhere.
+    #[serde(rename_all = "kebab-case")]
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// Whether the panic was a device's out-of-memory error (Burn 0.21's CUDA backend
+        /// panics on one).
+        out_of_memory: bool,
+    },
+}
+
+/// How failure reasons that mean "out of memory" begin: the runner halves the batch and
+/// retries a trial whose reason starts so.
+pub const OUT_OF_MEMORY: &str = "out of memory";
+
+/// Whether a panic message is a device allocator's out-of-memory error.
+pub fn is_out_of_memory_panic(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("out of memory") || m.contains("outofmemory") || m.contains("memory allocation")
 }
 
 /// Why the orchestrator could not run a trial at all (not why a trial failed).
@@ -124,6 +144,15 @@ fn death_reason(stderr: &str, exit: Exit) -> String {
     }
 }
 
+/// A failure reason from a trial's [`Event::Panicked`].
+fn panic_reason(message: &str, out_of_memory: bool) -> String {
+    if out_of_memory {
+        format!("{OUT_OF_MEMORY}: {message}")
+    } else {
+        format!("panicked: {message}")
+    }
+}
+
 impl TrialRunner for ChildRunner {
     fn run(
         &self,
@@ -172,10 +201,15 @@ impl TrialRunner for ChildRunner {
         let deadline =
             Instant::now() + Duration::from_secs_f64(spec.time_budget_secs + self.grace_secs);
         let mut result = None;
+        let mut panicked = None;
         let mut killed = false;
         loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(Event::Result(r)) => result = Some(r),
+                Ok(Event::Panicked {
+                    message,
+                    out_of_memory,
+                }) => panicked = Some((message, out_of_memory)),
                 Ok(ev) => on_event(spec, &ev),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -198,10 +232,11 @@ impl TrialRunner for ChildRunner {
                 "metric",
             );
         }
-        match (result, status) {
-            (Some(r), _) => r,
-            (None, Ok(s)) => failed(death_reason(&stderr, Exit::of(&s)), "metric"),
-            (None, Err(e)) => failed(format!("lost the trial process: {e}"), "metric"),
+        match (result, status, panicked) {
+            (Some(r), _, _) => r,
+            (None, _, Some((message, oom))) => failed(panic_reason(&message, oom), "metric"),
+            (None, Ok(s), None) => failed(death_reason(&stderr, Exit::of(&s)), "metric"),
+            (None, Err(e), None) => failed(format!("lost the trial process: {e}"), "metric"),
         }
     }
 }
@@ -213,10 +248,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     }
 }
 
-/// Whether a failure reason looks like running out of memory.
+/// Whether a failure reason says the trial ran out of memory: the runner's own reasons begin
+/// with [`OUT_OF_MEMORY`]; a trial's own (say, a caught device error) may say so anywhere.
 pub fn is_out_of_memory(reason: &str) -> bool {
-    let r = reason.to_lowercase();
-    r.contains("out of memory") || r.contains("outofmemory") || r.contains("memory allocation")
+    reason.starts_with(OUT_OF_MEMORY) || is_out_of_memory_panic(reason)
 }
 
 /// Stops weak trials early, in the manner of asynchronous successive halving: at rung epochs
@@ -594,6 +629,25 @@ fn run_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_line_is_the_reason_and_flags_out_of_memory() {
+        let line =
+            r#"{"event":"panicked","message":"CUDA error: out of memory","out-of-memory":true}"#;
+        let Ok(Event::Panicked {
+            message,
+            out_of_memory,
+        }) = serde_json::from_str::<Event>(line)
+        else {
+            panic!("not a panic event: {line}");
+        };
+        let reason = panic_reason(&message, out_of_memory);
+        assert_eq!(reason, "out of memory: CUDA error: out of memory");
+        assert!(is_out_of_memory(&reason));
+        let other = panic_reason("index out of bounds", false);
+        assert_eq!(other, "panicked: index out of bounds");
+        assert!(!is_out_of_memory(&other));
+    }
 
     #[test]
     fn finds_the_panic_message() {

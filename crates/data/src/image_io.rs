@@ -50,64 +50,161 @@ pub(crate) struct ImageInfo {
     pub bit_depth: u8,
 }
 
-/// Pixel data straight from a decoder, before conversion to `f32` CHW.
-enum Raw {
-    Dynamic(image::DynamicImage),
-    Tiff {
-        info: ImageInfo,
-        planar: bool,
-        data: DecodingResult,
-    },
+/// The most pixels an image or mask may have: about 32768 x 32768. Larger images are
+/// refused from their header, before anything is allocated.
+pub const MAX_PIXELS: u64 = 1 << 30;
+
+/// The most bytes one decoded image may take, in the decoder's buffer or as `f32` samples.
+pub const MAX_DECODED_BYTES: u64 = 4 << 30;
+
+/// Refuses an image whose header declares more than [`MAX_PIXELS`], or whose decoded samples
+/// (`bytes_per_sample` each) would take more than [`MAX_DECODED_BYTES`].
+fn check_size(
+    path: &Path,
+    width: u32,
+    height: u32,
+    bands: u32,
+    bytes_per_sample: u64,
+) -> Result<(), DataError> {
+    let pixels = u64::from(width) * u64::from(height);
+    let bytes = pixels
+        .saturating_mul(u64::from(bands))
+        .saturating_mul(bytes_per_sample);
+    let too_large = |what: String| DataError::Unsupported {
+        path: path.to_path_buf(),
+        reason: format!("image too large: {width} x {height} x {bands} bands {what}"),
+    };
+    if pixels > MAX_PIXELS {
+        return Err(too_large(format!(
+            "is {pixels} pixels, over the limit of {MAX_PIXELS}; cut it into tiles"
+        )));
+    }
+    if bytes > MAX_DECODED_BYTES {
+        return Err(too_large(format!(
+            "takes {} MiB decoded, over the limit of {} MiB; cut it into tiles",
+            bytes >> 20,
+            MAX_DECODED_BYTES >> 20
+        )));
+    }
+    Ok(())
 }
 
-impl Raw {
+/// An image's samples as the file holds them (not yet widened to `f32`): what inference
+/// reads window by window, so a large image costs its file's sample size, not four bytes
+/// per sample.
+#[derive(Debug)]
+pub struct RawImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Number of bands.
+    pub bands: u32,
+    /// Bits per sample in the file.
+    pub bit_depth: u8,
+    /// Band-major (`true`) or pixel-interleaved samples.
+    planar: bool,
+    data: DecodingResult,
+}
+
+impl RawImage {
     fn info(&self) -> ImageInfo {
-        match self {
-            Raw::Dynamic(img) => {
-                let color = img.color();
-                ImageInfo {
-                    width: img.width(),
-                    height: img.height(),
-                    bands: u32::from(color.channel_count()),
-                    bit_depth: u8::try_from(
-                        color.bits_per_pixel() / u16::from(color.channel_count()),
-                    )
-                    .unwrap_or(u8::MAX),
+        ImageInfo {
+            width: self.width,
+            height: self.height,
+            bands: self.bands,
+            bit_depth: self.bit_depth,
+        }
+    }
+
+    /// Writes band `band` of row `y`, pixels `x0..x0 + out.len()`, into `out` as `f32` (the
+    /// values [`load_image`] gives).
+    ///
+    /// # Panics
+    /// When the band, row or span lies outside the image.
+    pub fn band_row(&self, band: usize, y: usize, x0: usize, out: &mut [f32]) {
+        let (w, bands) = (self.width as usize, self.bands as usize);
+        let plane = w * self.height as usize;
+        let n = out.len();
+        macro_rules! fill {
+            ($v:expr) => {
+                if self.planar || bands == 1 {
+                    let start = band * plane + y * w + x0;
+                    for (o, s) in out.iter_mut().zip(&$v[start..start + n]) {
+                        *o = s.to_f32();
+                    }
+                } else {
+                    let start = (y * w + x0) * bands + band;
+                    for (o, s) in out.iter_mut().zip($v[start..].iter().step_by(bands)) {
+                        *o = s.to_f32();
+                    }
+                }
+            };
+        }
+        match &self.data {
+            DecodingResult::U8(v) => fill!(v),
+            DecodingResult::U16(v) => fill!(v),
+            DecodingResult::U32(v) => fill!(v),
+            DecodingResult::U64(v) => fill!(v),
+            DecodingResult::F16(v) => {
+                let start = if self.planar || bands == 1 {
+                    band * plane + y * w + x0
+                } else {
+                    (y * w + x0) * bands + band
+                };
+                let step = if self.planar || bands == 1 { 1 } else { bands };
+                for (o, s) in out.iter_mut().zip(v[start..].iter().step_by(step)) {
+                    *o = f32::from(*s);
                 }
             }
-            Raw::Tiff { info, .. } => *info,
+            DecodingResult::F32(v) => fill!(v),
+            DecodingResult::F64(v) => fill!(v),
+            DecodingResult::I8(v) => fill!(v),
+            DecodingResult::I16(v) => fill!(v),
+            DecodingResult::I32(v) => fill!(v),
+            DecodingResult::I64(v) => fill!(v),
+        }
+    }
+
+    /// Widens every sample to `f32`, band-major.
+    pub fn into_image(self) -> Image {
+        let info = self.info();
+        let data = tiff_to_chw(&info, self.planar, self.data);
+        Image {
+            width: info.width,
+            height: info.height,
+            bands: info.bands,
+            bit_depth: info.bit_depth,
+            data,
         }
     }
 }
 
 /// Loads an image of any supported kind: PNG, JPEG or TIFF; 8 or 16 bit (TIFF also 32/64 bit
-/// integer or float); gray, RGB, RGBA or N bands.
+/// integer or float); gray, RGB, RGBA or N bands. Images over [`MAX_PIXELS`], or whose `f32`
+/// samples would pass [`MAX_DECODED_BYTES`], are refused before decoding.
 pub fn load_image(path: &Path) -> Result<Image, DataError> {
-    let raw = decode(path)?;
-    let info = raw.info();
-    let data = match raw {
-        Raw::Dynamic(img) => dynamic_to_chw(img),
-        Raw::Tiff { planar, data, .. } => tiff_to_chw(&info, planar, data),
-    };
-    Ok(Image {
-        width: info.width,
-        height: info.height,
-        bands: info.bands,
-        bit_depth: info.bit_depth,
-        data,
-    })
+    Ok(decode(path, 4)?.into_image())
+}
+
+/// Loads an image's samples as the file holds them: [`load_image`] without the widening to
+/// `f32`, for images too large to hold as `f32`.
+pub fn load_raw_image(path: &Path) -> Result<RawImage, DataError> {
+    decode(path, 0)
 }
 
 /// Decodes all of an image (a truncated file fails here) and returns its shape.
 pub(crate) fn probe_image(path: &Path) -> Result<ImageInfo, DataError> {
-    Ok(decode(path)?.info())
+    Ok(decode(path, 0)?.info())
 }
 
-fn decode(path: &Path) -> Result<Raw, DataError> {
+/// Decodes an image, first checking its declared size, with `f32_bytes` per sample for what
+/// the caller will make of it (0: kept as decoded).
+fn decode(path: &Path, f32_bytes: u64) -> Result<RawImage, DataError> {
     // One read serves the format sniffing, the JPEG end check and the decoder.
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
-        return decode_tiff(path, Cursor::new(bytes));
+        return decode_tiff(path, Cursor::new(bytes), f32_bytes);
     }
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         check_jpeg_end(path, &bytes)?;
@@ -122,8 +219,20 @@ fn decode(path: &Path) -> Result<Raw, DataError> {
     {
         reader.set_format(f);
     }
-    let img = reader.decode().map_err(|e| decode_err(path, e))?;
-    Ok(Raw::Dynamic(img))
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| decode_err(path, e))?;
+    {
+        use image::ImageDecoder;
+        let (width, height) = decoder.dimensions();
+        let color = decoder.color_type();
+        let bands = u32::from(color.channel_count());
+        let bytes_per_sample = u64::from(color.bytes_per_pixel()) / u64::from(bands.max(1));
+        check_size(path, width, height, bands, bytes_per_sample.max(f32_bytes))?;
+    }
+    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| decode_err(path, e))?;
+    Ok(dynamic_to_raw(img))
 }
 
 /// The JPEG decoder may fill a truncated scan with grey and report success (it does when the
@@ -154,14 +263,15 @@ fn decode_err(path: &Path, e: impl std::fmt::Display) -> DataError {
 
 fn open_tiff<R: Read + Seek>(path: &Path, r: R) -> Result<TiffDecoder<R>, DataError> {
     let mut limits = TiffLimits::default();
-    // The default 256 MiB cap is below a single large orthophoto.
-    limits.decoding_buffer_size = 4 << 30;
+    // The default 256 MiB cap is below a single large orthophoto; the declared size is checked
+    // against the same limit before decoding.
+    limits.decoding_buffer_size = usize::try_from(MAX_DECODED_BYTES).unwrap_or(usize::MAX);
     TiffDecoder::new(r)
         .map(|d| d.with_limits(limits))
         .map_err(|e| decode_err(path, e))
 }
 
-fn decode_tiff<R: Read + Seek>(path: &Path, r: R) -> Result<Raw, DataError> {
+fn decode_tiff<R: Read + Seek>(path: &Path, r: R, f32_bytes: u64) -> Result<RawImage, DataError> {
     use tiff::ColorType as C;
     let mut dec = open_tiff(path, r)?;
     let (width, height) = dec.dimensions().map_err(|e| decode_err(path, e))?;
@@ -187,6 +297,13 @@ fn decode_tiff<R: Read + Seek>(path: &Path, r: R) -> Result<Raw, DataError> {
             reason: format!("{bit_depth}-bit tiff samples (8, 16, 32 and 64 are read)"),
         });
     }
+    check_size(
+        path,
+        width,
+        height,
+        bands,
+        u64::from(bit_depth / 8).max(f32_bytes),
+    )?;
     let mut data = DecodingResult::U8(Vec::new());
     let layout = dec
         .read_image_to_buffer(&mut data)
@@ -212,8 +329,11 @@ fn decode_tiff<R: Read + Seek>(path: &Path, r: R) -> Result<Raw, DataError> {
             ),
         });
     }
-    Ok(Raw::Tiff {
-        info,
+    Ok(RawImage {
+        width: info.width,
+        height: info.height,
+        bands: info.bands,
+        bit_depth: info.bit_depth,
         planar: layout.planes > 1,
         data,
     })
@@ -293,26 +413,34 @@ fn tiff_to_chw(info: &ImageInfo, planar: bool, data: DecodingResult) -> Vec<f32>
     }
 }
 
-fn dynamic_to_chw(img: image::DynamicImage) -> Vec<f32> {
+fn dynamic_to_raw(img: image::DynamicImage) -> RawImage {
     use image::DynamicImage as D;
-    let pixels = img.width() as usize * img.height() as usize;
-    let bands = usize::from(img.color().channel_count());
-    match img {
-        D::ImageLuma8(i) => hwc_to_chw(i.as_raw(), pixels, bands),
-        D::ImageLumaA8(i) => hwc_to_chw(i.as_raw(), pixels, bands),
-        D::ImageRgb8(i) => hwc_to_chw(i.as_raw(), pixels, bands),
-        D::ImageRgba8(i) => hwc_to_chw(i.as_raw(), pixels, bands),
-        D::ImageLuma16(i) => hwc_to_chw(i.as_raw(), pixels, bands),
-        D::ImageLumaA16(i) => hwc_to_chw(i.as_raw(), pixels, bands),
-        D::ImageRgb16(i) => hwc_to_chw(i.as_raw(), pixels, bands),
-        D::ImageRgba16(i) => hwc_to_chw(i.as_raw(), pixels, bands),
-        D::ImageRgb32F(i) => hwc_to_chw(i.as_raw(), pixels, bands),
-        D::ImageRgba32F(i) => hwc_to_chw(i.as_raw(), pixels, bands),
+    let (width, height) = (img.width(), img.height());
+    let color = img.color();
+    let bands = u32::from(color.channel_count());
+    let bit_depth =
+        u8::try_from(color.bits_per_pixel() / u16::from(color.channel_count())).unwrap_or(u8::MAX);
+    let (bands, bit_depth, data) = match img {
+        D::ImageLuma8(i) => (bands, bit_depth, DecodingResult::U8(i.into_raw())),
+        D::ImageLumaA8(i) => (bands, bit_depth, DecodingResult::U8(i.into_raw())),
+        D::ImageRgb8(i) => (bands, bit_depth, DecodingResult::U8(i.into_raw())),
+        D::ImageRgba8(i) => (bands, bit_depth, DecodingResult::U8(i.into_raw())),
+        D::ImageLuma16(i) => (bands, bit_depth, DecodingResult::U16(i.into_raw())),
+        D::ImageLumaA16(i) => (bands, bit_depth, DecodingResult::U16(i.into_raw())),
+        D::ImageRgb16(i) => (bands, bit_depth, DecodingResult::U16(i.into_raw())),
+        D::ImageRgba16(i) => (bands, bit_depth, DecodingResult::U16(i.into_raw())),
+        D::ImageRgb32F(i) => (bands, bit_depth, DecodingResult::F32(i.into_raw())),
+        D::ImageRgba32F(i) => (bands, bit_depth, DecodingResult::F32(i.into_raw())),
         // `DynamicImage` is non-exhaustive; a future variant is read through RGBA float.
-        other => {
-            let i = other.to_rgba32f();
-            hwc_to_chw(i.as_raw(), pixels, 4)
-        }
+        other => (4, 32, DecodingResult::F32(other.to_rgba32f().into_raw())),
+    };
+    RawImage {
+        width,
+        height,
+        bands,
+        bit_depth,
+        planar: false,
+        data,
     }
 }
 
@@ -331,11 +459,20 @@ pub fn load_mask(path: &Path) -> Result<Mask, DataError> {
 
 fn load_png_mask(path: &Path) -> Result<Mask, DataError> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut dec =
-        png::Decoder::new_with_limits(BufReader::new(file), png::Limits { bytes: usize::MAX });
+    let mut dec = png::Decoder::new_with_limits(
+        BufReader::new(file),
+        png::Limits {
+            bytes: usize::try_from(MAX_DECODED_BYTES).unwrap_or(usize::MAX),
+        },
+    );
     dec.set_transformations(png::Transformations::IDENTITY);
     let mut reader = dec.read_info().map_err(|e| decode_err(path, e))?;
     let (color, depth) = reader.output_color_type();
+    {
+        let info = reader.info();
+        // The mask is held as u32 class values.
+        check_size(path, info.width, info.height, 1, 4)?;
+    }
     if !matches!(color, png::ColorType::Grayscale | png::ColorType::Indexed) {
         return Err(DataError::Unsupported {
             path: path.to_path_buf(),
@@ -387,12 +524,8 @@ fn load_png_mask(path: &Path) -> Result<Mask, DataError> {
 
 fn load_tiff_mask(path: &Path) -> Result<Mask, DataError> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let Raw::Tiff { info, data, .. } = decode_tiff(path, BufReader::new(file))? else {
-        return Err(DataError::Unsupported {
-            path: path.to_path_buf(),
-            reason: "not a tiff".to_owned(),
-        });
-    };
+    let raw = decode_tiff(path, BufReader::new(file), 4)?;
+    let (info, data) = (raw.info(), raw.data);
     if info.bands != 1 {
         return Err(DataError::Unsupported {
             path: path.to_path_buf(),

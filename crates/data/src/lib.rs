@@ -37,7 +37,9 @@ use serde::{Deserialize, Serialize};
 
 pub use detect::detect_format;
 pub use error::DataError;
-pub use image_io::{Image, Mask, load_image, load_mask};
+pub use image_io::{
+    Image, MAX_DECODED_BYTES, MAX_PIXELS, Mask, RawImage, load_image, load_mask, load_raw_image,
+};
 pub use open::open;
 pub use summary::{
     BoxStats, ClassSummary, IgnoreSummary, LongestSide, SizeBucket, SizeRange, SplitCounts,

@@ -156,3 +156,121 @@ fn missing_and_corrupt_files_are_errors_naming_the_file() {
         "{err}"
     );
 }
+
+/// CRC-32 of a PNG chunk's type and data.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG of a few bytes whose header declares `w x h` 8-bit gray pixels.
+fn png_declaring(path: &Path, w: u32, h: u32) {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend(data);
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    // A zlib stream of a few zero rows, then nothing.
+    chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+    );
+    chunk(b"IEND", &[]);
+    std::fs::write(path, out).unwrap();
+}
+
+/// A little-endian TIFF of a few bytes whose header declares `w x h` gray pixels of `bits`.
+fn tiff_declaring(path: &Path, w: u32, h: u32, bits: u32) {
+    let entries: [(u16, u16, u32); 8] = [
+        (256, 4, w),    // ImageWidth, LONG
+        (257, 4, h),    // ImageLength
+        (258, 3, bits), // BitsPerSample, SHORT
+        (259, 3, 1),    // Compression: none
+        (262, 3, 1),    // Photometric: black is zero
+        (273, 4, 200),  // StripOffsets
+        (278, 4, h),    // RowsPerStrip
+        (279, 4, 16),   // StripByteCounts
+    ];
+    let mut out = b"II*\0".to_vec();
+    out.extend(8u32.to_le_bytes());
+    out.extend((entries.len() as u16).to_le_bytes());
+    for (tag, kind, value) in entries {
+        out.extend(tag.to_le_bytes());
+        out.extend(kind.to_le_bytes());
+        out.extend(1u32.to_le_bytes());
+        if kind == 3 {
+            out.extend((value as u16).to_le_bytes());
+            out.extend([0, 0]);
+        } else {
+            out.extend(value.to_le_bytes());
+        }
+    }
+    out.extend(0u32.to_le_bytes());
+    out.resize(216, 0);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn images_and_masks_declaring_huge_sizes_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("bomb.png");
+    png_declaring(&png, 100_000, 100_000);
+    assert!(std::fs::metadata(&png).unwrap().len() < 3000);
+    let tif = dir.path().join("bomb.tif");
+    tiff_declaring(&tif, 46_000, 46_000, 8);
+    for err in [
+        load_mask(&png).unwrap_err().to_string(),
+        load_image(&png).unwrap_err().to_string(),
+        load_mask(&tif).unwrap_err().to_string(),
+        load_image(&tif).unwrap_err().to_string(),
+        autodl_data::load_raw_image(&tif).unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("bomb.") && err.contains("image too large") && err.contains("pixels"),
+            "{err}"
+        );
+    }
+    // Within the pixel limit, 64-bit samples would still take too much.
+    let wide = dir.path().join("wide.tif");
+    tiff_declaring(&wide, 30_000, 30_000, 64);
+    let err = load_image(&wide).unwrap_err().to_string();
+    assert!(
+        err.contains("wide.tif") && err.contains("MiB decoded"),
+        "{err}"
+    );
+}
+
+#[test]
+fn raw_rows_match_the_f32_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.png");
+    let img = image::RgbImage::from_fn(5, 3, |x, y| image::Rgb([x as u8, y as u8, 7]));
+    img.save(&path).unwrap();
+    let full = load_image(&path).unwrap();
+    let raw = autodl_data::load_raw_image(&path).unwrap();
+    let mut row = [0f32; 3];
+    for b in 0..3 {
+        for y in 0..3 {
+            raw.band_row(b, y, 2, &mut row);
+            let start = b * 15 + y * 5 + 2;
+            assert_eq!(row, full.data[start..start + 3], "band {b} row {y}");
+        }
+    }
+}

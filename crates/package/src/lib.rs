@@ -11,6 +11,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Value, json};
 
+mod meta;
+pub use meta::{META, ModelMeta, WEIGHTS};
+
 /// Why a package could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
@@ -37,6 +40,16 @@ pub enum PackageError {
         path: PathBuf,
         /// The offending entry name.
         entry: String,
+    },
+    /// An entry, or the whole package, inflates beyond what a model can need.
+    #[error("{path}: refusing entry `{entry}`: {reason}")]
+    TooLarge {
+        /// The package.
+        path: PathBuf,
+        /// The offending entry name.
+        entry: String,
+        /// The size and the limit, in words.
+        reason: String,
     },
     /// A required file is missing from the model folder or the package.
     #[error("{path}: missing `{name}`")]
@@ -175,15 +188,55 @@ pub fn is_safe_entry(name: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
+/// The most an entry holding weights (`.mpk`) may inflate to: several times the largest
+/// network autodl builds (U-Net on ResNet-50, about 130 MB in `f32`).
+pub const MAX_WEIGHTS_BYTES: u64 = 1 << 30;
+/// The most `model.json`, the `.emd` or any other metadata entry may inflate to.
+pub const MAX_METADATA_BYTES: u64 = 4 << 20;
+/// The most any other entry (reports, curves, previews) may inflate to.
+pub const MAX_OTHER_BYTES: u64 = 64 << 20;
+/// The most a whole package may inflate to.
+pub const MAX_TOTAL_BYTES: u64 = 2 << 30;
+/// The most entries a package may hold.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// The inflated size allowed for an entry, by its name.
+fn entry_limit(name: &str) -> u64 {
+    let ext = Path::new(name)
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "mpk" => MAX_WEIGHTS_BYTES,
+        "json" | "emd" => MAX_METADATA_BYTES,
+        _ => MAX_OTHER_BYTES,
+    }
+}
+
 /// Unpacks `package` into `dir` (which must exist) and returns `dir`. Every entry is checked
-/// before anything is written, so a refused package writes nothing.
+/// before anything is written (its path, and its declared size against [`entry_limit`] and
+/// [`MAX_TOTAL_BYTES`]), so a refused package writes nothing; entries are then streamed to
+/// disk, counting what really inflates, and a package that lies about its sizes is refused
+/// when it passes the limit, with what it wrote removed.
 pub fn unpack(package: &Path, dir: &Path) -> Result<PathBuf, PackageError> {
     let file = File::open(package).map_err(io(package))?;
     let zerr = |e: zip::result::ZipError| PackageError::Zip {
         path: package.to_owned(),
         reason: e.to_string(),
     };
+    let too_large = |entry: &str, reason: String| PackageError::TooLarge {
+        path: package.to_owned(),
+        entry: entry.to_owned(),
+        reason,
+    };
     let mut zip = zip::ZipArchive::new(file).map_err(zerr)?;
+    if zip.len() > MAX_ENTRIES {
+        return Err(too_large(
+            "*",
+            format!("{} entries, over the limit of {MAX_ENTRIES}", zip.len()),
+        ));
+    }
+    let mut declared = 0u64;
     for i in 0..zip.len() {
         let entry = zip.by_index_raw(i).map_err(zerr)?;
         if !is_safe_entry(entry.name()) {
@@ -192,19 +245,65 @@ pub fn unpack(package: &Path, dir: &Path) -> Result<PathBuf, PackageError> {
                 entry: entry.name().to_owned(),
             });
         }
+        let limit = entry_limit(entry.name());
+        if entry.size() > limit {
+            return Err(too_large(
+                entry.name(),
+                format!(
+                    "it declares {} bytes, over the limit of {limit}",
+                    entry.size()
+                ),
+            ));
+        }
+        declared = declared.saturating_add(entry.size());
     }
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(zerr)?;
-        if entry.is_dir() {
-            continue;
+    if declared > MAX_TOTAL_BYTES {
+        return Err(too_large(
+            "*",
+            format!(
+                "the entries declare {declared} bytes in all, over the limit of {MAX_TOTAL_BYTES}"
+            ),
+        ));
+    }
+    let mut written: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        let mut total = 0u64;
+        for i in 0..zip.len() {
+            let entry = zip.by_index(i).map_err(zerr)?;
+            if entry.is_dir() {
+                continue;
+            }
+            let name = entry.name().to_owned();
+            let target = dir.join(&name);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let limit = entry_limit(&name).min(MAX_TOTAL_BYTES - total);
+            let mut out = File::create(&target).map_err(io(&target))?;
+            written.push(target.clone());
+            // One byte past the limit tells a lying size from an exact one.
+            let n = std::io::copy(&mut entry.take(limit + 1), &mut out).map_err(|e| {
+                // A corrupt stream (bad CRC, bad deflate data) fails the read; name the package.
+                PackageError::Zip {
+                    path: package.to_owned(),
+                    reason: format!("entry `{name}`: {e}"),
+                }
+            })?;
+            if n > limit {
+                return Err(too_large(
+                    &name,
+                    format!("it inflates past {limit} bytes, more than it declares"),
+                ));
+            }
+            total += n;
         }
-        let target = dir.join(entry.name());
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for f in written {
+            let _ = std::fs::remove_file(f);
         }
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(io(&target))?;
-        std::fs::write(&target, bytes).map_err(io(&target))?;
+        return Err(e);
     }
     if !dir.join("model.json").is_file() {
         return Err(PackageError::Missing {
@@ -277,6 +376,61 @@ mod tests {
             !out.join("model.json").exists(),
             "nothing is written from a refused package"
         );
+    }
+
+    fn zip_with(pkg: &Path, name: &str, bytes: &[u8]) {
+        let mut zip = zip::ZipWriter::new(File::create(pkg).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("model.json", opts).unwrap();
+        zip.write_all(b"{}").unwrap();
+        zip.start_file(name, opts).unwrap();
+        zip.write_all(bytes).unwrap();
+        zip.finish().unwrap();
+    }
+
+    #[test]
+    fn an_entry_declaring_too_much_is_refused_before_inflating() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pkg = tmp.path().join("bomb.dlpk");
+        // 5 MiB of zeros deflates to a few KB; metadata may not exceed 4 MiB.
+        zip_with(&pkg, "x.emd", &vec![0u8; 5 << 20]);
+        assert!(std::fs::metadata(&pkg).unwrap().len() < 100_000);
+        let out = tmp.path().join("inner");
+        std::fs::create_dir(&out).unwrap();
+        let err = unpack(&pkg, &out).unwrap_err().to_string();
+        assert!(
+            err.contains("bomb.dlpk") && err.contains("`x.emd`") && err.contains("declares"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_entry_inflating_past_its_declared_size_is_refused_and_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pkg = tmp.path().join("liar.dlpk");
+        zip_with(&pkg, "x.emd", &vec![0u8; 5 << 20]);
+        // Rewrite the declared sizes (local header and central directory) to 1 KB.
+        let mut bytes = std::fs::read(&pkg).unwrap();
+        let real = (5u32 << 20).to_le_bytes();
+        let mut patched = 0;
+        for i in 0..bytes.len() - 4 {
+            if bytes[i..i + 4] == real {
+                bytes[i..i + 4].copy_from_slice(&1024u32.to_le_bytes());
+                patched += 1;
+            }
+        }
+        assert!(patched >= 2, "{patched}");
+        std::fs::write(&pkg, bytes).unwrap();
+        let out = tmp.path().join("inner");
+        std::fs::create_dir(&out).unwrap();
+        let err = unpack(&pkg, &out).unwrap_err().to_string();
+        assert!(
+            err.contains("liar.dlpk") && err.contains("`x.emd`"),
+            "{err}"
+        );
+        assert!(!out.join("x.emd").exists(), "the partial entry is removed");
     }
 
     #[test]

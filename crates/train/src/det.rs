@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
-use crate::infer::{self, Normalised, SIZE_MULTIPLE, View, WindowOutput, normalise};
+use crate::infer::{self, SIZE_MULTIPLE, View, WindowOutput, normalise};
 use crate::model_dir::ModelMeta;
 use crate::seg::{band_stats, number_param, read_options, sample_seed, text_param};
 
@@ -506,7 +506,7 @@ const NMS_CHOICES: [f32; 4] = [0.2, 0.35, 0.5, 0.65];
 
 /// Validation loss and detections of every item, once per threshold of [`NMS_CHOICES`],
 /// through the inference path `autodl predict` takes ([`infer::detect_windows`] and
-/// [`infer::boxes`]). The loss is taken per window, on the boxes the window sees.
+/// [`infer::window_boxes`], [`infer::merge_boxes`]). The loss is taken per window, on the boxes the window sees.
 fn evaluate<B: Backend, M: DetNet<B>>(
     model: &M,
     items: &[DetItem],
@@ -518,27 +518,27 @@ fn evaluate<B: Backend, M: DetNet<B>>(
     let mut dets = vec![Vec::with_capacity(items.len()); NMS_CHOICES.len()];
     let (mut loss_sum, mut loss_n) = (0.0, 0usize);
     for it in items {
-        let view = View {
-            width: it.width,
-            height: it.height,
-            bands,
-            data: &it.image,
-        };
-        let outputs: Vec<WindowOutput> = infer::detect_windows(
+        let view = View::normalised(it.width, it.height, bands, &it.image);
+        let mut found = vec![Vec::new(); NMS_CHOICES.len()];
+        let windows = infer::detect_windows(
             model,
             view,
             tile,
             setup.opts,
             setup.anchors,
             device,
-            |win, out| {
+            |o: &WindowOutput, out| {
+                let win = o.window;
                 let boxes = clip_boxes(&it.boxes, (win.x0, win.y0, win.w, win.h));
                 loss_sum += scalar(det_loss(out, &[boxes], setup, device));
                 loss_n += 1;
+                for (f, &nms_iou) in found.iter_mut().zip(&NMS_CHOICES) {
+                    f.extend(infer::window_boxes(o, setup.opts, nms_iou));
+                }
             },
         )?;
-        for (per_nms, &nms_iou) in dets.iter_mut().zip(&NMS_CHOICES) {
-            per_nms.push(infer::boxes(&outputs, setup.opts, nms_iou));
+        for ((per_nms, f), &nms_iou) in dets.iter_mut().zip(found).zip(&NMS_CHOICES) {
+            per_nms.push(infer::merge_boxes(f, windows, nms_iou));
         }
     }
     Ok((loss_sum / loss_n.max(1) as f64, dets))
@@ -929,6 +929,43 @@ fn write_reports(
     std::fs::write(&path, csv).map_err(io(path.clone()))
 }
 
+/// Previews are at most this many pixels a side: a larger image is shown scaled down.
+const PREVIEW_SIDE: u32 = 4096;
+
+/// What a detection preview draws: the image's first three bands (or band 0), subsampled to
+/// at most [`PREVIEW_SIDE`] a side, with the boxes scaled alike.
+fn preview_sample(raw: &autodl_data::RawImage, dets: &[ScoredBox]) -> AugSample {
+    let step = raw.width.max(raw.height).div_ceil(PREVIEW_SIDE).max(1) as usize;
+    let (w, h) = (raw.width as usize, raw.height as usize);
+    let (pw, ph) = (w.div_ceil(step), h.div_ceil(step));
+    let bands = (raw.bands as usize).min(3);
+    let mut image = vec![0f32; bands * pw * ph];
+    let mut row = vec![0f32; w];
+    for b in 0..bands {
+        for y in 0..ph {
+            raw.band_row(b, y * step, 0, &mut row);
+            for (o, v) in image[b * pw * ph + y * pw..b * pw * ph + (y + 1) * pw]
+                .iter_mut()
+                .zip(row.iter().step_by(step))
+            {
+                *o = *v;
+            }
+        }
+    }
+    let s = step as f32;
+    AugSample {
+        width: pw as u32,
+        height: ph as u32,
+        bands: bands as u32,
+        image,
+        mask: None,
+        boxes: dets
+            .iter()
+            .map(|d| (d.bbox.map(|v| v / s), d.class))
+            .collect(),
+    }
+}
+
 /// Runs a trained detector on images through the validation's inference path. Writes
 /// `<stem>.xml` (PASCAL VOC, each object with its `<score>`) and `previews/<stem>.png` (boxes
 /// drawn) per image (stems from [`autodl_api::files::output_stems`]), and `detections.json` (COCO: images, categories, and annotations with
@@ -992,21 +1029,20 @@ where
     {
         let files =
             autodl_api::files::prediction_files(autodl_api::Task::Detection, out_dir, &stem);
-        // The raw pixels are kept for the preview only.
-        let raw = Normalised::read(path, meta.bands)?;
-        let image = Normalised::new(raw.clone(), &meta.mean, &meta.std);
-        let outputs = infer::detect_windows(
+        let raw = infer::read(path, meta.bands)?;
+        let mut found = Vec::new();
+        let windows = infer::detect_windows(
             &model,
-            image.view(),
+            View::raw(&raw, &meta.mean, &meta.std),
             meta.tile_size as usize,
             opts,
             &anchors,
             device,
-            |_, _| {},
+            |o, _| found.extend(infer::window_boxes(o, opts, nms_iou)),
         )?;
         // Validation scores every box; a box is delivered when its f32 score reaches the
         // threshold, the comparison precision_recall_f1 makes in f64 on the same value.
-        let dets: Vec<ScoredBox> = infer::boxes(&outputs, opts, nms_iou)
+        let dets: Vec<ScoredBox> = infer::merge_boxes(found, windows, nms_iou)
             .into_iter()
             .filter(|d| f64::from(d.score) >= threshold)
             .collect();
@@ -1046,16 +1082,8 @@ where
         })?;
         written.push(xml_path);
         let (w, h) = (raw.width, raw.height);
-        let preview = AugSample {
-            width: w,
-            height: h,
-            bands: raw.bands,
-            image: raw.data,
-            mask: None,
-            boxes: dets.iter().map(|d| (d.bbox, d.class)).collect(),
-        };
         let png = files.preview;
-        autodl_augment::preview_grid(&[(preview, names.clone())], 1)
+        autodl_augment::preview_grid(&[(preview_sample(&raw, &dets), names.clone())], 1)
             .save(&png)
             .map_err(|e| PluginError::Other(format!("cannot write {}: {e}", png.display())))?;
         let file_name = path

@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use autodl_data::RawImage;
+
 use autodl_api::PluginError;
 use autodl_detection::{Box4, PostprocessConfig, ScoredBox, batched_nms, postprocess};
 use burn::tensor::activation::{sigmoid, softmax};
@@ -18,58 +20,38 @@ use crate::seg::SegNet;
 /// Input sides are padded to a multiple of this, the backbones' total stride.
 pub const SIZE_MULTIPLE: usize = 32;
 
-/// An image ready for a network: band-major `(x - mean) / std` pixels.
-#[derive(Debug, Clone)]
-pub struct Normalised {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// Bands.
-    pub bands: usize,
-    /// `bands * height * width` values.
-    pub data: Vec<f32>,
-}
-
 /// `(x - mean) / std` per band of a band-major image with `plane` pixels per band. A band
 /// without statistics is left as it is (callers check band counts first).
 pub fn normalise(mut image: Vec<f32>, plane: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
     for (b, chunk) in image.chunks_mut(plane.max(1)).enumerate() {
-        let (m, s) = (
-            mean.get(b).copied().unwrap_or(0.0),
-            std.get(b).copied().unwrap_or(1.0),
-        );
-        for x in chunk {
-            *x = (*x - m) / s;
-        }
+        normalise_band(chunk, b, mean, std);
     }
     image
 }
 
-impl Normalised {
-    /// Normalises a decoded image with a model's (or a training split's) statistics.
-    pub fn new(img: autodl_data::Image, mean: &[f32], std: &[f32]) -> Normalised {
-        let (width, height, bands) = (img.width as usize, img.height as usize, img.bands as usize);
-        Normalised {
-            width,
-            height,
-            bands,
-            data: normalise(img.data, width * height, mean, std),
-        }
+/// `(x - mean[band]) / std[band]` in place: the one formula every pixel goes through.
+fn normalise_band(values: &mut [f32], band: usize, mean: &[f32], std: &[f32]) {
+    let (m, s) = (
+        mean.get(band).copied().unwrap_or(0.0),
+        std.get(band).copied().unwrap_or(1.0),
+    );
+    for x in values {
+        *x = (*x - m) / s;
     }
+}
 
-    /// Reads an image file, refusing one whose band count is not `bands`.
-    pub fn read(path: &Path, bands: usize) -> Result<autodl_data::Image, PluginError> {
-        let img = autodl_data::load_image(path).map_err(|e| PluginError::Data(e.to_string()))?;
-        if img.bands as usize != bands {
-            return Err(PluginError::Data(format!(
-                "{}: image has {} bands, the model was trained on {bands}",
-                path.display(),
-                img.bands
-            )));
-        }
-        Ok(img)
+/// Reads an image file's samples as stored (see [`autodl_data::load_raw_image`]), refusing
+/// one whose band count is not `bands`.
+pub fn read(path: &Path, bands: usize) -> Result<RawImage, PluginError> {
+    let img = autodl_data::load_raw_image(path).map_err(|e| PluginError::Data(e.to_string()))?;
+    if img.bands as usize != bands {
+        return Err(PluginError::Data(format!(
+            "{}: image has {} bands, the model was trained on {bands}",
+            path.display(),
+            img.bands
+        )));
     }
+    Ok(img)
 }
 
 /// Window side for inference: the training tile, at least 512 px (few windows on large
@@ -120,11 +102,12 @@ pub fn windows(width: usize, height: usize, tile: usize) -> Vec<Window> {
         w.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE,
         h.div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE,
     );
-    let ys = window_starts(height, win, win / 4);
-    window_starts(width, win, win / 4)
+    let xs = window_starts(width, win, win / 4);
+    // Row-major, top band first: [`segment_rows`] finishes rows as the bands pass.
+    window_starts(height, win, win / 4)
         .into_iter()
-        .flat_map(|x0| {
-            ys.iter().map(move |&y0| Window {
+        .flat_map(|y0| {
+            xs.iter().map(move |&x0| Window {
                 x0,
                 y0,
                 w,
@@ -136,7 +119,24 @@ pub fn windows(width: usize, height: usize, tile: usize) -> Vec<Window> {
         .collect()
 }
 
-/// A borrowed normalised image: what the inference functions read.
+/// Where a [`View`]'s pixels come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Pixels<'a> {
+    /// `bands * height * width` values already normalised, band-major (training's items).
+    Normalised(&'a [f32]),
+    /// Samples as the file holds them, normalised window by window (predict: an image too
+    /// large to hold as `f32` costs only its own sample size).
+    Raw {
+        /// The image.
+        image: &'a RawImage,
+        /// Per-band mean.
+        mean: &'a [f32],
+        /// Per-band standard deviation.
+        std: &'a [f32],
+    },
+}
+
+/// A borrowed image: what the inference functions read.
 #[derive(Debug, Clone, Copy)]
 pub struct View<'a> {
     /// Width in pixels.
@@ -145,23 +145,31 @@ pub struct View<'a> {
     pub height: usize,
     /// Bands.
     pub bands: usize,
-    /// `bands * height * width` normalised values, band-major.
-    pub data: &'a [f32],
+    /// The pixels.
+    pub pixels: Pixels<'a>,
 }
 
-impl Normalised {
-    /// The image as a [`View`].
-    pub fn view(&self) -> View<'_> {
+impl<'a> View<'a> {
+    /// A view of normalised band-major values.
+    pub fn normalised(width: usize, height: usize, bands: usize, data: &'a [f32]) -> Self {
         View {
-            width: self.width,
-            height: self.height,
-            bands: self.bands,
-            data: &self.data,
+            width,
+            height,
+            bands,
+            pixels: Pixels::Normalised(data),
         }
     }
-}
 
-impl View<'_> {
+    /// A view of a raw image, normalised with `mean` and `std` as it is read.
+    pub fn raw(image: &'a RawImage, mean: &'a [f32], std: &'a [f32]) -> Self {
+        View {
+            width: image.width as usize,
+            height: image.height as usize,
+            bands: image.bands as usize,
+            pixels: Pixels::Raw { image, mean, std },
+        }
+    }
+
     /// The window's pixels as a `[1, bands, ph, pw]` tensor.
     pub fn window_tensor<B: Backend>(&self, win: &Window, device: &B::Device) -> Tensor<B, 4> {
         let (pw, ph, bands) = (win.pw, win.ph, self.bands);
@@ -169,17 +177,140 @@ impl View<'_> {
         let plane = self.width * self.height;
         for b in 0..bands {
             for y in 0..win.h {
-                let src = b * plane + (win.y0 + y) * self.width + win.x0;
-                let dst = b * pw * ph + y * pw;
-                out[dst..dst + win.w].copy_from_slice(&self.data[src..src + win.w]);
+                let dst = &mut out[b * pw * ph + y * pw..b * pw * ph + y * pw + win.w];
+                match self.pixels {
+                    Pixels::Normalised(data) => {
+                        let src = b * plane + (win.y0 + y) * self.width + win.x0;
+                        dst.copy_from_slice(&data[src..src + win.w]);
+                    }
+                    Pixels::Raw { image, mean, std } => {
+                        image.band_row(b, win.y0 + y, win.x0, dst);
+                        normalise_band(dst, b, mean, std);
+                    }
+                }
             }
         }
         Tensor::from_data(TensorData::new(out, [1, bands, ph, pw]), device)
     }
 }
 
-/// Per-pixel class probabilities of an image (`classes * height * width`, class-major),
-/// averaged over the windows that cover each pixel, so window borders leave no seams.
+/// Window-averaged class probabilities of the rows a band of windows covers, emitted row by
+/// row once no later window reaches them, so memory is one band of windows, not the image.
+struct RowAverager {
+    classes: usize,
+    width: usize,
+    /// Rows held: the windows' height.
+    rows: usize,
+    /// Image row of the first held row.
+    base: usize,
+    /// `classes * rows * width` probability sums.
+    sum: Vec<f32>,
+    /// `rows * width` window counts.
+    cover: Vec<u16>,
+    /// One emitted row, `classes * width`, class-major.
+    row: Vec<f32>,
+}
+
+impl RowAverager {
+    fn new(classes: usize, width: usize, rows: usize) -> Self {
+        RowAverager {
+            classes,
+            width,
+            rows,
+            base: 0,
+            sum: vec![0.0; classes * rows * width],
+            cover: vec![0; rows * width],
+            row: vec![0.0; classes * width],
+        }
+    }
+
+    /// Adds a window's `classes * ph * pw` probabilities; the window starts at row `base`.
+    fn add(&mut self, win: &Window, p: &[f32]) {
+        let (pw, ph, w, held) = (win.pw, win.ph, self.width, self.rows * self.width);
+        for y in 0..win.h {
+            let row = (win.y0 - self.base + y) * w + win.x0;
+            for c in self.cover[row..row + win.w].iter_mut() {
+                *c += 1;
+            }
+            for c in 0..self.classes {
+                let src = &p[c * pw * ph + y * pw..c * pw * ph + y * pw + win.w];
+                for (s, &v) in self.sum[c * held + row..c * held + row + win.w]
+                    .iter_mut()
+                    .zip(src)
+                {
+                    *s += v;
+                }
+            }
+        }
+    }
+
+    /// Emits held rows up to image row `to` (exclusive, at most `base + rows`) and shifts the
+    /// rest up.
+    fn emit(
+        &mut self,
+        to: usize,
+        each_row: &mut impl FnMut(usize, &[f32]) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        let (w, held) = (self.width, self.rows * self.width);
+        let n = to.saturating_sub(self.base).min(self.rows);
+        for r in 0..n {
+            for c in 0..self.classes {
+                let src = &self.sum[c * held + r * w..c * held + (r + 1) * w];
+                for ((o, &s), &k) in self.row[c * w..(c + 1) * w]
+                    .iter_mut()
+                    .zip(src)
+                    .zip(&self.cover[r * w..(r + 1) * w])
+                {
+                    *o = s / f32::from(k.max(1));
+                }
+            }
+            each_row(self.base + r, &self.row)?;
+        }
+        for c in 0..self.classes {
+            let band = &mut self.sum[c * held..(c + 1) * held];
+            band.copy_within(n * w.., 0);
+            band[held - n * w..].fill(0.0);
+        }
+        self.cover.copy_within(n * w.., 0);
+        self.cover[held - n * w..].fill(0);
+        self.base += n;
+        Ok(())
+    }
+}
+
+/// Per-pixel class probabilities of an image, averaged over the windows that cover each pixel
+/// so window borders leave no seams, handed to `each_row` one image row at a time, top to
+/// bottom (`classes * width` values, class-major). Memory is one band of windows whatever the
+/// image's height.
+pub fn segment_rows<B: Backend, M: SegNet<B>>(
+    model: &M,
+    image: View<'_>,
+    classes: usize,
+    tile: usize,
+    device: &B::Device,
+    mut each_row: impl FnMut(usize, &[f32]) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    let wins = windows(image.width, image.height, tile);
+    let rows = wins.first().map_or(0, |w| w.h);
+    let mut avg = RowAverager::new(classes, image.width, rows);
+    for win in wins {
+        if win.y0 > avg.base {
+            avg.emit(win.y0, &mut each_row)?;
+        }
+        let logits = model.forward(image.window_tensor::<B>(&win, device));
+        let k = logits.dims()[1];
+        if k != classes {
+            return Err(PluginError::Data(format!(
+                "the network gives {k} class scores, the model lists {classes} classes"
+            )));
+        }
+        let p: Vec<f32> = softmax(logits, 1).into_data().iter::<f32>().collect();
+        avg.add(&win, &p);
+    }
+    avg.emit(image.height, &mut each_row)
+}
+
+/// [`segment_rows`] gathered into one `classes * height * width` buffer, class-major.
 pub fn segment<B: Backend, M: SegNet<B>>(
     model: &M,
     image: View<'_>,
@@ -189,38 +320,13 @@ pub fn segment<B: Backend, M: SegNet<B>>(
 ) -> Result<Vec<f32>, PluginError> {
     let (w, plane) = (image.width, image.width * image.height);
     let mut score = vec![0f32; classes * plane];
-    let mut cover = vec![0u16; plane];
-    for win in windows(image.width, image.height, tile) {
-        let logits = model.forward(image.window_tensor::<B>(&win, device));
-        let k = logits.dims()[1];
-        if k != classes {
-            return Err(PluginError::Data(format!(
-                "the network gives {k} class scores, the model lists {classes} classes"
-            )));
+    segment_rows(model, image, classes, tile, device, |y, row| {
+        for c in 0..classes {
+            score[c * plane + y * w..c * plane + (y + 1) * w]
+                .copy_from_slice(&row[c * w..(c + 1) * w]);
         }
-        let p: Vec<f32> = softmax(logits, 1).into_data().iter::<f32>().collect();
-        let (pw, ph) = (win.pw, win.ph);
-        for y in 0..win.h {
-            let row = (win.y0 + y) * w + win.x0;
-            for c in cover[row..row + win.w].iter_mut() {
-                *c += 1;
-            }
-            for c in 0..classes {
-                let src = &p[c * pw * ph + y * pw..c * pw * ph + y * pw + win.w];
-                for (s, &v) in score[c * plane + row..c * plane + row + win.w]
-                    .iter_mut()
-                    .zip(src)
-                {
-                    *s += v;
-                }
-            }
-        }
-    }
-    for c in 0..classes {
-        for (s, &n) in score[c * plane..(c + 1) * plane].iter_mut().zip(&cover) {
-            *s /= f32::from(n.max(1));
-        }
-    }
+        Ok(())
+    })?;
     Ok(score)
 }
 
@@ -256,8 +362,9 @@ pub struct WindowOutput {
     pub k: usize,
 }
 
-/// Runs a detector on every window of an image. `each` sees every window with the network's
-/// output (validation computes its loss there).
+/// Runs a detector on every window of an image, handing `each` the raw output of each window
+/// (validation takes its loss there, and everyone their boxes with [`window_boxes`]) so that
+/// nothing per window is kept. Returns the number of windows.
 pub fn detect_windows<B: Backend, M: DetNet<B>>(
     model: &M,
     image: View<'_>,
@@ -265,10 +372,11 @@ pub fn detect_windows<B: Backend, M: DetNet<B>>(
     opts: &DetOptions,
     anchors: &autodl_detection::AnchorConfig,
     device: &B::Device,
-    mut each: impl FnMut(&Window, DetOutput<B>),
-) -> Result<Vec<WindowOutput>, PluginError> {
-    let mut outputs = Vec::new();
-    for window in windows(image.width, image.height, tile) {
+    mut each: impl FnMut(&WindowOutput, DetOutput<B>),
+) -> Result<usize, PluginError> {
+    let wins = windows(image.width, image.height, tile);
+    let n = wins.len();
+    for window in wins {
         let out = model.forward(image.window_tensor::<B>(&window, device));
         let k = out.logits.dims()[2];
         let p = if opts.background_first() {
@@ -286,50 +394,52 @@ pub fn detect_windows<B: Backend, M: DetNet<B>>(
                 window_anchors.len()
             )));
         }
-        each(&window, out);
-        outputs.push(WindowOutput {
+        let output = WindowOutput {
             window,
             probs,
             deltas,
             anchors: window_anchors,
             k,
-        });
+        };
+        each(&output, out);
     }
-    Ok(outputs)
+    Ok(n)
 }
 
-/// Scored boxes of an image from its windows: each window post-processed (score floor, top-k,
-/// NMS at `nms_iou`, boxes clipped to the image part of the window), shifted into image
-/// coordinates, and, when there are several windows, merged with class-wise NMS.
-pub fn boxes(outputs: &[WindowOutput], opts: &DetOptions, nms_iou: f32) -> Vec<ScoredBox> {
+/// One window's scored boxes in image coordinates: post-processed (score floor, top-k, NMS
+/// at `nms_iou`, boxes clipped to the image part of the window) and shifted.
+pub fn window_boxes(o: &WindowOutput, opts: &DetOptions, nms_iou: f32) -> Vec<ScoredBox> {
     let post = PostprocessConfig {
         nms_iou,
         ..PostprocessConfig::default()
     };
-    let mut all = Vec::new();
-    for o in outputs {
-        let size = (o.window.w as f32, o.window.h as f32);
-        let (x0, y0) = (o.window.x0 as f32, o.window.y0 as f32);
-        for mut d in postprocess(
-            &o.probs,
-            &o.deltas,
-            &o.anchors,
-            o.k,
-            opts.background_first(),
-            &opts.coder,
-            size,
-            &post,
-        ) {
-            d.bbox = [
-                d.bbox[0] + x0,
-                d.bbox[1] + y0,
-                d.bbox[2] + x0,
-                d.bbox[3] + y0,
-            ];
-            all.push(d);
-        }
+    let size = (o.window.w as f32, o.window.h as f32);
+    let (x0, y0) = (o.window.x0 as f32, o.window.y0 as f32);
+    let mut boxes = postprocess(
+        &o.probs,
+        &o.deltas,
+        &o.anchors,
+        o.k,
+        opts.background_first(),
+        &opts.coder,
+        size,
+        &post,
+    );
+    for d in &mut boxes {
+        d.bbox = [
+            d.bbox[0] + x0,
+            d.bbox[1] + y0,
+            d.bbox[2] + x0,
+            d.bbox[3] + y0,
+        ];
     }
-    if outputs.len() <= 1 {
+    boxes
+}
+
+/// An image's boxes from the [`window_boxes`] of its `windows` windows: as they are for one
+/// window, else merged with class-wise NMS at `nms_iou`.
+pub fn merge_boxes(all: Vec<ScoredBox>, windows: usize, nms_iou: f32) -> Vec<ScoredBox> {
+    if windows <= 1 {
         return all;
     }
     let bxs: Vec<Box4> = all.iter().map(|d| d.bbox).collect();
@@ -371,6 +481,64 @@ mod tests {
         assert_eq!(big.len(), 3);
         assert!(big.iter().all(|w| w.w == 512 && w.h == 500 && w.ph == 512));
         assert_eq!(big.last().map(|w| w.x0 + w.w), Some(1200));
+    }
+
+    #[test]
+    fn rows_stream_out_as_the_average_over_covering_windows() {
+        // Windows of a 1300 x 1100 image (tile 512: 4 x 3 windows overlapping by 128 or more), each
+        // giving pixel (x, y) of class c the value f(window, c, x, y); the streamed rows must
+        // equal the average over the windows covering each pixel, computed whole.
+        let (width, height, classes) = (1300, 1100, 2);
+        let wins = windows(width, height, 512);
+        assert_eq!(wins.len(), 12);
+        let f = |i: usize, c: usize, x: usize, y: usize| ((i * 7 + c * 3 + x + 2 * y) % 17) as f32;
+        let mut sum = vec![0f64; classes * width * height];
+        let mut cover = vec![0u32; width * height];
+        for (i, win) in wins.iter().enumerate() {
+            for y in win.y0..win.y0 + win.h {
+                for x in win.x0..win.x0 + win.w {
+                    cover[y * width + x] += 1;
+                    for c in 0..classes {
+                        sum[c * width * height + y * width + x] += f64::from(f(i, c, x, y));
+                    }
+                }
+            }
+        }
+        let mut avg = RowAverager::new(classes, width, wins[0].h);
+        let mut got = vec![f32::NAN; classes * width * height];
+        let mut next_row = 0;
+        let mut each = |y: usize, row: &[f32]| {
+            assert_eq!(y, next_row, "rows come top to bottom, each once");
+            next_row += 1;
+            for c in 0..classes {
+                got[c * width * height + y * width..c * width * height + (y + 1) * width]
+                    .copy_from_slice(&row[c * width..(c + 1) * width]);
+            }
+            Ok(())
+        };
+        for (i, win) in wins.iter().enumerate() {
+            if win.y0 > avg.base {
+                avg.emit(win.y0, &mut each).unwrap();
+            }
+            let mut p = vec![0f32; classes * win.pw * win.ph];
+            for c in 0..classes {
+                for y in 0..win.h {
+                    for x in 0..win.w {
+                        p[c * win.pw * win.ph + y * win.pw + x] = f(i, c, win.x0 + x, win.y0 + y);
+                    }
+                }
+            }
+            avg.add(win, &p);
+        }
+        avg.emit(height, &mut each).unwrap();
+        assert_eq!(next_row, height);
+        for (i, (g, s)) in got.iter().zip(&sum).enumerate() {
+            let want = *s / f64::from(cover[i % (width * height)]);
+            assert!(
+                (f64::from(*g) - want).abs() < 1e-4,
+                "value {i}: {g} vs {want}"
+            );
+        }
     }
 
     #[test]

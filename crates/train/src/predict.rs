@@ -8,7 +8,7 @@ use autodl_api::PluginError;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 
-use crate::infer::{self, Normalised};
+use crate::infer::{self, View};
 
 use crate::model_dir::ModelMeta;
 use crate::seg::SegNet;
@@ -44,51 +44,110 @@ where
         source,
     })?;
     let mut written = Vec::new();
+    let classes = meta.classes.len();
+    // Class values above 255 need a 16-bit file; the class table decides, not the image.
+    let wide = meta.classes.iter().any(|c| c.value > 255);
     for (path, stem) in images.iter().zip(autodl_api::files::output_stems(images)) {
         let files = autodl_api::files::prediction_files(
             autodl_api::Task::PixelClassification,
             out_dir,
             &stem,
         );
-        let image = Normalised::new(Normalised::read(path, meta.bands)?, &meta.mean, &meta.std);
-        let probs = infer::segment(
+        let raw = infer::read(path, meta.bands)?;
+        let (w, h) = (raw.width, raw.height);
+        let depth = if wide {
+            png::BitDepth::Sixteen
+        } else {
+            png::BitDepth::Eight
+        };
+        let mut labels = RowWriter::create(&files.label, w, h, png::ColorType::Grayscale, depth)?;
+        let mut preview = RowWriter::create(
+            &files.preview,
+            w,
+            h,
+            png::ColorType::Rgb,
+            png::BitDepth::Eight,
+        )?;
+        let mut label_row = Vec::with_capacity(w as usize * 2);
+        let mut preview_row = Vec::with_capacity(w as usize * 3);
+        infer::segment_rows(
             &model,
-            image.view(),
-            meta.classes.len(),
+            View::raw(&raw, &meta.mean, &meta.std),
+            classes,
             meta.tile_size as usize,
             device,
+            |_, probs| {
+                label_row.clear();
+                preview_row.clear();
+                for c in infer::classes_of(probs, classes) {
+                    let value = meta.classes.get(c as usize).map_or(0, |k| k.value as u16);
+                    if wide {
+                        label_row.extend(value.to_be_bytes());
+                    } else {
+                        label_row.push(value as u8);
+                    }
+                    preview_row.extend(autodl_api::class_colour(c as usize));
+                }
+                labels.write(&label_row)?;
+                preview.write(&preview_row)
+            },
         )?;
-        let classes = infer::classes_of(&probs, meta.classes.len());
-        let (w, h) = (image.width as u32, image.height as u32);
-        let values: Vec<u16> = classes
-            .iter()
-            .map(|&c| meta.classes.get(c as usize).map_or(0, |k| k.value as u16))
-            .collect();
-        let out = files.label;
-        let save_err =
-            |p: &Path, e: image::ImageError| PluginError::Other(format!("{}: {e}", p.display()));
-        if values.iter().all(|&v| v <= 255) {
-            let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
-            image::GrayImage::from_raw(w, h, bytes)
-                .ok_or_else(|| PluginError::Other("mask size mismatch".into()))?
-                .save(&out)
-                .map_err(|e| save_err(&out, e))?;
-        } else {
-            image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, values)
-                .ok_or_else(|| PluginError::Other("mask size mismatch".into()))?
-                .save(&out)
-                .map_err(|e| save_err(&out, e))?;
-        }
-        let preview: Vec<u8> = classes
-            .iter()
-            .flat_map(|&c| autodl_api::class_colour(c as usize))
-            .collect();
-        let preview_path = files.preview;
-        image::RgbImage::from_raw(w, h, preview)
-            .ok_or_else(|| PluginError::Other("preview size mismatch".into()))?
-            .save(&preview_path)
-            .map_err(|e| save_err(&preview_path, e))?;
-        written.push(out);
+        labels.finish()?;
+        preview.finish()?;
+        written.push(files.label);
     }
     Ok(written)
+}
+
+/// A PNG written row by row, so an image's output never exists whole in memory.
+struct RowWriter {
+    path: PathBuf,
+    writer: png::StreamWriter<'static, std::io::BufWriter<std::fs::File>>,
+}
+
+impl RowWriter {
+    fn create(
+        path: &Path,
+        width: u32,
+        height: u32,
+        color: png::ColorType,
+        depth: png::BitDepth,
+    ) -> Result<Self, PluginError> {
+        let err = |e: png::EncodingError| {
+            PluginError::Other(format!("cannot write {}: {e}", path.display()))
+        };
+        let file = std::fs::File::create(path).map_err(|source| PluginError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        let writer = enc
+            .write_header()
+            .map_err(err)?
+            .into_stream_writer()
+            .map_err(err)?;
+        Ok(RowWriter {
+            path: path.to_path_buf(),
+            writer,
+        })
+    }
+
+    fn write(&mut self, row: &[u8]) -> Result<(), PluginError> {
+        use std::io::Write;
+        self.writer
+            .write_all(row)
+            .map_err(|source| PluginError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn finish(self) -> Result<(), PluginError> {
+        let path = self.path;
+        self.writer
+            .finish()
+            .map_err(|e| PluginError::Other(format!("cannot write {}: {e}", path.display())))
+    }
 }

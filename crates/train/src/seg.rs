@@ -132,13 +132,15 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<SegData, PluginError> {
     let train = load(&ds.train)?;
     let val = load(&ds.val)?;
     let bands = train.first().map_or(0, |(img, _)| img.bands as usize);
-    if let Some((img, _)) = train
+    if let Some(((img, _), s)) = train
         .iter()
         .chain(&val)
-        .find(|(img, _)| img.bands as usize != bands)
+        .zip(ds.train.iter().chain(&ds.val))
+        .find(|((img, _), _)| img.bands as usize != bands)
     {
         return Err(PluginError::Data(format!(
-            "images have different band counts ({} and {bands})",
+            "{}: {} bands, other images have {bands}",
+            s.image.display(),
             img.bands
         )));
     }
@@ -294,12 +296,7 @@ pub fn evaluate<B: Backend, M: SegNet<B>>(
     let mut cm = ConfusionMatrix::new(classes);
     let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
     for item in items {
-        let view = View {
-            width: item.width,
-            height: item.height,
-            bands,
-            data: &item.image,
-        };
+        let view = View::normalised(item.width, item.height, bands, &item.image);
         let probs = infer::segment(model, view, classes, tile, device)?;
         let pred = infer::classes_of(&probs, classes);
         let plane = item.width * item.height;
