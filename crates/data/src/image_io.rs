@@ -6,7 +6,7 @@
 //! rather than the colours `image` would expand them to.
 
 use std::fs::File;
-use std::io::{BufReader, Cursor, Read, Seek};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -201,15 +201,35 @@ pub(crate) fn probe_image(path: &Path) -> Result<ImageInfo, DataError> {
 /// Decodes an image, first checking its declared size, with `f32_bytes` per sample for what
 /// the caller will make of it (0: kept as decoded).
 fn decode(path: &Path, f32_bytes: u64) -> Result<RawImage, DataError> {
-    // One read serves the format sniffing, the JPEG end check and the decoder.
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
-        return decode_tiff(path, Cursor::new(bytes), f32_bytes);
+    // The decoders read the file through a buffer: the encoded bytes are never held whole
+    // beside the decoded samples.
+    let mut file = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
+    let mut magic = [0u8; 4];
+    let n = read_up_to(&mut file, &mut magic).map_err(|e| DataError::io(path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| DataError::io(path, e))?;
+    let magic = &magic[..n];
+    if magic.starts_with(b"II*\0") || magic.starts_with(b"MM\0*") {
+        return decode_tiff(path, file, f32_bytes);
     }
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        check_jpeg_end(path, &bytes)?;
+    if magic.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        // The end-of-image marker sits in the file's last bytes (past any padding).
+        let len = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| DataError::io(path, e))?;
+        let tail_len = len.min(64 << 10);
+        file.seek(SeekFrom::Start(len - tail_len))
+            .map_err(|e| DataError::io(path, e))?;
+        let mut tail = Vec::new();
+        file.by_ref()
+            .take(tail_len)
+            .read_to_end(&mut tail)
+            .map_err(|e| DataError::io(path, e))?;
+        check_jpeg_end(path, &tail)?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| DataError::io(path, e))?;
     }
-    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+    let mut reader = image::ImageReader::new(file)
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
     // Unknown content: let the extension pick the decoder, whose complaint is more telling
@@ -237,6 +257,18 @@ fn decode(path: &Path, f32_bytes: u64) -> Result<RawImage, DataError> {
 
 /// The JPEG decoder may fill a truncated scan with grey and report success (it does when the
 /// cut falls late in the file), so a cut-off file is caught by its missing end-of-image marker.
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 fn check_jpeg_end(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     // Some writers pad the file after the marker; look past trailing zeros and newlines.
     let end = bytes
