@@ -194,6 +194,57 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask fuzz [--seconds N] [TARGET...]`: builds `autodl-fuzz` in release with
+/// SanitizerCoverage edge instrumentation (for the target triple only, so build scripts and
+/// proc macros are left alone) in its own target folder, then runs it: every target (or the
+/// ones named) for N seconds each (default 600), new inputs kept in `crates/fuzz/corpus/`,
+/// crashing ones in `target/fuzz-artifacts/`.
+fn fuzz(args: &[String]) -> anyhow::Result<()> {
+    let rustc = output(Command::new("rustc").arg("-vV"))?;
+    let host = rustc
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .context("rustc -vV names no host")?
+        .to_owned();
+    let base = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
+    let target_dir = PathBuf::from(base).join("fuzz");
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=3",
+        "-Cllvm-args=-sanitizer-coverage-trace-pc-guard",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ]
+    .join(" ");
+    eprintln!("xtask: RUSTFLAGS=\"{flags}\" cargo build --release -p autodl-fuzz --target {host}");
+    let status = cargo_cmd()
+        .args(["build", "--release", "-p", "autodl-fuzz", "--target", &host])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", &flags)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building the fuzzer failed");
+    }
+    let exe = target_dir.join(&host).join("release/autodl-fuzz");
+    let mut cmd = Command::new(&exe);
+    if !args.iter().any(|a| a == "--seconds") {
+        cmd.args(["--seconds", "600"]);
+    }
+    cmd.args(args)
+        .args(["--corpus", "crates/fuzz/corpus", "--artifacts"])
+        .arg(target_dir.join("artifacts"));
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    if !status.success() {
+        bail!("the fuzzer found crashes (see above)");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -203,9 +254,10 @@ fn main() -> anyhow::Result<()> {
             cargo(&["test", "--workspace", "--exclude", "xtask"])
         }
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench [augment|coco|backbones|unet|retinanet]...>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines"
+                "usage: cargo xtask <test|bench [augment|coco|backbones|unet|retinanet]...|fuzz [--seconds N] [TARGET...]>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
             );
             std::process::exit(2)
         }
