@@ -620,21 +620,24 @@ pub fn predict(args: &PredictArgs) -> Outcome {
         Some(dir) => autodl_package::unpack(&args.model, dir.path()).map_err(Failure::usage)?,
         None => args.model.clone(),
     };
-    let meta_path = model_dir.join("model.json");
-    let text = std::fs::read_to_string(&meta_path)
-        .with_context(|| {
-            format!(
-                "{} is not a model folder (no model.json)",
-                args.model.display()
-            )
-        })
-        .map_err(Failure::usage)?;
-    let meta: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: invalid JSON", meta_path.display()))?;
-    let family_name = meta
-        .get("family")
-        .and_then(|f| f.as_str())
-        .ok_or_else(|| anyhow!("{}: no family", meta_path.display()))?;
+    // Messages name the package, not the temporary folder it was unpacked into.
+    let inside = |e: String| match &unpacked {
+        Some(dir) => e.replace(
+            &dir.path().display().to_string(),
+            &args.model.display().to_string(),
+        ),
+        None => e,
+    };
+    if !model_dir.join(autodl_package::META).is_file() {
+        return Err(Failure::usage(anyhow!(
+            "{} is not a model folder (no model.json)",
+            args.model.display()
+        )));
+    }
+    // Typed and checked (bands, mean/std, classes, tile size) before any image is read.
+    let meta = autodl_package::ModelMeta::load(&model_dir)
+        .map_err(|e| Failure::usage(anyhow!("{}", inside(e.to_string()))))?;
+    let family_name = meta.family.as_str();
     let family = autodl_api::network(family_name).ok_or_else(|| {
         anyhow!("the model needs network `{family_name}`, which this binary lacks")
     })?;
@@ -678,14 +681,6 @@ pub fn predict(args: &PredictArgs) -> Outcome {
     let options = autodl_api::PredictOptions {
         backend: args.backend.clone(),
         score_threshold: args.score_threshold,
-    };
-    // Messages name the package, not the temporary folder it was unpacked into.
-    let inside = |e: String| match &unpacked {
-        Some(dir) => e.replace(
-            &dir.path().display().to_string(),
-            &args.model.display().to_string(),
-        ),
-        None => e,
     };
     let written = family
         .predict(&model_dir, &images, &args.out, &options)

@@ -460,7 +460,8 @@ fn train_then_predict_end_to_end() {
         "--out",
         dir.path().join("never").to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // Checked before any image is read, as a broken package's zip is: exit 2.
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("model.json: `mean` has 1 values for 3 bands"),
         "{}",

@@ -624,6 +624,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mixed_band_counts_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["images", "labels"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("classes.txt"), "1 a\n2 b\n").unwrap();
+        for i in 0..4u8 {
+            let path = root.join(format!("images/t{i}.png"));
+            if i == 2 {
+                image::GrayImage::from_pixel(8, 8, image::Luma([i]))
+                    .save(path)
+                    .unwrap();
+            } else {
+                image::RgbImage::from_pixel(8, 8, image::Rgb([i, 1, 2]))
+                    .save(path)
+                    .unwrap();
+            }
+            image::GrayImage::from_fn(8, 8, |x, _| image::Luma([1 + (x % 2) as u8]))
+                .save(root.join(format!("labels/t{i}.png")))
+                .unwrap();
+        }
+        let spec = DataSpec {
+            root: root.to_path_buf(),
+            format: None,
+            images_dir: None,
+            val_fraction: 0.25,
+            ignore_index: None,
+            fail_on_bad_sample: false,
+        };
+        let Err(err) = load_data(&spec, 1) else {
+            panic!("mixed band counts were accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains("t2.png") && err.contains("1 bands"), "{err}");
+    }
+
+    #[test]
     fn schedules_warm_up_then_decay() {
         let s: Vec<f64> = (0..100)
             .map(|i| schedule(Schedule::Cosine, 1.0, i, 100))
