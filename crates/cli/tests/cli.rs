@@ -35,6 +35,26 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The child processes of `pid`, from `/proc`.
+#[cfg(unix)]
+fn children_of(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether process `pid` still runs: gone, or a zombie waiting for a reaper, is not running.
+#[cfg(unix)]
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        st.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -957,38 +977,25 @@ fn a_run_killed_after_its_first_trial_resumes_without_retraining_it() {
     );
     // SIGKILL the orchestrator alone: the trial it was running (found through /proc) ends
     // within 2 s by itself instead of computing on as an orphan.
-    let children_of = || -> Vec<String> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    };
-    let mut children = children_of();
+    let mut children = children_of(pid);
     while children.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the second trial never started"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
-        children = children_of();
+        children = children_of(pid);
     }
     child.kill().unwrap();
     let _ = child.wait();
     let killed = std::time::Instant::now();
-    // Gone, or a zombie waiting for a reaper: either way it no longer runs.
-    let running = |c: &String| {
-        std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|st| {
-            st.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-    };
-    while children.iter().any(running) && killed.elapsed() < std::time::Duration::from_secs(2) {
+    while children.iter().any(|c| running(c))
+        && killed.elapsed() < std::time::Duration::from_secs(2)
+    {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(
-        !children.iter().any(running),
+        !children.iter().any(|c| running(c)),
         "trial processes {children:?} outlived their orchestrator by 2 s"
     );
     let before = std::fs::read_to_string(&first).unwrap();
@@ -1083,15 +1090,8 @@ fn sigterm_ends_the_run_and_its_trial_as_ctrl_c_does() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let children_of = || -> Vec<String> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut children = children_of();
+    let mut children = children_of(pid);
     while children.is_empty() {
         assert!(std::time::Instant::now() < deadline, "no trial started");
         assert!(
@@ -1099,7 +1099,7 @@ fn sigterm_ends_the_run_and_its_trial_as_ctrl_c_does() {
             "the run ended too soon"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
-        children = children_of();
+        children = children_of(pid);
     }
     let sent = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -1109,18 +1109,13 @@ fn sigterm_ends_the_run_and_its_trial_as_ctrl_c_does() {
     let status = child.wait().unwrap();
     assert!(!status.success(), "{status}");
     let killed = std::time::Instant::now();
-    let running = |c: &String| {
-        std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|st| {
-            st.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-    };
-    while children.iter().any(running) && killed.elapsed() < std::time::Duration::from_secs(2) {
+    while children.iter().any(|c| running(c))
+        && killed.elapsed() < std::time::Duration::from_secs(2)
+    {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(
-        !children.iter().any(running),
+        !children.iter().any(|c| running(c)),
         "trial processes {children:?} outlived a SIGTERM by 2 s"
     );
 }
