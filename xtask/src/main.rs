@@ -159,7 +159,10 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
         summary.push(line);
     }
 
-    if on("backbones") {
+    // `train` runs the backbone and U-Net examples beside PyTorch; by themselves they run only
+    // when named.
+    let named = |name: &str| which.iter().any(|w| w == name);
+    if named("backbones") {
         // The dev profile builds dependencies (Burn) at opt-level 3; a release build of Burn
         // would take another quarter of an hour.
         let out = output(cargo_cmd().args([
@@ -179,7 +182,7 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
         ("unet", "autodl-unet", "bench_unet"),
         ("retinanet", "autodl-retinanet", "bench_retinanet"),
     ] {
-        if on(name) {
+        if named(name) || (name == "retinanet" && all) {
             let out = output(cargo_cmd().args(["run", "-q", "-p", package, "--example", example]))?;
             for line in out.lines().filter(|l| l.contains("img_per_s=")) {
                 summary.push(format!("training step, cpu: {line}"));
@@ -187,11 +190,96 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
         }
     }
 
+    if on("train") {
+        summary.extend(bench_train(&shared)?);
+    }
+
     println!("\n== benchmarks (this machine, side by side)");
     for line in summary {
         println!("{line}");
     }
     Ok(())
+}
+
+/// The nets of `cargo xtask bench train`, in the order `pytorch_train_step.py` runs them.
+const TRAIN_NETS: [&str; 6] = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenetv2",
+    "efficientnet-lite0",
+    "unet-resnet18",
+];
+
+/// `cargo xtask bench train`: the training-step throughput of every net on the CPU (the
+/// protocol of `../shared/bench/pytorch_train_step.py`: batch 8, one warm-up step, then timed
+/// steps), beside PyTorch's when it is importable. Prints `model=NAME img_per_s=X` per net,
+/// with the cores our process kept busy and the ratio to PyTorch. `AUTODL_KERNELS=stock` in the
+/// environment measures Burn's stock ops instead of our kernels.
+fn bench_train(shared: &Path) -> anyhow::Result<Vec<String>> {
+    let backbones = output(cargo_cmd().args([
+        "run",
+        "-q",
+        "-p",
+        "autodl-backbones",
+        "--example",
+        "bench_backbones",
+    ]))?;
+    let unet =
+        output(cargo_cmd().args(["run", "-q", "-p", "autodl-unet", "--example", "bench_unet"]))?;
+    let mut ours = Vec::new();
+    for line in backbones.lines().chain(unet.lines()) {
+        let name = line.split_whitespace().find_map(|w| {
+            w.strip_prefix("backbone=")
+                .or_else(|| w.strip_prefix("model="))
+        });
+        if let (Some(name), Some(rate)) = (name, field(line, "img_per_s")) {
+            ours.push((name.to_owned(), rate, field(line, "cores")));
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let script = shared.join("bench/pytorch_train_step.py");
+    let torch = if python_ok("torch") && script.exists() {
+        Some(output(
+            Command::new("python3")
+                .arg(&script)
+                .args(["--threads", &threads.to_string()]),
+        )?)
+    } else {
+        println!(
+            "PyTorch is not importable (or {} is missing): `pip install torch torchvision` (about 5 GB) to run the baseline beside ours",
+            script.display()
+        );
+        None
+    };
+    let mode = if std::env::var("AUTODL_KERNELS").is_ok_and(|v| v == "stock") {
+        "burn stock ops"
+    } else {
+        "autodl kernels"
+    };
+    let mut lines = Vec::new();
+    for name in TRAIN_NETS {
+        let Some((_, rate, cores)) = ours.iter().find(|(n, _, _)| n == name) else {
+            bail!("the training benchmarks printed no line for {name}");
+        };
+        let mut line = format!("model={name} img_per_s={rate:.2}");
+        if let Some(c) = cores {
+            line.push_str(&format!(" cores={c:.2}"));
+        }
+        let theirs = torch.as_deref().and_then(|t| {
+            t.lines()
+                .find(|l| l.split_whitespace().any(|w| w == format!("model={name}")))
+                .and_then(|l| field(l, "img_per_s"))
+        });
+        if let Some(t) = theirs {
+            line.push_str(&format!(" pytorch_img_per_s={t:.2} ratio={:.2}", rate / t));
+        }
+        println!("{line}");
+        lines.push(format!(
+            "training step, cpu, {mode}, {threads} threads: {line}"
+        ));
+    }
+    Ok(lines)
 }
 
 /// `cargo xtask fuzz [--seconds N] [TARGET...]`: builds `autodl-fuzz` in release with
@@ -257,7 +345,7 @@ fn main() -> anyhow::Result<()> {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench [augment|coco|backbones|unet|retinanet]...|fuzz [--seconds N] [TARGET...]>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
+                "usage: cargo xtask <test|bench [augment|coco|backbones|unet|retinanet|train]...|fuzz [--seconds N] [TARGET...]>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
             );
             std::process::exit(2)
         }

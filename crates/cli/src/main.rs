@@ -113,6 +113,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 fn main() -> ExitCode {
+    // Every subcommand that trains or predicts runs on this process or a child of it.
+    autodl_backend::tune_allocator();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Check { file } => commands::check(&file),

@@ -1,5 +1,6 @@
 //! A feature pyramid network (Lin et al., 2017) over backbone features.
 
+use autodl_backend::kernels;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
@@ -66,7 +67,7 @@ impl<B: Backend> Fpn<B> {
         let lateral: Vec<Tensor<B, 4>> = features
             .into_iter()
             .zip(&self.lateral)
-            .map(|(f, l)| l.forward(f))
+            .map(|(f, l)| kernels::conv2d(l, f))
             .collect();
         let mut merged: Vec<Tensor<B, 4>> = Vec::with_capacity(lateral.len());
         for lat in lateral.into_iter().rev() {
@@ -88,7 +89,7 @@ impl<B: Backend> Fpn<B> {
         let mut out: Vec<Tensor<B, 4>> = merged
             .into_iter()
             .zip(&self.output)
-            .map(|(m, o)| o.forward(m))
+            .map(|(m, o)| kernels::conv2d(o, m))
             .collect();
         for (i, conv) in self.extra.iter().enumerate() {
             let Some(last) = out.last().cloned() else {
@@ -96,7 +97,7 @@ impl<B: Backend> Fpn<B> {
             };
             // RetinaNet applies ReLU before P7 but not before P6.
             let input = if i == 0 { last } else { relu(last) };
-            out.push(conv.forward(input));
+            out.push(kernels::conv2d(conv, input));
         }
         out
     }

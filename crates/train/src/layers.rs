@@ -1,5 +1,6 @@
 //! Small building blocks the segmentation heads share.
 
+use autodl_backend::kernels;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -38,7 +39,10 @@ impl<B: Backend> ConvBnRelu<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(kernels::batch_norm(
+            &self.bn,
+            kernels::conv2d(&self.conv, x),
+        ))
     }
 }
 

@@ -57,7 +57,8 @@ fn loss(model: &Backbone<B>, x: Tensor<B, 4>) -> Tensor<B, 1> {
     a + b + c + d
 }
 
-fn bench(name: &str, s: &Settings) -> Result<f64, String> {
+/// Images per second and the cores kept busy (CPU time over wall time) in the timed steps.
+fn bench(name: &str, s: &Settings) -> Result<(f64, f64), String> {
     let device = burn::backend::flex::FlexDevice;
     let mut model: Backbone<B> = BackboneConfig::new(name, 3)
         .init(&device)
@@ -69,19 +70,23 @@ fn bench(name: &str, s: &Settings) -> Result<f64, String> {
         &device,
     );
     let mut elapsed = 0.0;
+    let mut cpu = 0.0;
     for step in 0..=s.steps {
+        let cpu_start = autodl_backend::process_cpu_seconds().unwrap_or(0.0);
         let start = Instant::now();
         let grads = GradientsParams::from_grads(loss(&model, x.clone()).backward(), &model);
         model = optim.step(1e-4, model, grads);
         B::sync(&device).map_err(|e| format!("{e:?}"))?;
         if step > 0 {
             elapsed += start.elapsed().as_secs_f64();
+            cpu += autodl_backend::process_cpu_seconds().unwrap_or(0.0) - cpu_start;
         }
     }
-    Ok((s.batch * s.steps) as f64 / elapsed)
+    Ok(((s.batch * s.steps) as f64 / elapsed, cpu / elapsed))
 }
 
 fn main() -> ExitCode {
+    autodl_backend::tune_allocator();
     let settings = match parse() {
         Ok(s) => s,
         Err(e) => {
@@ -95,7 +100,7 @@ fn main() -> ExitCode {
     );
     for name in &settings.names {
         match bench(name, &settings) {
-            Ok(rate) => println!("backbone={name} img_per_s={rate:.2}"),
+            Ok((rate, cores)) => println!("backbone={name} img_per_s={rate:.2} cores={cores:.2}"),
             Err(e) => {
                 eprintln!("error: {name}: {e}");
                 return ExitCode::FAILURE;

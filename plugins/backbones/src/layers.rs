@@ -1,6 +1,7 @@
 //! Building blocks shared by the networks: convolution plus batch norm, and batch norm with a
 //! frozen mode.
 
+use autodl_backend::kernels;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -112,7 +113,7 @@ pub(crate) fn batch_norm_layer<B: Backend>(
 
 impl<B: Backend> ConvBn<B> {
     pub(crate) fn forward(&self, x: Tensor<B, 4>, frozen_bn: bool) -> Tensor<B, 4> {
-        batch_norm(&self.bn, self.conv.forward(x), frozen_bn)
+        batch_norm(&self.bn, kernels::conv2d(&self.conv, x), frozen_bn)
     }
 }
 
@@ -126,7 +127,7 @@ pub(crate) fn batch_norm<B: Backend>(
     frozen: bool,
 ) -> Tensor<B, 4> {
     if !frozen {
-        return bn.forward(x);
+        return kernels::batch_norm(bn, x);
     }
     let device = x.device();
     let channels = x.dims()[1];

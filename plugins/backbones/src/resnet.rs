@@ -1,6 +1,7 @@
 //! ResNet-18, -34 and -50 as torchvision builds them (v1.5: the stride of a bottleneck sits on
 //! its 3x3 convolution), with torchvision's parameter names.
 
+use autodl_backend::kernels;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
@@ -170,7 +171,7 @@ impl<B: Backend> ResNet<B> {
 
     pub(crate) fn features(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 4] {
         let f = self.frozen_bn;
-        let x = relu(batch_norm(&self.bn1, self.conv1.forward(x), f));
+        let x = relu(batch_norm(&self.bn1, kernels::conv2d(&self.conv1, x), f));
         let x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
         let run = |x, blocks: &[ResBlock<B>]| blocks.iter().fold(x, |x, b| b.forward(x, f));
         let c2 = run(x, &self.layer1);
@@ -195,8 +196,8 @@ impl<B: Backend> ResBlock<B> {
                     Some(d) => d.forward(x.clone(), f),
                     None => x.clone(),
                 };
-                let y = relu(batch_norm(&b.bn1, b.conv1.forward(x), f));
-                let y = batch_norm(&b.bn2, b.conv2.forward(y), f);
+                let y = relu(batch_norm(&b.bn1, kernels::conv2d(&b.conv1, x), f));
+                let y = batch_norm(&b.bn2, kernels::conv2d(&b.conv2, y), f);
                 relu(y.add(identity))
             }
             ResBlock::Bottleneck(b) => {
@@ -204,9 +205,9 @@ impl<B: Backend> ResBlock<B> {
                     Some(d) => d.forward(x.clone(), f),
                     None => x.clone(),
                 };
-                let y = relu(batch_norm(&b.bn1, b.conv1.forward(x), f));
-                let y = relu(batch_norm(&b.bn2, b.conv2.forward(y), f));
-                let y = batch_norm(&b.bn3, b.conv3.forward(y), f);
+                let y = relu(batch_norm(&b.bn1, kernels::conv2d(&b.conv1, x), f));
+                let y = relu(batch_norm(&b.bn2, kernels::conv2d(&b.conv2, y), f));
+                let y = batch_norm(&b.bn3, kernels::conv2d(&b.conv3, y), f);
                 relu(y.add(identity))
             }
         }

@@ -7,6 +7,7 @@
 
 use autodl_api::Params;
 use autodl_backbones::Backbone;
+use autodl_backend::kernels;
 use autodl_train::layers::{ConvBnRelu, classifier, resize};
 use autodl_train::seg::{SegNet, text_param};
 use burn::module::Module;
@@ -72,7 +73,7 @@ impl<B: Backend> SegNet<B> for DeepLab<B> {
             let [_, _, lh, lw] = f4.dims();
             y = decoder.forward(Tensor::cat(vec![resize(y, lh, lw), low.forward(f4)], 1));
         }
-        resize(self.head.forward(y), h, w)
+        resize(kernels::conv2d(&self.head, y), h, w)
     }
 }
 

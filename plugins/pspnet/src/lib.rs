@@ -3,6 +3,7 @@
 
 use autodl_api::Params;
 use autodl_backbones::Backbone;
+use autodl_backend::kernels;
 use autodl_train::layers::{ConvBnRelu, classifier, resize};
 use autodl_train::seg::SegNet;
 use burn::module::Module;
@@ -60,7 +61,7 @@ impl<B: Backend> SegNet<B> for PspNet<B> {
             vec![resize(deep, lh, lw), self.low.forward(f4)],
             1,
         ));
-        resize(self.head.forward(fused), h, w)
+        resize(kernels::conv2d(&self.head, fused), h, w)
     }
 }
 

@@ -22,6 +22,7 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn main() {
+    autodl_backend::tune_allocator();
     let steps: usize = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(2);
     let size: usize = arg("--size").and_then(|s| s.parse().ok()).unwrap_or(384);
     let name = arg("--backbone").unwrap_or_else(|| "efficientnet-lite0".to_owned());

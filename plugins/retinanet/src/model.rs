@@ -2,6 +2,7 @@
 
 use autodl_api::Params;
 use autodl_backbones::Backbone;
+use autodl_backend::kernels;
 use autodl_detection::{Fpn, FpnConfig};
 use autodl_train::det::{DetNet, DetOutput, per_anchor};
 use autodl_train::seg::number_param;
@@ -43,7 +44,7 @@ impl<B: Backend> TowerLayer<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        relu(self.norm.forward(kernels::conv2d(&self.conv, x)))
     }
 }
 
@@ -111,8 +112,8 @@ impl<B: Backend> DetNet<B> for RetinaNet<B> {
             levels.push([h, w]);
             let c = self.cls_tower.iter().fold(p.clone(), |y, l| l.forward(y));
             let b = self.box_tower.iter().fold(p, |y, l| l.forward(y));
-            logits.push(per_anchor(self.cls_out.forward(c), self.classes));
-            deltas.push(per_anchor(self.box_out.forward(b), 4));
+            logits.push(per_anchor(kernels::conv2d(&self.cls_out, c), self.classes));
+            deltas.push(per_anchor(kernels::conv2d(&self.box_out, b), 4));
         }
         DetOutput {
             logits: Tensor::cat(logits, 1),

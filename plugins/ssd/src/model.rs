@@ -1,6 +1,7 @@
 //! The SSD module.
 
 use autodl_backbones::Backbone;
+use autodl_backend::kernels;
 use autodl_train::det::{DetNet, DetOutput, per_anchor};
 use autodl_train::layers::ConvBnRelu;
 use burn::module::Module;
@@ -41,7 +42,7 @@ impl<B: Backend> Adapter<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        relu(self.norm.forward(kernels::conv2d(&self.conv, x)))
     }
 }
 
@@ -108,10 +109,7 @@ impl<B: Backend> Ssd<B> {
 impl<B: Backend> DetNet<B> for Ssd<B> {
     fn forward(&self, x: Tensor<B, 4>) -> DetOutput<B> {
         let [_, f8, f16, f32] = self.backbone.features(x);
-        let f64 = self
-            .extra
-            .down
-            .forward(self.extra.reduce.forward(f32.clone()));
+        let f64 = kernels::conv2d(&self.extra.down, self.extra.reduce.forward(f32.clone()));
         let mut logits = Vec::new();
         let mut deltas = Vec::new();
         let mut levels = Vec::new();
@@ -124,8 +122,8 @@ impl<B: Backend> DetNet<B> for Ssd<B> {
             let [_, _, h, w] = f.dims();
             let f = adapter.forward(f);
             levels.push([h, w]);
-            logits.push(per_anchor(cls.forward(f.clone()), self.classes));
-            deltas.push(per_anchor(boxes.forward(f), 4));
+            logits.push(per_anchor(kernels::conv2d(cls, f.clone()), self.classes));
+            deltas.push(per_anchor(kernels::conv2d(boxes, f), 4));
         }
         DetOutput {
             logits: Tensor::cat(logits, 1),

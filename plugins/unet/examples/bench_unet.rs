@@ -16,6 +16,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 type B = Autodiff<Flex>;
 
 fn main() {
+    autodl_backend::tune_allocator();
     let steps: usize = std::env::args()
         .skip_while(|a| a != "--steps")
         .nth(1)
@@ -49,9 +50,12 @@ fn main() {
     };
     model = step(model);
     let t = Instant::now();
+    let cpu = autodl_backend::process_cpu_seconds().unwrap_or(0.0);
     for _ in 0..steps {
         model = step(model);
     }
-    let rate = (n * steps) as f64 / t.elapsed().as_secs_f64();
-    println!("model=unet-resnet18 batch={n} size={size} img_per_s={rate:.2}");
+    let wall = t.elapsed().as_secs_f64();
+    let cores = (autodl_backend::process_cpu_seconds().unwrap_or(0.0) - cpu) / wall;
+    let rate = (n * steps) as f64 / wall;
+    println!("model=unet-resnet18 batch={n} size={size} img_per_s={rate:.2} cores={cores:.2}");
 }

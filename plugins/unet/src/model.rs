@@ -1,5 +1,6 @@
 //! The U-Net module: a backbone encoder and a decoder that upsamples with skip connections.
 
+use autodl_backend::kernels;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -72,7 +73,7 @@ impl<B: Backend> SegNet<B> for Unet<B> {
         let y = self.d8.forward(up_cat(y, f8));
         let y = self.d4.forward(up_cat(y, f4));
         let y = self.d2.forward(resize(y, h / 2, w / 2));
-        resize(self.head.forward(y), h, w)
+        resize(kernels::conv2d(&self.head, y), h, w)
     }
 }
 

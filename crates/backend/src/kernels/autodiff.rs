@@ -1,0 +1,201 @@
+//! [`KernelBackend`] for `Autodiff<B>`: the forward methods run `B`'s and record a backward step
+//! that calls `B`'s backward methods, so the gradients come from our kernels wherever `B` has
+//! them.
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::FloatTensor;
+
+use super::{BatchNormForward, ConvArgs, KernelBackend};
+
+#[derive(Debug)]
+struct ConvBackward;
+
+#[derive(Debug)]
+struct ConvBiasBackward;
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+/// Registers the input and weight gradients of a convolution, computing only those asked for.
+fn conv_grads<B: KernelBackend>(
+    [node_x, node_w]: [Option<NodeId>; 2],
+    grads: &mut Gradients,
+    (x, weight, dy): (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>),
+    args: ConvArgs,
+) {
+    let out = B::kernel_conv2d_backward(x, weight, dy, args, [node_x.is_some(), node_w.is_some()]);
+    if let (Some(id), Some(grad)) = (node_x, out.input) {
+        grads.register::<B>(id, grad);
+    }
+    if let (Some(id), Some(grad)) = (node_w, out.weight) {
+        grads.register::<B>(id, grad);
+    }
+}
+
+impl<B: KernelBackend> Backward<B, 2> for ConvBackward {
+    type State = (NodeId, NodeId, ConvArgs);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_state, w_state, args) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(w_state);
+        let ids = ops.parents.map(|node| node.map(|node| node.id));
+        conv_grads::<B>(ids, grads, (x, weight, dy), args);
+    }
+}
+
+impl<B: KernelBackend> Backward<B, 3> for ConvBiasBackward {
+    type State = (NodeId, NodeId, ConvArgs);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_state, w_state, args) = ops.state;
+        let [node_x, node_w, node_b] = ops.parents;
+        if let Some(node) = node_b {
+            grads.register::<B>(node.id, B::kernel_conv2d_bias_backward(dy.clone()));
+        }
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(w_state);
+        let ids = [node_x.map(|node| node.id), node_w.map(|node| node.id)];
+        conv_grads::<B>(ids, grads, (x, weight, dy), args);
+    }
+}
+
+impl<B: KernelBackend> Backward<B, 3> for BatchNormBackward {
+    /// Input and gamma (checkpointed), the batch mean and variance, epsilon.
+    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_state, gamma_state, mean, var, epsilon) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
+        let out = B::kernel_batch_norm_backward(x, gamma, mean, var, epsilon, dy);
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, out.input);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, out.gamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, out.beta);
+        }
+    }
+}
+
+impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn kernel_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        args: ConvArgs,
+    ) -> FloatTensor<Self> {
+        match bias {
+            None => {
+                let nodes = [x.node.clone(), weight.node.clone()];
+                match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
+                    OpsKind::Tracked(mut prep) => {
+                        let x_state = prep.checkpoint(&x);
+                        let w_state = prep.checkpoint(&weight);
+                        let out = B::kernel_conv2d(x.primitive, weight.primitive, None, args);
+                        prep.finish((x_state, w_state, args), out)
+                    }
+                    OpsKind::UnTracked(prep) => {
+                        prep.finish(B::kernel_conv2d(x.primitive, weight.primitive, None, args))
+                    }
+                }
+            }
+            Some(bias) => {
+                let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+                match ConvBiasBackward
+                    .prepare::<C>(nodes)
+                    .compute_bound()
+                    .stateful()
+                {
+                    OpsKind::Tracked(mut prep) => {
+                        let x_state = prep.checkpoint(&x);
+                        let w_state = prep.checkpoint(&weight);
+                        let out = B::kernel_conv2d(
+                            x.primitive,
+                            weight.primitive,
+                            Some(bias.primitive),
+                            args,
+                        );
+                        prep.finish((x_state, w_state, args), out)
+                    }
+                    OpsKind::UnTracked(prep) => prep.finish(B::kernel_conv2d(
+                        x.primitive,
+                        weight.primitive,
+                        Some(bias.primitive),
+                        args,
+                    )),
+                }
+            }
+        }
+    }
+
+    fn kernel_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BatchNormForward<Self> {
+        let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+        match BatchNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let gamma_state = prep.checkpoint(&gamma);
+                let inner =
+                    B::kernel_batch_norm(x.primitive, gamma.primitive, beta.primitive, epsilon);
+                let state = (
+                    x_state,
+                    gamma_state,
+                    inner.mean.clone(),
+                    inner.var.clone(),
+                    epsilon,
+                );
+                BatchNormForward {
+                    output: prep.finish(state, inner.output),
+                    mean: Self::from_inner(inner.mean),
+                    var: Self::from_inner(inner.var),
+                }
+            }
+            OpsKind::UnTracked(prep) => {
+                let inner =
+                    B::kernel_batch_norm(x.primitive, gamma.primitive, beta.primitive, epsilon);
+                BatchNormForward {
+                    output: prep.finish(inner.output),
+                    mean: Self::from_inner(inner.mean),
+                    var: Self::from_inner(inner.var),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1123 @@
+//! Plain-slice CPU kernels behind the flex implementation of [`super::KernelBackend`]:
+//! convolution forward and backward (GEMMs over im2col tiles of bounded size, reusing one
+//! buffer per thread, a direct loop for depthwise convolutions) and batch norm in two passes
+//! each way, parallel on rayon.
+//!
+//! Every tensor here is contiguous `f32` in NCHW order (weights OIHW). Nothing here knows Burn,
+//! so the kernels are tested against naive loops as well as against Burn's stock ops.
+
+use rayon::prelude::*;
+
+/// Geometry of one 2-D convolution: NCHW input, OIHW weight, NCHW output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels (all groups).
+    pub in_channels: usize,
+    /// Input height and width, unpadded.
+    pub in_size: [usize; 2],
+    /// Output channels (all groups).
+    pub out_channels: usize,
+    /// Output height and width.
+    pub out_size: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Zero padding before the first row and the first column. The padding after the last
+    /// row and column follows from the sizes, so asymmetric ("same") padding needs no copy.
+    pub pad: [usize; 2],
+    /// Dilation along height and width.
+    pub dilation: [usize; 2],
+    /// Convolution groups.
+    pub groups: usize,
+}
+
+impl Conv2dGeometry {
+    fn in_per_group(&self) -> usize {
+        self.in_channels / self.groups
+    }
+
+    fn out_per_group(&self) -> usize {
+        self.out_channels / self.groups
+    }
+
+    /// Rows of one group's im2col matrix: input channels of the group times kernel positions.
+    fn col_rows(&self) -> usize {
+        self.in_per_group() * self.kernel[0] * self.kernel[1]
+    }
+
+    fn positions(&self) -> usize {
+        self.out_size[0] * self.out_size[1]
+    }
+
+    fn in_plane(&self) -> usize {
+        self.in_size[0] * self.in_size[1]
+    }
+
+    /// One filter per channel: every input channel is its own group with one output channel.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels && self.groups == self.out_channels
+    }
+
+    /// A 1x1 convolution that reads every input pixel once, in order: its im2col matrix is the
+    /// input itself.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
+            && self.out_size == self.in_size
+    }
+
+    /// Elements of the weight tensor.
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * self.in_per_group() * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Elements of the input tensor.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_plane()
+    }
+
+    /// Elements of the output tensor.
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_channels * self.positions()
+    }
+}
+
+/// The output indices `o` in `[lo, hi)` whose input index `o * stride + offset` lies in
+/// `[0, size)`, where `offset` is `k * dilation - pad` for one kernel position.
+fn valid_range(out: usize, size: usize, stride: usize, offset: isize) -> (usize, usize) {
+    let lo = if offset >= 0 {
+        0
+    } else {
+        offset.unsigned_abs().div_ceil(stride)
+    };
+    let room = size as isize - offset;
+    let hi = if room <= 0 {
+        0
+    } else {
+        ((room as usize - 1) / stride + 1).min(out)
+    };
+    (lo.min(hi), hi)
+}
+
+/// The input index of output index `o` (only called inside its valid range).
+fn input_index(o: usize, stride: usize, offset: isize) -> usize {
+    ((o * stride) as isize + offset) as usize
+}
+
+/// Offsets `k * dilation - pad` of every kernel position along one axis.
+fn offsets(kernel: usize, dilation: usize, pad: usize) -> Vec<isize> {
+    (0..kernel)
+        .map(|k| (k * dilation) as isize - pad as isize)
+        .collect()
+}
+
+/// Output rows `[r0, r1)` of one image's convolution: the tile of positions one im2col
+/// buffer holds at a time.
+#[derive(Debug, Clone, Copy)]
+struct Rows {
+    r0: usize,
+    r1: usize,
+}
+
+impl Rows {
+    fn positions(&self, ow: usize) -> usize {
+        (self.r1 - self.r0) * ow
+    }
+}
+
+/// Floats in one im2col tile: 2 MiB, so a tile stays in cache between im2col and the GEMM that
+/// reads it, and the buffer each thread keeps stays small however large the image.
+/// (A few rows in the unit tests, so that they cover images split into several tiles.)
+const TILE_FLOATS: usize = if cfg!(test) { 96 } else { 1 << 19 };
+
+/// The output-row tiles of one image, each of at most [`TILE_FLOATS`] im2col entries (at least
+/// one row).
+fn row_tiles(g: &Conv2dGeometry) -> impl Iterator<Item = Rows> + use<> {
+    let [oh, ow] = g.out_size;
+    let per_row = (g.col_rows() * ow).max(1);
+    let step = (TILE_FLOATS / per_row).clamp(1, oh.max(1));
+    (0..oh).step_by(step).map(move |r0| Rows {
+        r0,
+        r1: (r0 + step).min(oh),
+    })
+}
+
+/// Fills `col` (`col_rows x tile positions`, row-major) with the patches of output rows
+/// `rows` of one group of one image (`x`: the group's input planes).
+fn im2col(g: &Conv2dGeometry, x: &[f32], rows: Rows, col: &mut [f32]) {
+    let [h, w] = g.in_size;
+    let [oh, ow] = g.out_size;
+    let tp = rows.positions(ow);
+    let off_h = offsets(g.kernel[0], g.dilation[0], g.pad[0]);
+    let off_w = offsets(g.kernel[1], g.dilation[1], g.pad[1]);
+    let mut dst_rows = col.chunks_exact_mut(tp);
+    for plane in x.chunks_exact(h * w).take(g.in_per_group()) {
+        for &dh in &off_h {
+            let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
+            let (h0, h1) = (h0.clamp(rows.r0, rows.r1), h1.clamp(rows.r0, rows.r1));
+            let (h0, h1) = (h0, h1.max(h0));
+            for &dw in &off_w {
+                let (w0, w1) = valid_range(ow, w, g.stride[1], dw);
+                let Some(dst) = dst_rows.next() else { return };
+                dst[..(h0 - rows.r0) * ow].fill(0.0);
+                dst[(h1 - rows.r0) * ow..].fill(0.0);
+                for o in h0..h1 {
+                    let ih = input_index(o, g.stride[0], dh);
+                    let src = &plane[ih * w..(ih + 1) * w];
+                    let at = (o - rows.r0) * ow;
+                    let d = &mut dst[at..at + ow];
+                    d[..w0].fill(0.0);
+                    d[w1..].fill(0.0);
+                    if w0 == w1 {
+                        continue;
+                    }
+                    if g.stride[1] == 1 {
+                        let s0 = input_index(w0, 1, dw);
+                        d[w0..w1].copy_from_slice(&src[s0..s0 + (w1 - w0)]);
+                    } else {
+                        for (j, v) in d[w0..w1].iter_mut().enumerate() {
+                            *v = src[input_index(w0 + j, g.stride[1], dw)];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `col` (`col_rows x tile positions`) of output rows `rows` back into one group's input
+/// planes: the adjoint of [`im2col`].
+fn col2im(g: &Conv2dGeometry, col: &[f32], rows: Rows, x: &mut [f32]) {
+    let [h, w] = g.in_size;
+    let [oh, ow] = g.out_size;
+    let tp = rows.positions(ow);
+    let off_h = offsets(g.kernel[0], g.dilation[0], g.pad[0]);
+    let off_w = offsets(g.kernel[1], g.dilation[1], g.pad[1]);
+    let mut src_rows = col.chunks_exact(tp);
+    for plane in x.chunks_exact_mut(h * w).take(g.in_per_group()) {
+        for &dh in &off_h {
+            let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
+            let (h0, h1) = (h0.clamp(rows.r0, rows.r1), h1.clamp(rows.r0, rows.r1));
+            for &dw in &off_w {
+                let (w0, w1) = valid_range(ow, w, g.stride[1], dw);
+                let Some(src) = src_rows.next() else { return };
+                if w0 == w1 {
+                    continue;
+                }
+                for o in h0..h1.max(h0) {
+                    let ih = input_index(o, g.stride[0], dh);
+                    let dst = &mut plane[ih * w..(ih + 1) * w];
+                    let at = (o - rows.r0) * ow;
+                    let s = &src[at + w0..at + w1];
+                    if g.stride[1] == 1 {
+                        let d0 = input_index(w0, 1, dw);
+                        for (d, v) in dst[d0..d0 + s.len()].iter_mut().zip(s) {
+                            *d += v;
+                        }
+                    } else {
+                        for (j, v) in s.iter().enumerate() {
+                            dst[input_index(w0 + j, g.stride[1], dw)] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's im2col buffer, kept between calls so no step allocates or zeroes one.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer of at least `len` floats (contents unspecified).
+/// Reentrant: a nested call (a thread stealing work while a parallel GEMM waits) gets a fresh
+/// buffer.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(|cell| cell.take());
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    SCRATCH.with(|cell| {
+        if cell.borrow().len() < buf.len() {
+            cell.replace(buf);
+        }
+    });
+    out
+}
+
+/// One matrix operand: a slice and its row and column strides in elements.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn rows(data: &'a [f32], row_stride: usize) -> Self {
+        Mat {
+            data,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with rows `row_stride` long.
+    fn transposed(data: &'a [f32], row_stride: usize) -> Self {
+        Mat {
+            data,
+            row_stride: 1,
+            col_stride: row_stride,
+        }
+    }
+
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst (m x n, row-major with rows dst_stride long) (+)= lhs (m x k) * rhs (k x n)`, through
+/// the `gemm` crate (the same one flex's matmul uses, dispatched at run time to the widest SIMD
+/// the CPU has).
+#[allow(unsafe_code)]
+fn matmul(
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    dst_stride: usize,
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let dst_covered = (m - 1) * dst_stride + n <= dst.len();
+    assert!(
+        dst_covered && lhs.covers(m, k) && rhs.covers(k, n) && n <= dst_stride,
+        "matmul operands smaller than {m}x{k} * {k}x{n}"
+    );
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_stride).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assertion above checks that every index gemm reads or writes,
+    // `(i * row_stride + j * col_stride)` for `i < rows` and `j < cols` of each operand, lies
+    // inside its slice; `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_stride as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Whether the GEMMs inside one batch image should themselves run in parallel: only when the
+/// batch alone cannot keep every thread busy.
+fn inner_parallel(batch: usize) -> bool {
+    batch < rayon::current_num_threads()
+}
+
+/// A 2-D convolution, `[N, C_out, OH, OW]`: per image and group, one GEMM of the weights with
+/// each im2col tile (with the input itself for a 1x1 convolution), written straight into the
+/// output; a direct loop for depthwise convolutions. Parallel over the batch.
+pub fn conv2d_forward(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    if g.is_depthwise() {
+        return depthwise_forward(g, x, weight, bias);
+    }
+    let p = g.positions();
+    let y_len = g.out_channels * p;
+    let mut y = vec![0.0f32; g.output_len()];
+    if y_len == 0 {
+        return y;
+    }
+    let k = g.col_rows();
+    let (cg, cog) = (g.in_per_group(), g.out_per_group());
+    let plane = g.in_plane();
+    let x_len = g.in_channels * plane;
+    let ow = g.out_size[1];
+    let pointwise = g.is_pointwise();
+    let parallel = inner_parallel(g.batch);
+    y.par_chunks_mut(y_len).enumerate().for_each(|(b, y_b)| {
+        if let Some(bias) = bias {
+            for (plane, &v) in y_b.chunks_exact_mut(p).zip(bias) {
+                plane.fill(v);
+            }
+        }
+        let accumulate = bias.is_some();
+        for group in 0..g.groups {
+            let w_g = Mat::rows(&weight[group * cog * k..(group + 1) * cog * k], k);
+            let x_bg = &x[b * x_len + group * cg * plane..][..cg * plane];
+            let y_bg = &mut y_b[group * cog * p..(group + 1) * cog * p];
+            if pointwise {
+                // Y_g (cog x p) = W_g (cog x cg) * X_g (cg x p)
+                matmul(
+                    [cog, p, k],
+                    y_bg,
+                    p,
+                    accumulate,
+                    w_g,
+                    Mat::rows(x_bg, p),
+                    parallel,
+                );
+                continue;
+            }
+            for rows in row_tiles(g) {
+                let tp = rows.positions(ow);
+                with_scratch(k * tp, |col| {
+                    im2col(g, x_bg, rows, col);
+                    // Y_g[:, tile] (cog x tp) = W_g (cog x k) * col (k x tp)
+                    let dst = &mut y_bg[rows.r0 * ow..];
+                    matmul(
+                        [cog, tp, k],
+                        dst,
+                        p,
+                        accumulate,
+                        w_g,
+                        Mat::rows(col, tp),
+                        parallel,
+                    );
+                });
+            }
+        }
+    });
+    y
+}
+
+/// The gradient of a convolution with respect to its input, `[N, C_in, H, W]`.
+pub fn conv2d_input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    if g.is_depthwise() {
+        return depthwise_input_grad(g, weight, dy);
+    }
+    let x_len = g.in_channels * g.in_plane();
+    let mut dx = vec![0.0f32; g.input_len()];
+    if x_len == 0 {
+        return dx;
+    }
+    let (k, p) = (g.col_rows(), g.positions());
+    let (cg, cog) = (g.in_per_group(), g.out_per_group());
+    let plane = g.in_plane();
+    let ow = g.out_size[1];
+    let pointwise = g.is_pointwise();
+    let parallel = inner_parallel(g.batch);
+    dx.par_chunks_mut(x_len).enumerate().for_each(|(b, dx_b)| {
+        for group in 0..g.groups {
+            let w_g = &weight[group * cog * k..(group + 1) * cog * k];
+            let dy_bg = &dy[(b * g.out_channels + group * cog) * p..][..cog * p];
+            let dx_bg = &mut dx_b[group * cg * plane..(group + 1) * cg * plane];
+            // dcol (k x p) = W_g^T (k x cog) * dY (cog x p)
+            let lhs = Mat::transposed(w_g, k);
+            if pointwise {
+                matmul(
+                    [k, p, cog],
+                    dx_bg,
+                    p,
+                    false,
+                    lhs,
+                    Mat::rows(dy_bg, p),
+                    parallel,
+                );
+                continue;
+            }
+            for rows in row_tiles(g) {
+                let tp = rows.positions(ow);
+                with_scratch(k * tp, |dcol| {
+                    let rhs = Mat::rows(&dy_bg[rows.r0 * ow..], p);
+                    matmul([k, tp, cog], dcol, tp, false, lhs, rhs, parallel);
+                    col2im(g, dcol, rows, dx_bg);
+                });
+            }
+        }
+    });
+    dx
+}
+
+/// The gradient of a convolution with respect to its weight, `[C_out, C_in / groups, KH, KW]`:
+/// the batch in one contiguous run per thread, each accumulating GEMMs of the output gradient
+/// with im2col tiles into its own copy, and the copies summed.
+pub fn conv2d_weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if g.is_depthwise() {
+        return depthwise_weight_grad(g, x, dy);
+    }
+    let (k, p) = (g.col_rows(), g.positions());
+    let (cg, cog) = (g.in_per_group(), g.out_per_group());
+    let plane = g.in_plane();
+    let x_len = g.in_channels * plane;
+    let w_len = g.weight_len();
+    let ow = g.out_size[1];
+    let pointwise = g.is_pointwise();
+    let parallel = inner_parallel(g.batch);
+    let runs = rayon::current_num_threads().clamp(1, g.batch.max(1));
+    let per_run = g.batch.div_ceil(runs).max(1);
+    let partial = |images: std::ops::Range<usize>| {
+        let mut dw = vec![0.0f32; w_len];
+        for b in images {
+            for group in 0..g.groups {
+                let x_bg = &x[b * x_len + group * cg * plane..][..cg * plane];
+                let dy_bg = &dy[(b * g.out_channels + group * cog) * p..][..cog * p];
+                let dw_g = &mut dw[group * cog * k..(group + 1) * cog * k];
+                if pointwise {
+                    // dW_g (cog x cg) += dY (cog x p) * X^T (p x cg)
+                    let (lhs, rhs) = (Mat::rows(dy_bg, p), Mat::transposed(x_bg, p));
+                    matmul([cog, k, p], dw_g, k, true, lhs, rhs, parallel);
+                    continue;
+                }
+                for rows in row_tiles(g) {
+                    let tp = rows.positions(ow);
+                    with_scratch(k * tp, |col| {
+                        im2col(g, x_bg, rows, col);
+                        // dW_g (cog x k) += dY[:, tile] (cog x tp) * col^T (tp x k)
+                        let lhs = Mat::rows(&dy_bg[rows.r0 * ow..], p);
+                        let rhs = Mat::transposed(col, tp);
+                        matmul([cog, k, tp], dw_g, k, true, lhs, rhs, parallel);
+                    });
+                }
+            }
+        }
+        dw
+    };
+    let mut parts: Vec<Vec<f32>> = (0..runs)
+        .into_par_iter()
+        .map(|r| partial(r * per_run..((r + 1) * per_run).min(g.batch)))
+        .collect();
+    let mut total = parts.pop().unwrap_or_else(|| vec![0.0f32; w_len]);
+    for part in &parts {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
+        }
+    }
+    total
+}
+
+/// The gradient of a convolution's bias: `dy` summed over batch and positions, `[C_out]`.
+pub fn bias_grad(batch: usize, channels: usize, positions: usize, dy: &[f32]) -> Vec<f32> {
+    (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            (0..batch)
+                .map(|b| {
+                    let plane = &dy[(b * channels + c) * positions..][..positions];
+                    plane.iter().map(|&v| v as f64).sum::<f64>()
+                })
+                .sum::<f64>() as f32
+        })
+        .collect()
+}
+
+/// A depthwise convolution: each `(image, channel)` plane accumulates its shifted input rows
+/// times its own filter taps, in parallel over planes.
+fn depthwise_forward(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let [h, w] = g.in_size;
+    let [oh, ow] = g.out_size;
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let channels = g.in_channels;
+    let off_h = offsets(kh, g.dilation[0], g.pad[0]);
+    let off_w = offsets(kw, g.dilation[1], g.pad[1]);
+    let mut y = vec![0.0f32; g.output_len()];
+    if oh * ow == 0 {
+        return y;
+    }
+    y.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(i, y_plane)| {
+            let c = i % channels;
+            if let Some(bias) = bias {
+                y_plane.fill(bias[c]);
+            }
+            let x_plane = &x[i * h * w..(i + 1) * h * w];
+            let filter = &weight[c * kh * kw..(c + 1) * kh * kw];
+            for (a, &dh) in off_h.iter().enumerate() {
+                let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
+                for (bb, &dw) in off_w.iter().enumerate() {
+                    let (w0, w1) = valid_range(ow, w, g.stride[1], dw);
+                    if w0 == w1 {
+                        continue;
+                    }
+                    let wv = filter[a * kw + bb];
+                    for o in h0..h1 {
+                        let ih = input_index(o, g.stride[0], dh);
+                        let src = &x_plane[ih * w..(ih + 1) * w];
+                        let dst = &mut y_plane[o * ow + w0..o * ow + w1];
+                        if g.stride[1] == 1 {
+                            let s0 = input_index(w0, 1, dw);
+                            for (d, v) in dst.iter_mut().zip(&src[s0..s0 + (w1 - w0)]) {
+                                *d += wv * v;
+                            }
+                        } else {
+                            for (j, d) in dst.iter_mut().enumerate() {
+                                *d += wv * src[input_index(w0 + j, g.stride[1], dw)];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// Input gradient of a depthwise convolution: each `(image, channel)` plane scatters its
+/// output gradient through its own filter, in parallel over planes.
+fn depthwise_input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    let [h, w] = g.in_size;
+    let [oh, ow] = g.out_size;
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let channels = g.in_channels;
+    let off_h = offsets(kh, g.dilation[0], g.pad[0]);
+    let off_w = offsets(kw, g.dilation[1], g.pad[1]);
+    let mut dx = vec![0.0f32; g.input_len()];
+    if h * w == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(i, dx_plane)| {
+            let c = i % channels;
+            let dy_plane = &dy[i * oh * ow..(i + 1) * oh * ow];
+            let filter = &weight[c * kh * kw..(c + 1) * kh * kw];
+            for (a, &dh) in off_h.iter().enumerate() {
+                let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
+                for (bb, &dw) in off_w.iter().enumerate() {
+                    let (w0, w1) = valid_range(ow, w, g.stride[1], dw);
+                    if w0 == w1 {
+                        continue;
+                    }
+                    let wv = filter[a * kw + bb];
+                    for o in h0..h1 {
+                        let ih = input_index(o, g.stride[0], dh);
+                        let dst = &mut dx_plane[ih * w..(ih + 1) * w];
+                        let src = &dy_plane[o * ow + w0..o * ow + w1];
+                        if g.stride[1] == 1 {
+                            let d0 = input_index(w0, 1, dw);
+                            for (d, v) in dst[d0..d0 + src.len()].iter_mut().zip(src) {
+                                *d += wv * v;
+                            }
+                        } else {
+                            for (j, v) in src.iter().enumerate() {
+                                dst[input_index(w0 + j, g.stride[1], dw)] += wv * v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    dx
+}
+
+/// Weight gradient of a depthwise convolution: per channel, every kernel position's dot
+/// product of the output gradient with the shifted input, over the batch; parallel over
+/// channels.
+fn depthwise_weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let [h, w] = g.in_size;
+    let [oh, ow] = g.out_size;
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let channels = g.in_channels;
+    let off_h = offsets(kh, g.dilation[0], g.pad[0]);
+    let off_w = offsets(kw, g.dilation[1], g.pad[1]);
+    let mut dw_all = vec![0.0f32; g.weight_len()];
+    if kh * kw == 0 {
+        return dw_all;
+    }
+    dw_all
+        .par_chunks_mut(kh * kw)
+        .enumerate()
+        .for_each(|(c, dw_c)| {
+            for b in 0..g.batch {
+                let i = b * channels + c;
+                let x_plane = &x[i * h * w..(i + 1) * h * w];
+                let dy_plane = &dy[i * oh * ow..(i + 1) * oh * ow];
+                for (a, &dh) in off_h.iter().enumerate() {
+                    let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
+                    for (bb, &dw) in off_w.iter().enumerate() {
+                        let (w0, w1) = valid_range(ow, w, g.stride[1], dw);
+                        if w0 == w1 {
+                            continue;
+                        }
+                        let mut acc = 0.0f32;
+                        for o in h0..h1 {
+                            let ih = input_index(o, g.stride[0], dh);
+                            let xs = &x_plane[ih * w..(ih + 1) * w];
+                            let ds = &dy_plane[o * ow + w0..o * ow + w1];
+                            if g.stride[1] == 1 {
+                                let s0 = input_index(w0, 1, dw);
+                                acc += dot(&xs[s0..s0 + ds.len()], ds);
+                            } else {
+                                for (j, v) in ds.iter().enumerate() {
+                                    acc += xs[input_index(w0 + j, g.stride[1], dw)] * v;
+                                }
+                            }
+                        }
+                        dw_c[a * kw + bb] += acc;
+                    }
+                }
+            }
+        });
+    dw_all
+}
+
+/// A dot product in eight independent lanes, so the compiler vectorises it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = a.len() / 8;
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] += ca[l] * cb[l];
+        }
+    }
+    let mut rest = 0.0f32;
+    for (x, y) in a[chunks * 8..].iter().zip(&b[chunks * 8..]) {
+        rest += x * y;
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// Batch statistics of a batch-norm forward pass, per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStats {
+    /// Mean over batch and positions.
+    pub mean: Vec<f32>,
+    /// Biased variance over batch and positions (as Burn's `BatchNorm` computes it).
+    pub var: Vec<f32>,
+}
+
+/// Per-channel mean and biased variance of `x` (`[batch, channels, positions]`), two passes in
+/// `f64`, parallel over channels.
+pub fn batch_stats(batch: usize, channels: usize, positions: usize, x: &[f32]) -> BatchStats {
+    let count = (batch * positions).max(1) as f64;
+    let (mean, var): (Vec<f32>, Vec<f32>) = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let planes =
+                || (0..batch).map(move |b| &x[(b * channels + c) * positions..][..positions]);
+            let sum: f64 = planes()
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                .sum();
+            let mean = sum / count;
+            let m = mean as f32;
+            let sq: f64 = planes()
+                .map(|p| {
+                    p.iter()
+                        .map(|&v| {
+                            let d = v - m;
+                            (d * d) as f64
+                        })
+                        .sum::<f64>()
+                })
+                .sum();
+            (mean as f32, (sq / count) as f32)
+        })
+        .unzip();
+    BatchStats { mean, var }
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, per channel, parallel over planes.
+pub fn batch_norm_apply(
+    channels: usize,
+    positions: usize,
+    x: &[f32],
+    stats: &BatchStats,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    if positions == 0 {
+        return y;
+    }
+    y.par_chunks_mut(positions)
+        .zip(x.par_chunks(positions))
+        .enumerate()
+        .for_each(|(i, (y_plane, x_plane))| {
+            let c = i % channels;
+            let scale = gamma[c] / (stats.var[c] + eps).sqrt();
+            let shift = beta[c] - stats.mean[c] * scale;
+            for (o, &v) in y_plane.iter_mut().zip(x_plane) {
+                *o = v * scale + shift;
+            }
+        });
+    y
+}
+
+/// Gradients of a training-mode batch norm (batch statistics): `(dx, dgamma, dbeta)`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward(
+    batch: usize,
+    channels: usize,
+    positions: usize,
+    x: &[f32],
+    stats: &BatchStats,
+    gamma: &[f32],
+    eps: f32,
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let count = (batch * positions).max(1) as f64;
+    let inv_std: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let (m, s) = (stats.mean[c], inv_std[c]);
+            let mut sum_dy = 0.0f64;
+            let mut sum_dy_xhat = 0.0f64;
+            for b in 0..batch {
+                let at = (b * channels + c) * positions;
+                let xs = &x[at..at + positions];
+                let ds = &dy[at..at + positions];
+                let mut a = 0.0f32;
+                let mut bsum = 0.0f32;
+                for (&xv, &dv) in xs.iter().zip(ds) {
+                    a += dv;
+                    bsum += dv * (xv - m);
+                }
+                sum_dy += a as f64;
+                sum_dy_xhat += (bsum * s) as f64;
+            }
+            (sum_dy_xhat as f32, sum_dy as f32)
+        })
+        .unzip();
+    let mut dx = vec![0.0f32; x.len()];
+    if positions == 0 {
+        return (dx, dgamma, dbeta);
+    }
+    dx.par_chunks_mut(positions)
+        .enumerate()
+        .for_each(|(i, dx_plane)| {
+            let c = i % channels;
+            let at = i * positions;
+            let xs = &x[at..at + positions];
+            let ds = &dy[at..at + positions];
+            let (m, s) = (stats.mean[c], inv_std[c]);
+            let k = gamma[c] * s;
+            let mean_dy = (dbeta[c] as f64 / count) as f32;
+            let mean_dy_xhat = (dgamma[c] as f64 / count) as f32;
+            for ((o, &xv), &dv) in dx_plane.iter_mut().zip(xs).zip(ds) {
+                let xhat = (xv - m) * s;
+                *o = k * (dv - mean_dy - xhat * mean_dy_xhat);
+            }
+        });
+    (dx, dgamma, dbeta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random sequence in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The plain definition of a convolution, to check the kernels' adjoints against.
+    fn naive_forward(g: &Conv2dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let [h, wd] = g.in_size;
+        let [oh, ow] = g.out_size;
+        let (cg, cog) = (g.in_per_group(), g.out_per_group());
+        let mut y = vec![0.0f32; g.output_len()];
+        for b in 0..g.batch {
+            for co in 0..g.out_channels {
+                let group = co / cog;
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut acc = 0.0;
+                        for ci in 0..cg {
+                            for a in 0..g.kernel[0] {
+                                for c in 0..g.kernel[1] {
+                                    let ih = (i * g.stride[0] + a * g.dilation[0]) as isize
+                                        - g.pad[0] as isize;
+                                    let iw = (j * g.stride[1] + c * g.dilation[1]) as isize
+                                        - g.pad[1] as isize;
+                                    if ih < 0 || iw < 0 || ih >= h as isize || iw >= wd as isize {
+                                        continue;
+                                    }
+                                    let xi = ((b * g.in_channels + group * cg + ci) * h
+                                        + ih as usize)
+                                        * wd
+                                        + iw as usize;
+                                    let wi = ((co * cg + ci) * g.kernel[0] + a) * g.kernel[1] + c;
+                                    acc += x[xi] * w[wi];
+                                }
+                            }
+                        }
+                        y[((b * g.out_channels + co) * oh + i) * ow + j] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn geometry(
+        batch: usize,
+        [cin, cout, groups]: [usize; 3],
+        in_size: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [[usize; 2]; 2],
+        dilation: [usize; 2],
+    ) -> Conv2dGeometry {
+        let out = |i: usize| {
+            (in_size[i] + pad[0][i] + pad[1][i] - dilation[i] * (kernel[i] - 1) - 1) / stride[i] + 1
+        };
+        Conv2dGeometry {
+            batch,
+            in_channels: cin,
+            in_size,
+            out_channels: cout,
+            out_size: [out(0), out(1)],
+            kernel,
+            stride,
+            pad: pad[0],
+            dilation,
+            groups,
+        }
+    }
+
+    fn dot64(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+    }
+
+    /// `<dy, conv(x, w)> = <dx, x> = <dw, w>` for the kernels' gradients, the defining
+    /// property of the adjoint, checked on geometries covering every code path.
+    #[test]
+    fn gradients_are_the_adjoints_of_the_forward() {
+        let cases = [
+            geometry(
+                2,
+                [4, 6, 1],
+                [7, 9],
+                [3, 3],
+                [1, 1],
+                [[1, 1], [1, 1]],
+                [1, 1],
+            ),
+            geometry(
+                3,
+                [3, 5, 1],
+                [11, 8],
+                [7, 7],
+                [2, 2],
+                [[3, 3], [3, 3]],
+                [1, 1],
+            ),
+            geometry(
+                2,
+                [6, 4, 2],
+                [6, 6],
+                [3, 3],
+                [2, 1],
+                [[0, 1], [1, 0]],
+                [1, 1],
+            ),
+            geometry(
+                1,
+                [5, 8, 1],
+                [5, 7],
+                [1, 1],
+                [1, 1],
+                [[0, 0], [0, 0]],
+                [1, 1],
+            ),
+            geometry(
+                2,
+                [5, 8, 1],
+                [6, 7],
+                [1, 1],
+                [2, 2],
+                [[0, 0], [0, 0]],
+                [1, 1],
+            ),
+            geometry(
+                2,
+                [4, 4, 1],
+                [9, 9],
+                [3, 3],
+                [1, 1],
+                [[2, 2], [2, 2]],
+                [2, 2],
+            ),
+            geometry(
+                3,
+                [6, 6, 6],
+                [9, 10],
+                [3, 3],
+                [1, 1],
+                [[1, 1], [1, 1]],
+                [1, 1],
+            ),
+            geometry(
+                2,
+                [5, 5, 5],
+                [9, 8],
+                [5, 5],
+                [2, 2],
+                [[1, 2], [1, 2]],
+                [1, 1],
+            ),
+            geometry(
+                2,
+                [3, 3, 3],
+                [8, 8],
+                [3, 3],
+                [1, 1],
+                [[2, 2], [2, 2]],
+                [2, 2],
+            ),
+            geometry(
+                2,
+                [4, 8, 4],
+                [6, 5],
+                [3, 3],
+                [1, 1],
+                [[1, 1], [1, 1]],
+                [1, 1],
+            ),
+        ];
+        for (n, g) in cases.iter().enumerate() {
+            let x = values(g.input_len(), 1 + n as u64);
+            let w = values(g.weight_len(), 100 + n as u64);
+            let dy = values(g.output_len(), 200 + n as u64);
+            let y = naive_forward(g, &x, &w);
+            let bias = values(g.out_channels, 300 + n as u64);
+            let got = conv2d_forward(g, &x, &w, None);
+            let got_bias = conv2d_forward(g, &x, &w, Some(&bias));
+            let p = g.positions();
+            for (i, &expect) in y.iter().enumerate() {
+                let c = (i / p) % g.out_channels;
+                assert!(
+                    (got[i] - expect).abs() < 1e-4,
+                    "case {n} {g:?}: y[{i}] {} vs {expect}",
+                    got[i]
+                );
+                assert!(
+                    (got_bias[i] - expect - bias[c]).abs() < 1e-4,
+                    "case {n}: bias at {i}"
+                );
+            }
+            let lhs = dot64(&dy, &y);
+            let dx = conv2d_input_grad(g, &w, &dy);
+            let dw = conv2d_weight_grad(g, &x, &dy);
+            let via_x = dot64(&dx, &x);
+            let via_w = dot64(&dw, &w);
+            let tol = 1e-4 * lhs.abs().max(1.0);
+            assert!(
+                (lhs - via_x).abs() < tol,
+                "case {n} {g:?}: dx {via_x} vs {lhs}"
+            );
+            assert!(
+                (lhs - via_w).abs() < tol,
+                "case {n} {g:?}: dw {via_w} vs {lhs}"
+            );
+            // And element by element: the weight gradient of each weight is the forward with
+            // that weight alone set to one.
+            for probe in [0, g.weight_len() / 2, g.weight_len() - 1] {
+                let mut e = vec![0.0; g.weight_len()];
+                e[probe] = 1.0;
+                let expect = dot64(&dy, &naive_forward(g, &x, &e));
+                assert!((expect - dw[probe] as f64).abs() < 1e-4 * expect.abs().max(1.0));
+            }
+        }
+    }
+
+    #[test]
+    fn bias_gradient_sums_batch_and_positions() {
+        let dy = values(2 * 3 * 5, 9);
+        let got = bias_grad(2, 3, 5, &dy);
+        for c in 0..3 {
+            let expect: f32 = (0..2)
+                .flat_map(|b| dy[(b * 3 + c) * 5..][..5].to_vec())
+                .sum();
+            assert!((got[c] - expect).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn batch_norm_backward_matches_finite_differences() {
+        let (n, c, s) = (3, 4, 5);
+        let x = values(n * c * s, 3);
+        let gamma = values(c, 4);
+        let beta = values(c, 5);
+        let dy = values(n * c * s, 6);
+        let eps = 1e-5;
+        let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| {
+            let stats = batch_stats(n, c, s, x);
+            dot64(&batch_norm_apply(c, s, x, &stats, gamma, beta, eps), &dy)
+        };
+        let stats = batch_stats(n, c, s, &x);
+        let (dx, dgamma, dbeta) = batch_norm_backward(n, c, s, &x, &stats, &gamma, eps, &dy);
+        let h = 1e-2f32;
+        for i in [0, 7, 33, n * c * s - 1] {
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[i] += h;
+            down[i] -= h;
+            let fd = (loss(&up, &gamma, &beta) - loss(&down, &gamma, &beta)) / (2.0 * h as f64);
+            assert!(
+                (fd - dx[i] as f64).abs() < 2e-2 * fd.abs().max(0.1),
+                "dx[{i}] {fd} vs {}",
+                dx[i]
+            );
+        }
+        for i in 0..c {
+            let (mut up, mut down) = (gamma.clone(), gamma.clone());
+            up[i] += h;
+            down[i] -= h;
+            let fd = (loss(&x, &up, &beta) - loss(&x, &down, &beta)) / (2.0 * h as f64);
+            assert!((fd - dgamma[i] as f64).abs() < 1e-2 * fd.abs().max(0.1));
+            let expect: f32 = (0..n)
+                .flat_map(|b| dy[(b * c + i) * s..][..s].to_vec())
+                .sum();
+            assert!((expect - dbeta[i]).abs() < 1e-4);
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! [`KernelBackend`] for flex: convolution forward and backward and batch norm run on the
+//! kernels in [`super::cpu`]. Tensors of another dtype than `f32` take the stock ops.
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
+
+use super::cpu::{self, BatchStats, Conv2dGeometry};
+use super::{BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, KernelBackend, stock};
+
+/// The autodiff backend training runs on, on the CPU.
+pub(super) type AutodiffFlex = burn::backend::Autodiff<Flex>;
+
+/// `t` as contiguous `f32` storage, or `None` for another dtype.
+fn contiguous(t: &FlexTensor) -> Option<FlexTensor> {
+    (t.dtype() == DType::F32).then(|| t.to_contiguous())
+}
+
+fn floats(t: &FlexTensor) -> &[f32] {
+    // Only called on tensors `contiguous` returned, which are f32 and contiguous.
+    t.as_slice::<f32>().unwrap_or(&[])
+}
+
+fn from_vec(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape.into()))
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.shape();
+    let d = |i: usize| s.get(i).copied().unwrap_or(1);
+    [d(0), d(1), d(2), d(3)]
+}
+
+/// The geometry of a convolution of `x` with `weight` giving `out_size` outputs.
+fn geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    out_size: [usize; 2],
+    args: &ConvArgs,
+) -> Conv2dGeometry {
+    let [n, c, h, w] = dims4(x);
+    let [co, _, kh, kw] = dims4(weight);
+    Conv2dGeometry {
+        batch: n,
+        in_channels: c,
+        in_size: [h, w],
+        out_channels: co,
+        out_size,
+        kernel: [kh, kw],
+        stride: args.stride,
+        pad: args.pad_begin,
+        dilation: args.dilation,
+        groups: args.groups.max(1),
+    }
+}
+
+impl KernelBackend for Flex {
+    fn kernel_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: Option<FlexTensor>,
+        args: ConvArgs,
+    ) -> FlexTensor {
+        let bias_c = bias.as_ref().map(contiguous);
+        let (Some(xc), Some(wc), Some(bias_c)) = (
+            contiguous(&x),
+            contiguous(&weight),
+            bias_c.map_or(Some(None), |b| b.map(Some)),
+        ) else {
+            return stock::kernel_conv2d::<Self>(x, weight, bias, args);
+        };
+        let [n, c, h, w] = dims4(&xc);
+        let [co, ci_g, kh, kw] = dims4(&wc);
+        let groups = args.groups.max(1);
+        let fits = |i: usize, size: usize, k: usize| {
+            size + args.pad_begin[i] + args.pad_end[i] > args.dilation[i] * k.saturating_sub(1)
+        };
+        if ci_g * groups != c || co % groups != 0 || !fits(0, h, kh) || !fits(1, w, kw) {
+            // Let Burn report the mismatch as it always has.
+            return stock::kernel_conv2d::<Self>(x, weight, bias, args);
+        }
+        let [oh, ow] = args.output_size([h, w], [kh, kw]);
+        let g = geometry(&xc, &wc, [oh, ow], &args);
+        let y = cpu::conv2d_forward(&g, floats(&xc), floats(&wc), bias_c.as_ref().map(floats));
+        from_vec(y, [n, co, oh, ow])
+    }
+
+    fn kernel_conv2d_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        dy: FlexTensor,
+        args: ConvArgs,
+        [want_input, want_weight]: [bool; 2],
+    ) -> ConvGrads<Self> {
+        let (Some(xc), Some(wc), Some(dyc)) =
+            (contiguous(&x), contiguous(&weight), contiguous(&dy))
+        else {
+            return stock::kernel_conv2d_backward::<Self>(
+                x,
+                weight,
+                dy,
+                args,
+                [want_input, want_weight],
+            );
+        };
+        let [_, _, oh, ow] = dims4(&dyc);
+        let g = geometry(&xc, &wc, [oh, ow], &args);
+        let input = want_input.then(|| {
+            from_vec(
+                cpu::conv2d_input_grad(&g, floats(&wc), floats(&dyc)),
+                x.shape(),
+            )
+        });
+        let weight = want_weight.then(|| {
+            from_vec(
+                cpu::conv2d_weight_grad(&g, floats(&xc), floats(&dyc)),
+                weight.shape(),
+            )
+        });
+        ConvGrads { input, weight }
+    }
+
+    fn kernel_conv2d_bias_backward(dy: FlexTensor) -> FlexTensor {
+        let Some(dyc) = contiguous(&dy) else {
+            return stock::kernel_conv2d_bias_backward::<Self>(dy);
+        };
+        let [n, c, h, w] = dims4(&dyc);
+        from_vec(cpu::bias_grad(n, c, h * w, floats(&dyc)), [c])
+    }
+
+    fn kernel_batch_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> BatchNormForward<Self> {
+        let (Some(xc), Some(gc), Some(bc)) =
+            (contiguous(&x), contiguous(&gamma), contiguous(&beta))
+        else {
+            return stock::kernel_batch_norm::<Self>(x, gamma, beta, epsilon);
+        };
+        let [n, c, h, w] = dims4(&xc);
+        let stats = cpu::batch_stats(n, c, h * w, floats(&xc));
+        let y = cpu::batch_norm_apply(
+            c,
+            h * w,
+            floats(&xc),
+            &stats,
+            floats(&gc),
+            floats(&bc),
+            epsilon as f32,
+        );
+        BatchNormForward {
+            output: from_vec(y, x.shape()),
+            mean: from_vec(stats.mean, [c]),
+            var: from_vec(stats.var, [c]),
+        }
+    }
+
+    fn kernel_batch_norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        var: FlexTensor,
+        epsilon: f64,
+        dy: FlexTensor,
+    ) -> BatchNormGrads<Self> {
+        let all = (
+            contiguous(&x),
+            contiguous(&gamma),
+            contiguous(&mean),
+            contiguous(&var),
+            contiguous(&dy),
+        );
+        let (Some(xc), Some(gc), Some(mc), Some(vc), Some(dyc)) = all else {
+            return stock::kernel_batch_norm_backward::<Self>(x, gamma, mean, var, epsilon, dy);
+        };
+        let [n, c, h, w] = dims4(&xc);
+        let stats = BatchStats {
+            mean: floats(&mc).to_vec(),
+            var: floats(&vc).to_vec(),
+        };
+        let (dx, dgamma, dbeta) = cpu::batch_norm_backward(
+            n,
+            c,
+            h * w,
+            floats(&xc),
+            &stats,
+            floats(&gc),
+            epsilon as f32,
+            floats(&dyc),
+        );
+        BatchNormGrads {
+            input: from_vec(dx, x.shape()),
+            gamma: from_vec(dgamma, [c]),
+            beta: from_vec(dbeta, [c]),
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Our own training kernels, as a Burn backend extension.
+//!
+//! [`KernelBackend`] is a trait over Burn's `Backend` whose default methods are Burn's stock
+//! ops. Flex implements it with the kernels in [`cpu`] (convolution backward passes as GEMMs
+//! over im2col tiles, direct depthwise gradients, batch norm in two passes each way), and
+//! `Autodiff<B>` implements its forward methods by recording our own backward step, which calls
+//! `B`'s backward methods. Any other backend (CUDA) keeps Burn's own kernels.
+//!
+//! Model code stays generic over `B: Backend` and reaches the extension through
+//! [`conv2d`] and [`batch_norm`], which take Burn's own `Conv2d` and `BatchNorm` modules (so
+//! records and pretrained weights are unchanged) and route to the extension when `B` is flex
+//! (with or without autodiff). Routing by type rather than by a trait bound keeps the bound off
+//! every model, record and function in the workspace; the routing is exact (a `TypeId`
+//! comparison) and every other backend falls through to the module's own `forward`.
+//!
+//! `AUTODL_KERNELS=stock` turns the extension off (Burn's stock ops everywhere), for
+//! comparison and for benchmarks.
+
+mod autodiff;
+pub mod cpu;
+#[cfg(feature = "flex")]
+mod flex;
+mod stock;
+
+use std::any::{Any, TypeId};
+use std::sync::OnceLock;
+
+use burn::nn::BatchNorm;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+/// How a convolution is applied: stride, padding before and after (possibly asymmetric),
+/// dilation and groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvArgs {
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Zero padding before the first row and column (top, left).
+    pub pad_begin: [usize; 2],
+    /// Zero padding after the last row and column (bottom, right).
+    pub pad_end: [usize; 2],
+    /// Dilation along height and width.
+    pub dilation: [usize; 2],
+    /// Groups.
+    pub groups: usize,
+}
+
+impl ConvArgs {
+    /// The arguments Burn's `Conv2d::forward` would use for an input of height `h` and width
+    /// `w` (its "same" padding depends on the input size).
+    pub fn of<B: Backend>(conv: &Conv2d<B>, [h, w]: [usize; 2]) -> ConvArgs {
+        let ((top, bottom), (left, right)) = match &conv.padding {
+            PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+            PaddingConfig2d::Same => (
+                same_padding(conv.kernel_size[0], conv.stride[0], h),
+                same_padding(conv.kernel_size[1], conv.stride[1], w),
+            ),
+            PaddingConfig2d::Explicit(top, left, bottom, right) => {
+                ((*top, *bottom), (*left, *right))
+            }
+        };
+        ConvArgs {
+            stride: conv.stride,
+            pad_begin: [top, left],
+            pad_end: [bottom, right],
+            dilation: conv.dilation,
+            groups: conv.groups,
+        }
+    }
+
+    /// Whether the padding after equals the padding before on both axes.
+    pub fn is_symmetric(&self) -> bool {
+        self.pad_begin == self.pad_end
+    }
+
+    /// The output height and width for an input of `[h, w]` and a `[kh, kw]` kernel.
+    pub fn output_size(&self, [h, w]: [usize; 2], [kh, kw]: [usize; 2]) -> [usize; 2] {
+        let out = |i: usize, size: usize, k: usize| {
+            let padded = size + self.pad_begin[i] + self.pad_end[i];
+            let span = self.dilation[i] * (k.max(1) - 1) + 1;
+            padded.saturating_sub(span) / self.stride[i] + 1
+        };
+        [out(0, h, kh), out(1, w, kw)]
+    }
+}
+
+/// Burn's "same" padding (`burn-nn`'s `calculate_same_padding`): the total that keeps
+/// `ceil(size / stride)` outputs, the odd pixel after.
+fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = if out > 0 {
+        ((out - 1) * stride + kernel).saturating_sub(size)
+    } else {
+        0
+    };
+    (total / 2, total - total / 2)
+}
+
+/// Gradients of a convolution, each present when asked for.
+#[derive(Debug)]
+pub struct ConvGrads<B: Backend> {
+    /// With respect to the input.
+    pub input: Option<FloatTensor<B>>,
+    /// With respect to the weight.
+    pub weight: Option<FloatTensor<B>>,
+}
+
+/// A training-mode batch-norm forward pass: the output and the batch statistics it used.
+#[derive(Debug)]
+pub struct BatchNormForward<B: Backend> {
+    /// The normalised, scaled and shifted input.
+    pub output: FloatTensor<B>,
+    /// Per-channel batch mean, `[C]` (not tracked by autodiff).
+    pub mean: FloatTensor<B>,
+    /// Per-channel biased batch variance, `[C]` (not tracked by autodiff).
+    pub var: FloatTensor<B>,
+}
+
+/// Gradients of a training-mode batch norm.
+#[derive(Debug)]
+pub struct BatchNormGrads<B: Backend> {
+    /// With respect to the input.
+    pub input: FloatTensor<B>,
+    /// With respect to the scale `gamma`, `[C]`.
+    pub gamma: FloatTensor<B>,
+    /// With respect to the shift `beta`, `[C]`.
+    pub beta: FloatTensor<B>,
+}
+
+/// The kernel extension. Every method defaults to Burn's stock ops, so a backend opts in by
+/// overriding what it has faster kernels for.
+pub trait KernelBackend: Backend {
+    /// A 2-D convolution, `x: [N, C_in, H, W]`, `weight: [C_out, C_in / groups, KH, KW]`.
+    fn kernel_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        args: ConvArgs,
+    ) -> FloatTensor<Self> {
+        stock::kernel_conv2d::<Self>(x, weight, bias, args)
+    }
+
+    /// The input and weight gradients of [`KernelBackend::kernel_conv2d`] for the output
+    /// gradient `dy`; `want` says which of the two to compute.
+    fn kernel_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        args: ConvArgs,
+        want: [bool; 2],
+    ) -> ConvGrads<Self> {
+        stock::kernel_conv2d_backward::<Self>(x, weight, dy, args, want)
+    }
+
+    /// The bias gradient of a convolution: `dy` summed over batch and positions.
+    fn kernel_conv2d_bias_backward(dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        stock::kernel_conv2d_bias_backward::<Self>(dy)
+    }
+
+    /// Batch norm with the batch's own statistics, `x: [N, C, H, W]`.
+    fn kernel_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BatchNormForward<Self> {
+        stock::kernel_batch_norm::<Self>(x, gamma, beta, epsilon)
+    }
+
+    /// The gradients of [`KernelBackend::kernel_batch_norm`] for the output gradient `dy`,
+    /// given the statistics the forward pass used.
+    fn kernel_batch_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        epsilon: f64,
+        dy: FloatTensor<Self>,
+    ) -> BatchNormGrads<Self> {
+        stock::kernel_batch_norm_backward::<Self>(x, gamma, mean, var, epsilon, dy)
+    }
+}
+
+/// Whether the extension is on: unless `AUTODL_KERNELS=stock`.
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("AUTODL_KERNELS").as_deref(),
+            Ok("stock") | Ok("burn")
+        )
+    })
+}
+
+/// Moves `value` into type `U` when `T` is `U`; gives it back otherwise.
+fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let mut slot = Some(value);
+    if let Some(target) = (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>()
+        && let Some(moved) = target.take()
+    {
+        return Ok(moved);
+    }
+    match slot {
+        Some(value) => Err(value),
+        None => unreachable!("a value is moved out only on success"),
+    }
+}
+
+fn is<T: 'static, U: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<U>()
+}
+
+/// Applies Burn's `conv` to `x` through [`KernelBackend`] where `B` has it (flex, with or
+/// without autodiff), and through `conv.forward` otherwise. Same result, same record.
+pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if enabled() && is::<B, flex::AutodiffFlex>() {
+        return route::<B, flex::AutodiffFlex, _, _>((conv, x), |(conv, x)| conv2d_with(conv, x));
+    }
+    conv.forward(x)
+}
+
+/// Applies a batch norm as Burn's `BatchNorm::forward` does (batch statistics and a running
+/// update on an autodiff backend, running statistics otherwise), through [`KernelBackend`]
+/// where `B` has it.
+pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if enabled() && is::<B, flex::AutodiffFlex>() {
+        return route::<B, flex::AutodiffFlex, _, _>((bn, x), |(bn, x)| {
+            batch_norm_train_with(bn, x)
+        });
+    }
+    bn.forward(x)
+}
+
+/// Runs `f` on `K` when `B` is `K`: casts the module reference and the input in, and the
+/// output back. The caller has checked that the types are equal, so no cast can fail.
+#[cfg(feature = "flex")]
+fn route<B, K, M, F>((module, x): (&M, Tensor<B, 4>), f: F) -> Tensor<B, 4>
+where
+    B: Backend,
+    K: KernelBackend,
+    M: Routable<B, K>,
+    F: FnOnce((&M::Target, Tensor<K, 4>)) -> Tensor<K, 4>,
+{
+    let (Some(module_k), Ok(x_k)) = (module.as_backend(), cast::<_, Tensor<K, 4>>(x)) else {
+        unreachable!("route is called only when B and K are the same type")
+    };
+    match cast::<_, Tensor<B, 4>>(f((module_k, x_k))) {
+        Ok(y) => y,
+        Err(_) => unreachable!("route is called only when B and K are the same type"),
+    }
+}
+
+/// A module that can be viewed as the same module on backend `K` when `B` is `K`.
+#[cfg(feature = "flex")]
+trait Routable<B: Backend, K: Backend> {
+    type Target;
+    fn as_backend(&self) -> Option<&Self::Target>;
+}
+
+#[cfg(feature = "flex")]
+impl<B: Backend, K: Backend> Routable<B, K> for Conv2d<B> {
+    type Target = Conv2d<K>;
+    fn as_backend(&self) -> Option<&Conv2d<K>> {
+        (self as &dyn Any).downcast_ref::<Conv2d<K>>()
+    }
+}
+
+#[cfg(feature = "flex")]
+impl<B: Backend, K: Backend> Routable<B, K> for BatchNorm<B> {
+    type Target = BatchNorm<K>;
+    fn as_backend(&self) -> Option<&BatchNorm<K>> {
+        (self as &dyn Any).downcast_ref::<BatchNorm<K>>()
+    }
+}
+
+fn float<K: Backend, const D: usize>(t: Tensor<K, D>) -> FloatTensor<K> {
+    t.into_primitive().tensor()
+}
+
+fn tensor<K: Backend, const D: usize>(t: FloatTensor<K>) -> Tensor<K, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// [`conv2d`] on a backend with the extension.
+pub fn conv2d_with<K: KernelBackend>(conv: &Conv2d<K>, x: Tensor<K, 4>) -> Tensor<K, 4> {
+    let [_, _, h, w] = x.dims();
+    let args = ConvArgs::of(conv, [h, w]);
+    tensor(K::kernel_conv2d(
+        float(x),
+        float(conv.weight.val()),
+        conv.bias.as_ref().map(|b| float(b.val())),
+        args,
+    ))
+}
+
+/// A training-mode batch norm on a backend with the extension, updating the running
+/// statistics exactly as Burn's `BatchNorm` does (momentum, biased variance).
+pub fn batch_norm_train_with<K: KernelBackend>(bn: &BatchNorm<K>, x: Tensor<K, 4>) -> Tensor<K, 4> {
+    if !K::ad_enabled(&x.device()) {
+        return bn.forward(x);
+    }
+    let device = x.device();
+    let out = K::kernel_batch_norm(
+        float(x),
+        float(bn.gamma.val()),
+        float(bn.beta.val()),
+        bn.epsilon,
+    );
+    let mean: Tensor<K, 1> = tensor(out.mean);
+    let var: Tensor<K, 1> = tensor(out.var);
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    let m = bn.momentum;
+    bn.running_mean.update(
+        running_mean
+            .mul_scalar(1.0 - m)
+            .add(mean.detach().mul_scalar(m))
+            .detach(),
+    );
+    bn.running_var.update(
+        running_var
+            .mul_scalar(1.0 - m)
+            .add(var.detach().mul_scalar(m))
+            .detach(),
+    );
+    tensor(out.output)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+//! The default methods of [`super::KernelBackend`]: Burn's stock ops, composed as Burn's own
+//! modules and autodiff compose them.
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::module;
+use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode, PaddedConvOptions};
+
+use super::{BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, float, tensor};
+
+fn options(args: &ConvArgs, padding: [usize; 2]) -> ConvOptions<2> {
+    ConvOptions::new(args.stride, padding, args.dilation, args.groups)
+}
+
+/// Burn's `conv2d` with the (possibly asymmetric) padding of `args`.
+pub(super) fn kernel_conv2d<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    args: ConvArgs,
+) -> FloatTensor<B> {
+    let options = PaddedConvOptions::asymmetric(
+        args.stride,
+        args.pad_begin,
+        args.pad_end,
+        args.dilation,
+        args.groups,
+    );
+    float(module::conv2d(
+        tensor::<B, 4>(x),
+        tensor(weight),
+        bias.map(tensor::<B, 1>),
+        options,
+    ))
+}
+
+/// Burn's `conv2d_x_backward` and `conv2d_weight_backward`, on the explicitly padded input when
+/// the padding is asymmetric (as Burn's own autodiff sees it after `Tensor::pad`).
+pub(super) fn kernel_conv2d_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    args: ConvArgs,
+    [want_input, want_weight]: [bool; 2],
+) -> ConvGrads<B> {
+    if args.is_symmetric() {
+        let opts = options(&args, args.pad_begin);
+        let input = want_input
+            .then(|| B::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), opts.clone()));
+        let weight = want_weight.then(|| B::conv2d_weight_backward(x, weight, dy, opts));
+        return ConvGrads { input, weight };
+    }
+    let x = tensor::<B, 4>(x);
+    let [_, _, h, w] = x.dims();
+    let [top, left] = args.pad_begin;
+    let [bottom, right] = args.pad_end;
+    let padded = float(x.pad((left, right, top, bottom), PadMode::Constant(0.0)));
+    let opts = options(&args, [0, 0]);
+    let input = want_input.then(|| {
+        let full = tensor::<B, 4>(B::conv2d_x_backward(
+            padded.clone(),
+            weight.clone(),
+            dy.clone(),
+            opts.clone(),
+        ));
+        float(full.narrow(2, top, h).narrow(3, left, w))
+    });
+    let weight = want_weight.then(|| B::conv2d_weight_backward(padded, weight, dy, opts));
+    ConvGrads { input, weight }
+}
+
+/// `dy` summed over batch and positions, `[C]`.
+pub(super) fn kernel_conv2d_bias_backward<B: Backend>(dy: FloatTensor<B>) -> FloatTensor<B> {
+    let dy = tensor::<B, 4>(dy);
+    let c = dy.dims()[1];
+    float(dy.sum_dim(0).sum_dim(2).sum_dim(3).reshape([c]))
+}
+
+/// Burn's `BatchNorm::forward_train`, without the running update.
+pub(super) fn kernel_batch_norm<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+) -> BatchNormForward<B> {
+    let x = tensor::<B, 4>(x);
+    let [n, c, h, w] = x.dims();
+    let mean = x
+        .clone()
+        .swap_dims(0, 1)
+        .reshape([c, n * h * w])
+        .mean_dim(1)
+        .reshape([1, c, 1, 1]);
+    let var = x
+        .clone()
+        .sub(mean.clone())
+        .square()
+        .swap_dims(0, 1)
+        .reshape([c, n * h * w])
+        .mean_dim(1)
+        .reshape([1, c, 1, 1]);
+    let std = var.clone().add_scalar(epsilon).sqrt();
+    let output = x
+        .sub(mean.clone())
+        .div(std)
+        .mul(tensor::<B, 1>(gamma).reshape([1, c, 1, 1]))
+        .add(tensor::<B, 1>(beta).reshape([1, c, 1, 1]));
+    BatchNormForward {
+        output: float(output),
+        mean: float(mean.reshape([c])),
+        var: float(var.reshape([c])),
+    }
+}
+
+/// The gradients of a training-mode batch norm, composed from tensor ops.
+pub(super) fn kernel_batch_norm_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    var: FloatTensor<B>,
+    epsilon: f64,
+    dy: FloatTensor<B>,
+) -> BatchNormGrads<B> {
+    let x = tensor::<B, 4>(x);
+    let dy = tensor::<B, 4>(dy);
+    let [n, c, h, w] = x.dims();
+    let count = (n * h * w).max(1) as f64;
+    let per_channel = |t: Tensor<B, 1>| t.reshape([1, c, 1, 1]);
+    let inv_std = per_channel(tensor::<B, 1>(var))
+        .add_scalar(epsilon)
+        .sqrt()
+        .recip();
+    let xhat = x.sub(per_channel(tensor(mean))).mul(inv_std.clone());
+    let sum = |t: Tensor<B, 4>| t.sum_dim(0).sum_dim(2).sum_dim(3);
+    let dbeta = sum(dy.clone());
+    let dgamma = sum(dy.clone().mul(xhat.clone()));
+    let input = dy
+        .sub(dbeta.clone().div_scalar(count))
+        .sub(xhat.mul(dgamma.clone().div_scalar(count)))
+        .mul(inv_std)
+        .mul(per_channel(tensor(gamma)));
+    BatchNormGrads {
+        input: float(input),
+        gamma: float(dgamma.reshape([c])),
+        beta: float(dbeta.reshape([c])),
+    }
+}

@@ -1,0 +1,356 @@
+//! The extension against Burn's stock ops: each kernel on random shapes, and whole forward and
+//! backward passes through Burn's modules.
+
+#![cfg(feature = "flex")]
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexDevice;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor, TensorData};
+
+use super::flex::AutodiffFlex;
+use super::*;
+
+/// A small deterministic generator (no dependency on `rand` here).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+}
+
+fn random(shape: [usize; 4], seed: u64) -> Tensor<Flex, 4> {
+    let n = shape.iter().product();
+    let mut rng = Rng(seed);
+    let data: Vec<f32> = (0..n)
+        .map(|_| (rng.next() % 20001) as f32 / 10000.0 - 1.0)
+        .collect();
+    Tensor::from_data(TensorData::new(data, shape), &FlexDevice)
+}
+
+fn values<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap_or_default()
+}
+
+/// Largest relative difference, against the largest magnitude of the reference.
+fn max_rel(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs() / scale))
+}
+
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    let rel = max_rel(got, want);
+    assert!(rel < 1e-4, "{what}: relative difference {rel}");
+}
+
+/// A random convolution that has at least one output pixel.
+fn random_case(rng: &mut Rng) -> ([usize; 4], [usize; 4], ConvArgs) {
+    loop {
+        let groups_kind = rng.below(3);
+        let base = rng.range(1, 4);
+        let groups = match groups_kind {
+            0 => 1,
+            1 => rng.range(2, 3),
+            _ => 0, // depthwise, set below
+        };
+        let (cin, cout, groups) = if groups == 0 {
+            let c = rng.range(2, 7);
+            (c, c, c)
+        } else {
+            (base * groups, rng.range(1, 3) * groups, groups)
+        };
+        let kernel = [rng.range(1, 5), rng.range(1, 5)];
+        let args = ConvArgs {
+            stride: [rng.range(1, 3), rng.range(1, 3)],
+            pad_begin: [rng.below(3), rng.below(3)],
+            pad_end: [rng.below(3), rng.below(3)],
+            dilation: [rng.range(1, 2), rng.range(1, 2)],
+            groups,
+        };
+        let size = [rng.range(1, 11), rng.range(1, 11)];
+        let fits = (0..2).all(|i| {
+            size[i] + args.pad_begin[i] + args.pad_end[i] >= args.dilation[i] * (kernel[i] - 1) + 1
+        });
+        if fits {
+            let batch = rng.range(1, 3);
+            return (
+                [batch, cin, size[0], size[1]],
+                [cout, cin / groups, kernel[0], kernel[1]],
+                args,
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_forward_and_gradients_equal_burns_on_random_shapes() {
+    let mut rng = Rng(7);
+    for case in 0..60 {
+        let (x_shape, w_shape, args) = random_case(&mut rng);
+        let x = random(x_shape, 10 + case);
+        let w = random(w_shape, 1000 + case);
+        let y = stock::kernel_conv2d::<Flex>(float(x.clone()), float(w.clone()), None, args);
+        let y: Tensor<Flex, 4> = tensor(y);
+        let y_shape = y.dims();
+        let what = format!("case {case}: x {x_shape:?} w {w_shape:?} {args:?}");
+        let ours =
+            <Flex as KernelBackend>::kernel_conv2d(float(x.clone()), float(w.clone()), None, args);
+        let ours: Tensor<Flex, 4> = tensor(ours);
+        assert_eq!(ours.dims(), y_shape, "{what}: output shape");
+        close(&format!("{what}: forward"), &values(ours), &values(y));
+        let b = random([1, 1, 1, w_shape[0]], 3000 + case).reshape([w_shape[0]]);
+        let biased = |f: fn(_, _, _, ConvArgs) -> _| {
+            values(tensor::<Flex, 4>(f(
+                float(x.clone()),
+                float(w.clone()),
+                Some(float(b.clone())),
+                args,
+            )))
+        };
+        close(
+            &format!("{what}: forward with bias"),
+            &biased(<Flex as KernelBackend>::kernel_conv2d),
+            &biased(stock::kernel_conv2d::<Flex>),
+        );
+        let dy = random(y_shape, 5000 + case);
+        let (xs, ws, dys) = (float(x), float(w), float(dy));
+        let ours = <Flex as KernelBackend>::kernel_conv2d_backward(
+            xs.clone(),
+            ws.clone(),
+            dys.clone(),
+            args,
+            [true, true],
+        );
+        let theirs = stock::kernel_conv2d_backward::<Flex>(xs, ws, dys.clone(), args, [true, true]);
+        let grad = |g: Option<FloatTensor<Flex>>| g.map(|t| values(tensor::<Flex, 4>(t)));
+        let (Some(dx), Some(dx_ref)) = (grad(ours.input), grad(theirs.input)) else {
+            panic!("{what}: no input gradient");
+        };
+        close(&format!("{what}: input"), &dx, &dx_ref);
+        let (Some(dw), Some(dw_ref)) = (grad(ours.weight), grad(theirs.weight)) else {
+            panic!("{what}: no weight gradient");
+        };
+        close(&format!("{what}: weight"), &dw, &dw_ref);
+        let db = values(tensor::<Flex, 1>(
+            <Flex as KernelBackend>::kernel_conv2d_bias_backward(dys.clone()),
+        ));
+        let db_ref = values(tensor::<Flex, 1>(
+            stock::kernel_conv2d_bias_backward::<Flex>(dys),
+        ));
+        close(&format!("{what}: bias"), &db, &db_ref);
+    }
+}
+
+#[test]
+fn batch_norm_equals_burns_on_random_shapes() {
+    let mut rng = Rng(11);
+    for case in 0..20 {
+        let shape = [
+            rng.range(1, 4),
+            rng.range(1, 6),
+            rng.range(1, 9),
+            rng.range(1, 9),
+        ];
+        let c = shape[1];
+        let x = random(shape, case).mul_scalar(3.0).add_scalar(0.5);
+        let gamma: Tensor<Flex, 1> = random([1, 1, 1, c], 100 + case).reshape([c]);
+        let beta: Tensor<Flex, 1> = random([1, 1, 1, c], 200 + case).reshape([c]);
+        let dy = random(shape, 300 + case);
+        let eps = 1e-5;
+        let ours = <Flex as KernelBackend>::kernel_batch_norm(
+            float(x.clone()),
+            float(gamma.clone()),
+            float(beta.clone()),
+            eps,
+        );
+        let theirs = stock::kernel_batch_norm::<Flex>(
+            float(x.clone()),
+            float(gamma.clone()),
+            float(beta),
+            eps,
+        );
+        let what = format!("case {case}: {shape:?}");
+        close(
+            &what,
+            &values(tensor::<Flex, 4>(ours.output)),
+            &values(tensor::<Flex, 4>(theirs.output)),
+        );
+        close(
+            &what,
+            &values(tensor::<Flex, 1>(ours.mean.clone())),
+            &values(tensor::<Flex, 1>(theirs.mean)),
+        );
+        close(
+            &what,
+            &values(tensor::<Flex, 1>(ours.var.clone())),
+            &values(tensor::<Flex, 1>(theirs.var)),
+        );
+        let args = (float(x), float(gamma), ours.mean, ours.var, eps, float(dy));
+        let g = <Flex as KernelBackend>::kernel_batch_norm_backward(
+            args.0.clone(),
+            args.1.clone(),
+            args.2.clone(),
+            args.3.clone(),
+            eps,
+            args.5.clone(),
+        );
+        let r = stock::kernel_batch_norm_backward::<Flex>(
+            args.0, args.1, args.2, args.3, args.4, args.5,
+        );
+        close(
+            &format!("{what}: dx"),
+            &values(tensor::<Flex, 4>(g.input)),
+            &values(tensor::<Flex, 4>(r.input)),
+        );
+        close(
+            &format!("{what}: dgamma"),
+            &values(tensor::<Flex, 1>(g.gamma)),
+            &values(tensor::<Flex, 1>(r.gamma)),
+        );
+        close(
+            &format!("{what}: dbeta"),
+            &values(tensor::<Flex, 1>(g.beta)),
+            &values(tensor::<Flex, 1>(r.beta)),
+        );
+    }
+}
+
+/// Two convolutions (one with bias and asymmetric "same" padding, one depthwise) and two batch
+/// norms: the network shapes the backbones use.
+#[derive(Module, Debug)]
+struct Net<B: Backend> {
+    conv1: Conv2d<B>,
+    bn1: BatchNorm<B>,
+    conv2: Conv2d<B>,
+    bn2: BatchNorm<B>,
+}
+
+impl<B: Backend> Net<B> {
+    fn new(device: &B::Device) -> Self {
+        Net {
+            conv1: Conv2dConfig::new([3, 6], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Same)
+                .init(device),
+            bn1: BatchNormConfig::new(6).init(device),
+            conv2: Conv2dConfig::new([6, 6], [5, 5])
+                .with_groups(6)
+                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+                .with_bias(false)
+                .init(device),
+            bn2: BatchNormConfig::new(6).init(device),
+        }
+    }
+
+    /// `fast[i]` sends layer `i` (conv1, bn1, conv2, bn2) through the extension.
+    fn forward(&self, x: Tensor<B, 4>, fast: [bool; 4]) -> Tensor<B, 4> {
+        let conv = |c: &Conv2d<B>, x, fast| if fast { conv2d(c, x) } else { c.forward(x) };
+        let norm = |n: &BatchNorm<B>, x, fast| if fast { batch_norm(n, x) } else { n.forward(x) };
+        let x = norm(&self.bn1, conv(&self.conv1, x, fast[0]), fast[1]).clamp(0.0, 6.0);
+        norm(&self.bn2, conv(&self.conv2, x, fast[2]), fast[3])
+    }
+}
+
+/// Everything one training step produces: the loss, every parameter's gradient and the
+/// updated running statistics.
+fn step(x: Tensor<AutodiffFlex, 4>, fast: [bool; 4]) -> Vec<Vec<f32>> {
+    // A fresh network from the same seed: clones would share the running statistics.
+    AutodiffFlex::seed(&FlexDevice, 7);
+    let net = Net::<AutodiffFlex>::new(&FlexDevice);
+    let y = net.forward(x, fast);
+    let loss = y.clone().powf_scalar(2.0).mean() + y.sum().mul_scalar(0.01);
+    let grads = loss.backward();
+    let g = |p: &Tensor<AutodiffFlex, 4>| values(p.grad(&grads).expect("gradient").reshape([-1]));
+    let g1 = |p: &Tensor<AutodiffFlex, 1>| values(p.grad(&grads).expect("gradient"));
+    vec![
+        values(loss.inner()),
+        g(&net.conv1.weight.val()),
+        g1(&net.conv1.bias.as_ref().expect("bias").val()),
+        g(&net.conv2.weight.val()),
+        g1(&net.bn1.gamma.val()),
+        g1(&net.bn1.beta.val()),
+        g1(&net.bn2.gamma.val()),
+        values(net.bn1.running_mean.value().inner()),
+        values(net.bn2.running_var.value().inner()),
+    ]
+}
+
+#[test]
+fn a_training_step_through_the_extension_equals_burns() {
+    let x = Tensor::<AutodiffFlex, 4>::random(
+        [2, 3, 13, 12],
+        Distribution::Normal(0.0, 1.0),
+        &FlexDevice,
+    );
+    let stock = step(x.clone(), [false; 4]);
+    let names = [
+        "loss", "conv1.w", "conv1.b", "conv2.w", "bn1.g", "bn1.b", "bn2.g", "bn1.mean", "bn2.var",
+    ];
+    // Each layer alone through the extension, then all of them.
+    let mut failures = Vec::new();
+    for fast in [
+        [true, false, false, false],
+        [false, true, false, false],
+        [false, false, true, false],
+        [false, false, false, true],
+        [true; 4],
+    ] {
+        let ours = step(x.clone(), fast);
+        let diffs: Vec<(&str, f32)> = names
+            .iter()
+            .zip(&ours)
+            .zip(&stock)
+            .map(|((name, a), b)| (*name, max_rel(a, b)))
+            // Each kernel alone agrees to 1e-4 (the tests above); chained through two batch
+            // norms, summation order moves the gradients by a few 1e-4.
+            .filter(|(_, d)| *d >= 1e-3)
+            .collect();
+        if !diffs.is_empty() {
+            failures.push((fast, diffs));
+        }
+    }
+    assert!(failures.is_empty(), "relative differences: {failures:?}");
+}
+
+#[test]
+fn routing_reaches_the_extension_only_on_flex_with_autodiff() {
+    assert!(is::<AutodiffFlex, AutodiffFlex>());
+    assert!(!is::<Flex, AutodiffFlex>());
+    assert_eq!(cast::<u8, u8>(3), Ok(3));
+    assert_eq!(cast::<u8, u16>(3), Err(3));
+}
+
+#[test]
+fn conv_args_follow_burns_padding() {
+    let device = FlexDevice;
+    let conv: Conv2d<Flex> = Conv2dConfig::new([1, 1], [3, 3])
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Same)
+        .init(&device);
+    let args = ConvArgs::of(&conv, [8, 7]);
+    assert_eq!(args.pad_begin, [0, 1]);
+    assert_eq!(args.pad_end, [1, 1]);
+    let x = random([1, 1, 8, 7], 1);
+    let ours = conv2d_with(&conv, x.clone());
+    assert_eq!(ours.dims(), conv.forward(x.clone()).dims());
+    close("same padding", &values(ours), &values(conv.forward(x)));
+}
