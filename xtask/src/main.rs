@@ -163,27 +163,18 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
     // when named.
     let named = |name: &str| which.iter().any(|w| w == name);
     if named("backbones") {
-        // The dev profile builds dependencies (Burn) at opt-level 3; a release build of Burn
-        // would take another quarter of an hour.
-        let out = output(cargo_cmd().args([
-            "run",
-            "-q",
-            "-p",
-            "autodl-backbones",
-            "--example",
-            "bench_backbones",
-        ]))?;
+        let out = example("autodl-backbones", "bench_backbones")?;
         for line in out.lines().filter(|l| l.starts_with("backbone=")) {
             summary.push(format!("training step, batch 8, 224x224, cpu: {line}"));
         }
     }
 
-    for (name, package, example) in [
+    for (name, package, bench) in [
         ("unet", "autodl-unet", "bench_unet"),
         ("retinanet", "autodl-retinanet", "bench_retinanet"),
     ] {
         if named(name) || (name == "retinanet" && all) {
-            let out = output(cargo_cmd().args(["run", "-q", "-p", package, "--example", example]))?;
+            let out = example(package, bench)?;
             for line in out.lines().filter(|l| l.contains("img_per_s=")) {
                 summary.push(format!("training step, cpu: {line}"));
             }
@@ -199,6 +190,13 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// The output of a training-step bench example, built in the dev profile: it builds
+/// dependencies (Burn) optimised, and a release build of Burn would take another quarter of an
+/// hour.
+fn example(package: &str, name: &str) -> anyhow::Result<String> {
+    output(cargo_cmd().args(["run", "-q", "-p", package, "--example", name]))
 }
 
 /// The nets of `cargo xtask bench train`, in the order `pytorch_train_step.py` runs them.
@@ -217,16 +215,8 @@ const TRAIN_NETS: [&str; 6] = [
 /// with the cores our process kept busy and the ratio to PyTorch. `AUTODL_KERNELS=stock` in the
 /// environment measures Burn's stock ops instead of our kernels.
 fn bench_train(shared: &Path) -> anyhow::Result<Vec<String>> {
-    let backbones = output(cargo_cmd().args([
-        "run",
-        "-q",
-        "-p",
-        "autodl-backbones",
-        "--example",
-        "bench_backbones",
-    ]))?;
-    let unet =
-        output(cargo_cmd().args(["run", "-q", "-p", "autodl-unet", "--example", "bench_unet"]))?;
+    let backbones = example("autodl-backbones", "bench_backbones")?;
+    let unet = example("autodl-unet", "bench_unet")?;
     let mut ours = Vec::new();
     for line in backbones.lines().chain(unet.lines()) {
         let name = line.split_whitespace().find_map(|w| {
