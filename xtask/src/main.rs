@@ -12,9 +12,16 @@ fn cargo_cmd() -> Command {
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    eprintln!("xtask: cargo {}", args.join(" "));
+    cargo_with(args, &[])
+}
+
+/// `cargo ARGS` with extra environment variables.
+fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    eprintln!("xtask: {}cargo {}", shown.concat(), args.join(" "));
     let status = cargo_cmd()
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
@@ -329,7 +336,21 @@ fn main() -> anyhow::Result<()> {
         Some("test") => {
             // The CUDA backend must keep compiling even where no GPU exists to run it.
             cargo(&["check", "-p", "autodl-cli", "--features", "cuda"])?;
-            cargo(&["test", "--workspace", "--exclude", "xtask"])
+            cargo(&["test", "--workspace", "--exclude", "xtask"])?;
+            // The CPU kernels once more on the baseline x86-64 build of their SIMD loops, as a
+            // CPU without AVX2 runs them.
+            cargo_with(
+                &[
+                    "test",
+                    "-p",
+                    "autodl-backend",
+                    "--features",
+                    "flex",
+                    "--lib",
+                    "kernels",
+                ],
+                &[("AUTODL_SIMD", "scalar")],
+            )
         }
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),

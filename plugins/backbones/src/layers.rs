@@ -141,7 +141,7 @@ pub(crate) fn batch_norm<B: Backend>(
 }
 
 pub(crate) fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    x.clamp(0.0, 6.0)
+    autodl_backend::kernels::clamp(x, 0.0, 6.0)
 }
 
 /// Global average pool to `[N, C]`.

@@ -22,6 +22,9 @@ struct ConvBiasBackward;
 #[derive(Debug)]
 struct BatchNormBackward;
 
+#[derive(Debug)]
+struct ClampBackward;
+
 /// Registers the input and weight gradients of a convolution, computing only those asked for.
 fn conv_grads<B: KernelBackend>(
     [node_x, node_w]: [Option<NodeId>; 2],
@@ -106,7 +109,39 @@ impl<B: KernelBackend> Backward<B, 3> for BatchNormBackward {
     }
 }
 
+impl<B: KernelBackend> Backward<B, 1> for ClampBackward {
+    /// The clamp's output and its bounds.
+    type State = (FloatTensor<B>, f32, f32);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (y, min, max) = ops.state;
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, B::kernel_clamp_backward(y, dy, min, max));
+        }
+    }
+}
+
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn kernel_clamp(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
+        match ClampBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::kernel_clamp(x.primitive, min, max);
+                prep.finish((y.clone(), min, max), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::kernel_clamp(x.primitive, min, max)),
+        }
+    }
+
     fn kernel_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

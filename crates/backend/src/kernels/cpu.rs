@@ -8,6 +8,26 @@
 
 use rayon::prelude::*;
 
+mod depthwise;
+
+/// Runs `f` compiled for the widest SIMD instruction set this CPU has (AVX2 with FMA, or
+/// AVX-512), chosen at run time; the plain x86-64 build otherwise vectorises only to SSE2.
+/// What `f` calls must be `#[inline(always)]` to be compiled that way. `AUTODL_SIMD=scalar`
+/// runs the baseline build instead, to check it.
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    if simd_enabled() {
+        pulp::Arch::new().dispatch(f)
+    } else {
+        f()
+    }
+}
+
+fn simd_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("AUTODL_SIMD").as_deref() != Ok("scalar"))
+}
+
 /// Geometry of one 2-D convolution: NCHW input, OIHW weight, NCHW output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dGeometry {
@@ -362,7 +382,7 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     if g.is_depthwise() {
-        return depthwise_forward(g, x, weight, bias);
+        return depthwise::forward(g, x, weight, bias);
     }
     let p = g.positions();
     let y_len = g.out_channels * p;
@@ -426,7 +446,7 @@ pub fn conv2d_forward(
 /// The gradient of a convolution with respect to its input, `[N, C_in, H, W]`.
 pub fn conv2d_input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     if g.is_depthwise() {
-        return depthwise_input_grad(g, weight, dy);
+        return depthwise::input_grad(g, weight, dy);
     }
     let x_len = g.in_channels * g.in_plane();
     let mut dx = vec![0.0f32; g.input_len()];
@@ -476,7 +496,7 @@ pub fn conv2d_input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
 /// with im2col tiles into its own copy, and the copies summed.
 pub fn conv2d_weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if g.is_depthwise() {
-        return depthwise_weight_grad(g, x, dy);
+        return depthwise::weight_grad(g, x, dy);
     }
     let (k, p) = (g.col_rows(), g.positions());
     let (cg, cog) = (g.in_per_group(), g.out_per_group());
@@ -543,175 +563,58 @@ pub fn bias_grad(batch: usize, channels: usize, positions: usize, dy: &[f32]) ->
         .collect()
 }
 
-/// A depthwise convolution: each `(image, channel)` plane accumulates its shifted input rows
-/// times its own filter taps, in parallel over planes.
-fn depthwise_forward(
-    g: &Conv2dGeometry,
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-) -> Vec<f32> {
-    let [h, w] = g.in_size;
-    let [oh, ow] = g.out_size;
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let channels = g.in_channels;
-    let off_h = offsets(kh, g.dilation[0], g.pad[0]);
-    let off_w = offsets(kw, g.dilation[1], g.pad[1]);
-    let mut y = vec![0.0f32; g.output_len()];
-    if oh * ow == 0 {
-        return y;
-    }
-    y.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(i, y_plane)| {
-            let c = i % channels;
-            if let Some(bias) = bias {
-                y_plane.fill(bias[c]);
-            }
-            let x_plane = &x[i * h * w..(i + 1) * h * w];
-            let filter = &weight[c * kh * kw..(c + 1) * kh * kw];
-            for (a, &dh) in off_h.iter().enumerate() {
-                let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
-                for (bb, &dw) in off_w.iter().enumerate() {
-                    let (w0, w1) = valid_range(ow, w, g.stride[1], dw);
-                    if w0 == w1 {
-                        continue;
-                    }
-                    let wv = filter[a * kw + bb];
-                    for o in h0..h1 {
-                        let ih = input_index(o, g.stride[0], dh);
-                        let src = &x_plane[ih * w..(ih + 1) * w];
-                        let dst = &mut y_plane[o * ow + w0..o * ow + w1];
-                        if g.stride[1] == 1 {
-                            let s0 = input_index(w0, 1, dw);
-                            for (d, v) in dst.iter_mut().zip(&src[s0..s0 + (w1 - w0)]) {
-                                *d += wv * v;
-                            }
-                        } else {
-                            for (j, d) in dst.iter_mut().enumerate() {
-                                *d += wv * src[input_index(w0 + j, g.stride[1], dw)];
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    y
-}
+/// Independent accumulators of the reductions below: enough to fill an AVX-512 register and
+/// to break the dependency chain of a sequential sum.
+const LANES: usize = 16;
 
-/// Input gradient of a depthwise convolution: each `(image, channel)` plane scatters its
-/// output gradient through its own filter, in parallel over planes.
-fn depthwise_input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
-    let [h, w] = g.in_size;
-    let [oh, ow] = g.out_size;
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let channels = g.in_channels;
-    let off_h = offsets(kh, g.dilation[0], g.pad[0]);
-    let off_w = offsets(kw, g.dilation[1], g.pad[1]);
-    let mut dx = vec![0.0f32; g.input_len()];
-    if h * w == 0 {
-        return dx;
-    }
-    dx.par_chunks_mut(h * w)
-        .enumerate()
-        .for_each(|(i, dx_plane)| {
-            let c = i % channels;
-            let dy_plane = &dy[i * oh * ow..(i + 1) * oh * ow];
-            let filter = &weight[c * kh * kw..(c + 1) * kh * kw];
-            for (a, &dh) in off_h.iter().enumerate() {
-                let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
-                for (bb, &dw) in off_w.iter().enumerate() {
-                    let (w0, w1) = valid_range(ow, w, g.stride[1], dw);
-                    if w0 == w1 {
-                        continue;
-                    }
-                    let wv = filter[a * kw + bb];
-                    for o in h0..h1 {
-                        let ih = input_index(o, g.stride[0], dh);
-                        let dst = &mut dx_plane[ih * w..(ih + 1) * w];
-                        let src = &dy_plane[o * ow + w0..o * ow + w1];
-                        if g.stride[1] == 1 {
-                            let d0 = input_index(w0, 1, dw);
-                            for (d, v) in dst[d0..d0 + src.len()].iter_mut().zip(src) {
-                                *d += wv * v;
-                            }
-                        } else {
-                            for (j, v) in src.iter().enumerate() {
-                                dst[input_index(w0 + j, g.stride[1], dw)] += wv * v;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    dx
-}
-
-/// Weight gradient of a depthwise convolution: per channel, every kernel position's dot
-/// product of the output gradient with the shifted input, over the batch; parallel over
-/// channels.
-fn depthwise_weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let [h, w] = g.in_size;
-    let [oh, ow] = g.out_size;
-    let (kh, kw) = (g.kernel[0], g.kernel[1]);
-    let channels = g.in_channels;
-    let off_h = offsets(kh, g.dilation[0], g.pad[0]);
-    let off_w = offsets(kw, g.dilation[1], g.pad[1]);
-    let mut dw_all = vec![0.0f32; g.weight_len()];
-    if kh * kw == 0 {
-        return dw_all;
-    }
-    dw_all
-        .par_chunks_mut(kh * kw)
-        .enumerate()
-        .for_each(|(c, dw_c)| {
-            for b in 0..g.batch {
-                let i = b * channels + c;
-                let x_plane = &x[i * h * w..(i + 1) * h * w];
-                let dy_plane = &dy[i * oh * ow..(i + 1) * oh * ow];
-                for (a, &dh) in off_h.iter().enumerate() {
-                    let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
-                    for (bb, &dw) in off_w.iter().enumerate() {
-                        let (w0, w1) = valid_range(ow, w, g.stride[1], dw);
-                        if w0 == w1 {
-                            continue;
-                        }
-                        let mut acc = 0.0f32;
-                        for o in h0..h1 {
-                            let ih = input_index(o, g.stride[0], dh);
-                            let xs = &x_plane[ih * w..(ih + 1) * w];
-                            let ds = &dy_plane[o * ow + w0..o * ow + w1];
-                            if g.stride[1] == 1 {
-                                let s0 = input_index(w0, 1, dw);
-                                acc += dot(&xs[s0..s0 + ds.len()], ds);
-                            } else {
-                                for (j, v) in ds.iter().enumerate() {
-                                    acc += xs[input_index(w0 + j, g.stride[1], dw)] * v;
-                                }
-                            }
-                        }
-                        dw_c[a * kw + bb] += acc;
-                    }
-                }
-            }
-        });
-    dw_all
-}
-
-/// A dot product in eight independent lanes, so the compiler vectorises it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for l in 0..8 {
-            lanes[l] += ca[l] * cb[l];
+/// `sum(x)`, in [`LANES`] partial sums.
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            lanes[l] += c[l];
         }
     }
-    let mut rest = 0.0f32;
-    for (x, y) in a[chunks * 8..].iter().zip(&b[chunks * 8..]) {
-        rest += x * y;
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `sum((x - m)^2)`, in [`LANES`] partial sums.
+#[inline(always)]
+fn lanes_sq_dev(x: &[f32], m: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            let d = c[l] - m;
+            lanes[l] += d * d;
+        }
     }
+    let rest: f32 = chunks.remainder().iter().map(|&v| (v - m) * (v - m)).sum();
     lanes.iter().sum::<f32>() + rest
+}
+
+/// `(sum(dy), sum(dy * (x - m)))`, in [`LANES`] partial sums each.
+#[inline(always)]
+fn lanes_sum_and_dot_dev(dy: &[f32], x: &[f32], m: f32) -> (f32, f32) {
+    let n = dy.len().min(x.len());
+    let (dy, x) = (&dy[..n], &x[..n]);
+    let mut sums = [0.0f32; LANES];
+    let mut dots = [0.0f32; LANES];
+    for (cd, cx) in dy.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            sums[l] += cd[l];
+            dots[l] += cd[l] * (cx[l] - m);
+        }
+    }
+    let done = n / LANES * LANES;
+    let (mut sum, mut dot) = (sums.iter().sum::<f32>(), dots.iter().sum::<f32>());
+    for (&d, &v) in dy[done..].iter().zip(&x[done..]) {
+        sum += d;
+        dot += d * (v - m);
+    }
+    (sum, dot)
 }
 
 /// Batch statistics of a batch-norm forward pass, per channel.
@@ -732,21 +635,10 @@ pub fn batch_stats(batch: usize, channels: usize, positions: usize, x: &[f32]) -
         .map(|c| {
             let planes =
                 || (0..batch).map(move |b| &x[(b * channels + c) * positions..][..positions]);
-            let sum: f64 = planes()
-                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                .sum();
+            let sum: f64 = vectorized(|| planes().map(|p| lanes_sum(p) as f64).sum());
             let mean = sum / count;
             let m = mean as f32;
-            let sq: f64 = planes()
-                .map(|p| {
-                    p.iter()
-                        .map(|&v| {
-                            let d = v - m;
-                            (d * d) as f64
-                        })
-                        .sum::<f64>()
-                })
-                .sum();
+            let sq: f64 = vectorized(|| planes().map(|p| lanes_sq_dev(p, m) as f64).sum());
             (mean as f32, (sq / count) as f32)
         })
         .unzip();
@@ -774,9 +666,11 @@ pub fn batch_norm_apply(
             let c = i % channels;
             let scale = gamma[c] / (stats.var[c] + eps).sqrt();
             let shift = beta[c] - stats.mean[c] * scale;
-            for (o, &v) in y_plane.iter_mut().zip(x_plane) {
-                *o = v * scale + shift;
-            }
+            vectorized(|| {
+                for (o, &v) in y_plane.iter_mut().zip(x_plane) {
+                    *o = v * scale + shift;
+                }
+            })
         });
     y
 }
@@ -805,12 +699,7 @@ pub fn batch_norm_backward(
                 let at = (b * channels + c) * positions;
                 let xs = &x[at..at + positions];
                 let ds = &dy[at..at + positions];
-                let mut a = 0.0f32;
-                let mut bsum = 0.0f32;
-                for (&xv, &dv) in xs.iter().zip(ds) {
-                    a += dv;
-                    bsum += dv * (xv - m);
-                }
+                let (a, bsum) = vectorized(|| lanes_sum_and_dot_dev(ds, xs, m));
                 sum_dy += a as f64;
                 sum_dy_xhat += (bsum * s) as f64;
             }
@@ -832,12 +721,29 @@ pub fn batch_norm_backward(
             let k = gamma[c] * s;
             let mean_dy = (dbeta[c] as f64 / count) as f32;
             let mean_dy_xhat = (dgamma[c] as f64 / count) as f32;
-            for ((o, &xv), &dv) in dx_plane.iter_mut().zip(xs).zip(ds) {
-                let xhat = (xv - m) * s;
-                *o = k * (dv - mean_dy - xhat * mean_dy_xhat);
-            }
+            vectorized(|| {
+                for ((o, &xv), &dv) in dx_plane.iter_mut().zip(xs).zip(ds) {
+                    let xhat = (xv - m) * s;
+                    *o = k * (dv - mean_dy - xhat * mean_dy_xhat);
+                }
+            })
         });
     (dx, dgamma, dbeta)
+}
+
+/// The backward pass of a clamp to `[min, max]`, in place: `dy` is zeroed where the output `y`
+/// sits on a bound. Parallel over chunks.
+pub fn clamp_mask(y: &[f32], dy: &mut [f32], min: f32, max: f32) {
+    const CHUNK: usize = 1 << 15;
+    dy.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(d, y)| {
+            vectorized(|| {
+                for (d, &y) in d.iter_mut().zip(y) {
+                    *d = if y > min && y < max { *d } else { 0.0 };
+                }
+            })
+        });
 }
 
 #[cfg(test)]

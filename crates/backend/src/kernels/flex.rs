@@ -196,4 +196,17 @@ impl KernelBackend for Flex {
             beta: from_vec(dbeta, [c]),
         }
     }
+
+    fn kernel_clamp_backward(y: FlexTensor, dy: FlexTensor, min: f32, max: f32) -> FlexTensor {
+        let (Some(yc), Some(mut dyc)) = (contiguous(&y), contiguous(&dy)) else {
+            return stock::kernel_clamp_backward::<Self>(y, dy, min, max);
+        };
+        drop(dy);
+        if yc.shape() != dyc.shape() {
+            return stock::kernel_clamp_backward::<Self>(y, dyc, min, max);
+        }
+        // `dyc` is a fresh or uniquely held copy of the gradient: mask it in place.
+        cpu::clamp_mask(floats(&yc), dyc.storage_mut::<f32>(), min, max);
+        dyc
+    }
 }

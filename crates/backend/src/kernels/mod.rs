@@ -182,6 +182,22 @@ pub trait KernelBackend: Backend {
     ) -> BatchNormGrads<Self> {
         stock::kernel_batch_norm_backward::<Self>(x, gamma, mean, var, epsilon, dy)
     }
+
+    /// `x` clamped to `[min, max]` (ReLU6 is `[0, 6]`).
+    fn kernel_clamp(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
+        Self::float_clamp(x, min.into(), max.into())
+    }
+
+    /// The input gradient of [`KernelBackend::kernel_clamp`] from its output `y`: `dy` where
+    /// `min < y < max`, zero elsewhere.
+    fn kernel_clamp_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        min: f32,
+        max: f32,
+    ) -> FloatTensor<Self> {
+        stock::kernel_clamp_backward::<Self>(y, dy, min, max)
+    }
 }
 
 /// Whether the extension is on: unless `AUTODL_KERNELS=stock`.
@@ -234,6 +250,31 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
         });
     }
     bn.forward(x)
+}
+
+/// `x.clamp(min, max)` through [`KernelBackend`] where `B` has it: one pass forward and one
+/// backward, where Burn's autodiff composes the clamp from masks and differentiates each.
+pub fn clamp<B: Backend, const D: usize>(x: Tensor<B, D>, min: f32, max: f32) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    if enabled() && is::<B, flex::AutodiffFlex>() {
+        return match cast::<_, Tensor<flex::AutodiffFlex, D>>(x) {
+            Ok(x_k) => match cast::<_, Tensor<B, D>>(clamp_with(x_k, min, max)) {
+                Ok(y) => y,
+                Err(_) => unreachable!("B is the autodiff flex backend"),
+            },
+            Err(x) => x.clamp(min, max),
+        };
+    }
+    x.clamp(min, max)
+}
+
+/// [`clamp`] on a backend with the extension.
+pub fn clamp_with<K: KernelBackend, const D: usize>(
+    x: Tensor<K, D>,
+    min: f32,
+    max: f32,
+) -> Tensor<K, D> {
+    tensor(K::kernel_clamp(float(x), min, max))
 }
 
 /// Runs `f` on `K` when `B` is `K`: casts the module reference and the input in, and the

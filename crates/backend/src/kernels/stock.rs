@@ -1,10 +1,10 @@
 //! The default methods of [`super::KernelBackend`]: Burn's stock ops, composed as Burn's own
 //! modules and autodiff compose them.
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode, PaddedConvOptions};
+use burn::tensor::{Tensor, TensorMetadata};
 
 use super::{BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, float, tensor};
 
@@ -144,4 +144,22 @@ pub(super) fn kernel_batch_norm_backward<B: Backend>(
         gamma: float(dgamma.reshape([c])),
         beta: float(dbeta.reshape([c])),
     }
+}
+
+/// `dy` where `min < y < max`, composed from Burn's comparison and mask ops.
+pub(super) fn kernel_clamp_backward<B: Backend>(
+    y: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    min: f32,
+    max: f32,
+) -> FloatTensor<B> {
+    let shape = y.shape();
+    let flat =
+        |t: FloatTensor<B>| tensor::<B, 1>(B::float_reshape(t, [shape.num_elements()].into()));
+    let y = flat(y);
+    let outside = y
+        .clone()
+        .lower_equal_elem(min)
+        .bool_or(y.greater_equal_elem(max));
+    B::float_reshape(float(flat(dy).mask_fill(outside, 0.0)), shape)
 }
