@@ -1,12 +1,12 @@
 //! A feature pyramid network (Lin et al., 2017) over backbone features.
 
 use autodl_backend::kernels;
+use autodl_backend::kernels::relu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};

@@ -2,11 +2,11 @@
 //! its 3x3 convolution), with torchvision's parameter names.
 
 use autodl_backend::kernels;
+use autodl_backend::kernels::relu;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 

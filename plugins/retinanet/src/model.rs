@@ -3,6 +3,7 @@
 use autodl_api::Params;
 use autodl_backbones::Backbone;
 use autodl_backend::kernels;
+use autodl_backend::kernels::relu;
 use autodl_detection::{Fpn, FpnConfig};
 use autodl_train::det::{DetNet, DetOutput, per_anchor};
 use autodl_train::seg::number_param;
@@ -10,7 +11,6 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 
 /// Strides of the pyramid levels the heads predict on.

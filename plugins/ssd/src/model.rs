@@ -2,13 +2,13 @@
 
 use autodl_backbones::Backbone;
 use autodl_backend::kernels;
+use autodl_backend::kernels::relu;
 use autodl_train::det::{DetNet, DetOutput, per_anchor};
 use autodl_train::layers::ConvBnRelu;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 
 /// Strides of the levels the predictors run on.

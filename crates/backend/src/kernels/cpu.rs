@@ -731,6 +731,24 @@ pub fn batch_norm_backward(
     (dx, dgamma, dbeta)
 }
 
+/// A clamp to `[min, max]` in place, parallel over chunks (NaN stays NaN, as in Burn's).
+pub fn clamp(x: &mut [f32], min: f32, max: f32) {
+    const CHUNK: usize = 1 << 15;
+    x.par_chunks_mut(CHUNK).for_each(|x| {
+        vectorized(|| {
+            for v in x.iter_mut() {
+                *v = if *v < min {
+                    min
+                } else if *v > max {
+                    max
+                } else {
+                    *v
+                };
+            }
+        })
+    });
+}
+
 /// The backward pass of a clamp to `[min, max]`, in place: `dy` is zeroed where the output `y`
 /// sits on a bound. Parallel over chunks.
 pub fn clamp_mask(y: &[f32], dy: &mut [f32], min: f32, max: f32) {

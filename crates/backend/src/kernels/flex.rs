@@ -197,6 +197,16 @@ impl KernelBackend for Flex {
         }
     }
 
+    fn kernel_clamp(x: FlexTensor, min: f32, max: f32) -> FlexTensor {
+        let Some(mut xc) = contiguous(&x) else {
+            return stock::kernel_clamp::<Self>(x, min, max);
+        };
+        drop(x);
+        // Clamps in place when `x` was the only holder of its data, on a copy otherwise.
+        cpu::clamp(xc.storage_mut::<f32>(), min, max);
+        xc
+    }
+
     fn kernel_clamp_backward(y: FlexTensor, dy: FlexTensor, min: f32, max: f32) -> FlexTensor {
         let (Some(yc), Some(mut dyc)) = (contiguous(&y), contiguous(&dy)) else {
             return stock::kernel_clamp_backward::<Self>(y, dy, min, max);

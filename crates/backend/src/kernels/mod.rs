@@ -185,7 +185,7 @@ pub trait KernelBackend: Backend {
 
     /// `x` clamped to `[min, max]` (ReLU6 is `[0, 6]`).
     fn kernel_clamp(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
-        Self::float_clamp(x, min.into(), max.into())
+        stock::kernel_clamp::<Self>(x, min, max)
     }
 
     /// The input gradient of [`KernelBackend::kernel_clamp`] from its output `y`: `dy` where
@@ -266,6 +266,16 @@ pub fn clamp<B: Backend, const D: usize>(x: Tensor<B, D>, min: f32, max: f32) ->
         };
     }
     x.clamp(min, max)
+}
+
+/// `relu(x)` through [`KernelBackend`] where `B` has it: a clamp to `[0, inf]`, whose
+/// gradient mask (`0 < y`) is ReLU's.
+pub fn relu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    if enabled() && is::<B, flex::AutodiffFlex>() {
+        return clamp(x, 0.0, f32::INFINITY);
+    }
+    burn::tensor::activation::relu(x)
 }
 
 /// [`clamp`] on a backend with the extension.

@@ -146,6 +146,11 @@ pub(super) fn kernel_batch_norm_backward<B: Backend>(
     }
 }
 
+/// Burn's clamp.
+pub(super) fn kernel_clamp<B: Backend>(x: FloatTensor<B>, min: f32, max: f32) -> FloatTensor<B> {
+    B::float_clamp(x, min.into(), max.into())
+}
+
 /// `dy` where `min < y < max`, composed from Burn's comparison and mask ops.
 pub(super) fn kernel_clamp_backward<B: Backend>(
     y: FloatTensor<B>,

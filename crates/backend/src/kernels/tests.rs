@@ -235,27 +235,30 @@ fn batch_norm_equals_burns_on_random_shapes() {
 }
 
 #[test]
-fn clamp_and_its_gradient_equal_burns() {
-    for case in 0..6 {
-        let shape = [2, 3, 5 + case as usize, 7];
-        // Values spread over and beyond [0, 6], so both bounds are hit.
-        let x = random(shape, 400 + case).mul_scalar(4.0).add_scalar(3.0);
-        let dy = random(shape, 500 + case);
-        let run = |fast: bool| {
-            let x = Tensor::<AutodiffFlex, 4>::from_inner(x.clone()).require_grad();
-            let y = if fast {
-                clamp(x.clone(), 0.0, 6.0)
-            } else {
-                x.clone().clamp(0.0, 6.0)
+fn clamp_relu_and_their_gradients_equal_burns() {
+    type Act = fn(Tensor<AutodiffFlex, 4>) -> Tensor<AutodiffFlex, 4>;
+    let pairs: [(&str, Act, Act); 2] = [
+        ("relu6", |x| clamp(x, 0.0, 6.0), |x| x.clamp(0.0, 6.0)),
+        ("relu", relu, burn::tensor::activation::relu),
+    ];
+    for (name, ours_fn, theirs_fn) in pairs {
+        for case in 0..6 {
+            let shape = [2, 3, 5 + case as usize, 7];
+            // Values spread over and beyond [0, 6], so both bounds are hit.
+            let x = random(shape, 400 + case).mul_scalar(4.0).add_scalar(3.0);
+            let dy = random(shape, 500 + case);
+            let run = |act: Act| {
+                let x = Tensor::<AutodiffFlex, 4>::from_inner(x.clone()).require_grad();
+                let y = act(x.clone());
+                let loss = (y.clone() * Tensor::from_inner(dy.clone())).sum();
+                let grads = loss.backward();
+                let dx = x.grad(&grads).expect("gradient");
+                (values(y.inner()), values(dx))
             };
-            let loss = (y.clone() * Tensor::from_inner(dy.clone())).sum();
-            let grads = loss.backward();
-            let dx = x.grad(&grads).expect("gradient");
-            (values(y.inner()), values(dx))
-        };
-        let (ours, theirs) = (run(true), run(false));
-        close(&format!("case {case}: y"), &ours.0, &theirs.0);
-        close(&format!("case {case}: dx"), &ours.1, &theirs.1);
+            let (ours, theirs) = (run(ours_fn), run(theirs_fn));
+            close(&format!("{name} case {case}: y"), &ours.0, &theirs.0);
+            close(&format!("{name} case {case}: dx"), &ours.1, &theirs.1);
+        }
     }
 }
 

@@ -1,141 +1,138 @@
 //! Direct depthwise convolution (one filter per channel), forward and both gradients.
 //!
-//! Every kernel walks output rows and, per kernel position, runs one contiguous multiply-add
-//! or dot product along the row. A stride along the width would make those reads gathers, so a
-//! strided plane is first split into its column phases (`phase[p][r][j] = plane[r][j * s + p]`),
-//! where every kernel position reads (or, for the input gradient, writes) one contiguous run.
-//! The loops are compiled for the widest SIMD the CPU has ([`super::vectorized`]).
+//! Each plane is copied once into a zero-padded buffer split into its stride phases
+//! (`phase[ph][pw][r][c] = padded[r * sh + ph][c * sw + pw]`). In that layout every kernel
+//! position reads one contiguous run the length of the whole output plane (laid out with the
+//! phase's row width, the surplus columns discarded), so a 3x3 filter is nine long
+//! multiply-adds or dot products per plane instead of nine short ones per output row, and
+//! strides need no gathers. The loops are compiled for the widest SIMD the CPU has
+//! ([`super::vectorized`]).
 
 use rayon::prelude::*;
 
-use super::{Conv2dGeometry, offsets, valid_range, vectorized, with_scratch};
+use super::{Conv2dGeometry, vectorized, with_scratch};
 
-/// One kernel column: the column phase it reads, the shift within that phase, and the output
-/// columns `[w0, w1)` whose input lies inside the image.
+/// One kernel position: the phase it reads and where its run starts in that phase.
 #[derive(Debug, Clone, Copy)]
-struct Column {
+struct Tap {
     phase: usize,
-    shift: isize,
-    w0: usize,
-    w1: usize,
+    shift: usize,
 }
 
-/// One kernel row: its input-row offset and the output rows `[h0, h1)` it reaches.
-#[derive(Debug, Clone, Copy)]
-struct Row {
-    offset: isize,
-    h0: usize,
-    h1: usize,
-}
-
-/// The loop plan of one depthwise convolution.
+/// The layout of one depthwise convolution's planes.
 struct Plan {
     h: usize,
     w: usize,
     oh: usize,
     ow: usize,
-    /// Column stride, the number of phases.
-    sw: usize,
-    /// Width of one phase row (`w` when unstrided).
-    wp: usize,
-    stride_h: usize,
-    rows: Vec<Row>,
-    cols: Vec<Column>,
+    stride: [usize; 2],
+    pad: [usize; 2],
+    /// Row width of one phase.
+    wq: usize,
+    /// Floats per phase: `hq * wq` and one spare row, which runs of the surplus columns
+    /// overrun.
+    phase_len: usize,
+    taps: Vec<Tap>,
 }
 
 impl Plan {
     fn new(g: &Conv2dGeometry) -> Plan {
         let [h, w] = g.in_size;
         let [oh, ow] = g.out_size;
-        let sw = g.stride[1].max(1);
-        let rows = offsets(g.kernel[0], g.dilation[0], g.pad[0])
-            .into_iter()
-            .map(|offset| {
-                let (h0, h1) = valid_range(oh, h, g.stride[0], offset);
-                Row { offset, h0, h1 }
-            })
-            .collect();
-        let cols = offsets(g.kernel[1], g.dilation[1], g.pad[1])
-            .into_iter()
-            .map(|d| {
-                let (w0, w1) = valid_range(ow, w, sw, d);
-                Column {
-                    phase: d.rem_euclid(sw as isize) as usize,
-                    shift: d.div_euclid(sw as isize),
-                    w0,
-                    w1,
-                }
-            })
-            .collect();
+        let [sh, sw] = [g.stride[0].max(1), g.stride[1].max(1)];
+        let span = |i: usize| g.dilation[i] * (g.kernel[i].max(1) - 1) + 1;
+        // Padded extent: the input after the leading padding, and what the last output reads.
+        let hp = (g.pad[0] + h).max((oh.max(1) - 1) * sh + span(0));
+        let wp = (g.pad[1] + w).max((ow.max(1) - 1) * sw + span(1));
+        let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
+        let mut taps = Vec::with_capacity(g.kernel[0] * g.kernel[1]);
+        for a in 0..g.kernel[0] {
+            let da = a * g.dilation[0];
+            for b in 0..g.kernel[1] {
+                let db = b * g.dilation[1];
+                taps.push(Tap {
+                    phase: (da % sh) * sw + db % sw,
+                    shift: (da / sh) * wq + db / sw,
+                });
+            }
+        }
         Plan {
             h,
             w,
             oh,
             ow,
-            sw,
-            wp: if sw == 1 { w } else { w.div_ceil(sw) },
-            stride_h: g.stride[0],
-            rows,
-            cols,
+            stride: [sh, sw],
+            pad: g.pad,
+            wq,
+            phase_len: (hq + 1) * wq,
+            taps,
         }
     }
 
-    fn taps(&self) -> usize {
-        self.rows.len() * self.cols.len()
-    }
-
-    /// Floats of a plane's phase split (zero when unstrided: the plane is read in place).
     fn phases_len(&self) -> usize {
-        if self.sw == 1 {
-            0
-        } else {
-            self.sw * self.h * self.wp
-        }
+        self.stride[0] * self.stride[1] * self.phase_len
     }
 
-    /// Input row of output row `o` under kernel row `row`.
-    #[inline(always)]
-    fn input_row(&self, o: usize, row: &Row) -> usize {
-        (o as isize * self.stride_h as isize + row.offset) as usize
+    /// Floats of one output plane in phase layout (`oh` rows of `wq`).
+    fn run_len(&self) -> usize {
+        self.oh * self.wq
     }
 
-    /// Start, in `split` layout (the plane itself when unstrided), of the run kernel column
-    /// `col` reads on input row `ih`.
+    /// Index in the phase buffer of input pixel `(r, c)`.
     #[inline(always)]
-    fn start(&self, ih: usize, col: &Column) -> usize {
-        (((col.phase * self.h + ih) * self.wp) as isize + col.w0 as isize + col.shift) as usize
+    fn at(&self, r: usize, c: usize) -> usize {
+        let (pr, pc) = (r + self.pad[0], c + self.pad[1]);
+        let [sh, sw] = self.stride;
+        ((pr % sh) * sw + pc % sw) * self.phase_len + (pr / sh) * self.wq + pc / sw
     }
 
-    /// Splits `plane` into column phases in `out`.
+    /// Copies `plane` into `phases`, zero-padded.
     #[inline(always)]
-    fn split(&self, plane: &[f32], out: &mut [f32]) {
-        let (h, w, s, wp) = (self.h, self.w, self.sw, self.wp);
-        for r in 0..h {
-            let src = &plane[r * w..(r + 1) * w];
-            for p in 0..s {
-                let dst = &mut out[(p * h + r) * wp..(p * h + r + 1) * wp];
-                let mut n = 0;
-                for (d, v) in dst.iter_mut().zip(src.iter().skip(p).step_by(s)) {
-                    *d = *v;
-                    n += 1;
+    fn split(&self, plane: &[f32], phases: &mut [f32]) {
+        phases.fill(0.0);
+        for r in 0..self.h {
+            let row = &plane[r * self.w..(r + 1) * self.w];
+            if self.stride[1] == 1 {
+                let at = self.at(r, 0);
+                phases[at..at + self.w].copy_from_slice(row);
+            } else {
+                for (c, &v) in row.iter().enumerate() {
+                    phases[self.at(r, c)] = v;
                 }
-                dst[n..].fill(0.0);
             }
         }
     }
 
-    /// The inverse of [`Plan::split`]: interleaves the phases back into `plane`.
+    /// The inverse of [`Plan::split`] on the input pixels: `plane[r][c] = phases[at(r, c)]`.
     #[inline(always)]
     fn merge(&self, phases: &[f32], plane: &mut [f32]) {
-        let (h, w, s, wp) = (self.h, self.w, self.sw, self.wp);
-        for r in 0..h {
-            let dst = &mut plane[r * w..(r + 1) * w];
-            for p in 0..s {
-                let src = &phases[(p * h + r) * wp..(p * h + r + 1) * wp];
-                for (d, v) in dst.iter_mut().skip(p).step_by(s).zip(src) {
-                    *d = *v;
+        for r in 0..self.h {
+            let row = &mut plane[r * self.w..(r + 1) * self.w];
+            if self.stride[1] == 1 {
+                let at = self.at(r, 0);
+                row.copy_from_slice(&phases[at..at + self.w]);
+            } else {
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = phases[self.at(r, c)];
                 }
             }
+        }
+    }
+
+    /// The run of tap `t` in `phases`.
+    #[inline(always)]
+    fn run<'a>(&self, phases: &'a [f32], t: &Tap) -> &'a [f32] {
+        let at = t.phase * self.phase_len + t.shift;
+        &phases[at..at + self.run_len()]
+    }
+
+    /// An output-gradient plane in phase layout, the surplus columns zero.
+    #[inline(always)]
+    fn widen(&self, dy_plane: &[f32], out: &mut [f32]) {
+        for o in 0..self.oh {
+            let dst = &mut out[o * self.wq..(o + 1) * self.wq];
+            dst[..self.ow].copy_from_slice(&dy_plane[o * self.ow..(o + 1) * self.ow]);
+            dst[self.ow..].fill(0.0);
         }
     }
 }
@@ -150,7 +147,7 @@ fn axpy(dst: &mut [f32], src: &[f32], a: f32) {
 
 /// A dot product in sixteen independent lanes, so the compiler vectorises it.
 #[inline(always)]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     const L: usize = 16;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -168,98 +165,6 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + rest
 }
 
-/// Runs `f` on `plane` read through its column phases (in a per-thread buffer when strided).
-#[inline(always)]
-fn with_split<R>(plan: &Plan, plane: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
-    if plan.sw == 1 {
-        f(plane)
-    } else {
-        with_scratch(plan.phases_len(), |phases| {
-            plan.split(plane, phases);
-            f(phases)
-        })
-    }
-}
-
-/// One output plane: `y_plane` (holding the bias or zero) accumulates the filter over
-/// `src` (the input plane in split layout).
-#[inline(always)]
-fn forward_plane(plan: &Plan, src: &[f32], filter: &[f32], y_plane: &mut [f32]) {
-    let kw = plan.cols.len();
-    for o in 0..plan.oh {
-        let y_row = &mut y_plane[o * plan.ow..(o + 1) * plan.ow];
-        for (a, row) in plan.rows.iter().enumerate() {
-            if o < row.h0 || o >= row.h1 {
-                continue;
-            }
-            let ih = plan.input_row(o, row);
-            for (b, col) in plan.cols.iter().enumerate() {
-                let len = col.w1.saturating_sub(col.w0);
-                if len == 0 {
-                    continue;
-                }
-                let at = plan.start(ih, col);
-                axpy(
-                    &mut y_row[col.w0..col.w1],
-                    &src[at..at + len],
-                    filter[a * kw + b],
-                );
-            }
-        }
-    }
-}
-
-/// One input-gradient plane in split layout: `dst` (zeroed) gathers the output gradient
-/// through the filter.
-#[inline(always)]
-fn input_grad_plane(plan: &Plan, dy_plane: &[f32], filter: &[f32], dst: &mut [f32]) {
-    let kw = plan.cols.len();
-    for o in 0..plan.oh {
-        let dy_row = &dy_plane[o * plan.ow..(o + 1) * plan.ow];
-        for (a, row) in plan.rows.iter().enumerate() {
-            if o < row.h0 || o >= row.h1 {
-                continue;
-            }
-            let ih = plan.input_row(o, row);
-            for (b, col) in plan.cols.iter().enumerate() {
-                let len = col.w1.saturating_sub(col.w0);
-                if len == 0 {
-                    continue;
-                }
-                let at = plan.start(ih, col);
-                axpy(
-                    &mut dst[at..at + len],
-                    &dy_row[col.w0..col.w1],
-                    filter[a * kw + b],
-                );
-            }
-        }
-    }
-}
-
-/// One image's contribution to one channel's filter gradient, added into `acc`.
-#[inline(always)]
-fn weight_grad_plane(plan: &Plan, src: &[f32], dy_plane: &[f32], acc: &mut [f32]) {
-    let kw = plan.cols.len();
-    for o in 0..plan.oh {
-        let dy_row = &dy_plane[o * plan.ow..(o + 1) * plan.ow];
-        for (a, row) in plan.rows.iter().enumerate() {
-            if o < row.h0 || o >= row.h1 {
-                continue;
-            }
-            let ih = plan.input_row(o, row);
-            for (b, col) in plan.cols.iter().enumerate() {
-                let len = col.w1.saturating_sub(col.w0);
-                if len == 0 {
-                    continue;
-                }
-                let at = plan.start(ih, col);
-                acc[a * kw + b] += dot(&src[at..at + len], &dy_row[col.w0..col.w1]);
-            }
-        }
-    }
-}
-
 /// A depthwise convolution, parallel over `(image, channel)` planes.
 pub(super) fn forward(
     g: &Conv2dGeometry,
@@ -268,24 +173,31 @@ pub(super) fn forward(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let plan = Plan::new(g);
-    let (in_plane, out_plane, taps) = (plan.h * plan.w, plan.oh * plan.ow, plan.taps());
+    let (in_plane, out_plane, taps) = (plan.h * plan.w, plan.oh * plan.ow, plan.taps.len());
     let channels = g.in_channels;
     let mut y = vec![0.0f32; g.output_len()];
     if out_plane == 0 {
         return y;
     }
+    let (phases_len, run_len) = (plan.phases_len(), plan.run_len());
     y.par_chunks_mut(out_plane)
         .enumerate()
         .for_each(|(i, y_plane)| {
             let c = i % channels;
-            if let Some(bias) = bias {
-                y_plane.fill(bias[c]);
-            }
             let x_plane = &x[i * in_plane..(i + 1) * in_plane];
             let filter = &weight[c * taps..(c + 1) * taps];
-            vectorized(|| {
-                with_split(&plan, x_plane, |src| {
-                    forward_plane(&plan, src, filter, y_plane)
+            with_scratch(phases_len + run_len, |buf| {
+                let (phases, acc) = buf.split_at_mut(phases_len);
+                vectorized(|| {
+                    plan.split(x_plane, phases);
+                    acc.fill(bias.map_or(0.0, |b| b[c]));
+                    for (t, &wv) in plan.taps.iter().zip(filter) {
+                        axpy(acc, plan.run(phases, t), wv);
+                    }
+                    for o in 0..plan.oh {
+                        y_plane[o * plan.ow..(o + 1) * plan.ow]
+                            .copy_from_slice(&acc[o * plan.wq..o * plan.wq + plan.ow]);
+                    }
                 })
             });
         });
@@ -295,28 +207,30 @@ pub(super) fn forward(
 /// Input gradient of a depthwise convolution, parallel over planes.
 pub(super) fn input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let plan = Plan::new(g);
-    let (in_plane, out_plane, taps) = (plan.h * plan.w, plan.oh * plan.ow, plan.taps());
+    let (in_plane, out_plane, taps) = (plan.h * plan.w, plan.oh * plan.ow, plan.taps.len());
     let channels = g.in_channels;
     let mut dx = vec![0.0f32; g.input_len()];
-    if in_plane == 0 {
+    if in_plane == 0 || out_plane == 0 {
         return dx;
     }
+    let (phases_len, run_len) = (plan.phases_len(), plan.run_len());
     dx.par_chunks_mut(in_plane)
         .enumerate()
         .for_each(|(i, dx_plane)| {
             let c = i % channels;
             let dy_plane = &dy[i * out_plane..(i + 1) * out_plane];
             let filter = &weight[c * taps..(c + 1) * taps];
-            vectorized(|| {
-                if plan.sw == 1 {
-                    input_grad_plane(&plan, dy_plane, filter, dx_plane);
-                } else {
-                    with_scratch(plan.phases_len(), |phases| {
-                        phases.fill(0.0);
-                        input_grad_plane(&plan, dy_plane, filter, phases);
-                        plan.merge(phases, dx_plane);
-                    });
-                }
+            with_scratch(phases_len + run_len, |buf| {
+                let (phases, dy_wide) = buf.split_at_mut(phases_len);
+                vectorized(|| {
+                    plan.widen(dy_plane, dy_wide);
+                    phases.fill(0.0);
+                    for (t, &wv) in plan.taps.iter().zip(filter) {
+                        let at = t.phase * plan.phase_len + t.shift;
+                        axpy(&mut phases[at..at + run_len], dy_wide, wv);
+                    }
+                    plan.merge(phases, dx_plane);
+                })
             });
         });
     dx
@@ -326,23 +240,29 @@ pub(super) fn input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
 /// channels.
 pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let plan = Plan::new(g);
-    let (in_plane, out_plane, taps) = (plan.h * plan.w, plan.oh * plan.ow, plan.taps());
+    let (in_plane, out_plane, taps) = (plan.h * plan.w, plan.oh * plan.ow, plan.taps.len());
     let channels = g.in_channels;
     let mut dw = vec![0.0f32; g.weight_len()];
-    if taps == 0 {
+    if taps == 0 || out_plane == 0 {
         return dw;
     }
+    let (phases_len, run_len) = (plan.phases_len(), plan.run_len());
     dw.par_chunks_mut(taps).enumerate().for_each(|(c, acc)| {
-        for b in 0..g.batch {
-            let i = b * channels + c;
-            let x_plane = &x[i * in_plane..(i + 1) * in_plane];
-            let dy_plane = &dy[i * out_plane..(i + 1) * out_plane];
-            vectorized(|| {
-                with_split(&plan, x_plane, |src| {
-                    weight_grad_plane(&plan, src, dy_plane, acc)
-                })
-            });
-        }
+        with_scratch(phases_len + run_len, |buf| {
+            let (phases, dy_wide) = buf.split_at_mut(phases_len);
+            for b in 0..g.batch {
+                let i = b * channels + c;
+                let x_plane = &x[i * in_plane..(i + 1) * in_plane];
+                let dy_plane = &dy[i * out_plane..(i + 1) * out_plane];
+                vectorized(|| {
+                    plan.split(x_plane, phases);
+                    plan.widen(dy_plane, dy_wide);
+                    for (t, a) in plan.taps.iter().zip(acc.iter_mut()) {
+                        *a += dot(plan.run(phases, t), dy_wide);
+                    }
+                });
+            }
+        });
     });
     dw
 }
