@@ -8,7 +8,6 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::max_pool2d;
 
 use crate::layers::{ConvBn, ConvSpec, TORCH_BN, batch_norm, batch_norm_layer, global_pool};
 
@@ -172,7 +171,7 @@ impl<B: Backend> ResNet<B> {
     pub(crate) fn features(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 4] {
         let f = self.frozen_bn;
         let x = relu(batch_norm(&self.bn1, kernels::conv2d(&self.conv1, x), f));
-        let x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
+        let x = kernels::max_pool2d(x, [3, 3], [2, 2], [1, 1]);
         let run = |x, blocks: &[ResBlock<B>]| blocks.iter().fold(x, |x, b| b.forward(x, f));
         let c2 = run(x, &self.layer1);
         let c3 = run(c2.clone(), &self.layer2);

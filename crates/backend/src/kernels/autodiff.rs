@@ -11,7 +11,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{BatchNormForward, ConvArgs, KernelBackend};
+use super::{BatchNormForward, ConvArgs, KernelBackend, PoolArgs};
 
 #[derive(Debug)]
 struct ConvBackward;
@@ -24,6 +24,28 @@ struct BatchNormBackward;
 
 #[derive(Debug)]
 struct ClampBackward;
+
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl<B: KernelBackend> Backward<B, 1> for MaxPoolBackward {
+    /// The input (checkpointed) and the pooling.
+    type State = (NodeId, PoolArgs);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_state, args) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, B::kernel_max_pool2d_backward(x, dy, args));
+        }
+    }
+}
 
 /// Registers the input and weight gradients of a convolution, computing only those asked for.
 fn conv_grads<B: KernelBackend>(
@@ -128,6 +150,20 @@ impl<B: KernelBackend> Backward<B, 1> for ClampBackward {
 }
 
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn kernel_max_pool2d(x: FloatTensor<Self>, args: PoolArgs) -> FloatTensor<Self> {
+        match MaxPoolBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                prep.finish((x_state, args), B::kernel_max_pool2d(x.primitive, args))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::kernel_max_pool2d(x.primitive, args)),
+        }
+    }
+
     fn kernel_clamp(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
         match ClampBackward
             .prepare::<C>([x.node.clone()])

@@ -9,6 +9,9 @@
 use rayon::prelude::*;
 
 mod depthwise;
+mod pool;
+
+pub use pool::Pool;
 
 /// Runs `f` compiled for the widest SIMD instruction set this CPU has (AVX2 with FMA, or
 /// AVX-512), chosen at run time; the plain x86-64 build otherwise vectorises only to SSE2.

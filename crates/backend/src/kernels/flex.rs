@@ -6,7 +6,9 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 
 use super::cpu::{self, BatchStats, Conv2dGeometry};
-use super::{BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, KernelBackend, stock};
+use super::{
+    BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, KernelBackend, PoolArgs, stock,
+};
 
 /// The autodiff backend training runs on, on the CPU.
 pub(super) type AutodiffFlex = burn::backend::Autodiff<Flex>;
@@ -195,6 +197,26 @@ impl KernelBackend for Flex {
             gamma: from_vec(dgamma, [c]),
             beta: from_vec(dbeta, [c]),
         }
+    }
+
+    fn kernel_max_pool2d(x: FlexTensor, args: PoolArgs) -> FlexTensor {
+        let Some(xc) = contiguous(&x) else {
+            return stock::kernel_max_pool2d::<Self>(x, args);
+        };
+        let [n, c, h, w] = dims4(&xc);
+        let [oh, ow] = args.output_size([h, w]);
+        let pool = cpu::Pool::new(args.kernel, args.stride, args.padding, [h, w], [oh, ow]);
+        from_vec(pool.forward(floats(&xc)), [n, c, oh, ow])
+    }
+
+    fn kernel_max_pool2d_backward(x: FlexTensor, dy: FlexTensor, args: PoolArgs) -> FlexTensor {
+        let (Some(xc), Some(dyc)) = (contiguous(&x), contiguous(&dy)) else {
+            return stock::kernel_max_pool2d_backward::<Self>(x, dy, args);
+        };
+        let [_, _, h, w] = dims4(&xc);
+        let [_, _, oh, ow] = dims4(&dyc);
+        let pool = cpu::Pool::new(args.kernel, args.stride, args.padding, [h, w], [oh, ow]);
+        from_vec(pool.backward(floats(&xc), floats(&dyc)), x.shape())
     }
 
     fn kernel_clamp(x: FlexTensor, min: f32, max: f32) -> FlexTensor {

@@ -99,6 +99,27 @@ fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
     (total / 2, total - total / 2)
 }
 
+/// How a max pooling is applied (no dilation, floor mode: what the backbones use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolArgs {
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Padding on each side (padded positions never win).
+    pub padding: [usize; 2],
+}
+
+impl PoolArgs {
+    /// The output height and width for an input of `[h, w]`.
+    pub fn output_size(&self, [h, w]: [usize; 2]) -> [usize; 2] {
+        let out = |i: usize, size: usize| {
+            (size + 2 * self.padding[i]).saturating_sub(self.kernel[i]) / self.stride[i].max(1) + 1
+        };
+        [out(0, h), out(1, w)]
+    }
+}
+
 /// Gradients of a convolution, each present when asked for.
 #[derive(Debug)]
 pub struct ConvGrads<B: Backend> {
@@ -181,6 +202,21 @@ pub trait KernelBackend: Backend {
         dy: FloatTensor<Self>,
     ) -> BatchNormGrads<Self> {
         stock::kernel_batch_norm_backward::<Self>(x, gamma, mean, var, epsilon, dy)
+    }
+
+    /// A 2-D max pooling, `x: [N, C, H, W]`.
+    fn kernel_max_pool2d(x: FloatTensor<Self>, args: PoolArgs) -> FloatTensor<Self> {
+        stock::kernel_max_pool2d::<Self>(x, args)
+    }
+
+    /// The input gradient of [`KernelBackend::kernel_max_pool2d`]: `dy` routed to the
+    /// maximum of each window.
+    fn kernel_max_pool2d_backward(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        args: PoolArgs,
+    ) -> FloatTensor<Self> {
+        stock::kernel_max_pool2d_backward::<Self>(x, dy, args)
     }
 
     /// `x` clamped to `[min, max]` (ReLU6 is `[0, 6]`).
@@ -266,6 +302,37 @@ pub fn clamp<B: Backend, const D: usize>(x: Tensor<B, D>, min: f32, max: f32) ->
         };
     }
     x.clamp(min, max)
+}
+
+/// Burn's `max_pool2d(x, kernel, stride, padding, [1, 1], false)` through [`KernelBackend`]
+/// where `B` has it.
+pub fn max_pool2d<B: Backend>(
+    x: Tensor<B, 4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if enabled() && is::<B, flex::AutodiffFlex>() {
+        let args = PoolArgs {
+            kernel,
+            stride,
+            padding,
+        };
+        return match cast::<_, Tensor<flex::AutodiffFlex, 4>>(x) {
+            Ok(x_k) => {
+                let y: Tensor<flex::AutodiffFlex, 4> = tensor(
+                    <flex::AutodiffFlex as KernelBackend>::kernel_max_pool2d(float(x_k), args),
+                );
+                match cast::<_, Tensor<B, 4>>(y) {
+                    Ok(y) => y,
+                    Err(_) => unreachable!("B is the autodiff flex backend"),
+                }
+            }
+            Err(x) => burn::tensor::module::max_pool2d(x, kernel, stride, padding, [1, 1], false),
+        };
+    }
+    burn::tensor::module::max_pool2d(x, kernel, stride, padding, [1, 1], false)
 }
 
 /// `relu(x)` through [`KernelBackend`] where `B` has it: a clamp to `[0, inf]`, whose

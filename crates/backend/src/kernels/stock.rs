@@ -6,7 +6,7 @@ use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode, PaddedConvOptions};
 use burn::tensor::{Tensor, TensorMetadata};
 
-use super::{BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, float, tensor};
+use super::{BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, PoolArgs, float, tensor};
 
 fn options(args: &ConvArgs, padding: [usize; 2]) -> ConvOptions<2> {
     ConvOptions::new(args.stride, padding, args.dilation, args.groups)
@@ -167,4 +167,20 @@ pub(super) fn kernel_clamp_backward<B: Backend>(
         .lower_equal_elem(min)
         .bool_or(y.greater_equal_elem(max));
     B::float_reshape(float(flat(dy).mask_fill(outside, 0.0)), shape)
+}
+
+/// Burn's max pooling.
+pub(super) fn kernel_max_pool2d<B: Backend>(x: FloatTensor<B>, args: PoolArgs) -> FloatTensor<B> {
+    B::max_pool2d(x, args.kernel, args.stride, args.padding, [1, 1], false)
+}
+
+/// Burn's max-pooling backward pass, through the indices of its forward pass.
+pub(super) fn kernel_max_pool2d_backward<B: Backend>(
+    x: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    args: PoolArgs,
+) -> FloatTensor<B> {
+    let (k, s, p) = (args.kernel, args.stride, args.padding);
+    let indices = B::max_pool2d_with_indices(x.clone(), k, s, p, [1, 1], false).indices;
+    B::max_pool2d_with_indices_backward(x, k, s, p, [1, 1], false, dy, indices).x_grad
 }

@@ -235,6 +235,40 @@ fn batch_norm_equals_burns_on_random_shapes() {
 }
 
 #[test]
+fn max_pool_and_its_gradient_equal_burns_on_random_shapes() {
+    let mut rng = Rng(23);
+    for case in 0..30 {
+        let kernel = [rng.range(1, 4), rng.range(1, 4)];
+        let stride = [rng.range(1, 3), rng.range(1, 3)];
+        let padding = [rng.below(kernel[0] / 2 + 1), rng.below(kernel[1] / 2 + 1)];
+        let shape = [
+            rng.range(1, 3),
+            rng.range(1, 4),
+            rng.range(kernel[0], 12),
+            rng.range(kernel[1], 12),
+        ];
+        let x = random(shape, 600 + case);
+        let run = |fast: bool| {
+            let x = Tensor::<AutodiffFlex, 4>::from_inner(x.clone()).require_grad();
+            let y = if fast {
+                max_pool2d(x.clone(), kernel, stride, padding)
+            } else {
+                burn::tensor::module::max_pool2d(x.clone(), kernel, stride, padding, [1, 1], false)
+            };
+            let dy = random(y.dims(), 700 + case);
+            let loss = (y.clone() * Tensor::from_inner(dy)).sum();
+            let grads = loss.backward();
+            let dx = x.grad(&grads).expect("gradient");
+            (values(y.inner()), values(dx))
+        };
+        let (ours, theirs) = (run(true), run(false));
+        let what = format!("case {case}: {shape:?} k {kernel:?} s {stride:?} p {padding:?}");
+        close(&format!("{what}: y"), &ours.0, &theirs.0);
+        close(&format!("{what}: dx"), &ours.1, &theirs.1);
+    }
+}
+
+#[test]
 fn clamp_relu_and_their_gradients_equal_burns() {
     type Act = fn(Tensor<AutodiffFlex, 4>) -> Tensor<AutodiffFlex, 4>;
     let pairs: [(&str, Act, Act); 2] = [
