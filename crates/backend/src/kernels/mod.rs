@@ -22,6 +22,7 @@ pub mod cpu;
 mod flex;
 mod stock;
 
+#[cfg(feature = "flex")]
 use std::any::{Any, TypeId};
 use std::sync::OnceLock;
 
@@ -248,6 +249,7 @@ pub fn enabled() -> bool {
 }
 
 /// Moves `value` into type `U` when `T` is `U`; gives it back otherwise.
+#[cfg(feature = "flex")]
 fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
     let mut slot = Some(value);
     if let Some(target) = (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>()
@@ -261,6 +263,7 @@ fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
     }
 }
 
+#[cfg(feature = "flex")]
 fn is<T: 'static, U: 'static>() -> bool {
     TypeId::of::<T>() == TypeId::of::<U>()
 }
@@ -292,15 +295,10 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
 /// backward, where Burn's autodiff composes the clamp from masks and differentiates each.
 pub fn clamp<B: Backend, const D: usize>(x: Tensor<B, D>, min: f32, max: f32) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
-    if enabled() && is::<B, flex::AutodiffFlex>() {
-        return match cast::<_, Tensor<flex::AutodiffFlex, D>>(x) {
-            Ok(x_k) => match cast::<_, Tensor<B, D>>(clamp_with(x_k, min, max)) {
-                Ok(y) => y,
-                Err(_) => unreachable!("B is the autodiff flex backend"),
-            },
-            Err(x) => x.clamp(min, max),
-        };
-    }
+    let x = match on_flex(x, |x| clamp_with(x, min, max)) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     x.clamp(min, max)
 }
 
@@ -313,26 +311,38 @@ pub fn max_pool2d<B: Backend>(
     padding: [usize; 2],
 ) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    if enabled() && is::<B, flex::AutodiffFlex>() {
+    let x = match on_flex(x, |x| {
         let args = PoolArgs {
             kernel,
             stride,
             padding,
         };
-        return match cast::<_, Tensor<flex::AutodiffFlex, 4>>(x) {
-            Ok(x_k) => {
-                let y: Tensor<flex::AutodiffFlex, 4> = tensor(
-                    <flex::AutodiffFlex as KernelBackend>::kernel_max_pool2d(float(x_k), args),
-                );
-                match cast::<_, Tensor<B, 4>>(y) {
-                    Ok(y) => y,
-                    Err(_) => unreachable!("B is the autodiff flex backend"),
-                }
-            }
-            Err(x) => burn::tensor::module::max_pool2d(x, kernel, stride, padding, [1, 1], false),
-        };
-    }
+        tensor(<flex::AutodiffFlex as KernelBackend>::kernel_max_pool2d(
+            float(x),
+            args,
+        ))
+    }) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     burn::tensor::module::max_pool2d(x, kernel, stride, padding, [1, 1], false)
+}
+
+/// Runs `f` on the autodiff flex backend when `B` is that backend and the extension is on;
+/// gives `x` back otherwise.
+#[cfg(feature = "flex")]
+fn on_flex<B: Backend, const D: usize, const E: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(Tensor<flex::AutodiffFlex, D>) -> Tensor<flex::AutodiffFlex, E>,
+) -> Result<Tensor<B, E>, Tensor<B, D>> {
+    if !enabled() || !is::<B, flex::AutodiffFlex>() {
+        return Err(x);
+    }
+    let x_k = cast::<_, Tensor<flex::AutodiffFlex, D>>(x)?;
+    match cast::<_, Tensor<B, E>>(f(x_k)) {
+        Ok(y) => Ok(y),
+        Err(_) => unreachable!("B is the autodiff flex backend"),
+    }
 }
 
 /// `relu(x)` through [`KernelBackend`] where `B` has it: a clamp to `[0, inf]`, whose

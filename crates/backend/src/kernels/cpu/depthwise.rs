@@ -126,6 +126,13 @@ impl Plan {
         &phases[at..at + self.run_len()]
     }
 
+    /// The run of tap `t` in `phases`, to write.
+    #[inline(always)]
+    fn run_mut<'a>(&self, phases: &'a mut [f32], t: &Tap) -> &'a mut [f32] {
+        let at = t.phase * self.phase_len + t.shift;
+        &mut phases[at..at + self.run_len()]
+    }
+
     /// An output-gradient plane in phase layout, the surplus columns zero.
     #[inline(always)]
     fn widen(&self, dy_plane: &[f32], out: &mut [f32]) {
@@ -226,8 +233,7 @@ pub(super) fn input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
                     plan.widen(dy_plane, dy_wide);
                     phases.fill(0.0);
                     for (t, &wv) in plan.taps.iter().zip(filter) {
-                        let at = t.phase * plan.phase_len + t.shift;
-                        axpy(&mut phases[at..at + run_len], dy_wide, wv);
+                        axpy(plan.run_mut(phases, t), dy_wide, wv);
                     }
                     plan.merge(phases, dx_plane);
                 })
