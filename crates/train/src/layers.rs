@@ -39,10 +39,7 @@ impl<B: Backend> ConvBnRelu<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(kernels::batch_norm(
-            &self.bn,
-            kernels::conv2d(&self.conv, x),
-        ))
+        relu(kernels::conv_batch_norm(&self.conv, &self.bn, x, false))
     }
 }
 

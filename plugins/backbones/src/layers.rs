@@ -1,5 +1,4 @@
-//! Building blocks shared by the networks: convolution plus batch norm, and batch norm with a
-//! frozen mode.
+//! Building blocks shared by the networks: convolution plus batch norm, with a frozen mode.
 
 use autodl_backend::kernels;
 use burn::module::Module;
@@ -113,31 +112,19 @@ pub(crate) fn batch_norm_layer<B: Backend>(
 
 impl<B: Backend> ConvBn<B> {
     pub(crate) fn forward(&self, x: Tensor<B, 4>, frozen_bn: bool) -> Tensor<B, 4> {
-        batch_norm(&self.bn, kernels::conv2d(&self.conv, x), frozen_bn)
+        conv_bn(&self.conv, &self.bn, x, frozen_bn)
     }
 }
 
-/// Batch norm that, when `frozen`, normalises with the running statistics and leaves them
-/// alone even on an autodiff backend (Burn's own `BatchNorm` uses batch statistics and updates
-/// the running ones whenever autodiff is on). Gradients still flow to the input, and to
-/// `gamma` and `beta` unless they were marked `no_grad`.
-pub(crate) fn batch_norm<B: Backend>(
+/// `conv` then batch norm `bn`, with fixed statistics when `frozen`
+/// ([`kernels::conv_batch_norm`]).
+pub(crate) fn conv_bn<B: Backend>(
+    conv: &Conv2d<B>,
     bn: &BatchNorm<B>,
     x: Tensor<B, 4>,
     frozen: bool,
 ) -> Tensor<B, 4> {
-    if !frozen {
-        return kernels::batch_norm(bn, x);
-    }
-    let device = x.device();
-    let channels = x.dims()[1];
-    // `value_sync` folds in an update still pending from an earlier training-mode forward.
-    let mean = bn.running_mean.value_sync().to_device(&device);
-    let var = bn.running_var.value_sync().to_device(&device);
-    let scale = bn.gamma.val().div(var.add_scalar(bn.epsilon).sqrt());
-    let shift = bn.beta.val().sub(mean.mul(scale.clone()));
-    x.mul(scale.reshape([1, channels, 1, 1]))
-        .add(shift.reshape([1, channels, 1, 1]))
+    kernels::conv_batch_norm(conv, bn, x, frozen)
 }
 
 pub(crate) fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {

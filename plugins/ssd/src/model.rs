@@ -42,7 +42,10 @@ impl<B: Backend> Adapter<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(self.norm.forward(kernels::conv2d(&self.conv, x)))
+        relu(kernels::group_norm(
+            &self.norm,
+            kernels::conv2d(&self.conv, x),
+        ))
     }
 }
 

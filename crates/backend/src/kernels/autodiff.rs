@@ -11,7 +11,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{BatchNormForward, ConvArgs, KernelBackend, PoolArgs};
+use super::{BatchNormForward, ConvArgs, GroupNormForward, KernelBackend, PoolArgs};
 
 #[derive(Debug)]
 struct ConvBackward;
@@ -21,6 +21,9 @@ struct ConvBiasBackward;
 
 #[derive(Debug)]
 struct BatchNormBackward;
+
+#[derive(Debug)]
+struct GroupNormBackward;
 
 #[derive(Debug)]
 struct ClampBackward;
@@ -118,6 +121,34 @@ impl<B: KernelBackend> Backward<B, 3> for BatchNormBackward {
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
         let out = B::kernel_batch_norm_backward(x, gamma, mean, var, epsilon, dy);
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, out.input);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, out.gamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, out.beta);
+        }
+    }
+}
+
+impl<B: KernelBackend> Backward<B, 3> for GroupNormBackward {
+    /// Input and gamma (checkpointed), the mean and `1 / std` per sample and group, groups.
+    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_state, gamma_state, mean, rstd, groups) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
+        let out = B::kernel_group_norm_backward(x, gamma, mean, rstd, groups, dy);
         let [node_x, node_gamma, node_beta] = ops.parents;
         if let Some(node) = node_x {
             grads.register::<B>(node.id, out.input);
@@ -265,6 +296,59 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
                     output: prep.finish(inner.output),
                     mean: Self::from_inner(inner.mean),
                     var: Self::from_inner(inner.var),
+                }
+            }
+        }
+    }
+
+    fn kernel_group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        epsilon: f64,
+    ) -> GroupNormForward<Self> {
+        let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+        match GroupNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let gamma_state = prep.checkpoint(&gamma);
+                let inner = B::kernel_group_norm(
+                    x.primitive,
+                    gamma.primitive,
+                    beta.primitive,
+                    groups,
+                    epsilon,
+                );
+                let state = (
+                    x_state,
+                    gamma_state,
+                    inner.mean.clone(),
+                    inner.rstd.clone(),
+                    groups,
+                );
+                GroupNormForward {
+                    output: prep.finish(state, inner.output),
+                    mean: Self::from_inner(inner.mean),
+                    rstd: Self::from_inner(inner.rstd),
+                }
+            }
+            OpsKind::UnTracked(prep) => {
+                let inner = B::kernel_group_norm(
+                    x.primitive,
+                    gamma.primitive,
+                    beta.primitive,
+                    groups,
+                    epsilon,
+                );
+                GroupNormForward {
+                    output: prep.finish(inner.output),
+                    mean: Self::from_inner(inner.mean),
+                    rstd: Self::from_inner(inner.rstd),
                 }
             }
         }

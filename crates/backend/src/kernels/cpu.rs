@@ -9,8 +9,10 @@
 use rayon::prelude::*;
 
 mod depthwise;
+mod group_norm;
 mod pool;
 
+pub use group_norm::{GroupShape, GroupStats, group_norm, group_norm_backward};
 pub use pool::Pool;
 
 /// Runs `f` compiled for the widest SIMD instruction set this CPU has (AVX2 with FMA, or

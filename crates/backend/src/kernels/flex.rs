@@ -7,7 +7,8 @@ use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 
 use super::cpu::{self, BatchStats, Conv2dGeometry};
 use super::{
-    BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, KernelBackend, PoolArgs, stock,
+    BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, GroupNormForward, KernelBackend,
+    PoolArgs, stock,
 };
 
 /// The autodiff backend training runs on, on the CPU.
@@ -192,6 +193,75 @@ impl KernelBackend for Flex {
             epsilon as f32,
             floats(&dyc),
         );
+        BatchNormGrads {
+            input: from_vec(dx, x.shape()),
+            gamma: from_vec(dgamma, [c]),
+            beta: from_vec(dbeta, [c]),
+        }
+    }
+
+    fn kernel_group_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        groups: usize,
+        epsilon: f64,
+    ) -> GroupNormForward<Self> {
+        let (Some(xc), Some(gc), Some(bc)) =
+            (contiguous(&x), contiguous(&gamma), contiguous(&beta))
+        else {
+            return stock::kernel_group_norm::<Self>(x, gamma, beta, groups, epsilon);
+        };
+        let [n, c, h, w] = dims4(&xc);
+        if groups == 0 || c % groups != 0 {
+            return stock::kernel_group_norm::<Self>(x, gamma, beta, groups, epsilon);
+        }
+        let shape = cpu::GroupShape {
+            batch: n,
+            channels: c,
+            groups,
+            positions: h * w,
+        };
+        let (y, stats) =
+            cpu::group_norm(shape, floats(&xc), floats(&gc), floats(&bc), epsilon as f32);
+        GroupNormForward {
+            output: from_vec(y, x.shape()),
+            mean: from_vec(stats.mean, [n * groups]),
+            rstd: from_vec(stats.rstd, [n * groups]),
+        }
+    }
+
+    fn kernel_group_norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        rstd: FlexTensor,
+        groups: usize,
+        dy: FlexTensor,
+    ) -> BatchNormGrads<Self> {
+        let all = (
+            contiguous(&x),
+            contiguous(&gamma),
+            contiguous(&mean),
+            contiguous(&rstd),
+            contiguous(&dy),
+        );
+        let (Some(xc), Some(gc), Some(mc), Some(rc), Some(dyc)) = all else {
+            return stock::kernel_group_norm_backward::<Self>(x, gamma, mean, rstd, groups, dy);
+        };
+        let [n, c, h, w] = dims4(&xc);
+        let shape = cpu::GroupShape {
+            batch: n,
+            channels: c,
+            groups,
+            positions: h * w,
+        };
+        let stats = cpu::GroupStats {
+            mean: floats(&mc).to_vec(),
+            rstd: floats(&rc).to_vec(),
+        };
+        let (dx, dgamma, dbeta) =
+            cpu::group_norm_backward(shape, floats(&xc), &stats, floats(&gc), floats(&dyc));
         BatchNormGrads {
             input: from_vec(dx, x.shape()),
             gamma: from_vec(dgamma, [c]),

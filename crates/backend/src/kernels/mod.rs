@@ -26,9 +26,9 @@ mod stock;
 use std::any::{Any, TypeId};
 use std::sync::OnceLock;
 
-use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, GroupNorm};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -152,6 +152,17 @@ pub struct BatchNormGrads<B: Backend> {
     pub beta: FloatTensor<B>,
 }
 
+/// A group-norm forward pass: the output and the statistics it used.
+#[derive(Debug)]
+pub struct GroupNormForward<B: Backend> {
+    /// The normalised, scaled and shifted input.
+    pub output: FloatTensor<B>,
+    /// Mean per sample and group, `[N * G]` (not tracked by autodiff).
+    pub mean: FloatTensor<B>,
+    /// `1 / sqrt(var + epsilon)` per sample and group, `[N * G]` (not tracked by autodiff).
+    pub rstd: FloatTensor<B>,
+}
+
 /// The kernel extension. Every method defaults to Burn's stock ops, so a backend opts in by
 /// overriding what it has faster kernels for.
 pub trait KernelBackend: Backend {
@@ -203,6 +214,30 @@ pub trait KernelBackend: Backend {
         dy: FloatTensor<Self>,
     ) -> BatchNormGrads<Self> {
         stock::kernel_batch_norm_backward::<Self>(x, gamma, mean, var, epsilon, dy)
+    }
+
+    /// Group norm with `groups` groups and a per-channel scale and shift, `x: [N, C, H, W]`.
+    fn kernel_group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        epsilon: f64,
+    ) -> GroupNormForward<Self> {
+        stock::kernel_group_norm::<Self>(x, gamma, beta, groups, epsilon)
+    }
+
+    /// The gradients of [`KernelBackend::kernel_group_norm`] for the output gradient `dy`,
+    /// given the statistics the forward pass used (`gamma` and `beta` as in batch norm).
+    fn kernel_group_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        groups: usize,
+        dy: FloatTensor<Self>,
+    ) -> BatchNormGrads<Self> {
+        stock::kernel_group_norm_backward::<Self>(x, gamma, mean, rstd, groups, dy)
     }
 
     /// A 2-D max pooling, `x: [N, C, H, W]`.
@@ -275,7 +310,116 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     if enabled() && is::<B, flex::AutodiffFlex>() {
         return route::<B, flex::AutodiffFlex, _, _>((conv, x), |(conv, x)| conv2d_with(conv, x));
     }
+    #[cfg(feature = "flex")]
+    if enabled() && is::<B, burn::backend::Flex>() {
+        return route::<B, burn::backend::Flex, _, _>((conv, x), |(conv, x)| conv2d_with(conv, x));
+    }
     conv.forward(x)
+}
+
+/// `conv` then batch norm `bn`. In training, batch norm uses the batch's statistics and
+/// updates the running ones ([`batch_norm`]). When `frozen`, or on a backend without autodiff
+/// (where Burn's own `BatchNorm` normalises with the running statistics too), the statistics
+/// are fixed and the norm is a per-channel scale and shift folded into the convolution
+/// ([`conv2d_affine`]); frozen, it leaves the running statistics alone even on an autodiff
+/// backend. Gradients still flow to the input, and to `gamma` and `beta` unless they were
+/// marked `no_grad`.
+pub fn conv_batch_norm<B: Backend>(
+    conv: &Conv2d<B>,
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    frozen: bool,
+) -> Tensor<B, 4> {
+    let device = x.device();
+    if !frozen && B::ad_enabled(&device) {
+        return batch_norm(bn, conv2d(conv, x));
+    }
+    // `value_sync` folds in an update still pending from an earlier training-mode forward.
+    let mean = bn.running_mean.value_sync().to_device(&device);
+    let var = bn.running_var.value_sync().to_device(&device);
+    let scale = bn.gamma.val().div(var.add_scalar(bn.epsilon).sqrt());
+    let shift = bn.beta.val().sub(mean.mul(scale.clone()));
+    conv2d_affine(conv, x, scale, shift)
+}
+
+/// `conv` followed by a per-output-channel affine map, `y = conv(x) * scale + shift`, as one
+/// convolution: `scale` is folded into the weight and `shift` into the bias (the small weight
+/// tensors carry the products, and autodiff takes their gradients back to `scale` and
+/// `shift`). This is batch norm with fixed statistics (frozen, or in inference) at no cost
+/// beyond the convolution, where the broadcast multiply and add would each be a full pass
+/// over the activations forward and backward.
+pub fn conv2d_affine<B: Backend>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    scale: Tensor<B, 1>,
+    shift: Tensor<B, 1>,
+) -> Tensor<B, 4> {
+    let dims = conv.weight.dims();
+    let [co, ci, kh, kw] = dims;
+    // `scale` spread over the weight's shape by an outer product with ones: a broadcasting
+    // multiply takes flex's strided element-by-element path, forward and backward, which costs
+    // more than the rest of a frozen backbone's norms; two tensors of one shape take its fast
+    // path.
+    let ones = Tensor::<B, 2>::ones([1, ci * kh * kw], &x.device());
+    let spread = scale.clone().reshape([co, 1]).matmul(ones).reshape(dims);
+    let weight = conv.weight.val().mul(spread);
+    let bias = match &conv.bias {
+        Some(b) => b.val().mul(scale).add(shift),
+        None => shift,
+    };
+    let [_, _, h, w] = x.dims();
+    let args = ConvArgs::of(conv, [h, w]);
+    #[cfg(feature = "flex")]
+    let (x, weight, bias) = match on_flex_conv::<B, flex::AutodiffFlex>(x, weight, bias, args) {
+        Ok(y) => return y,
+        Err(back) => back,
+    };
+    #[cfg(feature = "flex")]
+    let (x, weight, bias) = match on_flex_conv::<B, burn::backend::Flex>(x, weight, bias, args) {
+        Ok(y) => return y,
+        Err(back) => back,
+    };
+    tensor(stock::kernel_conv2d::<B>(
+        float(x),
+        float(weight),
+        Some(float(bias)),
+        args,
+    ))
+}
+
+/// The tensors of a convolution: input, weight and bias.
+#[cfg(feature = "flex")]
+type ConvTensors<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 1>);
+
+/// Runs [`KernelBackend::kernel_conv2d`] on `K` when the extension is on and `B` is `K`;
+/// gives the tensors back otherwise.
+#[cfg(feature = "flex")]
+fn on_flex_conv<B: Backend, K: KernelBackend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Tensor<B, 1>,
+    args: ConvArgs,
+) -> Result<Tensor<B, 4>, ConvTensors<B>> {
+    if !enabled() || !is::<B, K>() {
+        return Err((x, weight, bias));
+    }
+    let (Ok(x), Ok(weight), Ok(bias)) = (
+        cast::<_, Tensor<K, 4>>(x),
+        cast::<_, Tensor<K, 4>>(weight),
+        cast::<_, Tensor<K, 1>>(bias),
+    ) else {
+        unreachable!("B is K")
+    };
+    let y: Tensor<K, 4> = tensor(K::kernel_conv2d(
+        float(x),
+        float(weight),
+        Some(float(bias)),
+        args,
+    ));
+    match cast::<_, Tensor<B, 4>>(y) {
+        Ok(y) => Ok(y),
+        Err(_) => unreachable!("B is K"),
+    }
 }
 
 /// Applies a batch norm as Burn's `BatchNorm::forward` does (batch statistics and a running
@@ -289,6 +433,41 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
         });
     }
     bn.forward(x)
+}
+
+/// Applies Burn's `GroupNorm` to `x` through [`KernelBackend`] where `B` has it (flex, with or
+/// without autodiff) and the norm is affine (as every head here uses it); through
+/// `norm.forward` otherwise. Same result, same record.
+pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if enabled() && norm.affine && is::<B, flex::AutodiffFlex>() {
+        return route::<B, flex::AutodiffFlex, _, _>((norm, x), |(norm, x)| {
+            group_norm_with(norm, x)
+        });
+    }
+    #[cfg(feature = "flex")]
+    if enabled() && norm.affine && is::<B, burn::backend::Flex>() {
+        return route::<B, burn::backend::Flex, _, _>((norm, x), |(norm, x)| {
+            group_norm_with(norm, x)
+        });
+    }
+    norm.forward(x)
+}
+
+/// [`group_norm`] on a backend with the extension (an affine norm; one without gamma and beta
+/// takes the module's own forward).
+pub fn group_norm_with<K: KernelBackend>(norm: &GroupNorm<K>, x: Tensor<K, 4>) -> Tensor<K, 4> {
+    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
+        return norm.forward(x);
+    };
+    let out = K::kernel_group_norm(
+        float(x),
+        float(gamma.val()),
+        float(beta.val()),
+        norm.num_groups,
+        norm.epsilon,
+    );
+    tensor(out.output)
 }
 
 /// `x.clamp(min, max)` through [`KernelBackend`] where `B` has it: one pass forward and one
@@ -403,6 +582,14 @@ impl<B: Backend, K: Backend> Routable<B, K> for BatchNorm<B> {
     type Target = BatchNorm<K>;
     fn as_backend(&self) -> Option<&BatchNorm<K>> {
         (self as &dyn Any).downcast_ref::<BatchNorm<K>>()
+    }
+}
+
+#[cfg(feature = "flex")]
+impl<B: Backend, K: Backend> Routable<B, K> for GroupNorm<B> {
+    type Target = GroupNorm<K>;
+    fn as_backend(&self) -> Option<&GroupNorm<K>> {
+        (self as &dyn Any).downcast_ref::<GroupNorm<K>>()
     }
 }
 

@@ -6,7 +6,10 @@ use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode, PaddedConvOptions};
 use burn::tensor::{Tensor, TensorMetadata};
 
-use super::{BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, PoolArgs, float, tensor};
+use super::{
+    BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, GroupNormForward, PoolArgs, float,
+    tensor,
+};
 
 fn options(args: &ConvArgs, padding: [usize; 2]) -> ConvOptions<2> {
     ConvOptions::new(args.stride, padding, args.dilation, args.groups)
@@ -143,6 +146,74 @@ pub(super) fn kernel_batch_norm_backward<B: Backend>(
         input: float(input),
         gamma: float(dgamma.reshape([c])),
         beta: float(dbeta.reshape([c])),
+    }
+}
+
+/// Group norm composed from tensor ops, as Burn's `GroupNorm` composes it.
+pub(super) fn kernel_group_norm<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    groups: usize,
+    epsilon: f64,
+) -> GroupNormForward<B> {
+    let x = tensor::<B, 4>(x);
+    let [n, c, h, w] = x.dims();
+    let run = c / groups.max(1) * h * w;
+    let xg = x.reshape([n, groups, run]);
+    let mean = xg.clone().mean_dim(2);
+    let centred = xg.sub(mean.clone());
+    let var = centred.clone().square().mean_dim(2);
+    let rstd = var.add_scalar(epsilon).sqrt().recip();
+    let output = centred
+        .mul(rstd.clone())
+        .reshape([n, c, h, w])
+        .mul(tensor::<B, 1>(gamma).reshape([1, c, 1, 1]))
+        .add(tensor::<B, 1>(beta).reshape([1, c, 1, 1]));
+    GroupNormForward {
+        output: float(output),
+        mean: float(mean.reshape([n * groups])),
+        rstd: float(rstd.reshape([n * groups])),
+    }
+}
+
+/// The gradients of a group norm, composed from tensor ops.
+pub(super) fn kernel_group_norm_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    rstd: FloatTensor<B>,
+    groups: usize,
+    dy: FloatTensor<B>,
+) -> BatchNormGrads<B> {
+    let x = tensor::<B, 4>(x);
+    let dy = tensor::<B, 4>(dy);
+    let [n, c, h, w] = x.dims();
+    let groups = groups.max(1);
+    let run = c / groups * h * w;
+    let per_group = |t: FloatTensor<B>| tensor::<B, 1>(t).reshape([n, groups, 1]);
+    let rstd = per_group(rstd);
+    let xhat = x
+        .reshape([n, groups, run])
+        .sub(per_group(mean))
+        .mul(rstd.clone())
+        .reshape([n, c, h, w]);
+    let sum = |t: Tensor<B, 4>| t.sum_dim(0).sum_dim(2).sum_dim(3).reshape([c]);
+    let dbeta = sum(dy.clone());
+    let dgamma = sum(dy.clone().mul(xhat.clone()));
+    let dxhat = dy.mul(tensor::<B, 1>(gamma).reshape([1, c, 1, 1]));
+    let grouped = |t: Tensor<B, 4>| t.reshape([n, groups, run]);
+    let mean_dxhat = grouped(dxhat.clone()).mean_dim(2);
+    let mean_dxhat_xhat = grouped(dxhat.clone().mul(xhat.clone())).mean_dim(2);
+    let input = grouped(dxhat)
+        .sub(mean_dxhat)
+        .sub(grouped(xhat).mul(mean_dxhat_xhat))
+        .mul(rstd)
+        .reshape([n, c, h, w]);
+    BatchNormGrads {
+        input: float(input),
+        gamma: float(dgamma),
+        beta: float(dbeta),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexDevice;
-use burn::module::{Module, Param};
+use burn::module::{AutodiffModule, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::backend::Backend;
@@ -418,6 +418,195 @@ fn a_training_step_through_the_extension_equals_burns() {
         }
     }
     assert!(failures.is_empty(), "relative differences: {failures:?}");
+}
+
+/// A batch norm with the given running statistics, scale and shift.
+fn norm_with<B: Backend>(stats: [Tensor<Flex, 1>; 4], device: &B::Device) -> BatchNorm<B> {
+    let [mean, var, gamma, beta] = stats.map(|t| Tensor::<B, 1>::from_data(t.into_data(), device));
+    let mut bn = BatchNormConfig::new(mean.dims()[0]).init(device);
+    bn.running_mean = burn::module::RunningState::new(mean);
+    bn.running_var = burn::module::RunningState::new(var.abs().add_scalar(0.1));
+    bn.gamma = Param::from_tensor(gamma);
+    bn.beta = Param::from_tensor(beta);
+    bn
+}
+
+#[test]
+fn batch_norm_folded_into_the_convolution_equals_conv_then_norm() {
+    let mut rng = Rng(23);
+    for case in 0..12u64 {
+        let (x_shape, w_shape, args) = random_case(&mut rng);
+        let co = w_shape[0];
+        let stat = |k: u64| random([1, 1, 1, co], 7000 + 10 * case + k).reshape([co]);
+        let stats = [stat(0), stat(1), stat(2), stat(3)];
+        let device = FlexDevice;
+        let mut conv: Conv2d<AutodiffFlex> =
+            Conv2dConfig::new([x_shape[1], co], [w_shape[2], w_shape[3]])
+                .with_stride(args.stride)
+                .with_padding(PaddingConfig2d::Explicit(
+                    args.pad_begin[0],
+                    args.pad_begin[1],
+                    args.pad_end[0],
+                    args.pad_end[1],
+                ))
+                .with_dilation(args.dilation)
+                .with_groups(args.groups)
+                .with_bias(case % 2 == 0)
+                .init(&device);
+        conv.weight = Param::from_tensor(Tensor::from_inner(random(w_shape, 100 + case)));
+        let bn = norm_with::<AutodiffFlex>(stats.clone(), &device);
+        let what = format!("case {case}: x {x_shape:?} w {w_shape:?} {args:?}");
+        let x = random(x_shape, 200 + case);
+
+        // Frozen, with autodiff: output and gradients against the conv then a broadcast affine.
+        let run = |folded: bool| {
+            let x = Tensor::<AutodiffFlex, 4>::from_inner(x.clone()).require_grad();
+            let y = if folded {
+                conv_batch_norm(&conv, &bn, x.clone(), true)
+            } else {
+                let var = bn.running_var.value().add_scalar(bn.epsilon).sqrt();
+                let scale = bn.gamma.val().div(var);
+                let shift = bn
+                    .beta
+                    .val()
+                    .sub(bn.running_mean.value().mul(scale.clone()));
+                conv.forward(x.clone())
+                    .mul(scale.reshape([1, co, 1, 1]))
+                    .add(shift.reshape([1, co, 1, 1]))
+            };
+            let dy = random(y.dims(), 300 + case);
+            let grads = y.clone().mul(Tensor::from_inner(dy)).sum().backward();
+            let g4 = |p: &Tensor<AutodiffFlex, 4>| values(p.grad(&grads).expect("gradient"));
+            let g1 = |p: &Tensor<AutodiffFlex, 1>| values(p.grad(&grads).expect("gradient"));
+            let mut out = vec![
+                values(y.inner()),
+                g4(&x),
+                g4(&conv.weight.val()),
+                g1(&bn.gamma.val()),
+                g1(&bn.beta.val()),
+            ];
+            if let Some(b) = &conv.bias {
+                out.push(g1(&b.val()));
+            }
+            out
+        };
+        let (ours, theirs) = (run(true), run(false));
+        for (i, name) in ["output", "input", "weight", "gamma", "beta", "bias"]
+            .iter()
+            .enumerate()
+            .take(ours.len())
+        {
+            close(&format!("{what}: frozen {name}"), &ours[i], &theirs[i]);
+        }
+        let running = values(bn.running_mean.value().inner());
+        assert_eq!(
+            running,
+            values(stats[0].clone()),
+            "{what}: running mean moved"
+        );
+
+        // Without autodiff (inference): Burn's own `BatchNorm` uses the running statistics.
+        let conv = conv.valid();
+        let bn = norm_with::<Flex>(stats, &device);
+        let ours = conv_batch_norm(&conv, &bn, x.clone(), false);
+        let theirs = bn.forward(conv.forward(x));
+        close(
+            &format!("{what}: inference"),
+            &values(ours),
+            &values(theirs),
+        );
+    }
+}
+
+#[test]
+fn group_norm_and_its_gradients_equal_burns_on_random_shapes() {
+    let mut rng = Rng(31);
+    for case in 0..24u64 {
+        let groups = rng.range(1, 4);
+        let channels = groups * rng.range(1, 4);
+        let shape = [rng.range(1, 3), channels, rng.range(1, 9), rng.range(1, 9)];
+        let what = format!("case {case}: x {shape:?} groups {groups}");
+        let device = FlexDevice;
+        let mut norm =
+            burn::nn::GroupNormConfig::new(groups, channels).init::<AutodiffFlex>(&device);
+        let param = |k: u64| {
+            Param::from_tensor(Tensor::from_inner(
+                random([1, 1, 1, channels], 900 + 10 * case + k).reshape([channels]),
+            ))
+        };
+        norm.gamma = Some(param(0));
+        norm.beta = Some(param(1));
+        let x = random(shape, 400 + case).mul_scalar(3.0).add_scalar(1.0);
+        let dy = random(shape, 500 + case);
+        let run = |ours: bool| {
+            let x = Tensor::<AutodiffFlex, 4>::from_inner(x.clone()).require_grad();
+            let y = if ours {
+                group_norm(&norm, x.clone())
+            } else {
+                norm.forward(x.clone())
+            };
+            let grads = y
+                .clone()
+                .mul(Tensor::from_inner(dy.clone()))
+                .sum()
+                .backward();
+            let g1 = |p: &Option<Param<Tensor<AutodiffFlex, 1>>>| {
+                let p = p.as_ref().expect("affine");
+                values(p.val().grad(&grads).expect("gradient"))
+            };
+            [
+                values(y.inner()),
+                values(x.grad(&grads).expect("gradient")),
+                g1(&norm.gamma),
+                g1(&norm.beta),
+            ]
+        };
+        let (ours, theirs) = (run(true), run(false));
+        for (i, name) in ["output", "input", "gamma", "beta"].iter().enumerate() {
+            close(&format!("{what}: {name}"), &ours[i], &theirs[i]);
+        }
+        // The stock default methods, which other backends would take, agree too.
+        let (gamma, beta) = (norm.gamma.as_ref(), norm.beta.as_ref());
+        let (Some(gamma), Some(beta)) = (gamma, beta) else {
+            panic!("affine");
+        };
+        let (gamma, beta) = (gamma.val().inner(), beta.val().inner());
+        let f = stock::kernel_group_norm::<Flex>(
+            float(x.clone()),
+            float(gamma.clone()),
+            float(beta),
+            groups,
+            norm.epsilon,
+        );
+        close(
+            &format!("{what}: stock output"),
+            &values(tensor::<Flex, 4>(f.output)),
+            &ours[0],
+        );
+        let g = stock::kernel_group_norm_backward::<Flex>(
+            float(x),
+            float(gamma),
+            f.mean,
+            f.rstd,
+            groups,
+            float(dy),
+        );
+        close(
+            &format!("{what}: stock input"),
+            &values(tensor::<Flex, 4>(g.input)),
+            &ours[1],
+        );
+        close(
+            &format!("{what}: stock gamma"),
+            &values(tensor::<Flex, 1>(g.gamma)),
+            &ours[2],
+        );
+        close(
+            &format!("{what}: stock beta"),
+            &values(tensor::<Flex, 1>(g.beta)),
+            &ours[3],
+        );
+    }
 }
 
 #[test]
