@@ -321,8 +321,8 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// updates the running ones ([`batch_norm`]). When `frozen`, or on a backend without autodiff
 /// (where Burn's own `BatchNorm` normalises with the running statistics too), the statistics
 /// are fixed and the norm is a per-channel scale and shift folded into the convolution
-/// ([`conv2d_affine`]); frozen, it leaves the running statistics alone even on an autodiff
-/// backend. Gradients still flow to the input, and to `gamma` and `beta` unless they were
+/// ([`conv2d_affine`]; with `AUTODL_KERNELS=stock`, a broadcast multiply and add after the
+/// convolution); frozen, it leaves the running statistics alone even on an autodiff backend. Gradients still flow to the input, and to `gamma` and `beta` unless they were
 /// marked `no_grad`.
 pub fn conv_batch_norm<B: Backend>(
     conv: &Conv2d<B>,
@@ -339,7 +339,24 @@ pub fn conv_batch_norm<B: Backend>(
     let var = bn.running_var.value_sync().to_device(&device);
     let scale = bn.gamma.val().div(var.add_scalar(bn.epsilon).sqrt());
     let shift = bn.beta.val().sub(mean.mul(scale.clone()));
+    if !enabled() {
+        return conv_then_affine(conv, x, scale, shift);
+    }
     conv2d_affine(conv, x, scale, shift)
+}
+
+/// The stock composition of [`conv2d_affine`]: the convolution, then a broadcast multiply and
+/// add, as Burn's modules would compute it.
+fn conv_then_affine<B: Backend>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    scale: Tensor<B, 1>,
+    shift: Tensor<B, 1>,
+) -> Tensor<B, 4> {
+    let [co, ..] = conv.weight.dims();
+    conv.forward(x)
+        .mul(scale.reshape([1, co, 1, 1]))
+        .add(shift.reshape([1, co, 1, 1]))
 }
 
 /// `conv` followed by a per-output-channel affine map, `y = conv(x) * scale + shift`, as one

@@ -470,9 +470,7 @@ fn batch_norm_folded_into_the_convolution_equals_conv_then_norm() {
                     .beta
                     .val()
                     .sub(bn.running_mean.value().mul(scale.clone()));
-                conv.forward(x.clone())
-                    .mul(scale.reshape([1, co, 1, 1]))
-                    .add(shift.reshape([1, co, 1, 1]))
+                conv_then_affine(&conv, x.clone(), scale, shift)
             };
             let dy = random(y.dims(), 300 + case);
             let grads = y.clone().mul(Tensor::from_inner(dy)).sum().backward();
