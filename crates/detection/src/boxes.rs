@@ -76,24 +76,13 @@ pub fn nms(boxes: &[Box4], scores: &[f32], threshold: f32) -> Vec<usize> {
     let n = boxes.len().min(scores.len());
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    let mut suppressed = vec![false; boxes.len()];
-    let mut keep: Vec<usize> = Vec::new();
     // A negative or NaN threshold also suppresses (or never suppresses) boxes that do not meet;
     // few boxes are cheaper without the grid.
     if threshold.is_nan() || threshold < 0.0 || n < 64 {
-        for (k, &i) in order.iter().enumerate() {
-            if suppressed[i] {
-                continue;
-            }
-            keep.push(i);
-            for &j in &order[k + 1..] {
-                if !suppressed[j] && iou(&boxes[i], &boxes[j]) > threshold {
-                    suppressed[j] = true;
-                }
-            }
-        }
-        return keep;
+        return greedy(boxes, &order, threshold);
     }
+    let mut suppressed = vec![false; boxes.len()];
+    let mut keep: Vec<usize> = Vec::new();
     let mut rank = vec![0usize; n];
     for (k, &i) in order.iter().enumerate() {
         rank[i] = k;
@@ -109,6 +98,25 @@ pub fn nms(boxes: &[Box4], scores: &[f32], threshold: f32) -> Vec<usize> {
                 suppressed[j] = true;
             }
         });
+    }
+    keep
+}
+
+/// The plain greedy loop over `order` (highest score first): every kept box against every
+/// later one.
+fn greedy(boxes: &[Box4], order: &[usize], threshold: f32) -> Vec<usize> {
+    let mut suppressed = vec![false; boxes.len()];
+    let mut keep = Vec::new();
+    for (k, &i) in order.iter().enumerate() {
+        if suppressed[i] {
+            continue;
+        }
+        keep.push(i);
+        for &j in &order[k + 1..] {
+            if !suppressed[j] && iou(&boxes[i], &boxes[j]) > threshold {
+                suppressed[j] = true;
+            }
+        }
     }
     keep
 }
@@ -292,24 +300,11 @@ mod tests {
         }
     }
 
-    /// The plain quadratic greedy loop, the reference for the grid.
-    fn greedy(boxes: &[Box4], scores: &[f32], threshold: f32) -> Vec<usize> {
+    /// The plain quadratic greedy loop over the score order, the reference for the grid.
+    fn reference(boxes: &[Box4], scores: &[f32], threshold: f32) -> Vec<usize> {
         let mut order: Vec<usize> = (0..boxes.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-        let mut keep = Vec::new();
-        let mut suppressed = vec![false; boxes.len()];
-        for (k, &i) in order.iter().enumerate() {
-            if suppressed[i] {
-                continue;
-            }
-            keep.push(i);
-            for &j in &order[k + 1..] {
-                if !suppressed[j] && iou(&boxes[i], &boxes[j]) > threshold {
-                    suppressed[j] = true;
-                }
-            }
-        }
-        keep
+        greedy(boxes, &order, threshold)
     }
 
     #[test]
@@ -341,7 +336,7 @@ mod tests {
             for threshold in [0.0, 0.3, 0.5, 0.7, 1.0, -0.1] {
                 assert_eq!(
                     nms(&boxes, &scores, threshold),
-                    greedy(&boxes, &scores, threshold),
+                    reference(&boxes, &scores, threshold),
                     "case {case}, threshold {threshold}"
                 );
             }

@@ -112,19 +112,8 @@ pub(crate) fn batch_norm_layer<B: Backend>(
 
 impl<B: Backend> ConvBn<B> {
     pub(crate) fn forward(&self, x: Tensor<B, 4>, frozen_bn: bool) -> Tensor<B, 4> {
-        conv_bn(&self.conv, &self.bn, x, frozen_bn)
+        kernels::conv_batch_norm(&self.conv, &self.bn, x, frozen_bn)
     }
-}
-
-/// `conv` then batch norm `bn`, with fixed statistics when `frozen`
-/// ([`kernels::conv_batch_norm`]).
-pub(crate) fn conv_bn<B: Backend>(
-    conv: &Conv2d<B>,
-    bn: &BatchNorm<B>,
-    x: Tensor<B, 4>,
-    frozen: bool,
-) -> Tensor<B, 4> {
-    kernels::conv_batch_norm(conv, bn, x, frozen)
 }
 
 pub(crate) fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -9,7 +9,7 @@ use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::layers::{ConvBn, ConvSpec, TORCH_BN, batch_norm_layer, conv_bn, global_pool};
+use crate::layers::{ConvBn, ConvSpec, TORCH_BN, batch_norm_layer, global_pool};
 
 /// Blocks per stage and whether they are bottlenecks.
 fn layout(depth: usize) -> ([usize; 4], bool) {
@@ -170,7 +170,7 @@ impl<B: Backend> ResNet<B> {
 
     pub(crate) fn features(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 4] {
         let f = self.frozen_bn;
-        let x = relu(conv_bn(&self.conv1, &self.bn1, x, f));
+        let x = relu(kernels::conv_batch_norm(&self.conv1, &self.bn1, x, f));
         let x = kernels::max_pool2d(x, [3, 3], [2, 2], [1, 1]);
         let run = |x, blocks: &[ResBlock<B>]| blocks.iter().fold(x, |x, b| b.forward(x, f));
         let c2 = run(x, &self.layer1);
@@ -195,8 +195,8 @@ impl<B: Backend> ResBlock<B> {
                     Some(d) => d.forward(x.clone(), f),
                     None => x.clone(),
                 };
-                let y = relu(conv_bn(&b.conv1, &b.bn1, x, f));
-                let y = conv_bn(&b.conv2, &b.bn2, y, f);
+                let y = relu(kernels::conv_batch_norm(&b.conv1, &b.bn1, x, f));
+                let y = kernels::conv_batch_norm(&b.conv2, &b.bn2, y, f);
                 relu(y.add(identity))
             }
             ResBlock::Bottleneck(b) => {
@@ -204,9 +204,9 @@ impl<B: Backend> ResBlock<B> {
                     Some(d) => d.forward(x.clone(), f),
                     None => x.clone(),
                 };
-                let y = relu(conv_bn(&b.conv1, &b.bn1, x, f));
-                let y = relu(conv_bn(&b.conv2, &b.bn2, y, f));
-                let y = conv_bn(&b.conv3, &b.bn3, y, f);
+                let y = relu(kernels::conv_batch_norm(&b.conv1, &b.bn1, x, f));
+                let y = relu(kernels::conv_batch_norm(&b.conv2, &b.bn2, y, f));
+                let y = kernels::conv_batch_norm(&b.conv3, &b.bn3, y, f);
                 relu(y.add(identity))
             }
         }

@@ -11,7 +11,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{BatchNormForward, ConvArgs, GroupNormForward, KernelBackend, PoolArgs};
+use super::{
+    BatchNormForward, BatchNormGrads, ConvArgs, GroupNormForward, KernelBackend, PoolArgs,
+};
 
 #[derive(Debug)]
 struct ConvBackward;
@@ -106,6 +108,23 @@ impl<B: KernelBackend> Backward<B, 3> for ConvBiasBackward {
     }
 }
 
+/// Registers a norm's input, gamma and beta gradients with the parents that are tracked.
+fn norm_grads<B: KernelBackend>(
+    [node_x, node_gamma, node_beta]: [Option<NodeId>; 3],
+    grads: &mut Gradients,
+    out: BatchNormGrads<B>,
+) {
+    for (node, grad) in [
+        (node_x, out.input),
+        (node_gamma, out.gamma),
+        (node_beta, out.beta),
+    ] {
+        if let Some(id) = node {
+            grads.register::<B>(id, grad);
+        }
+    }
+}
+
 impl<B: KernelBackend> Backward<B, 3> for BatchNormBackward {
     /// Input and gamma (checkpointed), the batch mean and variance, epsilon.
     type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
@@ -121,16 +140,7 @@ impl<B: KernelBackend> Backward<B, 3> for BatchNormBackward {
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
         let out = B::kernel_batch_norm_backward(x, gamma, mean, var, epsilon, dy);
-        let [node_x, node_gamma, node_beta] = ops.parents;
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, out.input);
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<B>(node.id, out.gamma);
-        }
-        if let Some(node) = node_beta {
-            grads.register::<B>(node.id, out.beta);
-        }
+        norm_grads::<B>(ops.parents.map(|node| node.map(|node| node.id)), grads, out);
     }
 }
 
@@ -149,16 +159,7 @@ impl<B: KernelBackend> Backward<B, 3> for GroupNormBackward {
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
         let out = B::kernel_group_norm_backward(x, gamma, mean, rstd, groups, dy);
-        let [node_x, node_gamma, node_beta] = ops.parents;
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, out.input);
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<B>(node.id, out.gamma);
-        }
-        if let Some(node) = node_beta {
-            grads.register::<B>(node.id, out.beta);
-        }
+        norm_grads::<B>(ops.parents.map(|node| node.map(|node| node.id)), grads, out);
     }
 }
 
