@@ -76,7 +76,19 @@ fn python_ok(module: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn bench(which: &[String]) -> anyhow::Result<()> {
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    let mut backend = "cpu";
+    let mut which = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--backend" {
+            backend = rest
+                .next()
+                .context("--backend needs a value: cpu or cuda")?;
+        } else {
+            which.push(arg.clone());
+        }
+    }
     let all = which.is_empty();
     let on = |name: &str| all || which.iter().any(|w| w == name);
     let shared = root().join("../shared");
@@ -166,30 +178,28 @@ fn bench(which: &[String]) -> anyhow::Result<()> {
         summary.push(line);
     }
 
-    // `train` runs the backbone and U-Net examples beside PyTorch; by themselves they run only
-    // when named.
+    // `train` runs the backbone and U-Net steps beside PyTorch; `backbones` and `unet` run ours
+    // alone, and only when named.
     let named = |name: &str| which.iter().any(|w| w == name);
-    if named("backbones") {
-        let out = example("autodl-backbones", "bench_backbones")?;
-        for line in out.lines().filter(|l| l.starts_with("backbone=")) {
-            summary.push(format!("training step, batch 8, 224x224, cpu: {line}"));
+    for (name, nets) in [("backbones", &TRAIN_NETS[..5]), ("unet", &TRAIN_NETS[5..])] {
+        if named(name) {
+            for line in train_steps(backend, nets)?
+                .lines()
+                .filter(|l| l.contains("img_per_s="))
+            {
+                summary.push(format!("training step, {backend}: {line}"));
+            }
         }
     }
-
-    for (name, package, bench) in [
-        ("unet", "autodl-unet", "bench_unet"),
-        ("retinanet", "autodl-retinanet", "bench_retinanet"),
-    ] {
-        if named(name) || (name == "retinanet" && all) {
-            let out = example(package, bench)?;
-            for line in out.lines().filter(|l| l.contains("img_per_s=")) {
-                summary.push(format!("training step, cpu: {line}"));
-            }
+    if named("retinanet") || all {
+        let out = example("autodl-retinanet", "bench_retinanet")?;
+        for line in out.lines().filter(|l| l.contains("img_per_s=")) {
+            summary.push(format!("training step, cpu: {line}"));
         }
     }
 
     if on("train") {
-        summary.extend(bench_train(&shared)?);
+        summary.extend(bench_train(&shared, backend)?);
     }
 
     println!("\n== benchmarks (this machine, side by side)");
@@ -216,32 +226,51 @@ const TRAIN_NETS: [&str; 6] = [
     "unet-resnet18",
 ];
 
-/// `cargo xtask bench train`: the training-step throughput of every net on the CPU (the
-/// protocol of `../shared/bench/pytorch_train_step.py`: batch 8, one warm-up step, then timed
-/// steps), beside PyTorch's when it is importable. Prints `model=NAME img_per_s=X` per net,
-/// with the cores our process kept busy and the ratio to PyTorch. `AUTODL_KERNELS=stock` in the
-/// environment measures Burn's stock ops instead of our kernels.
-fn bench_train(shared: &Path) -> anyhow::Result<Vec<String>> {
-    let backbones = example("autodl-backbones", "bench_backbones")?;
-    let unet = example("autodl-unet", "bench_unet")?;
+/// Our training-step benchmark (`autodl bench train`) for `nets` on `backend`, built in the
+/// dev profile (it builds dependencies, Burn among them, optimised) with the `cuda` feature
+/// when the backend asks for it.
+fn train_steps(backend: &str, nets: &[&str]) -> anyhow::Result<String> {
+    let mut cmd = cargo_cmd();
+    cmd.args(["run", "-q", "-p", "autodl-cli"]);
+    if backend.starts_with("cuda") {
+        cmd.args(["--features", "cuda"]);
+    }
+    cmd.args(["--", "bench", "train", "--backend", backend])
+        .args(nets);
+    output(&mut cmd)
+}
+
+/// `cargo xtask bench train [--backend cpu|cuda]`: the training-step throughput of every net
+/// (the protocol of `../shared/bench/pytorch_train_step.py`: batch 8, one warm-up step, then
+/// timed steps), beside PyTorch's on the same device when it is importable. Prints
+/// `model=NAME img_per_s=X` per net, with the cores our process kept busy and the ratio to
+/// PyTorch. `AUTODL_KERNELS=stock` in the environment measures Burn's stock ops instead of
+/// our kernels.
+fn bench_train(shared: &Path, backend: &str) -> anyhow::Result<Vec<String>> {
+    let ours_out = train_steps(backend, &TRAIN_NETS)?;
     let mut ours = Vec::new();
-    for line in backbones.lines().chain(unet.lines()) {
-        let name = line.split_whitespace().find_map(|w| {
-            w.strip_prefix("backbone=")
-                .or_else(|| w.strip_prefix("model="))
-        });
+    for line in ours_out.lines() {
+        let name = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("model="));
         if let (Some(name), Some(rate)) = (name, field(line, "img_per_s")) {
             ours.push((name.to_owned(), rate, field(line, "cores")));
         }
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let device = if backend.starts_with("cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    };
     let script = shared.join("bench/pytorch_train_step.py");
     let torch = if python_ok("torch") && script.exists() {
-        Some(output(
-            Command::new("python3")
-                .arg(&script)
-                .args(["--threads", &threads.to_string()]),
-        )?)
+        Some(output(Command::new("python3").arg(&script).args([
+            "--threads",
+            &threads.to_string(),
+            "--device",
+            device,
+        ]))?)
     } else {
         println!(
             "PyTorch is not importable (or {} is missing): `pip install torch torchvision` (about 5 GB) to run the baseline beside ours",
@@ -257,7 +286,7 @@ fn bench_train(shared: &Path) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     for name in TRAIN_NETS {
         let Some((_, rate, cores)) = ours.iter().find(|(n, _, _)| n == name) else {
-            bail!("the training benchmarks printed no line for {name}");
+            bail!("the training benchmark printed no line for {name}");
         };
         let mut line = format!("model={name} img_per_s={rate:.2}");
         if let Some(c) = cores {
@@ -273,7 +302,7 @@ fn bench_train(shared: &Path) -> anyhow::Result<Vec<String>> {
         }
         println!("{line}");
         lines.push(format!(
-            "training step, cpu, {mode}, {threads} threads: {line}"
+            "training step, {backend}, {mode}, {threads} threads: {line}"
         ));
     }
     Ok(lines)
@@ -356,7 +385,7 @@ fn main() -> anyhow::Result<()> {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench [augment|coco|backbones|unet|retinanet|train]...|fuzz [--seconds N] [TARGET...]>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
+                "usage: cargo xtask <test|bench [--backend cpu|cuda] [augment|coco|backbones|unet|retinanet|train]...|fuzz [--seconds N] [TARGET...]>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
             );
             std::process::exit(2)
         }

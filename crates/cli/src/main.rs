@@ -16,6 +16,7 @@ macro_rules! outln {
     }};
 }
 
+mod bench;
 mod commands;
 mod evaluate;
 mod progress;
@@ -70,6 +71,12 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// List the compiled-in plugins and backends.
     Plugins,
+    /// Measure speed on this machine (`cargo xtask bench` runs these beside their Python
+    /// baselines).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Run one trial from a JSON spec (used by `train`, one child process per trial).
     #[command(hide = true)]
     Trial {
@@ -77,6 +84,12 @@ enum Command {
         #[arg(long)]
         spec: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Training-step throughput of the backbones and U-Net (images per second).
+    Train(bench::BenchTrainArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +141,9 @@ fn main() -> ExitCode {
         Command::Predict(args) => commands::predict(&args),
         Command::Evaluate(args) => evaluate::evaluate(&args),
         Command::Plugins => commands::plugins(),
+        Command::Bench {
+            command: BenchCommand::Train(args),
+        } => bench::bench_train(&args),
         Command::Trial { spec } => commands::trial(&spec),
     };
     match outcome {
