@@ -7,8 +7,6 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 /// Convolution, batch norm, ReLU.
 #[derive(Module, Debug)]
@@ -48,15 +46,13 @@ pub fn classifier<B: Backend>(input: usize, classes: usize, device: &B::Device) 
     Conv2dConfig::new([input, classes], [1, 1]).init(device)
 }
 
-/// Bilinear resize to `[h, w]`.
+/// Bilinear resize to `[h, w]` (half-pixel centres, as `align_corners = false`), through the
+/// kernel extension on the CPU and as matrix products elsewhere (see
+/// [`kernels::resize_bilinear`]).
 pub fn resize<B: Backend>(x: Tensor<B, 4>, h: usize, w: usize) -> Tensor<B, 4> {
     let [_, _, xh, xw] = x.dims();
     if xh == h && xw == w {
         return x;
     }
-    interpolate(
-        x,
-        [h, w],
-        InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
-    )
+    kernels::resize_bilinear(x, [h, w], false)
 }

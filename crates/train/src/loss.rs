@@ -1,7 +1,8 @@
 //! Pixel-classification losses: cross-entropy with an ignore index, optional class weights,
 //! focal modulation and a soft-dice term.
 
-use burn::tensor::activation::{log_softmax, softmax};
+use autodl_backend::kernels::log_softmax_channels;
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
@@ -38,7 +39,7 @@ pub fn seg_loss<B: Backend>(
     let [n, _, h, w] = logits.dims();
     let keep = targets.clone().greater_equal_elem(0).float();
     let safe = targets.clamp_min(0);
-    let logp = log_softmax(logits.clone(), 1);
+    let logp = log_softmax_channels(logits.clone());
     let picked = logp
         .gather(1, safe.clone().unsqueeze_dim::<4>(1))
         .squeeze_dim::<3>(1);

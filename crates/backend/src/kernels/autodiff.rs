@@ -33,6 +33,50 @@ struct ClampBackward;
 #[derive(Debug)]
 struct MaxPoolBackward;
 
+#[derive(Debug)]
+struct ResizeBackward;
+
+#[derive(Debug)]
+struct LogSoftmaxBackward;
+
+impl<B: KernelBackend> Backward<B, 1> for LogSoftmaxBackward {
+    /// The output.
+    type State = FloatTensor<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            let dx = B::kernel_log_softmax_channels_backward(ops.state, dy);
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
+impl<B: KernelBackend> Backward<B, 1> for ResizeBackward {
+    /// The input (checkpointed, for its shape) and `align_corners`.
+    type State = (NodeId, bool);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_state, align_corners) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        if let [Some(node)] = ops.parents {
+            let dx = B::kernel_resize_bilinear_backward(x, dy, align_corners);
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
 impl<B: KernelBackend> Backward<B, 1> for MaxPoolBackward {
     /// The input (checkpointed) and the pooling.
     type State = (NodeId, PoolArgs);
@@ -193,6 +237,41 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
                 prep.finish((x_state, args), B::kernel_max_pool2d(x.primitive, args))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::kernel_max_pool2d(x.primitive, args)),
+        }
+    }
+
+    fn kernel_resize_bilinear(
+        x: FloatTensor<Self>,
+        size: [usize; 2],
+        align_corners: bool,
+    ) -> FloatTensor<Self> {
+        match ResizeBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let y = B::kernel_resize_bilinear(x.primitive, size, align_corners);
+                prep.finish((x_state, align_corners), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::kernel_resize_bilinear(x.primitive, size, align_corners))
+            }
+        }
+    }
+
+    fn kernel_log_softmax_channels(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match LogSoftmaxBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::kernel_log_softmax_channels(x.primitive);
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::kernel_log_softmax_channels(x.primitive)),
         }
     }
 

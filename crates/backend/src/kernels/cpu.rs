@@ -8,12 +8,17 @@
 
 use rayon::prelude::*;
 
+mod batched;
 mod depthwise;
 mod group_norm;
 mod pool;
+mod resize;
+mod softmax;
 
 pub use group_norm::{GroupShape, GroupStats, group_norm, group_norm_backward};
 pub use pool::Pool;
+pub use resize::{Resize, bilinear_matrix};
+pub use softmax::{log_softmax_channels, log_softmax_channels_backward};
 
 /// Runs `f` compiled for the widest SIMD instruction set this CPU has (AVX2 with FMA, or
 /// AVX-512), chosen at run time; the plain x86-64 build otherwise vectorises only to SSE2.
@@ -174,12 +179,18 @@ fn row_tiles(g: &Conv2dGeometry) -> impl Iterator<Item = Rows> + use<> {
 /// Fills `col` (`col_rows x tile positions`, row-major) with the patches of output rows
 /// `rows` of one group of one image (`x`: the group's input planes).
 fn im2col(g: &Conv2dGeometry, x: &[f32], rows: Rows, col: &mut [f32]) {
+    im2col_strided(g, x, rows, col, rows.positions(g.out_size[1]));
+}
+
+/// [`im2col`] into a matrix whose rows are `row_stride` apart (at least the tile's positions):
+/// one image's block of columns in a matrix that holds several images side by side.
+fn im2col_strided(g: &Conv2dGeometry, x: &[f32], rows: Rows, col: &mut [f32], row_stride: usize) {
     let [h, w] = g.in_size;
     let [oh, ow] = g.out_size;
     let tp = rows.positions(ow);
     let off_h = offsets(g.kernel[0], g.dilation[0], g.pad[0]);
     let off_w = offsets(g.kernel[1], g.dilation[1], g.pad[1]);
-    let mut dst_rows = col.chunks_exact_mut(tp);
+    let mut dst_rows = col.chunks_mut(row_stride.max(1)).map(|r| &mut r[..tp]);
     for plane in x.chunks_exact(h * w).take(g.in_per_group()) {
         for &dh in &off_h {
             let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
@@ -217,12 +228,18 @@ fn im2col(g: &Conv2dGeometry, x: &[f32], rows: Rows, col: &mut [f32]) {
 /// Adds `col` (`col_rows x tile positions`) of output rows `rows` back into one group's input
 /// planes: the adjoint of [`im2col`].
 fn col2im(g: &Conv2dGeometry, col: &[f32], rows: Rows, x: &mut [f32]) {
+    col2im_strided(g, col, rows, x, rows.positions(g.out_size[1]));
+}
+
+/// [`col2im`] from a matrix whose rows are `row_stride` apart: the adjoint of
+/// [`im2col_strided`].
+fn col2im_strided(g: &Conv2dGeometry, col: &[f32], rows: Rows, x: &mut [f32], row_stride: usize) {
     let [h, w] = g.in_size;
     let [oh, ow] = g.out_size;
     let tp = rows.positions(ow);
     let off_h = offsets(g.kernel[0], g.dilation[0], g.pad[0]);
     let off_w = offsets(g.kernel[1], g.dilation[1], g.pad[1]);
-    let mut src_rows = col.chunks_exact(tp);
+    let mut src_rows = col.chunks(row_stride.max(1)).map(|r| &r[..tp]);
     for plane in x.chunks_exact_mut(h * w).take(g.in_per_group()) {
         for &dh in &off_h {
             let (h0, h1) = valid_range(oh, h, g.stride[0], dh);
@@ -389,6 +406,9 @@ pub fn conv2d_forward(
     if g.is_depthwise() {
         return depthwise::forward(g, x, weight, bias);
     }
+    if batched::applies(g) {
+        return batched::forward(g, x, weight, bias);
+    }
     let p = g.positions();
     let y_len = g.out_channels * p;
     let mut y = vec![0.0f32; g.output_len()];
@@ -453,6 +473,9 @@ pub fn conv2d_input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
     if g.is_depthwise() {
         return depthwise::input_grad(g, weight, dy);
     }
+    if batched::applies(g) {
+        return batched::input_grad(g, weight, dy);
+    }
     let x_len = g.in_channels * g.in_plane();
     let mut dx = vec![0.0f32; g.input_len()];
     if x_len == 0 {
@@ -502,6 +525,9 @@ pub fn conv2d_input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
 pub fn conv2d_weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if g.is_depthwise() {
         return depthwise::weight_grad(g, x, dy);
+    }
+    if batched::applies(g) {
+        return batched::weight_grad(g, x, dy);
     }
     let (k, p) = (g.col_rows(), g.positions());
     let (cg, cog) = (g.in_per_group(), g.out_per_group());

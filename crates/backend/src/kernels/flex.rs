@@ -289,6 +289,46 @@ impl KernelBackend for Flex {
         from_vec(pool.backward(floats(&xc), floats(&dyc)), x.shape())
     }
 
+    fn kernel_resize_bilinear(x: FlexTensor, size: [usize; 2], align_corners: bool) -> FlexTensor {
+        let Some(xc) = contiguous(&x) else {
+            return stock::kernel_resize_bilinear::<Self>(x, size, align_corners);
+        };
+        let [n, c, h, w] = dims4(&xc);
+        let resize = cpu::Resize::new([h, w], size, align_corners);
+        from_vec(resize.forward(floats(&xc)), [n, c, size[0], size[1]])
+    }
+
+    fn kernel_resize_bilinear_backward(
+        x: FlexTensor,
+        dy: FlexTensor,
+        align_corners: bool,
+    ) -> FlexTensor {
+        let Some(dyc) = contiguous(&dy) else {
+            return stock::kernel_resize_bilinear_backward::<Self>(x, dy, align_corners);
+        };
+        let [_, _, h, w] = dims4(&x);
+        let [_, _, oh, ow] = dims4(&dyc);
+        let resize = cpu::Resize::new([h, w], [oh, ow], align_corners);
+        from_vec(resize.backward(floats(&dyc)), x.shape())
+    }
+
+    fn kernel_log_softmax_channels(x: FlexTensor) -> FlexTensor {
+        let Some(xc) = contiguous(&x) else {
+            return stock::kernel_log_softmax_channels::<Self>(x);
+        };
+        let [_, c, h, w] = dims4(&xc);
+        from_vec(cpu::log_softmax_channels(c, h * w, floats(&xc)), x.shape())
+    }
+
+    fn kernel_log_softmax_channels_backward(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let (Some(yc), Some(dyc)) = (contiguous(&y), contiguous(&dy)) else {
+            return stock::kernel_log_softmax_channels_backward::<Self>(y, dy);
+        };
+        let [_, c, h, w] = dims4(&yc);
+        let dx = cpu::log_softmax_channels_backward(c, h * w, floats(&yc), floats(&dyc));
+        from_vec(dx, y.shape())
+    }
+
     fn kernel_clamp(x: FlexTensor, min: f32, max: f32) -> FlexTensor {
         let Some(mut xc) = contiguous(&x) else {
             return stock::kernel_clamp::<Self>(x, min, max);

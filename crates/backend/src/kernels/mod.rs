@@ -255,6 +255,40 @@ pub trait KernelBackend: Backend {
         stock::kernel_max_pool2d_backward::<Self>(x, dy, args)
     }
 
+    /// A bilinear resize of `x: [N, C, H, W]` to `[N, C, size[0], size[1]]` (Burn's
+    /// `interpolate` in bilinear mode).
+    fn kernel_resize_bilinear(
+        x: FloatTensor<Self>,
+        size: [usize; 2],
+        align_corners: bool,
+    ) -> FloatTensor<Self> {
+        stock::kernel_resize_bilinear::<Self>(x, size, align_corners)
+    }
+
+    /// The input gradient of [`KernelBackend::kernel_resize_bilinear`] for the output
+    /// gradient `dy` (`x` gives the input's shape).
+    fn kernel_resize_bilinear_backward(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        align_corners: bool,
+    ) -> FloatTensor<Self> {
+        stock::kernel_resize_bilinear_backward::<Self>(x, dy, align_corners)
+    }
+
+    /// `log_softmax(x, 1)` of `x: [N, C, H, W]`: log-probabilities over the channels.
+    fn kernel_log_softmax_channels(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        stock::kernel_log_softmax_channels::<Self>(x)
+    }
+
+    /// The input gradient of [`KernelBackend::kernel_log_softmax_channels`] from its output `y`
+    /// and the output gradient `dy`: `dy - exp(y) * sum_c(dy)`.
+    fn kernel_log_softmax_channels_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        stock::kernel_log_softmax_channels_backward::<Self>(y, dy)
+    }
+
     /// `x` clamped to `[min, max]` (ReLU6 is `[0, 6]`).
     fn kernel_clamp(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
         stock::kernel_clamp::<Self>(x, min, max)
@@ -524,6 +558,97 @@ pub fn max_pool2d<B: Backend>(
     burn::tensor::module::max_pool2d(x, kernel, stride, padding, [1, 1], false)
 }
 
+/// A bilinear resize of `x` to `[h, w]`, as Burn's `interpolate` in bilinear mode computes it.
+/// On flex (with or without autodiff) through [`KernelBackend`]: per-axis taps computed once,
+/// planes in parallel, forward and backward (flex's own backward runs one plane after another).
+/// On any other backend as two products with the per-axis interpolation matrices, whose
+/// gradient every backend has: Burn's CUDA backend has no backward pass for bilinear
+/// `interpolate` (it panics), so a pixel classifier could not train there.
+pub fn resize_bilinear<B: Backend>(
+    x: Tensor<B, 4>,
+    [h, w]: [usize; 2],
+    align_corners: bool,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let x = match on_flex(x, |x| resize_bilinear_with(x, [h, w], align_corners)) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    #[cfg(feature = "flex")]
+    let x = match on_backend::<B, burn::backend::Flex, 4, 4>(x, |x| {
+        resize_bilinear_with(x, [h, w], align_corners)
+    }) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    #[cfg(feature = "flex")]
+    if is::<B, burn::backend::Flex>() || is::<B, flex::AutodiffFlex>() {
+        // `AUTODL_KERNELS=stock`: flex's own op, forward and backward.
+        return burn::tensor::module::interpolate(
+            x,
+            [h, w],
+            burn::tensor::ops::InterpolateOptions::new(
+                burn::tensor::ops::InterpolateMode::Bilinear,
+            )
+            .with_align_corners(align_corners),
+        );
+    }
+    resize_by_products(x, [h, w], align_corners)
+}
+
+/// [`resize_bilinear`] on a backend with the extension.
+pub fn resize_bilinear_with<K: KernelBackend>(
+    x: Tensor<K, 4>,
+    size: [usize; 2],
+    align_corners: bool,
+) -> Tensor<K, 4> {
+    tensor(K::kernel_resize_bilinear(float(x), size, align_corners))
+}
+
+/// A bilinear resize as `R_h · X · R_wᵀ` per plane, from 2-D matrix products and transposes
+/// only, so that its gradient exists on every backend.
+pub fn resize_by_products<B: Backend>(
+    x: Tensor<B, 4>,
+    [oh, ow]: [usize; 2],
+    align_corners: bool,
+) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    if [h, w] == [oh, ow] {
+        return x;
+    }
+    let device = x.device();
+    let matrix = |input: usize, output: usize| {
+        let m = cpu::bilinear_matrix(input, output, align_corners);
+        Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(m, [output, input]), &device)
+    };
+    let planes = n * c;
+    // Along the width: [planes * h, w] · R_wᵀ [w, ow].
+    let x = x.reshape([planes * h, w]).matmul(matrix(w, ow).transpose());
+    // Along the height, on the transposed planes: [planes * ow, h] · R_hᵀ [h, oh].
+    let x = x
+        .reshape([planes, h, ow])
+        .swap_dims(1, 2)
+        .reshape([planes * ow, h]);
+    let x = x.matmul(matrix(h, oh).transpose());
+    x.reshape([planes, ow, oh])
+        .swap_dims(1, 2)
+        .reshape([n, c, oh, ow])
+}
+
+/// `log_softmax(x, 1)` (log-probabilities over the channels of `x: [N, C, H, W]`) through
+/// [`KernelBackend`] where `B` has it: contiguous channel passes forward and backward, where
+/// Burn composes it from broadcasts that flex runs through strided iteration.
+pub fn log_softmax_channels<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let x = match on_flex(x, |x| {
+        tensor(<flex::AutodiffFlex as KernelBackend>::kernel_log_softmax_channels(float(x)))
+    }) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::log_softmax(x, 1)
+}
+
 /// Runs `f` on the autodiff flex backend when `B` is that backend and the extension is on;
 /// gives `x` back otherwise.
 #[cfg(feature = "flex")]
@@ -531,13 +656,22 @@ fn on_flex<B: Backend, const D: usize, const E: usize>(
     x: Tensor<B, D>,
     f: impl FnOnce(Tensor<flex::AutodiffFlex, D>) -> Tensor<flex::AutodiffFlex, E>,
 ) -> Result<Tensor<B, E>, Tensor<B, D>> {
-    if !enabled() || !is::<B, flex::AutodiffFlex>() {
+    on_backend(x, f)
+}
+
+/// Runs `f` on backend `K` when `B` is `K` and the extension is on; gives `x` back otherwise.
+#[cfg(feature = "flex")]
+fn on_backend<B: Backend, K: Backend, const D: usize, const E: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(Tensor<K, D>) -> Tensor<K, E>,
+) -> Result<Tensor<B, E>, Tensor<B, D>> {
+    if !enabled() || !is::<B, K>() {
         return Err(x);
     }
-    let x_k = cast::<_, Tensor<flex::AutodiffFlex, D>>(x)?;
+    let x_k = cast::<_, Tensor<K, D>>(x)?;
     match cast::<_, Tensor<B, E>>(f(x_k)) {
         Ok(y) => Ok(y),
-        Err(_) => unreachable!("B is the autodiff flex backend"),
+        Err(_) => unreachable!("B is K"),
     }
 }
 

@@ -255,3 +255,43 @@ pub(super) fn kernel_max_pool2d_backward<B: Backend>(
     let indices = B::max_pool2d_with_indices(x.clone(), k, s, p, [1, 1], false).indices;
     B::max_pool2d_with_indices_backward(x, k, s, p, [1, 1], false, dy, indices).x_grad
 }
+
+fn bilinear(align_corners: bool) -> burn::tensor::ops::InterpolateOptions {
+    burn::tensor::ops::InterpolateOptions::new(burn::tensor::ops::InterpolateMode::Bilinear)
+        .with_align_corners(align_corners)
+}
+
+/// Burn's bilinear `interpolate`.
+pub(super) fn kernel_resize_bilinear<B: Backend>(
+    x: FloatTensor<B>,
+    size: [usize; 2],
+    align_corners: bool,
+) -> FloatTensor<B> {
+    B::interpolate(x, size, bilinear(align_corners))
+}
+
+/// Burn's bilinear `interpolate_backward`.
+pub(super) fn kernel_resize_bilinear_backward<B: Backend>(
+    x: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    align_corners: bool,
+) -> FloatTensor<B> {
+    let shape = dy.shape();
+    let size = [shape[2], shape[3]];
+    B::interpolate_backward(x, dy, size, bilinear(align_corners))
+}
+
+/// Burn's `log_softmax` over dimension 1.
+pub(super) fn kernel_log_softmax_channels<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    float(burn::tensor::activation::log_softmax(tensor::<B, 4>(x), 1))
+}
+
+/// `dy - exp(y) * sum_c(dy)`, from Burn's ops.
+pub(super) fn kernel_log_softmax_channels_backward<B: Backend>(
+    y: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let dy = tensor::<B, 4>(dy);
+    let total = dy.clone().sum_dim(1);
+    float(dy - tensor::<B, 4>(y).exp() * total)
+}

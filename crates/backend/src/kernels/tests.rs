@@ -269,6 +269,95 @@ fn max_pool_and_its_gradient_equal_burns_on_random_shapes() {
 }
 
 #[test]
+fn bilinear_resize_and_its_gradient_equal_burns_on_random_shapes() {
+    let mut rng = Rng(31);
+    for case in 0..30 {
+        let shape = [
+            rng.range(1, 3),
+            rng.range(1, 4),
+            rng.range(1, 12),
+            rng.range(1, 12),
+        ];
+        let size = [rng.range(1, 20), rng.range(1, 20)];
+        let align = rng.below(2) == 1;
+        let x = random(shape, 800 + case);
+        // 0: the extension (through the routing), 1: matrix products, 2: Burn's interpolate.
+        let run = |way: usize| {
+            let x = Tensor::<AutodiffFlex, 4>::from_inner(x.clone()).require_grad();
+            let y = match way {
+                0 => resize_bilinear(x.clone(), size, align),
+                1 => resize_by_products(x.clone(), size, align),
+                _ => burn::tensor::module::interpolate(
+                    x.clone(),
+                    size,
+                    burn::tensor::ops::InterpolateOptions::new(
+                        burn::tensor::ops::InterpolateMode::Bilinear,
+                    )
+                    .with_align_corners(align),
+                ),
+            };
+            let dy = random(y.dims(), 900 + case);
+            let loss = (y.clone() * Tensor::from_inner(dy)).sum();
+            let grads = loss.backward();
+            let dx = x.grad(&grads).expect("gradient");
+            (values(y.inner()), values(dx))
+        };
+        let theirs = run(2);
+        for (way, name) in [(0, "extension"), (1, "products")] {
+            let ours = run(way);
+            let what = format!("case {case} {name}: {shape:?} -> {size:?} align {align}");
+            close(&format!("{what}: y"), &ours.0, &theirs.0);
+            close(&format!("{what}: dx"), &ours.1, &theirs.1);
+        }
+        // Inference on plain flex takes the extension too.
+        let plain = values(resize_bilinear(x.clone(), size, align));
+        close(&format!("case {case}: plain flex"), &plain, &theirs.0);
+    }
+}
+
+#[test]
+fn channel_log_softmax_and_its_gradient_equal_burns_on_random_shapes() {
+    let mut rng = Rng(41);
+    for case in 0..20 {
+        let shape = [
+            rng.range(1, 3),
+            rng.range(1, 9),
+            rng.range(1, 9),
+            rng.range(1, 9),
+        ];
+        // Large logits too, where an unshifted exponential would overflow.
+        let x = random(shape, 1000 + case) * (1.0 + 40.0 * (case % 3) as f32);
+        let run = |fast: bool| {
+            let x = Tensor::<AutodiffFlex, 4>::from_inner(x.clone()).require_grad();
+            let y = if fast {
+                log_softmax_channels(x.clone())
+            } else {
+                burn::tensor::activation::log_softmax(x.clone(), 1)
+            };
+            let dy = random(y.dims(), 1100 + case);
+            let loss = (y.clone() * Tensor::from_inner(dy)).sum();
+            let grads = loss.backward();
+            let dx = x.grad(&grads).expect("gradient");
+            (values(y.inner()), values(dx))
+        };
+        let (ours, theirs) = (run(true), run(false));
+        close(&format!("case {case} {shape:?}: y"), &ours.0, &theirs.0);
+        close(&format!("case {case} {shape:?}: dx"), &ours.1, &theirs.1);
+        // The stock backward (for other backends) against Burn's autodiff too.
+        let y = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(
+            stock::kernel_log_softmax_channels::<Flex>(float(x.clone())),
+        ));
+        let dy = random(shape, 1100 + case);
+        let dx = stock::kernel_log_softmax_channels_backward::<Flex>(float(y), float(dy));
+        close(
+            &format!("case {case} {shape:?}: stock dx"),
+            &values(tensor::<Flex, 4>(dx)),
+            &theirs.1,
+        );
+    }
+}
+
+#[test]
 fn clamp_relu_and_their_gradients_equal_burns() {
     type Act = fn(Tensor<AutodiffFlex, 4>) -> Tensor<AutodiffFlex, 4>;
     let pairs: [(&str, Act, Act); 2] = [
