@@ -85,7 +85,7 @@ impl Resize {
     /// The resized planes of `x` (planes of `input` size, one after another).
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let (ip, op) = (self.in_plane(), self.out_plane());
-        let planes = if ip == 0 { 0 } else { x.len() / ip };
+        let planes = x.len().checked_div(ip).unwrap_or(0);
         let mut y = vec![0.0f32; planes * op];
         if op == 0 || ip == 0 {
             return y;
@@ -129,7 +129,7 @@ impl Resize {
     /// The gradient with respect to the input planes of the output gradient `dy`.
     pub fn backward(&self, dy: &[f32]) -> Vec<f32> {
         let (ip, op) = (self.in_plane(), self.out_plane());
-        let planes = if op == 0 { 0 } else { dy.len() / op };
+        let planes = dy.len().checked_div(op).unwrap_or(0);
         let mut dx = vec![0.0f32; planes * ip];
         if op == 0 || ip == 0 {
             return dx;
