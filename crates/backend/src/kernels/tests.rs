@@ -248,6 +248,12 @@ fn max_pool_and_its_gradient_equal_burns_on_random_shapes() {
             rng.range(kernel[1], 12),
         ];
         let x = random(shape, 600 + case);
+        // Every third case in a few levels, so that windows hold ties (as after a ReLU).
+        let x = if case % 3 == 0 {
+            x.mul_scalar(2.0).round()
+        } else {
+            x
+        };
         let run = |fast: bool| {
             let x = Tensor::<AutodiffFlex, 4>::from_inner(x.clone()).require_grad();
             let y = if fast {

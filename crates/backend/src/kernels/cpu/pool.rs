@@ -1,6 +1,8 @@
-//! Max pooling, forward and backward, parallel over `(image, channel)` planes. The backward
-//! pass finds each window's maximum again (the first one in row-major order, as the forward
-//! pass takes it) instead of keeping an index tensor.
+//! Max pooling, forward and backward, parallel over `(image, channel)` planes. Each output row
+//! first takes the maximum down its window's rows for the whole plane width (contiguous rows,
+//! vectorised), then across each window's columns. The backward pass finds each window's
+//! maximum the same way and routes the gradient to its first occurrence in row-major order
+//! (as Burn's indices do) instead of keeping an index tensor.
 
 use rayon::prelude::*;
 
@@ -42,23 +44,49 @@ impl Pool {
         (start.clamp(0, size) as usize, end.clamp(0, size) as usize)
     }
 
-    /// Index in the plane of the first maximum of output `(o, j)`'s window, if the window
-    /// holds any input pixel.
+    /// The maximum over each column of output row `o`'s window rows, into `colmax` (one entry
+    /// per input column); `false` when the window holds no input row.
     #[inline(always)]
-    fn argmax(&self, plane: &[f32], o: usize, j: usize) -> Option<usize> {
+    fn column_max(&self, plane: &[f32], o: usize, colmax: &mut [f32]) -> bool {
+        let (r0, r1) = self.window(0, o);
+        if r0 == r1 {
+            return false;
+        }
+        let w = self.in_size[1];
+        colmax.copy_from_slice(&plane[r0 * w..(r0 + 1) * w]);
+        for r in r0 + 1..r1 {
+            for (m, &v) in colmax.iter_mut().zip(&plane[r * w..(r + 1) * w]) {
+                *m = nan_max(*m, v);
+            }
+        }
+        true
+    }
+
+    /// The maximum of output `(o, j)`'s window from its row's column maxima, if the window holds
+    /// any input pixel.
+    #[inline(always)]
+    fn window_max(&self, colmax: &[f32], j: usize) -> Option<f32> {
+        let (c0, c1) = self.window(1, j);
+        let (&first, rest) = colmax[c0..c1].split_first()?;
+        Some(rest.iter().fold(first, |m, &v| nan_max(m, v)))
+    }
+
+    /// Index in the plane of the first element (row-major) of output `(o, j)`'s window that
+    /// equals its maximum `max` (NaN matching NaN).
+    #[inline(always)]
+    fn first_of(&self, plane: &[f32], o: usize, j: usize, max: f32) -> Option<usize> {
         let (r0, r1) = self.window(0, o);
         let (c0, c1) = self.window(1, j);
         let w = self.in_size[1];
-        let mut best: Option<(usize, f32)> = None;
-        for r in r0..r1 {
-            for (c, &v) in plane[r * w + c0..r * w + c1].iter().enumerate() {
-                // NaN wins, as in Burn's kernels, so it propagates.
-                if best.is_none_or(|(_, b)| v > b || (v.is_nan() && !b.is_nan())) {
-                    best = Some((r * w + c0 + c, v));
-                }
-            }
-        }
-        best.map(|(i, _)| i)
+        (r0..r1).find_map(|r| {
+            let row = &plane[r * w + c0..r * w + c1];
+            let at = if max.is_nan() {
+                row.iter().position(|v| v.is_nan())
+            } else {
+                row.iter().position(|&v| v == max)
+            };
+            at.map(|c| r * w + c0 + c)
+        })
     }
 
     fn planes(&self, len: usize) -> usize {
@@ -73,14 +101,18 @@ impl Pool {
         if oh * ow == 0 || in_plane == 0 {
             return y;
         }
+        let w = self.in_size[1];
         y.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(in_plane))
             .for_each(|(y_plane, plane)| {
-                for o in 0..oh {
-                    for j in 0..ow {
-                        y_plane[o * ow + j] = self
-                            .argmax(plane, o, j)
-                            .map_or(f32::NEG_INFINITY, |i| plane[i]);
+                let mut colmax = vec![0.0f32; w];
+                for (o, y_row) in y_plane.chunks_exact_mut(ow).enumerate() {
+                    if !super::vectorized(|| self.column_max(plane, o, &mut colmax)) {
+                        y_row.fill(f32::NEG_INFINITY);
+                        continue;
+                    }
+                    for (j, out) in y_row.iter_mut().enumerate() {
+                        *out = self.window_max(&colmax, j).unwrap_or(f32::NEG_INFINITY);
                     }
                 }
             });
@@ -99,14 +131,31 @@ impl Pool {
             .zip(x.par_chunks(in_plane))
             .zip(dy.par_chunks(oh * ow))
             .for_each(|((dx_plane, plane), dy_plane)| {
-                for o in 0..oh {
-                    for j in 0..ow {
-                        if let Some(i) = self.argmax(plane, o, j) {
-                            dx_plane[i] += dy_plane[o * ow + j];
+                let mut colmax = vec![0.0f32; self.in_size[1]];
+                for (o, dy_row) in dy_plane.chunks_exact(ow).enumerate() {
+                    if !super::vectorized(|| self.column_max(plane, o, &mut colmax)) {
+                        continue;
+                    }
+                    for (j, &g) in dy_row.iter().enumerate() {
+                        let at = self
+                            .window_max(&colmax, j)
+                            .and_then(|m| self.first_of(plane, o, j, m));
+                        if let Some(i) = at {
+                            dx_plane[i] += g;
                         }
                     }
                 }
             });
         dx
+    }
+}
+
+/// The larger of `a` and `b`, NaN winning (as in Burn's kernels, so it propagates); `a` on a tie.
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || (b.is_nan() && !a.is_nan()) {
+        b
+    } else {
+        a
     }
 }
