@@ -49,11 +49,7 @@ impl<B: KernelBackend> Backward<B, 1> for LogSoftmaxBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let dy = grads.consume::<B>(&ops.node);
-        if let [Some(node)] = ops.parents {
-            let dx = B::kernel_log_softmax_channels_backward(ops.state, dy);
-            grads.register::<B>(node.id, dx);
-        }
+        input_grad::<B, _>(ops, grads, B::kernel_log_softmax_channels_backward);
     }
 }
 
@@ -67,13 +63,10 @@ impl<B: KernelBackend> Backward<B, 1> for ResizeBackward {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let dy = grads.consume::<B>(&ops.node);
-        let (x_state, align_corners) = ops.state;
-        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
-        if let [Some(node)] = ops.parents {
-            let dx = B::kernel_resize_bilinear_backward(x, dy, align_corners);
-            grads.register::<B>(node.id, dx);
-        }
+        input_grad::<B, _>(ops, grads, |(x_state, align_corners), dy| {
+            let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+            B::kernel_resize_bilinear_backward(x, dy, align_corners)
+        });
     }
 }
 
@@ -87,12 +80,23 @@ impl<B: KernelBackend> Backward<B, 1> for MaxPoolBackward {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let dy = grads.consume::<B>(&ops.node);
-        let (x_state, args) = ops.state;
-        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
-        if let [Some(node)] = ops.parents {
-            grads.register::<B>(node.id, B::kernel_max_pool2d_backward(x, dy, args));
-        }
+        input_grad::<B, _>(ops, grads, |(x_state, args), dy| {
+            let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+            B::kernel_max_pool2d_backward(x, dy, args)
+        });
+    }
+}
+
+/// Registers the gradient of a one-input op's input, `f(state, dy)`, when that input is
+/// tracked.
+fn input_grad<B: KernelBackend, S>(
+    ops: Ops<S, 1>,
+    grads: &mut Gradients,
+    f: impl FnOnce(S, FloatTensor<B>) -> FloatTensor<B>,
+) {
+    let dy = grads.consume::<B>(&ops.node);
+    if let [Some(node)] = ops.parents {
+        grads.register::<B>(node.id, f(ops.state, dy));
     }
 }
 
@@ -217,11 +221,9 @@ impl<B: KernelBackend> Backward<B, 1> for ClampBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let dy = grads.consume::<B>(&ops.node);
-        let (y, min, max) = ops.state;
-        if let [Some(node)] = ops.parents {
-            grads.register::<B>(node.id, B::kernel_clamp_backward(y, dy, min, max));
-        }
+        input_grad::<B, _>(ops, grads, |(y, min, max), dy| {
+            B::kernel_clamp_backward(y, dy, min, max)
+        });
     }
 }
 
