@@ -11,6 +11,7 @@
 
 mod cuda_probe;
 pub mod kernels;
+pub mod optim;
 
 use std::fmt;
 use std::str::FromStr;

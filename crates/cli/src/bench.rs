@@ -14,9 +14,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use autodl_backbones::{Backbone, BackboneConfig, NAMES};
 use autodl_backend::BackendChoice;
-use autodl_backend::burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
+use autodl_backend::burn::optim::{GradientsParams, Optimizer};
 use autodl_backend::burn::tensor::backend::{AutodiffBackend, Backend};
 use autodl_backend::burn::tensor::{Distribution, Int, Tensor, TensorData};
+use autodl_backend::optim::Adam;
 use autodl_train::seg::SegNet;
 use autodl_unet::Unet;
 
@@ -143,7 +144,7 @@ fn backbone_steps<B: AutodiffBackend>(
     device: &B::Device,
 ) -> anyhow::Result<(f64, f64)> {
     let model: Backbone<B> = BackboneConfig::new(name, 3).init(device)?;
-    let mut optim = AdamConfig::new().init::<B, Backbone<B>>();
+    let mut optim = Adam::new().init::<B, Backbone<B>>();
     let x = Tensor::<B, 4>::random(
         [shape.batch, 3, shape.size, shape.size],
         Distribution::Normal(0.0, 1.0),
@@ -164,7 +165,7 @@ fn unet_steps<B: AutodiffBackend>(shape: Shape, device: &B::Device) -> anyhow::R
     let (n, size) = (shape.batch, shape.size);
     let backbone = autodl_train::backboned::backbone::<B>("resnet18", 3, false, device)?;
     let model = Unet::new(backbone, classes, device);
-    let mut optim = AdamWConfig::new().init::<B, Unet<B>>();
+    let mut optim = Adam::adamw(1e-4).init::<B, Unet<B>>();
     let x = Tensor::<B, 4>::random([n, 3, size, size], Distribution::Normal(0.0, 1.0), device);
     let y: Vec<i64> = (0..n * size * size).map(|i| (i % classes) as i64).collect();
     let y = Tensor::<B, 3, Int>::from_data(TensorData::new(y, [n, size, size]), device);

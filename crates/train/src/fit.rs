@@ -11,7 +11,7 @@ use autodl_api::{
 use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
+use burn::optim::{Optimizer, SgdConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use rand::rngs::StdRng;
@@ -183,7 +183,7 @@ where
             opts,
             device,
             build,
-            &|| AdamWConfig::new().with_weight_decay(wd).init::<B, M>(),
+            &|| autodl_backend::optim::Adam::adamw(wd).init::<B, M>(),
             steps,
             evaluate,
         ),

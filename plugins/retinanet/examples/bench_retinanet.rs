@@ -9,10 +9,11 @@
 
 use std::time::Instant;
 
+use autodl_backend::optim::Adam;
 use autodl_retinanet::RetinaNet;
 use autodl_train::det::DetNet;
 use burn::backend::{Autodiff, Flex};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 
 type B = Autodiff<Flex>;
@@ -49,7 +50,7 @@ fn main() {
             &Default::default(),
             &device,
         );
-        let mut optim = AdamWConfig::new().init::<B, RetinaNet<B>>();
+        let mut optim = Adam::adamw(1e-4).init::<B, RetinaNet<B>>();
         let x = Tensor::<B, 4>::random(
             [n, 3, size, size],
             burn::tensor::Distribution::Normal(0.0, 1.0),

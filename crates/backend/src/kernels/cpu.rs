@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+mod adam;
 mod batched;
 mod depthwise;
 mod group_norm;
@@ -15,6 +16,7 @@ mod pool;
 mod resize;
 mod softmax;
 
+pub use adam::{AdamStep, adam};
 pub use group_norm::{GroupShape, GroupStats, group_norm, group_norm_backward};
 pub use pool::Pool;
 pub use resize::{Resize, bilinear_matrix};
@@ -488,6 +490,9 @@ pub fn conv2d_input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
     let pointwise = g.is_pointwise();
     let parallel = inner_parallel(g.batch);
     dx.par_chunks_mut(x_len).enumerate().for_each(|(b, dx_b)| {
+        // Written before col2im accumulates into it (see `Pool::backward`: a zeroed allocation
+        // read first faults on every page when written).
+        dx_b.fill(0.0);
         for group in 0..g.groups {
             let w_g = &weight[group * cog * k..(group + 1) * cog * k];
             let dy_bg = &dy[(b * g.out_channels + group * cog) * p..][..cog * p];

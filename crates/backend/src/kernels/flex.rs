@@ -7,8 +7,8 @@ use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 
 use super::cpu::{self, BatchStats, Conv2dGeometry};
 use super::{
-    BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, GroupNormForward, KernelBackend,
-    PoolArgs, stock,
+    AdamStep, BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, GroupNormForward,
+    KernelBackend, PoolArgs, stock,
 };
 
 /// The autodiff backend training runs on, on the CPU.
@@ -350,5 +350,40 @@ impl KernelBackend for Flex {
         // `dyc` is a fresh or uniquely held copy of the gradient: mask it in place.
         cpu::clamp_mask(floats(&yc), dyc.storage_mut::<f32>(), min, max);
         dyc
+    }
+
+    fn kernel_adam(
+        param: FlexTensor,
+        grad: FlexTensor,
+        moments: Option<[FlexTensor; 2]>,
+        step: AdamStep,
+    ) -> [FlexTensor; 3] {
+        let same = |t: &FlexTensor| t.shape() == param.shape() && t.dtype() == DType::F32;
+        let usable =
+            same(&param) && same(&grad) && moments.as_ref().is_none_or(|[m, v]| same(m) && same(v));
+        let (Some(gc), true) = (contiguous(&grad), usable) else {
+            return stock::kernel_adam::<Self>(param, grad, moments, step);
+        };
+        let zeros = || from_vec(vec![0.0; param.shape().num_elements()], param.shape());
+        let [mut m, mut v] = match moments {
+            Some([m, v]) => [m, v],
+            None => [zeros(), zeros()],
+        };
+        let mut p = param;
+        // Contiguous copies where needed; in place when each tensor is the only holder of its
+        // data (the optimiser's state and the module's parameter usually are).
+        for t in [&mut p, &mut m, &mut v] {
+            if let Some(c) = contiguous(t) {
+                *t = c;
+            }
+        }
+        cpu::adam(
+            &step,
+            p.storage_mut::<f32>(),
+            floats(&gc),
+            m.storage_mut::<f32>(),
+            v.storage_mut::<f32>(),
+        );
+        [p, m, v]
     }
 }

@@ -18,6 +18,7 @@
 
 mod autodiff;
 pub mod cpu;
+pub use cpu::AdamStep;
 #[cfg(feature = "flex")]
 mod flex;
 mod stock;
@@ -289,6 +290,18 @@ pub trait KernelBackend: Backend {
         stock::kernel_log_softmax_channels_backward::<Self>(y, dy)
     }
 
+    /// One Adam or AdamW update of a parameter from its gradient: the new parameter and first
+    /// and second moments. `moments` is `None` on the first step (zero moments). Optimisers
+    /// run on the inner backend, so autodiff never records it.
+    fn kernel_adam(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moments: Option<[FloatTensor<Self>; 2]>,
+        step: AdamStep,
+    ) -> [FloatTensor<Self>; 3] {
+        stock::kernel_adam::<Self>(param, grad, moments, step)
+    }
+
     /// `x` clamped to `[min, max]` (ReLU6 is `[0, 6]`).
     fn kernel_clamp(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
         stock::kernel_clamp::<Self>(x, min, max)
@@ -304,6 +317,46 @@ pub trait KernelBackend: Backend {
     ) -> FloatTensor<Self> {
         stock::kernel_clamp_backward::<Self>(y, dy, min, max)
     }
+}
+
+/// One Adam or AdamW update ([`KernelBackend::kernel_adam`]) of a parameter tensor of any
+/// backend: on flex one parallel pass, elsewhere Burn's stock ops in the order Burn's own
+/// optimisers apply them. Gives the new parameter, first and second moments.
+pub fn adam_update<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<[Tensor<B, D>; 2]>,
+    step: AdamStep,
+) -> [Tensor<B, D>; 3] {
+    #[cfg(feature = "flex")]
+    if enabled() && is::<B, burn::backend::Flex>() {
+        type F = burn::backend::Flex;
+        let (Ok(param), Ok(grad), Ok(moments)) = (
+            cast::<_, Tensor<F, D>>(param),
+            cast::<_, Tensor<F, D>>(grad),
+            cast::<_, Option<[Tensor<F, D>; 2]>>(moments),
+        ) else {
+            unreachable!("B is flex")
+        };
+        let out = F::kernel_adam(
+            float(param),
+            float(grad),
+            moments.map(|m| m.map(float)),
+            step,
+        )
+        .map(tensor::<F, D>);
+        return match cast::<_, [Tensor<B, D>; 3]>(out) {
+            Ok(out) => out,
+            Err(_) => unreachable!("B is flex"),
+        };
+    }
+    stock::kernel_adam::<B>(
+        float(param),
+        float(grad),
+        moments.map(|m| m.map(float)),
+        step,
+    )
+    .map(tensor::<B, D>)
 }
 
 /// Whether the extension is on: unless `AUTODL_KERNELS=stock`.

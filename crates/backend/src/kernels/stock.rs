@@ -4,11 +4,11 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode, PaddedConvOptions};
-use burn::tensor::{Tensor, TensorMetadata};
+use burn::tensor::{Scalar, Tensor, TensorMetadata};
 
 use super::{
-    BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, GroupNormForward, PoolArgs, float,
-    tensor,
+    AdamStep, BatchNormForward, BatchNormGrads, ConvArgs, ConvGrads, GroupNormForward, PoolArgs,
+    float, tensor,
 };
 
 fn options(args: &ConvArgs, padding: [usize; 2]) -> ConvOptions<2> {
@@ -294,4 +294,42 @@ pub(super) fn kernel_log_softmax_channels_backward<B: Backend>(
     let dy = tensor::<B, 4>(dy);
     let total = dy.clone().sum_dim(1);
     float(dy - tensor::<B, 4>(y).exp() * total)
+}
+
+/// Burn's `Adam` (`penalty`) and `AdamW` (`decay`) update, op for op.
+pub(super) fn kernel_adam<B: Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    moments: Option<[FloatTensor<B>; 2]>,
+    s: AdamStep,
+) -> [FloatTensor<B>; 3] {
+    let scalar = |v: f32| Scalar::Float(f64::from(v));
+    let grad = match s.penalty {
+        Some(penalty) => B::float_add(B::float_mul_scalar(param.clone(), scalar(penalty)), grad),
+        None => grad,
+    };
+    let m_step = B::float_mul_scalar(grad.clone(), scalar(1.0 - s.beta_1));
+    let v_step = B::float_mul_scalar(B::float_mul(grad.clone(), grad), scalar(1.0 - s.beta_2));
+    let (m, v) = match moments {
+        Some([m, v]) => (
+            B::float_add(B::float_mul_scalar(m, scalar(s.beta_1)), m_step),
+            B::float_add(B::float_mul_scalar(v, scalar(s.beta_2)), v_step),
+        ),
+        None => (m_step, v_step),
+    };
+    let m_hat = B::float_div_scalar(m.clone(), scalar(s.correction_1));
+    let v_hat = B::float_div_scalar(v.clone(), scalar(s.correction_2));
+    let delta = B::float_div(
+        m_hat,
+        B::float_add_scalar(B::float_sqrt(v_hat), scalar(s.epsilon)),
+    );
+    let kept = match s.decay {
+        Some(decay) => B::float_mul_scalar(param, scalar(decay)),
+        None => param,
+    };
+    [
+        B::float_sub(kept, B::float_mul_scalar(delta, scalar(s.lr))),
+        m,
+        v,
+    ]
 }

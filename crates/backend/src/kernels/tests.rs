@@ -725,3 +725,46 @@ fn conv_args_follow_burns_padding() {
     assert_eq!(ours.dims(), conv.forward(x.clone()).dims());
     close("same padding", &values(ours), &values(conv.forward(x)));
 }
+
+#[test]
+fn fused_adam_equals_the_stock_update_bit_for_bit() {
+    let shape = [3, 5, 7, 11];
+    let step = |time: i32, decay: Option<f32>, penalty: Option<f32>| AdamStep {
+        lr: 3e-3,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-5,
+        correction_1: 1.0 - 0.9f32.powi(time),
+        correction_2: 1.0 - 0.999f32.powi(time),
+        penalty,
+        decay,
+    };
+    for (case, (decay, penalty)) in [(None, None), (Some(0.99997), None), (None, Some(1e-3))]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 100 * case as u64;
+        let param = random(shape, seed + 1);
+        let moments = [random(shape, seed + 2), random(shape, seed + 3).abs()];
+        for (time, moments) in [(1, None), (5, Some(moments))] {
+            let grad = random(shape, seed + 4 + time as u64);
+            let s = step(time, decay, penalty);
+            let fused = Flex::kernel_adam(
+                float(param.clone()),
+                float(grad.clone()),
+                moments.clone().map(|m| m.map(float)),
+                s,
+            );
+            let stock = stock::kernel_adam::<Flex>(
+                float(param.clone()),
+                float(grad),
+                moments.map(|m| m.map(float)),
+                s,
+            );
+            for (what, (a, b)) in ["param", "m", "v"].iter().zip(fused.into_iter().zip(stock)) {
+                let (a, b) = (values(tensor::<Flex, 4>(a)), values(tensor::<Flex, 4>(b)));
+                assert!(a == b, "case {case}, step {time}: {what} differs");
+            }
+        }
+    }
+}

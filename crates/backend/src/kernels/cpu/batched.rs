@@ -135,6 +135,8 @@ pub(super) fn input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
             r1: g.out_size[0],
         };
         dx.par_chunks_mut(x_len).enumerate().for_each(|(b, dx_b)| {
+            // Written first: see `conv2d_input_grad`.
+            dx_b.fill(0.0);
             col2im_strided(g, &dcol[b * p..], whole, dx_b, bp);
         });
     });

@@ -131,6 +131,10 @@ impl Pool {
             .zip(x.par_chunks(in_plane))
             .zip(dy.par_chunks(oh * ow))
             .for_each(|((dx_plane, plane), dy_plane)| {
+                // Written here rather than relying on the zeroed allocation: fresh zeroed pages
+                // are the kernel's shared zero page until written, and the scattered `+=` below
+                // would then fault on each page to copy it, with a TLB shootdown across cores.
+                dx_plane.fill(0.0);
                 let mut colmax = vec![0.0f32; self.in_size[1]];
                 for (o, dy_row) in dy_plane.chunks_exact(ow).enumerate() {
                     if !super::vectorized(|| self.column_max(plane, o, &mut colmax)) {

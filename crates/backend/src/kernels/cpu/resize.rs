@@ -139,6 +139,8 @@ impl Resize {
         dx.par_chunks_mut(ip)
             .zip(dy.par_chunks(op))
             .for_each(|(dx_plane, dy_plane)| {
+                // Written first: see `Pool::backward`.
+                dx_plane.fill(0.0);
                 // Each output row's gradient split along the width into one row, then added to
                 // its two input rows.
                 let mut split = vec![0.0f32; w];
