@@ -14,6 +14,7 @@ mod depthwise;
 mod group_norm;
 mod pool;
 mod resize;
+mod shifted;
 mod softmax;
 
 pub use adam::{AdamStep, adam};
@@ -411,6 +412,9 @@ pub fn conv2d_forward(
     if batched::applies(g) {
         return batched::forward(g, x, weight, bias);
     }
+    if shifted::applies(g) {
+        return shifted::forward(g, x, weight, bias);
+    }
     let p = g.positions();
     let y_len = g.out_channels * p;
     let mut y = vec![0.0f32; g.output_len()];
@@ -478,6 +482,9 @@ pub fn conv2d_input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
     if batched::applies(g) {
         return batched::input_grad(g, weight, dy);
     }
+    if shifted::applies(g) {
+        return shifted::input_grad(g, weight, dy);
+    }
     let x_len = g.in_channels * g.in_plane();
     let mut dx = vec![0.0f32; g.input_len()];
     if x_len == 0 {
@@ -533,6 +540,9 @@ pub fn conv2d_weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
     }
     if batched::applies(g) {
         return batched::weight_grad(g, x, dy);
+    }
+    if shifted::applies(g) {
+        return shifted::weight_grad(g, x, dy);
     }
     let (k, p) = (g.col_rows(), g.positions());
     let (cg, cog) = (g.in_per_group(), g.out_per_group());
@@ -983,7 +993,55 @@ mod tests {
                 [[1, 1], [1, 1]],
                 [1, 1],
             ),
+            // Stride 1 with an even number of positions: the shifted-GEMM path (one image, so
+            // its GEMMs run in parallel; non-square kernels, dilation, asymmetric and wide
+            // padding, no padding).
+            geometry(
+                1,
+                [4, 6, 1],
+                [8, 9],
+                [3, 3],
+                [1, 1],
+                [[1, 1], [1, 1]],
+                [1, 1],
+            ),
+            geometry(
+                3,
+                [3, 5, 1],
+                [7, 10],
+                [3, 5],
+                [1, 1],
+                [[0, 2], [1, 1]],
+                [1, 2],
+            ),
+            geometry(
+                2,
+                [5, 4, 1],
+                [9, 8],
+                [2, 2],
+                [1, 1],
+                [[0, 0], [0, 0]],
+                [1, 1],
+            ),
+            geometry(
+                2,
+                [3, 4, 1],
+                [4, 5],
+                [3, 3],
+                [1, 1],
+                [[2, 2], [2, 2]],
+                [1, 1],
+            ),
         ];
+        let shifted_cases = cases
+            .iter()
+            .filter(|g| !batched::applies(g) && shifted::applies(g))
+            .count();
+        let batched_cases = cases.iter().filter(|g| batched::applies(g)).count();
+        assert!(
+            shifted_cases >= 4 && batched_cases >= 2,
+            "every path covered"
+        );
         for (n, g) in cases.iter().enumerate() {
             let x = values(g.input_len(), 1 + n as u64);
             let w = values(g.weight_len(), 100 + n as u64);
