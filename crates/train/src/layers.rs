@@ -1,7 +1,6 @@
 //! Small building blocks the segmentation heads share.
 
 use autodl_backend::kernels;
-use autodl_backend::kernels::relu;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -37,7 +36,7 @@ impl<B: Backend> ConvBnRelu<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(kernels::conv_batch_norm(&self.conv, &self.bn, x, false))
+        kernels::conv_batch_norm_relu(&self.conv, &self.bn, x, false)
     }
 }
 

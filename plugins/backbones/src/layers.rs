@@ -114,10 +114,11 @@ impl<B: Backend> ConvBn<B> {
     pub(crate) fn forward(&self, x: Tensor<B, 4>, frozen_bn: bool) -> Tensor<B, 4> {
         kernels::conv_batch_norm(&self.conv, &self.bn, x, frozen_bn)
     }
-}
 
-pub(crate) fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    autodl_backend::kernels::clamp(x, 0.0, 6.0)
+    /// [`ConvBn::forward`] then ReLU6, fused into the norm where the backend fuses it.
+    pub(crate) fn forward_relu6(&self, x: Tensor<B, 4>, frozen_bn: bool) -> Tensor<B, 4> {
+        kernels::conv_batch_norm_clamp(&self.conv, &self.bn, x, frozen_bn, [0.0, 6.0])
+    }
 }
 
 /// Global average pool to `[N, C]`.

@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::Arch;
-use crate::layers::{BnSpec, ConvBn, ConvSpec, Pad, global_pool, relu6};
+use crate::layers::{BnSpec, ConvBn, ConvSpec, Pad, global_pool};
 
 /// One stage: `repeats` blocks, the first with `stride`.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +150,7 @@ impl<B: Backend> MobileNet<B> {
     /// The four tapped feature maps and the last block's output.
     fn run(&self, x: Tensor<B, 4>) -> ([Tensor<B, 4>; 4], Tensor<B, 4>) {
         let f = self.frozen_bn;
-        let mut x = relu6(self.stem.forward(x, f));
+        let mut x = self.stem.forward_relu6(x, f);
         let mut taps: [Option<Tensor<B, 4>>; 4] = [None, None, None, None];
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, f);
@@ -170,7 +170,7 @@ impl<B: Backend> MobileNet<B> {
     pub(crate) fn classify(&self, x: Tensor<B, 4>) -> Option<Tensor<B, 2>> {
         let head = self.head.as_ref()?;
         let (_, x) = self.run(x);
-        let x = relu6(head.conv.forward(x, self.frozen_bn));
+        let x = head.conv.forward_relu6(x, self.frozen_bn);
         // Dropout before the classifier is a training regulariser only; it is left out.
         Some(head.fc.forward(global_pool(x)))
     }
@@ -179,10 +179,10 @@ impl<B: Backend> MobileNet<B> {
 impl<B: Backend> InvertedResidual<B> {
     fn forward(&self, x: Tensor<B, 4>, f: bool) -> Tensor<B, 4> {
         let y = match &self.expand {
-            Some(e) => relu6(e.forward(x.clone(), f)),
+            Some(e) => e.forward_relu6(x.clone(), f),
             None => x.clone(),
         };
-        let y = relu6(self.dw.forward(y, f));
+        let y = self.dw.forward_relu6(y, f);
         let y = self.project.forward(y, f);
         if self.residual { y.add(x) } else { y }
     }

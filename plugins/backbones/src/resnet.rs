@@ -170,7 +170,7 @@ impl<B: Backend> ResNet<B> {
 
     pub(crate) fn features(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 4] {
         let f = self.frozen_bn;
-        let x = relu(kernels::conv_batch_norm(&self.conv1, &self.bn1, x, f));
+        let x = kernels::conv_batch_norm_relu(&self.conv1, &self.bn1, x, f);
         let x = kernels::max_pool2d(x, [3, 3], [2, 2], [1, 1]);
         let run = |x, blocks: &[ResBlock<B>]| blocks.iter().fold(x, |x, b| b.forward(x, f));
         let c2 = run(x, &self.layer1);
@@ -195,7 +195,7 @@ impl<B: Backend> ResBlock<B> {
                     Some(d) => d.forward(x.clone(), f),
                     None => x.clone(),
                 };
-                let y = relu(kernels::conv_batch_norm(&b.conv1, &b.bn1, x, f));
+                let y = kernels::conv_batch_norm_relu(&b.conv1, &b.bn1, x, f);
                 let y = kernels::conv_batch_norm(&b.conv2, &b.bn2, y, f);
                 relu(y.add(identity))
             }
@@ -204,8 +204,8 @@ impl<B: Backend> ResBlock<B> {
                     Some(d) => d.forward(x.clone(), f),
                     None => x.clone(),
                 };
-                let y = relu(kernels::conv_batch_norm(&b.conv1, &b.bn1, x, f));
-                let y = relu(kernels::conv_batch_norm(&b.conv2, &b.bn2, y, f));
+                let y = kernels::conv_batch_norm_relu(&b.conv1, &b.bn1, x, f);
+                let y = kernels::conv_batch_norm_relu(&b.conv2, &b.bn2, y, f);
                 let y = kernels::conv_batch_norm(&b.conv3, &b.bn3, y, f);
                 relu(y.add(identity))
             }

@@ -174,8 +174,14 @@ fn norm_grads<B: KernelBackend>(
 }
 
 impl<B: KernelBackend> Backward<B, 3> for BatchNormBackward {
-    /// Input and gamma (checkpointed), the batch mean and variance, epsilon.
-    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+    /// Input, gamma and beta (checkpointed), the batch mean and variance, epsilon, the clamp.
+    type State = (
+        [NodeId; 3],
+        FloatTensor<B>,
+        FloatTensor<B>,
+        f64,
+        Option<[f32; 2]>,
+    );
 
     fn backward(
         self,
@@ -184,10 +190,11 @@ impl<B: KernelBackend> Backward<B, 3> for BatchNormBackward {
         checkpointer: &mut Checkpointer,
     ) {
         let dy = grads.consume::<B>(&ops.node);
-        let (x_state, gamma_state, mean, var, epsilon) = ops.state;
+        let ([x_state, gamma_state, beta_state], mean, var, epsilon, clamp) = ops.state;
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
-        let out = B::kernel_batch_norm_backward(x, gamma, mean, var, epsilon, dy);
+        let beta = checkpointer.retrieve_node_output::<FloatTensor<B>>(beta_state);
+        let out = B::kernel_batch_norm_backward(x, gamma, beta, mean, var, epsilon, clamp, dy);
         norm_grads::<B>(ops.parents.map(|node| node.map(|node| node.id)), grads, out);
     }
 }
@@ -346,6 +353,7 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        clamp: Option<[f32; 2]>,
     ) -> BatchNormForward<Self> {
         let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
         match BatchNormBackward
@@ -354,16 +362,24 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let x_state = prep.checkpoint(&x);
-                let gamma_state = prep.checkpoint(&gamma);
-                let inner =
-                    B::kernel_batch_norm(x.primitive, gamma.primitive, beta.primitive, epsilon);
+                let states = [
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&gamma),
+                    prep.checkpoint(&beta),
+                ];
+                let inner = B::kernel_batch_norm(
+                    x.primitive,
+                    gamma.primitive,
+                    beta.primitive,
+                    epsilon,
+                    clamp,
+                );
                 let state = (
-                    x_state,
-                    gamma_state,
+                    states,
                     inner.mean.clone(),
                     inner.var.clone(),
                     epsilon,
+                    clamp,
                 );
                 BatchNormForward {
                     output: prep.finish(state, inner.output),
@@ -372,8 +388,13 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
                 }
             }
             OpsKind::UnTracked(prep) => {
-                let inner =
-                    B::kernel_batch_norm(x.primitive, gamma.primitive, beta.primitive, epsilon);
+                let inner = B::kernel_batch_norm(
+                    x.primitive,
+                    gamma.primitive,
+                    beta.primitive,
+                    epsilon,
+                    clamp,
+                );
                 BatchNormForward {
                     output: prep.finish(inner.output),
                     mean: Self::from_inner(inner.mean),

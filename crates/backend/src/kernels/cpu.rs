@@ -691,7 +691,16 @@ pub fn batch_stats(batch: usize, channels: usize, positions: usize, x: &[f32]) -
     BatchStats { mean, var }
 }
 
-/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, per channel, parallel over planes.
+/// A channel's normalisation as one multiply and add, `x * scale + shift`.
+#[inline(always)]
+fn scale_shift(stats: &BatchStats, gamma: &[f32], beta: &[f32], eps: f32, c: usize) -> (f32, f32) {
+    let scale = gamma[c] / (stats.var[c] + eps).sqrt();
+    (scale, beta[c] - stats.mean[c] * scale)
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, per channel, clamped to `clamp` when
+/// given; parallel over planes.
+#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_apply(
     channels: usize,
     positions: usize,
@@ -700,6 +709,7 @@ pub fn batch_norm_apply(
     gamma: &[f32],
     beta: &[f32],
     eps: f32,
+    clamp: Option<[f32; 2]>,
 ) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     if positions == 0 {
@@ -709,19 +719,73 @@ pub fn batch_norm_apply(
         .zip(x.par_chunks(positions))
         .enumerate()
         .for_each(|(i, (y_plane, x_plane))| {
-            let c = i % channels;
-            let scale = gamma[c] / (stats.var[c] + eps).sqrt();
-            let shift = beta[c] - stats.mean[c] * scale;
-            vectorized(|| {
-                for (o, &v) in y_plane.iter_mut().zip(x_plane) {
-                    *o = v * scale + shift;
+            let (scale, shift) = scale_shift(stats, gamma, beta, eps, i % channels);
+            vectorized(|| match clamp {
+                // The clamp exactly as `clamp` computes it.
+                Some([min, max]) => {
+                    for (o, &v) in y_plane.iter_mut().zip(x_plane) {
+                        let z = v * scale + shift;
+                        *o = if z < min {
+                            min
+                        } else if z > max {
+                            max
+                        } else {
+                            z
+                        };
+                    }
+                }
+                None => {
+                    for (o, &v) in y_plane.iter_mut().zip(x_plane) {
+                        *o = v * scale + shift;
+                    }
                 }
             })
         });
     y
 }
 
-/// Gradients of a training-mode batch norm (batch statistics): `(dx, dgamma, dbeta)`.
+/// `dy` where `x * scale + shift` (the unclamped output, computed as [`batch_norm_apply`]
+/// computes it) lies strictly inside `[min, max]`, zero elsewhere: the clamp's gradient mask,
+/// as [`clamp_mask`] takes it from the clamped output.
+#[inline(always)]
+fn masked(dy: f32, x: f32, (scale, shift): (f32, f32), [min, max]: [f32; 2]) -> f32 {
+    let z = x * scale + shift;
+    if z > min && z < max { dy } else { 0.0 }
+}
+
+/// [`lanes_sum_and_dot_dev`] of `dy` masked by a clamp of the norm's output.
+#[inline(always)]
+fn lanes_masked_sum_and_dot_dev(
+    dy: &[f32],
+    x: &[f32],
+    m: f32,
+    affine: (f32, f32),
+    bounds: [f32; 2],
+) -> (f32, f32) {
+    let n = dy.len().min(x.len());
+    let (dy, x) = (&dy[..n], &x[..n]);
+    let mut sums = [0.0f32; LANES];
+    let mut dots = [0.0f32; LANES];
+    for (cd, cx) in dy.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let d = masked(cd[l], cx[l], affine, bounds);
+            sums[l] += d;
+            dots[l] += d * (cx[l] - m);
+        }
+    }
+    let done = n / LANES * LANES;
+    let (mut sum, mut dot) = (sums.iter().sum::<f32>(), dots.iter().sum::<f32>());
+    for (&d, &v) in dy[done..].iter().zip(&x[done..]) {
+        let d = masked(d, v, affine, bounds);
+        sum += d;
+        dot += d * (v - m);
+    }
+    (sum, dot)
+}
+
+/// Gradients of a training-mode batch norm (batch statistics), its output clamped to `clamp`
+/// when given: `(dx, dgamma, dbeta)`. The clamp's mask is recomputed from `x` in both passes
+/// rather than applied to `dy` in a pass of its own.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward(
     batch: usize,
@@ -729,8 +793,9 @@ pub fn batch_norm_backward(
     positions: usize,
     x: &[f32],
     stats: &BatchStats,
-    gamma: &[f32],
+    [gamma, beta]: [&[f32]; 2],
     eps: f32,
+    clamp: Option<[f32; 2]>,
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let count = (batch * positions).max(1) as f64;
@@ -745,7 +810,13 @@ pub fn batch_norm_backward(
                 let at = (b * channels + c) * positions;
                 let xs = &x[at..at + positions];
                 let ds = &dy[at..at + positions];
-                let (a, bsum) = vectorized(|| lanes_sum_and_dot_dev(ds, xs, m));
+                let (a, bsum) = vectorized(|| match clamp {
+                    Some(bounds) => {
+                        let affine = scale_shift(stats, gamma, beta, eps, c);
+                        lanes_masked_sum_and_dot_dev(ds, xs, m, affine, bounds)
+                    }
+                    None => lanes_sum_and_dot_dev(ds, xs, m),
+                });
                 sum_dy += a as f64;
                 sum_dy_xhat += (bsum * s) as f64;
             }
@@ -767,10 +838,20 @@ pub fn batch_norm_backward(
             let k = gamma[c] * s;
             let mean_dy = (dbeta[c] as f64 / count) as f32;
             let mean_dy_xhat = (dgamma[c] as f64 / count) as f32;
-            vectorized(|| {
-                for ((o, &xv), &dv) in dx_plane.iter_mut().zip(xs).zip(ds) {
-                    let xhat = (xv - m) * s;
-                    *o = k * (dv - mean_dy - xhat * mean_dy_xhat);
+            vectorized(|| match clamp {
+                Some(bounds) => {
+                    let affine = scale_shift(stats, gamma, beta, eps, c);
+                    for ((o, &xv), &dv) in dx_plane.iter_mut().zip(xs).zip(ds) {
+                        let xhat = (xv - m) * s;
+                        let dv = masked(dv, xv, affine, bounds);
+                        *o = k * (dv - mean_dy - xhat * mean_dy_xhat);
+                    }
+                }
+                None => {
+                    for ((o, &xv), &dv) in dx_plane.iter_mut().zip(xs).zip(ds) {
+                        let xhat = (xv - m) * s;
+                        *o = k * (dv - mean_dy - xhat * mean_dy_xhat);
+                    }
                 }
             })
         });
@@ -1110,10 +1191,14 @@ mod tests {
         let eps = 1e-5;
         let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| {
             let stats = batch_stats(n, c, s, x);
-            dot64(&batch_norm_apply(c, s, x, &stats, gamma, beta, eps), &dy)
+            dot64(
+                &batch_norm_apply(c, s, x, &stats, gamma, beta, eps, None),
+                &dy,
+            )
         };
         let stats = batch_stats(n, c, s, &x);
-        let (dx, dgamma, dbeta) = batch_norm_backward(n, c, s, &x, &stats, &gamma, eps, &dy);
+        let (dx, dgamma, dbeta) =
+            batch_norm_backward(n, c, s, &x, &stats, [&gamma, &beta], eps, None, &dy);
         let h = 1e-2f32;
         for i in [0, 7, 33, n * c * s - 1] {
             let (mut up, mut down) = (x.clone(), x.clone());
@@ -1136,6 +1221,32 @@ mod tests {
                 .flat_map(|b| dy[(b * c + i) * s..][..s].to_vec())
                 .sum();
             assert!((expect - dbeta[i]).abs() < 1e-4);
+        }
+    }
+
+    /// Batch norm with a fused clamp equals the norm followed by [`clamp`], forward and
+    /// backward ([`clamp_mask`] then the unclamped backward pass), bit for bit.
+    #[test]
+    fn batch_norm_with_a_clamp_equals_norm_then_clamp() {
+        let (n, c, s) = (2, 3, 37);
+        let x: Vec<f32> = values(n * c * s, 13).iter().map(|v| v * 4.0).collect();
+        let gamma = values(c, 14);
+        let beta = values(c, 15);
+        let dy = values(n * c * s, 16);
+        let eps = 1e-5;
+        let stats = batch_stats(n, c, s, &x);
+        for bounds in [[0.0, f32::INFINITY], [0.0, 0.5], [-0.3, 0.2]] {
+            let fused = batch_norm_apply(c, s, &x, &stats, &gamma, &beta, eps, Some(bounds));
+            let mut y = batch_norm_apply(c, s, &x, &stats, &gamma, &beta, eps, None);
+            clamp(&mut y, bounds[0], bounds[1]);
+            assert_eq!(fused, y, "{bounds:?}: forward");
+            assert!(y.iter().any(|&v| v == bounds[0]), "{bounds:?}: clamps");
+            let got =
+                batch_norm_backward(n, c, s, &x, &stats, [&gamma, &beta], eps, Some(bounds), &dy);
+            let mut dz = dy.clone();
+            clamp_mask(&y, &mut dz, bounds[0], bounds[1]);
+            let want = batch_norm_backward(n, c, s, &x, &stats, [&gamma, &beta], eps, None, &dz);
+            assert_eq!(got, want, "{bounds:?}: backward");
         }
     }
 }

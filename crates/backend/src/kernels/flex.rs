@@ -136,11 +136,12 @@ impl KernelBackend for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
+        clamp: Option<[f32; 2]>,
     ) -> BatchNormForward<Self> {
         let (Some(xc), Some(gc), Some(bc)) =
             (contiguous(&x), contiguous(&gamma), contiguous(&beta))
         else {
-            return stock::kernel_batch_norm::<Self>(x, gamma, beta, epsilon);
+            return stock::kernel_batch_norm::<Self>(x, gamma, beta, epsilon, clamp);
         };
         let [n, c, h, w] = dims4(&xc);
         let stats = cpu::batch_stats(n, c, h * w, floats(&xc));
@@ -152,6 +153,7 @@ impl KernelBackend for Flex {
             floats(&gc),
             floats(&bc),
             epsilon as f32,
+            clamp,
         );
         BatchNormForward {
             output: from_vec(y, x.shape()),
@@ -163,20 +165,25 @@ impl KernelBackend for Flex {
     fn kernel_batch_norm_backward(
         x: FlexTensor,
         gamma: FlexTensor,
+        beta: FlexTensor,
         mean: FlexTensor,
         var: FlexTensor,
         epsilon: f64,
+        clamp: Option<[f32; 2]>,
         dy: FlexTensor,
     ) -> BatchNormGrads<Self> {
         let all = (
             contiguous(&x),
             contiguous(&gamma),
+            contiguous(&beta),
             contiguous(&mean),
             contiguous(&var),
             contiguous(&dy),
         );
-        let (Some(xc), Some(gc), Some(mc), Some(vc), Some(dyc)) = all else {
-            return stock::kernel_batch_norm_backward::<Self>(x, gamma, mean, var, epsilon, dy);
+        let (Some(xc), Some(gc), Some(bc), Some(mc), Some(vc), Some(dyc)) = all else {
+            return stock::kernel_batch_norm_backward::<Self>(
+                x, gamma, beta, mean, var, epsilon, clamp, dy,
+            );
         };
         let [n, c, h, w] = dims4(&xc);
         let stats = BatchStats {
@@ -189,8 +196,9 @@ impl KernelBackend for Flex {
             h * w,
             floats(&xc),
             &stats,
-            floats(&gc),
+            [floats(&gc), floats(&bc)],
             epsilon as f32,
+            clamp,
             floats(&dyc),
         );
         BatchNormGrads {

@@ -194,27 +194,33 @@ pub trait KernelBackend: Backend {
         stock::kernel_conv2d_bias_backward::<Self>(dy)
     }
 
-    /// Batch norm with the batch's own statistics, `x: [N, C, H, W]`.
+    /// Batch norm with the batch's own statistics, `x: [N, C, H, W]`, its output clamped to
+    /// `clamp` when given (ReLU is `[0, inf]`, ReLU6 `[0, 6]`): the activation fused into the
+    /// norm's passes instead of two more over the activations each way.
     fn kernel_batch_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        clamp: Option<[f32; 2]>,
     ) -> BatchNormForward<Self> {
-        stock::kernel_batch_norm::<Self>(x, gamma, beta, epsilon)
+        stock::kernel_batch_norm::<Self>(x, gamma, beta, epsilon, clamp)
     }
 
     /// The gradients of [`KernelBackend::kernel_batch_norm`] for the output gradient `dy`,
     /// given the statistics the forward pass used.
+    #[allow(clippy::too_many_arguments)]
     fn kernel_batch_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         var: FloatTensor<Self>,
         epsilon: f64,
+        clamp: Option<[f32; 2]>,
         dy: FloatTensor<Self>,
     ) -> BatchNormGrads<Self> {
-        stock::kernel_batch_norm_backward::<Self>(x, gamma, mean, var, epsilon, dy)
+        stock::kernel_batch_norm_backward::<Self>(x, gamma, beta, mean, var, epsilon, clamp, dy)
     }
 
     /// Group norm with `groups` groups and a per-channel scale and shift, `x: [N, C, H, W]`.
@@ -533,10 +539,62 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
     #[cfg(feature = "flex")]
     if enabled() && is::<B, flex::AutodiffFlex>() {
         return route::<B, flex::AutodiffFlex, _, _>((bn, x), |(bn, x)| {
-            batch_norm_train_with(bn, x)
+            batch_norm_train_with(bn, x, None)
         });
     }
     bn.forward(x)
+}
+
+/// [`batch_norm`] followed by a clamp to `[min, max]` ([`relu`] when that is `[0, inf]`). On
+/// flex with autodiff the clamp is fused into the norm's passes forward and backward
+/// ([`KernelBackend::kernel_batch_norm`]); elsewhere it is the norm, then the activation.
+pub fn batch_norm_clamp<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    [min, max]: [f32; 2],
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    #[cfg(feature = "flex")]
+    if enabled() && is::<B, flex::AutodiffFlex>() {
+        return route::<B, flex::AutodiffFlex, _, _>((bn, x), |(bn, x)| {
+            batch_norm_train_with(bn, x, Some([min, max]))
+        });
+    }
+    activation(bn.forward(x), [min, max])
+}
+
+/// A clamp to `[min, max]`: [`relu`] for `[0, inf]`, [`clamp`] otherwise.
+fn activation<B: Backend>(x: Tensor<B, 4>, [min, max]: [f32; 2]) -> Tensor<B, 4> {
+    if min == 0.0 && max == f32::INFINITY {
+        relu(x)
+    } else {
+        clamp(x, min, max)
+    }
+}
+
+/// [`conv_batch_norm`] then a clamp to `[min, max]` (ReLU is `[0, inf]`, ReLU6 `[0, 6]`), the
+/// clamp fused into the norm where [`batch_norm_clamp`] fuses it (training on flex).
+pub fn conv_batch_norm_clamp<B: Backend>(
+    conv: &Conv2d<B>,
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    frozen: bool,
+    bounds: [f32; 2],
+) -> Tensor<B, 4> {
+    if !frozen && B::ad_enabled(&x.device()) {
+        return batch_norm_clamp(bn, conv2d(conv, x), bounds);
+    }
+    activation(conv_batch_norm(conv, bn, x, frozen), bounds)
+}
+
+/// [`conv_batch_norm_clamp`] to `[0, inf]`: convolution, batch norm, ReLU.
+pub fn conv_batch_norm_relu<B: Backend>(
+    conv: &Conv2d<B>,
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    frozen: bool,
+) -> Tensor<B, 4> {
+    conv_batch_norm_clamp(conv, bn, x, frozen, [0.0, f32::INFINITY])
 }
 
 /// Applies Burn's `GroupNorm` to `x` through [`KernelBackend`] where `B` has it (flex, with or
@@ -818,10 +876,18 @@ pub fn conv2d_with<K: KernelBackend>(conv: &Conv2d<K>, x: Tensor<K, 4>) -> Tenso
 }
 
 /// A training-mode batch norm on a backend with the extension, updating the running
-/// statistics exactly as Burn's `BatchNorm` does (momentum, biased variance).
-pub fn batch_norm_train_with<K: KernelBackend>(bn: &BatchNorm<K>, x: Tensor<K, 4>) -> Tensor<K, 4> {
+/// statistics exactly as Burn's `BatchNorm` does (momentum, biased variance); its output clamped to
+/// `clamp` when given.
+pub fn batch_norm_train_with<K: KernelBackend>(
+    bn: &BatchNorm<K>,
+    x: Tensor<K, 4>,
+    clamp: Option<[f32; 2]>,
+) -> Tensor<K, 4> {
     if !K::ad_enabled(&x.device()) {
-        return bn.forward(x);
+        return match clamp {
+            Some(bounds) => activation(bn.forward(x), bounds),
+            None => bn.forward(x),
+        };
     }
     let device = x.device();
     let out = K::kernel_batch_norm(
@@ -829,6 +895,7 @@ pub fn batch_norm_train_with<K: KernelBackend>(bn: &BatchNorm<K>, x: Tensor<K, 4
         float(bn.gamma.val()),
         float(bn.beta.val()),
         bn.epsilon,
+        clamp,
     );
     let mean: Tensor<K, 1> = tensor(out.mean);
     let var: Tensor<K, 1> = tensor(out.var);

@@ -85,6 +85,7 @@ pub(super) fn kernel_batch_norm<B: Backend>(
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     epsilon: f64,
+    clamp: Option<[f32; 2]>,
 ) -> BatchNormForward<B> {
     let x = tensor::<B, 4>(x);
     let [n, c, h, w] = x.dims();
@@ -108,6 +109,10 @@ pub(super) fn kernel_batch_norm<B: Backend>(
         .div(std)
         .mul(tensor::<B, 1>(gamma).reshape([1, c, 1, 1]))
         .add(tensor::<B, 1>(beta).reshape([1, c, 1, 1]));
+    let output = match clamp {
+        Some([min, max]) => output.clamp(min, max),
+        None => output,
+    };
     BatchNormForward {
         output: float(output),
         mean: float(mean.reshape([c])),
@@ -116,12 +121,15 @@ pub(super) fn kernel_batch_norm<B: Backend>(
 }
 
 /// The gradients of a training-mode batch norm, composed from tensor ops.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn kernel_batch_norm_backward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
     mean: FloatTensor<B>,
     var: FloatTensor<B>,
     epsilon: f64,
+    clamp: Option<[f32; 2]>,
     dy: FloatTensor<B>,
 ) -> BatchNormGrads<B> {
     let x = tensor::<B, 4>(x);
@@ -134,6 +142,18 @@ pub(super) fn kernel_batch_norm_backward<B: Backend>(
         .sqrt()
         .recip();
     let xhat = x.sub(per_channel(tensor(mean))).mul(inv_std.clone());
+    // The clamp's gradient: `dy` where the unclamped output lies strictly inside the bounds.
+    let dy = match clamp {
+        Some([min, max]) => {
+            let z = xhat
+                .clone()
+                .mul(per_channel(tensor(gamma.clone())))
+                .add(per_channel(tensor(beta)));
+            let inside = z.clone().greater_elem(min).float() * z.lower_elem(max).float();
+            dy.mul(inside)
+        }
+        None => dy,
+    };
     let sum = |t: Tensor<B, 4>| t.sum_dim(0).sum_dim(2).sum_dim(3);
     let dbeta = sum(dy.clone());
     let dgamma = sum(dy.clone().mul(xhat.clone()));

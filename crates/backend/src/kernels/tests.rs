@@ -176,19 +176,22 @@ fn batch_norm_equals_burns_on_random_shapes() {
         let beta: Tensor<Flex, 1> = random([1, 1, 1, c], 200 + case).reshape([c]);
         let dy = random(shape, 300 + case);
         let eps = 1e-5;
+        let clamp = [None, Some([0.0, f32::INFINITY]), Some([0.0, 1.5])][case as usize % 3];
         let ours = <Flex as KernelBackend>::kernel_batch_norm(
             float(x.clone()),
             float(gamma.clone()),
             float(beta.clone()),
             eps,
+            clamp,
         );
         let theirs = stock::kernel_batch_norm::<Flex>(
             float(x.clone()),
             float(gamma.clone()),
-            float(beta),
+            float(beta.clone()),
             eps,
+            clamp,
         );
-        let what = format!("case {case}: {shape:?}");
+        let what = format!("case {case}: {shape:?} clamp {clamp:?}");
         close(
             &what,
             &values(tensor::<Flex, 4>(ours.output)),
@@ -204,17 +207,19 @@ fn batch_norm_equals_burns_on_random_shapes() {
             &values(tensor::<Flex, 1>(ours.var.clone())),
             &values(tensor::<Flex, 1>(theirs.var)),
         );
-        let args = (float(x), float(gamma), ours.mean, ours.var, eps, float(dy));
+        let (x, gamma, beta, dy) = (float(x), float(gamma), float(beta), float(dy));
         let g = <Flex as KernelBackend>::kernel_batch_norm_backward(
-            args.0.clone(),
-            args.1.clone(),
-            args.2.clone(),
-            args.3.clone(),
+            x.clone(),
+            gamma.clone(),
+            beta.clone(),
+            ours.mean.clone(),
+            ours.var.clone(),
             eps,
-            args.5.clone(),
+            clamp,
+            dy.clone(),
         );
         let r = stock::kernel_batch_norm_backward::<Flex>(
-            args.0, args.1, args.2, args.3, args.4, args.5,
+            x, gamma, beta, ours.mean, ours.var, eps, clamp, dy,
         );
         close(
             &format!("{what}: dx"),
