@@ -71,24 +71,6 @@ impl Pool {
         Some(rest.iter().fold(first, |m, &v| nan_max(m, v)))
     }
 
-    /// Index in the plane of the first element (row-major) of output `(o, j)`'s window that
-    /// equals its maximum `max` (NaN matching NaN).
-    #[inline(always)]
-    fn first_of(&self, plane: &[f32], o: usize, j: usize, max: f32) -> Option<usize> {
-        let (r0, r1) = self.window(0, o);
-        let (c0, c1) = self.window(1, j);
-        let w = self.in_size[1];
-        (r0..r1).find_map(|r| {
-            let row = &plane[r * w + c0..r * w + c1];
-            let at = if max.is_nan() {
-                row.iter().position(|v| v.is_nan())
-            } else {
-                row.iter().position(|&v| v == max)
-            };
-            at.map(|c| r * w + c0 + c)
-        })
-    }
-
     fn planes(&self, len: usize) -> usize {
         len / (self.in_size[0] * self.in_size[1]).max(1)
     }
@@ -119,7 +101,9 @@ impl Pool {
         y
     }
 
-    /// The input gradient for the output gradient `dy`.
+    /// The input gradient for the output gradient `dy`: each output's gradient goes to the first
+    /// element (row-major) of its window that holds the window's maximum, found by one scan of
+    /// the window (the column windows are computed once per plane).
     pub fn backward(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let in_plane = self.in_size[0] * self.in_size[1];
         let [oh, ow] = self.out_size;
@@ -127,6 +111,8 @@ impl Pool {
         if oh * ow == 0 || in_plane == 0 {
             return dx;
         }
+        let w = self.in_size[1];
+        let cols: Vec<(usize, usize)> = (0..ow).map(|j| self.window(1, j)).collect();
         dx.par_chunks_mut(in_plane)
             .zip(x.par_chunks(in_plane))
             .zip(dy.par_chunks(oh * ow))
@@ -135,16 +121,10 @@ impl Pool {
                 // are the kernel's shared zero page until written, and the scattered `+=` below
                 // would then fault on each page to copy it, with a TLB shootdown across cores.
                 dx_plane.fill(0.0);
-                let mut colmax = vec![0.0f32; self.in_size[1]];
                 for (o, dy_row) in dy_plane.chunks_exact(ow).enumerate() {
-                    if !super::vectorized(|| self.column_max(plane, o, &mut colmax)) {
-                        continue;
-                    }
-                    for (j, &g) in dy_row.iter().enumerate() {
-                        let at = self
-                            .window_max(&colmax, j)
-                            .and_then(|m| self.first_of(plane, o, j, m));
-                        if let Some(i) = at {
+                    let (r0, r1) = self.window(0, o);
+                    for (&g, &(c0, c1)) in dy_row.iter().zip(&cols) {
+                        if let Some(i) = first_max(plane, w, (r0, r1), (c0, c1)) {
                             dx_plane[i] += g;
                         }
                     }
@@ -152,6 +132,34 @@ impl Pool {
             });
         dx
     }
+}
+
+/// The plane index of the first element (row-major) of window rows `r0..r1`, columns `c0..c1`
+/// holding the window's maximum under [`nan_max`] (the first NaN if any), or `None` for an
+/// empty window.
+#[inline(always)]
+fn first_max(
+    plane: &[f32],
+    w: usize,
+    (r0, r1): (usize, usize),
+    (c0, c1): (usize, usize),
+) -> Option<usize> {
+    if r0 >= r1 || c0 >= c1 {
+        return None;
+    }
+    let mut at = r0 * w + c0;
+    let mut best = plane[at];
+    for r in r0..r1 {
+        let start = r * w + c0;
+        for (k, &v) in plane[start..r * w + c1].iter().enumerate() {
+            // `nan_max(best, v)` takes `v`: strictly larger, or the first NaN.
+            if v > best || (v.is_nan() && !best.is_nan()) {
+                best = v;
+                at = start + k;
+            }
+        }
+    }
+    Some(at)
 }
 
 /// The larger of `a` and `b`, NaN winning (as in Burn's kernels, so it propagates); `a` on a tie.
