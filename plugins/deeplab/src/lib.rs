@@ -68,10 +68,13 @@ impl<B: Backend> SegNet<B> for DeepLab<B> {
             fh,
             fw,
         ));
-        let mut y = self.project.forward(Tensor::cat(parts, 1));
+        let mut y = self.project.forward(kernels::cat_channels(parts));
         if let (Some(low), Some(decoder)) = (&self.low, &self.decoder) {
             let [_, _, lh, lw] = f4.dims();
-            y = decoder.forward(Tensor::cat(vec![resize(y, lh, lw), low.forward(f4)], 1));
+            y = decoder.forward(kernels::cat_channels(vec![
+                resize(y, lh, lw),
+                low.forward(f4),
+            ]));
         }
         resize(kernels::conv2d(&self.head, y), h, w)
     }

@@ -55,12 +55,12 @@ impl<B: Backend> SegNet<B> for PspNet<B> {
             let pooled = conv.forward(adaptive_avg_pool2d(f32.clone(), [*bins, *bins]));
             parts.push(resize(pooled, fh, fw));
         }
-        let deep = self.bottleneck.forward(Tensor::cat(parts, 1));
+        let deep = self.bottleneck.forward(kernels::cat_channels(parts));
         let [_, _, lh, lw] = f4.dims();
-        let fused = self.fuse.forward(Tensor::cat(
-            vec![resize(deep, lh, lw), self.low.forward(f4)],
-            1,
-        ));
+        let fused = self.fuse.forward(kernels::cat_channels(vec![
+            resize(deep, lh, lw),
+            self.low.forward(f4),
+        ]));
         resize(kernels::conv2d(&self.head, fused), h, w)
     }
 }

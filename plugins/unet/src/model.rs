@@ -62,7 +62,7 @@ impl<B: Backend> Unet<B> {
 
 fn up_cat<B: Backend>(x: Tensor<B, 4>, skip: Tensor<B, 4>) -> Tensor<B, 4> {
     let [_, _, h, w] = skip.dims();
-    Tensor::cat(vec![resize(x, h, w), skip], 1)
+    kernels::cat_channels(vec![resize(x, h, w), skip])
 }
 
 impl<B: Backend> SegNet<B> for Unet<B> {

@@ -8,6 +8,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::TensorMetadata;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
@@ -38,6 +39,30 @@ struct ResizeBackward;
 
 #[derive(Debug)]
 struct LogSoftmaxBackward;
+
+#[derive(Debug)]
+struct CatChannelsBackward;
+
+impl<B: KernelBackend> Backward<B, 2> for CatChannelsBackward {
+    /// The first part's channels.
+    type State = usize;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let [da, db] = B::kernel_cat_channels_backward(dy, ops.state);
+        let [node_a, node_b] = ops.parents;
+        for (node, grad) in [(node_a, da), (node_b, db)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
 
 impl<B: KernelBackend> Backward<B, 1> for LogSoftmaxBackward {
     /// The output.
@@ -266,6 +291,22 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::kernel_resize_bilinear(x.primitive, size, align_corners))
+            }
+        }
+    }
+
+    fn kernel_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let channels = a.primitive.shape().dims::<4>()[1];
+        match CatChannelsBackward
+            .prepare::<C>([a.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish(channels, B::kernel_cat_channels(a.primitive, b.primitive))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::kernel_cat_channels(a.primitive, b.primitive))
             }
         }
     }

@@ -609,6 +609,35 @@ pub fn bias_grad(batch: usize, channels: usize, positions: usize, dy: &[f32]) ->
         .collect()
 }
 
+/// `[N, A]` and `[N, B]` (each image's block contiguous) side by side as `[N, A + B]`, parallel
+/// over images.
+pub fn cat_channels(batch: usize, [la, lb]: [usize; 2], a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; batch * (la + lb)];
+    if la + lb == 0 {
+        return y;
+    }
+    y.par_chunks_mut(la + lb).enumerate().for_each(|(i, y_i)| {
+        y_i[..la].copy_from_slice(&a[i * la..][..la]);
+        y_i[la..].copy_from_slice(&b[i * lb..][..lb]);
+    });
+    y
+}
+
+/// The inverse of [`cat_channels`]: each image's first `A` values and its last `B`.
+pub fn split_channels(batch: usize, [la, lb]: [usize; 2], y: &[f32]) -> [Vec<f32>; 2] {
+    let (mut a, mut b) = (vec![0.0f32; batch * la], vec![0.0f32; batch * lb]);
+    let part = |dst: &mut Vec<f32>, len: usize, at: usize| {
+        if len > 0 {
+            dst.par_chunks_mut(len)
+                .enumerate()
+                .for_each(|(i, d)| d.copy_from_slice(&y[i * (la + lb) + at..][..len]));
+        }
+    };
+    part(&mut a, la, 0);
+    part(&mut b, lb, la);
+    [a, b]
+}
+
 /// Independent accumulators of the reductions below: enough to fill an AVX-512 register and
 /// to break the dependency chain of a sequential sum.
 const LANES: usize = 16;

@@ -394,4 +394,26 @@ impl KernelBackend for Flex {
         );
         [p, m, v]
     }
+
+    fn kernel_cat_channels(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let (Some(ac), Some(bc)) = (contiguous(&a), contiguous(&b)) else {
+            return stock::kernel_cat_channels::<Self>(a, b);
+        };
+        let ([n, ca, h, w], [nb, cb, hb, wb]) = (dims4(&ac), dims4(&bc));
+        if (n, h, w) != (nb, hb, wb) || a.shape().num_dims() != 4 || b.shape().num_dims() != 4 {
+            return stock::kernel_cat_channels::<Self>(a, b);
+        }
+        let y = cpu::cat_channels(n, [ca * h * w, cb * h * w], floats(&ac), floats(&bc));
+        from_vec(y, [n, ca + cb, h, w])
+    }
+
+    fn kernel_cat_channels_backward(dy: FlexTensor, channels: usize) -> [FlexTensor; 2] {
+        let Some(dyc) = contiguous(&dy) else {
+            return stock::kernel_cat_channels_backward::<Self>(dy, channels);
+        };
+        let [n, c, h, w] = dims4(&dyc);
+        let (ca, cb) = (channels.min(c), c - channels.min(c));
+        let [da, db] = cpu::split_channels(n, [ca * h * w, cb * h * w], floats(&dyc));
+        [from_vec(da, [n, ca, h, w]), from_vec(db, [n, cb, h, w])]
+    }
 }

@@ -296,6 +296,21 @@ pub trait KernelBackend: Backend {
         stock::kernel_log_softmax_channels_backward::<Self>(y, dy)
     }
 
+    /// `a` and `b` (`[N, C_a, H, W]`, `[N, C_b, H, W]`) concatenated along the channels.
+    fn kernel_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        stock::kernel_cat_channels::<Self>(a, b)
+    }
+
+    /// The gradients of [`KernelBackend::kernel_cat_channels`]: `dy`'s first `channels`
+    /// channels and the rest, each its own contiguous tensor (Burn's own concatenation hands
+    /// back views into `dy`, which flex adds into other gradients element by element).
+    fn kernel_cat_channels_backward(
+        dy: FloatTensor<Self>,
+        channels: usize,
+    ) -> [FloatTensor<Self>; 2] {
+        stock::kernel_cat_channels_backward::<Self>(dy, channels)
+    }
+
     /// One Adam or AdamW update of a parameter from its gradient: the new parameter and first
     /// and second moments. `moments` is `None` on the first step (zero moments). Optimisers
     /// run on the inner backend, so autodiff never records it.
@@ -667,6 +682,29 @@ pub fn max_pool2d<B: Backend>(
         Err(x) => x,
     };
     burn::tensor::module::max_pool2d(x, kernel, stride, padding, [1, 1], false)
+}
+
+/// `Tensor::cat(parts, 1)` of 4-D tensors. Two parts on flex with autodiff take
+/// [`KernelBackend::kernel_cat_channels`], whose backward pass gives contiguous gradients;
+/// otherwise Burn's own concatenation.
+pub fn cat_channels<B: Backend>(mut parts: Vec<Tensor<B, 4>>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if enabled() && parts.len() == 2 && is::<B, flex::AutodiffFlex>() {
+        type K = flex::AutodiffFlex;
+        let (b, a) = (parts.pop(), parts.pop());
+        let (Some(Ok(a)), Some(Ok(b))) = (
+            a.map(cast::<_, Tensor<K, 4>>),
+            b.map(cast::<_, Tensor<K, 4>>),
+        ) else {
+            unreachable!("B is K and there are two parts")
+        };
+        let y: Tensor<K, 4> = tensor(K::kernel_cat_channels(float(a), float(b)));
+        return match cast::<_, Tensor<B, 4>>(y) {
+            Ok(y) => y,
+            Err(_) => unreachable!("B is K"),
+        };
+    }
+    Tensor::cat(parts, 1)
 }
 
 /// A bilinear resize of `x` to `[h, w]`, as Burn's `interpolate` in bilinear mode computes it.

@@ -316,6 +316,27 @@ pub(super) fn kernel_log_softmax_channels_backward<B: Backend>(
     float(dy - tensor::<B, 4>(y).exp() * total)
 }
 
+/// Burn's `cat` along the channels.
+pub(super) fn kernel_cat_channels<B: Backend>(
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+) -> FloatTensor<B> {
+    float(Tensor::cat(vec![tensor::<B, 4>(a), tensor::<B, 4>(b)], 1))
+}
+
+/// The two channel ranges of `dy`.
+pub(super) fn kernel_cat_channels_backward<B: Backend>(
+    dy: FloatTensor<B>,
+    channels: usize,
+) -> [FloatTensor<B>; 2] {
+    let dy = tensor::<B, 4>(dy);
+    let total = dy.dims()[1];
+    [
+        float(dy.clone().narrow(1, 0, channels)),
+        float(dy.narrow(1, channels, total - channels)),
+    ]
+}
+
 /// Burn's `Adam` (`penalty`) and `AdamW` (`decay`) update, op for op.
 pub(super) fn kernel_adam<B: Backend>(
     param: FloatTensor<B>,

@@ -773,3 +773,29 @@ fn fused_adam_equals_the_stock_update_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn channel_concatenation_and_its_gradients_equal_burns() {
+    for (case, (n, ca, cb, h, w)) in [(2, 3, 5, 4, 6), (1, 1, 2, 3, 3), (3, 4, 1, 2, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        let a = random([n, ca, h, w], 600 + case as u64);
+        let b = random([n, cb, h, w], 700 + case as u64);
+        let dy = random([n, ca + cb, h, w], 800 + case as u64);
+        // `b` is used twice, so its gradient from the concatenation is added to another one (the
+        // accumulation that met Burn's strided views).
+        let run = |cat: fn(Vec<Tensor<AutodiffFlex, 4>>) -> Tensor<AutodiffFlex, 4>| {
+            let a = Tensor::<AutodiffFlex, 4>::from_inner(a.clone()).require_grad();
+            let b = Tensor::<AutodiffFlex, 4>::from_inner(b.clone()).require_grad();
+            let y = cat(vec![a.clone(), b.clone()]);
+            let loss = (y.clone() * Tensor::from_inner(dy.clone())).sum() + b.clone().sum();
+            let grads = loss.backward();
+            let grad = |t: &Tensor<AutodiffFlex, 4>| values(t.grad(&grads).expect("gradient"));
+            (values(y.inner()), grad(&a), grad(&b))
+        };
+        let ours = run(cat_channels);
+        let theirs = run(|parts| Tensor::cat(parts, 1));
+        assert_eq!(ours, theirs, "case {case}");
+    }
+}
