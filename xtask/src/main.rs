@@ -78,6 +78,9 @@ fn python_ok(module: &str) -> bool {
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
     let mut backend = "cpu";
+    // Timed training steps per net: PyTorch's figures over 3 steps varied by a fifth between
+    // runs on the 2-core machine; 10 settle within a few per cent.
+    let mut steps = "10";
     let mut which = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -85,6 +88,11 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
             backend = rest
                 .next()
                 .context("--backend needs a value: cpu or cuda")?;
+        } else if arg == "--steps" {
+            steps = rest
+                .next()
+                .filter(|s| s.parse::<usize>().is_ok_and(|n| n > 0))
+                .context("--steps needs a positive number of timed training steps")?;
         } else {
             which.push(arg.clone());
         }
@@ -183,7 +191,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     let named = |name: &str| which.iter().any(|w| w == name);
     for (name, nets) in [("backbones", &TRAIN_NETS[..5]), ("unet", &TRAIN_NETS[5..])] {
         if named(name) {
-            for line in train_steps(backend, nets)?
+            for line in train_steps(backend, steps, nets)?
                 .lines()
                 .filter(|l| l.contains("img_per_s="))
             {
@@ -199,7 +207,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     }
 
     if on("train") {
-        summary.extend(bench_train(&shared, backend)?);
+        summary.extend(bench_train(&shared, backend, steps)?);
     }
 
     println!("\n== benchmarks (this machine, side by side)");
@@ -229,14 +237,22 @@ const TRAIN_NETS: [&str; 6] = [
 /// Our training-step benchmark (`autodl bench train`) for `nets` on `backend`, built in the
 /// dev profile (it builds dependencies, Burn among them, optimised) with the `cuda` feature
 /// when the backend asks for it.
-fn train_steps(backend: &str, nets: &[&str]) -> anyhow::Result<String> {
+fn train_steps(backend: &str, steps: &str, nets: &[&str]) -> anyhow::Result<String> {
     let mut cmd = cargo_cmd();
     cmd.args(["run", "-q", "-p", "autodl-cli"]);
     if backend.starts_with("cuda") {
         cmd.args(["--features", "cuda"]);
     }
-    cmd.args(["--", "bench", "train", "--backend", backend])
-        .args(nets);
+    cmd.args([
+        "--",
+        "bench",
+        "train",
+        "--backend",
+        backend,
+        "--steps",
+        steps,
+    ])
+    .args(nets);
     output(&mut cmd)
 }
 
@@ -246,8 +262,8 @@ fn train_steps(backend: &str, nets: &[&str]) -> anyhow::Result<String> {
 /// `model=NAME img_per_s=X` per net, with the cores our process kept busy and the ratio to
 /// PyTorch. `AUTODL_KERNELS=stock` in the environment measures Burn's stock ops instead of
 /// our kernels.
-fn bench_train(shared: &Path, backend: &str) -> anyhow::Result<Vec<String>> {
-    let ours_out = train_steps(backend, &TRAIN_NETS)?;
+fn bench_train(shared: &Path, backend: &str, steps: &str) -> anyhow::Result<Vec<String>> {
+    let ours_out = train_steps(backend, steps, &TRAIN_NETS)?;
     let mut ours = Vec::new();
     for line in ours_out.lines() {
         let name = line
@@ -270,6 +286,8 @@ fn bench_train(shared: &Path, backend: &str) -> anyhow::Result<Vec<String>> {
             &threads.to_string(),
             "--device",
             device,
+            "--steps",
+            steps,
         ]))?)
     } else {
         println!(
@@ -385,7 +403,7 @@ fn main() -> anyhow::Result<()> {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench [--backend cpu|cuda] [augment|coco|backbones|unet|retinanet|train]...|fuzz [--seconds N] [TARGET...]>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
+                "usage: cargo xtask <test|bench [--backend cpu|cuda] [--steps N] [augment|coco|backbones|unet|retinanet|train]...|fuzz [--seconds N] [TARGET...]>\n  test   check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
             );
             std::process::exit(2)
         }
