@@ -813,8 +813,10 @@ fn lanes_masked_sum_and_dot_dev(
 }
 
 /// Gradients of a training-mode batch norm (batch statistics), its output clamped to `clamp`
-/// when given: `(dx, dgamma, dbeta)`. The clamp's mask is recomputed from `x` in both passes
-/// rather than applied to `dy` in a pass of its own.
+/// when given: `dy` is overwritten with the input gradient (each element depends only on its own
+/// `dy` and `x`, so no buffer is allocated, zeroed and faulted in), and `(dgamma, dbeta)` are
+/// returned. The clamp's mask is recomputed from `x` in both passes rather than applied to `dy`
+/// in a pass of its own.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward(
     batch: usize,
@@ -825,10 +827,11 @@ pub fn batch_norm_backward(
     [gamma, beta]: [&[f32]; 2],
     eps: f32,
     clamp: Option<[f32; 2]>,
-    dy: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    dy: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
     let count = (batch * positions).max(1) as f64;
     let inv_std: Vec<f32> = stats.var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let dy_in: &[f32] = dy;
     let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..channels)
         .into_par_iter()
         .map(|c| {
@@ -838,7 +841,7 @@ pub fn batch_norm_backward(
             for b in 0..batch {
                 let at = (b * channels + c) * positions;
                 let xs = &x[at..at + positions];
-                let ds = &dy[at..at + positions];
+                let ds = &dy_in[at..at + positions];
                 let (a, bsum) = vectorized(|| match clamp {
                     Some(bounds) => {
                         let affine = scale_shift(stats, gamma, beta, eps, c);
@@ -852,17 +855,15 @@ pub fn batch_norm_backward(
             (sum_dy_xhat as f32, sum_dy as f32)
         })
         .unzip();
-    let mut dx = vec![0.0f32; x.len()];
     if positions == 0 {
-        return (dx, dgamma, dbeta);
+        return (dgamma, dbeta);
     }
-    dx.par_chunks_mut(positions)
+    dy.par_chunks_mut(positions)
         .enumerate()
         .for_each(|(i, dx_plane)| {
             let c = i % channels;
             let at = i * positions;
             let xs = &x[at..at + positions];
-            let ds = &dy[at..at + positions];
             let (m, s) = (stats.mean[c], inv_std[c]);
             let k = gamma[c] * s;
             let mean_dy = (dbeta[c] as f64 / count) as f32;
@@ -870,21 +871,21 @@ pub fn batch_norm_backward(
             vectorized(|| match clamp {
                 Some(bounds) => {
                     let affine = scale_shift(stats, gamma, beta, eps, c);
-                    for ((o, &xv), &dv) in dx_plane.iter_mut().zip(xs).zip(ds) {
+                    for (o, &xv) in dx_plane.iter_mut().zip(xs) {
                         let xhat = (xv - m) * s;
-                        let dv = masked(dv, xv, affine, bounds);
+                        let dv = masked(*o, xv, affine, bounds);
                         *o = k * (dv - mean_dy - xhat * mean_dy_xhat);
                     }
                 }
                 None => {
-                    for ((o, &xv), &dv) in dx_plane.iter_mut().zip(xs).zip(ds) {
+                    for (o, &xv) in dx_plane.iter_mut().zip(xs) {
                         let xhat = (xv - m) * s;
-                        *o = k * (dv - mean_dy - xhat * mean_dy_xhat);
+                        *o = k * (*o - mean_dy - xhat * mean_dy_xhat);
                     }
                 }
             })
         });
-    (dx, dgamma, dbeta)
+    (dgamma, dbeta)
 }
 
 /// A clamp to `[min, max]` in place, parallel over chunks (NaN stays NaN, as in Burn's).
@@ -1226,8 +1227,9 @@ mod tests {
             )
         };
         let stats = batch_stats(n, c, s, &x);
-        let (dx, dgamma, dbeta) =
-            batch_norm_backward(n, c, s, &x, &stats, [&gamma, &beta], eps, None, &dy);
+        let mut dx = dy.clone();
+        let (dgamma, dbeta) =
+            batch_norm_backward(n, c, s, &x, &stats, [&gamma, &beta], eps, None, &mut dx);
         let h = 1e-2f32;
         for i in [0, 7, 33, n * c * s - 1] {
             let (mut up, mut down) = (x.clone(), x.clone());
@@ -1270,12 +1272,32 @@ mod tests {
             clamp(&mut y, bounds[0], bounds[1]);
             assert_eq!(fused, y, "{bounds:?}: forward");
             assert!(y.iter().any(|&v| v == bounds[0]), "{bounds:?}: clamps");
-            let got =
-                batch_norm_backward(n, c, s, &x, &stats, [&gamma, &beta], eps, Some(bounds), &dy);
-            let mut dz = dy.clone();
-            clamp_mask(&y, &mut dz, bounds[0], bounds[1]);
-            let want = batch_norm_backward(n, c, s, &x, &stats, [&gamma, &beta], eps, None, &dz);
-            assert_eq!(got, want, "{bounds:?}: backward");
+            let mut got_dx = dy.clone();
+            let got = batch_norm_backward(
+                n,
+                c,
+                s,
+                &x,
+                &stats,
+                [&gamma, &beta],
+                eps,
+                Some(bounds),
+                &mut got_dx,
+            );
+            let mut want_dx = dy.clone();
+            clamp_mask(&y, &mut want_dx, bounds[0], bounds[1]);
+            let want = batch_norm_backward(
+                n,
+                c,
+                s,
+                &x,
+                &stats,
+                [&gamma, &beta],
+                eps,
+                None,
+                &mut want_dx,
+            );
+            assert_eq!((got, got_dx), (want, want_dx), "{bounds:?}: backward");
         }
     }
 }

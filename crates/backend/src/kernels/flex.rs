@@ -180,17 +180,24 @@ impl KernelBackend for Flex {
             contiguous(&var),
             contiguous(&dy),
         );
-        let (Some(xc), Some(gc), Some(bc), Some(mc), Some(vc), Some(dyc)) = all else {
+        let (Some(xc), Some(gc), Some(bc), Some(mc), Some(vc), Some(mut dyc)) = all else {
             return stock::kernel_batch_norm_backward::<Self>(
                 x, gamma, beta, mean, var, epsilon, clamp, dy,
             );
         };
+        // `dyc` becomes the input gradient, in place when it is the only holder of its data.
+        drop(dy);
+        if dyc.shape() != xc.shape() {
+            return stock::kernel_batch_norm_backward::<Self>(
+                x, gamma, beta, mean, var, epsilon, clamp, dyc,
+            );
+        }
         let [n, c, h, w] = dims4(&xc);
         let stats = BatchStats {
             mean: floats(&mc).to_vec(),
             var: floats(&vc).to_vec(),
         };
-        let (dx, dgamma, dbeta) = cpu::batch_norm_backward(
+        let (dgamma, dbeta) = cpu::batch_norm_backward(
             n,
             c,
             h * w,
@@ -199,10 +206,10 @@ impl KernelBackend for Flex {
             [floats(&gc), floats(&bc)],
             epsilon as f32,
             clamp,
-            floats(&dyc),
+            dyc.storage_mut::<f32>(),
         );
         BatchNormGrads {
-            input: from_vec(dx, x.shape()),
+            input: dyc,
             gamma: from_vec(dgamma, [c]),
             beta: from_vec(dbeta, [c]),
         }
