@@ -102,8 +102,9 @@ impl Pool {
     }
 
     /// The input gradient for the output gradient `dy`: each output's gradient goes to the first
-    /// element (row-major) of its window that holds the window's maximum, found by one scan of
-    /// the window (the column windows are computed once per plane).
+    /// element (row-major) of its window that holds the window's maximum. Per output row, one
+    /// vectorised pass down the window's rows gives each column's maximum and the first row
+    /// holding it; each output then compares its few columns.
     pub fn backward(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let in_plane = self.in_size[0] * self.in_size[1];
         let [oh, ow] = self.out_size;
@@ -121,12 +122,37 @@ impl Pool {
                 // are the kernel's shared zero page until written, and the scattered `+=` below
                 // would then fault on each page to copy it, with a TLB shootdown across cores.
                 dx_plane.fill(0.0);
+                let mut colmax = vec![0.0f32; w];
+                let mut colrow = vec![0u32; w];
                 for (o, dy_row) in dy_plane.chunks_exact(ow).enumerate() {
                     let (r0, r1) = self.window(0, o);
+                    if r0 == r1 {
+                        continue;
+                    }
+                    super::vectorized(|| {
+                        column_first_max(plane, w, (r0, r1), &mut colmax, &mut colrow)
+                    });
                     for (&g, &(c0, c1)) in dy_row.iter().zip(&cols) {
-                        if let Some(i) = first_max(plane, w, (r0, r1), (c0, c1)) {
-                            dx_plane[i] += g;
+                        let (Some(&first), Some(&first_row)) = (colmax.get(c0), colrow.get(c0))
+                        else {
+                            continue;
+                        };
+                        let (mut bv, mut at) = (first, first_row as usize * w + c0);
+                        for ((&v, &r), c) in colmax[c0..c1]
+                            .iter()
+                            .zip(&colrow[c0..c1])
+                            .zip(c0..c1)
+                            .skip(1)
+                        {
+                            let here = r as usize * w + c;
+                            let equal = v == bv || (v.is_nan() && bv.is_nan());
+                            // A larger maximum (or the first NaN), or the same one earlier in
+                            // row-major order; selects, not branches (random data mispredicts).
+                            let better = takes(bv, v) | (equal & (here < at));
+                            bv = if better { v } else { bv };
+                            at = if better { here } else { at };
                         }
+                        dx_plane[at] += g;
                     }
                 }
             });
@@ -134,32 +160,37 @@ impl Pool {
     }
 }
 
-/// The plane index of the first element (row-major) of window rows `r0..r1`, columns `c0..c1`
-/// holding the window's maximum under [`nan_max`] (the first NaN if any), or `None` for an
-/// empty window.
+/// Whether [`nan_max`]`(a, b)` is `b` rather than `a`: `b` strictly larger, or `b` the first NaN.
 #[inline(always)]
-fn first_max(
+fn takes(a: f32, b: f32) -> bool {
+    b > a || (b.is_nan() && !a.is_nan())
+}
+
+/// For each column of the plane, the maximum over rows `r0..r1` (under [`nan_max`]) into
+/// `colmax` and the first row holding it into `colrow`.
+#[inline(always)]
+fn column_first_max(
     plane: &[f32],
     w: usize,
     (r0, r1): (usize, usize),
-    (c0, c1): (usize, usize),
-) -> Option<usize> {
-    if r0 >= r1 || c0 >= c1 {
-        return None;
-    }
-    let mut at = r0 * w + c0;
-    let mut best = plane[at];
-    for r in r0..r1 {
-        let start = r * w + c0;
-        for (k, &v) in plane[start..r * w + c1].iter().enumerate() {
-            // `nan_max(best, v)` takes `v`: strictly larger, or the first NaN.
-            if v > best || (v.is_nan() && !best.is_nan()) {
-                best = v;
-                at = start + k;
-            }
+    colmax: &mut [f32],
+    colrow: &mut [u32],
+) {
+    colmax.copy_from_slice(&plane[r0 * w..(r0 + 1) * w]);
+    colrow.fill(r0 as u32);
+    for r in r0 + 1..r1 {
+        let row = r as u32;
+        for ((m, at), &v) in colmax
+            .iter_mut()
+            .zip(colrow.iter_mut())
+            .zip(&plane[r * w..(r + 1) * w])
+        {
+            // Selects rather than a branch, so that the loop vectorises.
+            let t = takes(*m, v);
+            *m = if t { v } else { *m };
+            *at = if t { row } else { *at };
         }
     }
-    Some(at)
 }
 
 /// The larger of `a` and `b`, NaN winning (as in Burn's kernels, so it propagates); `a` on a tie.
