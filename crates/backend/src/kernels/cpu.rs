@@ -1143,7 +1143,41 @@ mod tests {
                 [[2, 2], [2, 2]],
                 [1, 1],
             ),
+            // Strided on the shifted path (phases): stride 2, stride 2 by 1 with dilation and
+            // asymmetric padding, stride 3.
+            geometry(
+                1,
+                [4, 6, 1],
+                [9, 8],
+                [3, 3],
+                [2, 2],
+                [[1, 1], [1, 1]],
+                [1, 1],
+            ),
+            geometry(
+                1,
+                [5, 3, 1],
+                [10, 9],
+                [3, 2],
+                [2, 1],
+                [[2, 0], [1, 1]],
+                [2, 1],
+            ),
+            geometry(
+                1,
+                [4, 2, 1],
+                [11, 10],
+                [3, 3],
+                [3, 3],
+                [[1, 0], [0, 2]],
+                [1, 1],
+            ),
         ];
+        let strided_shifted = cases
+            .iter()
+            .filter(|g| g.stride != [1, 1] && !batched::applies(g) && shifted::applies(g))
+            .count();
+        assert!(strided_shifted >= 3, "strided shifted path covered");
         let shifted_cases = cases
             .iter()
             .filter(|g| !batched::applies(g) && shifted::applies(g))

@@ -1,5 +1,5 @@
-//! Stride-1 convolutions without im2col: one GEMM per kernel tap on a shifted view of the
-//! zero-padded input.
+//! Convolutions without im2col: one GEMM per kernel tap on a shifted view of the zero-padded
+//! input (split into stride phases when the stride is above 1).
 //!
 //! With stride 1, output `(oh, ow)` reads padded input `(oh + kh * d, ow + kw * d)`. Laid out
 //! on the padded grid (`Wp` columns per row), output position `oh * Wp + ow` reads padded
@@ -11,6 +11,12 @@
 //! `W[:, :, kh, kw]^T * dY_wide` into the shifted padded gradient, and the weight gradient of
 //! each tap is `dY_wide * Xp[shifted]^T`, a GEMM whose inner dimension is the whole plane.
 //!
+//! With stride `s`, the padded input is first split into `s_h * s_w` phases (rows `ph, ph + s_h,
+//! ...` and columns `pw, pw + s_w, ...` each): output `(oh, ow)` reads, for tap `(kh, kw)`,
+//! phase `(kh * d % s_h, kw * d % s_w)` at `(oh + kh * d / s_h, ow + kw * d / s_w)`, again one
+//! phase shifted by a constant, and everything above holds with the phase in place of the
+//! padded plane.
+//!
 //! Measured on one core of this machine against the im2col tiles (64 channels at 56x56; 192 to
 //! 64 channels at 64x64): forward 100 -> 125 and 97 -> 122 GFLOP/s, input gradient 93 -> 120
 //! and 96 -> 136, weight gradient 82 -> 110 and 80 -> 105.
@@ -19,25 +25,42 @@ use rayon::prelude::*;
 
 use super::{Conv2dGeometry, Mat, inner_parallel, matmul, with_scratch};
 
-/// Whether `g` takes this path: an ordinary (one-group) convolution with stride 1 and a kernel
-/// larger than one pixel.
+/// Input channels a strided convolution needs to take this path: a tap's GEMM has only the
+/// input channels as inner dimension, and for an RGB stem (3 channels) im2col's one product over
+/// `3 * KH * KW` rows does better. (4 in the unit tests, so that their small random convolutions
+/// cover both paths.)
+const MIN_STRIDED_CHANNELS: usize = if cfg!(test) { 4 } else { 16 };
+
+/// Whether `g` takes this path: an ordinary (one-group) convolution with a kernel larger than
+/// one pixel, with stride 1 or with enough input channels.
 pub(super) fn applies(g: &Conv2dGeometry) -> bool {
-    g.groups == 1 && g.stride == [1, 1] && g.kernel != [1, 1] && g.positions() > 0
+    let strided = g.stride != [1, 1];
+    g.groups == 1
+        && g.kernel != [1, 1]
+        && g.positions() > 0
+        && (!strided || g.in_channels >= MIN_STRIDED_CHANNELS)
 }
 
-/// The padded grid of one image.
+/// The padded input of one image split into stride phases: phase `(ph, pw)` holds padded rows
+/// `ph, ph + sh, ...` and columns `pw, pw + sw, ...`, so that for every tap the pixels a
+/// strided output grid reads are one phase, shifted. With stride 1 there is one phase, the
+/// padded plane itself.
 #[derive(Debug, Clone)]
 struct Grid {
-    /// Padded rows and columns: exactly what the output reads, `OH + (KH - 1) * d` by
-    /// `OW + (KW - 1) * d`.
-    hp: usize,
-    wp: usize,
-    /// Floats per padded plane: `hp * wp` plus the `(KW - 1) * d` floats the last row's extra
-    /// columns read past its end, so that planes never overlap.
+    /// Stride along height and width (the number of phases along each).
+    step: [usize; 2],
+    /// Rows and columns of one phase: what the output grid reads, `OH + ((KH - 1) * dh) / sh`
+    /// by `OW + ((KW - 1) * dw) / sw`.
+    hq: usize,
+    wq: usize,
+    /// Floats per phase: `hq * wq` plus the largest column shift, which the last row's extra
+    /// columns read past its end, so that phases never overlap.
+    plane: usize,
+    /// Floats per channel: every phase of it.
     stride: usize,
-    /// Output positions on the wide grid, `OH * wp`.
+    /// Output positions on the wide grid, `OH * wq`.
     wide: usize,
-    /// Plane offset of each tap, row-major over `(kh, kw)`.
+    /// Offset within a channel of each tap's shifted phase, row-major over `(kh, kw)`.
     offsets: Vec<usize>,
 }
 
@@ -46,64 +69,109 @@ impl Grid {
         let [oh, ow] = g.out_size;
         let [kh, kw] = g.kernel;
         let [dh, dw] = g.dilation;
-        let (hp, wp) = (oh + (kh - 1) * dh, ow + (kw - 1) * dw);
+        let [sh, sw] = [g.stride[0].max(1), g.stride[1].max(1)];
+        let (hq, wq) = (oh + (kh - 1) * dh / sh, ow + (kw - 1) * dw / sw);
+        let plane = hq * wq + (kw - 1) * dw / sw;
         let offsets = (0..kh)
-            .flat_map(|i| (0..kw).map(move |j| i * dh * wp + j * dw))
+            .flat_map(|i| (0..kw).map(move |j| (i * dh, j * dw)))
+            .map(|(r, c)| ((r % sh) * sw + c % sw) * plane + (r / sh) * wq + c / sw)
             .collect();
         Grid {
-            hp,
-            wp,
-            stride: hp * wp + (kw - 1) * dw,
-            wide: oh * wp,
+            step: [sh, sw],
+            hq,
+            wq,
+            plane,
+            stride: sh * sw * plane,
+            wide: oh * wq,
             offsets,
         }
     }
 
-    /// The input pixels of padded row `r`: `(input row, first padded column, columns)`, or
-    /// `None` for a row of padding. Padded columns `pl..pl + W` hold input columns `0..W`,
-    /// clipped to the grid (a convolution may not read the last input columns).
-    fn row(&self, g: &Conv2dGeometry, r: usize) -> Option<(usize, usize, usize)> {
-        let [h, w] = g.in_size;
-        let [pt, pl] = g.pad;
-        let y = r.checked_sub(pt).filter(|&y| y < h)?;
-        let c0 = pl.min(self.wp);
-        let c1 = (pl + w).min(self.wp);
-        Some((y, c0, c1 - c0))
+    /// The phases of the grid, `(phase index, ph, pw)`.
+    fn phases(&self) -> impl Iterator<Item = (usize, usize, usize)> + use<> {
+        let [sh, sw] = self.step;
+        (0..sh * sw).map(move |p| (p, p / sw, p % sw))
     }
 
-    /// Writes the padded planes of one image (`x`: `[C, H, W]`) into `xp` (`[C, stride]`).
+    /// For phase column offset `pw`, the phase columns `j0..j1` holding input columns (input
+    /// column `j * sw + pw - pl`), and the first of those input columns.
+    fn columns(&self, g: &Conv2dGeometry, pw: usize) -> (usize, usize, usize) {
+        let sw = self.step[1];
+        let (w, pl) = (g.in_size[1], g.pad[1]);
+        // Padded column `j * sw + pw` is input column `j * sw + pw - pl`, inside when
+        // `pl <= j * sw + pw < pl + w`.
+        let j0 = pl.saturating_sub(pw).div_ceil(sw).min(self.wq);
+        let j1 = (pl + w).saturating_sub(pw).div_ceil(sw).clamp(j0, self.wq);
+        (j0, j1, j0 * sw + pw - pl.min(j0 * sw + pw))
+    }
+
+    /// The input row of phase row `i` of phases with row offset `ph`, if it is not padding.
+    fn input_row(&self, g: &Conv2dGeometry, ph: usize, i: usize) -> Option<usize> {
+        let (h, pt) = (g.in_size[0], g.pad[0]);
+        (i * self.step[0] + ph).checked_sub(pt).filter(|&y| y < h)
+    }
+
+    /// Writes the padded, phase-split planes of one image (`x`: `[C, H, W]`) into `xp`
+    /// (`[C, stride]`).
     fn pad(&self, g: &Conv2dGeometry, x: &[f32], xp: &mut [f32]) {
         let (plane, w) = (g.in_plane(), g.in_size[1]);
+        let sw = self.step[1];
         for (x_c, xp_c) in x.chunks_exact(plane).zip(xp.chunks_exact_mut(self.stride)) {
-            xp_c[self.hp * self.wp..].fill(0.0);
-            for (r, row) in xp_c[..self.hp * self.wp]
-                .chunks_exact_mut(self.wp)
-                .enumerate()
-            {
-                match self.row(g, r) {
-                    Some((y, c0, n)) => {
-                        row[..c0].fill(0.0);
-                        row[c0..c0 + n].copy_from_slice(&x_c[y * w..][..n]);
-                        row[c0 + n..].fill(0.0);
+            for (p, ph, pw) in self.phases() {
+                let phase = &mut xp_c[p * self.plane..(p + 1) * self.plane];
+                phase[self.hq * self.wq..].fill(0.0);
+                let (j0, j1, x0) = self.columns(g, pw);
+                for (i, row) in phase[..self.hq * self.wq]
+                    .chunks_exact_mut(self.wq)
+                    .enumerate()
+                {
+                    let Some(y) = self.input_row(g, ph, i) else {
+                        row.fill(0.0);
+                        continue;
+                    };
+                    row[..j0].fill(0.0);
+                    let src = &x_c[y * w..(y + 1) * w];
+                    if j1 == j0 {
+                    } else if sw == 1 {
+                        row[j0..j1].copy_from_slice(&src[x0..x0 + (j1 - j0)]);
+                    } else {
+                        for (d, &v) in row[j0..j1].iter_mut().zip(src[x0..].iter().step_by(sw)) {
+                            *d = v;
+                        }
                     }
-                    None => row.fill(0.0),
+                    row[j1..].fill(0.0);
                 }
             }
         }
     }
 
-    /// Copies the interior of padded planes `dxp` (`[C, stride]`) into `dx` (`[C, H, W]`);
-    /// input pixels the convolution never reads get zero.
+    /// Copies the input pixels of padded, phase-split planes `dxp` (`[C, stride]`) into `dx`
+    /// (`[C, H, W]`); input pixels the convolution never reads get zero.
     fn crop(&self, g: &Conv2dGeometry, dxp: &[f32], dx: &mut [f32]) {
         let (plane, w) = (g.in_plane(), g.in_size[1]);
+        let sw = self.step[1];
         for (dx_c, dxp_c) in dx
             .chunks_exact_mut(plane)
             .zip(dxp.chunks_exact(self.stride))
         {
             dx_c.fill(0.0);
-            for r in 0..self.hp {
-                if let Some((y, c0, n)) = self.row(g, r) {
-                    dx_c[y * w..][..n].copy_from_slice(&dxp_c[r * self.wp + c0..][..n]);
+            for (p, ph, pw) in self.phases() {
+                let phase = &dxp_c[p * self.plane..(p + 1) * self.plane];
+                let (j0, j1, x0) = self.columns(g, pw);
+                for i in 0..self.hq {
+                    let Some(y) = self.input_row(g, ph, i) else {
+                        continue;
+                    };
+                    let src = &phase[i * self.wq + j0..i * self.wq + j1];
+                    let dst = &mut dx_c[y * w..(y + 1) * w];
+                    if src.is_empty() {
+                    } else if sw == 1 {
+                        dst[x0..x0 + src.len()].copy_from_slice(src);
+                    } else {
+                        for (d, &v) in dst[x0..].iter_mut().step_by(sw).zip(src) {
+                            *d = v;
+                        }
+                    }
                 }
             }
         }
@@ -113,7 +181,7 @@ impl Grid {
     /// zero.
     fn widen(&self, g: &Conv2dGeometry, dy: &[f32], dyw: &mut [f32]) {
         let ow = g.out_size[1];
-        for (row, src) in dyw.chunks_exact_mut(self.wp).zip(dy.chunks_exact(ow)) {
+        for (row, src) in dyw.chunks_exact_mut(self.wq).zip(dy.chunks_exact(ow)) {
             row[..ow].copy_from_slice(src);
             row[ow..].fill(0.0);
         }
@@ -165,7 +233,7 @@ pub(super) fn forward(
                 );
             }
             for (y_c, yw_c) in y_b.chunks_exact_mut(p).zip(yw.chunks_exact(grid.wide)) {
-                for (dst, src) in y_c.chunks_exact_mut(ow).zip(yw_c.chunks_exact(grid.wp)) {
+                for (dst, src) in y_c.chunks_exact_mut(ow).zip(yw_c.chunks_exact(grid.wq)) {
                     dst.copy_from_slice(&src[..ow]);
                 }
             }
