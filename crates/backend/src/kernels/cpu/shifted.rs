@@ -186,16 +186,25 @@ impl Grid {
             row[ow..].fill(0.0);
         }
     }
+}
 
-    /// The weights of tap `t` as a `[C_out, C_in]` matrix (a strided view of OIHW).
-    fn tap<'a>(&self, g: &Conv2dGeometry, weight: &'a [f32], t: usize) -> Mat<'a> {
-        let taps = self.offsets.len();
-        Mat {
-            data: &weight[t..],
-            row_stride: g.in_channels * taps,
-            col_stride: taps,
+/// The OIHW weights laid out tap by tap, each tap's `[C_out, C_in]` matrix contiguous
+/// (`transposed`: each tap's `[C_in, C_out]`). Read in place, a tap is a view with a column
+/// stride of `KH * KW`, which the GEMM packs 5 to 10 % slower at 128 to 384 channels (measured
+/// on one core); the copy is the size of the weights, small beside the activations.
+fn tap_major(g: &Conv2dGeometry, weight: &[f32], transposed: bool) -> Vec<f32> {
+    let (co, c) = (g.out_channels, g.in_channels);
+    let taps = g.kernel[0] * g.kernel[1];
+    let mut out = vec![0.0f32; weight.len()];
+    for (t, block) in out.chunks_exact_mut(co * c).enumerate().take(taps) {
+        for o in 0..co {
+            for i in 0..c {
+                let at = if transposed { i * co + o } else { o * c + i };
+                block[at] = weight[(o * c + i) * taps + t];
+            }
         }
     }
+    out
 }
 
 /// The forward pass, parallel over the batch.
@@ -208,6 +217,7 @@ pub(super) fn forward(
     let grid = Grid::new(g);
     let (c, co, p) = (g.in_channels, g.out_channels, g.positions());
     let ow = g.out_size[1];
+    let w_taps = tap_major(g, weight, false);
     let mut y = vec![0.0f32; g.output_len()];
     let parallel = inner_parallel(g.batch);
     y.par_chunks_mut(co * p).enumerate().for_each(|(b, y_b)| {
@@ -227,7 +237,7 @@ pub(super) fn forward(
                     yw,
                     grid.wide,
                     bias.is_some() || t > 0,
-                    grid.tap(g, weight, t),
+                    Mat::rows(&w_taps[t * co * c..(t + 1) * co * c], c),
                     Mat::rows(&xp[off..], grid.stride),
                     parallel,
                 );
@@ -251,6 +261,7 @@ pub(super) fn input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
     if x_len == 0 {
         return dx;
     }
+    let w_taps = tap_major(g, weight, true);
     let parallel = inner_parallel(g.batch);
     dx.par_chunks_mut(x_len).enumerate().for_each(|(b, dx_b)| {
         let dy_b = &dy[b * co * p..][..co * p];
@@ -261,12 +272,7 @@ pub(super) fn input_grad(g: &Conv2dGeometry, weight: &[f32], dy: &[f32]) -> Vec<
             for (t, &off) in grid.offsets.iter().enumerate() {
                 // dXp[off..] (c x wide) += W_t^T (c x co) * dYw (co x wide). Each plane's run
                 // ends inside its own plane (`stride` covers the overrun), so rows never overlap.
-                let w_t = grid.tap(g, weight, t);
-                let lhs = Mat {
-                    data: w_t.data,
-                    row_stride: w_t.col_stride,
-                    col_stride: w_t.row_stride,
-                };
+                let lhs = Mat::rows(&w_taps[t * co * c..(t + 1) * co * c], co);
                 matmul(
                     [c, grid.wide, co],
                     &mut dxp[off..],
