@@ -64,7 +64,7 @@ impl Adam {
 
     /// The coefficients of step `time` (1 for the first) at learning rate `lr`, rounded to
     /// `f32` where Burn's ops round them.
-    fn step(&self, lr: LearningRate, time: usize) -> AdamStep {
+    fn coefficients(&self, lr: LearningRate, time: usize) -> AdamStep {
         let t = i32::try_from(time).unwrap_or(i32::MAX);
         AdamStep {
             lr: lr as f32,
@@ -94,7 +94,8 @@ impl<B: Backend> SimpleOptimizer<B> for Adam {
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
         let time = state.as_ref().map_or(1, |s| s.time + 1);
         let moments = state.map(|s| [s.moment_1, s.moment_2]);
-        let [tensor, moment_1, moment_2] = adam_update(tensor, grad, moments, self.step(lr, time));
+        let [tensor, moment_1, moment_2] =
+            adam_update(tensor, grad, moments, self.coefficients(lr, time));
         (
             tensor,
             Some(AdaptiveMomentumState::new(time, moment_1, moment_2)),

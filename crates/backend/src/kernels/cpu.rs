@@ -552,9 +552,7 @@ pub fn conv2d_weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
     let ow = g.out_size[1];
     let pointwise = g.is_pointwise();
     let parallel = inner_parallel(g.batch);
-    let runs = rayon::current_num_threads().clamp(1, g.batch.max(1));
-    let per_run = g.batch.div_ceil(runs).max(1);
-    let partial = |images: std::ops::Range<usize>| {
+    summed_over_batch_runs(g.batch, w_len, |images| {
         let mut dw = vec![0.0f32; w_len];
         for b in images {
             for group in 0..g.groups {
@@ -580,12 +578,24 @@ pub fn conv2d_weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
             }
         }
         dw
-    };
+    })
+}
+
+/// `partial` over the batch split into one contiguous run of images per thread, the runs in
+/// parallel, and their results (`len` floats each) summed: a weight gradient accumulated per
+/// thread without sharing a buffer.
+fn summed_over_batch_runs(
+    batch: usize,
+    len: usize,
+    partial: impl Fn(std::ops::Range<usize>) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    let runs = rayon::current_num_threads().clamp(1, batch.max(1));
+    let per_run = batch.div_ceil(runs).max(1);
     let mut parts: Vec<Vec<f32>> = (0..runs)
         .into_par_iter()
-        .map(|r| partial(r * per_run..((r + 1) * per_run).min(g.batch)))
+        .map(|r| partial(r * per_run..((r + 1) * per_run).min(batch)))
         .collect();
-    let mut total = parts.pop().unwrap_or_else(|| vec![0.0f32; w_len]);
+    let mut total = parts.pop().unwrap_or_else(|| vec![0.0f32; len]);
     for part in &parts {
         for (t, v) in total.iter_mut().zip(part) {
             *t += v;
@@ -750,17 +760,9 @@ pub fn batch_norm_apply(
         .for_each(|(i, (y_plane, x_plane))| {
             let (scale, shift) = scale_shift(stats, gamma, beta, eps, i % channels);
             vectorized(|| match clamp {
-                // The clamp exactly as `clamp` computes it.
                 Some([min, max]) => {
                     for (o, &v) in y_plane.iter_mut().zip(x_plane) {
-                        let z = v * scale + shift;
-                        *o = if z < min {
-                            min
-                        } else if z > max {
-                            max
-                        } else {
-                            z
-                        };
+                        *o = clamp_one(v * scale + shift, min, max);
                     }
                 }
                 None => {
@@ -888,19 +890,25 @@ pub fn batch_norm_backward(
     (dgamma, dbeta)
 }
 
+/// `v` clamped to `[min, max]`, NaN staying NaN (as in Burn's).
+#[inline(always)]
+fn clamp_one(v: f32, min: f32, max: f32) -> f32 {
+    if v < min {
+        min
+    } else if v > max {
+        max
+    } else {
+        v
+    }
+}
+
 /// A clamp to `[min, max]` in place, parallel over chunks (NaN stays NaN, as in Burn's).
 pub fn clamp(x: &mut [f32], min: f32, max: f32) {
     const CHUNK: usize = 1 << 15;
     x.par_chunks_mut(CHUNK).for_each(|x| {
         vectorized(|| {
             for v in x.iter_mut() {
-                *v = if *v < min {
-                    min
-                } else if *v > max {
-                    max
-                } else {
-                    *v
-                };
+                *v = clamp_one(*v, min, max);
             }
         })
     });

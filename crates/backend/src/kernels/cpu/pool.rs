@@ -196,9 +196,5 @@ fn column_first_max(
 /// The larger of `a` and `b`, NaN winning (as in Burn's kernels, so it propagates); `a` on a tie.
 #[inline(always)]
 fn nan_max(a: f32, b: f32) -> f32 {
-    if b > a || (b.is_nan() && !a.is_nan()) {
-        b
-    } else {
-        a
-    }
+    if takes(a, b) { b } else { a }
 }

@@ -23,7 +23,7 @@
 
 use rayon::prelude::*;
 
-use super::{Conv2dGeometry, Mat, inner_parallel, matmul, with_scratch};
+use super::{Conv2dGeometry, Mat, inner_parallel, matmul, summed_over_batch_runs, with_scratch};
 
 /// Input channels a strided convolution needs to take this path: a tap's GEMM has only the
 /// input channels as inner dimension, and for an RGB stem (3 channels) im2col's one product over
@@ -196,14 +196,20 @@ fn tap_major(g: &Conv2dGeometry, weight: &[f32], transposed: bool) -> Vec<f32> {
     let (co, c) = (g.out_channels, g.in_channels);
     let taps = g.kernel[0] * g.kernel[1];
     let mut out = vec![0.0f32; weight.len()];
-    for (t, block) in out.chunks_exact_mut(co * c).enumerate().take(taps) {
-        for o in 0..co {
-            for i in 0..c {
-                let at = if transposed { i * co + o } else { o * c + i };
-                block[at] = weight[(o * c + i) * taps + t];
-            }
-        }
+    if co * c == 0 {
+        return out;
     }
+    out.par_chunks_mut(co * c)
+        .enumerate()
+        .take(taps)
+        .for_each(|(t, block)| {
+            for o in 0..co {
+                for i in 0..c {
+                    let at = if transposed { i * co + o } else { o * c + i };
+                    block[at] = weight[(o * c + i) * taps + t];
+                }
+            }
+        });
     out
 }
 
@@ -298,10 +304,8 @@ pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
     let taps = grid.offsets.len();
     let w_len = g.weight_len();
     let parallel = inner_parallel(g.batch);
-    let runs = rayon::current_num_threads().clamp(1, g.batch.max(1));
-    let per_run = g.batch.div_ceil(runs).max(1);
-    let partial = |images: std::ops::Range<usize>| {
-        // Tap-major: `[taps, co, c]`.
+    // Tap-major: `[taps, co, c]`.
+    let dw_taps = summed_over_batch_runs(g.batch, w_len, |images| {
         let mut dw = vec![0.0f32; w_len];
         for b in images {
             let x_b = &x[b * c * g.in_plane()..][..c * g.in_plane()];
@@ -324,22 +328,18 @@ pub(super) fn weight_grad(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> Vec<f32>
             });
         }
         dw
-    };
-    let parts: Vec<Vec<f32>> = (0..runs)
-        .into_par_iter()
-        .map(|r| partial(r * per_run..((r + 1) * per_run).min(g.batch)))
-        .collect();
+    });
     let mut dw = vec![0.0f32; w_len];
     if co * c == 0 {
         return dw;
     }
-    // OIHW: element (o, i, t) is tap-major element (t, o, i), summed over the parts.
+    // OIHW: element (o, i, t) is tap-major element (t, o, i).
     dw.par_chunks_mut(c * taps)
         .enumerate()
         .for_each(|(o, dw_o)| {
             for (i, dw_oi) in dw_o.chunks_exact_mut(taps).enumerate() {
                 for (t, v) in dw_oi.iter_mut().enumerate() {
-                    *v = parts.iter().map(|part| part[(t * co + o) * c + i]).sum();
+                    *v = dw_taps[(t * co + o) * c + i];
                 }
             }
         });
