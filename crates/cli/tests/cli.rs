@@ -1,5 +1,8 @@
 //! Drives the real `autodl` binary in temporary folders.
 
+// The fixture builders below are test code too: a failure in them should stop the test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

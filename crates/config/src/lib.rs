@@ -386,7 +386,7 @@ impl Pipeline {
                 self.train.dice_fraction
             ));
         }
-        if !(self.train.focal_gamma >= 0.0) {
+        if self.train.focal_gamma.is_nan() || self.train.focal_gamma < 0.0 {
             return Err(format!(
                 "train.focal-gamma must be at least 0, found {}",
                 self.train.focal_gamma

@@ -108,7 +108,7 @@ impl TrialRunner for Fake {
                 spec.out_dir.join("checkpoint.json"),
                 r#"{"epoch": 2, "batch-size": 12, "learning-rate": 0.01}"#,
             )
-            .unwrap();
+            .expect("the checkpoint is written");
             let mut r = TrialResult::without_model(
                 TrialStatus::Failed("CUDA out of memory".into()),
                 "miou",
@@ -174,7 +174,11 @@ impl autodl_api::Tuner for Alternating {
         history: &[autodl_api::TrialRecord],
         _: u64,
     ) -> Option<Params> {
-        let lr = if history.len() % 2 == 0 { 0.5 } else { 1e-3 };
+        let lr = if history.len().is_multiple_of(2) {
+            0.5
+        } else {
+            1e-3
+        };
         Some(
             [(
                 "learning-rate".to_owned(),

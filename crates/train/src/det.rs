@@ -499,6 +499,9 @@ impl<B: AutodiffBackend, M: DetNet<B> + AutodiffModule<B>> Steps<B, M> for Train
     }
 }
 
+/// The boxes kept on one image.
+type ImageBoxes = Vec<ScoredBox>;
+
 /// NMS IoU thresholds tried on the validation split. Dense, rarely overlapping objects (tree
 /// crowns: DeepForest uses 0.05) want a low one, crowds of overlapping objects a high one; the
 /// best for the data is kept with the model.
@@ -514,7 +517,7 @@ fn evaluate<B: Backend, M: DetNet<B>>(
     tile: usize,
     setup: &LossSetup<'_>,
     device: &B::Device,
-) -> Result<(f64, Vec<Vec<Vec<ScoredBox>>>), PluginError> {
+) -> Result<(f64, Vec<Vec<ImageBoxes>>), PluginError> {
     let mut dets = vec![Vec::with_capacity(items.len()); NMS_CHOICES.len()];
     let (mut loss_sum, mut loss_n) = (0.0, 0usize);
     for it in items {

@@ -162,6 +162,9 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Scores a model after an epoch (the epoch's 0-based index given).
+pub type Evaluate<'a, M, P> = dyn FnMut(&M, usize) -> Result<Evaluation<P>, PluginError> + 'a;
+
 /// Trains with the optimiser `spec.params` names (`optimizer`: `adamw` or `sgd`,
 /// `weight-decay`) and the schedule it names (`schedule`: `one-cycle` or `cosine`).
 pub fn fit<B, M, S, P>(
@@ -169,7 +172,7 @@ pub fn fit<B, M, S, P>(
     device: &B::Device,
     build: &dyn Fn() -> Result<M, PluginError>,
     steps: &S,
-    evaluate: &mut dyn FnMut(&M::InnerModule, usize) -> Result<Evaluation<P>, PluginError>,
+    evaluate: &mut Evaluate<'_, M::InnerModule, P>,
 ) -> Result<Fitted<P>, PluginError>
 where
     B: AutodiffBackend,
@@ -214,7 +217,7 @@ fn fit_with<B, M, O, S, P>(
     build: &dyn Fn() -> Result<M, PluginError>,
     new_optim: &dyn Fn() -> O,
     steps: &S,
-    evaluate: &mut dyn FnMut(&M::InnerModule, usize) -> Result<Evaluation<P>, PluginError>,
+    evaluate: &mut Evaluate<'_, M::InnerModule, P>,
 ) -> Result<Fitted<P>, PluginError>
 where
     B: AutodiffBackend,

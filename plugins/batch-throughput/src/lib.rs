@@ -223,7 +223,7 @@ mod tests {
         let b = Throughput
             .deduce(&mut probe, &limits(4, 256, 100_000))
             .unwrap();
-        assert!(b <= 20 && b >= 8, "chose {b}");
+        assert!((8..=20).contains(&b), "chose {b}");
         // Out of memory at the very first probe: halve down from the minimum.
         let mut probe = device(0, 100, 250, 0.001, 0.00001);
         assert_eq!(

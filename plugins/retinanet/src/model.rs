@@ -36,7 +36,7 @@ fn conv3<B: Backend>(input: usize, output: usize, device: &B::Device) -> Conv2d<
 
 impl<B: Backend> TowerLayer<B> {
     fn new(channels: usize, device: &B::Device) -> Self {
-        let groups = if channels % 16 == 0 { 16 } else { 1 };
+        let groups = if channels.is_multiple_of(16) { 16 } else { 1 };
         TowerLayer {
             conv: conv3(channels, channels, device),
             norm: GroupNormConfig::new(groups, channels).init(device),
