@@ -9,10 +9,15 @@
 //! [`inventory::submit!`]; the binary names each plugin crate so the linker keeps it.
 
 pub mod files;
+mod params;
 mod registry;
 mod types;
 
 pub use inventory;
+pub use params::{
+    Direction, MetricDecl, ParamDecl, ParamError, ParamKind, ParamsExt, resolve_params,
+    search_space_of,
+};
 pub use registry::{
     AugmenterRegistration, BatchDeducerRegistration, EvaluatorRegistration, NetworkRegistration,
     TunerRegistration, augmenter, augmenters, batch_deducer, batch_deducers, evaluator, evaluators,
@@ -91,6 +96,26 @@ pub trait NetworkFamily: Send + Sync {
     fn task(&self) -> Task;
     /// Backbones this family can be built on; the first is the default.
     fn backbones(&self) -> &'static [&'static str];
+    /// The parameters the family reads from [`TrialSpec::params`], with their ranges,
+    /// defaults and tuned ranges. The planner checks a pipeline against them and passes the
+    /// family exactly these, complete.
+    fn params(&self) -> Vec<ParamDecl> {
+        Vec::new()
+    }
+    /// The metrics the family reports; the first is the default ranking metric.
+    fn metrics(&self) -> Vec<MetricDecl> {
+        match self.task() {
+            Task::PixelClassification => vec![
+                MetricDecl::maximise("miou"),
+                MetricDecl::maximise("accuracy"),
+                MetricDecl::maximise("dice"),
+            ],
+            Task::Detection => vec![
+                MetricDecl::maximise("ap50"),
+                MetricDecl::maximise("coco-ap"),
+            ],
+        }
+    }
     /// Trains a model as the spec says, writing its artefacts under `spec.out_dir`.
     fn train(&self, spec: &TrialSpec, progress: &dyn Progress) -> Result<TrialResult, PluginError>;
     /// Runs a trained model (its folder as `train` wrote it) on images, writing predictions

@@ -44,7 +44,7 @@ pub struct DataSpec {
 
 /// Everything one training trial needs. Written as JSON for the child process that runs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TrialSpec {
     /// Unique within a run, such as `unet-resnet18-0`.
     pub id: String,
@@ -70,14 +70,104 @@ pub struct TrialSpec {
     pub time_budget_secs: f64,
     /// Training tile side in pixels, or `None` for the family's default.
     pub tile_size: Option<u32>,
-    /// Augmentation preset (`default` or `none`).
-    pub augment: String,
-    /// Augmentation strength, 1 = the preset's default.
-    pub augment_strength: f32,
-    /// Further family-specific parameters from the tuner.
+    /// The optimiser, schedule and the other options every family's training loop reads.
+    pub training: TrainOptions,
+    /// The augmentation applied to training samples.
+    pub augment: AugmentSpec,
+    /// The registered batch-size deducer that picks the batch when `batch_size` is `None`.
+    pub batch_deducer: String,
+    /// Continue from the checkpoint in `out_dir` (an out-of-memory restart) instead of
+    /// starting afresh.
+    #[serde(default)]
+    pub resume: bool,
+    /// The family's own parameters, as it declared them ([`crate::ParamDecl`]): checked and
+    /// complete (defaults filled in) by the planner.
     pub params: Params,
     /// Folder for this trial's artefacts (weights, curves, metrics).
     pub out_dir: PathBuf,
+}
+
+/// The options of the shared training loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TrainOptions {
+    /// The optimiser.
+    pub optimizer: OptimizerKind,
+    /// The learning-rate schedule.
+    pub schedule: ScheduleKind,
+    /// Decoupled weight decay (AdamW) or L2 penalty (SGD).
+    pub weight_decay: f64,
+    /// Start from pretrained weights where they exist.
+    pub pretrained: bool,
+    /// The ranking metric, one the family declares; `None` for the family's first.
+    pub metric: Option<String>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            optimizer: OptimizerKind::AdamW,
+            schedule: ScheduleKind::OneCycle,
+            weight_decay: 1e-4,
+            pretrained: true,
+            metric: None,
+        }
+    }
+}
+
+/// An optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Adam with decoupled weight decay.
+    #[serde(rename = "adamw")]
+    AdamW,
+    /// Stochastic gradient descent with momentum 0.9.
+    Sgd,
+}
+
+/// A learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// Warm-up to the peak, then cosine annealing (fastai's fit_one_cycle).
+    OneCycle,
+    /// Cosine annealing from the peak.
+    Cosine,
+}
+
+/// Augmentation of training samples: a named preset or an ordered list of registered
+/// augmentations, and one strength for all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AugmentSpec {
+    /// A preset name (`default`, `none`); used when `steps` is empty.
+    pub preset: String,
+    /// Registered augmentations in order, each with its probability.
+    pub steps: Vec<AugmentStep>,
+    /// 0 = identity, 1 = each augmentation's default range.
+    pub strength: f32,
+}
+
+impl AugmentSpec {
+    /// The `default` preset at strength 1.
+    pub fn preset(name: &str) -> Self {
+        AugmentSpec {
+            preset: name.to_owned(),
+            steps: Vec::new(),
+            strength: 1.0,
+        }
+    }
+}
+
+/// One augmentation of a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AugmentStep {
+    /// A registered augmenter's name.
+    pub name: String,
+    /// Probability of applying it to a sample.
+    pub probability: f32,
 }
 
 /// Hyperparameters by name.
@@ -91,6 +181,18 @@ pub enum ParamValue {
     Number(f64),
     /// A choice.
     Text(String),
+    /// A flag.
+    Flag(bool),
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Number(n) => write!(f, "{n}"),
+            ParamValue::Text(t) => write!(f, "`{t}`"),
+            ParamValue::Flag(b) => write!(f, "{b}"),
+        }
+    }
 }
 
 /// One dimension of a tuner's search space.

@@ -120,19 +120,13 @@ pub struct PredictArgs {
 pub fn check(file: &Path) -> Outcome {
     let pipeline = Pipeline::load(file).map_err(Failure::usage)?;
     autodl_backend::BackendChoice::resolve_name_only(&pipeline.backend).map_err(Failure::usage)?;
-    for name in &pipeline.train.networks {
-        if autodl_api::network(name).is_none() {
-            return Err(Failure::usage(anyhow!(
-                "{}: unknown network `{name}`; registered networks: {}",
-                file.display(),
-                autodl_api::networks()
-                    .iter()
-                    .map(|n| n.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
+    // Networks, their parameters, the metric, tuner, deducer and augmentations against what
+    // is compiled in; the data's task is known only when the pipeline says it.
+    let task = pipeline.task.map(|t| match t {
+        autodl_config::TaskKind::Detection => Task::Detection,
+        autodl_config::TaskKind::PixelClassification => Task::PixelClassification,
+    });
+    autodl_core::check_stages(&pipeline, task).map_err(Failure::usage)?;
     outln!("{}: ok", file.display());
     Ok(())
 }
@@ -403,21 +397,19 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         grace_secs: 30.0,
     };
     let higher = higher_is_better(task);
-    let tuner = match pipeline.train.mode {
-        Mode::Basic => None,
-        Mode::Advanced => Some(
-            autodl_api::tuner("tpe")
-                .or_else(|| autodl_api::tuners().into_iter().next())
-                .ok_or_else(|| {
-                    anyhow!("advanced mode needs a tuner plugin, and none is compiled in")
-                })?,
-        ),
-    };
+    let tuner =
+        match pipeline.train.mode {
+            Mode::Basic => None,
+            // The plan checked the name against the registry.
+            Mode::Advanced => Some(autodl_api::tuner(&pipeline.tune.tuner.value).ok_or_else(
+                || anyhow!("no tuner `{}` is compiled in", pipeline.tune.tuner.value),
+            )?),
+        };
     let options = autodl_core::RunOptions {
         higher_is_better: higher,
         tuner,
-        tune_top: 2,
-        max_tuning_trials: 100,
+        tune_top: pipeline.tune.top as usize,
+        max_tuning_trials: pipeline.tune.max_trials as usize,
     };
     let mut board = autodl_core::run_plan(
         &plan,
@@ -739,6 +731,25 @@ pub fn plugins() -> Outcome {
             n.task().to_string(),
             n.backbones().join(", ")
         );
+        outln!(
+            "  metrics: {}",
+            n.metrics()
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for p in n.params() {
+            outln!(
+                "  [params.{}] {} = {}: {}; {}{}",
+                n.name(),
+                p.name,
+                p.default_value(),
+                p.valid_values(),
+                p.doc,
+                if p.tune.is_some() { " (tuned)" } else { "" }
+            );
+        }
     }
     for a in autodl_api::augmenters() {
         outln!("augmentation {}", a.name());
@@ -825,10 +836,14 @@ pub fn trial(spec_path: &Path) -> Outcome {
     report_panics();
     let text = std::fs::read_to_string(spec_path)
         .with_context(|| format!("cannot read {}", spec_path.display()))?;
-    let spec: TrialSpec = serde_json::from_str(&text)
+    let mut spec: TrialSpec = serde_json::from_str(&text)
         .with_context(|| format!("{}: invalid trial spec", spec_path.display()))?;
     let family = autodl_api::network(&spec.family)
         .ok_or_else(|| anyhow!("unknown network `{}`", spec.family))?;
+    // The family reads only what it declared: checked here too, for specs not written by the
+    // planner.
+    spec.params = autodl_api::resolve_params(&family.params(), &spec.params)
+        .map_err(|e| Failure::usage(anyhow!("{}: {e}", spec_path.display())))?;
     let result = family.train(&spec, &JsonLines).unwrap_or_else(|e| {
         TrialResult::without_model(TrialStatus::Failed(e.to_string()), "metric")
     });

@@ -105,6 +105,91 @@ fn misspelt_key_is_a_config_error_with_line_and_valid_keys() {
     );
 }
 
+/// `autodl check` on a pipeline of `body` after a minimal header: exit code and output.
+fn check_pipeline(body: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, format!("version = 1\n[data]\npath = \"x\"\n{body}")).unwrap();
+    let o = autodl(&["check", file.to_str().unwrap()]);
+    (o.status.code(), text(&o))
+}
+
+#[test]
+fn a_family_parameter_is_checked_against_what_the_family_declares() {
+    // Line 4 is the first line of `body`.
+    let (code, t) = check_pipeline("[params.retinanet]\nhead-chanels = 128\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:5:") && t.contains("`head-chanels`"),
+        "{t}"
+    );
+    assert!(t.contains("head-channels") && t.contains("box-loss"), "{t}");
+
+    let (code, t) = check_pipeline("[params.retinanet]\n\nhead-depth = 9\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:6:") && t.contains("from 0 to 4") && t.contains('9'),
+        "{t}"
+    );
+
+    let (code, t) = check_pipeline("[params.deeplab]\ndecoder = \"v4\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:5:") && t.contains("one of v3+, v3"),
+        "{t}"
+    );
+
+    let (code, t) = check_pipeline("[params.yolo]\nx = 1\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("[params.yolo]") && t.contains("retinanet"),
+        "{t}"
+    );
+
+    // A loss option of the pixel classifiers on a detection-only pipeline is read by nobody.
+    let (code, t) = check_pipeline("[train]\nnetworks = [\"ssd\"]\ndice-fraction = 0.3\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:6:") && t.contains("train.dice-fraction") && t.contains("unet"),
+        "{t}"
+    );
+
+    let (code, t) = check_pipeline("[train]\nnetworks = [\"ssd\"]\nmetric = \"miou\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("ap50, coco-ap"), "{t}");
+
+    let (code, t) = check_pipeline(
+        "[train]\nnetworks = [\"retinanet\"]\n[params.retinanet]\nhead-depth = 3\nbox-loss = \"giou\"\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+}
+
+#[test]
+fn unknown_tuner_deducer_or_augmentation_names_the_registered_ones() {
+    let (code, t) = check_pipeline("[tune]\ntuner = \"bayes\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("p.toml:5:") && t.contains("`bayes`"), "{t}");
+    assert!(t.contains("random") && t.contains("tpe"), "{t}");
+
+    let (code, t) = check_pipeline("[batch]\ndeducer = \"guess\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("p.toml:5:") && t.contains("throughput"), "{t}");
+
+    let (code, t) = check_pipeline(
+        "[[augment.steps]]\nname = \"hflip\"\n[[augment.steps]]\nname = \"swirl\"\nprobability = 0.5\n",
+    );
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:7:") && t.contains("`swirl`") && t.contains("dihedral"),
+        "{t}"
+    );
+
+    let (code, t) = check_pipeline(
+        "[tune]\ntuner = \"random\"\n[batch]\ndeducer = \"throughput\"\n[[augment.steps]]\nname = \"vflip\"\nprobability = 0.5\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+}
+
 #[test]
 fn missing_backend_is_a_clean_usage_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -767,7 +852,9 @@ fn a_restarted_trial_resumes_from_its_checkpoint() {
         "id": "ssd-t", "family": "ssd", "backbone": "efficientnet-lite0",
         "data": {"root": data, "format": null, "images-dir": null, "val-fraction": 0.25, "ignore-index": null, "fail-on-bad-sample": true},
         "backend": "cpu", "seed": 1, "batch-size": 4, "learning-rate": 1e-3, "max-epochs": 1, "patience": 5,
-        "time-budget-secs": 300.0, "tile-size": 64, "augment": "none", "augment-strength": 1.0, "params": {},
+        "time-budget-secs": 300.0, "tile-size": 64,
+        "training": {"optimizer": "adamw", "schedule": "one-cycle", "weight-decay": 1e-4, "pretrained": true, "metric": null},
+        "augment": {"preset": "none", "steps": [], "strength": 1.0}, "batch-deducer": "throughput", "params": {},
         "out-dir": trial,
     });
     let path = dir.path().join("spec.json");
@@ -779,7 +866,7 @@ fn a_restarted_trial_resumes_from_its_checkpoint() {
     // The orchestrator restarts a trial that ran out of memory at half the batch, resuming.
     spec["max-epochs"] = 2.into();
     spec["batch-size"] = 2.into();
-    spec["params"] = serde_json::json!({"resume": "true"});
+    spec["resume"] = true.into();
     std::fs::write(&path, spec.to_string()).unwrap();
     let o = autodl(&["trial", "--spec", path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
@@ -846,6 +933,89 @@ fn the_same_seed_gives_the_same_leaderboard() {
     let first = board("a");
     assert_eq!(first.len(), 1);
     assert_eq!(first, board("b"));
+}
+
+#[test]
+fn advanced_mode_runs_with_the_tuner_and_augmentations_the_pipeline_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    let out = dir.path().join("run");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"version = 1
+seed = 3
+out = "{}"
+[data]
+path = "{}"
+[train]
+time-limit = "60m"
+mode = "advanced"
+networks = ["unet"]
+max-epochs = 1
+batch-size = 4
+[params.unet]
+dice-fraction = 0.25
+[[augment.steps]]
+name = "hflip"
+probability = 0.5
+[[augment.steps]]
+name = "brightness-contrast"
+probability = 0.8
+[tune]
+tuner = "random"
+top = 1
+max-trials = 2
+"#,
+            out.display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let o = autodl(&["check", pipeline.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = autodl(&["train", pipeline.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let board = read_json(&out.join("leaderboard.json"));
+    let ids: Vec<&str> = board
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "basic trial and two tuned ones: {ids:?}");
+    assert!(
+        ids.contains(&"unet-t1") && ids.contains(&"unet-t2"),
+        "{ids:?}"
+    );
+    for id in ["unet-efficientnet-lite0", "unet-t1"] {
+        let spec = read_json(&out.join(format!("trials/{id}/spec.json")));
+        let steps: Vec<&str> = spec["augment"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps, ["hflip", "brightness-contrast"], "{id}");
+        // The family's parameters are complete and typed; the tuner's stay in their ranges.
+        let params = spec["params"].as_object().unwrap();
+        let mut keys: Vec<&str> = params.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["class-balance", "dice-fraction", "focal-gamma"],
+            "{id}"
+        );
+        let dice = params["dice-fraction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&dice), "{id}: {dice}");
+    }
+    let basic = read_json(&out.join("trials/unet-efficientnet-lite0/spec.json"));
+    assert_eq!(basic["params"]["dice-fraction"], 0.25);
+    for row in board.as_array().unwrap() {
+        assert_eq!(row["status"], "completed", "{row}");
+    }
 }
 
 #[test]

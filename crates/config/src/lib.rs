@@ -6,6 +6,7 @@
 
 mod duration;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,86 @@ pub struct Pipeline {
     /// Augmentation.
     #[serde(default)]
     pub augment: AugmentSection,
+    /// Batch-size deduction.
+    #[serde(default)]
+    pub batch: BatchSection,
+    /// Advanced mode's search.
+    #[serde(default)]
+    pub tune: TuneSection,
+    /// Each network family's own parameters, `[params.<family>]`, checked against what the
+    /// family declares.
+    #[serde(default)]
+    pub params: BTreeMap<String, BTreeMap<String, Located<toml::Value>>>,
+    /// The file this pipeline was read from (`<command line>` when built from flags), for
+    /// error messages.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// A value with the line it was written on (0 when it is a default, not from the file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// 1-based line in the pipeline file, or 0.
+    pub line: usize,
+    /// Byte offset in the file, until [`Pipeline::parse`] turns it into `line`.
+    offset: Option<usize>,
+}
+
+impl<T> Located<T> {
+    /// A value that comes from no file.
+    pub fn new(value: T) -> Self {
+        Located {
+            value,
+            line: 0,
+            offset: None,
+        }
+    }
+
+    /// `value` as written on `line` (another value's line, carried over).
+    pub fn at_line(value: T, line: usize) -> Self {
+        Located {
+            value,
+            line,
+            offset: None,
+        }
+    }
+
+    fn locate(&mut self, text: &str) {
+        if let Some(offset) = self.offset {
+            self.line = line_column(text, offset).0;
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for Located<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = toml::Spanned::<T>::deserialize(d)?;
+        let offset = spanned.span().start;
+        Ok(Located {
+            value: spanned.into_inner(),
+            line: 0,
+            offset: Some(offset),
+        })
+    }
+}
+
+impl Pipeline {
+    /// `file:line` of a value for an error message (just the file when it has no line).
+    pub fn at<T>(&self, value: &Located<T>) -> String {
+        if value.line == 0 {
+            self.source.display().to_string()
+        } else {
+            format!("{}:{}", self.source.display(), value.line)
+        }
+    }
 }
 
 /// The task a pipeline solves.
@@ -136,24 +217,90 @@ pub struct TrainSection {
     /// `one-cycle` or `cosine`.
     #[serde(default = "default_schedule")]
     pub schedule: String,
-    /// Weight rare classes up in the loss (pixel classification).
+    /// Weight decay (AdamW's decoupled decay, SGD's L2 penalty).
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Weight rare classes up in the loss: shorthand for the `class-balance` parameter
+    /// (`balanced` or `none`) of every family that declares it (the pixel classifiers).
     #[serde(default)]
-    pub class_balance: bool,
-    /// Share of soft-dice loss in the total, 0 to 1 (pixel classification).
+    pub class_balance: Option<Located<bool>>,
+    /// Share of soft-dice loss in the total, 0 to 1: shorthand for the `dice-fraction`
+    /// parameter of every family that declares it (the pixel classifiers).
     #[serde(default)]
-    pub dice_fraction: f64,
-    /// Focal-loss exponent; 0 is plain cross-entropy.
+    pub dice_fraction: Option<Located<f64>>,
+    /// Focal-loss exponent (0 is plain cross-entropy): shorthand for the `focal-gamma`
+    /// parameter of every family that declares it (the pixel classifiers).
     #[serde(default)]
-    pub focal_gamma: f64,
+    pub focal_gamma: Option<Located<f64>>,
 }
 
-/// `[augment]`.
+/// `[augment]`: a preset, or an ordered list of registered augmentations.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AugmentSection {
-    /// `default` (chosen per task) or `none`.
+    /// `default` (chosen per task) or `none`; ignored when `steps` is given.
     #[serde(default = "default_preset")]
-    pub preset: String,
+    pub preset: Located<String>,
+    /// Registered augmentations applied in order, `[[augment.steps]]` with `name` and
+    /// `probability`; `autodl plugins` lists the names.
+    #[serde(default)]
+    pub steps: Vec<AugmentStepSection>,
+    /// 0 is no augmentation, 1 each augmentation's default range.
+    #[serde(default = "default_strength")]
+    pub strength: f64,
+}
+
+/// One `[[augment.steps]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AugmentStepSection {
+    /// A registered augmentation.
+    pub name: Located<String>,
+    /// Probability of applying it to a sample.
+    #[serde(default = "default_probability")]
+    pub probability: f64,
+}
+
+/// `[batch]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BatchSection {
+    /// The registered batch-size deducer used when `train.batch-size` is `auto`.
+    #[serde(default = "default_deducer")]
+    pub deducer: Located<String>,
+}
+
+/// `[tune]`: advanced mode's search.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TuneSection {
+    /// The registered tuner (`tpe`, `random`).
+    #[serde(default = "default_tuner")]
+    pub tuner: Located<String>,
+    /// How many of basic mode's best networks are tuned.
+    #[serde(default = "default_tune_top")]
+    pub top: u32,
+    /// Most tuning trials, whatever time is left.
+    #[serde(default = "default_max_trials")]
+    pub max_trials: u32,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        BatchSection {
+            deducer: default_deducer(),
+        }
+    }
+}
+
+impl Default for TuneSection {
+    fn default() -> Self {
+        TuneSection {
+            tuner: default_tuner(),
+            top: default_tune_top(),
+            max_trials: default_max_trials(),
+        }
+    }
 }
 
 /// How much search a run does.
@@ -220,9 +367,10 @@ impl Default for TrainSection {
             pretrained: true,
             optimizer: default_optimizer(),
             schedule: default_schedule(),
-            class_balance: false,
-            dice_fraction: 0.0,
-            focal_gamma: 0.0,
+            weight_decay: default_weight_decay(),
+            class_balance: None,
+            dice_fraction: None,
+            focal_gamma: None,
         }
     }
 }
@@ -231,6 +379,8 @@ impl Default for AugmentSection {
     fn default() -> Self {
         AugmentSection {
             preset: default_preset(),
+            steps: Vec::new(),
+            strength: default_strength(),
         }
     }
 }
@@ -262,8 +412,29 @@ fn default_optimizer() -> String {
 fn default_schedule() -> String {
     "one-cycle".to_owned()
 }
-fn default_preset() -> String {
-    "default".to_owned()
+fn default_preset() -> Located<String> {
+    Located::new("default".to_owned())
+}
+fn default_strength() -> f64 {
+    1.0
+}
+fn default_probability() -> f64 {
+    1.0
+}
+fn default_weight_decay() -> f64 {
+    1e-4
+}
+fn default_deducer() -> Located<String> {
+    Located::new("throughput".to_owned())
+}
+fn default_tuner() -> Located<String> {
+    Located::new("tpe".to_owned())
+}
+fn default_tune_top() -> u32 {
+    2
+}
+fn default_max_trials() -> u32 {
+    100
 }
 
 /// An error in a pipeline file.
@@ -318,7 +489,7 @@ impl Pipeline {
 
     /// Parses pipeline text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Pipeline, ConfigError> {
-        let pipeline: Pipeline = toml::from_str(text).map_err(|e| {
+        let mut pipeline: Pipeline = toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
                 .map(|span| line_column(text, span.start))
@@ -330,11 +501,37 @@ impl Pipeline {
                 message: e.message().trim().to_owned(),
             }
         })?;
+        pipeline.source = path.to_owned();
+        pipeline.locate(text);
         pipeline.check().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
         })?;
         Ok(pipeline)
+    }
+
+    /// Turns every located value's byte offset into its line.
+    fn locate(&mut self, text: &str) {
+        self.augment.preset.locate(text);
+        for step in &mut self.augment.steps {
+            step.name.locate(text);
+        }
+        self.batch.deducer.locate(text);
+        self.tune.tuner.locate(text);
+        if let Some(v) = &mut self.train.class_balance {
+            v.locate(text);
+        }
+        if let Some(v) = &mut self.train.dice_fraction {
+            v.locate(text);
+        }
+        if let Some(v) = &mut self.train.focal_gamma {
+            v.locate(text);
+        }
+        for table in self.params.values_mut() {
+            for v in table.values_mut() {
+                v.locate(text);
+            }
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -380,23 +577,35 @@ impl Pipeline {
                 self.train.schedule
             ));
         }
-        if !(0.0..=1.0).contains(&self.train.dice_fraction) {
+        let wd = self.train.weight_decay;
+        if wd.is_nan() || wd < 0.0 || wd.is_infinite() {
             return Err(format!(
-                "train.dice-fraction must be in [0, 1], found {}",
-                self.train.dice_fraction
+                "train.weight-decay must be at least 0, found {}",
+                self.train.weight_decay
             ));
         }
-        if self.train.focal_gamma.is_nan() || self.train.focal_gamma < 0.0 {
+        if !matches!(self.augment.preset.value.as_str(), "default" | "none") {
             return Err(format!(
-                "train.focal-gamma must be at least 0, found {}",
-                self.train.focal_gamma
+                "line {}: augment.preset must be `default` or `none`, found `{}`",
+                self.augment.preset.line, self.augment.preset.value
             ));
         }
-        if !matches!(self.augment.preset.as_str(), "default" | "none") {
+        if !(0.0..=4.0).contains(&self.augment.strength) {
             return Err(format!(
-                "augment.preset must be `default` or `none`, found `{}`",
-                self.augment.preset
+                "augment.strength must be from 0 to 4, found {}",
+                self.augment.strength
             ));
+        }
+        for step in &self.augment.steps {
+            if !(0.0..=1.0).contains(&step.probability) {
+                return Err(format!(
+                    "line {}: the probability of augmentation `{}` must be from 0 to 1, found {}",
+                    step.name.line, step.name.value, step.probability
+                ));
+            }
+        }
+        if self.tune.top == 0 {
+            return Err("tune.top must be at least 1".to_owned());
         }
         Ok(())
     }

@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
-use autodl_api::{DataSpec, NetworkFamily, ParamValue, Params, Task, TrialSpec};
-use autodl_config::{Auto, Pipeline};
+use autodl_api::{
+    AugmentSpec, AugmentStep, DataSpec, NetworkFamily, OptimizerKind, ParamValue, Params,
+    ScheduleKind, Task, TrainOptions, TrialSpec,
+};
+use autodl_config::{Auto, Located, Pipeline};
 
 /// The trials of a run and what they share.
 #[derive(Debug, Clone)]
@@ -37,10 +40,218 @@ pub enum PlanError {
     /// Every network asked for is unusable here (wrong task, unknown backbone).
     #[error("nothing to train: {0}")]
     NothingToTrain(String),
+    /// A value the registered stages refuse, with `file:line` and the valid values.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The families a pipeline trains: the ones it names, or every registered one; only those for
+/// `task` when it is known.
+fn selected(
+    pipeline: &Pipeline,
+    task: Option<Task>,
+) -> Result<Vec<&'static dyn NetworkFamily>, PlanError> {
+    let all = autodl_api::networks();
+    let for_task = |f: &&'static dyn NetworkFamily| task.is_none_or(|t| f.task() == t);
+    if pipeline.train.networks.is_empty() {
+        return Ok(all.iter().copied().filter(for_task).collect());
+    }
+    let mut families = Vec::new();
+    for name in &pipeline.train.networks {
+        let family = autodl_api::network(name).ok_or_else(|| PlanError::UnknownNetwork {
+            name: name.clone(),
+            known: all.iter().map(|n| n.name()).collect::<Vec<_>>().join(", "),
+        })?;
+        if for_task(&family) {
+            families.push(family);
+        }
+    }
+    Ok(families)
+}
+
+fn names<T>(items: &[T], name: impl Fn(&T) -> &str) -> String {
+    items.iter().map(name).collect::<Vec<_>>().join(", ")
+}
+
+/// A pipeline value in a family's parameter table, as the family's parameters hold it.
+fn param_value(value: &toml::Value) -> Option<ParamValue> {
+    Some(match value {
+        toml::Value::Integer(i) => ParamValue::Number(*i as f64),
+        toml::Value::Float(f) => ParamValue::Number(*f),
+        toml::Value::String(s) => ParamValue::Text(s.clone()),
+        toml::Value::Boolean(b) => ParamValue::Flag(*b),
+        _ => return None,
+    })
+}
+
+/// The `[train]` keys that are shorthand for a parameter of every family declaring it.
+fn shared_params(pipeline: &Pipeline) -> Vec<(&'static str, Located<ParamValue>)> {
+    let t = &pipeline.train;
+    let mut out = Vec::new();
+    if let Some(b) = &t.class_balance {
+        let word = if b.value { "balanced" } else { "none" };
+        out.push((
+            "class-balance",
+            Located::at_line(ParamValue::Text(word.into()), b.line),
+        ));
+    }
+    if let Some(d) = &t.dice_fraction {
+        out.push((
+            "dice-fraction",
+            Located::at_line(ParamValue::Number(d.value), d.line),
+        ));
+    }
+    if let Some(g) = &t.focal_gamma {
+        out.push((
+            "focal-gamma",
+            Located::at_line(ParamValue::Number(g.value), g.line),
+        ));
+    }
+    out
+}
+
+/// `family`'s parameters for a trial: its `[params.<family>]` table and the `[train]`
+/// shorthands it declares, each checked against the family's declaration (an error names the
+/// file, line and valid values), with the defaults filled in.
+pub fn family_params(pipeline: &Pipeline, family: &dyn NetworkFamily) -> Result<Params, PlanError> {
+    let decls = family.params();
+    let mut given = Params::new();
+    let mut check = |key: &str, value: &ParamValue, at: String| -> Result<(), PlanError> {
+        let Some(decl) = decls.iter().find(|d| d.name == key) else {
+            return Err(PlanError::Invalid(format!(
+                "{at}: {} has no parameter `{key}`; {}",
+                family.name(),
+                if decls.is_empty() {
+                    "it takes none".to_owned()
+                } else {
+                    format!("valid parameters: {}", names(&decls, |d| d.name))
+                }
+            )));
+        };
+        let value = decl
+            .check(value)
+            .map_err(|e| PlanError::Invalid(format!("{at}: {}: {e}", family.name())))?;
+        given.insert(key.to_owned(), value);
+        Ok(())
+    };
+    for (key, value) in shared_params(pipeline) {
+        if decls.iter().any(|d| d.name == key) {
+            check(key, &value.value, pipeline.at(&value))?;
+        }
+    }
+    if let Some(table) = pipeline.params.get(family.name()) {
+        for (key, value) in table {
+            let at = pipeline.at(value);
+            let v = param_value(&value.value).ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "{at}: parameter `{key}` must be a number, a word or true/false"
+                ))
+            })?;
+            check(key, &v, at)?;
+        }
+    }
+    autodl_api::resolve_params(&decls, &given).map_err(|e| {
+        PlanError::Invalid(format!(
+            "{}: {}: {e}",
+            pipeline.source.display(),
+            family.name()
+        ))
+    })
+}
+
+/// Checks every stage a pipeline names against what is registered: networks and their
+/// parameters, the ranking metric, tuner, batch deducer and augmentations. `task` narrows the
+/// networks when the data's task is known (`autodl check` does not read the data).
+pub fn check_stages(pipeline: &Pipeline, task: Option<Task>) -> Result<(), PlanError> {
+    let families = selected(pipeline, task)?;
+    let tuner = &pipeline.tune.tuner;
+    if autodl_api::tuner(&tuner.value).is_none() {
+        return Err(PlanError::Invalid(format!(
+            "{}: unknown tuner `{}`; registered tuners: {}",
+            pipeline.at(tuner),
+            tuner.value,
+            names(&autodl_api::tuners(), |t| t.name())
+        )));
+    }
+    let deducer = &pipeline.batch.deducer;
+    if autodl_api::batch_deducer(&deducer.value).is_none() {
+        return Err(PlanError::Invalid(format!(
+            "{}: unknown batch deducer `{}`; registered deducers: {}",
+            pipeline.at(deducer),
+            deducer.value,
+            names(&autodl_api::batch_deducers(), |d| d.name())
+        )));
+    }
+    for step in &pipeline.augment.steps {
+        if autodl_api::augmenter(&step.name.value).is_none() {
+            return Err(PlanError::Invalid(format!(
+                "{}: unknown augmentation `{}`; registered augmentations: {}",
+                pipeline.at(&step.name),
+                step.name.value,
+                names(&autodl_api::augmenters(), |a| a.name())
+            )));
+        }
+    }
+    for (name, table) in &pipeline.params {
+        if autodl_api::network(name).is_none() {
+            let line = table.values().map(|v| v.line).min().unwrap_or(0);
+            let at = pipeline.at(&Located::at_line((), line));
+            return Err(PlanError::Invalid(format!(
+                "{at}: [params.{name}] names no registered network; registered networks: {}",
+                names(&autodl_api::networks(), |n| n.name())
+            )));
+        }
+    }
+    for family in &families {
+        family_params(pipeline, *family)?;
+    }
+    for (key, value) in shared_params(pipeline) {
+        let readers: Vec<_> = families
+            .iter()
+            .filter(|f| f.params().iter().any(|d| d.name == key))
+            .collect();
+        if readers.is_empty() && !families.is_empty() {
+            return Err(PlanError::Invalid(format!(
+                "{}: train.{key} is read by {}; this pipeline trains {}",
+                pipeline.at(&value),
+                readers_of(key),
+                names(&families, |f| f.name())
+            )));
+        }
+    }
+    if let Some(metric) = &pipeline.train.metric {
+        for family in &families {
+            let metrics = family.metrics();
+            if !metrics.iter().any(|m| m.name == metric) {
+                return Err(PlanError::Invalid(format!(
+                    "{}: train.metric `{metric}` is not reported by {}; it reports {}",
+                    pipeline.source.display(),
+                    family.name(),
+                    names(&metrics, |m| m.name)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The registered families that declare parameter `key`.
+fn readers_of(key: &str) -> String {
+    let readers: Vec<&str> = autodl_api::networks()
+        .iter()
+        .filter(|f| f.params().iter().any(|d| d.name == key))
+        .map(|f| f.name())
+        .collect();
+    if readers.is_empty() {
+        "no registered network".to_owned()
+    } else {
+        readers.join(", ")
+    }
 }
 
 /// Plans basic mode: every selected network once with its default (or the chosen) backbone.
 pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanError> {
+    check_stages(pipeline, Some(task))?;
     let all = autodl_api::networks();
     let known = || all.iter().map(|n| n.name()).collect::<Vec<_>>().join(", ");
     let mut families: Vec<&'static dyn NetworkFamily> = Vec::new();
@@ -74,23 +285,33 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
         ignore_index: pipeline.data.ignore_index,
         fail_on_bad_sample: pipeline.data.on_bad_sample == autodl_config::OnBadSample::Fail,
     };
-    let mut params = Params::new();
     let t = &pipeline.train;
-    params.insert("optimizer".into(), ParamValue::Text(t.optimizer.clone()));
-    params.insert("schedule".into(), ParamValue::Text(t.schedule.clone()));
-    params.insert(
-        "class-balance".into(),
-        ParamValue::Text(if t.class_balance { "balanced" } else { "none" }.into()),
-    );
-    params.insert("dice-fraction".into(), ParamValue::Number(t.dice_fraction));
-    params.insert("focal-gamma".into(), ParamValue::Number(t.focal_gamma));
-    params.insert(
-        "pretrained".into(),
-        ParamValue::Text(t.pretrained.to_string()),
-    );
-    if let Some(metric) = &t.metric {
-        params.insert("metric".into(), ParamValue::Text(metric.clone()));
-    }
+    let training = TrainOptions {
+        optimizer: match t.optimizer.as_str() {
+            "sgd" => OptimizerKind::Sgd,
+            _ => OptimizerKind::AdamW,
+        },
+        schedule: match t.schedule.as_str() {
+            "cosine" => ScheduleKind::Cosine,
+            _ => ScheduleKind::OneCycle,
+        },
+        weight_decay: t.weight_decay,
+        pretrained: t.pretrained,
+        metric: t.metric.clone(),
+    };
+    let a = &pipeline.augment;
+    let augment = AugmentSpec {
+        preset: a.preset.value.clone(),
+        steps: a
+            .steps
+            .iter()
+            .map(|s| AugmentStep {
+                name: s.name.value.clone(),
+                probability: s.probability as f32,
+            })
+            .collect(),
+        strength: a.strength as f32,
+    };
     let mut trials = Vec::new();
     for family in families {
         let backbone = match &pipeline.train.backbone {
@@ -112,6 +333,7 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
                 .unwrap_or("default")
                 .to_owned(),
         };
+        let params = family_params(pipeline, family)?;
         let id = format!("{}-{}", family.name(), backbone);
         trials.push(TrialSpec {
             out_dir: out.join("trials").join(&id),
@@ -133,9 +355,11 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
             patience: pipeline.train.patience,
             time_budget_secs: 0.0,
             tile_size: pipeline.train.tile_size,
-            augment: pipeline.augment.preset.clone(),
-            augment_strength: 1.0,
-            params: params.clone(),
+            training: training.clone(),
+            augment: augment.clone(),
+            batch_deducer: pipeline.batch.deducer.value.clone(),
+            resume: false,
+            params,
         });
     }
     // A run that could train nothing is a usage error, found before any work.

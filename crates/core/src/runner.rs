@@ -356,35 +356,31 @@ pub fn search_space(family: &str) -> autodl_api::SearchSpace {
             high: 1.5,
         },
     );
-    space.insert(
-        "class-balance".into(),
-        Dimension::Choice {
-            options: vec!["none".into(), "balanced".into()],
-        },
-    );
-    space.insert(
-        "dice-fraction".into(),
-        Dimension::Uniform {
-            low: 0.0,
-            high: 0.5,
-        },
-    );
+    if let Some(f) = autodl_api::network(family) {
+        space.extend(autodl_api::search_space_of(&f.params()));
+    }
     space
 }
 
-/// Applies tuned parameters to a trial spec.
-fn apply(spec: &mut TrialSpec, params: &autodl_api::Params) {
+/// Applies tuned parameters to a trial spec; the family's own are checked against its
+/// declaration (a tuner's real value for a whole-number parameter is rounded).
+fn apply(spec: &mut TrialSpec, params: &autodl_api::Params) -> Result<(), String> {
     use autodl_api::ParamValue;
     for (k, v) in params {
         match (k.as_str(), v) {
             ("learning-rate", ParamValue::Number(lr)) => spec.learning_rate = Some(*lr),
             ("backbone", ParamValue::Text(b)) => spec.backbone = b.clone(),
-            ("augment-strength", ParamValue::Number(s)) => spec.augment_strength = *s as f32,
+            ("augment-strength", ParamValue::Number(s)) => spec.augment.strength = *s as f32,
             _ => {
                 spec.params.insert(k.clone(), v.clone());
             }
         }
     }
+    if let Some(family) = autodl_api::network(&spec.family) {
+        spec.params = autodl_api::resolve_params(&family.params(), &spec.params)
+            .map_err(|e| format!("tuned parameters for {}: {e}", spec.family))?;
+    }
+    Ok(())
 }
 
 /// Runs every trial of `plan` in turn within its time limit and returns the leaderboard.
@@ -498,7 +494,10 @@ pub fn run_plan(
             break;
         };
         let mut spec = base.clone();
-        apply(&mut spec, &params);
+        if let Err(reason) = apply(&mut spec, &params) {
+            on_event(base, &Event::Message { text: reason });
+            break;
+        }
         spec.id = format!("{}-t{}", base.family, k + 1);
         spec.out_dir = plan.out.join("trials").join(&spec.id);
         k += 1;
@@ -579,8 +578,7 @@ fn run_resumable(
         if half >= 1 {
             let from = match checkpoint {
                 Some((epoch, _)) => {
-                    spec.params
-                        .insert("resume".into(), autodl_api::ParamValue::Text("true".into()));
+                    spec.resume = true;
                     format!(" from its checkpoint after epoch {epoch}")
                 }
                 None => String::new(),

@@ -26,8 +26,10 @@ fn spec(id: &str, out: &Path) -> TrialSpec {
         patience: 1,
         time_budget_secs: 0.0,
         tile_size: None,
-        augment: "none".to_owned(),
-        augment_strength: 1.0,
+        training: autodl_api::TrainOptions::default(),
+        augment: autodl_api::AugmentSpec::preset("none"),
+        batch_deducer: "throughput".to_owned(),
+        resume: false,
         params: Params::new(),
         out_dir: out.join("trials").join(id),
     }
@@ -139,11 +141,7 @@ fn out_of_memory_is_retried_at_half_batch_and_finished_trials_resume() {
         &std::fs::read_to_string(dir.path().join("trials/a/spec.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        retried.params.get("resume"),
-        Some(&autodl_api::ParamValue::Text("true".into())),
-        "the retry resumes from the checkpoint"
-    );
+    assert!(retried.resume, "the retry resumes from the checkpoint");
     assert_eq!(board.rows[0].status, "completed");
     assert_eq!(
         board.rows[0].batch_size, None,

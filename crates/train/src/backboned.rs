@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use autodl_api::{PluginError, Progress, TrialResult, TrialSpec};
+use autodl_api::{ParamsExt, PluginError, Progress, TrialResult, TrialSpec};
 use autodl_backbones::{Backbone, BackboneConfig};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -50,11 +50,6 @@ pub fn backbone<B: Backend>(
 /// Model parameter recording whether the backbone's batch norm was frozen in training.
 const FROZEN_BN: &str = "frozen-bn";
 
-/// Whether the spec asks for pretrained weights (the default).
-pub fn wants_pretrained(params: &autodl_api::Params) -> bool {
-    text_param(params, "pretrained", "true") != "false"
-}
-
 /// Checks the backbone name, says where the weights come from, and returns whether they are
 /// pretrained and the family parameters to record (the backbone among them).
 fn prepare(
@@ -69,7 +64,7 @@ fn prepare(
             BACKBONES.join(", ")
         )));
     }
-    let pretrained = wants_pretrained(&spec.params);
+    let pretrained = spec.training.pretrained;
     match (pretrained, autodl_backbones::default_weights(&spec.backbone)) {
         (true, Some(path)) => progress.message(&format!("pretrained {} weights from {}", spec.backbone, path.display())),
         (true, None) => progress.message(&format!(
@@ -139,7 +134,11 @@ where
     // Detectors train on small batches, where batch statistics are noise: like torchvision's
     // detectors, a pretrained backbone keeps its ImageNet batch norm and its stem frozen, which
     // also makes a CPU step about 2.4 times faster (`cargo xtask bench retinanet`).
-    let freeze = pretrained && text_param(&spec.params, "freeze-stem", "true") != "false";
+    let freeze = pretrained
+        && spec
+            .params
+            .flag("freeze-stem")
+            .map_err(crate::options::param_error)?;
     // Frozen batch norm computes its affine map differently from Burn's inference mode;
     // prediction rebuilds it the same way, so that it reproduces validation to the bit.
     options.params.insert(
@@ -230,9 +229,15 @@ where
 /// names. The family crate must depend on `autodl-api` and `autodl-backend`.
 #[macro_export]
 macro_rules! backbone_family {
-    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, default_lr = $lr:expr) => {
+    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, default_lr = $lr:expr $(, params = $params:expr)?) => {
         $crate::__network_family!(
             $(#[$doc])* $family, $name, PixelClassification,
+            params = {
+                #[allow(unused_mut)]
+                let mut decls = $crate::options::pixel_params();
+                $(decls.extend($params);)?
+                decls
+            },
             |B, device, spec, progress| $crate::backboned::train::<B, $net<B>, _>(spec, progress, $lr, &device, $build),
             |B, device, model_dir, images, out_dir, _options| $crate::backboned::predict::<B, $net<B>, _>(model_dir, images, out_dir, &device, $build)
         );
@@ -243,9 +248,15 @@ macro_rules! backbone_family {
 /// `$options` is a `fn() -> DetOptions` giving its anchors, matching and losses.
 #[macro_export]
 macro_rules! detector_family {
-    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, options = $options:path) => {
+    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, options = $options:path $(, params = $params:expr)?) => {
         $crate::__network_family!(
             $(#[$doc])* $family, $name, Detection,
+            params = {
+                #[allow(unused_mut)]
+                let mut decls = $crate::options::detector_params();
+                $(decls.extend($params);)?
+                decls
+            },
             |B, device, spec, progress| $crate::backboned::train_detector::<B, $net<B>, _>(spec, progress, $options(), &device, $build),
             |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), predict.score_threshold, &device, $build)
         );
@@ -257,6 +268,7 @@ macro_rules! detector_family {
 macro_rules! __network_family {
     (
         $(#[$doc:meta])* $family:ident, $name:literal, $task:ident,
+        params = $params:expr,
         |$B:ident, $device:ident, $spec:ident, $progress:ident| $train:expr,
         |$B2:ident, $device2:ident, $model_dir:ident, $images:ident, $out_dir:ident, $options:ident| $predict:expr
     ) => {
@@ -276,6 +288,10 @@ macro_rules! __network_family {
 
             fn backbones(&self) -> &'static [&'static str] {
                 $crate::backboned::BACKBONES
+            }
+
+            fn params(&self) -> Vec<::autodl_api::ParamDecl> {
+                $params
             }
 
             fn train(

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use autodl_api::{
-    AugSample, DataSpec, EpochRecord, ParamValue, Params, PluginError, Progress, TrialResult,
-    TrialSpec,
+    AugSample, DataSpec, EpochRecord, ParamValue, Params, ParamsExt, PluginError, Progress,
+    TrialResult, TrialSpec,
 };
 use autodl_data::ClassInfo;
 use autodl_detection::loss::{
@@ -35,7 +35,7 @@ use serde::Serialize;
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
 use crate::infer::{self, SIZE_MULTIPLE, View, WindowOutput, normalise};
 use crate::model_dir::ModelMeta;
-use crate::seg::{band_stats, number_param, read_options, sample_seed, text_param};
+use crate::seg::{band_stats, number_param, read_options, sample_seed};
 
 /// What a detector's forward pass returns.
 #[derive(Debug, Clone)]
@@ -771,13 +771,8 @@ where
         .map(|t| t as usize)
         .unwrap_or_else(|| (opts.default_tile as usize).min(largest));
     let tile = tile.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE;
-    let augment = autodl_augment::Pipeline::preset(
-        &spec.augment,
-        autodl_api::Task::Detection,
-        spec.augment_strength,
-    )
-    .map_err(|e| PluginError::Training(e.to_string()))?;
-    let metric_name = text_param(&spec.params, "metric", "ap50").to_owned();
+    let augment = crate::options::augment_pipeline(spec, autodl_api::Task::Detection)?;
+    let metric_name = crate::options::metric_name(spec, "ap50");
     if !matches!(metric_name.as_str(), "ap50" | "coco-ap") {
         return Err(PluginError::Training(format!(
             "unknown metric `{metric_name}`: use ap50 or coco-ap"
@@ -786,7 +781,11 @@ where
     let scale = anchor_scale(spec, &data, opts);
     let anchors = opts.anchor_config(scale);
     let mut own = opts.clone();
-    own.box_loss = match text_param(&spec.params, "box-loss", "default") {
+    own.box_loss = match spec
+        .params
+        .text("box-loss")
+        .map_err(crate::options::param_error)?
+    {
         "default" => opts.box_loss,
         "smooth-l1" => BoxLoss::SmoothL1 { beta: 1.0 / 9.0 },
         "giou" => BoxLoss::Giou,

@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use autodl_api::{
-    BatchLimits, EpochRecord, PluginError, Progress, StepMeasure, TrialSpec, TrialStatus,
+    BatchLimits, EpochRecord, OptimizerKind, PluginError, Progress, ScheduleKind, StepMeasure,
+    TrialSpec, TrialStatus,
 };
 use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
@@ -19,7 +20,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::lr_find;
 use crate::model_dir::ModelMeta;
-use crate::seg::{Schedule, number_param, sample_seed, schedule, text_param};
+use crate::seg::{Schedule, sample_seed, schedule};
 
 /// One optimiser step of a task's loss.
 pub trait Steps<B: AutodiffBackend, M: AutodiffModule<B>> {
@@ -180,9 +181,9 @@ where
     S: Steps<B, M>,
 {
     let spec = opts.spec;
-    let wd = number_param(&spec.params, "weight-decay", 1e-4) as f32;
-    match text_param(&spec.params, "optimizer", "adamw") {
-        "adamw" => fit_with(
+    let wd = spec.training.weight_decay as f32;
+    match spec.training.optimizer {
+        OptimizerKind::AdamW => fit_with(
             opts,
             device,
             build,
@@ -190,7 +191,7 @@ where
             steps,
             evaluate,
         ),
-        "sgd" => fit_with(
+        OptimizerKind::Sgd => fit_with(
             opts,
             device,
             build,
@@ -205,9 +206,6 @@ where
             steps,
             evaluate,
         ),
-        other => Err(PluginError::Training(format!(
-            "unknown optimizer `{other}`: use adamw or sgd"
-        ))),
     }
 }
 
@@ -227,19 +225,15 @@ where
 {
     let (spec, progress, n_train) = (opts.spec, opts.progress, opts.n_train);
     let start = Instant::now();
-    let schedule_kind = match text_param(&spec.params, "schedule", "one-cycle") {
-        "one-cycle" => Schedule::OneCycle,
-        "cosine" => Schedule::Cosine,
-        other => {
-            return Err(PluginError::Training(format!(
-                "unknown schedule `{other}`: use one-cycle or cosine"
-            )));
-        }
+    let schedule_kind = match spec.training.schedule {
+        ScheduleKind::OneCycle => Schedule::OneCycle,
+        ScheduleKind::Cosine => Schedule::Cosine,
     };
 
-    // A restarted trial (`resume = "true"`) goes on from its last checkpoint, at the batch size
-    // the orchestrator now gives it.
-    let resume = (text_param(&spec.params, "resume", "false") == "true")
+    // A restarted trial (`resume`) goes on from its last checkpoint, at the batch size the
+    // orchestrator now gives it.
+    let resume = spec
+        .resume
         .then(|| Checkpoint::load(&spec.out_dir))
         .flatten();
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
@@ -251,10 +245,15 @@ where
     {
         Some(b) => b as usize,
         None => {
-            let deducer = autodl_api::batch_deducer("throughput")
-                .or_else(|| autodl_api::batch_deducers().into_iter().next());
+            // The planner checked the name against the registry.
+            let deducer = autodl_api::batch_deducer(&spec.batch_deducer);
             match deducer {
-                None => 8.min(n_train),
+                None => {
+                    return Err(PluginError::Training(format!(
+                        "no batch deducer `{}` is compiled in",
+                        spec.batch_deducer
+                    )));
+                }
                 Some(d) => {
                     // At least eight optimiser steps an epoch: on small datasets the number of
                     // updates, not images per second, limits what a short budget can learn.

@@ -14,6 +14,7 @@ pub mod infer;
 pub mod layers;
 pub mod lr_find;
 pub mod model_dir;
+pub mod options;
 pub mod predict;
 pub mod seg;
 

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use autodl_api::{AugSample, DataSpec, EpochRecord, PluginError, Progress, TrialResult, TrialSpec};
+use autodl_api::{
+    AugSample, DataSpec, EpochRecord, ParamsExt, PluginError, Progress, TrialResult, TrialSpec,
+};
 use autodl_data::{ClassInfo, Format, OnBadSample, ReadOptions};
 use autodl_metrics::{ConfusionMatrix, SegMetrics};
 use burn::module::{AutodiffModule, Module};
@@ -460,13 +462,12 @@ where
             .max(m)
     });
     let tile = tile.div_ceil(m) * m;
-    let augment = autodl_augment::Pipeline::preset(
-        &spec.augment,
-        autodl_api::Task::PixelClassification,
-        spec.augment_strength,
-    )
-    .map_err(|e| PluginError::Training(e.to_string()))?;
-    let class_weights = match text_param(&spec.params, "class-balance", "none") {
+    let augment = crate::options::augment_pipeline(spec, autodl_api::Task::PixelClassification)?;
+    let class_weights = match spec
+        .params
+        .text("class-balance")
+        .map_err(crate::options::param_error)?
+    {
         "none" => None,
         "balanced" => {
             let mut counts = vec![0u64; classes];
@@ -490,7 +491,7 @@ where
         }
     };
     // The ranking metric decides the kept epoch, early stopping and the leaderboard.
-    let metric_name = text_param(&spec.params, "metric", "miou").to_owned();
+    let metric_name = crate::options::metric_name(spec, "miou");
     let rank_metric = |m: &SegMetrics| match metric_name.as_str() {
         "accuracy" => m.pixel_accuracy,
         "dice" => m.mean_dice,
@@ -502,8 +503,15 @@ where
         )));
     }
     let loss = LossOptions {
-        focal_gamma: number_param(&spec.params, "focal-gamma", 0.0) as f32,
-        dice_fraction: number_param(&spec.params, "dice-fraction", 0.0).clamp(0.0, 1.0) as f32,
+        focal_gamma: spec
+            .params
+            .number("focal-gamma")
+            .map_err(crate::options::param_error)? as f32,
+        dice_fraction: spec
+            .params
+            .number("dice-fraction")
+            .map_err(crate::options::param_error)?
+            .clamp(0.0, 1.0) as f32,
     };
     let trainer = Trainer {
         data: &data,

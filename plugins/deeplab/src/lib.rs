@@ -96,8 +96,25 @@ fn build<B: Backend>(
 
 autodl_train::backbone_family!(
     /// The DeepLab network family; parameter `decoder` is `v3+` (default) or `v3`.
-    DeepLabFamily, "deeplab", DeepLab, build, default_lr = 1e-3
+    DeepLabFamily, "deeplab", DeepLab, build, default_lr = 1e-3, params = params()
 );
+
+/// DeepLab's own parameter: the decoder.
+fn params() -> Vec<autodl_api::ParamDecl> {
+    vec![
+        autodl_api::ParamDecl::fixed(
+            "decoder",
+            "`v3+` (ASPP plus a decoder over stride-4 features) or `v3` (ASPP only)",
+            autodl_api::ParamKind::Choice {
+                options: &["v3+", "v3"],
+                default: "v3+",
+            },
+        )
+        .tuned(autodl_api::Dimension::Choice {
+            options: vec!["v3+".into(), "v3".into()],
+        }),
+    ]
+}
 
 #[cfg(test)]
 mod tests {

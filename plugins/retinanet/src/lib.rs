@@ -15,8 +15,33 @@ pub use model::RetinaNet;
 
 autodl_train::detector_family!(
     /// The RetinaNet network family.
-    RetinaNetFamily, "retinanet", RetinaNet, build, options = options
+    RetinaNetFamily, "retinanet", RetinaNet, build, options = options, params = params()
 );
+
+/// RetinaNet's own parameters: the size of its classification and box towers.
+fn params() -> Vec<autodl_api::ParamDecl> {
+    use autodl_api::{ParamDecl, ParamKind};
+    vec![
+        ParamDecl::fixed(
+            "head-channels",
+            "channels of the classification and box towers",
+            ParamKind::Integer {
+                min: 16,
+                max: 256,
+                default: 64,
+            },
+        ),
+        ParamDecl::fixed(
+            "head-depth",
+            "convolutions in each tower before its output layer",
+            ParamKind::Integer {
+                min: 0,
+                max: 4,
+                default: 2,
+            },
+        ),
+    ]
+}
 
 /// RetinaNet's anchors (three sizes and three shapes per location), matching and losses.
 pub fn options() -> DetOptions {

@@ -687,7 +687,9 @@ pub fn max_pool2d<B: Backend>(
 /// `Tensor::cat(parts, 1)` of 4-D tensors. Two parts on flex with autodiff take
 /// [`KernelBackend::kernel_cat_channels`], whose backward pass gives contiguous gradients;
 /// otherwise Burn's own concatenation.
-pub fn cat_channels<B: Backend>(mut parts: Vec<Tensor<B, 4>>) -> Tensor<B, 4> {
+pub fn cat_channels<B: Backend>(parts: Vec<Tensor<B, 4>>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let mut parts = parts;
     #[cfg(feature = "flex")]
     if enabled() && parts.len() == 2 && is::<B, flex::AutodiffFlex>() {
         type K = flex::AutodiffFlex;

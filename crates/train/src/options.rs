@@ -1,0 +1,98 @@
+//! What the training loops read from a trial spec beyond the loop's own options: the
+//! parameters each task declares for the families built on it, and the augmentation.
+
+use autodl_api::{Dimension, ParamDecl, ParamError, ParamKind, PluginError, Task, TrialSpec};
+
+/// The parameters every pixel-classification family reads (its loss).
+pub fn pixel_params() -> Vec<ParamDecl> {
+    vec![
+        ParamDecl::fixed(
+            "class-balance",
+            "weight rare classes up in the loss (`balanced`) or not (`none`)",
+            ParamKind::Choice {
+                options: &["none", "balanced"],
+                default: "none",
+            },
+        )
+        .tuned(Dimension::Choice {
+            options: vec!["none".into(), "balanced".into()],
+        }),
+        ParamDecl::fixed(
+            "dice-fraction",
+            "share of soft-dice loss in the total",
+            ParamKind::Number {
+                min: 0.0,
+                max: 1.0,
+                default: 0.0,
+            },
+        )
+        .tuned(Dimension::Uniform {
+            low: 0.0,
+            high: 0.5,
+        }),
+        ParamDecl::fixed(
+            "focal-gamma",
+            "focal-loss exponent; 0 is plain cross-entropy",
+            ParamKind::Number {
+                min: 0.0,
+                max: 5.0,
+                default: 0.0,
+            },
+        ),
+    ]
+}
+
+/// The parameters every backbone-based detector reads.
+pub fn detector_params() -> Vec<ParamDecl> {
+    vec![
+        ParamDecl::fixed(
+            "box-loss",
+            "box regression loss: the family's own (`default`), `smooth-l1` or `giou`",
+            ParamKind::Choice {
+                options: &["default", "smooth-l1", "giou"],
+                default: "default",
+            },
+        )
+        .tuned(Dimension::Choice {
+            options: vec!["default".into(), "giou".into()],
+        }),
+        ParamDecl::fixed(
+            "freeze-stem",
+            "keep a pretrained backbone's stem and batch norm frozen, as torchvision's detectors do",
+            ParamKind::Flag { default: true },
+        ),
+    ]
+}
+
+/// A parameter the planner should have resolved but did not: a bug, reported as a failed trial.
+pub fn param_error(e: ParamError) -> PluginError {
+    PluginError::Training(e.to_string())
+}
+
+/// The ranking metric: the spec's, or the task's default.
+pub fn metric_name(spec: &TrialSpec, default: &str) -> String {
+    spec.training
+        .metric
+        .clone()
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// The augmentation pipeline the spec asks for: its list of registered augmentations, or its
+/// preset for `task`.
+pub fn augment_pipeline(
+    spec: &TrialSpec,
+    task: Task,
+) -> Result<autodl_augment::Pipeline, PluginError> {
+    let a = &spec.augment;
+    let pipeline = if a.steps.is_empty() {
+        autodl_augment::Pipeline::preset(&a.preset, task, a.strength)
+    } else {
+        let steps: Vec<(&str, f32)> = a
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.probability))
+            .collect();
+        autodl_augment::Pipeline::new(&steps, a.strength)
+    };
+    pipeline.map_err(|e| PluginError::Training(e.to_string()))
+}
