@@ -8,10 +8,15 @@
 //! In-tree plugins register a `&'static` value of their trait into the static registry with
 //! [`inventory::submit!`]; the binary names each plugin crate so the linker keeps it.
 
+pub mod contracts;
 pub mod files;
 mod registry;
 mod types;
 
+pub use contracts::{
+    CHECKPOINT, Checkpoint, ClassInfo, ContractError, DetMetrics, DetectionMetricsFile,
+    DetectionSummary, META, METRICS, MetricsFile, ModelMeta, PixelMetricsFile, WEIGHTS,
+};
 pub use inventory;
 pub use registry::{
     AugmenterRegistration, BatchDeducerRegistration, EvaluatorRegistration, NetworkRegistration,

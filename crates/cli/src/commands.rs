@@ -511,14 +511,9 @@ fn package_models(board: &autodl_core::Leaderboard, out: &Path) -> anyhow::Resul
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let metrics: serde_json::Value =
-            std::fs::read_to_string(Path::new(model_dir).join("metrics.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v.get("metrics").cloned())
-                .unwrap_or(serde_json::Value::Null);
+        let metrics = autodl_api::MetricsFile::load(Path::new(model_dir))?;
         let pkg = dir.join(format!("{}.dlpk", row.id));
-        autodl_package::write(Path::new(model_dir), &pkg, &row.id, &metrics)?;
+        autodl_package::write(Path::new(model_dir), &pkg, &row.id, Some(&metrics))?;
         written.push(pkg);
     }
     Ok(written)

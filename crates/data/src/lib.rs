@@ -187,14 +187,9 @@ impl Default for ReadOptions {
     }
 }
 
-/// One class: its value (the mask value for pixels, the class id for boxes) and its name.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct ClassInfo {
-    /// Mask value (pixel classification) or class id (detection).
-    pub value: u32,
-    /// Human-readable name.
-    pub name: String,
-}
+/// One class: its value and its name. Defined with the files it is written into
+/// (`model.json`, `metrics.json`) in `autodl-api`.
+pub use autodl_api::ClassInfo;
 
 /// One bounding box, in pixels, `xmax`/`ymax` inclusive as PASCAL VOC gives them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
