@@ -1,6 +1,7 @@
 //! The files that cross a crate or process boundary, each one serde type defined here and
 //! written and read only through it: `model.json` ([`ModelMeta`]), `checkpoint.json`
-//! ([`Checkpoint`]) and `metrics.json` ([`MetricsFile`]).
+//! ([`Checkpoint`]) and `metrics.json` ([`MetricsFile`]); `result.json` ([`RESULT`]) holds a
+//! [`crate::TrialResult`].
 //!
 //! Architecture invariant: no reader parses these files as an untyped JSON value or a map with
 //! defaults. Every type denies unknown fields, so a renamed or misspelt field is an error that
@@ -221,6 +222,10 @@ impl Checkpoint {
         write_json(&dir.join(CHECKPOINT), self)
     }
 }
+
+/// File name of a trial's [`crate::TrialResult`] in its folder, written by the orchestrator when
+/// the trial ends and read by the report.
+pub const RESULT: &str = "result.json";
 
 /// File name of the [`MetricsFile`] in a model folder.
 pub const METRICS: &str = "metrics.json";

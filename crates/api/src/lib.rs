@@ -15,7 +15,7 @@ mod types;
 
 pub use contracts::{
     CHECKPOINT, Checkpoint, ClassInfo, ContractError, DetMetrics, DetectionMetricsFile,
-    DetectionSummary, META, METRICS, MetricsFile, ModelMeta, PixelMetricsFile, WEIGHTS,
+    DetectionSummary, META, METRICS, MetricsFile, ModelMeta, PixelMetricsFile, RESULT, WEIGHTS,
 };
 pub use inventory;
 pub use registry::{

@@ -24,7 +24,7 @@ pub fn write(
     for row in &board.rows {
         let result: Option<TrialResult> = match &row.model_dir {
             Some(d) => {
-                autodl_api::contracts::read_json_if_exists(&Path::new(d).join("result.json"))?
+                autodl_api::contracts::read_json_if_exists(&Path::new(d).join(autodl_api::RESULT))?
             }
             None => None,
         };

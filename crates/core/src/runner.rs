@@ -531,7 +531,7 @@ fn run_resumable(
     on_event: &mut dyn FnMut(&TrialSpec, &Event),
     pruner: Option<&Pruner>,
 ) -> Result<Option<TrialResult>, RunError> {
-    let result_path = base.out_dir.join("result.json");
+    let result_path = base.out_dir.join(autodl_api::RESULT);
     if let Some(done) = study.finished(&base.id)? {
         on_event(
             base,

@@ -304,10 +304,10 @@ pub fn unpack(package: &Path, dir: &Path) -> Result<PathBuf, PackageError> {
         }
         return Err(e);
     }
-    if !dir.join("model.json").is_file() {
+    if !dir.join(META).is_file() {
         return Err(PackageError::Missing {
             path: package.to_owned(),
-            name: "model.json".into(),
+            name: META.into(),
         });
     }
     Ok(dir.to_owned())
