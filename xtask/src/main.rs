@@ -1,6 +1,9 @@
-//! Project automation: `cargo xtask test` (what CI runs) and `cargo xtask bench`.
+//! Project automation: `cargo xtask test` (what CI runs), `cargo xtask tidy` (the
+//! architecture invariants), `cargo xtask bench` and `cargo xtask fuzz`.
 //!
 //! Kept to the standard library and anyhow so it builds in seconds.
+
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -391,6 +394,10 @@ fn main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ])?;
+            // The architecture invariants, and the tests of xtask itself (`--workspace` below
+            // leaves xtask out).
+            tidy::run(&root())?;
+            cargo(&["test", "-p", "xtask"])?;
             // The CUDA backend must keep compiling even where no GPU exists to run it.
             cargo(&["check", "-p", "autodl-cli", "--features", "cuda"])?;
             cargo(&["test", "--workspace", "--exclude", "xtask"])?;
@@ -411,9 +418,16 @@ fn main() -> anyhow::Result<()> {
         }
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("tidy") => {
+            if let Err(e) = tidy::run(&root()) {
+                eprintln!("{e:#}");
+                std::process::exit(1)
+            }
+            Ok(())
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench [--backend cpu|cuda] [--steps N] [augment|coco|backbones|unet|retinanet|train]...|fuzz [--seconds N] [TARGET...]>\n  test   rustfmt and clippy, check the CUDA build, then run every test (CI runs this)\n  bench  run the benchmarks beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
+                "usage: cargo xtask <test|tidy|bench [--backend cpu|cuda] [--steps N] [augment|coco|backbones|unet|retinanet|train]...|fuzz [--seconds N] [TARGET...]>\n  test   rustfmt, clippy and tidy, check the CUDA build, then run every test (CI runs this)\n  tidy   check the architecture invariants (plugin names, backends, typed JSON, lints, docs)\n  bench  run the benchmarks beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
             );
             std::process::exit(2)
         }

@@ -8,11 +8,16 @@
 //! In-tree plugins register a `&'static` value of their trait into the static registry with
 //! [`inventory::submit!`]; the binary names each plugin crate so the linker keeps it.
 
+pub mod contracts;
 pub mod files;
 mod params;
 mod registry;
 mod types;
 
+pub use contracts::{
+    CHECKPOINT, Checkpoint, ClassInfo, ContractError, DetMetrics, DetectionMetricsFile,
+    DetectionSummary, META, METRICS, MetricsFile, ModelMeta, PixelMetricsFile, RESULT, WEIGHTS,
+};
 pub use inventory;
 pub use params::{
     Direction, MetricDecl, ParamDecl, ParamError, ParamKind, ParamsExt, resolve_params,

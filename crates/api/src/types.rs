@@ -15,12 +15,19 @@ pub enum Task {
     PixelClassification,
 }
 
-impl std::fmt::Display for Task {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Task {
+    /// The kebab-case name, as in pipelines.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Task::Detection => "detection",
             Task::PixelClassification => "pixel-classification",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -307,7 +314,7 @@ pub enum TrialStatus {
 
 /// What a trial hands back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TrialResult {
     /// How it ended.
     pub status: TrialStatus,

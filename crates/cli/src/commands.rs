@@ -122,11 +122,7 @@ pub fn check(file: &Path) -> Outcome {
     autodl_backend::BackendChoice::resolve_name_only(&pipeline.backend).map_err(Failure::usage)?;
     // Networks, their parameters, the metric, tuner, deducer and augmentations against what
     // is compiled in; the data's task is known only when the pipeline says it.
-    let task = pipeline.task.map(|t| match t {
-        autodl_config::TaskKind::Detection => Task::Detection,
-        autodl_config::TaskKind::PixelClassification => Task::PixelClassification,
-    });
-    autodl_core::check_stages(&pipeline, task).map_err(Failure::usage)?;
+    autodl_core::check_stages(&pipeline, pipeline.task).map_err(Failure::usage)?;
     outln!("{}: ok", file.display());
     Ok(())
 }
@@ -169,7 +165,7 @@ pub fn preview(args: &PreviewArgs) -> Outcome {
     };
     let ds = autodl_data::open(&args.dir, &opts)
         .with_context(|| format!("cannot read dataset {}", args.dir.display()))?;
-    let task = task_of(ds.format);
+    let task = ds.format.task();
     let names: Vec<String> = ds.classes.iter().map(|c| c.name.clone()).collect();
     let index: std::collections::HashMap<u32, u32> = ds
         .classes
@@ -261,13 +257,6 @@ fn enlarge(s: autodl_api::AugSample, min_side: u32) -> autodl_api::AugSample {
     }
 }
 
-fn task_of(format: Format) -> Task {
-    match format.task() {
-        autodl_data::Task::Detection => Task::Detection,
-        autodl_data::Task::PixelClassification => Task::PixelClassification,
-    }
-}
-
 /// The pipeline for `train`: read from a file, or built from a dataset folder, then overridden
 /// by the flags.
 fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
@@ -351,19 +340,15 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     for bad in &ds.skipped {
         bars.line(&format!("warning: skipped {bad}"));
     }
-    let task = task_of(ds.format);
-    if let Some(t) = pipeline.task {
-        let asked = match t {
-            autodl_config::TaskKind::Detection => Task::Detection,
-            autodl_config::TaskKind::PixelClassification => Task::PixelClassification,
-        };
-        if asked != task {
-            return Err(Failure::usage(anyhow!(
-                "the pipeline asks for {asked} but {} holds {} data",
-                pipeline.data.path.display(),
-                ds.format
-            )));
-        }
+    let task = ds.format.task();
+    if let Some(asked) = pipeline.task
+        && asked != task
+    {
+        return Err(Failure::usage(anyhow!(
+            "the pipeline asks for {asked} but {} holds {} data",
+            pipeline.data.path.display(),
+            ds.format
+        )));
     }
     let name = pipeline.name.clone().unwrap_or_else(|| {
         pipeline
@@ -503,14 +488,9 @@ fn package_models(board: &autodl_core::Leaderboard, out: &Path) -> anyhow::Resul
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let metrics: serde_json::Value =
-            std::fs::read_to_string(Path::new(model_dir).join("metrics.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v.get("metrics").cloned())
-                .unwrap_or(serde_json::Value::Null);
+        let metrics = autodl_api::MetricsFile::load(Path::new(model_dir))?;
         let pkg = dir.join(format!("{}.dlpk", row.id));
-        autodl_package::write(Path::new(model_dir), &pkg, &row.id, &metrics)?;
+        autodl_package::write(Path::new(model_dir), &pkg, &row.id, Some(&metrics))?;
         written.push(pkg);
     }
     Ok(written)

@@ -3,17 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use autodl_api::TrialResult;
+use autodl_api::{DetectionMetricsFile, MetricsFile, PixelMetricsFile, TrialResult};
 use autodl_core::Leaderboard;
 use autodl_data::Dataset;
 use autodl_report::{Confusion, ModelEntry, Report, Sample};
 
 /// Validation images shown with their predictions.
 const SAMPLES: usize = 4;
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
 
 /// Writes `out/report.html` and returns its path.
 pub fn write(
@@ -26,10 +22,12 @@ pub fn write(
 ) -> anyhow::Result<PathBuf> {
     let mut models = Vec::new();
     for row in &board.rows {
-        let result: Option<TrialResult> = row
-            .model_dir
-            .as_ref()
-            .and_then(|d| read_json(&Path::new(d).join("result.json")));
+        let result: Option<TrialResult> = match &row.model_dir {
+            Some(d) => {
+                autodl_api::contracts::read_json_if_exists(&Path::new(d).join(autodl_api::RESULT))?
+            }
+            None => None,
+        };
         models.push(ModelEntry {
             id: row.id.clone(),
             metric_name: row.metric_name.clone(),
@@ -52,9 +50,9 @@ pub fn write(
         && let Some(dir) = &best.model_dir
     {
         let dir = Path::new(dir);
-        if let Some(metrics) = read_json::<serde_json::Value>(&dir.join("metrics.json")) {
-            report.confusion = confusion(&metrics);
-            report.pr_curves = pr_curves(&metrics);
+        match MetricsFile::load(dir)? {
+            MetricsFile::PixelClassification(m) => report.confusion = Some(confusion(&m)),
+            MetricsFile::Detection(m) => report.pr_curves = pr_curves(&m),
         }
         report.samples = samples(best.model.as_str(), dir, ds, out, backend).unwrap_or_default();
     }
@@ -65,68 +63,25 @@ pub fn write(
     Ok(path)
 }
 
-fn confusion(metrics: &serde_json::Value) -> Option<Confusion> {
-    let classes = metrics
-        .get("classes")?
-        .as_array()?
-        .iter()
-        .map(|c| {
-            c.get("name")
-                .and_then(|n| n.as_str())
-                .unwrap_or("?")
-                .to_owned()
-        })
-        .collect();
-    let counts = metrics
-        .get("confusion-matrix")?
-        .get("counts")?
-        .as_array()?
-        .iter()
-        .map(|v| v.as_u64().unwrap_or(0))
-        .collect();
-    Some(Confusion { classes, counts })
+fn confusion(metrics: &PixelMetricsFile) -> Confusion {
+    Confusion {
+        classes: metrics.classes.iter().map(|c| c.name.clone()).collect(),
+        counts: metrics.confusion_matrix.counts().to_vec(),
+    }
 }
 
 /// A detector's precision-recall curves from its `metrics.json`, named by class.
-fn pr_curves(metrics: &serde_json::Value) -> Vec<(String, Vec<(f64, f64)>)> {
-    let names: Vec<String> = metrics
-        .get("classes")
-        .and_then(|c| c.as_array())
-        .map(|a| {
-            a.iter()
-                .map(|c| {
-                    c.get("name")
-                        .and_then(|n| n.as_str())
-                        .unwrap_or("?")
-                        .to_owned()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let Some(curves) = metrics
-        .get("detail")
-        .and_then(|d| d.get("pr-curves"))
-        .and_then(|c| c.as_array())
-    else {
-        return Vec::new();
-    };
-    curves
+fn pr_curves(metrics: &DetectionMetricsFile) -> Vec<(String, Vec<(f64, f64)>)> {
+    metrics
+        .detail
+        .pr_curves
         .iter()
-        .filter_map(|entry| {
-            let class = entry.get(0)?.as_u64()? as usize;
-            let points = entry
-                .get(1)?
-                .as_array()?
-                .iter()
-                .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
-                .collect();
-            Some((
-                names
-                    .get(class)
-                    .cloned()
-                    .unwrap_or_else(|| class.to_string()),
-                points,
-            ))
+        .map(|(class, points)| {
+            let name = metrics
+                .classes
+                .get(*class as usize)
+                .map_or_else(|| class.to_string(), |c| c.name.clone());
+            (name, points.clone())
         })
         .collect()
 }

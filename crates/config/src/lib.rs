@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use autodl_api::Task;
+
 pub use duration::{TimeLimit, parse_duration};
 
 /// The pipeline schema version this build reads.
@@ -28,7 +30,7 @@ pub struct Pipeline {
     pub name: Option<String>,
     /// The task; inferred from the data format when absent.
     #[serde(default)]
-    pub task: Option<TaskKind>,
+    pub task: Option<Task>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_backend")]
     pub backend: String,
@@ -126,16 +128,6 @@ impl Pipeline {
             format!("{}:{}", self.source.display(), value.line)
         }
     }
-}
-
-/// The task a pipeline solves.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum TaskKind {
-    /// Bounding boxes.
-    Detection,
-    /// One class per pixel.
-    PixelClassification,
 }
 
 /// `[data]`.
@@ -608,15 +600,6 @@ impl Pipeline {
             return Err("tune.top must be at least 1".to_owned());
         }
         Ok(())
-    }
-}
-
-impl fmt::Display for TaskKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TaskKind::Detection => "detection",
-            TaskKind::PixelClassification => "pixel-classification",
-        })
     }
 }
 

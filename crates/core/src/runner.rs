@@ -63,6 +63,9 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// A file a trial left (its checkpoint) or a study record is not what its type says.
+    #[error(transparent)]
+    Contract(#[from] autodl_api::ContractError),
 }
 
 /// Runs one trial and reports its events; a failure of the trial is a `Failed` result, not an
@@ -527,7 +530,7 @@ fn run_resumable(
     on_event: &mut dyn FnMut(&TrialSpec, &Event),
     pruner: Option<&Pruner>,
 ) -> Result<Option<TrialResult>, RunError> {
-    let result_path = base.out_dir.join("result.json");
+    let result_path = base.out_dir.join(autodl_api::RESULT);
     if let Some(done) = study.finished(&base.id)? {
         on_event(
             base,
@@ -569,7 +572,7 @@ fn run_resumable(
     {
         // A trial that got through an epoch left a checkpoint naming its batch size: it
         // restarts from there at half that batch, keeping its finished epochs.
-        let checkpoint = read_checkpoint(&spec.out_dir);
+        let checkpoint = read_checkpoint(&spec.out_dir)?;
         let batch = checkpoint
             .map(|(_, b)| b)
             .or(spec.batch_size)
@@ -604,14 +607,10 @@ fn run_resumable(
 }
 
 /// The epoch and batch size of a trial folder's `checkpoint.json`, written by the training loop
-/// after every epoch.
-fn read_checkpoint(dir: &std::path::Path) -> Option<(u64, u32)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint.json")).ok()?).ok()?;
-    Some((
-        v.get("epoch")?.as_u64()?,
-        u32::try_from(v.get("batch-size")?.as_u64()?).ok()?,
-    ))
+/// after every epoch; `None` when the trial finished no epoch.
+fn read_checkpoint(dir: &std::path::Path) -> Result<Option<(u32, u32)>, RunError> {
+    Ok(autodl_api::Checkpoint::load(dir)?
+        .map(|c| (c.epoch, u32::try_from(c.batch_size).unwrap_or(u32::MAX))))
 }
 
 fn run_one(
@@ -627,6 +626,19 @@ fn run_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_checkpoint_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        assert!(matches!(read_checkpoint(dir.path()), Ok(None)));
+        let path = dir.path().join(autodl_api::CHECKPOINT);
+        std::fs::write(&path, r#"{"epoch": 2, "batch-sise": 12}"#).expect("written");
+        let err = read_checkpoint(dir.path()).expect_err("a misspelt field is refused");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_panic_line_is_the_reason_and_flags_out_of_memory() {

@@ -57,7 +57,16 @@ impl Study {
             )
             .optional()
             .map_err(db_err(&self.path))?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        // A record that no longer parses is an error naming the study and the trial, not a
+        // trial silently run again.
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| autodl_api::ContractError::Invalid {
+                path: self.path.clone(),
+                reason: format!("the result of trial `{id}` does not parse: {e}"),
+            })
+        })
+        .transpose()
+        .map_err(RunError::from)
     }
 
     /// Records a trial's outcome, replacing an earlier record of the same id.

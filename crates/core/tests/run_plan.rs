@@ -28,7 +28,7 @@ fn spec(id: &str, out: &Path) -> TrialSpec {
         tile_size: None,
         training: autodl_api::TrainOptions::default(),
         augment: autodl_api::AugmentSpec::preset("none"),
-        batch_deducer: "throughput".to_owned(),
+        batch_deducer: "any".to_owned(),
         resume: false,
         params: Params::new(),
         out_dir: out.join("trials").join(id),
@@ -106,10 +106,15 @@ impl TrialRunner for Fake {
             .push((spec.id.clone(), spec.batch_size));
         if spec.batch_size.is_none_or(|b| b > 6) {
             // Like a real trial, it finished two epochs at its deduced batch of 12 first.
-            std::fs::write(
-                spec.out_dir.join("checkpoint.json"),
-                r#"{"epoch": 2, "batch-size": 12, "learning-rate": 0.01}"#,
-            )
+            autodl_api::Checkpoint {
+                epoch: 2,
+                batch_size: 12,
+                learning_rate: 0.01,
+                planned_epochs: 10,
+                epochs: Vec::new(),
+                best_epoch: Some(2),
+            }
+            .save(&spec.out_dir)
             .expect("the checkpoint is written");
             let mut r = TrialResult::without_model(
                 TrialStatus::Failed("CUDA out of memory".into()),

@@ -48,31 +48,8 @@ pub use summary::{
 pub use voc::to_xml as voc_xml;
 pub use write::{write_coco, write_kitti, write_voc, write_yolo};
 
-/// What a dataset teaches a model to do.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum Task {
-    /// Bounding boxes with a class each.
-    Detection,
-    /// One class per pixel, from a mask the size of the image.
-    PixelClassification,
-}
-
-impl Task {
-    /// The kebab-case name, as in configs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Task::Detection => "detection",
-            Task::PixelClassification => "pixel-classification",
-        }
-    }
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What a dataset teaches a model to do: the one task type of the whole workspace.
+pub use autodl_api::Task;
 
 /// The on-disk layout of a dataset.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -187,14 +164,9 @@ impl Default for ReadOptions {
     }
 }
 
-/// One class: its value (the mask value for pixels, the class id for boxes) and its name.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct ClassInfo {
-    /// Mask value (pixel classification) or class id (detection).
-    pub value: u32,
-    /// Human-readable name.
-    pub name: String,
-}
+/// One class: its value and its name. Defined with the files it is written into
+/// (`model.json`, `metrics.json`) in `autodl-api`.
+pub use autodl_api::ClassInfo;
 
 /// One bounding box, in pixels, `xmax`/`ymax` inclusive as PASCAL VOC gives them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -100,6 +100,7 @@ pub struct ConfusionMatrix {
 /// The serialised form, checked before it becomes a [`ConfusionMatrix`] so
 /// that a hand-edited or truncated file cannot break the shape invariant.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawConfusionMatrix {
     num_classes: usize,
     counts: Vec<u64>,
@@ -318,7 +319,9 @@ fn ratio(num: u64, den: u64) -> Option<f64> {
 }
 
 /// Scores of one class; see the crate documentation for the definitions.
+// Unknown fields are refused: a misspelt `Option` field would otherwise read as `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClassMetrics {
     /// Truth pixels of this class (TP + FN).
     pub support: u64,
@@ -338,7 +341,9 @@ pub struct ClassMetrics {
 
 /// Scores of a whole validation set; see the crate documentation for the
 /// definitions.
+// Unknown fields are refused: a misspelt `Option` field would otherwise read as `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SegMetrics {
     /// Correct pixels / counted pixels.
     pub pixel_accuracy: f64,

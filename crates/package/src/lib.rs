@@ -9,10 +9,11 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
+use autodl_api::{MetricsFile, Task};
 use serde_json::{Value, json};
 
-mod meta;
-pub use meta::{META, ModelMeta, WEIGHTS};
+/// `model.json` and its type, defined with the other boundary files in `autodl-api`.
+pub use autodl_api::{META, ModelMeta, WEIGHTS};
 
 /// Why a package could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,10 @@ pub enum PackageError {
         /// The size and the limit, in words.
         reason: String,
     },
+    /// A boundary file (`model.json`) is missing a field, has an unknown one or is
+    /// inconsistent.
+    #[error(transparent)]
+    Contract(#[from] autodl_api::ContractError),
     /// A required file is missing from the model folder or the package.
     #[error("{path}: missing `{name}`")]
     Missing {
@@ -69,12 +74,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
 }
 
 /// ArcGIS names for a family: `(ModelType, ModelName)`.
-fn arcgis_names(family: &str, task: &str) -> (&'static str, String) {
-    let model_type = if task == "detection" {
-        "ObjectDetection"
-    } else {
-        "ImageClassification"
+fn arcgis_names(family: &str, task: Task) -> (&'static str, String) {
+    let model_type = match task {
+        Task::Detection => "ObjectDetection",
+        Task::PixelClassification => "ImageClassification",
     };
+    // ArcGIS's own names for the families it knows; any other family keeps its name.
     let name = match family {
         "unet" => "UnetClassifier".to_owned(),
         "pspnet" => "PSPNetClassifier".to_owned(),
@@ -88,64 +93,54 @@ fn arcgis_names(family: &str, task: &str) -> (&'static str, String) {
     (model_type, name)
 }
 
-/// Builds the `.emd` JSON from a model folder's `model.json` and the trial's metrics.
-pub fn emd(meta: &Value, metrics: &Value) -> Value {
-    let s = |k: &str| meta.get(k).and_then(Value::as_str).unwrap_or("");
-    let (model_type, model_name) = arcgis_names(s("family"), s("task"));
-    let tile = meta.get("tile-size").and_then(Value::as_u64).unwrap_or(0);
-    let bands = meta.get("bands").and_then(Value::as_u64).unwrap_or(3);
+/// Builds the `.emd` JSON from a model folder's `model.json` and the headline numbers of its
+/// `metrics.json`, when it has one.
+pub fn emd(meta: &ModelMeta, metrics: Option<&MetricsFile>) -> Value {
+    let (model_type, model_name) = arcgis_names(&meta.family, meta.task);
     let classes: Vec<Value> = meta
-        .get("classes")
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let [r, g, b] = autodl_api::class_colour(i);
-                    json!({
-                        "Value": c.get("value").cloned().unwrap_or(json!(i)),
-                        "Name": c.get("name").cloned().unwrap_or(json!(format!("class {i}"))),
-                        "Color": [r, g, b],
-                    })
-                })
-                .collect()
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let [r, g, b] = autodl_api::class_colour(i);
+            json!({ "Value": c.value, "Name": c.name, "Color": [r, g, b] })
         })
-        .unwrap_or_default();
+        .collect();
+    let metrics = match metrics {
+        Some(MetricsFile::PixelClassification(m)) => json!(m.metrics),
+        Some(MetricsFile::Detection(m)) => json!(m.metrics),
+        None => Value::Null,
+    };
     json!({
         "Framework": "autodl-burn",
         "ModelConfiguration": "autodl",
         "ModelType": model_type,
         "ModelName": model_name,
-        "ModelFile": "model.mpk",
-        "ModelParameters": { "backbone": s("backbone"), "family": s("family") },
-        "ImageHeight": tile,
-        "ImageWidth": tile,
-        "ExtractBands": (0..bands).collect::<Vec<_>>(),
+        "ModelFile": WEIGHTS,
+        "ModelParameters": { "backbone": meta.backbone, "family": meta.family },
+        "ImageHeight": meta.tile_size,
+        "ImageWidth": meta.tile_size,
+        "ExtractBands": (0..meta.bands).collect::<Vec<_>>(),
         "Classes": classes,
-        "IgnoreValue": meta.get("ignore-index").cloned().unwrap_or(Value::Null),
-        "NormalizationStats": { "band_means": meta.get("mean"), "band_std": meta.get("std") },
+        "IgnoreValue": meta.ignore_index,
+        "NormalizationStats": { "band_means": meta.mean, "band_std": meta.std },
         "Metrics": metrics,
     })
 }
 
 /// Packs a model folder (`model.json`, `model.mpk`, and whatever reports sit beside them)
-/// into `out`, adding `<name>.emd`.
+/// into `out`, adding `<name>.emd` built from `model.json` and `metrics`.
 pub fn write(
     model_dir: &Path,
     out: &Path,
     name: &str,
-    metrics: &Value,
+    metrics: Option<&MetricsFile>,
 ) -> Result<(), PackageError> {
-    let meta_path = model_dir.join("model.json");
-    let meta_text = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
-    let meta: Value = serde_json::from_str(&meta_text).map_err(|e| PackageError::Zip {
-        path: meta_path.clone(),
-        reason: e.to_string(),
-    })?;
-    if !model_dir.join("model.mpk").is_file() {
+    let meta = ModelMeta::read(model_dir)?;
+    if !model_dir.join(WEIGHTS).is_file() {
         return Err(PackageError::Missing {
             path: model_dir.to_owned(),
-            name: "model.mpk".into(),
+            name: WEIGHTS.into(),
         });
     }
     // Written under a temporary name and renamed: a crash or a failed rerun leaves the
@@ -158,7 +153,11 @@ pub fn write(
         path: out.to_owned(),
         reason: e.to_string(),
     };
-    let emd_text = serde_json::to_string_pretty(&emd(&meta, metrics)).unwrap_or_default();
+    let emd_text =
+        serde_json::to_string_pretty(&emd(&meta, metrics)).map_err(|e| PackageError::Zip {
+            path: out.to_owned(),
+            reason: format!("cannot serialise the .emd: {e}"),
+        })?;
     zip.start_file(format!("{name}.emd"), opts).map_err(zerr)?;
     zip.write_all(emd_text.as_bytes()).map_err(io(out))?;
     let mut entries: Vec<PathBuf> = std::fs::read_dir(model_dir)
@@ -305,10 +304,10 @@ pub fn unpack(package: &Path, dir: &Path) -> Result<PathBuf, PackageError> {
         }
         return Err(e);
     }
-    if !dir.join("model.json").is_file() {
+    if !dir.join(META).is_file() {
         return Err(PackageError::Missing {
             path: package.to_owned(),
-            name: "model.json".into(),
+            name: META.into(),
         });
     }
     Ok(dir.to_owned())
@@ -322,7 +321,7 @@ mod tests {
         std::fs::write(
             dir.join("model.json"),
             r#"{"family":"unet","backbone":"resnet18","task":"pixel-classification","bands":3,"tile-size":64,
-               "classes":[{"value":1,"name":"forest"},{"value":2,"name":"water"}],"ignore-index":0,"mean":[1,2,3],"std":[1,1,1]}"#,
+               "classes":[{"value":1,"name":"forest"},{"value":2,"name":"water"}],"ignore-index":0,"mean":[1,2,3],"std":[1,1,1],"params":{}}"#,
         )
         .unwrap();
         std::fs::write(dir.join("model.mpk"), b"weights").unwrap();
@@ -335,7 +334,15 @@ mod tests {
         std::fs::create_dir(&src).unwrap();
         model_dir(&src);
         let pkg = tmp.path().join("m.dlpk");
-        write(&src, &pkg, "unet-resnet18", &json!({"miou": 0.5})).unwrap();
+        let mut cm = autodl_metrics::ConfusionMatrix::new(2);
+        cm.add(&[0, 1, 1, 1], &[0, 1, 1, 0], None).unwrap();
+        let metrics = MetricsFile::PixelClassification(autodl_api::PixelMetricsFile {
+            metrics: cm.metrics(),
+            classes: Vec::new(),
+            confusion_matrix: cm.clone(),
+            epochs: Vec::new(),
+        });
+        write(&src, &pkg, "unet-resnet18", Some(&metrics)).unwrap();
         let out = tmp.path().join("x");
         std::fs::create_dir(&out).unwrap();
         unpack(&pkg, &out).unwrap();
@@ -350,7 +357,21 @@ mod tests {
         assert_eq!(emd["ExtractBands"], json!([0, 1, 2]));
         assert_eq!(emd["Classes"][1]["Name"], "water");
         assert_eq!(emd["Classes"][1]["Value"], 2);
-        assert_eq!(emd["Metrics"]["miou"], 0.5);
+        assert_eq!(emd["Metrics"]["mean_iou"], cm.metrics().mean_iou);
+        assert_eq!(emd["IgnoreValue"], 0);
+    }
+
+    #[test]
+    fn a_misspelt_model_json_is_refused_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        model_dir(tmp.path());
+        let meta = tmp.path().join(META);
+        let text = std::fs::read_to_string(&meta).unwrap();
+        std::fs::write(&meta, text.replace("tile-size", "tile-sise")).unwrap();
+        let err = write(tmp.path(), &tmp.path().join("m.dlpk"), "m", None).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains(&meta.display().to_string()), "{shown}");
+        assert!(shown.contains("tile-sise"), "{shown}");
     }
 
     #[test]

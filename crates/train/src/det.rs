@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use autodl_api::{
-    AugSample, DataSpec, EpochRecord, ParamValue, Params, ParamsExt, PluginError, Progress,
-    TrialResult, TrialSpec,
+    AugSample, DataSpec, DetectionMetricsFile, DetectionSummary, EpochRecord, MetricsFile,
+    ParamValue, Params, ParamsExt, PluginError, Progress, TrialResult, TrialSpec,
 };
 use autodl_data::ClassInfo;
 use autodl_detection::loss::{
@@ -21,7 +21,7 @@ use autodl_detection::loss::{
 use autodl_detection::{
     AnchorConfig, Assignment, Box4, BoxCoder, MatchConfig, ScoredBox, match_anchors,
 };
-use autodl_detection_metrics::{CocoSummary, Detection, GtBox, VocMethod, VocResult};
+use autodl_detection_metrics::{Detection, GtBox, VocMethod, VocResult};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
@@ -30,7 +30,6 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
-use serde::Serialize;
 
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
 use crate::infer::{self, SIZE_MULTIPLE, View, WindowOutput, normalise};
@@ -547,31 +546,8 @@ fn evaluate<B: Backend, M: DetNet<B>>(
     Ok((loss_sum / loss_n.max(1) as f64, dets))
 }
 
-/// Every detection number of one evaluation.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct DetMetrics {
-    /// PASCAL VOC AP at IoU 0.5, all-point, difficult boxes ignored: the ranking metric.
-    pub ap50: f64,
-    /// Per class VOC AP50, by class index.
-    pub ap50_per_class: Vec<(u32, Option<f64>)>,
-    /// The twelve COCO numbers.
-    pub coco: CocoSummary,
-    /// VOC AP at IoU 0.1, ArcGIS's default.
-    pub arcgis_ap10: f64,
-    /// Score threshold with the best mean F1 at IoU 0.5.
-    pub score_threshold: f64,
-    /// Mean precision at that threshold.
-    pub precision: f64,
-    /// Mean recall at that threshold.
-    pub recall: f64,
-    /// Mean F1 at that threshold.
-    pub f1: f64,
-    /// Per class precision, recall and F1 at that threshold.
-    pub per_class: Vec<autodl_detection_metrics::ClassPrf>,
-    /// Precision-recall curve of each class at IoU 0.5: `(recall, precision)` points.
-    pub pr_curves: Vec<(u32, Vec<(f64, f64)>)>,
-}
+/// Every detection number of one evaluation, defined with `metrics.json` in `autodl-api`.
+pub use autodl_api::DetMetrics;
 
 /// Ground truth in the metrics crate's COCO boxes, image ids being item indices.
 fn ground_truth(items: &[DetItem]) -> Vec<GtBox> {
@@ -902,24 +878,13 @@ fn write_reports(
     classes: &[ClassInfo],
 ) -> Result<(), PluginError> {
     let io = |path: PathBuf| move |source| PluginError::Io { path, source };
-    let summary = serde_json::json!({
-        "ap50": metrics.ap50,
-        "coco-ap": metrics.coco.ap,
-        "coco-ap50": metrics.coco.ap50,
-        "coco-ap75": metrics.coco.ap75,
-        "arcgis-ap10": metrics.arcgis_ap10,
-        "precision": metrics.precision,
-        "recall": metrics.recall,
-        "f1": metrics.f1,
-        "score-threshold": metrics.score_threshold,
-    });
-    let json = serde_json::json!({ "metrics": summary, "detail": metrics, "classes": classes, "epochs": epochs });
-    let path = dir.join("metrics.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    )
-    .map_err(io(path.clone()))?;
+    MetricsFile::Detection(DetectionMetricsFile {
+        metrics: DetectionSummary::from(metrics),
+        detail: metrics.clone(),
+        classes: classes.to_vec(),
+        epochs: epochs.to_vec(),
+    })
+    .save(dir)?;
     let mut csv = String::from("epoch,train_loss,val_loss,ap50,elapsed_secs\n");
     for e in epochs {
         csv.push_str(&format!(

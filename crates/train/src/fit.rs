@@ -73,34 +73,8 @@ pub struct FitOptions<'a> {
     pub n_train: usize,
 }
 
-/// What a trial writes after every epoch (`checkpoint.json`, beside `checkpoint.mpk`), so
-/// that a trial the orchestrator restarts (after running out of memory) goes on from there.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Checkpoint {
-    /// Last finished epoch.
-    pub epoch: u32,
-    /// Batch size it trained with.
-    pub batch_size: usize,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// Epochs the schedule was planned for.
-    pub planned_epochs: usize,
-    /// Every finished epoch.
-    pub epochs: Vec<EpochRecord>,
-    /// The best epoch so far (its weights are `model.mpk`).
-    pub best_epoch: Option<u32>,
-}
-
-/// File name of the [`Checkpoint`] in a trial folder.
-pub const CHECKPOINT: &str = "checkpoint.json";
-
-impl Checkpoint {
-    /// Reads a trial folder's checkpoint, if it has one.
-    pub fn load(dir: &std::path::Path) -> Option<Checkpoint> {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(CHECKPOINT)).ok()?).ok()
-    }
-}
+/// `checkpoint.json`, defined with the other boundary files in `autodl-api`.
+pub use autodl_api::{CHECKPOINT, Checkpoint};
 
 fn checkpoint_stem(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("checkpoint")
@@ -232,10 +206,11 @@ where
 
     // A restarted trial (`resume`) goes on from its last checkpoint, at the batch size the
     // orchestrator now gives it.
-    let resume = spec
-        .resume
-        .then(|| Checkpoint::load(&spec.out_dir))
-        .flatten();
+    let resume = if spec.resume {
+        Checkpoint::load(&spec.out_dir)?
+    } else {
+        None
+    };
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
 
     // Batch size: fixed, or deduced by measuring real steps on a throwaway model.
@@ -397,12 +372,7 @@ where
             epochs: epochs.clone(),
             best_epoch: best.as_ref().map(|b| b.1),
         };
-        let path = spec.out_dir.join(CHECKPOINT);
-        std::fs::write(
-            &path,
-            serde_json::to_string(&checkpoint).unwrap_or_default(),
-        )
-        .map_err(|source| PluginError::Io { path, source })?;
+        checkpoint.save(&spec.out_dir)?;
         if since_best >= spec.patience {
             progress.message(&format!("early stop after {epoch} epochs"));
             break;

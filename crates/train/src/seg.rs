@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use autodl_api::{
-    AugSample, DataSpec, EpochRecord, ParamsExt, PluginError, Progress, TrialResult, TrialSpec,
+    AugSample, DataSpec, EpochRecord, MetricsFile, ParamsExt, PixelMetricsFile, PluginError,
+    Progress, TrialResult, TrialSpec,
 };
 use autodl_data::{ClassInfo, Format, OnBadSample, ReadOptions};
 use autodl_metrics::{ConfusionMatrix, SegMetrics};
@@ -604,18 +605,13 @@ fn write_reports(
     classes: &[ClassInfo],
 ) -> Result<(), PluginError> {
     let io = |path: std::path::PathBuf| move |source| PluginError::Io { path, source };
-    let json = serde_json::json!({
-        "metrics": metrics,
-        "classes": classes,
-        "confusion-matrix": cm,
-        "epochs": epochs,
-    });
-    let path = dir.join("metrics.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    )
-    .map_err(io(path.clone()))?;
+    MetricsFile::PixelClassification(PixelMetricsFile {
+        metrics: metrics.clone(),
+        classes: classes.to_vec(),
+        confusion_matrix: cm.clone(),
+        epochs: epochs.to_vec(),
+    })
+    .save(dir)?;
     let mut csv = String::from("epoch,train_loss,val_loss,miou,elapsed_secs\n");
     for e in epochs {
         csv.push_str(&format!(
