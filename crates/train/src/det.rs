@@ -32,10 +32,12 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::data::{band_stats, data_err, read_options};
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
 use crate::infer::{self, SIZE_MULTIPLE, View, WindowOutput, normalise};
 use crate::model_dir::ModelMeta;
-use crate::seg::{band_stats, number_param, read_options, sample_seed, text_param};
+use crate::params::{number_param, text_param};
+use crate::seed::sample_seed;
 
 /// What a detector's forward pass returns.
 #[derive(Debug, Clone)]
@@ -173,10 +175,6 @@ pub struct DetData {
     pub train: Vec<DetItem>,
     /// Validation items.
     pub val: Vec<DetItem>,
-}
-
-fn data_err(e: impl std::fmt::Display) -> PluginError {
-    PluginError::Data(e.to_string())
 }
 
 /// Reads a detection dataset and normalises every band with the training split's statistics.

@@ -19,7 +19,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::lr_find;
 use crate::model_dir::ModelMeta;
-use crate::seg::{Schedule, number_param, sample_seed, schedule, text_param};
+use crate::params::{number_param, text_param};
+use crate::schedule::{Schedule, schedule};
+use crate::seed::sample_seed;
 
 /// One optimiser step of a task's loss.
 pub trait Steps<B: AutodiffBackend, M: AutodiffModule<B>> {

@@ -8,13 +8,17 @@
 //! evaluation (a confusion matrix, or VOC and COCO AP) and the model folder.
 
 pub mod backboned;
+pub mod data;
 pub mod det;
 pub mod fit;
 pub mod infer;
 pub mod layers;
 pub mod lr_find;
 pub mod model_dir;
+pub mod params;
 pub mod predict;
+pub mod schedule;
+pub mod seed;
 pub mod seg;
 
 mod loss;

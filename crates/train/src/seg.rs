@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use autodl_api::{AugSample, DataSpec, EpochRecord, PluginError, Progress, TrialResult, TrialSpec};
-use autodl_data::{ClassInfo, Format, OnBadSample, ReadOptions};
+use autodl_data::ClassInfo;
 use autodl_metrics::{ConfusionMatrix, SegMetrics};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
@@ -16,9 +16,12 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::IGNORE;
+use crate::data::{band_stats, data_err, read_options};
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
 use crate::infer::{self, View, normalise};
 use crate::model_dir::ModelMeta;
+use crate::params::{number_param, text_param};
+use crate::seed::sample_seed;
 use crate::{LossOptions, seg_loss};
 
 /// A network that maps `[N, bands, H, W]` to per-pixel logits `[N, classes, H, W]`.
@@ -68,30 +71,6 @@ pub struct SegData {
     pub train: Vec<Item>,
     /// Validation items.
     pub val: Vec<Item>,
-}
-
-fn data_err(e: impl std::fmt::Display) -> PluginError {
-    PluginError::Data(e.to_string())
-}
-
-/// Reads options for `autodl-data` from a trial's data spec.
-pub fn read_options(spec: &DataSpec, seed: u64) -> Result<ReadOptions, PluginError> {
-    let format = match &spec.format {
-        Some(f) => Some(f.parse::<Format>().map_err(data_err)?),
-        None => None,
-    };
-    Ok(ReadOptions {
-        format,
-        images_dir: spec.images_dir.clone(),
-        val_fraction: spec.val_fraction,
-        seed,
-        on_bad_sample: if spec.fail_on_bad_sample {
-            OnBadSample::Fail
-        } else {
-            OnBadSample::Skip
-        },
-        ignore_index: spec.ignore_index,
-    })
 }
 
 /// Reads the dataset, maps mask values to class indices and normalises every band with the
@@ -167,45 +146,6 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<SegData, PluginError> {
         train: to_items(train),
         val: to_items(val),
     })
-}
-
-/// Per-band mean and standard deviation (floored at 1e-6) over every pixel.
-pub fn band_stats<'a>(
-    images: impl Iterator<Item = &'a autodl_data::Image>,
-    bands: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut sum = vec![0f64; bands];
-    let mut sq = vec![0f64; bands];
-    let mut n = 0f64;
-    for img in images {
-        let plane = (img.width * img.height) as usize;
-        for (b, chunk) in img.data.chunks(plane).enumerate().take(bands) {
-            for &x in chunk {
-                sum[b] += x as f64;
-                sq[b] += (x as f64) * (x as f64);
-            }
-        }
-        n += plane as f64;
-    }
-    let n = n.max(1.0);
-    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-    let std = sq
-        .iter()
-        .zip(&sum)
-        .map(|(q, s)| ((q / n - (s / n).powi(2)).max(0.0).sqrt().max(1e-6)) as f32)
-        .collect();
-    (mean, std)
-}
-
-/// A seed for one (run seed, epoch, sample) triple, the same whatever the thread count.
-pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
-    // SplitMix64 over the three values: cheap, well mixed, no shared state.
-    let mut z = seed
-        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Cuts a `tile`-sided training sample from `item` at a seeded random place, pads with ignored
@@ -391,31 +331,6 @@ fn one_hot<B: Backend>(samples: &[AugSample], classes: usize, device: &B::Device
     )
 }
 
-/// Reads a text parameter with a default.
-pub fn text_param<'a>(params: &'a autodl_api::Params, key: &str, default: &'a str) -> &'a str {
-    match params.get(key) {
-        Some(autodl_api::ParamValue::Text(t)) => t,
-        _ => default,
-    }
-}
-
-/// Reads a number parameter with a default.
-pub fn number_param(params: &autodl_api::Params, key: &str, default: f64) -> f64 {
-    match params.get(key) {
-        Some(autodl_api::ParamValue::Number(n)) => *n,
-        _ => default,
-    }
-}
-
-/// The learning-rate schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Schedule {
-    /// fastai's one-cycle: warm up over 25 % of the steps from peak/25, then cosine to peak/1e4.
-    OneCycle,
-    /// Warm up over 5 % of the steps from peak/10, then cosine to peak/25.
-    Cosine,
-}
-
 /// Trains a pixel-classification network as `spec` says and writes its model folder.
 ///
 /// Parameters read from `spec.params`: `optimizer` (`adamw` or `sgd`), `schedule`
@@ -572,22 +487,6 @@ where
     })
 }
 
-/// The learning rate at `step` of `total`.
-pub fn schedule(kind: Schedule, peak: f64, step: usize, total: usize) -> f64 {
-    let total = total.max(1) as f64;
-    let (warm_share, start, floor) = match kind {
-        Schedule::OneCycle => (0.25, peak / 25.0, peak / 1e4),
-        Schedule::Cosine => (0.05, peak / 10.0, peak / 25.0),
-    };
-    let warm = (warm_share * total).max(1.0);
-    let s = step as f64;
-    if s < warm {
-        return start + (peak - start) * s / warm;
-    }
-    let t = ((s - warm) / (total - warm).max(1.0)).min(1.0);
-    floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
-}
-
 fn write_reports(
     dir: &Path,
     metrics: &SegMetrics,
@@ -659,28 +558,5 @@ mod tests {
         };
         let err = err.to_string();
         assert!(err.contains("t2.png") && err.contains("1 bands"), "{err}");
-    }
-
-    #[test]
-    fn schedules_warm_up_then_decay() {
-        let s: Vec<f64> = (0..100)
-            .map(|i| schedule(Schedule::Cosine, 1.0, i, 100))
-            .collect();
-        assert!(s[0] < s[4]);
-        assert!((s[5] - 1.0).abs() < 1e-9);
-        assert!(s[99] < 0.1 && s[99] >= 0.04);
-        let c: Vec<f64> = (0..100)
-            .map(|i| schedule(Schedule::OneCycle, 1.0, i, 100))
-            .collect();
-        assert!((c[0] - 0.04).abs() < 1e-9);
-        assert!((c[25] - 1.0).abs() < 1e-9);
-        assert!(c[99] < 0.01);
-    }
-
-    #[test]
-    fn sample_seeds_differ() {
-        assert_ne!(sample_seed(1, 1, 1), sample_seed(1, 1, 2));
-        assert_ne!(sample_seed(1, 1, 1), sample_seed(1, 2, 1));
-        assert_eq!(sample_seed(3, 4, 5), sample_seed(3, 4, 5));
     }
 }
