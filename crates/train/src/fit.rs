@@ -62,6 +62,23 @@ pub struct Fitted<P> {
     pub learning_rate: f64,
 }
 
+impl<P> Fitted<P> {
+    /// Splits off the best epoch's payload, keeping its metric and number.
+    pub fn into_payload(self) -> (Fitted<()>, P) {
+        let (metric, epoch, payload) = self.best;
+        (
+            Fitted {
+                epochs: self.epochs,
+                best: (metric, epoch, ()),
+                status: self.status,
+                batch_size: self.batch_size,
+                learning_rate: self.learning_rate,
+            },
+            payload,
+        )
+    }
+}
+
 /// The task-independent settings of [`fit`].
 pub struct FitOptions<'a> {
     /// The trial.

@@ -15,11 +15,14 @@ pub mod infer;
 pub mod layers;
 pub mod lr_find;
 pub mod model_dir;
+pub mod outputs;
 pub mod params;
 pub mod predict;
+pub mod sample;
 pub mod schedule;
 pub mod seed;
 pub mod seg;
+pub mod trial;
 
 mod loss;
 

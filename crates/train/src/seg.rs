@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use autodl_api::{AugSample, DataSpec, EpochRecord, PluginError, Progress, TrialResult, TrialSpec};
 use autodl_data::ClassInfo;
@@ -11,17 +10,19 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::IGNORE;
 use crate::data::{band_stats, data_err, read_options};
 use crate::fit::{Evaluation, FitOptions, Steps, fit};
 use crate::infer::{self, View, normalise};
+use crate::loss::scalar;
 use crate::model_dir::ModelMeta;
+use crate::outputs::{write_epochs, write_metrics};
 use crate::params::{number_param, text_param};
+use crate::sample::{crop, images_tensor, tile_origin};
 use crate::seed::sample_seed;
+use crate::trial;
 use crate::{LossOptions, seg_loss};
 
 /// A network that maps `[N, bands, H, W]` to per-pixel logits `[N, classes, H, W]`.
@@ -157,35 +158,15 @@ fn make_sample(
     seed: u64,
     augment: &autodl_augment::Pipeline,
 ) -> AugSample {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let x0 = if item.width > tile {
-        rng.random_range(0..=item.width - tile)
-    } else {
-        0
-    };
-    let y0 = if item.height > tile {
-        rng.random_range(0..=item.height - tile)
-    } else {
-        0
-    };
-    let mut image = vec![0f32; bands * tile * tile];
-    let mut mask = vec![IGNORE; tile * tile];
-    let (cw, ch) = (tile.min(item.width), tile.min(item.height));
-    for y in 0..ch {
-        let src = (y0 + y) * item.width + x0;
-        mask[y * tile..y * tile + cw].copy_from_slice(&item.target[src..src + cw]);
-        for b in 0..bands {
-            let plane = b * item.width * item.height;
-            let dst = b * tile * tile + y * tile;
-            image[dst..dst + cw].copy_from_slice(&item.image[plane + src..plane + src + cw]);
-        }
-    }
+    let (x0, y0) = tile_origin(seed, item.width, item.height, tile);
+    let region = (x0, y0, tile, tile);
+    let (w, h) = (item.width, item.height);
     let mut sample = AugSample {
         width: tile as u32,
         height: tile as u32,
         bands: bands as u32,
-        image,
-        mask: Some(mask),
+        image: crop(&item.image, w, h, bands, region, (tile, tile), 0.0),
+        mask: Some(crop(&item.target, w, h, 1, region, (tile, tile), IGNORE)),
         boxes: Vec::new(),
     };
     augment.apply(&mut sample, sample_seed(seed, 1, 0));
@@ -197,14 +178,11 @@ fn to_tensors<B: Backend>(
     samples: &[AugSample],
     device: &B::Device,
 ) -> (Tensor<B, 4>, Tensor<B, 3, Int>) {
-    let n = samples.len();
-    let (b, h, w) = samples.first().map_or((0, 0, 0), |s| {
-        (s.bands as usize, s.height as usize, s.width as usize)
-    });
-    let mut images = Vec::with_capacity(n * b * h * w);
-    let mut targets = Vec::with_capacity(n * h * w);
+    let (h, w) = samples
+        .first()
+        .map_or((0, 0), |s| (s.height as usize, s.width as usize));
+    let mut targets = Vec::with_capacity(samples.len() * h * w);
     for s in samples {
-        images.extend_from_slice(&s.image);
         if let Some(mask) = &s.mask {
             targets.extend(
                 mask.iter()
@@ -213,13 +191,9 @@ fn to_tensors<B: Backend>(
         }
     }
     (
-        Tensor::from_data(TensorData::new(images, [n, b, h, w]), device),
-        Tensor::from_data(TensorData::new(targets, [n, h, w]), device),
+        images_tensor(samples, device),
+        Tensor::from_data(TensorData::new(targets, [samples.len(), h, w]), device),
     )
-}
-
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
 }
 
 /// Validation loss and confusion matrix of `model` over `items`, through the inference path
@@ -349,19 +323,10 @@ where
     M::InnerModule: SegNet<B::InnerBackend>,
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
 {
-    let start = Instant::now();
-    std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io {
-        path: spec.out_dir.clone(),
-        source,
-    })?;
-    B::seed(device, spec.seed);
+    let start = trial::begin::<B>(spec, device)?;
     let data = load_data(&spec.data, spec.seed)?;
     let (bands, classes) = (data.bands, data.classes.len());
-    if data.train.is_empty() || data.val.is_empty() {
-        return Err(PluginError::Data(
-            "the train or validation split is empty".into(),
-        ));
-    }
+    trial::check_splits(data.train.len(), data.val.len())?;
     let m = infer::SIZE_MULTIPLE;
     let smallest = data
         .train
@@ -375,12 +340,7 @@ where
             .max(m)
     });
     let tile = tile.div_ceil(m) * m;
-    let augment = autodl_augment::Pipeline::preset(
-        &spec.augment,
-        autodl_api::Task::PixelClassification,
-        spec.augment_strength,
-    )
-    .map_err(|e| PluginError::Training(e.to_string()))?;
+    let augment = trial::augmenter(spec, autodl_api::Task::PixelClassification)?;
     let class_weights = match text_param(&spec.params, "class-balance", "none") {
         "none" => None,
         "balanced" => {
@@ -450,7 +410,7 @@ where
             })
         },
     )?;
-    let (metric, best_epoch, (metrics, cm)) = fitted.best;
+    let (fitted, (metrics, cm)) = fitted.into_payload();
     let meta = ModelMeta {
         family: spec.family.clone(),
         backbone: spec.backbone.clone(),
@@ -473,18 +433,7 @@ where
         "baseline-miou".to_owned(),
         autodl_metrics::majority_baseline(&cm).mean_iou,
     );
-    Ok(TrialResult {
-        status: fitted.status,
-        metric_name: metric_name.clone(),
-        metric: Some(metric),
-        metrics: all,
-        epochs: fitted.epochs,
-        best_epoch: Some(best_epoch),
-        batch_size: fitted.batch_size as u32,
-        learning_rate: fitted.learning_rate,
-        train_secs: start.elapsed().as_secs_f64(),
-        model_dir: Some(spec.out_dir.clone()),
-    })
+    Ok(trial::result(spec, start, fitted, metric_name, all))
 }
 
 fn write_reports(
@@ -494,28 +443,15 @@ fn write_reports(
     epochs: &[EpochRecord],
     classes: &[ClassInfo],
 ) -> Result<(), PluginError> {
-    let io = |path: std::path::PathBuf| move |source| PluginError::Io { path, source };
     let json = serde_json::json!({
         "metrics": metrics,
         "classes": classes,
         "confusion-matrix": cm,
         "epochs": epochs,
     });
-    let path = dir.join("metrics.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    )
-    .map_err(io(path.clone()))?;
-    let mut csv = String::from("epoch,train_loss,val_loss,miou,elapsed_secs\n");
-    for e in epochs {
-        csv.push_str(&format!(
-            "{},{},{},{},{}\n",
-            e.epoch, e.train_loss, e.val_loss, e.metric, e.elapsed_secs
-        ));
-    }
-    let path = dir.join("epochs.csv");
-    std::fs::write(&path, csv).map_err(io(path.clone()))
+    write_metrics(dir, &json)?;
+    // The column keeps its historical name whichever metric ranks.
+    write_epochs(dir, "miou", epochs)
 }
 
 #[cfg(test)]

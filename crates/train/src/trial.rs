@@ -1,0 +1,64 @@
+//! What every task's training does around the fit loop: the trial folder and the backend's
+//! seed before it, the augmentation pipeline, the split check, and the trial's result after.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use autodl_api::{PluginError, TrialResult, TrialSpec};
+use burn::tensor::backend::Backend;
+
+use crate::fit::Fitted;
+
+/// Starts a trial: creates its folder and seeds the backend. Returns the start time, which the
+/// result's training time counts from.
+pub fn begin<B: Backend>(spec: &TrialSpec, device: &B::Device) -> Result<Instant, PluginError> {
+    let start = Instant::now();
+    std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io {
+        path: spec.out_dir.clone(),
+        source,
+    })?;
+    B::seed(device, spec.seed);
+    Ok(start)
+}
+
+/// Refuses a dataset with an empty training or validation split.
+pub fn check_splits(n_train: usize, n_val: usize) -> Result<(), PluginError> {
+    if n_train == 0 || n_val == 0 {
+        return Err(PluginError::Data(
+            "the train or validation split is empty".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The augmentation pipeline the spec names, for `task`.
+pub fn augmenter(
+    spec: &TrialSpec,
+    task: autodl_api::Task,
+) -> Result<autodl_augment::Pipeline, PluginError> {
+    autodl_augment::Pipeline::preset(&spec.augment, task, spec.augment_strength)
+        .map_err(|e| PluginError::Training(e.to_string()))
+}
+
+/// The trial's result from the fit loop's outcome, the ranking metric's name and every metric
+/// of the kept epoch.
+pub fn result<P>(
+    spec: &TrialSpec,
+    start: Instant,
+    fitted: Fitted<P>,
+    metric_name: String,
+    metrics: BTreeMap<String, f64>,
+) -> TrialResult {
+    TrialResult {
+        status: fitted.status,
+        metric_name,
+        metric: Some(fitted.best.0),
+        metrics,
+        epochs: fitted.epochs,
+        best_epoch: Some(fitted.best.1),
+        batch_size: fitted.batch_size as u32,
+        learning_rate: fitted.learning_rate,
+        train_secs: start.elapsed().as_secs_f64(),
+        model_dir: Some(spec.out_dir.clone()),
+    }
+}
