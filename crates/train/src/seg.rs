@@ -1,22 +1,20 @@
 //! Pixel-classification training, generic over the backend and the network.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use autodl_api::{AugSample, DataSpec, EpochRecord, PluginError, Progress, TrialResult, TrialSpec};
 use autodl_data::ClassInfo;
 use autodl_metrics::{ConfusionMatrix, SegMetrics};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::IGNORE;
 use crate::data::{band_stats, data_err, read_options};
-use crate::fit::{Evaluation, FitOptions, Steps, fit};
+use crate::fit::{self, Evaluation, FitOptions, Fitted, Task};
 use crate::infer::{self, View, normalise};
-use crate::loss::scalar;
 use crate::model_dir::ModelMeta;
 use crate::outputs::{write_epochs, write_metrics};
 use crate::params::{number_param, text_param};
@@ -226,23 +224,38 @@ pub fn evaluate<B: Backend, M: SegNet<B>>(
     Ok((loss_sum / loss_n.max(1) as f64, cm))
 }
 
-struct Trainer<'a, B: Backend> {
+/// The pixel-classification task the fit loop drives.
+struct SegTask<'a, B: Backend> {
+    spec: &'a TrialSpec,
+    family: &'a FamilyOptions,
     data: &'a SegData,
     tile: usize,
     augment: autodl_augment::Pipeline,
-    seed: u64,
     loss: LossOptions,
     class_weights: Option<Tensor<B, 1>>,
-    classes: usize,
+    /// The ranking metric: `miou`, `accuracy` or `dice`.
+    metric_name: String,
 }
 
-impl<B: AutodiffBackend> Trainer<'_, B> {
-    fn batch(
-        &self,
-        indices: &[usize],
-        epoch: u64,
-        device: &B::Device,
-    ) -> (Tensor<B, 4>, Tensor<B, 3, Int>, Option<Tensor<B, 4>>) {
+impl<B, M> Task<B, M> for SegTask<'_, B>
+where
+    B: AutodiffBackend,
+    M: SegNet<B> + AutodiffModule<B>,
+    M::InnerModule: SegNet<B::InnerBackend>,
+{
+    /// Images, targets (ignored pixels as -1) and, when the dice term is on, one-hot targets.
+    type Batch = (Tensor<B, 4>, Tensor<B, 3, Int>, Option<Tensor<B, 4>>);
+    type Payload = (SegMetrics, ConfusionMatrix);
+
+    fn train_len(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn metric_name(&self) -> &str {
+        &self.metric_name
+    }
+
+    fn batch(&self, indices: &[usize], epoch: u64, device: &B::Device) -> Self::Batch {
         let samples: Vec<AugSample> = indices
             .par_iter()
             .map(|&i| {
@@ -250,39 +263,77 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
                     &self.data.train[i],
                     self.data.bands,
                     self.tile,
-                    sample_seed(self.seed, epoch, i as u64),
+                    sample_seed(self.spec.seed, epoch, i as u64),
                     &self.augment,
                 )
             })
             .collect();
+        let classes = self.data.classes.len();
         let one_hot =
-            (self.loss.dice_fraction > 0.0).then(|| one_hot::<B>(&samples, self.classes, device));
+            (self.loss.dice_fraction > 0.0).then(|| one_hot::<B>(&samples, classes, device));
         let (x, y) = to_tensors(&samples, device);
         (x, y, one_hot)
     }
-}
 
-impl<B: AutodiffBackend, M: SegNet<B> + AutodiffModule<B>> Steps<B, M> for Trainer<'_, B> {
-    fn step<O: Optimizer<M, B>>(
-        &self,
-        model: M,
-        optim: &mut O,
-        lr: f64,
-        indices: &[usize],
-        epoch: u64,
-        device: &B::Device,
-    ) -> (M, f64) {
-        let (x, y, one_hot) = self.batch(indices, epoch, device);
-        let loss = seg_loss(
+    fn loss(&self, model: &M, (x, y, one_hot): Self::Batch, _: &B::Device) -> Tensor<B, 1> {
+        seg_loss(
             model.forward(x),
             y,
             self.class_weights.clone(),
             one_hot,
             &self.loss,
+        )
+    }
+
+    fn evaluate(
+        &self,
+        model: &M::InnerModule,
+        device: &B::Device,
+    ) -> Result<Evaluation<Self::Payload>, PluginError> {
+        let (bands, classes) = (self.data.bands, self.data.classes.len());
+        let (loss, cm) = evaluate(model, &self.data.val, bands, classes, self.tile, device)?;
+        let metrics = cm.metrics();
+        let metric = match self.metric_name.as_str() {
+            "accuracy" => metrics.pixel_accuracy,
+            "dice" => metrics.mean_dice,
+            _ => metrics.mean_iou,
+        };
+        Ok(Evaluation {
+            loss,
+            metric,
+            payload: (metrics, cm),
+        })
+    }
+
+    fn finish(
+        &self,
+        fitted: &Fitted<()>,
+        (metrics, cm): Self::Payload,
+    ) -> Result<BTreeMap<String, f64>, PluginError> {
+        let (spec, data) = (self.spec, self.data);
+        let meta = ModelMeta {
+            family: spec.family.clone(),
+            backbone: spec.backbone.clone(),
+            task: autodl_api::Task::PixelClassification,
+            bands: data.bands,
+            classes: data.classes.clone(),
+            ignore_index: data.ignore_index,
+            mean: data.mean.clone(),
+            std: data.std.clone(),
+            tile_size: self.tile as u32,
+            params: self.family.params.clone(),
+        };
+        meta.save(&spec.out_dir)?;
+        write_reports(&spec.out_dir, &metrics, &cm, &fitted.epochs, &data.classes)?;
+        let mut all = BTreeMap::new();
+        all.insert("miou".to_owned(), metrics.mean_iou);
+        all.insert("accuracy".to_owned(), metrics.pixel_accuracy);
+        all.insert("dice".to_owned(), metrics.mean_dice);
+        all.insert(
+            "baseline-miou".to_owned(),
+            autodl_metrics::majority_baseline(&cm).mean_iou,
         );
-        let value = scalar(loss.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        (optim.step(lr, model, grads), value)
+        Ok(all)
     }
 }
 
@@ -366,11 +417,6 @@ where
     };
     // The ranking metric decides the kept epoch, early stopping and the leaderboard.
     let metric_name = text_param(&spec.params, "metric", "miou").to_owned();
-    let rank_metric = |m: &SegMetrics| match metric_name.as_str() {
-        "accuracy" => m.pixel_accuracy,
-        "dice" => m.mean_dice,
-        _ => m.mean_iou,
-    };
     if !matches!(metric_name.as_str(), "miou" | "accuracy" | "dice") {
         return Err(PluginError::Training(format!(
             "unknown metric `{metric_name}`: use miou, accuracy or dice"
@@ -380,60 +426,28 @@ where
         focal_gamma: number_param(&spec.params, "focal-gamma", 0.0) as f32,
         dice_fraction: number_param(&spec.params, "dice-fraction", 0.0).clamp(0.0, 1.0) as f32,
     };
-    let trainer = Trainer {
+    let task = SegTask {
+        spec,
+        family,
         data: &data,
         tile,
         augment,
-        seed: spec.seed,
         loss,
         class_weights,
-        classes,
+        metric_name,
     };
     let opts = FitOptions {
         spec,
         progress,
         default_lr: family.default_lr,
-        n_train: data.train.len(),
     };
-    let fitted = fit::<B, M, _, _>(
+    fit::train(
         &opts,
+        start,
         device,
         &|| build(device, bands, classes),
-        &trainer,
-        &mut |model, _batch| {
-            let (loss, cm) = evaluate(model, &data.val, bands, classes, tile, device)?;
-            let metrics = cm.metrics();
-            Ok(Evaluation {
-                loss,
-                metric: rank_metric(&metrics),
-                payload: (metrics, cm),
-            })
-        },
-    )?;
-    let (fitted, (metrics, cm)) = fitted.into_payload();
-    let meta = ModelMeta {
-        family: spec.family.clone(),
-        backbone: spec.backbone.clone(),
-        task: autodl_api::Task::PixelClassification,
-        bands,
-        classes: data.classes.clone(),
-        ignore_index: data.ignore_index,
-        mean: data.mean.clone(),
-        std: data.std.clone(),
-        tile_size: tile as u32,
-        params: family.params.clone(),
-    };
-    meta.save(&spec.out_dir)?;
-    write_reports(&spec.out_dir, &metrics, &cm, &fitted.epochs, &data.classes)?;
-    let mut all = std::collections::BTreeMap::new();
-    all.insert("miou".to_owned(), metrics.mean_iou);
-    all.insert("accuracy".to_owned(), metrics.pixel_accuracy);
-    all.insert("dice".to_owned(), metrics.mean_dice);
-    all.insert(
-        "baseline-miou".to_owned(),
-        autodl_metrics::majority_baseline(&cm).mean_iou,
-    );
-    Ok(trial::result(spec, start, fitted, metric_name, all))
+        &task,
+    )
 }
 
 fn write_reports(

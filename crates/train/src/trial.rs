@@ -1,13 +1,10 @@
 //! What every task's training does around the fit loop: the trial folder and the backend's
-//! seed before it, the augmentation pipeline, the split check, and the trial's result after.
+//! seed before it, the augmentation pipeline and the split check.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use autodl_api::{PluginError, TrialResult, TrialSpec};
+use autodl_api::{PluginError, TrialSpec};
 use burn::tensor::backend::Backend;
-
-use crate::fit::Fitted;
 
 /// Starts a trial: creates its folder and seeds the backend. Returns the start time, which the
 /// result's training time counts from.
@@ -38,27 +35,4 @@ pub fn augmenter(
 ) -> Result<autodl_augment::Pipeline, PluginError> {
     autodl_augment::Pipeline::preset(&spec.augment, task, spec.augment_strength)
         .map_err(|e| PluginError::Training(e.to_string()))
-}
-
-/// The trial's result from the fit loop's outcome, the ranking metric's name and every metric
-/// of the kept epoch.
-pub fn result<P>(
-    spec: &TrialSpec,
-    start: Instant,
-    fitted: Fitted<P>,
-    metric_name: String,
-    metrics: BTreeMap<String, f64>,
-) -> TrialResult {
-    TrialResult {
-        status: fitted.status,
-        metric_name,
-        metric: Some(fitted.best.0),
-        metrics,
-        epochs: fitted.epochs,
-        best_epoch: Some(fitted.best.1),
-        batch_size: fitted.batch_size as u32,
-        learning_rate: fitted.learning_rate,
-        train_secs: start.elapsed().as_secs_f64(),
-        model_dir: Some(spec.out_dir.clone()),
-    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use autodl_api::{AugSample, ParamValue, PluginError, Progress, TrialResult, TrialSpec};
 use autodl_detection::{Box4, ScoredBox};
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use rayon::prelude::*;
 
@@ -16,32 +16,47 @@ use super::loss::{LossSetup, det_loss};
 use super::metrics::{ap50, det_metrics};
 use super::net::{BoxLoss, DetNet, DetOptions};
 use super::write::{write_model, write_reports};
-use crate::fit::{Evaluation, FitOptions, Steps, fit};
+use crate::fit::{self, Evaluation, FitOptions, Fitted, Task};
 use crate::infer::SIZE_MULTIPLE;
-use crate::loss::scalar;
 use crate::params::text_param;
 use crate::sample::images_tensor;
 use crate::seed::sample_seed;
 use crate::trial;
 
-struct Trainer<'a> {
+/// The detection task the fit loop drives.
+struct DetTask<'a> {
+    spec: &'a TrialSpec,
+    progress: &'a dyn Progress,
     data: &'a DetData,
     tile: usize,
     augment: autodl_augment::Pipeline,
-    seed: u64,
     setup: LossSetup<'a>,
+    /// The anchor base-size multiplier, recorded for prediction.
+    scale: f32,
+    /// The ranking metric: `ap50` or `coco-ap`.
+    metric_name: String,
 }
 
-impl<B: AutodiffBackend, M: DetNet<B> + AutodiffModule<B>> Steps<B, M> for Trainer<'_> {
-    fn step<O: Optimizer<M, B>>(
-        &self,
-        model: M,
-        optim: &mut O,
-        lr: f64,
-        indices: &[usize],
-        epoch: u64,
-        device: &B::Device,
-    ) -> (M, f64) {
+impl<B, M> Task<B, M> for DetTask<'_>
+where
+    B: AutodiffBackend,
+    M: DetNet<B> + AutodiffModule<B>,
+    M::InnerModule: DetNet<B::InnerBackend>,
+{
+    /// Images and each image's boxes with their class.
+    type Batch = (Tensor<B, 4>, Vec<Vec<(Box4, usize)>>);
+    /// The NMS IoU that ranked best and the detections of every validation image with it.
+    type Payload = (f32, Vec<Vec<ScoredBox>>);
+
+    fn train_len(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn metric_name(&self) -> &str {
+        &self.metric_name
+    }
+
+    fn batch(&self, indices: &[usize], epoch: u64, device: &B::Device) -> Self::Batch {
         let samples: Vec<AugSample> = indices
             .par_iter()
             .map(|&i| {
@@ -49,21 +64,76 @@ impl<B: AutodiffBackend, M: DetNet<B> + AutodiffModule<B>> Steps<B, M> for Train
                     &self.data.train[i],
                     self.data.bands,
                     self.tile,
-                    sample_seed(self.seed, epoch, i as u64),
+                    sample_seed(self.spec.seed, epoch, i as u64),
                     &self.augment,
                 )
             })
             .collect();
-        let boxes: Vec<Vec<(Box4, usize)>> = samples.iter().map(|s| s.boxes.clone()).collect();
-        let loss = det_loss(
-            model.forward(images_tensor(&samples, device)),
-            &boxes,
-            &self.setup,
-            device,
+        let boxes = samples.iter().map(|s| s.boxes.clone()).collect();
+        (images_tensor(&samples, device), boxes)
+    }
+
+    fn loss(&self, model: &M, (images, boxes): Self::Batch, device: &B::Device) -> Tensor<B, 1> {
+        det_loss(model.forward(images), &boxes, &self.setup, device)
+    }
+
+    fn evaluate(
+        &self,
+        model: &M::InnerModule,
+        device: &B::Device,
+    ) -> Result<Evaluation<Self::Payload>, PluginError> {
+        let data = self.data;
+        let (loss, per_nms) =
+            evaluate(model, &data.val, data.bands, self.tile, &self.setup, device)?;
+        let mut best: Option<(f64, f32, Vec<Vec<ScoredBox>>)> = None;
+        for (dets, &nms) in per_nms.into_iter().zip(&NMS_CHOICES) {
+            let metric = if self.metric_name == "coco-ap" {
+                det_metrics(&data.val, &dets, data.classes.len()).coco.ap
+            } else {
+                ap50(&data.val, &dets)
+            };
+            if best.as_ref().is_none_or(|b| metric > b.0) {
+                best = Some((metric, nms, dets));
+            }
+        }
+        let (metric, nms, dets) = best.unwrap_or((0.0, 0.5, Vec::new()));
+        Ok(Evaluation {
+            loss,
+            metric,
+            payload: (nms, dets),
+        })
+    }
+
+    fn finish(
+        &self,
+        fitted: &Fitted<()>,
+        (nms, dets): Self::Payload,
+    ) -> Result<BTreeMap<String, f64>, PluginError> {
+        let (spec, data) = (self.spec, self.data);
+        let metrics = det_metrics(&data.val, &dets, data.classes.len());
+        self.progress.message(&format!(
+            "NMS IoU {nms} and score threshold {:.2} chosen on the validation split",
+            metrics.score_threshold
+        ));
+        let mut params = self.setup.opts.params.clone();
+        params.insert("anchor-scale".into(), ParamValue::Number(self.scale as f64));
+        params.insert("nms-iou".into(), ParamValue::Number(nms as f64));
+        params.insert(
+            "score-threshold".into(),
+            ParamValue::Number(metrics.score_threshold),
         );
-        let value = scalar(loss.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        (optim.step(lr, model, grads), value)
+        write_model(spec, data, self.tile, params)?;
+        write_reports(&spec.out_dir, &metrics, &fitted.epochs, &data.classes)?;
+        let mut all = BTreeMap::new();
+        all.insert("ap50".to_owned(), metrics.ap50);
+        all.insert("coco-ap".to_owned(), metrics.coco.ap);
+        all.insert("coco-ap50".to_owned(), metrics.coco.ap50);
+        all.insert("coco-ap75".to_owned(), metrics.coco.ap75);
+        all.insert("arcgis-ap10".to_owned(), metrics.arcgis_ap10);
+        all.insert("precision".to_owned(), metrics.precision);
+        all.insert("recall".to_owned(), metrics.recall);
+        all.insert("f1".to_owned(), metrics.f1);
+        Ok(all)
     }
 }
 
@@ -153,71 +223,29 @@ where
         anchors.sizes.last().copied().unwrap_or(0.0)
             * opts.anchor_scales.last().copied().unwrap_or(1.0)
     ));
-    let trainer = Trainer {
+    let task = DetTask {
+        spec,
+        progress,
         data: &data,
         tile,
         augment,
-        seed: spec.seed,
         setup: LossSetup {
             opts,
             anchors: &anchors,
         },
+        scale,
+        metric_name,
     };
     let fit_opts = FitOptions {
         spec,
         progress,
         default_lr: opts.default_lr,
-        n_train: data.train.len(),
     };
-    let fitted = fit::<B, M, _, _>(
+    fit::train(
         &fit_opts,
+        start,
         device,
         &|| build(device, bands, classes),
-        &trainer,
-        &mut |model, _batch| {
-            let (loss, per_nms) = evaluate(model, &data.val, bands, tile, &trainer.setup, device)?;
-            let mut best: Option<(f64, f32, Vec<Vec<ScoredBox>>)> = None;
-            for (dets, &nms) in per_nms.into_iter().zip(&NMS_CHOICES) {
-                let metric = if metric_name == "coco-ap" {
-                    det_metrics(&data.val, &dets, classes).coco.ap
-                } else {
-                    ap50(&data.val, &dets)
-                };
-                if best.as_ref().is_none_or(|b| metric > b.0) {
-                    best = Some((metric, nms, dets));
-                }
-            }
-            let (metric, nms, dets) = best.unwrap_or((0.0, 0.5, Vec::new()));
-            Ok(Evaluation {
-                loss,
-                metric,
-                payload: (nms, dets),
-            })
-        },
-    )?;
-    let (fitted, (nms, dets)) = fitted.into_payload();
-    let metrics = det_metrics(&data.val, &dets, classes);
-    progress.message(&format!(
-        "NMS IoU {nms} and score threshold {:.2} chosen on the validation split",
-        metrics.score_threshold
-    ));
-    let mut params = opts.params.clone();
-    params.insert("anchor-scale".into(), ParamValue::Number(scale as f64));
-    params.insert("nms-iou".into(), ParamValue::Number(nms as f64));
-    params.insert(
-        "score-threshold".into(),
-        ParamValue::Number(metrics.score_threshold),
-    );
-    write_model(spec, &data, tile, params)?;
-    write_reports(&spec.out_dir, &metrics, &fitted.epochs, &data.classes)?;
-    let mut all = BTreeMap::new();
-    all.insert("ap50".to_owned(), metrics.ap50);
-    all.insert("coco-ap".to_owned(), metrics.coco.ap);
-    all.insert("coco-ap50".to_owned(), metrics.coco.ap50);
-    all.insert("coco-ap75".to_owned(), metrics.coco.ap75);
-    all.insert("arcgis-ap10".to_owned(), metrics.arcgis_ap10);
-    all.insert("precision".to_owned(), metrics.precision);
-    all.insert("recall".to_owned(), metrics.recall);
-    all.insert("f1".to_owned(), metrics.f1);
-    Ok(trial::result(spec, start, fitted, metric_name, all))
+        &task,
+    )
 }
