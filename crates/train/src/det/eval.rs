@@ -6,10 +6,8 @@ use autodl_detection::ScoredBox;
 use burn::tensor::backend::Backend;
 
 use super::data::{DetItem, clip_boxes};
-use super::loss::{LossSetup, det_loss};
-use super::net::DetNet;
-use crate::infer::{self, View, WindowOutput};
-use crate::loss::scalar;
+use super::detector::Detector;
+use crate::infer::{self, View};
 
 /// The boxes kept on one image.
 pub(crate) type ImageBoxes = Vec<ScoredBox>;
@@ -21,13 +19,13 @@ pub(crate) const NMS_CHOICES: [f32; 4] = [0.2, 0.35, 0.5, 0.65];
 
 /// Validation loss and detections of every item, once per threshold of [`NMS_CHOICES`],
 /// through the inference path `autodl predict` takes ([`infer::detect_windows`] and
-/// [`infer::window_boxes`], [`infer::merge_boxes`]). The loss is taken per window, on the boxes the window sees.
-pub(crate) fn evaluate<B: Backend, M: DetNet<B>>(
-    model: &M,
+/// [`infer::merge_boxes`]). The loss is taken per window, on the boxes the window sees.
+pub(crate) fn evaluate<B: Backend, D: Detector<B>>(
+    model: &D,
+    head: &D::Head,
     items: &[DetItem],
     bands: usize,
     tile: usize,
-    setup: &LossSetup<'_>,
     device: &B::Device,
 ) -> Result<(f64, Vec<Vec<ImageBoxes>>), PluginError> {
     let mut dets = vec![Vec::with_capacity(items.len()); NMS_CHOICES.len()];
@@ -37,18 +35,19 @@ pub(crate) fn evaluate<B: Backend, M: DetNet<B>>(
         let mut found = vec![Vec::new(); NMS_CHOICES.len()];
         let windows = infer::detect_windows(
             model,
+            head,
             view,
             tile,
-            setup.opts,
-            setup.anchors,
+            &NMS_CHOICES,
+            |win| Some(clip_boxes(&it.boxes, (win.x0, win.y0, win.w, win.h))),
             device,
-            |o: &WindowOutput, out| {
-                let win = o.window;
-                let boxes = clip_boxes(&it.boxes, (win.x0, win.y0, win.w, win.h));
-                loss_sum += scalar(det_loss(out, &[boxes], setup, device));
-                loss_n += 1;
-                for (f, &nms_iou) in found.iter_mut().zip(&NMS_CHOICES) {
-                    f.extend(infer::window_boxes(o, setup.opts, nms_iou));
+            |_, detected| {
+                if let Some(loss) = detected.loss {
+                    loss_sum += loss;
+                    loss_n += 1;
+                }
+                for (f, boxes) in found.iter_mut().zip(detected.boxes) {
+                    f.extend(boxes);
                 }
             },
         )?;

@@ -4,24 +4,19 @@
 use autodl_detection::loss::{
     decode, giou_loss, hard_negative_weights, sigmoid_focal_loss, smooth_l1, softmax_cross_entropy,
 };
-use autodl_detection::{AnchorConfig, Assignment, Box4, match_anchors};
+use autodl_detection::{Assignment, Box4, match_anchors};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::net::{BoxLoss, ClassLoss, DetOptions, DetOutput};
-
-/// Everything the loss needs besides the network's output.
-pub(crate) struct LossSetup<'a> {
-    pub(crate) opts: &'a DetOptions,
-    pub(crate) anchors: &'a AnchorConfig,
-}
+use super::anchor::AnchorHead;
+use super::net::{BoxLoss, ClassLoss, DetOutput};
 
 /// The detection loss of a batch, divided by the number of positive anchors (at least 1).
 pub(crate) fn det_loss<B: Backend>(
     out: DetOutput<B>,
     boxes: &[Vec<(Box4, usize)>],
-    setup: &LossSetup<'_>,
+    setup: &AnchorHead,
     device: &B::Device,
 ) -> Tensor<B, 1> {
     let anchors = setup.anchors.generate(&out.levels);

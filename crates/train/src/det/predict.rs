@@ -8,6 +8,8 @@ use autodl_detection::ScoredBox;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 
+use super::anchor::AnchorHead;
+use super::detector::Detector;
 use super::net::{DetNet, DetOptions};
 use crate::infer::{self, View};
 use crate::model_dir::ModelMeta;
@@ -50,12 +52,8 @@ fn preview_sample(raw: &autodl_data::RawImage, dets: &[ScoredBox]) -> AugSample 
     }
 }
 
-/// Runs a trained detector on images through the validation's inference path. Writes
-/// `<stem>.xml` (PASCAL VOC, each object with its `<score>`) and `previews/<stem>.png` (boxes
-/// drawn) per image (stems from [`autodl_api::files::output_stems`]), and `detections.json` (COCO: images, categories, and annotations with
-/// scores) for all of them. Keeps boxes scoring at least `score_threshold`, or the model's
-/// `score-threshold` (the validation F1 optimum), after NMS at its `nms-iou` (the validation
-/// AP optimum). Returns the label files written.
+/// Runs a trained anchor-head detector on images: [`predict_with`] with the [`AnchorHead`] its
+/// `model.json` records.
 pub fn predict<B, M, F>(
     model_dir: &Path,
     images: &[PathBuf],
@@ -70,6 +68,38 @@ where
     M: DetNet<B>,
     F: Fn(&B::Device, &ModelMeta) -> M,
 {
+    predict_with::<B, M, _>(
+        model_dir,
+        images,
+        out_dir,
+        |meta| AnchorHead::from_params(opts.clone(), &meta.params),
+        score_threshold,
+        device,
+        build,
+    )
+}
+
+/// Runs a trained detector on images through the validation's inference path. Writes
+/// `<stem>.xml` (PASCAL VOC, each object with its `<score>`) and `previews/<stem>.png` (boxes
+/// drawn) per image (stems from [`autodl_api::files::output_stems`]), and `detections.json`
+/// (COCO: images, categories, and annotations with scores) for all of them. Keeps boxes
+/// scoring at least `score_threshold`, or the model's `score-threshold` (the validation F1
+/// optimum), after NMS at its `nms-iou` (the validation AP optimum). `head` gives the
+/// detector's head from the model's metadata. Returns the label files written.
+pub fn predict_with<B, M, F>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    out_dir: &Path,
+    head: impl FnOnce(&ModelMeta) -> M::Head,
+    score_threshold: Option<f64>,
+    device: &B::Device,
+    build: F,
+) -> Result<Vec<PathBuf>, PluginError>
+where
+    B: Backend,
+    M: Detector<B>,
+    F: Fn(&B::Device, &ModelMeta) -> M,
+{
     use autodl_detection_metrics::{CocoCategory, CocoImage, CocoPrediction, CocoPredictions};
     let meta = ModelMeta::load(model_dir)?;
     let model = build(device, &meta)
@@ -81,11 +111,10 @@ where
         .map_err(|e| {
             PluginError::Data(format!("{}: cannot load weights: {e}", model_dir.display()))
         })?;
-    let scale = number_param(&meta.params, "anchor-scale", 4.0) as f32;
+    let head = head(&meta);
     let threshold =
         score_threshold.unwrap_or_else(|| number_param(&meta.params, "score-threshold", 0.3));
     let nms_iou = number_param(&meta.params, "nms-iou", 0.5) as f32;
-    let anchors = opts.anchor_config(scale);
     let previews = out_dir.join(autodl_api::files::PREVIEWS);
     std::fs::create_dir_all(&previews).map_err(|source| PluginError::Io {
         path: previews,
@@ -117,12 +146,13 @@ where
         let mut found = Vec::new();
         let windows = infer::detect_windows(
             &model,
+            &head,
             View::raw(&raw, &meta.mean, &meta.std),
             meta.tile_size as usize,
-            opts,
-            &anchors,
+            &[nms_iou],
+            |_| None,
             device,
-            |o, _| found.extend(infer::window_boxes(o, opts, nms_iou)),
+            |_, detected| found.extend(detected.boxes.into_iter().flatten()),
         )?;
         // Validation scores every box; a box is delivered when its f32 score reaches the
         // threshold, the comparison precision_recall_f1 makes in f64 on the same value.

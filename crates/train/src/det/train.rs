@@ -1,20 +1,21 @@
-//! Detector training: the trial's settings (tile, anchors fitted to the data, losses, ranking
-//! metric), one optimiser step on augmented tiles, and the fit loop's evaluation and finish.
+//! Detector training: the trial's settings (tile, ranking metric, the detector's head), batches
+//! of augmented tiles, and the fit loop's evaluation and finishing step, for any [`Detector`].
 
 use std::collections::BTreeMap;
 
-use autodl_api::{AugSample, ParamValue, PluginError, Progress, TrialResult, TrialSpec};
-use autodl_detection::{Box4, ScoredBox};
+use autodl_api::{AugSample, ParamValue, Params, PluginError, Progress, TrialResult, TrialSpec};
+use autodl_detection::ScoredBox;
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use rayon::prelude::*;
 
+use super::anchor::AnchorHead;
 use super::data::{DetData, load_data, make_sample};
+use super::detector::{Detector, Targets};
 use super::eval::{NMS_CHOICES, evaluate};
-use super::loss::{LossSetup, det_loss};
 use super::metrics::{ap50, det_metrics};
-use super::net::{BoxLoss, DetNet, DetOptions};
+use super::net::{DetNet, DetOptions};
 use super::write::{write_model, write_reports};
 use crate::fit::{self, Evaluation, FitOptions, Fitted, Task};
 use crate::infer::SIZE_MULTIPLE;
@@ -23,28 +24,38 @@ use crate::sample::images_tensor;
 use crate::seed::sample_seed;
 use crate::trial;
 
-/// The detection task the fit loop drives.
-struct DetTask<'a> {
+/// What a detector family tells the training loop besides its head.
+#[derive(Debug, Clone, Copy)]
+pub struct DetTraining {
+    /// Learning rate when the budget is too small for the finder.
+    pub default_lr: f64,
+    /// Training tile side when the spec gives none.
+    pub default_tile: u32,
+}
+
+/// The detection task the fit loop drives, for detectors whose head is `H`.
+struct DetTask<'a, H> {
     spec: &'a TrialSpec,
     progress: &'a dyn Progress,
     data: &'a DetData,
     tile: usize,
     augment: autodl_augment::Pipeline,
-    setup: LossSetup<'a>,
-    /// The anchor base-size multiplier, recorded for prediction.
-    scale: f32,
+    head: &'a H,
+    /// What `model.json` records of the head.
+    head_params: Params,
     /// The ranking metric: `ap50` or `coco-ap`.
     metric_name: String,
 }
 
-impl<B, M> Task<B, M> for DetTask<'_>
+impl<B, M, H> Task<B, M> for DetTask<'_, H>
 where
     B: AutodiffBackend,
-    M: DetNet<B> + AutodiffModule<B>,
-    M::InnerModule: DetNet<B::InnerBackend>,
+    M: Detector<B, Head = H> + AutodiffModule<B>,
+    M::InnerModule: Detector<B::InnerBackend, Head = H>,
+    H: Sync,
 {
-    /// Images and each image's boxes with their class.
-    type Batch = (Tensor<B, 4>, Vec<Vec<(Box4, usize)>>);
+    /// Images and each image's objects.
+    type Batch = (Tensor<B, 4>, Vec<Targets>);
     /// The NMS IoU that ranked best and the detections of every validation image with it.
     type Payload = (f32, Vec<Vec<ScoredBox>>);
 
@@ -73,8 +84,8 @@ where
         (images_tensor(&samples, device), boxes)
     }
 
-    fn loss(&self, model: &M, (images, boxes): Self::Batch, device: &B::Device) -> Tensor<B, 1> {
-        det_loss(model.forward(images), &boxes, &self.setup, device)
+    fn loss(&self, model: &M, (images, boxes): Self::Batch, _: &B::Device) -> Tensor<B, 1> {
+        model.loss(self.head, images, &boxes)
     }
 
     fn evaluate(
@@ -83,8 +94,7 @@ where
         device: &B::Device,
     ) -> Result<Evaluation<Self::Payload>, PluginError> {
         let data = self.data;
-        let (loss, per_nms) =
-            evaluate(model, &data.val, data.bands, self.tile, &self.setup, device)?;
+        let (loss, per_nms) = evaluate(model, self.head, &data.val, data.bands, self.tile, device)?;
         let mut best: Option<(f64, f32, Vec<Vec<ScoredBox>>)> = None;
         for (dets, &nms) in per_nms.into_iter().zip(&NMS_CHOICES) {
             let metric = if self.metric_name == "coco-ap" {
@@ -115,8 +125,7 @@ where
             "NMS IoU {nms} and score threshold {:.2} chosen on the validation split",
             metrics.score_threshold
         ));
-        let mut params = self.setup.opts.params.clone();
-        params.insert("anchor-scale".into(), ParamValue::Number(self.scale as f64));
+        let mut params = self.head_params.clone();
         params.insert("nms-iou".into(), ParamValue::Number(nms as f64));
         params.insert(
             "score-threshold".into(),
@@ -137,36 +146,9 @@ where
     }
 }
 
-/// The anchor base-size multiplier: the spec's `anchor-scale`, or one fitted to the training
-/// boxes so that the smallest anchors match the small objects.
-fn anchor_scale(spec: &TrialSpec, data: &DetData, opts: &DetOptions) -> f32 {
-    match spec.params.get("anchor-scale") {
-        Some(ParamValue::Number(s)) => *s as f32,
-        _ => {
-            let sides: Vec<f32> = data
-                .train
-                .iter()
-                .flat_map(|it| {
-                    it.boxes
-                        .iter()
-                        .map(|(b, _)| ((b[2] - b[0]) * (b[3] - b[1])).sqrt())
-                })
-                .collect();
-            autodl_detection::anchors::fit_scale(
-                &sides,
-                opts.strides.first().copied().unwrap_or(8),
-                1.5,
-                4.0,
-            )
-        }
-    }
-}
-
-/// Trains a detector as `spec` says and writes its model folder.
-///
-/// Parameters read from `spec.params` besides the fit loop's: `anchor-scale` (base anchor side
-/// in strides; fitted to the data when absent), `box-loss` (`smooth-l1` or `giou`; the family's
-/// choice by default) and `metric` (`ap50`, the default, or `coco-ap`).
+/// Trains an anchor-head detector as `spec` says and writes its model folder: [`train_with`]
+/// with the [`AnchorHead`] the trial asks for (see [`AnchorHead::for_trial`] for its
+/// parameters).
 pub fn train<B, M, F>(
     spec: &TrialSpec,
     progress: &dyn Progress,
@@ -178,6 +160,49 @@ where
     B: AutodiffBackend,
     M: DetNet<B> + AutodiffModule<B>,
     M::InnerModule: DetNet<B::InnerBackend>,
+    F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
+{
+    let training = DetTraining {
+        default_lr: opts.default_lr,
+        default_tile: opts.default_tile,
+    };
+    train_with::<B, M, _, _>(
+        spec,
+        progress,
+        training,
+        device,
+        |data, tile| {
+            let head = AnchorHead::for_trial(spec, data, opts)?;
+            let (smallest, largest) = head.side_range();
+            progress.message(&format!(
+                "training tiles {tile} px, anchors {smallest:.0} to {largest:.0} px"
+            ));
+            let params = head.params();
+            Ok((head, params))
+        },
+        build,
+    )
+}
+
+/// Trains any [`Detector`] as `spec` says and writes its model folder. `head` gives the
+/// detector's head for the trial's data and tile side, with the parameters `model.json`
+/// records of it; `build` a fresh network for a band and class count.
+///
+/// Parameters read from `spec.params` besides the fit loop's and the head's: `metric`
+/// (`ap50`, the default, or `coco-ap`).
+pub fn train_with<B, M, H, F>(
+    spec: &TrialSpec,
+    progress: &dyn Progress,
+    training: DetTraining,
+    device: &B::Device,
+    head: impl FnOnce(&DetData, usize) -> Result<(H, Params), PluginError>,
+    build: F,
+) -> Result<TrialResult, PluginError>
+where
+    B: AutodiffBackend,
+    M: Detector<B, Head = H> + AutodiffModule<B>,
+    M::InnerModule: Detector<B::InnerBackend, Head = H>,
+    H: Sync,
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
 {
     let start = trial::begin::<B>(spec, device)?;
@@ -193,7 +218,7 @@ where
     let tile = spec
         .tile_size
         .map(|t| t as usize)
-        .unwrap_or_else(|| (opts.default_tile as usize).min(largest));
+        .unwrap_or_else(|| (training.default_tile as usize).min(largest));
     let tile = tile.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE;
     let augment = trial::augmenter(spec, autodl_api::Task::Detection)?;
     let metric_name = text_param(&spec.params, "metric", "ap50").to_owned();
@@ -202,44 +227,21 @@ where
             "unknown metric `{metric_name}`: use ap50 or coco-ap"
         )));
     }
-    let scale = anchor_scale(spec, &data, opts);
-    let anchors = opts.anchor_config(scale);
-    let mut own = opts.clone();
-    own.box_loss = match text_param(&spec.params, "box-loss", "default") {
-        "default" => opts.box_loss,
-        "smooth-l1" => BoxLoss::SmoothL1 { beta: 1.0 / 9.0 },
-        "giou" => BoxLoss::Giou,
-        other => {
-            return Err(PluginError::Training(format!(
-                "unknown box-loss `{other}`: use smooth-l1 or giou"
-            )));
-        }
-    };
-    let opts = &own;
-    progress.message(&format!(
-        "training tiles {tile} px, anchors {:.0} to {:.0} px",
-        anchors.sizes.first().copied().unwrap_or(0.0)
-            * opts.anchor_scales.first().copied().unwrap_or(1.0),
-        anchors.sizes.last().copied().unwrap_or(0.0)
-            * opts.anchor_scales.last().copied().unwrap_or(1.0)
-    ));
+    let (head, head_params) = head(&data, tile)?;
     let task = DetTask {
         spec,
         progress,
         data: &data,
         tile,
         augment,
-        setup: LossSetup {
-            opts,
-            anchors: &anchors,
-        },
-        scale,
+        head: &head,
+        head_params,
         metric_name,
     };
     let fit_opts = FitOptions {
         spec,
         progress,
-        default_lr: opts.default_lr,
+        default_lr: training.default_lr,
     };
     fit::train(
         &fit_opts,
