@@ -39,7 +39,9 @@ pub use io::{
     CocoCategory, CocoGt, CocoImage, CocoPrediction, CocoPredictions, DetectionError, coco_bbox,
     parse_coco_dets, parse_coco_gt, read_coco_dets, read_coco_gt, read_predictions,
 };
-pub use voc::{ARCGIS_IOU, ClassPrf, VocMethod, VocResult, arcgis_ap, precision_recall_f1, voc_ap};
+pub use voc::{
+    ARCGIS_IOU, ClassPrf, VocMethod, VocResult, arcgis_ap, pr_curves, precision_recall_f1, voc_ap,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -143,6 +143,39 @@ pub fn precision_recall_f1(
         .collect()
 }
 
+/// The precision-recall curve of every class at `iou_threshold`, ascending by id: `(recall,
+/// precision)` after each detection, best score first, matched with the VOC rule [`voc_ap`]
+/// integrates. A detection matching a `difficult` box adds no point; recall is 0 for a class
+/// without non-difficult boxes.
+pub fn pr_curves(
+    gts: &[GtBox],
+    dets: &[Detection],
+    iou_threshold: f64,
+) -> Vec<(u32, Vec<(f64, f64)>)> {
+    classes(gts, dets)
+        .into_par_iter()
+        .map(|c| {
+            let outcomes = c.match_sorted(gts, dets, iou_threshold, f64::NEG_INFINITY);
+            let (mut tp, mut fp) = (0u64, 0u64);
+            let points = outcomes
+                .iter()
+                .filter_map(|o| {
+                    match o {
+                        Outcome::Tp => tp += 1,
+                        Outcome::Fp => fp += 1,
+                        Outcome::Neither => return None,
+                    }
+                    Some((
+                        tp as f64 / c.npos.max(1) as f64,
+                        tp as f64 / (tp + fp) as f64,
+                    ))
+                })
+                .collect();
+            (c.category, points)
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Tp,
@@ -359,6 +392,24 @@ mod tests {
             det(1, 1, boxes[2], 0.5),
         ];
         (gts, dets)
+    }
+
+    #[test]
+    fn pr_curves_step_with_each_counted_detection() {
+        // Image 0: one box found twice (a true then a false positive); image 1: a difficult
+        // box, whose detection adds no point, and a missed box.
+        let gts = [
+            gt(0, 0, [0.0, 0.0, 10.0, 10.0], false),
+            gt(1, 0, [0.0, 0.0, 10.0, 10.0], true),
+            gt(1, 0, [50.0, 50.0, 10.0, 10.0], false),
+        ];
+        let dets = [
+            det(0, 0, [0.0, 0.0, 10.0, 10.0], 0.9),
+            det(1, 0, [0.0, 0.0, 10.0, 10.0], 0.8),
+            det(0, 0, [1.0, 0.0, 10.0, 10.0], 0.7),
+        ];
+        let curves = pr_curves(&gts, &dets, 0.5);
+        assert_eq!(curves, vec![(0, vec![(0.5, 1.0), (0.5, 0.5)])]);
     }
 
     #[test]

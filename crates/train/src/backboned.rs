@@ -11,7 +11,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::det::{self, DetNet, DetOptions};
 use crate::model_dir::ModelMeta;
-use crate::seg::{self, FamilyOptions, SegNet, text_param};
+use crate::params::text_param;
+use crate::seg::{self, FamilyOptions, SegNet};
 
 /// Backbones every backbone-based family offers; the first, which has bundled ImageNet
 /// weights, is the default.

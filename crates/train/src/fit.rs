@@ -1,8 +1,10 @@
-//! The part of training every task shares: batch-size deduction, the learning-rate finder,
-//! the optimiser and schedule, and the epoch loop with early stopping, pruning and the time
-//! budget. A task supplies a [`Steps`] (one optimiser step on a batch of training indices) and
-//! an evaluation closure; this module decides everything else.
+//! The loop every task shares: batch-size deduction, the learning-rate finder, the optimiser
+//! and schedule, the backward pass, and the epoch loop with early stopping, pruning,
+//! checkpoints and the time budget. A task implements [`Task`] (a batch of training items, the
+//! loss of a batch, evaluation and the finishing step), as a Burn model implements `TrainStep`
+//! for Burn's `Learner`; this module decides everything else and imports no task.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use autodl_api::{
@@ -12,32 +14,82 @@ use autodl_api::{
 use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{Optimizer, SgdConfig};
+use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::loss::scalar;
 use crate::lr_find;
 use crate::model_dir::ModelMeta;
-use crate::seg::{Schedule, sample_seed, schedule};
+use crate::schedule::{Schedule, schedule};
+use crate::seed::sample_seed;
 
-/// One optimiser step of a task's loss.
-pub trait Steps<B: AutodiffBackend, M: AutodiffModule<B>> {
-    /// Trains `model` one step on the training items `indices` (augmented with `epoch`'s
-    /// randomness) at learning rate `lr`; returns the model and the loss.
-    fn step<O: Optimizer<M, B>>(
+/// What a task supplies to [`fit`]: batches, their loss, evaluation and the finishing step.
+/// The loop owns epochs, the optimiser, the schedule, the budget, pruning, checkpoints and the
+/// backward pass.
+pub trait Task<B: AutodiffBackend, M: AutodiffModule<B>> {
+    /// A training batch on the device.
+    type Batch;
+    /// What evaluation keeps of an epoch for the finishing step (metrics, matrices, curves).
+    type Payload;
+
+    /// Training items; a batch names some of them by index.
+    fn train_len(&self) -> usize;
+
+    /// Name of the ranking metric [`Task::evaluate`] returns, as the leaderboard shows it.
+    fn metric_name(&self) -> &str;
+
+    /// The training items `indices`, augmented with `epoch`'s randomness, as a batch.
+    fn batch(&self, indices: &[usize], epoch: u64, device: &B::Device) -> Self::Batch;
+
+    /// The loss of `model` on a batch: a one-element tensor the loop takes the gradients of.
+    fn loss(&self, model: &M, batch: Self::Batch, device: &B::Device) -> Tensor<B, 1>;
+
+    /// Scores a model (without autodiff) on the validation split.
+    fn evaluate(
         &self,
-        model: M,
-        optim: &mut O,
-        lr: f64,
-        indices: &[usize],
-        epoch: u64,
+        model: &M::InnerModule,
         device: &B::Device,
-    ) -> (M, f64);
+    ) -> Result<Evaluation<Self::Payload>, PluginError>;
+
+    /// Writes the model folder and reports for the kept epoch (its weights are already in the
+    /// trial folder) and returns every metric of it by name.
+    fn finish(
+        &self,
+        fitted: &Fitted<()>,
+        best: Self::Payload,
+    ) -> Result<BTreeMap<String, f64>, PluginError>;
 }
 
-/// What the evaluation closure reports for one epoch.
+/// One optimiser step: the task's loss on the batch `indices`, its gradients, the update.
+/// Returns the model and the loss.
+#[allow(clippy::too_many_arguments)]
+fn train_step<B, M, O, T>(
+    task: &T,
+    model: M,
+    optim: &mut O,
+    lr: f64,
+    indices: &[usize],
+    epoch: u64,
+    device: &B::Device,
+) -> (M, f64)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    T: Task<B, M>,
+{
+    let batch = task.batch(indices, epoch, device);
+    let loss = task.loss(&model, batch, device);
+    let value = scalar(loss.clone());
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optim.step(lr, model, grads), value)
+}
+
+/// What [`Task::evaluate`] reports for one epoch.
 pub struct Evaluation<P> {
     /// Validation loss.
     pub loss: f64,
@@ -61,6 +113,23 @@ pub struct Fitted<P> {
     pub learning_rate: f64,
 }
 
+impl<P> Fitted<P> {
+    /// Splits off the best epoch's payload, keeping its metric and number.
+    pub fn into_payload(self) -> (Fitted<()>, P) {
+        let (metric, epoch, payload) = self.best;
+        (
+            Fitted {
+                epochs: self.epochs,
+                best: (metric, epoch, ()),
+                status: self.status,
+                batch_size: self.batch_size,
+                learning_rate: self.learning_rate,
+            },
+            payload,
+        )
+    }
+}
+
 /// The task-independent settings of [`fit`].
 pub struct FitOptions<'a> {
     /// The trial.
@@ -69,8 +138,6 @@ pub struct FitOptions<'a> {
     pub progress: &'a dyn Progress,
     /// Learning rate when the budget is too small for the finder.
     pub default_lr: f64,
-    /// Training items.
-    pub n_train: usize,
 }
 
 /// `checkpoint.json`, defined with the other boundary files in `autodl-api`.
@@ -137,22 +204,17 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Scores a model after an epoch (the epoch's 0-based index given).
-pub type Evaluate<'a, M, P> = dyn FnMut(&M, usize) -> Result<Evaluation<P>, PluginError> + 'a;
-
-/// Trains with the optimiser `spec.params` names (`optimizer`: `adamw` or `sgd`,
-/// `weight-decay`) and the schedule it names (`schedule`: `one-cycle` or `cosine`).
-pub fn fit<B, M, S, P>(
+/// Trains with the optimiser, weight decay and schedule `spec.training` names.
+pub fn fit<B, M, T>(
     opts: &FitOptions<'_>,
     device: &B::Device,
     build: &dyn Fn() -> Result<M, PluginError>,
-    steps: &S,
-    evaluate: &mut Evaluate<'_, M::InnerModule, P>,
-) -> Result<Fitted<P>, PluginError>
+    task: &T,
+) -> Result<Fitted<T::Payload>, PluginError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
-    S: Steps<B, M>,
+    T: Task<B, M>,
 {
     let spec = opts.spec;
     let wd = spec.training.weight_decay as f32;
@@ -162,8 +224,7 @@ where
             device,
             build,
             &|| autodl_backend::optim::Adam::adamw(wd).init::<B, M>(),
-            steps,
-            evaluate,
+            task,
         ),
         OptimizerKind::Sgd => fit_with(
             opts,
@@ -177,27 +238,25 @@ where
                     .with_weight_decay(Some(WeightDecayConfig::new(wd)))
                     .init::<B, M>()
             },
-            steps,
-            evaluate,
+            task,
         ),
     }
 }
 
-fn fit_with<B, M, O, S, P>(
+fn fit_with<B, M, O, T>(
     opts: &FitOptions<'_>,
     device: &B::Device,
     build: &dyn Fn() -> Result<M, PluginError>,
     new_optim: &dyn Fn() -> O,
-    steps: &S,
-    evaluate: &mut Evaluate<'_, M::InnerModule, P>,
-) -> Result<Fitted<P>, PluginError>
+    task: &T,
+) -> Result<Fitted<T::Payload>, PluginError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
-    S: Steps<B, M>,
+    T: Task<B, M>,
 {
-    let (spec, progress, n_train) = (opts.spec, opts.progress, opts.n_train);
+    let (spec, progress, n_train) = (opts.spec, opts.progress, task.train_len());
     let start = Instant::now();
     let schedule_kind = match spec.training.schedule {
         ScheduleKind::OneCycle => Schedule::OneCycle,
@@ -249,10 +308,10 @@ where
                         })?;
                         let idx: Vec<usize> = (0..b as usize).map(|i| i % n_train).collect();
                         // The first step at a size pays for allocation; time the second.
-                        (model, _) = steps.step(model, &mut optim, 1e-6, &idx, 0, device);
+                        (model, _) = train_step(task, model, &mut optim, 1e-6, &idx, 0, device);
                         gauge.reset();
                         let t = Instant::now();
-                        (model, _) = steps.step(model, &mut optim, 1e-6, &idx, 0, device);
+                        (model, _) = train_step(task, model, &mut optim, 1e-6, &idx, 0, device);
                         let _ = B::sync(device);
                         let measure = StepMeasure {
                             batch_size: b,
@@ -278,7 +337,7 @@ where
         .or(resume.as_ref().map(|c| c.learning_rate))
     {
         Some(lr) => lr,
-        None => find_lr(opts, device, build, new_optim, steps, batch_size)?,
+        None => find_lr(opts, device, build, new_optim, task, batch_size)?,
     };
 
     let mut model = build()?;
@@ -286,7 +345,7 @@ where
     let steps_per_epoch = n_train.div_ceil(batch_size);
     let mut planned_epochs = spec.max_epochs as usize;
     let mut epochs = Vec::new();
-    let mut best: Option<(f64, u32, P)> = None;
+    let mut best: Option<(f64, u32, T::Payload)> = None;
     let mut since_best = 0;
     let mut first_epoch = 1;
     if let Some(c) = &resume {
@@ -299,9 +358,9 @@ where
         model = load(checkpoint_stem(&spec.out_dir))?;
         // The best epoch's payload is not stored: evaluating its weights again gives it back.
         if let Some(b) = c.best_epoch {
-            let eval = evaluate(
+            let eval = task.evaluate(
                 &load(ModelMeta::weights_stem(&spec.out_dir))?.valid(),
-                batch_size,
+                device,
             )?;
             best = Some((eval.metric, b, eval.payload));
             since_best = c.epoch.saturating_sub(b);
@@ -332,7 +391,7 @@ where
                 planned_epochs * steps_per_epoch,
             );
             let loss;
-            (model, loss) = steps.step(model, &mut optim, lr, idx, epoch as u64, device);
+            (model, loss) = train_step(task, model, &mut optim, lr, idx, epoch as u64, device);
             if !loss.is_finite() {
                 return Err(PluginError::Training(format!(
                     "loss diverged (not finite) at epoch {epoch}"
@@ -340,7 +399,7 @@ where
             }
             loss_sum += loss * idx.len() as f64;
         }
-        let eval = evaluate(&model.valid(), batch_size)?;
+        let eval = task.evaluate(&model.valid(), device)?;
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / n_train as f64,
@@ -405,21 +464,21 @@ where
 
 /// The learning-rate finder's valley on a throwaway model, or the family default when the
 /// budget cannot pay for a readable sweep.
-fn find_lr<B, M, O, S>(
+fn find_lr<B, M, O, T>(
     opts: &FitOptions<'_>,
     device: &B::Device,
     build: &dyn Fn() -> Result<M, PluginError>,
     new_optim: &dyn Fn() -> O,
-    steps: &S,
+    task: &T,
     batch_size: usize,
 ) -> Result<f64, PluginError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
-    S: Steps<B, M>,
+    T: Task<B, M>,
 {
-    let (spec, progress, n_train) = (opts.spec, opts.progress, opts.n_train);
+    let (spec, progress, n_train) = (opts.spec, opts.progress, task.train_len());
     let lr_start = Instant::now();
     let mut model = build()?;
     let mut optim = new_optim();
@@ -431,9 +490,9 @@ where
     };
     // Time one step to size the sweep: it may take a tenth of the trial's budget, between 12
     // and 100 steps; below 12 the curve is too short to read.
-    (model, _) = steps.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
+    (model, _) = train_step(task, model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
     let t = Instant::now();
-    (model, _) = steps.step(model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
+    (model, _) = train_step(task, model, &mut optim, 1e-6, &pick(&mut rng), 0, device);
     let affordable = (0.1 * spec.time_budget_secs / t.elapsed().as_secs_f64().max(1e-3)) as usize;
     // A few fixed sweep lengths, so that a small change in machine load does not change the
     // sweep, and with it the learning rate: the same seed should give the same run.
@@ -455,7 +514,8 @@ where
     let (mut smoothed, mut best) = (None::<f64>, f64::INFINITY);
     for (step, &lr) in lrs.iter().enumerate() {
         let loss;
-        (model, loss) = steps.step(
+        (model, loss) = train_step(
+            task,
             model,
             &mut optim,
             lr,
@@ -492,4 +552,34 @@ where
         lr_start.elapsed().as_secs_f64()
     ));
     Ok(lr)
+}
+
+/// Fits `task` and finishes it: the trial's whole training after its data is read. `start` is
+/// when the trial began (see [`crate::trial::begin`]).
+pub fn train<B, M, T>(
+    opts: &FitOptions<'_>,
+    start: std::time::Instant,
+    device: &B::Device,
+    build: &dyn Fn() -> Result<M, PluginError>,
+    task: &T,
+) -> Result<autodl_api::TrialResult, PluginError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    T: Task<B, M>,
+{
+    let (fitted, best) = fit(opts, device, build, task)?.into_payload();
+    let metrics = task.finish(&fitted, best)?;
+    Ok(autodl_api::TrialResult {
+        status: fitted.status,
+        metric_name: task.metric_name().to_owned(),
+        metric: Some(fitted.best.0),
+        metrics,
+        epochs: fitted.epochs,
+        best_epoch: Some(fitted.best.1),
+        batch_size: fitted.batch_size as u32,
+        learning_rate: fitted.learning_rate,
+        train_secs: start.elapsed().as_secs_f64(),
+        model_dir: Some(opts.spec.out_dir.clone()),
+    })
 }

@@ -9,12 +9,12 @@ use std::path::Path;
 use autodl_data::RawImage;
 
 use autodl_api::PluginError;
-use autodl_detection::{Box4, PostprocessConfig, ScoredBox, batched_nms, postprocess};
-use burn::tensor::activation::{sigmoid, softmax};
+use autodl_detection::{Box4, ScoredBox, batched_nms};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::det::{DetNet, DetOptions, DetOutput};
+use crate::det::{Detected, Detector, Targets};
 use crate::seg::SegNet;
 
 /// Input sides are padded to a multiple of this, the backbones' total stride.
@@ -347,96 +347,47 @@ pub fn classes_of(probs: &[f32], classes: usize) -> Vec<u32> {
         .collect()
 }
 
-/// A detector's raw output on one window, on the host.
-#[derive(Debug, Clone)]
-pub struct WindowOutput {
-    /// The window.
-    pub window: Window,
-    /// Class probabilities, `anchors * k`.
-    pub probs: Vec<f32>,
-    /// Box deltas, `anchors * 4`.
-    pub deltas: Vec<f32>,
-    /// The anchors, in window coordinates.
-    pub anchors: Vec<Box4>,
-    /// Columns per anchor.
-    pub k: usize,
-}
-
-/// Runs a detector on every window of an image, handing `each` the raw output of each window
-/// (validation takes its loss there, and everyone their boxes with [`window_boxes`]) so that
+/// Runs a detector on every window of an image, one forward pass each, handing `each` the
+/// window and what the detector found there: boxes in image coordinates, one list per IoU of
+/// `nms_ious`, and the loss against `targets(window)` when that gives any (validation's). So
 /// nothing per window is kept. Returns the number of windows.
-pub fn detect_windows<B: Backend, M: DetNet<B>>(
-    model: &M,
+#[allow(clippy::too_many_arguments)]
+pub fn detect_windows<B: Backend, D: Detector<B>>(
+    model: &D,
+    head: &D::Head,
     image: View<'_>,
     tile: usize,
-    opts: &DetOptions,
-    anchors: &autodl_detection::AnchorConfig,
+    nms_ious: &[f32],
+    targets: impl Fn(&Window) -> Option<Targets>,
     device: &B::Device,
-    mut each: impl FnMut(&WindowOutput, DetOutput<B>),
+    mut each: impl FnMut(&Window, Detected),
 ) -> Result<usize, PluginError> {
     let wins = windows(image.width, image.height, tile);
     let n = wins.len();
     for window in wins {
-        let out = model.forward(image.window_tensor::<B>(&window, device));
-        let k = out.logits.dims()[2];
-        let p = if opts.background_first() {
-            softmax(out.logits.clone(), 2)
-        } else {
-            sigmoid(out.logits.clone())
-        };
-        let probs: Vec<f32> = p.into_data().iter::<f32>().collect();
-        let deltas: Vec<f32> = out.deltas.clone().into_data().iter::<f32>().collect();
-        let window_anchors = anchors.generate(&out.levels);
-        if probs.len() != window_anchors.len() * k || deltas.len() != window_anchors.len() * 4 {
-            return Err(PluginError::Data(format!(
-                "the network gives {} box predictions for {} anchors: its anchor settings do not match its weights",
-                deltas.len() / 4,
-                window_anchors.len()
-            )));
+        let objects = targets(&window);
+        let mut found = model.detect(
+            head,
+            image.window_tensor::<B>(&window, device),
+            (window.w, window.h),
+            nms_ious,
+            objects.as_deref(),
+        )?;
+        let (x0, y0) = (window.x0 as f32, window.y0 as f32);
+        for d in found.boxes.iter_mut().flatten() {
+            d.bbox = [
+                d.bbox[0] + x0,
+                d.bbox[1] + y0,
+                d.bbox[2] + x0,
+                d.bbox[3] + y0,
+            ];
         }
-        let output = WindowOutput {
-            window,
-            probs,
-            deltas,
-            anchors: window_anchors,
-            k,
-        };
-        each(&output, out);
+        each(&window, found);
     }
     Ok(n)
 }
 
-/// One window's scored boxes in image coordinates: post-processed (score floor, top-k, NMS
-/// at `nms_iou`, boxes clipped to the image part of the window) and shifted.
-pub fn window_boxes(o: &WindowOutput, opts: &DetOptions, nms_iou: f32) -> Vec<ScoredBox> {
-    let post = PostprocessConfig {
-        nms_iou,
-        ..PostprocessConfig::default()
-    };
-    let size = (o.window.w as f32, o.window.h as f32);
-    let (x0, y0) = (o.window.x0 as f32, o.window.y0 as f32);
-    let mut boxes = postprocess(
-        &o.probs,
-        &o.deltas,
-        &o.anchors,
-        o.k,
-        opts.background_first(),
-        &opts.coder,
-        size,
-        &post,
-    );
-    for d in &mut boxes {
-        d.bbox = [
-            d.bbox[0] + x0,
-            d.bbox[1] + y0,
-            d.bbox[2] + x0,
-            d.bbox[3] + y0,
-        ];
-    }
-    boxes
-}
-
-/// An image's boxes from the [`window_boxes`] of its `windows` windows: as they are for one
+/// An image's boxes from the [`detect_windows`] boxes of its `windows` windows: as they are for one
 /// window, else merged with class-wise NMS at `nms_iou`.
 pub fn merge_boxes(all: Vec<ScoredBox>, windows: usize, nms_iou: f32) -> Vec<ScoredBox> {
     if windows <= 1 {

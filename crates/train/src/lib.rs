@@ -2,12 +2,14 @@
 //!
 //! A family crate supplies a model (a Burn `Module` that maps a `[N, bands, H, W]` batch to
 //! per-pixel logits, or to per-anchor logits and box deltas) and calls [`seg::train`] or
-//! [`det::train`]; this crate does the rest: reading and normalising the data, augmentation,
-//! and, in [`fit`], batch-size deduction through a registered deducer, the learning-rate
-//! finder, the schedule, early stopping and checkpoints within the time budget; then
-//! evaluation (a confusion matrix, or VOC and COCO AP) and the model folder.
+//! [`det::train`]. Those read and normalise the data and implement [`fit::Task`]: batches
+//! with augmentation, the loss of a batch, evaluation (a confusion matrix, or VOC and COCO AP)
+//! and the finishing step (the model folder). [`fit`] drives any task: batch-size deduction
+//! through a registered deducer, the learning-rate finder, the optimiser and schedule, the
+//! backward pass, early stopping, pruning and checkpoints within the time budget.
 
 pub mod backboned;
+pub mod data;
 pub mod det;
 pub mod fit;
 pub mod infer;
@@ -15,8 +17,14 @@ pub mod layers;
 pub mod lr_find;
 pub mod model_dir;
 pub mod options;
+pub mod outputs;
+pub mod params;
 pub mod predict;
+pub mod sample;
+pub mod schedule;
+pub mod seed;
 pub mod seg;
+pub mod trial;
 
 mod loss;
 

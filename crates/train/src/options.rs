@@ -1,7 +1,7 @@
-//! What the training loops read from a trial spec beyond the loop's own options: the
-//! parameters each task declares for the families built on it, and the augmentation.
+//! The parameters each task declares for the families built on it, and how the training loops
+//! read the typed options of a trial spec.
 
-use autodl_api::{Dimension, ParamDecl, ParamError, ParamKind, PluginError, Task, TrialSpec};
+use autodl_api::{Dimension, ParamDecl, ParamError, ParamKind, PluginError, TrialSpec};
 
 /// The parameters every pixel-classification family reads (its loss).
 pub fn pixel_params() -> Vec<ParamDecl> {
@@ -75,24 +75,4 @@ pub fn metric_name(spec: &TrialSpec, default: &str) -> String {
         .metric
         .clone()
         .unwrap_or_else(|| default.to_owned())
-}
-
-/// The augmentation pipeline the spec asks for: its list of registered augmentations, or its
-/// preset for `task`.
-pub fn augment_pipeline(
-    spec: &TrialSpec,
-    task: Task,
-) -> Result<autodl_augment::Pipeline, PluginError> {
-    let a = &spec.augment;
-    let pipeline = if a.steps.is_empty() {
-        autodl_augment::Pipeline::preset(&a.preset, task, a.strength)
-    } else {
-        let steps: Vec<(&str, f32)> = a
-            .steps
-            .iter()
-            .map(|s| (s.name.as_str(), s.probability))
-            .collect();
-        autodl_augment::Pipeline::new(&steps, a.strength)
-    };
-    pipeline.map_err(|e| PluginError::Training(e.to_string()))
 }

@@ -1,27 +1,28 @@
 //! Pixel-classification training, generic over the backend and the network.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::Instant;
 
 use autodl_api::{
     AugSample, DataSpec, EpochRecord, MetricsFile, ParamsExt, PixelMetricsFile, PluginError,
     Progress, TrialResult, TrialSpec,
 };
-use autodl_data::{ClassInfo, Format, OnBadSample, ReadOptions};
+use autodl_data::ClassInfo;
 use autodl_metrics::{ConfusionMatrix, SegMetrics};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::IGNORE;
-use crate::fit::{Evaluation, FitOptions, Steps, fit};
+use crate::data::{band_stats, data_err, read_options};
+use crate::fit::{self, Evaluation, FitOptions, Fitted, Task};
 use crate::infer::{self, View, normalise};
 use crate::model_dir::ModelMeta;
+use crate::outputs::write_epochs;
+use crate::sample::{crop, images_tensor, tile_origin};
+use crate::seed::sample_seed;
+use crate::trial;
 use crate::{LossOptions, seg_loss};
 
 /// A network that maps `[N, bands, H, W]` to per-pixel logits `[N, classes, H, W]`.
@@ -71,30 +72,6 @@ pub struct SegData {
     pub train: Vec<Item>,
     /// Validation items.
     pub val: Vec<Item>,
-}
-
-fn data_err(e: impl std::fmt::Display) -> PluginError {
-    PluginError::Data(e.to_string())
-}
-
-/// Reads options for `autodl-data` from a trial's data spec.
-pub fn read_options(spec: &DataSpec, seed: u64) -> Result<ReadOptions, PluginError> {
-    let format = match &spec.format {
-        Some(f) => Some(f.parse::<Format>().map_err(data_err)?),
-        None => None,
-    };
-    Ok(ReadOptions {
-        format,
-        images_dir: spec.images_dir.clone(),
-        val_fraction: spec.val_fraction,
-        seed,
-        on_bad_sample: if spec.fail_on_bad_sample {
-            OnBadSample::Fail
-        } else {
-            OnBadSample::Skip
-        },
-        ignore_index: spec.ignore_index,
-    })
 }
 
 /// Reads the dataset, maps mask values to class indices and normalises every band with the
@@ -172,45 +149,6 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<SegData, PluginError> {
     })
 }
 
-/// Per-band mean and standard deviation (floored at 1e-6) over every pixel.
-pub fn band_stats<'a>(
-    images: impl Iterator<Item = &'a autodl_data::Image>,
-    bands: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut sum = vec![0f64; bands];
-    let mut sq = vec![0f64; bands];
-    let mut n = 0f64;
-    for img in images {
-        let plane = (img.width * img.height) as usize;
-        for (b, chunk) in img.data.chunks(plane).enumerate().take(bands) {
-            for &x in chunk {
-                sum[b] += x as f64;
-                sq[b] += (x as f64) * (x as f64);
-            }
-        }
-        n += plane as f64;
-    }
-    let n = n.max(1.0);
-    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-    let std = sq
-        .iter()
-        .zip(&sum)
-        .map(|(q, s)| ((q / n - (s / n).powi(2)).max(0.0).sqrt().max(1e-6)) as f32)
-        .collect();
-    (mean, std)
-}
-
-/// A seed for one (run seed, epoch, sample) triple, the same whatever the thread count.
-pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
-    // SplitMix64 over the three values: cheap, well mixed, no shared state.
-    let mut z = seed
-        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Cuts a `tile`-sided training sample from `item` at a seeded random place, pads with ignored
 /// pixels when the image is smaller, and applies the augmentations.
 fn make_sample(
@@ -220,35 +158,15 @@ fn make_sample(
     seed: u64,
     augment: &autodl_augment::Pipeline,
 ) -> AugSample {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let x0 = if item.width > tile {
-        rng.random_range(0..=item.width - tile)
-    } else {
-        0
-    };
-    let y0 = if item.height > tile {
-        rng.random_range(0..=item.height - tile)
-    } else {
-        0
-    };
-    let mut image = vec![0f32; bands * tile * tile];
-    let mut mask = vec![IGNORE; tile * tile];
-    let (cw, ch) = (tile.min(item.width), tile.min(item.height));
-    for y in 0..ch {
-        let src = (y0 + y) * item.width + x0;
-        mask[y * tile..y * tile + cw].copy_from_slice(&item.target[src..src + cw]);
-        for b in 0..bands {
-            let plane = b * item.width * item.height;
-            let dst = b * tile * tile + y * tile;
-            image[dst..dst + cw].copy_from_slice(&item.image[plane + src..plane + src + cw]);
-        }
-    }
+    let (x0, y0) = tile_origin(seed, item.width, item.height, tile);
+    let region = (x0, y0, tile, tile);
+    let (w, h) = (item.width, item.height);
     let mut sample = AugSample {
         width: tile as u32,
         height: tile as u32,
         bands: bands as u32,
-        image,
-        mask: Some(mask),
+        image: crop(&item.image, w, h, bands, region, (tile, tile), 0.0),
+        mask: Some(crop(&item.target, w, h, 1, region, (tile, tile), IGNORE)),
         boxes: Vec::new(),
     };
     augment.apply(&mut sample, sample_seed(seed, 1, 0));
@@ -260,14 +178,11 @@ fn to_tensors<B: Backend>(
     samples: &[AugSample],
     device: &B::Device,
 ) -> (Tensor<B, 4>, Tensor<B, 3, Int>) {
-    let n = samples.len();
-    let (b, h, w) = samples.first().map_or((0, 0, 0), |s| {
-        (s.bands as usize, s.height as usize, s.width as usize)
-    });
-    let mut images = Vec::with_capacity(n * b * h * w);
-    let mut targets = Vec::with_capacity(n * h * w);
+    let (h, w) = samples
+        .first()
+        .map_or((0, 0), |s| (s.height as usize, s.width as usize));
+    let mut targets = Vec::with_capacity(samples.len() * h * w);
     for s in samples {
-        images.extend_from_slice(&s.image);
         if let Some(mask) = &s.mask {
             targets.extend(
                 mask.iter()
@@ -276,13 +191,9 @@ fn to_tensors<B: Backend>(
         }
     }
     (
-        Tensor::from_data(TensorData::new(images, [n, b, h, w]), device),
-        Tensor::from_data(TensorData::new(targets, [n, h, w]), device),
+        images_tensor(samples, device),
+        Tensor::from_data(TensorData::new(targets, [samples.len(), h, w]), device),
     )
-}
-
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
 }
 
 /// Validation loss and confusion matrix of `model` over `items`, through the inference path
@@ -315,23 +226,38 @@ pub fn evaluate<B: Backend, M: SegNet<B>>(
     Ok((loss_sum / loss_n.max(1) as f64, cm))
 }
 
-struct Trainer<'a, B: Backend> {
+/// The pixel-classification task the fit loop drives.
+struct SegTask<'a, B: Backend> {
+    spec: &'a TrialSpec,
+    family: &'a FamilyOptions,
     data: &'a SegData,
     tile: usize,
     augment: autodl_augment::Pipeline,
-    seed: u64,
     loss: LossOptions,
     class_weights: Option<Tensor<B, 1>>,
-    classes: usize,
+    /// The ranking metric: `miou`, `accuracy` or `dice`.
+    metric_name: String,
 }
 
-impl<B: AutodiffBackend> Trainer<'_, B> {
-    fn batch(
-        &self,
-        indices: &[usize],
-        epoch: u64,
-        device: &B::Device,
-    ) -> (Tensor<B, 4>, Tensor<B, 3, Int>, Option<Tensor<B, 4>>) {
+impl<B, M> Task<B, M> for SegTask<'_, B>
+where
+    B: AutodiffBackend,
+    M: SegNet<B> + AutodiffModule<B>,
+    M::InnerModule: SegNet<B::InnerBackend>,
+{
+    /// Images, targets (ignored pixels as -1) and, when the dice term is on, one-hot targets.
+    type Batch = (Tensor<B, 4>, Tensor<B, 3, Int>, Option<Tensor<B, 4>>);
+    type Payload = (SegMetrics, ConfusionMatrix);
+
+    fn train_len(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn metric_name(&self) -> &str {
+        &self.metric_name
+    }
+
+    fn batch(&self, indices: &[usize], epoch: u64, device: &B::Device) -> Self::Batch {
         let samples: Vec<AugSample> = indices
             .par_iter()
             .map(|&i| {
@@ -339,39 +265,77 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
                     &self.data.train[i],
                     self.data.bands,
                     self.tile,
-                    sample_seed(self.seed, epoch, i as u64),
+                    sample_seed(self.spec.seed, epoch, i as u64),
                     &self.augment,
                 )
             })
             .collect();
+        let classes = self.data.classes.len();
         let one_hot =
-            (self.loss.dice_fraction > 0.0).then(|| one_hot::<B>(&samples, self.classes, device));
+            (self.loss.dice_fraction > 0.0).then(|| one_hot::<B>(&samples, classes, device));
         let (x, y) = to_tensors(&samples, device);
         (x, y, one_hot)
     }
-}
 
-impl<B: AutodiffBackend, M: SegNet<B> + AutodiffModule<B>> Steps<B, M> for Trainer<'_, B> {
-    fn step<O: Optimizer<M, B>>(
-        &self,
-        model: M,
-        optim: &mut O,
-        lr: f64,
-        indices: &[usize],
-        epoch: u64,
-        device: &B::Device,
-    ) -> (M, f64) {
-        let (x, y, one_hot) = self.batch(indices, epoch, device);
-        let loss = seg_loss(
+    fn loss(&self, model: &M, (x, y, one_hot): Self::Batch, _: &B::Device) -> Tensor<B, 1> {
+        seg_loss(
             model.forward(x),
             y,
             self.class_weights.clone(),
             one_hot,
             &self.loss,
+        )
+    }
+
+    fn evaluate(
+        &self,
+        model: &M::InnerModule,
+        device: &B::Device,
+    ) -> Result<Evaluation<Self::Payload>, PluginError> {
+        let (bands, classes) = (self.data.bands, self.data.classes.len());
+        let (loss, cm) = evaluate(model, &self.data.val, bands, classes, self.tile, device)?;
+        let metrics = cm.metrics();
+        let metric = match self.metric_name.as_str() {
+            "accuracy" => metrics.pixel_accuracy,
+            "dice" => metrics.mean_dice,
+            _ => metrics.mean_iou,
+        };
+        Ok(Evaluation {
+            loss,
+            metric,
+            payload: (metrics, cm),
+        })
+    }
+
+    fn finish(
+        &self,
+        fitted: &Fitted<()>,
+        (metrics, cm): Self::Payload,
+    ) -> Result<BTreeMap<String, f64>, PluginError> {
+        let (spec, data) = (self.spec, self.data);
+        let meta = ModelMeta {
+            family: spec.family.clone(),
+            backbone: spec.backbone.clone(),
+            task: autodl_api::Task::PixelClassification,
+            bands: data.bands,
+            classes: data.classes.clone(),
+            ignore_index: data.ignore_index,
+            mean: data.mean.clone(),
+            std: data.std.clone(),
+            tile_size: self.tile as u32,
+            params: self.family.params.clone(),
+        };
+        meta.save(&spec.out_dir)?;
+        write_reports(&spec.out_dir, &metrics, &cm, &fitted.epochs, &data.classes)?;
+        let mut all = BTreeMap::new();
+        all.insert("miou".to_owned(), metrics.mean_iou);
+        all.insert("accuracy".to_owned(), metrics.pixel_accuracy);
+        all.insert("dice".to_owned(), metrics.mean_dice);
+        all.insert(
+            "baseline-miou".to_owned(),
+            autodl_metrics::majority_baseline(&cm).mean_iou,
         );
-        let value = scalar(loss.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        (optim.step(lr, model, grads), value)
+        Ok(all)
     }
 }
 
@@ -394,36 +358,11 @@ fn one_hot<B: Backend>(samples: &[AugSample], classes: usize, device: &B::Device
     )
 }
 
-/// Reads a text parameter with a default.
-pub fn text_param<'a>(params: &'a autodl_api::Params, key: &str, default: &'a str) -> &'a str {
-    match params.get(key) {
-        Some(autodl_api::ParamValue::Text(t)) => t,
-        _ => default,
-    }
-}
-
-/// Reads a number parameter with a default.
-pub fn number_param(params: &autodl_api::Params, key: &str, default: f64) -> f64 {
-    match params.get(key) {
-        Some(autodl_api::ParamValue::Number(n)) => *n,
-        _ => default,
-    }
-}
-
-/// The learning-rate schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Schedule {
-    /// fastai's one-cycle: warm up over 25 % of the steps from peak/25, then cosine to peak/1e4.
-    OneCycle,
-    /// Warm up over 5 % of the steps from peak/10, then cosine to peak/25.
-    Cosine,
-}
-
 /// Trains a pixel-classification network as `spec` says and writes its model folder.
 ///
-/// Parameters read from `spec.params`: `optimizer` (`adamw` or `sgd`), `schedule`
-/// (`one-cycle` or `cosine`), `class-balance` (`none` or `balanced`), `dice-fraction`,
-/// `focal-gamma`, `weight-decay`, `metric` (`miou`, `accuracy` or `dice`).
+/// Parameters read from `spec.params`, as [`crate::options::pixel_params`] declares them:
+/// `class-balance`, `dice-fraction`, `focal-gamma`; the loop's own options from
+/// `spec.training` (optimiser, schedule, weight decay, metric: `miou`, `accuracy` or `dice`).
 pub fn train<B, M, F>(
     spec: &TrialSpec,
     progress: &dyn Progress,
@@ -437,19 +376,10 @@ where
     M::InnerModule: SegNet<B::InnerBackend>,
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
 {
-    let start = Instant::now();
-    std::fs::create_dir_all(&spec.out_dir).map_err(|source| PluginError::Io {
-        path: spec.out_dir.clone(),
-        source,
-    })?;
-    B::seed(device, spec.seed);
+    let start = trial::begin::<B>(spec, device)?;
     let data = load_data(&spec.data, spec.seed)?;
     let (bands, classes) = (data.bands, data.classes.len());
-    if data.train.is_empty() || data.val.is_empty() {
-        return Err(PluginError::Data(
-            "the train or validation split is empty".into(),
-        ));
-    }
+    trial::check_splits(data.train.len(), data.val.len())?;
     let m = infer::SIZE_MULTIPLE;
     let smallest = data
         .train
@@ -463,7 +393,7 @@ where
             .max(m)
     });
     let tile = tile.div_ceil(m) * m;
-    let augment = crate::options::augment_pipeline(spec, autodl_api::Task::PixelClassification)?;
+    let augment = trial::augmenter(spec, autodl_api::Task::PixelClassification)?;
     let class_weights = match spec
         .params
         .text("class-balance")
@@ -493,11 +423,6 @@ where
     };
     // The ranking metric decides the kept epoch, early stopping and the leaderboard.
     let metric_name = crate::options::metric_name(spec, "miou");
-    let rank_metric = |m: &SegMetrics| match metric_name.as_str() {
-        "accuracy" => m.pixel_accuracy,
-        "dice" => m.mean_dice,
-        _ => m.mean_iou,
-    };
     if !matches!(metric_name.as_str(), "miou" | "accuracy" | "dice") {
         return Err(PluginError::Training(format!(
             "unknown metric `{metric_name}`: use miou, accuracy or dice"
@@ -514,87 +439,28 @@ where
             .map_err(crate::options::param_error)?
             .clamp(0.0, 1.0) as f32,
     };
-    let trainer = Trainer {
+    let task = SegTask {
+        spec,
+        family,
         data: &data,
         tile,
         augment,
-        seed: spec.seed,
         loss,
         class_weights,
-        classes,
+        metric_name,
     };
     let opts = FitOptions {
         spec,
         progress,
         default_lr: family.default_lr,
-        n_train: data.train.len(),
     };
-    let fitted = fit::<B, M, _, _>(
+    fit::train(
         &opts,
+        start,
         device,
         &|| build(device, bands, classes),
-        &trainer,
-        &mut |model, _batch| {
-            let (loss, cm) = evaluate(model, &data.val, bands, classes, tile, device)?;
-            let metrics = cm.metrics();
-            Ok(Evaluation {
-                loss,
-                metric: rank_metric(&metrics),
-                payload: (metrics, cm),
-            })
-        },
-    )?;
-    let (metric, best_epoch, (metrics, cm)) = fitted.best;
-    let meta = ModelMeta {
-        family: spec.family.clone(),
-        backbone: spec.backbone.clone(),
-        task: autodl_api::Task::PixelClassification,
-        bands,
-        classes: data.classes.clone(),
-        ignore_index: data.ignore_index,
-        mean: data.mean.clone(),
-        std: data.std.clone(),
-        tile_size: tile as u32,
-        params: family.params.clone(),
-    };
-    meta.save(&spec.out_dir)?;
-    write_reports(&spec.out_dir, &metrics, &cm, &fitted.epochs, &data.classes)?;
-    let mut all = std::collections::BTreeMap::new();
-    all.insert("miou".to_owned(), metrics.mean_iou);
-    all.insert("accuracy".to_owned(), metrics.pixel_accuracy);
-    all.insert("dice".to_owned(), metrics.mean_dice);
-    all.insert(
-        "baseline-miou".to_owned(),
-        autodl_metrics::majority_baseline(&cm).mean_iou,
-    );
-    Ok(TrialResult {
-        status: fitted.status,
-        metric_name: metric_name.clone(),
-        metric: Some(metric),
-        metrics: all,
-        epochs: fitted.epochs,
-        best_epoch: Some(best_epoch),
-        batch_size: fitted.batch_size as u32,
-        learning_rate: fitted.learning_rate,
-        train_secs: start.elapsed().as_secs_f64(),
-        model_dir: Some(spec.out_dir.clone()),
-    })
-}
-
-/// The learning rate at `step` of `total`.
-pub fn schedule(kind: Schedule, peak: f64, step: usize, total: usize) -> f64 {
-    let total = total.max(1) as f64;
-    let (warm_share, start, floor) = match kind {
-        Schedule::OneCycle => (0.25, peak / 25.0, peak / 1e4),
-        Schedule::Cosine => (0.05, peak / 10.0, peak / 25.0),
-    };
-    let warm = (warm_share * total).max(1.0);
-    let s = step as f64;
-    if s < warm {
-        return start + (peak - start) * s / warm;
-    }
-    let t = ((s - warm) / (total - warm).max(1.0)).min(1.0);
-    floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+        &task,
+    )
 }
 
 fn write_reports(
@@ -604,7 +470,6 @@ fn write_reports(
     epochs: &[EpochRecord],
     classes: &[ClassInfo],
 ) -> Result<(), PluginError> {
-    let io = |path: std::path::PathBuf| move |source| PluginError::Io { path, source };
     MetricsFile::PixelClassification(PixelMetricsFile {
         metrics: metrics.clone(),
         classes: classes.to_vec(),
@@ -612,15 +477,8 @@ fn write_reports(
         epochs: epochs.to_vec(),
     })
     .save(dir)?;
-    let mut csv = String::from("epoch,train_loss,val_loss,miou,elapsed_secs\n");
-    for e in epochs {
-        csv.push_str(&format!(
-            "{},{},{},{},{}\n",
-            e.epoch, e.train_loss, e.val_loss, e.metric, e.elapsed_secs
-        ));
-    }
-    let path = dir.join("epochs.csv");
-    std::fs::write(&path, csv).map_err(io(path.clone()))
+    // The column keeps its historical name whichever metric ranks.
+    write_epochs(dir, "miou", epochs)
 }
 
 #[cfg(test)]
@@ -663,28 +521,5 @@ mod tests {
         };
         let err = err.to_string();
         assert!(err.contains("t2.png") && err.contains("1 bands"), "{err}");
-    }
-
-    #[test]
-    fn schedules_warm_up_then_decay() {
-        let s: Vec<f64> = (0..100)
-            .map(|i| schedule(Schedule::Cosine, 1.0, i, 100))
-            .collect();
-        assert!(s[0] < s[4]);
-        assert!((s[5] - 1.0).abs() < 1e-9);
-        assert!(s[99] < 0.1 && s[99] >= 0.04);
-        let c: Vec<f64> = (0..100)
-            .map(|i| schedule(Schedule::OneCycle, 1.0, i, 100))
-            .collect();
-        assert!((c[0] - 0.04).abs() < 1e-9);
-        assert!((c[25] - 1.0).abs() < 1e-9);
-        assert!(c[99] < 0.01);
-    }
-
-    #[test]
-    fn sample_seeds_differ() {
-        assert_ne!(sample_seed(1, 1, 1), sample_seed(1, 1, 2));
-        assert_ne!(sample_seed(1, 1, 1), sample_seed(1, 2, 1));
-        assert_eq!(sample_seed(3, 4, 5), sample_seed(3, 4, 5));
     }
 }

@@ -6,7 +6,7 @@ use autodl_backend::kernels;
 use autodl_backend::kernels::relu;
 use autodl_detection::{Fpn, FpnConfig};
 use autodl_train::det::{DetNet, DetOutput, per_anchor};
-use autodl_train::seg::number_param;
+use autodl_train::params::number_param;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Initializer, PaddingConfig2d};

@@ -1,0 +1,57 @@
+//! What a detector trial leaves in its folder besides the weights: the model's metadata
+//! (with the anchor scale and thresholds prediction needs) and the report files.
+
+use std::path::Path;
+
+use autodl_api::{
+    DetectionMetricsFile, DetectionSummary, EpochRecord, MetricsFile, Params, PluginError,
+    TrialSpec,
+};
+use autodl_data::ClassInfo;
+
+use super::data::DetData;
+use super::metrics::DetMetrics;
+use crate::model_dir::ModelMeta;
+use crate::outputs::write_epochs;
+
+/// Writes `model.json`: what prediction needs to rebuild the network and reproduce validation
+/// (`params` holds the family's parameters, the anchor scale and the chosen thresholds).
+pub(crate) fn write_model(
+    spec: &TrialSpec,
+    data: &DetData,
+    tile: usize,
+    params: Params,
+) -> Result<(), PluginError> {
+    ModelMeta {
+        family: spec.family.clone(),
+        backbone: spec.backbone.clone(),
+        task: autodl_api::Task::Detection,
+        bands: data.bands,
+        classes: data.classes.clone(),
+        ignore_index: None,
+        mean: data.mean.clone(),
+        std: data.std.clone(),
+        tile_size: tile as u32,
+        params,
+    }
+    .save(&spec.out_dir)
+}
+
+/// Writes `metrics.json` (the summary, every number in detail, the classes and the curve) and
+/// `epochs.csv`.
+pub(crate) fn write_reports(
+    dir: &Path,
+    metrics: &DetMetrics,
+    epochs: &[EpochRecord],
+    classes: &[ClassInfo],
+) -> Result<(), PluginError> {
+    MetricsFile::Detection(DetectionMetricsFile {
+        metrics: DetectionSummary::from(metrics),
+        detail: metrics.clone(),
+        classes: classes.to_vec(),
+        epochs: epochs.to_vec(),
+    })
+    .save(dir)?;
+    // The column keeps its historical name whichever metric ranks.
+    write_epochs(dir, "ap50", epochs)
+}
