@@ -9,10 +9,10 @@ use autodl_backbones::{Backbone, BackboneConfig};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use crate::det::{self, DetNet, DetOptions};
-use crate::model_dir::ModelMeta;
-use crate::params::text_param;
-use crate::seg::{self, FamilyOptions, SegNet};
+use autodl_train::det::{self, DetNet, DetOptions};
+use autodl_train::model_dir::ModelMeta;
+use autodl_train::params::text_param;
+use autodl_train::seg::{self, FamilyOptions, SegNet};
 
 /// Backbones every backbone-based family offers; the first, which has bundled ImageNet
 /// weights, is the default.
@@ -220,9 +220,13 @@ where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
-    crate::predict::predict_segmentation::<B, M, _>(model_dir, images, out_dir, device, |_, _| {
-        model.clone()
-    })
+    autodl_train::predict::predict_segmentation::<B, M, _>(
+        model_dir,
+        images,
+        out_dir,
+        device,
+        |_, _| model.clone(),
+    )
 }
 
 /// Declares a backbone-based pixel-classification family and registers it: a unit struct
