@@ -84,10 +84,6 @@ const BURN_BACKEND_CRATES: [&str; 9] = [
 /// Plugin names that a plugin-free crate still uses today: `(folder prefix, name)`. Each entry
 /// must match something, so a fixed violation must leave the list too.
 pub const PLUGIN_NAMES_ALLOWED: &[(&str, &str)] = &[
-    // issue 15: removed when the shared model blocks and the family macros move out of
-    // `crates/train` into a crate of their own, so that `train` depends on no plugin.
-    ("crates/train/", "autodl-backbones"),
-    ("crates/train/", "autodl_backbones"),
     // issue 15: removed when augmentation is a stage chosen in the pipeline (`[augment]` with a
     // preset or a list of registered transforms) instead of a direct call into the plugin.
     ("crates/train/", "autodl-augment"),

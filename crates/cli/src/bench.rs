@@ -163,7 +163,7 @@ fn backbone_steps<B: AutodiffBackend>(
 fn unet_steps<B: AutodiffBackend>(shape: Shape, device: &B::Device) -> anyhow::Result<(f64, f64)> {
     let classes = 7;
     let (n, size) = (shape.batch, shape.size);
-    let backbone = autodl_train::backboned::backbone::<B>("resnet18", 3, false, device)?;
+    let backbone = autodl_nets::backboned::backbone::<B>("resnet18", 3, false, device)?;
     let model = Unet::new(backbone, classes, device);
     let mut optim = Adam::adamw(1e-4).init::<B, Unet<B>>();
     let x = Tensor::<B, 4>::random([n, 3, size, size], Distribution::Normal(0.0, 1.0), device);

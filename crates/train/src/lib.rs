@@ -8,12 +8,10 @@
 //! through a registered deducer, the learning-rate finder, the optimiser and schedule, the
 //! backward pass, early stopping, pruning and checkpoints within the time budget.
 
-pub mod backboned;
 pub mod data;
 pub mod det;
 pub mod fit;
 pub mod infer;
-pub mod layers;
 pub mod lr_find;
 pub mod model_dir;
 pub mod options;

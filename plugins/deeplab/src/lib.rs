@@ -8,7 +8,7 @@
 use autodl_api::Params;
 use autodl_backbones::Backbone;
 use autodl_backend::kernels;
-use autodl_train::layers::{ConvBnRelu, classifier, resize};
+use autodl_nets::layers::{ConvBnRelu, classifier, resize};
 use autodl_train::params::text_param;
 use autodl_train::seg::SegNet;
 use burn::module::Module;
@@ -95,7 +95,7 @@ fn build<B: Backend>(
     )
 }
 
-autodl_train::backbone_family!(
+autodl_nets::backbone_family!(
     /// The DeepLab network family; parameter `decoder` is `v3+` (default) or `v3`.
     DeepLabFamily, "deeplab", DeepLab, build, default_lr = 1e-3, params = params()
 );
@@ -128,7 +128,7 @@ mod tests {
         let device = Default::default();
         for plus in [false, true] {
             let bb =
-                autodl_train::backboned::backbone::<B>("mobilenetv2", 3, false, &device).unwrap();
+                autodl_nets::backboned::backbone::<B>("mobilenetv2", 3, false, &device).unwrap();
             let net = DeepLab::new(bb, 5, plus, &device);
             let out = net.forward(Tensor::zeros([2, 3, 64, 64], &device));
             assert_eq!(out.dims(), [2, 5, 64, 64]);

@@ -4,7 +4,7 @@
 use autodl_api::Params;
 use autodl_backbones::Backbone;
 use autodl_backend::kernels;
-use autodl_train::layers::{ConvBnRelu, classifier, resize};
+use autodl_nets::layers::{ConvBnRelu, classifier, resize};
 use autodl_train::seg::SegNet;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -74,7 +74,7 @@ fn build<B: Backend>(
     PspNet::new(backbone, classes, device)
 }
 
-autodl_train::backbone_family!(
+autodl_nets::backbone_family!(
     /// The PSPNet network family.
     PspNetFamily, "pspnet", PspNet, build, default_lr = 1e-3
 );
@@ -90,7 +90,7 @@ mod tests {
         let device = Default::default();
         for bands in [1, 6] {
             let bb =
-                autodl_train::backboned::backbone::<B>("resnet18", bands, false, &device).unwrap();
+                autodl_nets::backboned::backbone::<B>("resnet18", bands, false, &device).unwrap();
             let net = PspNet::new(bb, 4, &device);
             let out = net.forward(Tensor::zeros([1, bands, 64, 96], &device));
             assert_eq!(out.dims(), [1, 4, 64, 96]);

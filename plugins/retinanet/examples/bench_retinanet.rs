@@ -31,7 +31,7 @@ fn main() {
     let n = 2;
     let opts = autodl_retinanet::options();
     for variant in ["trainable", "frozen-bn", "frozen-bn+stem"] {
-        let backbone = match autodl_train::backboned::backbone::<B>(&name, 3, false, &device) {
+        let backbone = match autodl_nets::backboned::backbone::<B>(&name, 3, false, &device) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("error: {e}");

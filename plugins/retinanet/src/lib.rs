@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 
 pub use model::RetinaNet;
 
-autodl_train::detector_family!(
+autodl_nets::detector_family!(
     /// The RetinaNet network family.
     RetinaNetFamily, "retinanet", RetinaNet, build, options = options, params = params()
 );

@@ -138,7 +138,7 @@ mod tests {
         let opts = crate::options();
         for (bands, classes) in [(3, 1), (5, 4)] {
             let bb =
-                autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device)
+                autodl_nets::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device)
                     .unwrap();
             let net = RetinaNet::new(
                 bb,

@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 
 pub use model::Ssd;
 
-autodl_train::detector_family!(
+autodl_nets::detector_family!(
     /// The SSD network family.
     SsdFamily, "ssd", Ssd, build, options = options
 );

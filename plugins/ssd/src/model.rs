@@ -3,8 +3,8 @@
 use autodl_backbones::Backbone;
 use autodl_backend::kernels;
 use autodl_backend::kernels::relu;
+use autodl_nets::layers::ConvBnRelu;
 use autodl_train::det::{DetNet, DetOutput, per_anchor};
-use autodl_train::layers::ConvBnRelu;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Initializer, PaddingConfig2d};
@@ -148,7 +148,7 @@ mod tests {
         let opts = crate::options();
         for (bands, classes) in [(3, 1), (4, 3)] {
             let bb =
-                autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device)
+                autodl_nets::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device)
                     .unwrap();
             let net = Ssd::new(bb, classes, opts.anchors_per_location(), &device);
             let out = net.forward(Tensor::zeros([2, bands, 64, 96], &device));

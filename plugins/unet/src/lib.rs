@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 
 pub use model::Unet;
 
-autodl_train::backbone_family!(
+autodl_nets::backbone_family!(
     /// The U-Net network family.
     UnetFamily, "unet", Unet, build, default_lr = 1e-3
 );

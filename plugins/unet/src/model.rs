@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use autodl_backbones::Backbone;
-use autodl_train::layers::{ConvBnRelu, classifier, resize};
+use autodl_nets::layers::{ConvBnRelu, classifier, resize};
 use autodl_train::seg::SegNet;
 
 /// Two 3x3 convolution blocks.
@@ -88,7 +88,7 @@ mod tests {
         let device = Default::default();
         for bands in [1, 3, 6] {
             let bb =
-                autodl_train::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device)
+                autodl_nets::backboned::backbone::<B>("efficientnet-lite0", bands, false, &device)
                     .unwrap();
             let net = Unet::new(bb, 5, &device);
             assert_eq!(

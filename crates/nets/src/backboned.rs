@@ -9,10 +9,15 @@ use autodl_backbones::{Backbone, BackboneConfig};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use crate::det::{self, DetNet, DetOptions};
-use crate::model_dir::ModelMeta;
-use crate::params::text_param;
-use crate::seg::{self, FamilyOptions, SegNet};
+use autodl_train::det::{self, DetNet, DetOptions};
+use autodl_train::model_dir::ModelMeta;
+use autodl_train::params::text_param;
+
+/// The parameters every detector on a backbone declares.
+pub use autodl_train::options::detector_params;
+/// The parameters every pixel-classification family on a backbone declares (its loss).
+pub use autodl_train::options::pixel_params;
+use autodl_train::seg::{self, FamilyOptions, SegNet};
 
 /// Backbones every backbone-based family offers; the first, which has bundled ImageNet
 /// weights, is the default.
@@ -139,7 +144,7 @@ where
         && spec
             .params
             .flag("freeze-stem")
-            .map_err(crate::options::param_error)?;
+            .map_err(autodl_train::options::param_error)?;
     // Frozen batch norm computes its affine map differently from Burn's inference mode;
     // prediction rebuilds it the same way, so that it reproduces validation to the bit.
     options.params.insert(
@@ -219,9 +224,13 @@ where
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
-    crate::predict::predict_segmentation::<B, M, _>(model_dir, images, out_dir, device, |_, _| {
-        model.clone()
-    })
+    autodl_train::predict::predict_segmentation::<B, M, _>(
+        model_dir,
+        images,
+        out_dir,
+        device,
+        |_, _| model.clone(),
+    )
 }
 
 /// Declares a backbone-based pixel-classification family and registers it: a unit struct
@@ -235,7 +244,7 @@ macro_rules! backbone_family {
             $(#[$doc])* $family, $name, PixelClassification,
             params = {
                 #[allow(unused_mut)]
-                let mut decls = $crate::options::pixel_params();
+                let mut decls = $crate::backboned::pixel_params();
                 $(decls.extend($params);)?
                 decls
             },
@@ -254,7 +263,7 @@ macro_rules! detector_family {
             $(#[$doc])* $family, $name, Detection,
             params = {
                 #[allow(unused_mut)]
-                let mut decls = $crate::options::detector_params();
+                let mut decls = $crate::backboned::detector_params();
                 $(decls.extend($params);)?
                 decls
             },

@@ -1,0 +1,9 @@
+//! What network families share besides the training loops: small layers the heads are built
+//! from ([`layers`]), and the glue for families on a shared backbone ([`backboned`]: pretrained
+//! weights, N-band adaptation, training and prediction through `autodl-train`) with the
+//! [`backbone_family!`] and [`detector_family!`] macros that declare and register such a
+//! family. It sits between the backbones plugin and the family plugins, so that
+//! `autodl-train` does not depend on the backbones plugin.
+
+pub mod backboned;
+pub mod layers;
