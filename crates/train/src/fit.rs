@@ -17,11 +17,10 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::Tensor;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::loss::scalar;
 use crate::lr_find;
 use crate::model_dir::ModelMeta;
 use crate::schedule::{Schedule, schedule};
@@ -62,6 +61,11 @@ pub trait Task<B: AutodiffBackend, M: AutodiffModule<B>> {
         fitted: &Fitted<()>,
         best: Self::Payload,
     ) -> Result<BTreeMap<String, f64>, PluginError>;
+}
+
+/// The value of a one-element loss tensor, on the host (NaN when it holds none).
+pub fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
 }
 
 /// One optimiser step: the task's loss on the batch `indices`, its gradients, the update.

@@ -73,11 +73,6 @@ pub fn seg_loss<B: Backend>(
     }
 }
 
-/// The value of a one-element loss tensor, on the host (NaN when it holds none).
-pub fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
-}
-
 /// Class weights that balance rare classes: median frequency over each class's frequency,
 /// clipped to [0.1, 10]. Absent classes get weight 1.
 pub fn balanced_weights(pixel_counts: &[u64]) -> Vec<f32> {

@@ -12,7 +12,7 @@ use super::data::DetData;
 use super::detector::{Detected, Detector, Targets};
 use super::loss::det_loss;
 use super::net::{BoxLoss, DetNet, DetOptions};
-use crate::loss::scalar;
+use crate::fit::scalar;
 use crate::params::number_param;
 
 /// Model parameter holding the anchor base-size multiplier.

@@ -1,4 +1,10 @@
-//! Pixel-classification training, generic over the backend and the network.
+//! Pixel-classification training, generic over the backend and the network: the data, the
+//! task the fit loop drives, evaluation through the inference path, and the report files. The
+//! network API is in `net`, which the inference path imports without the rest.
+
+mod net;
+
+pub use net::SegNet;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -9,7 +15,7 @@ use autodl_api::{
 };
 use autodl_data::ClassInfo;
 use autodl_metrics::{ConfusionMatrix, SegMetrics};
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
@@ -24,12 +30,6 @@ use crate::sample::{crop, images_tensor, tile_origin};
 use crate::seed::sample_seed;
 use crate::trial;
 use crate::{LossOptions, seg_loss};
-
-/// A network that maps `[N, bands, H, W]` to per-pixel logits `[N, classes, H, W]`.
-pub trait SegNet<B: Backend>: Module<B> {
-    /// Logits for a batch. `H` and `W` are multiples of the family's size multiple.
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4>;
-}
 
 /// What a family tells the loop about its network.
 #[derive(Debug, Clone)]
