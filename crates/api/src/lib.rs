@@ -55,6 +55,10 @@ pub enum PluginError {
     Other(String),
 }
 
+/// Marks an ignored pixel in a class mask: no class, left out of the loss and the metrics.
+/// Augmentations write it where pixels come from outside the image.
+pub const IGNORE: u32 = u32::MAX;
+
 /// A file whose presence in a trial's folder asks the trial to stop after its current epoch
 /// (how the orchestrator's pruner reaches a trial in another process).
 pub const STOP_FILE: &str = "STOP";
@@ -106,6 +110,11 @@ pub trait NetworkFamily: Send + Sync {
     /// family exactly these, complete.
     fn params(&self) -> Vec<ParamDecl> {
         Vec::new()
+    }
+    /// ArcGIS's name for this family (the `.emd`'s `ModelName`, such as `UnetClassifier`),
+    /// where ArcGIS has one; packages use the family's own name otherwise.
+    fn arcgis_name(&self) -> Option<&'static str> {
+        None
     }
     /// The metrics the family reports; the first is the default ranking metric.
     fn metrics(&self) -> Vec<MetricDecl> {

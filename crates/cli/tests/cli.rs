@@ -310,6 +310,13 @@ fn val_images(root: &Path, ext: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `.emd` a package carries, as JSON.
+fn package_emd(pkg: &Path, id: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    autodl_package::unpack(pkg, dir.path()).unwrap();
+    read_json(&dir.path().join(format!("{id}.emd")))
+}
+
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
@@ -403,6 +410,11 @@ fn train_then_predict_end_to_end() {
     assert!(
         pkg.is_file(),
         "the best model is packaged at the output root"
+    );
+    // The family declares ArcGIS's name for it.
+    assert_eq!(
+        package_emd(&pkg, "unet-efficientnet-lite0")["ModelName"],
+        "UnetClassifier"
     );
     let o = autodl(&[
         "predict",
@@ -781,6 +793,15 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         )["metrics"]
             .clone();
         let pkg = out.join(format!("models/{family}-efficientnet-lite0.dlpk"));
+        let arcgis = if family == "ssd" {
+            "SingleShotDetector"
+        } else {
+            "RetinaNet"
+        };
+        assert_eq!(
+            package_emd(&pkg, &format!("{family}-efficientnet-lite0"))["ModelName"],
+            arcgis
+        );
         let score = |threshold: Option<&str>, eval_threshold: &str| -> serde_json::Value {
             let dir = dir
                 .path()

@@ -239,9 +239,10 @@ where
 /// names. The family crate must depend on `autodl-api` and `autodl-backend`.
 #[macro_export]
 macro_rules! backbone_family {
-    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, default_lr = $lr:expr $(, params = $params:expr)?) => {
+    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, default_lr = $lr:expr $(, params = $params:expr)? $(, arcgis = $arcgis:literal)?) => {
         $crate::__network_family!(
             $(#[$doc])* $family, $name, PixelClassification,
+            arcgis = { None::<&'static str> $(.or(Some($arcgis)))? },
             params = {
                 #[allow(unused_mut)]
                 let mut decls = $crate::backboned::pixel_params();
@@ -258,9 +259,10 @@ macro_rules! backbone_family {
 /// `$options` is a `fn() -> DetOptions` giving its anchors, matching and losses.
 #[macro_export]
 macro_rules! detector_family {
-    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, options = $options:path $(, params = $params:expr)?) => {
+    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, options = $options:path $(, params = $params:expr)? $(, arcgis = $arcgis:literal)?) => {
         $crate::__network_family!(
             $(#[$doc])* $family, $name, Detection,
+            arcgis = { None::<&'static str> $(.or(Some($arcgis)))? },
             params = {
                 #[allow(unused_mut)]
                 let mut decls = $crate::backboned::detector_params();
@@ -278,6 +280,7 @@ macro_rules! detector_family {
 macro_rules! __network_family {
     (
         $(#[$doc:meta])* $family:ident, $name:literal, $task:ident,
+        arcgis = $arcgis:expr,
         params = $params:expr,
         |$B:ident, $device:ident, $spec:ident, $progress:ident| $train:expr,
         |$B2:ident, $device2:ident, $model_dir:ident, $images:ident, $out_dir:ident, $options:ident| $predict:expr
@@ -302,6 +305,10 @@ macro_rules! __network_family {
 
             fn params(&self) -> Vec<::autodl_api::ParamDecl> {
                 $params
+            }
+
+            fn arcgis_name(&self) -> Option<&'static str> {
+                $arcgis
             }
 
             fn train(

@@ -79,17 +79,11 @@ fn arcgis_names(family: &str, task: Task) -> (&'static str, String) {
         Task::Detection => "ObjectDetection",
         Task::PixelClassification => "ImageClassification",
     };
-    // ArcGIS's own names for the families it knows; any other family keeps its name.
-    let name = match family {
-        "unet" => "UnetClassifier".to_owned(),
-        "pspnet" => "PSPNetClassifier".to_owned(),
-        "deeplab" => "DeepLab".to_owned(),
-        "ssd" => "SingleShotDetector".to_owned(),
-        "retinanet" => "RetinaNet".to_owned(),
-        "yolov3" => "YOLOv3".to_owned(),
-        "faster-rcnn" => "FasterRCNN".to_owned(),
-        other => other.to_owned(),
-    };
+    // The family declares ArcGIS's name for it where ArcGIS has one; any other keeps its own.
+    let name = autodl_api::network(family)
+        .and_then(|f| f.arcgis_name())
+        .unwrap_or(family)
+        .to_owned();
     (model_type, name)
 }
 
@@ -350,7 +344,8 @@ mod tests {
         let emd: Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("unet-resnet18.emd")).unwrap())
                 .unwrap();
-        assert_eq!(emd["ModelName"], "UnetClassifier");
+        // No family is registered in this crate's tests: the family's own name.
+        assert_eq!(emd["ModelName"], "unet");
         assert_eq!(emd["ModelType"], "ImageClassification");
         assert_eq!(emd["ModelParameters"]["backbone"], "resnet18");
         assert_eq!(emd["ImageHeight"], 64);

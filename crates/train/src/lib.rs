@@ -28,8 +28,8 @@ mod loss;
 
 pub use loss::{LossOptions, balanced_weights, masked_cross_entropy, seg_loss};
 
-/// Marks a pixel the loss and the metrics ignore, in targets given to this crate.
-pub const IGNORE: u32 = u32::MAX;
+/// Marks a pixel the loss and the metrics ignore (one definition, in `autodl-api`).
+pub use autodl_api::IGNORE;
 
 /// Ranks pixel classifiers: mean IoU over the classes present in the validation truth.
 pub struct SegmentationEvaluator;

@@ -41,8 +41,8 @@ pub use photometric::{
 pub use pipeline::{PRESETS, Pipeline, Step, augment_batch, preset, sample_seed};
 pub use preview::preview_grid;
 
-/// Mask value of an ignored pixel.
-pub const IGNORE: u32 = u32::MAX;
+/// Mask value of an ignored pixel (one definition, in `autodl-api`).
+pub use autodl_api::IGNORE;
 
 /// Fraction of a box's area (before clipping) that must stay in the image for it to be kept.
 pub const DEFAULT_MIN_VISIBILITY: f32 = 0.3;

@@ -97,7 +97,8 @@ fn build<B: Backend>(
 
 autodl_nets::backbone_family!(
     /// The DeepLab network family; parameter `decoder` is `v3+` (default) or `v3`.
-    DeepLabFamily, "deeplab", DeepLab, build, default_lr = 1e-3, params = params()
+    DeepLabFamily, "deeplab", DeepLab, build, default_lr = 1e-3, params = params(),
+    arcgis = "DeepLab"
 );
 
 /// DeepLab's own parameter: the decoder.

@@ -76,7 +76,7 @@ fn build<B: Backend>(
 
 autodl_nets::backbone_family!(
     /// The PSPNet network family.
-    PspNetFamily, "pspnet", PspNet, build, default_lr = 1e-3
+    PspNetFamily, "pspnet", PspNet, build, default_lr = 1e-3, arcgis = "PSPNetClassifier"
 );
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ pub use model::RetinaNet;
 
 autodl_nets::detector_family!(
     /// The RetinaNet network family.
-    RetinaNetFamily, "retinanet", RetinaNet, build, options = options, params = params()
+    RetinaNetFamily, "retinanet", RetinaNet, build, options = options, params = params(),
+    arcgis = "RetinaNet"
 );
 
 /// RetinaNet's own parameters: the size of its classification and box towers.

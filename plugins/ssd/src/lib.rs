@@ -17,7 +17,7 @@ pub use model::Ssd;
 
 autodl_nets::detector_family!(
     /// The SSD network family.
-    SsdFamily, "ssd", Ssd, build, options = options
+    SsdFamily, "ssd", Ssd, build, options = options, arcgis = "SingleShotDetector"
 );
 
 /// SSD's anchors (two sizes and three shapes per location), matching and losses.

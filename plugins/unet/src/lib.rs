@@ -11,7 +11,7 @@ pub use model::Unet;
 
 autodl_nets::backbone_family!(
     /// The U-Net network family.
-    UnetFamily, "unet", Unet, build, default_lr = 1e-3
+    UnetFamily, "unet", Unet, build, default_lr = 1e-3, arcgis = "UnetClassifier"
 );
 
 fn build<B: Backend>(
