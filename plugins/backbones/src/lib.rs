@@ -256,10 +256,15 @@ impl BackboneConfig {
     }
 }
 
+/// The bundled EfficientNet-Lite0 ImageNet weights, inside the binary: a binary copied away
+/// from its source folder (or whose source folder is gone) still starts from them.
+const EFFICIENTNET_LITE0: &[u8] = include_bytes!("../weights/efficientnet-lite0.safetensors");
+
 /// Where known weights for `name` are: `$AUTODL_WEIGHTS_DIR/<name>.safetensors` or `.pth` when
 /// that file exists, else the EfficientNet-Lite0 ImageNet weights bundled in this crate
-/// (`plugins/backbones/weights/`, located at compile time). `None` when there are none, as for
-/// ResNet and MobileNetV2 unless the folder has them, or for an unknown name.
+/// (`plugins/backbones/weights/`, located at compile time, or, when that folder is gone, the
+/// copy inside the binary written once to the system's temporary folder). `None` when there
+/// are none, as for ResNet and MobileNetV2 unless the folder has them, or for an unknown name.
 pub fn default_weights(name: &str) -> Option<PathBuf> {
     let arch: Arch = name.parse().ok()?;
     if let Some(dir) = std::env::var_os(WEIGHTS_DIR_ENV) {
@@ -276,7 +281,31 @@ pub fn default_weights(name: &str) -> Option<PathBuf> {
         }
         _ => return None,
     };
-    bundled.is_file().then_some(bundled)
+    if bundled.is_file() {
+        return Some(bundled);
+    }
+    embedded_copy()
+}
+
+/// The embedded EfficientNet-Lite0 weights as a file (the loaders read files): written whole
+/// into the temporary folder under a name carrying their size, and reused while it matches.
+fn embedded_copy() -> Option<PathBuf> {
+    let dir = std::env::temp_dir().join("autodl-weights");
+    let path = dir.join(format!(
+        "efficientnet-lite0-{}.safetensors",
+        EFFICIENTNET_LITE0.len()
+    ));
+    let complete =
+        std::fs::metadata(&path).is_ok_and(|m| m.len() == EFFICIENTNET_LITE0.len() as u64);
+    if !complete {
+        std::fs::create_dir_all(&dir).ok()?;
+        // Written to a private name, then renamed: a trial running beside this one never reads
+        // a half-written file.
+        let part = dir.join(format!("{}.part", std::process::id()));
+        std::fs::write(&part, EFFICIENTNET_LITE0).ok()?;
+        std::fs::rename(&part, &path).ok()?;
+    }
+    Some(path)
 }
 
 /// Any of the backbones.
@@ -443,5 +472,19 @@ impl<B: Backend> ModuleMapper<B> for RequireGrad {
         } else {
             param.set_require_grad(true)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_embedded_weights_equal_the_bundled_file() {
+        let copy = super::embedded_copy().unwrap();
+        let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("weights/efficientnet-lite0.safetensors");
+        assert_eq!(
+            std::fs::read(copy).unwrap(),
+            std::fs::read(bundled).unwrap()
+        );
     }
 }
