@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use autodl_api::PluginError;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 
 use crate::infer::{self, View};
@@ -28,16 +27,7 @@ where
     M: SegNet<B>,
     F: Fn(&B::Device, &ModelMeta) -> M,
 {
-    let meta = ModelMeta::load(model_dir)?;
-    let model = build(device, &meta)
-        .load_file(
-            ModelMeta::weights_stem(model_dir),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            device,
-        )
-        .map_err(|e| {
-            PluginError::Data(format!("{}: cannot load weights: {e}", model_dir.display()))
-        })?;
+    let (meta, model) = crate::model_dir::load_trained(model_dir, device, build)?;
     let previews = out_dir.join(autodl_api::files::PREVIEWS);
     std::fs::create_dir_all(&previews).map_err(|source| PluginError::Io {
         path: previews,

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use autodl_api::{AugSample, PluginError};
 use autodl_detection::ScoredBox;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 
 use super::anchor::AnchorHead;
@@ -101,16 +100,7 @@ where
     F: Fn(&B::Device, &ModelMeta) -> M,
 {
     use autodl_detection_metrics::{CocoCategory, CocoImage, CocoPrediction, CocoPredictions};
-    let meta = ModelMeta::load(model_dir)?;
-    let model = build(device, &meta)
-        .load_file(
-            ModelMeta::weights_stem(model_dir),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            device,
-        )
-        .map_err(|e| {
-            PluginError::Data(format!("{}: cannot load weights: {e}", model_dir.display()))
-        })?;
+    let (meta, model) = crate::model_dir::load_trained(model_dir, device, build)?;
     let head = head(&meta);
     let threshold =
         score_threshold.unwrap_or_else(|| number_param(&meta.params, "score-threshold", 0.3));
