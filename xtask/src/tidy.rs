@@ -83,12 +83,7 @@ const BURN_BACKEND_CRATES: [&str; 9] = [
 
 /// Plugin names that a plugin-free crate still uses today: `(folder prefix, name)`. Each entry
 /// must match something, so a fixed violation must leave the list too.
-pub const PLUGIN_NAMES_ALLOWED: &[(&str, &str)] = &[
-    // issue 15: removed when augmentation is a stage chosen in the pipeline (`[augment]` with a
-    // preset or a list of registered transforms) instead of a direct call into the plugin.
-    ("crates/train/", "autodl-augment"),
-    ("crates/train/", "autodl_augment"),
-];
+pub const PLUGIN_NAMES_ALLOWED: &[(&str, &str)] = &[];
 
 /// Files that may use `serde_json::Value` outside tests: none of them reads one of our own
 /// boundary files. Each entry must still use it.

@@ -1,7 +1,7 @@
 //! The files that cross a crate or process boundary, each one serde type defined here and
 //! written and read only through it: `model.json` ([`ModelMeta`]), `checkpoint.json`
 //! ([`Checkpoint`]) and `metrics.json` ([`MetricsFile`]); `result.json` ([`RESULT`]) holds a
-//! [`crate::TrialResult`].
+//! [`crate::TrialResult`]; a trial process speaks [`Event`]s, one JSON line each, on stdout.
 //!
 //! Architecture invariant: no reader parses these files as an untyped JSON value or a map with
 //! defaults. Every type denies unknown fields, so a renamed or misspelt field is an error that
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{EpochRecord, Params, PluginError, Task};
+use crate::{EpochRecord, Params, PluginError, Task, TrialResult};
 
 /// Why a boundary file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -361,6 +361,31 @@ pub struct DetMetrics {
     pub per_class: Vec<autodl_detection_metrics::ClassPrf>,
     /// Precision-recall curve of each class at IoU 0.5: `(recall, precision)` points.
     pub pr_curves: Vec<(u32, Vec<(f64, f64)>)>,
+}
+
+/// One line a trial process writes on stdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum Event {
+    /// An epoch finished.
+    Epoch(EpochRecord),
+    /// A status line.
+    Message {
+        /// The text.
+        text: String,
+    },
+    /// The trial's outcome; the last line.
+    Result(TrialResult),
+    /// The trial process panicked: its last line when it sends no result. Read instead of
+    /// its stderr, where the message may be anywhere.
+    #[serde(rename_all = "kebab-case")]
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// Whether the panic was a device's out-of-memory error (Burn 0.21's CUDA backend
+        /// panics on one).
+        out_of_memory: bool,
+    },
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ mod types;
 
 pub use contracts::{
     CHECKPOINT, Checkpoint, ClassInfo, ContractError, DetMetrics, DetectionMetricsFile,
-    DetectionSummary, META, METRICS, MetricsFile, ModelMeta, PixelMetricsFile, RESULT, WEIGHTS,
+    DetectionSummary, Event, META, METRICS, MetricsFile, ModelMeta, PixelMetricsFile, RESULT,
+    WEIGHTS,
 };
 pub use inventory;
 pub use params::{
@@ -24,8 +25,9 @@ pub use params::{
     search_space_of,
 };
 pub use registry::{
-    AugmenterRegistration, BatchDeducerRegistration, EvaluatorRegistration, NetworkRegistration,
-    TunerRegistration, augmenter, augmenters, batch_deducer, batch_deducers, evaluator, evaluators,
+    AugmentPipelineRegistration, AugmenterRegistration, BatchDeducerRegistration,
+    EvaluatorRegistration, NetworkRegistration, TunerRegistration, augment_pipeline,
+    augment_pipelines, augmenter, augmenters, batch_deducer, batch_deducers, evaluator, evaluators,
     network, networks, tuner, tuners,
 };
 pub use types::*;
@@ -148,8 +150,59 @@ pub trait NetworkFamily: Send + Sync {
 pub trait Augmenter: Send + Sync {
     /// Name used in pipelines.
     fn name(&self) -> &'static str;
-    /// Applies the augmentation with the given strength (0 = none, 1 = the preset's default).
+    /// The parameters a `[[augment.steps]]` entry may give it besides `probability`, with
+    /// their ranges and defaults (the registered value uses the defaults).
+    fn params(&self) -> Vec<ParamDecl> {
+        Vec::new()
+    }
+    /// This augmentation with `params` (checked and complete against
+    /// [`Augmenter::params`]) in place of its defaults. An augmentation that declares
+    /// parameters implements it; the default accepts only an empty map, for which the
+    /// registered value itself is used.
+    fn configure(&self, params: &Params) -> Result<Box<dyn Augmenter>, PluginError> {
+        let _ = params;
+        Err(PluginError::Other(format!(
+            "augmentation `{}` takes no parameters",
+            self.name()
+        )))
+    }
+    /// Applies the augmentation with the given strength (0 = none, 1 = its default range).
     fn apply(&self, sample: &mut AugSample, strength: f32, seed: u64);
+}
+
+/// An augmentation pipeline: knows presets and turns a trial's [`AugmentSpec`] (a preset, or
+/// registered [`Augmenter`]s in order with probabilities and parameters) into what the
+/// training loop applies to each sample.
+pub trait AugmentPipeline: Send + Sync {
+    /// Name used in pipelines (`[augment] pipeline = "..."`).
+    fn name(&self) -> &'static str;
+    /// The preset names it knows (`default` and `none` at least).
+    fn presets(&self) -> &'static [&'static str];
+    /// Builds the augmentation `spec` describes for `task`.
+    fn build(
+        &self,
+        spec: &AugmentSpec,
+        task: Task,
+    ) -> Result<std::sync::Arc<dyn SampleAugmenter>, PluginError>;
+}
+
+/// A built augmentation pipeline.
+pub trait SampleAugmenter: Send + Sync {
+    /// Augments one sample; every random draw comes from `seed` (see [`sample_seed`]).
+    fn apply(&self, sample: &mut AugSample, seed: u64);
+}
+
+/// The seed of one sample in one epoch of a run: a function of (run seed, epoch, sample index)
+/// only, so no random draw depends on thread scheduling or on which other samples share a
+/// batch. The one formula for training loops and augmentation alike.
+pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
+    // SplitMix64's finaliser over the three values: cheap, well mixed, no shared state.
+    let mut z = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Chooses a batch size by measuring real training steps through `probe`.

@@ -1,6 +1,6 @@
 //! The static registry that in-tree plugin crates submit into.
 
-use crate::{Augmenter, BatchDeducer, Evaluator, NetworkFamily, Tuner};
+use crate::{AugmentPipeline, Augmenter, BatchDeducer, Evaluator, NetworkFamily, Tuner};
 
 macro_rules! registry {
     ($reg:ident, $tr:ident, $all:ident, $one:ident, $what:literal) => {
@@ -36,6 +36,13 @@ registry!(
     augmenters,
     augmenter,
     "augmentation"
+);
+registry!(
+    AugmentPipelineRegistration,
+    AugmentPipeline,
+    augment_pipelines,
+    augment_pipeline,
+    "augmentation pipeline"
 );
 registry!(
     BatchDeducerRegistration,

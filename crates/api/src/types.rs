@@ -148,6 +148,9 @@ pub enum ScheduleKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AugmentSpec {
+    /// The registered [`crate::AugmentPipeline`] that builds it.
+    #[serde(default = "default_augment_pipeline")]
+    pub pipeline: String,
     /// A preset name (`default`, `none`); used when `steps` is empty.
     pub preset: String,
     /// Registered augmentations in order, each with its probability.
@@ -160,11 +163,19 @@ impl AugmentSpec {
     /// The `default` preset at strength 1.
     pub fn preset(name: &str) -> Self {
         AugmentSpec {
+            pipeline: DEFAULT_AUGMENT_PIPELINE.to_owned(),
             preset: name.to_owned(),
             steps: Vec::new(),
             strength: 1.0,
         }
     }
+}
+
+/// The augmentation pipeline used when a pipeline file names none.
+pub const DEFAULT_AUGMENT_PIPELINE: &str = "standard";
+
+fn default_augment_pipeline() -> String {
+    DEFAULT_AUGMENT_PIPELINE.to_owned()
 }
 
 /// One augmentation of a list.
@@ -175,6 +186,10 @@ pub struct AugmentStep {
     pub name: String,
     /// Probability of applying it to a sample.
     pub probability: f32,
+    /// Its parameters ([`crate::Augmenter::params`]): checked and complete when the planner
+    /// wrote them; missing ones take their defaults.
+    #[serde(default, skip_serializing_if = "Params::is_empty")]
+    pub params: Params,
 }
 
 /// Hyperparameters by name.

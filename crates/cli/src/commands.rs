@@ -40,9 +40,14 @@ pub struct InspectArgs {
 pub struct PreviewArgs {
     /// The dataset folder.
     dir: PathBuf,
-    /// Augmented copies to draw beside each sample (the task's default preset).
+    /// Augmented copies to draw beside each sample (the task's default preset, or the
+    /// `[augment]` of `--pipeline`).
     #[arg(long, default_value_t = 0)]
     augment: u32,
+    /// A pipeline file whose `[augment]` section (preset, or steps with their parameters)
+    /// draws the augmented copies.
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
     /// How many training samples to draw.
     #[arg(long, default_value_t = 6)]
     samples: usize,
@@ -173,7 +178,17 @@ pub fn preview(args: &PreviewArgs) -> Outcome {
         .enumerate()
         .map(|(i, c)| (c.value, i as u32))
         .collect();
-    let pipeline = autodl_augment::Pipeline::preset("default", task, 1.0)?;
+    let spec = match &args.pipeline {
+        Some(file) => {
+            let pipeline = Pipeline::load(file).map_err(Failure::usage)?;
+            autodl_core::augment_spec(&pipeline).map_err(Failure::usage)?
+        }
+        None => autodl_api::AugmentSpec::preset("default"),
+    };
+    // The registered augmentation pipeline builds it, exactly as for training.
+    let builder = autodl_api::augment_pipeline(&spec.pipeline)
+        .ok_or_else(|| anyhow!("no augmentation pipeline `{}` is registered", spec.pipeline))?;
+    let pipeline = builder.build(&spec, task)?;
     let mut tiles = Vec::new();
     for s in ds.train.iter().take(args.samples.max(1)) {
         let img = autodl_data::load_image(&s.image)?;
@@ -183,7 +198,7 @@ pub fn preview(args: &PreviewArgs) -> Outcome {
                 Some(
                     m.data
                         .iter()
-                        .map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE))
+                        .map(|v| index.get(v).copied().unwrap_or(autodl_api::IGNORE))
                         .collect(),
                 )
             }
@@ -211,7 +226,7 @@ pub fn preview(args: &PreviewArgs) -> Outcome {
         .into_iter()
         .map(|(s, n)| (enlarge(s, 256), n))
         .collect();
-    let grid = autodl_augment::preview_grid(&tiles, (args.augment as usize + 1).max(3));
+    let grid = autodl_report::preview_grid(&tiles, (args.augment as usize + 1).max(3));
     grid.save(&args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     outln!("{}", args.out.display());
@@ -731,8 +746,24 @@ pub fn plugins() -> Outcome {
             );
         }
     }
+    for p in autodl_api::augment_pipelines() {
+        outln!(
+            "augmentation pipeline {} presets: {}",
+            p.name(),
+            p.presets().join(", ")
+        );
+    }
     for a in autodl_api::augmenters() {
         outln!("augmentation {}", a.name());
+        for p in a.params() {
+            outln!(
+                "  {} = {}: {}; {}",
+                p.name,
+                p.default_value(),
+                p.valid_values(),
+                p.doc
+            );
+        }
     }
     for b in autodl_api::batch_deducers() {
         outln!("batch-size deducer {}", b.name());

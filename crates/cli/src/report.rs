@@ -98,7 +98,7 @@ fn truth_boxes(s: &autodl_data::Sample, names: &[String]) -> anyhow::Result<Vec<
         boxes: s.boxes.iter().map(|b| (b.corners(), b.class)).collect(),
     };
     let mut png = Vec::new();
-    autodl_augment::preview_grid(&[(sample, names.to_vec())], 1)
+    autodl_report::preview_grid(&[(sample, names.to_vec())], 1)
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     Ok(png)
 }

@@ -191,6 +191,57 @@ fn unknown_tuner_deducer_or_augmentation_names_the_registered_ones() {
 }
 
 #[test]
+fn augmentation_parameters_presets_and_pipelines_are_checked() {
+    // Line 4 is the first line of `body`.
+    let (code, t) = check_pipeline("[[augment.steps]]\nname = \"rotate\"\ndegrees = 400\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:6:") && t.contains("rotate") && t.contains("from 0 to 180"),
+        "{t}"
+    );
+
+    let (code, t) =
+        check_pipeline("[[augment.steps]]\nname = \"cutout\"\nprobability = 0.5\nhole = 2\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:7:") && t.contains("`hole`") && t.contains("holes, size"),
+        "{t}"
+    );
+
+    let (code, t) = check_pipeline("[[augment.steps]]\nname = \"hflip\"\nstrength = 2\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("p.toml:6:") && t.contains("takes none"), "{t}");
+
+    let (code, t) = check_pipeline(
+        "[[augment.steps]]\nname = \"random-resized-crop\"\nmin-scale = 0.9\nmax-scale = 0.4\n",
+    );
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:5:") && t.contains("`min-scale` (0.9) is above `max-scale` (0.4)"),
+        "{t}"
+    );
+
+    let (code, t) = check_pipeline("[augment]\npreset = \"heavy\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:5:") && t.contains("`heavy`") && t.contains("default, none"),
+        "{t}"
+    );
+
+    let (code, t) = check_pipeline("[augment]\npipeline = \"kornia\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:5:") && t.contains("`kornia`") && t.contains("standard"),
+        "{t}"
+    );
+
+    let (code, t) = check_pipeline(
+        "[augment]\npipeline = \"standard\"\n[[augment.steps]]\nname = \"blur\"\nsigma = 0.5\n[[augment.steps]]\nname = \"affine\"\ndegrees = 15\nshear = 0\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+}
+
+#[test]
 fn missing_backend_is_a_clean_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.toml");
@@ -985,6 +1036,11 @@ probability = 0.5
 [[augment.steps]]
 name = "brightness-contrast"
 probability = 0.8
+contrast = 0.4
+[[augment.steps]]
+name = "rotate"
+probability = 0.3
+degrees = 10
 [tune]
 tuner = "random"
 top = 1
@@ -1019,7 +1075,19 @@ max-trials = 2
             .iter()
             .map(|s| s["name"].as_str().unwrap())
             .collect();
-        assert_eq!(steps, ["hflip", "brightness-contrast"], "{id}");
+        assert_eq!(steps, ["hflip", "brightness-contrast", "rotate"], "{id}");
+        // Each transform's parameters are complete: given ones as written, defaults filled.
+        let bc = &spec["augment"]["steps"][1]["params"];
+        assert_eq!(
+            (bc["contrast"].as_f64(), bc["brightness"].as_f64()),
+            (Some(0.4), Some(0.2)),
+            "{id}"
+        );
+        assert_eq!(
+            spec["augment"]["steps"][2]["params"]["degrees"], 10.0,
+            "{id}"
+        );
+        assert_eq!(spec["augment"]["pipeline"], "standard", "{id}");
         // The family's parameters are complete and typed; the tuner's stay in their ranges.
         let params = spec["params"].as_object().unwrap();
         let mut keys: Vec<&str> = params.keys().map(String::as_str).collect();

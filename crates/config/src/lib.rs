@@ -230,11 +230,15 @@ pub struct TrainSection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AugmentSection {
-    /// `default` (chosen per task) or `none`; ignored when `steps` is given.
+    /// The registered augmentation pipeline that builds and applies the steps.
+    #[serde(default = "default_augment_pipeline")]
+    pub pipeline: Located<String>,
+    /// A preset of the pipeline: `default` (chosen per task) or `none`; ignored when `steps`
+    /// is given.
     #[serde(default = "default_preset")]
     pub preset: Located<String>,
-    /// Registered augmentations applied in order, `[[augment.steps]]` with `name` and
-    /// `probability`; `autodl plugins` lists the names.
+    /// Registered augmentations applied in order, `[[augment.steps]]` with `name`,
+    /// `probability` and the augmentation's own parameters; `autodl plugins` lists them.
     #[serde(default)]
     pub steps: Vec<AugmentStepSection>,
     /// 0 is no augmentation, 1 each augmentation's default range.
@@ -242,15 +246,71 @@ pub struct AugmentSection {
     pub strength: f64,
 }
 
-/// One `[[augment.steps]]` entry.
+/// One `[[augment.steps]]` entry: `name`, `probability`, and any other key is a parameter of
+/// the augmentation (checked against what it declares by the planner).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    try_from = "BTreeMap<String, Located<toml::Value>>",
+    into = "BTreeMap<String, Located<toml::Value>>"
+)]
 pub struct AugmentStepSection {
     /// A registered augmentation.
     pub name: Located<String>,
     /// Probability of applying it to a sample.
-    #[serde(default = "default_probability")]
     pub probability: f64,
+    /// The augmentation's own parameters, as written.
+    pub params: BTreeMap<String, Located<toml::Value>>,
+}
+
+impl TryFrom<BTreeMap<String, Located<toml::Value>>> for AugmentStepSection {
+    type Error = String;
+
+    fn try_from(mut table: BTreeMap<String, Located<toml::Value>>) -> Result<Self, String> {
+        let name = match table.remove("name") {
+            Some(Located {
+                value: toml::Value::String(name),
+                line,
+                offset,
+            }) => Located {
+                value: name,
+                line,
+                offset,
+            },
+            Some(_) => return Err("an augmentation's `name` must be a string".to_owned()),
+            None => return Err("an [[augment.steps]] entry needs a `name`".to_owned()),
+        };
+        let probability = match table.remove("probability").map(|v| v.value) {
+            None => default_probability(),
+            Some(toml::Value::Float(p)) => p,
+            Some(toml::Value::Integer(p)) => p as f64,
+            Some(other) => {
+                return Err(format!(
+                    "the probability of augmentation `{}` must be a number, found {other}",
+                    name.value
+                ));
+            }
+        };
+        Ok(AugmentStepSection {
+            name,
+            probability,
+            params: table,
+        })
+    }
+}
+
+impl From<AugmentStepSection> for BTreeMap<String, Located<toml::Value>> {
+    fn from(step: AugmentStepSection) -> Self {
+        let mut table = step.params;
+        table.insert(
+            "name".to_owned(),
+            Located::new(toml::Value::String(step.name.value)),
+        );
+        table.insert(
+            "probability".to_owned(),
+            Located::new(toml::Value::Float(step.probability)),
+        );
+        table
+    }
 }
 
 /// `[batch]`.
@@ -370,6 +430,7 @@ impl Default for TrainSection {
 impl Default for AugmentSection {
     fn default() -> Self {
         AugmentSection {
+            pipeline: default_augment_pipeline(),
             preset: default_preset(),
             steps: Vec::new(),
             strength: default_strength(),
@@ -403,6 +464,9 @@ fn default_optimizer() -> String {
 }
 fn default_schedule() -> String {
     "one-cycle".to_owned()
+}
+fn default_augment_pipeline() -> Located<String> {
+    Located::new(autodl_api::DEFAULT_AUGMENT_PIPELINE.to_owned())
 }
 fn default_preset() -> Located<String> {
     Located::new("default".to_owned())
@@ -504,9 +568,13 @@ impl Pipeline {
 
     /// Turns every located value's byte offset into its line.
     fn locate(&mut self, text: &str) {
+        self.augment.pipeline.locate(text);
         self.augment.preset.locate(text);
         for step in &mut self.augment.steps {
             step.name.locate(text);
+            for value in step.params.values_mut() {
+                value.locate(text);
+            }
         }
         self.batch.deducer.locate(text);
         self.tune.tuner.locate(text);
@@ -574,12 +642,6 @@ impl Pipeline {
             return Err(format!(
                 "train.weight-decay must be at least 0, found {}",
                 self.train.weight_decay
-            ));
-        }
-        if !matches!(self.augment.preset.value.as_str(), "default" | "none") {
-            return Err(format!(
-                "line {}: augment.preset must be `default` or `none`, found `{}`",
-                self.augment.preset.line, self.augment.preset.value
             ));
         }
         if !(0.0..=4.0).contains(&self.augment.strength) {

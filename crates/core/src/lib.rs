@@ -10,7 +10,7 @@ mod runner;
 mod study;
 
 pub use leaderboard::{Leaderboard, Row};
-pub use plan::{Plan, PlanError, check_stages, family_params, plan};
+pub use plan::{Plan, PlanError, augment_spec, check_stages, family_params, plan};
 pub use runner::{
     ChildRunner, Event, OUT_OF_MEMORY, Pruner, RunError, RunOptions, TrialRunner, is_out_of_memory,
     is_out_of_memory_panic, run_plan, search_space,

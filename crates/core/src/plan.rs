@@ -115,48 +115,141 @@ fn shared_params(pipeline: &Pipeline) -> Vec<(&'static str, Located<ParamValue>)
 /// file, line and valid values), with the defaults filled in.
 pub fn family_params(pipeline: &Pipeline, family: &dyn NetworkFamily) -> Result<Params, PlanError> {
     let decls = family.params();
-    let mut given = Params::new();
-    let mut check = |key: &str, value: &ParamValue, at: String| -> Result<(), PlanError> {
-        let Some(decl) = decls.iter().find(|d| d.name == key) else {
-            return Err(PlanError::Invalid(format!(
-                "{at}: {} has no parameter `{key}`; {}",
-                family.name(),
-                if decls.is_empty() {
-                    "it takes none".to_owned()
-                } else {
-                    format!("valid parameters: {}", names(&decls, |d| d.name))
-                }
-            )));
-        };
-        let value = decl
-            .check(value)
-            .map_err(|e| PlanError::Invalid(format!("{at}: {}: {e}", family.name())))?;
-        given.insert(key.to_owned(), value);
-        Ok(())
-    };
+    let mut given = Vec::new();
     for (key, value) in shared_params(pipeline) {
         if decls.iter().any(|d| d.name == key) {
-            check(key, &value.value, pipeline.at(&value))?;
+            let at = pipeline.at(&value);
+            given.push((key.to_owned(), value.value, at));
         }
     }
     if let Some(table) = pipeline.params.get(family.name()) {
-        for (key, value) in table {
+        given.extend(table_values(pipeline, table)?);
+    }
+    checked_params(
+        family.name(),
+        &decls,
+        given,
+        &pipeline.source.display().to_string(),
+    )
+}
+
+/// A `[params.<family>]` or `[[augment.steps]]` table's values as parameter values, each with
+/// its `file:line`.
+fn table_values<'a>(
+    pipeline: &Pipeline,
+    table: impl IntoIterator<Item = (&'a String, &'a Located<toml::Value>)>,
+) -> Result<Vec<(String, ParamValue, String)>, PlanError> {
+    table
+        .into_iter()
+        .map(|(key, value)| {
             let at = pipeline.at(value);
             let v = param_value(&value.value).ok_or_else(|| {
                 PlanError::Invalid(format!(
                     "{at}: parameter `{key}` must be a number, a word or true/false"
                 ))
             })?;
-            check(key, &v, at)?;
-        }
+            Ok((key.clone(), v, at))
+        })
+        .collect()
+}
+
+/// The trials' augmentation from a pipeline's `[augment]`: the registered augmentation
+/// pipeline, its preset, or the listed augmentations with their parameters checked against
+/// what each declares (an error names the file, line and valid values) and completed with
+/// their defaults.
+pub fn augment_spec(pipeline: &Pipeline) -> Result<AugmentSpec, PlanError> {
+    let a = &pipeline.augment;
+    let Some(builder) = autodl_api::augment_pipeline(&a.pipeline.value) else {
+        return Err(PlanError::Invalid(format!(
+            "{}: unknown augmentation pipeline `{}`; registered augmentation pipelines: {}",
+            pipeline.at(&a.pipeline),
+            a.pipeline.value,
+            names(&autodl_api::augment_pipelines(), |p| p.name())
+        )));
+    };
+    if !builder.presets().contains(&a.preset.value.as_str()) {
+        return Err(PlanError::Invalid(format!(
+            "{}: unknown augmentation preset `{}`; {} presets: {}",
+            pipeline.at(&a.preset),
+            a.preset.value,
+            builder.name(),
+            builder.presets().join(", ")
+        )));
     }
-    autodl_api::resolve_params(&decls, &given).map_err(|e| {
-        PlanError::Invalid(format!(
-            "{}: {}: {e}",
-            pipeline.source.display(),
-            family.name()
-        ))
+    let mut steps = Vec::new();
+    for step in &a.steps {
+        let Some(augmenter) = autodl_api::augmenter(&step.name.value) else {
+            return Err(PlanError::Invalid(format!(
+                "{}: unknown augmentation `{}`; registered augmentations: {}",
+                pipeline.at(&step.name),
+                step.name.value,
+                names(&autodl_api::augmenters(), |a| a.name())
+            )));
+        };
+        let params = checked_params(
+            &format!("augmentation {}", augmenter.name()),
+            &augmenter.params(),
+            table_values(pipeline, &step.params)?,
+            &pipeline.at(&step.name),
+        )?;
+        let checked = AugmentStep {
+            name: step.name.value.clone(),
+            probability: step.probability as f32,
+            params,
+        };
+        // What only the augmentation knows (a range given upside down) shows in building it.
+        let alone = AugmentSpec {
+            pipeline: a.pipeline.value.clone(),
+            preset: a.preset.value.clone(),
+            steps: vec![checked.clone()],
+            strength: a.strength as f32,
+        };
+        for task in [Task::Detection, Task::PixelClassification] {
+            if let Err(e) = builder.build(&alone, task) {
+                return Err(PlanError::Invalid(format!(
+                    "{}: {e}",
+                    pipeline.at(&step.name)
+                )));
+            }
+        }
+        steps.push(checked);
+    }
+    Ok(AugmentSpec {
+        pipeline: a.pipeline.value.clone(),
+        preset: a.preset.value.clone(),
+        steps,
+        strength: a.strength as f32,
     })
+}
+
+/// Checks values given for a stage's parameters (`(key, value, file:line)`) against its
+/// declarations and fills in the defaults. `what` names the stage in errors; `at` is where
+/// missing values would have been written.
+fn checked_params(
+    what: &str,
+    decls: &[autodl_api::ParamDecl],
+    given: Vec<(String, ParamValue, String)>,
+    at: &str,
+) -> Result<Params, PlanError> {
+    let mut checked = Params::new();
+    for (key, value, at) in given {
+        let Some(decl) = decls.iter().find(|d| d.name == key) else {
+            return Err(PlanError::Invalid(format!(
+                "{at}: {what} has no parameter `{key}`; {}",
+                if decls.is_empty() {
+                    "it takes none".to_owned()
+                } else {
+                    format!("valid parameters: {}", names(decls, |d| d.name))
+                }
+            )));
+        };
+        let value = decl
+            .check(&value)
+            .map_err(|e| PlanError::Invalid(format!("{at}: {what}: {e}")))?;
+        checked.insert(key, value);
+    }
+    autodl_api::resolve_params(decls, &checked)
+        .map_err(|e| PlanError::Invalid(format!("{at}: {what}: {e}")))
 }
 
 /// Checks every stage a pipeline names against what is registered: networks and their
@@ -182,16 +275,7 @@ pub fn check_stages(pipeline: &Pipeline, task: Option<Task>) -> Result<(), PlanE
             names(&autodl_api::batch_deducers(), |d| d.name())
         )));
     }
-    for step in &pipeline.augment.steps {
-        if autodl_api::augmenter(&step.name.value).is_none() {
-            return Err(PlanError::Invalid(format!(
-                "{}: unknown augmentation `{}`; registered augmentations: {}",
-                pipeline.at(&step.name),
-                step.name.value,
-                names(&autodl_api::augmenters(), |a| a.name())
-            )));
-        }
-    }
+    augment_spec(pipeline)?;
     for (name, table) in &pipeline.params {
         if autodl_api::network(name).is_none() {
             let line = table.values().map(|v| v.line).min().unwrap_or(0);
@@ -299,19 +383,7 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
         pretrained: t.pretrained,
         metric: t.metric.clone(),
     };
-    let a = &pipeline.augment;
-    let augment = AugmentSpec {
-        preset: a.preset.value.clone(),
-        steps: a
-            .steps
-            .iter()
-            .map(|s| AugmentStep {
-                name: s.name.value.clone(),
-                probability: s.probability as f32,
-            })
-            .collect(),
-        strength: a.strength as f32,
-    };
+    let augment = augment_spec(pipeline)?;
     let mut trials = Vec::new();
     for family in families {
         let backbone = match &pipeline.train.backbone {

@@ -10,37 +10,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use autodl_api::{EpochRecord, STOP_FILE, TrialResult, TrialSpec, TrialStatus};
-use serde::{Deserialize, Serialize};
+use autodl_api::{STOP_FILE, TrialResult, TrialSpec, TrialStatus};
 
 use crate::leaderboard::Leaderboard;
 use crate::plan::Plan;
 use crate::write_json;
 
-/// One line a trial process writes on stdout.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "event")]
-pub enum Event {
-    /// An epoch finished.
-    Epoch(EpochRecord),
-    /// A status line.
-    Message {
-        /// The text.
-        text: String,
-    },
-    /// The trial's outcome; the last line.
-    Result(TrialResult),
-    /// The trial process panicked: its last line when it sends no result. Read instead of
-    /// its stderr, where the message may be anywhere.
-    #[serde(rename_all = "kebab-case")]
-    Panicked {
-        /// The panic message.
-        message: String,
-        /// Whether the panic was a device's out-of-memory error (Burn 0.21's CUDA backend
-        /// panics on one).
-        out_of_memory: bool,
-    },
-}
+/// One line a trial process writes on stdout (defined with the other boundary types in
+/// `autodl-api`).
+pub use autodl_api::Event;
 
 /// How failure reasons that mean "out of memory" begin: the runner halves the batch and
 /// retries a trial whose reason starts so.
@@ -185,9 +163,20 @@ impl TrialRunner for ChildRunner {
         let reader = std::thread::spawn(move || {
             if let Some(out) = stdout {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if let Ok(ev) = serde_json::from_str::<Event>(&line) {
-                        let _ = tx.send(ev);
+                    if line.trim().is_empty() {
+                        continue;
                     }
+                    // A line that is not an event (a library printing to stdout) is passed on
+                    // as a message, not dropped; an event that does not parse says why.
+                    let ev = serde_json::from_str::<Event>(&line).unwrap_or_else(|e| {
+                        let text = if line.trim_start().starts_with('{') {
+                            format!("unreadable event from the trial ({e}): {line}")
+                        } else {
+                            line.clone()
+                        };
+                        Event::Message { text }
+                    });
+                    let _ = tx.send(ev);
                 }
             }
         });

@@ -4,6 +4,10 @@
 //! Plots are drawn with plotters into SVG and inlined, images are inlined as base64 PNG, so the
 //! file opens anywhere without a network or companion files.
 
+mod preview;
+
+pub use preview::preview_grid;
+
 use std::fmt::Write as _;
 
 use autodl_api::EpochRecord;

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use crate::lr_find;
 use crate::model_dir::ModelMeta;
 use crate::schedule::{Schedule, schedule};
-use crate::seed::sample_seed;
+use autodl_api::sample_seed;
 
 /// What a task supplies to [`fit`]: batches, their loss, evaluation and the finishing step.
 /// The loop owns epochs, the optimiser, the schedule, the budget, pruning, checkpoints and the

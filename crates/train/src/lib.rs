@@ -20,7 +20,6 @@ pub mod params;
 pub mod predict;
 pub mod sample;
 pub mod schedule;
-pub mod seed;
 pub mod seg;
 pub mod trial;
 

@@ -1,9 +1,10 @@
 //! What every task's training does around the fit loop: the trial folder and the backend's
 //! seed before it, the augmentation pipeline and the split check.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use autodl_api::{PluginError, TrialSpec};
+use autodl_api::{PluginError, SampleAugmenter, TrialSpec};
 use burn::tensor::backend::Backend;
 
 /// Starts a trial: creates its folder and seeds the backend. Returns the start time, which the
@@ -28,22 +29,22 @@ pub fn check_splits(n_train: usize, n_val: usize) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// The augmentation pipeline the spec asks for: its list of registered augmentations, or its
-/// preset for `task`.
+/// The augmentation the spec asks for, built by the registered augmentation pipeline it names:
+/// its list of registered augmentations, or its preset for `task`.
 pub fn augmenter(
     spec: &TrialSpec,
     task: autodl_api::Task,
-) -> Result<autodl_augment::Pipeline, PluginError> {
-    let a = &spec.augment;
-    let pipeline = if a.steps.is_empty() {
-        autodl_augment::Pipeline::preset(&a.preset, task, a.strength)
-    } else {
-        let steps: Vec<(&str, f32)> = a
-            .steps
-            .iter()
-            .map(|s| (s.name.as_str(), s.probability))
-            .collect();
-        autodl_augment::Pipeline::new(&steps, a.strength)
-    };
-    pipeline.map_err(|e| PluginError::Training(e.to_string()))
+) -> Result<Arc<dyn SampleAugmenter>, PluginError> {
+    let name = &spec.augment.pipeline;
+    let pipeline = autodl_api::augment_pipeline(name).ok_or_else(|| {
+        PluginError::Training(format!(
+            "unknown augmentation pipeline `{name}`; registered: {}",
+            autodl_api::augment_pipelines()
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    pipeline.build(&spec.augment, task)
 }

@@ -81,7 +81,7 @@ fn run() -> Result<(), String> {
                     0.5,
                 ),
                 (Step::other(SaturationHue::DEFAULT), 0.5),
-                (Step::other(BrightnessContrast), 0.5),
+                (Step::other(BrightnessContrast::DEFAULT), 0.5),
                 (Step::other(GaussianNoise::DEFAULT), 0.3),
             ],
             1.0,

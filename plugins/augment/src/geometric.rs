@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::DEFAULT_MIN_VISIBILITY;
 use crate::affine::{Affine2, Stage, warp};
+use crate::settings::settings_methods;
 
 /// A geometric augmentation: plans its transform for an image of the given size, or `None`
 /// for the identity (always at strength 0).
@@ -21,6 +22,8 @@ macro_rules! geometric {
             fn name(&self) -> &'static str {
                 $name
             }
+
+            settings_methods!();
 
             fn apply(&self, sample: &mut AugSample, strength: f32, seed: u64) {
                 if let Some(stage) = self.plan(sample.width, sample.height, strength, seed) {
@@ -77,17 +80,17 @@ pub fn dihedral_stage(w: u32, h: u32, k: u8) -> Stage {
 }
 
 /// Mirrors left to right (always, when strength > 0: the pipeline owns the probability).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HFlip;
 
 /// Mirrors top to bottom (always, when strength > 0: the pipeline owns the probability).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct VFlip;
 
 /// One of the eight dihedral transforms (flips and 90-degree turns, identity included), drawn
 /// uniformly; they suit overhead imagery. Non-square samples get only the four that keep their
 /// shape, so a batch of equal tiles stays stackable.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Dihedral;
 
 impl Geometric for HFlip {
@@ -119,7 +122,7 @@ geometric!(Dihedral, "dihedral");
 
 /// Rotation about the centre by an angle drawn from `±max_degrees * strength`; corners that
 /// come from outside the image become 0 and ignored.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rotate {
     /// Largest angle at strength 1.
     pub max_degrees: f32,
@@ -155,7 +158,7 @@ geometric!(Rotate, "rotate");
 
 /// Crops a random window of random area and aspect ratio and resizes it, as torchvision and
 /// albumentations do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RandomResizedCrop {
     /// Output width and height; `None` keeps the input size (what training needs to stack tiles).
     pub size: Option<(u32, u32)>,
@@ -224,7 +227,7 @@ geometric!(RandomResizedCrop, "random-resized-crop");
 
 /// Zooms in by a factor from 1 to `1 + (max_zoom - 1) * strength` on a random window that stays
 /// inside the image (so nothing comes from outside), as fastai's zoom.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Zoom {
     /// Largest zoom factor at strength 1.
     pub max_zoom: f32,
@@ -268,7 +271,7 @@ geometric!(Zoom, "zoom");
 
 /// Scale, translation, rotation and shear about the centre, each drawn from `±range * strength`;
 /// the output keeps the input size.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Affine {
     /// Scale gain range: the gain is `1 ± scale`.
     pub scale: f32,

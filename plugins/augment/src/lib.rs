@@ -3,8 +3,8 @@
 //! Single-sample augmentations register themselves as [`Augmenter`]s by kebab-case name
 //! ([`NAMES`]); [`preset`] lists the steps of a named preset per task and [`Pipeline`] applies
 //! them with their probabilities; [`augment_batch`] runs a pipeline over a batch on rayon's
-//! threads. [`mosaic`] and [`mixup`] combine several samples; [`preview_grid`] draws samples
-//! with their labels.
+//! threads. [`mosaic`] and [`mixup`] combine several samples. ([`Standard`] is the registered
+//! augmentation pipeline the training loop builds from a trial's spec.)
 //!
 //! Conventions. Boxes are `[xmin, ymin, xmax, ymax]` in continuous pixel coordinates with
 //! exclusive maxima (pixel `i` covers `[i, i + 1)`). After a geometric transform a box is the box
@@ -24,11 +24,12 @@ mod geometric;
 mod multi;
 mod photometric;
 mod pipeline;
-mod preview;
+mod settings;
 
-use autodl_api::{AugmenterRegistration, inventory};
+use autodl_api::{AugmentPipelineRegistration, AugmenterRegistration, inventory};
 
 pub use affine::{Affine2, Stage, transform_boxes, warp, warp_pixels};
+pub use autodl_api::sample_seed;
 pub use autodl_api::{AugSample, Augmenter};
 pub use geometric::{
     Affine, Dihedral, Geometric, HFlip, RandomResizedCrop, Rotate, VFlip, Zoom, dihedral_box,
@@ -38,8 +39,8 @@ pub use multi::{mixup, mosaic};
 pub use photometric::{
     Blur, BrightnessContrast, Cutout, GaussianNoise, SaturationHue, gaussian_blur,
 };
-pub use pipeline::{PRESETS, Pipeline, Step, augment_batch, preset, sample_seed};
-pub use preview::preview_grid;
+pub use pipeline::{PRESETS, Pipeline, Standard, Step, augment_batch, preset};
+pub use settings::Settings;
 
 /// Mask value of an ignored pixel (one definition, in `autodl-api`).
 pub use autodl_api::IGNORE;
@@ -70,11 +71,12 @@ inventory::submit!(AugmenterRegistration(&Rotate::DEFAULT));
 inventory::submit!(AugmenterRegistration(&RandomResizedCrop::DEFAULT));
 inventory::submit!(AugmenterRegistration(&Zoom::DEFAULT));
 inventory::submit!(AugmenterRegistration(&Affine::DEFAULT));
-inventory::submit!(AugmenterRegistration(&BrightnessContrast));
+inventory::submit!(AugmenterRegistration(&BrightnessContrast::DEFAULT));
 inventory::submit!(AugmenterRegistration(&SaturationHue::DEFAULT));
 inventory::submit!(AugmenterRegistration(&GaussianNoise::DEFAULT));
 inventory::submit!(AugmenterRegistration(&Blur::DEFAULT));
 inventory::submit!(AugmenterRegistration(&Cutout::DEFAULT));
+inventory::submit!(AugmentPipelineRegistration(&Standard));
 
 /// Errors building a pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,14 @@ pub enum AugmentError {
         name: String,
         /// The registered names.
         known: String,
+    },
+    /// An augmentation's parameters are not what it takes.
+    #[error("augmentation `{name}`: {message}")]
+    InvalidParams {
+        /// The augmentation.
+        name: String,
+        /// What is wrong.
+        message: String,
     },
     /// No preset has this name.
     #[error("unknown augmentation preset `{name}` (known: {known})")]

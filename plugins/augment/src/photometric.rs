@@ -7,26 +7,48 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::geometric::{between, sym};
+use crate::settings::settings_methods;
 use crate::{DEFAULT_MIN_VISIBILITY, IGNORE};
 
 /// Random brightness (shift) and contrast (gain about 0, the band mean once normalised) on
 /// every band.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BrightnessContrast;
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BrightnessContrast {
+    /// Largest shift at strength 1, in normalised units (standard deviations).
+    pub brightness: f32,
+    /// Contrast gain range at strength 1: the gain is `1 ± contrast`.
+    pub contrast: f32,
+}
+
+impl BrightnessContrast {
+    /// The registered preset: shift by up to 0.2 sigma, gain 0.8..1.2.
+    pub const DEFAULT: BrightnessContrast = BrightnessContrast {
+        brightness: 0.2,
+        contrast: 0.2,
+    };
+}
+
+impl Default for BrightnessContrast {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 impl Augmenter for BrightnessContrast {
     fn name(&self) -> &'static str {
         "brightness-contrast"
     }
 
+    settings_methods!();
+
     fn apply(&self, s: &mut AugSample, strength: f32, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
         if strength <= 0.0 {
             return;
         }
-        // In normalised units: shift by up to 0.2 sigma, scale by 0.8..1.2 at strength 1.
-        let shift = rng.random_range(-0.2..=0.2f32) * strength;
-        let scale = 1.0 + rng.random_range(-0.2..=0.2f32) * strength;
+        // In normalised units, so a shift is in standard deviations of the band.
+        let shift = sym(&mut rng, self.brightness) * strength;
+        let scale = 1.0 + sym(&mut rng, self.contrast) * strength;
         for x in &mut s.image {
             *x = *x * scale + shift;
         }
@@ -37,7 +59,7 @@ impl Augmenter for BrightnessContrast {
 /// three. Both are one linear colour matrix: hue turns the colour about the grey axis, saturation
 /// scales the distance from it. Being linear, it is defined for normalised (negative) values too,
 /// where HSV is not.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SaturationHue {
     /// Saturation gain range: the gain is `1 ± saturation`.
     pub saturation: f32,
@@ -63,6 +85,8 @@ impl Augmenter for SaturationHue {
     fn name(&self) -> &'static str {
         "saturation-hue"
     }
+
+    settings_methods!();
 
     fn apply(&self, s: &mut AugSample, strength: f32, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -113,7 +137,7 @@ pub(crate) fn colour_matrix(gain: f32, theta: f32) -> [f32; 9] {
 
 /// Additive gaussian noise on every band with a standard deviation drawn from
 /// `[0.5, 1] * sigma * strength`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GaussianNoise {
     /// Largest standard deviation at strength 1, in normalised units.
     pub sigma: f32,
@@ -134,6 +158,8 @@ impl Augmenter for GaussianNoise {
     fn name(&self) -> &'static str {
         "gaussian-noise"
     }
+
+    settings_methods!();
 
     fn apply(&self, s: &mut AugSample, strength: f32, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -191,7 +217,7 @@ fn draw(lane: &mut u32) -> u32 {
 
 /// Gaussian blur with a standard deviation drawn from `[0, max_sigma * strength]` pixels,
 /// separable, edges replicated.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Blur {
     /// Largest standard deviation at strength 1, in pixels.
     pub max_sigma: f32,
@@ -212,6 +238,8 @@ impl Augmenter for Blur {
     fn name(&self) -> &'static str {
         "blur"
     }
+
+    settings_methods!();
 
     fn apply(&self, s: &mut AugSample, strength: f32, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -271,7 +299,7 @@ pub fn gaussian_blur(s: &mut AugSample, sigma: f32) {
 
 /// Cuts 1 to `holes` rectangles out: 0 in the image, ignored in the mask; a box is dropped when
 /// less than the minimum visible fraction of it is left uncovered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cutout {
     /// Most holes.
     pub holes: u32,
@@ -297,6 +325,8 @@ impl Augmenter for Cutout {
     fn name(&self) -> &'static str {
         "cutout"
     }
+
+    settings_methods!();
 
     fn apply(&self, s: &mut AugSample, strength: f32, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);

@@ -3,7 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use autodl_api::{AugSample, Augmenter, Task};
+use autodl_api::{
+    AugSample, AugmentPipeline, AugmentSpec, Augmenter, Params, PluginError, SampleAugmenter, Task,
+    sample_seed,
+};
 use rayon::prelude::*;
 
 use crate::affine::{Stage, transform_boxes, warp_pixels};
@@ -11,6 +14,7 @@ use crate::geometric::{
     Affine, Dihedral, Geometric, HFlip, RandomResizedCrop, Rotate, VFlip, Zoom,
 };
 use crate::photometric::{Blur, BrightnessContrast, Cutout, GaussianNoise, SaturationHue};
+use crate::settings::Settings;
 use crate::{AugmentError, DEFAULT_MIN_VISIBILITY};
 
 /// The preset names [`preset`] knows.
@@ -74,21 +78,61 @@ impl Step {
 
     /// This crate's augmentation called `name` with its registered preset values.
     pub fn builtin(name: &str) -> Option<Step> {
-        Some(match name {
-            "hflip" => Step::geometric(HFlip),
-            "vflip" => Step::geometric(VFlip),
-            "dihedral" => Step::geometric(Dihedral),
-            "rotate" => Step::geometric(Rotate::DEFAULT),
-            "random-resized-crop" => Step::geometric(RandomResizedCrop::DEFAULT),
-            "zoom" => Step::geometric(Zoom::DEFAULT),
-            "affine" => Step::geometric(Affine::DEFAULT),
-            "brightness-contrast" => Step::other(BrightnessContrast),
-            "saturation-hue" => Step::other(SaturationHue::DEFAULT),
-            "gaussian-noise" => Step::other(GaussianNoise::DEFAULT),
-            "blur" => Step::other(Blur::DEFAULT),
-            "cutout" => Step::other(Cutout::DEFAULT),
-            _ => return None,
-        })
+        Step::builtin_with(name, &Params::new()).ok().flatten()
+    }
+
+    /// This crate's augmentation called `name` with `params` (missing ones take their
+    /// defaults); `None` when the crate has no augmentation of that name.
+    pub fn builtin_with(name: &str, params: &Params) -> Result<Option<Step>, PluginError> {
+        fn g<T: Geometric + Settings + 'static>(p: &Params) -> Result<Step, PluginError> {
+            Ok(Step::geometric(T::with(p)?))
+        }
+        fn o<T: Augmenter + Settings + 'static>(p: &Params) -> Result<Step, PluginError> {
+            Ok(Step::other(T::with(p)?))
+        }
+        let build = match name {
+            "hflip" => g::<HFlip>,
+            "vflip" => g::<VFlip>,
+            "dihedral" => g::<Dihedral>,
+            "rotate" => g::<Rotate>,
+            "random-resized-crop" => g::<RandomResizedCrop>,
+            "zoom" => g::<Zoom>,
+            "affine" => g::<Affine>,
+            "brightness-contrast" => o::<BrightnessContrast>,
+            "saturation-hue" => o::<SaturationHue>,
+            "gaussian-noise" => o::<GaussianNoise>,
+            "blur" => o::<Blur>,
+            "cutout" => o::<Cutout>,
+            _ => return Ok(None),
+        };
+        build(params).map(Some)
+    }
+
+    /// The augmentation called `name` with `params`: this crate's, or any other registered one
+    /// (configured through [`Augmenter::configure`] when it is given parameters).
+    pub fn named(name: &str, params: &Params) -> Result<Step, AugmentError> {
+        let invalid = |e: PluginError| AugmentError::InvalidParams {
+            name: name.to_owned(),
+            message: e.to_string(),
+        };
+        if let Some(step) = Step::builtin_with(name, params).map_err(invalid)? {
+            return Ok(step);
+        }
+        let registered =
+            autodl_api::augmenter(name).ok_or_else(|| AugmentError::UnknownAugmenter {
+                name: name.to_owned(),
+                known: autodl_api::augmenters()
+                    .iter()
+                    .map(|a| a.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        if params.is_empty() {
+            Ok(Step::Other(Arc::new(Registered(registered))))
+        } else {
+            let configured = registered.configure(params).map_err(invalid)?;
+            Ok(Step::Other(Arc::from(configured)))
+        }
     }
 }
 
@@ -127,28 +171,29 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline from named steps (as [`preset`] returns) and a strength (0 = identity, 1 = the
-    /// preset's ranges). Names are this crate's augmentations or any other registered one.
+    /// A pipeline from named steps (as [`preset`] returns), each with its default parameters,
+    /// and a strength (0 = identity, 1 = the preset's ranges). Names are this crate's
+    /// augmentations or any other registered one.
     pub fn new(steps: &[(&str, f32)], strength: f32) -> Result<Pipeline, AugmentError> {
         let steps = steps
             .iter()
-            .map(|&(name, p)| {
-                let step = Step::builtin(name)
-                    .or_else(|| {
-                        autodl_api::augmenter(name).map(|a| Step::Other(Arc::new(Registered(a))))
-                    })
-                    .ok_or_else(|| AugmentError::UnknownAugmenter {
-                        name: name.to_owned(),
-                        known: autodl_api::augmenters()
-                            .iter()
-                            .map(|a| a.name())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })?;
-                Ok((step, p))
-            })
+            .map(|&(name, p)| Ok((Step::named(name, &Params::new())?, p)))
             .collect::<Result<Vec<_>, AugmentError>>()?;
         Ok(Pipeline::from_steps(steps, strength))
+    }
+
+    /// The pipeline a trial's spec describes for `task`: its steps with their parameters, or
+    /// its preset when it lists none.
+    pub fn from_spec(spec: &AugmentSpec, task: Task) -> Result<Pipeline, AugmentError> {
+        if spec.steps.is_empty() {
+            return Pipeline::preset(&spec.preset, task, spec.strength);
+        }
+        let steps = spec
+            .steps
+            .iter()
+            .map(|s| Ok((Step::named(&s.name, &s.params)?, s.probability)))
+            .collect::<Result<Vec<_>, AugmentError>>()?;
+        Ok(Pipeline::from_steps(steps, spec.strength))
     }
 
     /// A pipeline from preset `name` for `task`.
@@ -225,9 +270,34 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A seed for one (run seed, epoch, sample index) triple, the same whatever the thread count.
-pub fn sample_seed(seed: u64, epoch: u64, index: u64) -> u64 {
-    mix(mix(mix(seed) ^ epoch) ^ index)
+impl SampleAugmenter for Pipeline {
+    fn apply(&self, sample: &mut AugSample, seed: u64) {
+        Pipeline::apply(self, sample, seed);
+    }
+}
+
+/// The registered augmentation pipeline: [`preset`]s, or steps from any registered
+/// augmentation, applied by [`Pipeline`].
+pub struct Standard;
+
+impl AugmentPipeline for Standard {
+    fn name(&self) -> &'static str {
+        autodl_api::DEFAULT_AUGMENT_PIPELINE
+    }
+
+    fn presets(&self) -> &'static [&'static str] {
+        PRESETS
+    }
+
+    fn build(
+        &self,
+        spec: &AugmentSpec,
+        task: Task,
+    ) -> Result<Arc<dyn SampleAugmenter>, PluginError> {
+        let pipeline =
+            Pipeline::from_spec(spec, task).map_err(|e| PluginError::Other(e.to_string()))?;
+        Ok(Arc::new(pipeline))
+    }
 }
 
 /// Applies `pipeline` to every sample on rayon's threads. Sample `i` is seeded by

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::data::{band_stats, data_err, read_options};
 use crate::infer::normalise;
 use crate::sample::{crop, tile_origin};
-use crate::seed::sample_seed;
+use autodl_api::sample_seed;
 
 /// One image and its boxes, normalised.
 #[derive(Debug, Clone)]
@@ -140,7 +140,7 @@ pub(crate) fn make_sample(
     bands: usize,
     tile: usize,
     seed: u64,
-    augment: &autodl_augment::Pipeline,
+    augment: &dyn autodl_api::SampleAugmenter,
 ) -> AugSample {
     let (x0, y0) = tile_origin(seed, item.width, item.height, tile);
     let image = crop(

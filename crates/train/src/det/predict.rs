@@ -187,7 +187,7 @@ where
         written.push(xml_path);
         let (w, h) = (raw.width, raw.height);
         let png = files.preview;
-        autodl_augment::preview_grid(&[(preview_sample(&raw, &dets), names.clone())], 1)
+        autodl_report::preview_grid(&[(preview_sample(&raw, &dets), names.clone())], 1)
             .save(&png)
             .map_err(|e| PluginError::Other(format!("cannot write {}: {e}", png.display())))?;
         let file_name = path

@@ -20,8 +20,8 @@ use super::write::{write_model, write_reports};
 use crate::fit::{self, Evaluation, FitOptions, Fitted, Task};
 use crate::infer::SIZE_MULTIPLE;
 use crate::sample::images_tensor;
-use crate::seed::sample_seed;
 use crate::trial;
+use autodl_api::sample_seed;
 
 /// What a detector family tells the training loop besides its head.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,7 @@ struct DetTask<'a, H> {
     progress: &'a dyn Progress,
     data: &'a DetData,
     tile: usize,
-    augment: autodl_augment::Pipeline,
+    augment: std::sync::Arc<dyn autodl_api::SampleAugmenter>,
     head: &'a H,
     /// What `model.json` records of the head.
     head_params: Params,
@@ -75,7 +75,7 @@ where
                     self.data.bands,
                     self.tile,
                     sample_seed(self.spec.seed, epoch, i as u64),
-                    &self.augment,
+                    self.augment.as_ref(),
                 )
             })
             .collect();

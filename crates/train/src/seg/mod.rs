@@ -27,9 +27,9 @@ use crate::infer::{self, View, normalise};
 use crate::model_dir::ModelMeta;
 use crate::outputs::write_epochs;
 use crate::sample::{crop, images_tensor, tile_origin};
-use crate::seed::sample_seed;
 use crate::trial;
 use crate::{LossOptions, seg_loss};
+use autodl_api::sample_seed;
 
 /// What a family tells the loop about its network.
 #[derive(Debug, Clone)]
@@ -156,7 +156,7 @@ fn make_sample(
     bands: usize,
     tile: usize,
     seed: u64,
-    augment: &autodl_augment::Pipeline,
+    augment: &dyn autodl_api::SampleAugmenter,
 ) -> AugSample {
     let (x0, y0) = tile_origin(seed, item.width, item.height, tile);
     let region = (x0, y0, tile, tile);
@@ -232,7 +232,7 @@ struct SegTask<'a, B: Backend> {
     family: &'a FamilyOptions,
     data: &'a SegData,
     tile: usize,
-    augment: autodl_augment::Pipeline,
+    augment: std::sync::Arc<dyn autodl_api::SampleAugmenter>,
     loss: LossOptions,
     class_weights: Option<Tensor<B, 1>>,
     /// The ranking metric: `miou`, `accuracy` or `dice`.
@@ -266,7 +266,7 @@ where
                     self.data.bands,
                     self.tile,
                     sample_seed(self.spec.seed, epoch, i as u64),
-                    &self.augment,
+                    self.augment.as_ref(),
                 )
             })
             .collect();

@@ -2,12 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use autodl_api::AugSample;
+use autodl_api::{AugSample, IGNORE};
 use image::{Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut};
 use imageproc::rect::Rect;
-
-use crate::IGNORE;
 
 /// Opacity of the mask overlay.
 const MASK_ALPHA: f32 = 0.45;
