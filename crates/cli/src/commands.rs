@@ -410,6 +410,12 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         tuner,
         tune_top: pipeline.tune.top as usize,
         max_tuning_trials: pipeline.tune.max_trials as usize,
+        pruner: (pipeline.tune.pruner.value == "asha").then(|| {
+            autodl_core::Pruner::with(
+                pipeline.tune.prune_eta as usize,
+                pipeline.tune.prune_min_epochs,
+            )
+        }),
     };
     let mut board = autodl_core::run_plan(
         &plan,

@@ -171,6 +171,13 @@ fn unknown_tuner_deducer_or_augmentation_names_the_registered_ones() {
     assert!(t.contains("p.toml:5:") && t.contains("`bayes`"), "{t}");
     assert!(t.contains("random") && t.contains("tpe"), "{t}");
 
+    let (code, t) = check_pipeline("[tune]\npruner = \"median\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("line 5") && t.contains("`median`") && t.contains("asha, none"),
+        "{t}"
+    );
+
     let (code, t) = check_pipeline("[batch]\ndeducer = \"guess\"\n");
     assert_eq!(code, Some(2), "{t}");
     assert!(t.contains("p.toml:5:") && t.contains("throughput"), "{t}");

@@ -335,7 +335,20 @@ pub struct TuneSection {
     /// Most tuning trials, whatever time is left.
     #[serde(default = "default_max_trials")]
     pub max_trials: u32,
+    /// `asha` stops weak tuning trials at rung epochs (asynchronous successive halving);
+    /// `none` lets each run out its share of the time.
+    #[serde(default = "default_pruner")]
+    pub pruner: Located<String>,
+    /// ASHA's reduction factor: at each rung only the best 1/eta of the trials go on.
+    #[serde(default = "default_prune_eta")]
+    pub prune_eta: u32,
+    /// ASHA's first rung, in epochs; later rungs are this times powers of `prune-eta`.
+    #[serde(default = "default_prune_min_epochs")]
+    pub prune_min_epochs: u32,
 }
+
+/// The pruners `[tune] pruner` may name.
+pub const PRUNERS: &[&str] = &["asha", "none"];
 
 impl Default for BatchSection {
     fn default() -> Self {
@@ -351,6 +364,9 @@ impl Default for TuneSection {
             tuner: default_tuner(),
             top: default_tune_top(),
             max_trials: default_max_trials(),
+            pruner: default_pruner(),
+            prune_eta: default_prune_eta(),
+            prune_min_epochs: default_prune_min_epochs(),
         }
     }
 }
@@ -492,6 +508,15 @@ fn default_tune_top() -> u32 {
 fn default_max_trials() -> u32 {
     100
 }
+fn default_pruner() -> Located<String> {
+    Located::new("asha".to_owned())
+}
+fn default_prune_eta() -> u32 {
+    2
+}
+fn default_prune_min_epochs() -> u32 {
+    2
+}
 
 /// An error in a pipeline file.
 #[derive(Debug, thiserror::Error)]
@@ -578,6 +603,7 @@ impl Pipeline {
         }
         self.batch.deducer.locate(text);
         self.tune.tuner.locate(text);
+        self.tune.pruner.locate(text);
         if let Some(v) = &mut self.train.class_balance {
             v.locate(text);
         }
@@ -657,6 +683,23 @@ impl Pipeline {
                     step.name.line, step.name.value, step.probability
                 ));
             }
+        }
+        if !PRUNERS.contains(&self.tune.pruner.value.as_str()) {
+            return Err(format!(
+                "line {}: tune.pruner must be one of {}, found `{}`",
+                self.tune.pruner.line,
+                PRUNERS.join(", "),
+                self.tune.pruner.value
+            ));
+        }
+        if !(2..=10).contains(&self.tune.prune_eta) {
+            return Err(format!(
+                "tune.prune-eta must be from 2 to 10, found {}",
+                self.tune.prune_eta
+            ));
+        }
+        if self.tune.prune_min_epochs == 0 {
+            return Err("tune.prune-min-epochs must be at least 1".to_owned());
         }
         if self.tune.top == 0 {
             return Err("tune.top must be at least 1".to_owned());

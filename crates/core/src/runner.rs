@@ -255,16 +255,21 @@ pub struct Pruner {
     pub eta: usize,
     /// The first rung.
     pub min_epochs: u32,
-    /// Earlier trials' metric curves (higher is better).
+    /// Earlier trials' metric curves, signed so that higher is better.
     pub curves: Vec<Vec<f64>>,
 }
 
 impl Pruner {
     /// A pruner with η = 2 and the first rung at epoch 2.
     pub fn new() -> Self {
+        Pruner::with(2, 2)
+    }
+
+    /// A pruner with reduction factor `eta` (at least 2) and the first rung at `min_epochs`.
+    pub fn with(eta: usize, min_epochs: u32) -> Self {
         Pruner {
-            eta: 2,
-            min_epochs: 2,
+            eta: eta.max(2),
+            min_epochs: min_epochs.max(1),
             curves: Vec::new(),
         }
     }
@@ -320,6 +325,8 @@ pub struct RunOptions<'a> {
     pub tune_top: usize,
     /// Most tuning trials, whatever time is left.
     pub max_tuning_trials: usize,
+    /// Stops weak tuning trials early; `None` lets every one run out its share.
+    pub pruner: Option<Pruner>,
 }
 
 /// The search space advanced mode explores for a family.
@@ -401,7 +408,8 @@ pub fn run_plan(
         board.push_skipped(name, "", reason);
     }
     let study = crate::study::Study::open(&plan.out)?;
-    let mut pruner = Pruner::new();
+    let sign = if options.higher_is_better { 1.0 } else { -1.0 };
+    let mut pruner = options.pruner.clone();
     let mut results: Vec<(TrialSpec, TrialResult)> = Vec::new();
     let n = plan.trials.len();
     for (i, base) in plan.trials.iter().enumerate() {
@@ -409,9 +417,10 @@ pub fn run_plan(
         let share = left / (n - i) as f64;
         let result = run_resumable(&study, base, share, runner, on_event, None)?;
         if let Some(r) = result {
-            pruner
-                .curves
-                .push(r.epochs.iter().map(|e| e.metric).collect());
+            if let Some(p) = &mut pruner {
+                p.curves
+                    .push(r.epochs.iter().map(|e| sign * e.metric).collect());
+            }
             results.push((base.clone(), r.clone()));
             board.push(base, r);
         } else {
@@ -427,7 +436,6 @@ pub fn run_plan(
     };
 
     // Advanced mode: tune the best networks with what is left.
-    let sign = if options.higher_is_better { 1.0 } else { -1.0 };
     let mut ranked: Vec<&(TrialSpec, TrialResult)> =
         results.iter().filter(|(_, r)| r.metric.is_some()).collect();
     ranked.sort_by(|a, b| {
@@ -495,14 +503,17 @@ pub fn run_plan(
         k += 1;
         let share = per_trial.min(left);
         let pr = pruner.clone();
-        let Some(r) = run_resumable(&study, &spec, share, runner, on_event, Some(&pr))? else {
+        let watch = pr.as_ref().map(|p| (p, sign));
+        let Some(r) = run_resumable(&study, &spec, share, runner, on_event, watch)? else {
             break;
         };
-        let curve: Vec<f64> = r.epochs.iter().map(|e| e.metric).collect();
-        pruner.curves.push(curve.clone());
+        let curve: Vec<f64> = r.epochs.iter().map(|e| sign * e.metric).collect();
+        if let Some(p) = &mut pruner {
+            p.curves.push(curve.clone());
+        }
         histories[which].push(autodl_api::TrialRecord {
             params,
-            curve: curve.iter().map(|m| sign * m).collect(),
+            curve,
             complete: matches!(r.status, TrialStatus::Completed),
         });
         board.push(&spec, r);
@@ -517,7 +528,7 @@ fn run_resumable(
     share: f64,
     runner: &dyn TrialRunner,
     on_event: &mut dyn FnMut(&TrialSpec, &Event),
-    pruner: Option<&Pruner>,
+    pruner: Option<(&Pruner, f64)>,
 ) -> Result<Option<TrialResult>, RunError> {
     let result_path = base.out_dir.join(autodl_api::RESULT);
     if let Some(done) = study.finished(&base.id)? {
@@ -538,16 +549,16 @@ fn run_resumable(
     spec.time_budget_secs = share;
     let mut curve = Vec::new();
     let mut watch = |s: &TrialSpec, ev: &Event| {
-        if let (Event::Epoch(e), Some(p)) = (ev, pruner) {
-            curve.push(e.metric);
+        if let (Event::Epoch(e), Some((p, sign))) = (ev, pruner) {
+            curve.push(sign * e.metric);
             if p.should_prune(&curve) {
                 let _ = std::fs::write(s.out_dir.join(STOP_FILE), b"pruned");
                 on_event(
                     s,
                     &Event::Message {
                         text: format!(
-                            "pruned at epoch {}: below the top half of earlier trials",
-                            e.epoch
+                            "pruned at epoch {}: below the top 1/{} of earlier trials",
+                            e.epoch, p.eta
                         ),
                     },
                 );

@@ -51,6 +51,7 @@ fn basic() -> RunOptions<'static> {
         tuner: None,
         tune_top: 1,
         max_tuning_trials: 0,
+        pruner: None,
     }
 }
 
@@ -195,42 +196,66 @@ impl autodl_api::Tuner for Alternating {
 /// Emits ten epochs whose metric depends on the learning rate, stopping when asked to.
 struct Curves;
 
+/// Like [`Curves`], with a metric where lower is better: good trials near 0, bad ones above 1.
+struct Losses;
+
+impl TrialRunner for Losses {
+    fn run(
+        &self,
+        spec: &TrialSpec,
+        path: &Path,
+        on_event: &mut dyn FnMut(&TrialSpec, &Event),
+    ) -> TrialResult {
+        curves(spec, path, on_event, |good, e| {
+            if good { 0.1 / e } else { 1.0 + 0.1 / e }
+        })
+    }
+}
+
 impl TrialRunner for Curves {
     fn run(
         &self,
         spec: &TrialSpec,
-        _: &Path,
+        path: &Path,
         on_event: &mut dyn FnMut(&TrialSpec, &Event),
     ) -> TrialResult {
-        let good = spec.learning_rate.is_none_or(|lr| lr < 0.1);
-        let mut epochs = Vec::new();
-        let mut status = TrialStatus::Completed;
-        for e in 1..=10u32 {
-            let metric = if good {
-                0.5 + 0.02 * e as f64
-            } else {
-                0.02 * e as f64
-            };
-            let rec = autodl_api::EpochRecord {
-                epoch: e,
-                train_loss: 1.0,
-                val_loss: 1.0,
-                metric,
-                elapsed_secs: e as f64,
-            };
-            on_event(spec, &Event::Epoch(rec.clone()));
-            epochs.push(rec);
-            if spec.out_dir.join(autodl_api::STOP_FILE).exists() {
-                status = TrialStatus::Pruned(format!("stopped after epoch {e}"));
-                break;
-            }
-        }
-        let mut r = TrialResult::without_model(status, "miou");
-        r.metric = epochs.iter().map(|e| e.metric).reduce(f64::max);
-        r.epochs = epochs;
-        r.train_secs = 20.0;
-        r
+        curves(spec, path, on_event, |good, e| {
+            if good { 0.5 + 0.02 * e } else { 0.02 * e }
+        })
     }
+}
+
+/// Ten epochs of `metric_at(good, epoch)`, good meaning a learning rate below 0.1.
+fn curves(
+    spec: &TrialSpec,
+    _: &Path,
+    on_event: &mut dyn FnMut(&TrialSpec, &Event),
+    metric_at: impl Fn(bool, f64) -> f64,
+) -> TrialResult {
+    let good = spec.learning_rate.is_none_or(|lr| lr < 0.1);
+    let mut epochs = Vec::new();
+    let mut status = TrialStatus::Completed;
+    for e in 1..=10u32 {
+        let metric = metric_at(good, e as f64);
+        let rec = autodl_api::EpochRecord {
+            epoch: e,
+            train_loss: 1.0,
+            val_loss: 1.0,
+            metric,
+            elapsed_secs: e as f64,
+        };
+        on_event(spec, &Event::Epoch(rec.clone()));
+        epochs.push(rec);
+        if spec.out_dir.join(autodl_api::STOP_FILE).exists() {
+            status = TrialStatus::Pruned(format!("stopped after epoch {e}"));
+            break;
+        }
+    }
+    let mut r = TrialResult::without_model(status, "miou");
+    r.metric = epochs.iter().map(|e| e.metric).reduce(f64::max);
+    r.epochs = epochs;
+    r.train_secs = 20.0;
+    r
 }
 
 #[test]
@@ -241,6 +266,7 @@ fn advanced_mode_prunes_weak_trials_before_their_last_epoch() {
         tuner: Some(&Alternating),
         tune_top: 1,
         max_tuning_trials: 4,
+        pruner: Some(Pruner::new()),
     };
     let board = run_plan(&plan(dir.path(), &["a"]), &Curves, &mut |_, _| {}, &options).unwrap();
     assert_eq!(
@@ -260,6 +286,38 @@ fn advanced_mode_prunes_weak_trials_before_their_last_epoch() {
             .iter()
             .any(|r| r.id.contains("-t") && r.status == "completed" && r.epochs == 10)
     );
+}
+
+#[test]
+fn pruning_follows_the_metric_direction_and_can_be_switched_off() {
+    // Lower is better here, so the trials whose curve is above 1 are the weak ones.
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = RunOptions {
+        higher_is_better: false,
+        tuner: Some(&Alternating),
+        tune_top: 1,
+        max_tuning_trials: 4,
+        pruner: Some(Pruner::new()),
+    };
+    let board = run_plan(&plan(dir.path(), &["a"]), &Losses, &mut |_, _| {}, &options).unwrap();
+    let pruned: Vec<_> = board.rows.iter().filter(|r| r.status == "pruned").collect();
+    assert!(!pruned.is_empty(), "{:#?}", board.rows);
+    for row in &pruned {
+        assert!(row.metric.is_some_and(|m| m > 1.0), "{row:#?}");
+        assert!(row.epochs < 10, "{row:#?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    options.pruner = None;
+    let board = run_plan(&plan(dir.path(), &["a"]), &Losses, &mut |_, _| {}, &options).unwrap();
+    assert_eq!(board.rows.len(), 5);
+    for row in &board.rows {
+        assert_eq!(
+            (row.status.as_str(), row.epochs),
+            ("completed", 10),
+            "{row:#?}"
+        );
+    }
 }
 
 #[test]
