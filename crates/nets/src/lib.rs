@@ -7,3 +7,4 @@
 
 pub mod backboned;
 pub mod layers;
+pub mod roi_align;
