@@ -190,6 +190,23 @@ pub trait AugmentPipeline: Send + Sync {
 pub trait SampleAugmenter: Send + Sync {
     /// Augments one sample; every random draw comes from `seed` (see [`sample_seed`]).
     fn apply(&self, sample: &mut AugSample, seed: u64);
+
+    /// How many samples the training sample seeded `seed` is made of: 1, or more when the
+    /// pipeline combines samples (a mosaic of four, a mixup of two). The loader draws the
+    /// extra ones and hands them all, un-augmented, to [`SampleAugmenter::compose`].
+    fn sources(&self, seed: u64) -> usize {
+        let _ = seed;
+        1
+    }
+
+    /// One training sample from `sources` samples (as many as [`SampleAugmenter::sources`]
+    /// asked for, the sample being trained on first), augmented; the default augments the
+    /// first.
+    fn compose(&self, sources: Vec<AugSample>, seed: u64) -> Option<AugSample> {
+        let mut first = sources.into_iter().next()?;
+        self.apply(&mut first, seed);
+        Some(first)
+    }
 }
 
 /// The seed of one sample in one epoch of a run: a function of (run seed, epoch, sample index)

@@ -228,6 +228,21 @@ fn augmentation_parameters_presets_and_pipelines_are_checked() {
         "{t}"
     );
 
+    let (code, t) = check_pipeline("[augment]\nmosaic = 1.5\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("line 5") && t.contains("augment.mosaic"), "{t}");
+
+    let (code, t) = check_pipeline("[train]\nnetworks = [\"unet\"]\n[augment]\nmixup = 0.2\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:7:") && t.contains("detection") && t.contains("unet"),
+        "{t}"
+    );
+
+    let (code, t) =
+        check_pipeline("[train]\nnetworks = [\"ssd\"]\n[augment]\nmosaic = 0.5\nmixup = 0.1\n");
+    assert_eq!(code, Some(0), "{t}");
+
     let (code, t) = check_pipeline("[augment]\npreset = \"heavy\"\n");
     assert_eq!(code, Some(2), "{t}");
     assert!(

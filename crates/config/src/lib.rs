@@ -244,6 +244,12 @@ pub struct AugmentSection {
     /// 0 is no augmentation, 1 each augmentation's default range.
     #[serde(default = "default_strength")]
     pub strength: f64,
+    /// Detection: the probability that a training sample is a mosaic of four tiles.
+    #[serde(default = "default_mixing")]
+    pub mosaic: Located<f64>,
+    /// Detection: the probability that a training sample is blended with a second one.
+    #[serde(default = "default_mixing")]
+    pub mixup: Located<f64>,
 }
 
 /// One `[[augment.steps]]` entry: `name`, `probability`, and any other key is a parameter of
@@ -450,6 +456,8 @@ impl Default for AugmentSection {
             preset: default_preset(),
             steps: Vec::new(),
             strength: default_strength(),
+            mosaic: default_mixing(),
+            mixup: default_mixing(),
         }
     }
 }
@@ -489,6 +497,9 @@ fn default_preset() -> Located<String> {
 }
 fn default_strength() -> f64 {
     1.0
+}
+fn default_mixing() -> Located<f64> {
+    Located::new(0.0)
 }
 fn default_probability() -> f64 {
     1.0
@@ -595,6 +606,8 @@ impl Pipeline {
     fn locate(&mut self, text: &str) {
         self.augment.pipeline.locate(text);
         self.augment.preset.locate(text);
+        self.augment.mosaic.locate(text);
+        self.augment.mixup.locate(text);
         for step in &mut self.augment.steps {
             step.name.locate(text);
             for value in step.params.values_mut() {
@@ -675,6 +688,17 @@ impl Pipeline {
                 "augment.strength must be from 0 to 4, found {}",
                 self.augment.strength
             ));
+        }
+        for (key, p) in [
+            ("mosaic", &self.augment.mosaic),
+            ("mixup", &self.augment.mixup),
+        ] {
+            if !(0.0..=1.0).contains(&p.value) {
+                return Err(format!(
+                    "line {}: augment.{key} is a probability from 0 to 1, found {}",
+                    p.line, p.value
+                ));
+            }
         }
         for step in &self.augment.steps {
             if !(0.0..=1.0).contains(&step.probability) {

@@ -203,6 +203,8 @@ pub fn augment_spec(pipeline: &Pipeline) -> Result<AugmentSpec, PlanError> {
             preset: a.preset.value.clone(),
             steps: vec![checked.clone()],
             strength: a.strength as f32,
+            mosaic: 0.0,
+            mixup: 0.0,
         };
         for task in [Task::Detection, Task::PixelClassification] {
             if let Err(e) = builder.build(&alone, task) {
@@ -219,6 +221,8 @@ pub fn augment_spec(pipeline: &Pipeline) -> Result<AugmentSpec, PlanError> {
         preset: a.preset.value.clone(),
         steps,
         strength: a.strength as f32,
+        mosaic: a.mosaic.value as f32,
+        mixup: a.mixup.value as f32,
     })
 }
 
@@ -276,6 +280,17 @@ pub fn check_stages(pipeline: &Pipeline, task: Option<Task>) -> Result<(), PlanE
         )));
     }
     augment_spec(pipeline)?;
+    let a = &pipeline.augment;
+    for mixing in [&a.mosaic, &a.mixup] {
+        let detects = families.iter().any(|f| f.task() == Task::Detection);
+        if mixing.value > 0.0 && !families.is_empty() && !detects {
+            return Err(PlanError::Invalid(format!(
+                "{}: mosaic and mixup combine detection samples; this pipeline trains {}",
+                pipeline.at(mixing),
+                names(&families, |f| f.name())
+            )));
+        }
+    }
     for (name, table) in &pipeline.params {
         if autodl_api::network(name).is_none() {
             let line = table.values().map(|v| v.line).min().unwrap_or(0);

@@ -71,7 +71,8 @@ where
             .par_iter()
             .map(|&i| {
                 make_sample(
-                    &self.data.train[i],
+                    &self.data.train,
+                    i,
                     self.data.bands,
                     self.tile,
                     sample_seed(self.spec.seed, epoch, i as u64),
