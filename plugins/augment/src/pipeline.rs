@@ -297,7 +297,7 @@ fn mix(mut z: u64) -> u64 {
 
 /// Salts that draw the mosaic and mixup coins from a sample's seed, apart from the steps'.
 const MOSAIC_SALT: u64 = 0x6D6F_7361_6963;
-const MIXUP_SALT: u64 = 0x6D69_7875_70;
+const MIXUP_SALT: u64 = 0x006D_6978_7570;
 
 impl SampleAugmenter for Pipeline {
     fn apply(&self, sample: &mut AugSample, seed: u64) {
