@@ -83,6 +83,10 @@ pub struct TrialSpec {
     pub augment: AugmentSpec,
     /// The registered batch-size deducer that picks the batch when `batch_size` is `None`.
     pub batch_deducer: String,
+    /// The registered evaluator that scores validation, or `None` for the one registered for
+    /// the family's task ([`crate::default_evaluator`]).
+    #[serde(default)]
+    pub evaluator: Option<String>,
     /// Continue from the checkpoint in `out_dir` (an out-of-memory restart) instead of
     /// starting afresh.
     #[serde(default)]

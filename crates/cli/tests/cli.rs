@@ -264,6 +264,50 @@ fn augmentation_parameters_presets_and_pipelines_are_checked() {
 }
 
 #[test]
+fn an_unknown_or_mismatched_evaluator_names_the_registered_ones() {
+    let (code, t) = check_pipeline("[evaluate]\nevaluator = \"mota\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("p.toml:5:") && t.contains("`mota`"), "{t}");
+    assert!(
+        t.contains("box-metrics") && t.contains("pixel-metrics"),
+        "{t}"
+    );
+
+    // An evaluator of boxes for a pixel classifier.
+    let (code, t) =
+        check_pipeline("[train]\nnetworks = [\"unet\"]\n[evaluate]\nevaluator = \"box-metrics\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:7:") && t.contains("unet") && t.contains("pixel-metrics"),
+        "{t}"
+    );
+
+    // ... or for data the pipeline says is pixels.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(
+        &file,
+        "version = 1\ntask = \"pixel-classification\"\n[data]\npath = \"x\"\n[evaluate]\nevaluator = \"box-metrics\"\n",
+    )
+    .unwrap();
+    let o = autodl(&["check", file.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:6:")
+            && t.contains("pixel-classification")
+            && t.contains("pixel-metrics"),
+        "{t}"
+    );
+
+    // The ranking metric must be one the evaluator reports.
+    let (code, t) = check_pipeline(
+        "[train]\nnetworks = [\"ssd\"]\nmetric = \"coco-ap\"\n[evaluate]\nevaluator = \"box-metrics\"\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+}
+
+#[test]
 fn missing_backend_is_a_clean_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.toml");
@@ -1349,6 +1393,60 @@ fn evaluate_matches_the_pycocotools_fixture() {
     }
     let voc = case["voc"]["all_point"]["map"].as_f64().unwrap();
     assert!((got["voc-ap50"].as_f64().unwrap() - voc).abs() < 1e-6);
+}
+
+#[test]
+fn evaluate_refuses_boxes_off_the_ground_truth_and_an_evaluator_of_another_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let gt = dir.path().join("gt.json");
+    std::fs::write(
+        &gt,
+        r#"{"images": [{"id": 1}], "categories": [{"id": 1}],
+            "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]}]}"#,
+    )
+    .unwrap();
+    let dets = dir.path().join("dets.json");
+    std::fs::write(
+        &dets,
+        r#"[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]"#,
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "evaluate",
+            "--gt",
+            gt.to_str().unwrap(),
+            "--dets",
+            dets.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        autodl(&args)
+    };
+    let o = run(&["--json", "--evaluator", "box-metrics"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(got["voc-ap50"], 1.0, "{got}");
+
+    let o = run(&["--evaluator", "pixel-metrics"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("scores pixel-classification"),
+        "{}",
+        text(&o)
+    );
+
+    std::fs::write(
+        &dets,
+        r#"[{"image_id": 7, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]"#,
+    )
+    .unwrap();
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("image 7") && text(&o).contains("does not list"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[cfg(unix)]

@@ -51,6 +51,9 @@ pub struct Pipeline {
     /// Batch-size deduction.
     #[serde(default)]
     pub batch: BatchSection,
+    /// How trained models are scored.
+    #[serde(default)]
+    pub evaluate: EvaluateSection,
     /// Advanced mode's search.
     #[serde(default)]
     pub tune: TuneSection,
@@ -326,6 +329,16 @@ pub struct BatchSection {
     /// The registered batch-size deducer used when `train.batch-size` is `auto`.
     #[serde(default = "default_deducer")]
     pub deducer: Located<String>,
+}
+
+/// `[evaluate]`: how validation scores a model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EvaluateSection {
+    /// The registered evaluator that computes the metrics; `None` for the one registered for
+    /// the data's task.
+    #[serde(default)]
+    pub evaluator: Option<Located<String>>,
 }
 
 /// `[tune]`: advanced mode's search.
@@ -615,6 +628,9 @@ impl Pipeline {
             }
         }
         self.batch.deducer.locate(text);
+        if let Some(v) = &mut self.evaluate.evaluator {
+            v.locate(text);
+        }
         self.tune.tuner.locate(text);
         self.tune.pruner.locate(text);
         if let Some(v) = &mut self.train.class_balance {
@@ -784,6 +800,16 @@ mod tests {
         assert_eq!(p.train.learning_rate, Auto::Auto);
         let bad = format!("{MINIMAL}[train]\nbatch-size = \"big\"\n");
         assert!(Pipeline::parse(&bad, Path::new("p.toml")).is_err());
+    }
+
+    #[test]
+    fn the_evaluator_keeps_its_line() {
+        let p = Pipeline::parse(MINIMAL, Path::new("p.toml")).unwrap();
+        assert_eq!(p.evaluate.evaluator, None);
+        let text = format!("{MINIMAL}[evaluate]\nevaluator = \"mine\"\n");
+        let p = Pipeline::parse(&text, Path::new("p.toml")).unwrap();
+        let e = p.evaluate.evaluator.expect("an evaluator");
+        assert_eq!((e.value.as_str(), e.line), ("mine", 5));
     }
 
     #[test]

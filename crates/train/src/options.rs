@@ -1,7 +1,7 @@
-//! The parameters each task declares for the families built on it, and how the training loops
-//! read the typed options of a trial spec.
+//! The parameters each task declares for the families built on it, and the error a training
+//! loop reports for one the planner should have resolved.
 
-use autodl_api::{Dimension, ParamDecl, ParamError, ParamKind, PluginError, TrialSpec};
+use autodl_api::{Dimension, ParamDecl, ParamError, ParamKind, PluginError};
 
 /// The parameters every pixel-classification family reads (its loss).
 pub fn pixel_params() -> Vec<ParamDecl> {
@@ -67,12 +67,4 @@ pub fn detector_params() -> Vec<ParamDecl> {
 /// A parameter the planner should have resolved but did not: a bug, reported as a failed trial.
 pub fn param_error(e: ParamError) -> PluginError {
     PluginError::Training(e.to_string())
-}
-
-/// The ranking metric: the spec's, or the task's default.
-pub fn metric_name(spec: &TrialSpec, default: &str) -> String {
-    spec.training
-        .metric
-        .clone()
-        .unwrap_or_else(|| default.to_owned())
 }
