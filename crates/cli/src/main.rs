@@ -31,6 +31,7 @@ use clap::{Parser, Subcommand};
 use autodl_augment as _;
 use autodl_batch_throughput as _;
 use autodl_deeplab as _;
+use autodl_fcos as _;
 use autodl_pspnet as _;
 use autodl_retinanet as _;
 use autodl_ssd as _;
