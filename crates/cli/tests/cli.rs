@@ -162,6 +162,21 @@ fn a_family_parameter_is_checked_against_what_the_family_declares() {
         "[train]\nnetworks = [\"retinanet\"]\n[params.retinanet]\nhead-depth = 3\nbox-loss = \"giou\"\n",
     );
     assert_eq!(code, Some(0), "{t}");
+
+    // FCOS declares its own box losses and assignment parameters.
+    let (code, t) = check_pipeline("[params.fcos]\nbox-loss = \"smooth-l1\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:5:") && t.contains("one of iou, giou"),
+        "{t}"
+    );
+    let (code, t) = check_pipeline("[params.fcos]\nrange-scale = 0.5\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("from 1 to 16"), "{t}");
+    let (code, t) = check_pipeline(
+        "[train]\nnetworks = [\"fcos\"]\n[params.fcos]\nbox-loss = \"iou\"\ncentre-sampling = false\nrange-scale = 4.0\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
 }
 
 #[test]
@@ -813,13 +828,13 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     write_splits(&data, &["d12", "d13", "d14", "d15", "wide"]);
     let out = dir.path().join("run");
     // A fixed batch and learning rate keep the test short; the squares are easy enough that
-    // both detectors must rank far above an untrained one (AP50 near 0).
+    // every detector must rank far above an untrained one (AP50 near 0).
     let pipeline = dir.path().join("squares.toml");
     std::fs::write(
         &pipeline,
         format!(
             "version = 1\nseed = 3\n[data]\npath = {:?}\n[augment]\npreset = \"none\"\n\
-             [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\"]\nmax-epochs = 20\npatience = 20\n\
+             [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\", \"fcos\"]\nmax-epochs = 20\npatience = 20\n\
              batch-size = 4\nlearning-rate = 2e-3\ntile-size = 64\n",
             data
         ),
@@ -836,7 +851,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
             .unwrap();
     let rows = board.as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{board}");
+    assert_eq!(rows.len(), 3, "{board}");
     for row in rows {
         assert_eq!(row["status"], "completed", "{board}");
         assert_eq!(row["metric-name"], "ap50", "{board}");
@@ -904,16 +919,17 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     // detections of the validation images, against the dataset folder, recomputes the trial's
     // AP (predicting every box post-processing keeps, as validation ranks them) and its
     // precision, recall and F1 (predicting with the model's own threshold).
-    for family in ["retinanet", "ssd"] {
+    for family in ["retinanet", "ssd", "fcos"] {
         let trial = read_json(
             &out.join(format!("trials/{family}-efficientnet-lite0/metrics.json")),
         )["metrics"]
             .clone();
         let pkg = out.join(format!("models/{family}-efficientnet-lite0.dlpk"));
-        let arcgis = if family == "ssd" {
-            "SingleShotDetector"
-        } else {
-            "RetinaNet"
+        // ArcGIS has no FCOS: its package names the family.
+        let arcgis = match family {
+            "ssd" => "SingleShotDetector",
+            "retinanet" => "RetinaNet",
+            other => other,
         };
         assert_eq!(
             package_emd(&pkg, &format!("{family}-efficientnet-lite0"))["ModelName"],

@@ -3,8 +3,8 @@
 //! - [`boxes`]: IoU, the box coder (anchor-relative deltas), greedy and class-wise NMS.
 //! - [`anchors`]: anchor boxes for a pyramid of feature maps, in the order the heads emit them.
 //! - [`matching`]: assigning anchors to ground-truth boxes by IoU.
-//! - [`loss`]: sigmoid focal loss, softmax cross-entropy with hard-negative mining, smooth-L1
-//!   and GIoU box losses, as Burn tensors so gradients flow.
+//! - [`loss`]: sigmoid focal loss, softmax cross-entropy with hard-negative mining, binary
+//!   cross-entropy, smooth-L1, IoU and GIoU box losses, as Burn tensors so gradients flow.
 //! - [`fpn`]: a feature pyramid neck over backbone features.
 //! - [`postprocess`]: logits and deltas to scored boxes.
 //!

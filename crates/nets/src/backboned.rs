@@ -9,12 +9,14 @@ use autodl_backbones::{Backbone, BackboneConfig};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use autodl_train::det::{self, DetNet, DetOptions};
+use autodl_train::det::{self, DetData, DetNet, DetOptions, DetTraining, Detector};
 use autodl_train::model_dir::ModelMeta;
 use autodl_train::params::text_param;
 
-/// The parameters every detector on a backbone declares.
+/// The parameters every anchor-head detector on a backbone declares.
 pub use autodl_train::options::detector_params;
+/// The parameter every detector on a backbone declares, whatever its head.
+pub use autodl_train::options::freeze_stem_param;
 /// The parameters every pixel-classification family on a backbone declares (its loss).
 pub use autodl_train::options::pixel_params;
 use autodl_train::seg::{self, FamilyOptions, SegNet};
@@ -120,6 +122,69 @@ where
     )
 }
 
+/// What a detector on a backbone records and builds besides its head: whether the pretrained
+/// backbone is frozen, and the family parameters `model.json` records (the trial's, the
+/// backbone and [`FROZEN_BN`]).
+struct DetectorBackbone {
+    pretrained: bool,
+    freeze: bool,
+    params: autodl_api::Params,
+}
+
+impl DetectorBackbone {
+    /// Checks the trial's backbone and reads `freeze-stem`.
+    fn for_trial(spec: &TrialSpec, progress: &dyn Progress) -> Result<Self, PluginError> {
+        let (pretrained, params) = prepare(spec, progress)?;
+        // Detectors train on small batches, where batch statistics are noise: like
+        // torchvision's detectors, a pretrained backbone keeps its ImageNet batch norm and its
+        // stem frozen, which also makes a CPU step about 2.4 times faster
+        // (`cargo xtask bench retinanet`).
+        let freeze = pretrained
+            && spec
+                .params
+                .flag("freeze-stem")
+                .map_err(autodl_train::options::param_error)?;
+        Ok(DetectorBackbone {
+            pretrained,
+            freeze,
+            params,
+        })
+    }
+
+    /// The parameters to record: the trial's and the backbone, and whether batch norm was
+    /// frozen (frozen batch norm computes its affine map differently from Burn's inference
+    /// mode; prediction rebuilds it the same way, so that it reproduces validation to the bit).
+    fn recorded(&self) -> autodl_api::Params {
+        let mut params = self.params.clone();
+        params.insert(
+            FROZEN_BN.into(),
+            autodl_api::ParamValue::Text(self.freeze.to_string()),
+        );
+        params
+    }
+
+    /// A fresh network from the trial's backbone, frozen as asked.
+    fn build<B: Backend, M, H>(
+        &self,
+        spec: &TrialSpec,
+        head: &H,
+        bands: usize,
+        classes: usize,
+        device: &B::Device,
+    ) -> Result<M, PluginError>
+    where
+        H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
+    {
+        let bb = backbone::<B>(&spec.backbone, bands, self.pretrained, device)?;
+        let bb = if self.freeze {
+            bb.with_frozen_bn(true).with_frozen_stem()
+        } else {
+            bb
+        };
+        Ok(head(bb, classes, &self.params, device))
+    }
+}
+
 /// Trains a detection head on a backbone; like [`train`], with the family's [`DetOptions`].
 pub fn train_detector<B, M, H>(
     spec: &TrialSpec,
@@ -134,37 +199,70 @@ where
     M::InnerModule: DetNet<B::InnerBackend>,
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
-    let (pretrained, params) = prepare(spec, progress)?;
+    let setup = DetectorBackbone::for_trial(spec, progress)?;
     let mut options = options;
-    options.params.extend(params.clone());
-    // Detectors train on small batches, where batch statistics are noise: like torchvision's
-    // detectors, a pretrained backbone keeps its ImageNet batch norm and its stem frozen, which
-    // also makes a CPU step about 2.4 times faster (`cargo xtask bench retinanet`).
-    let freeze = pretrained
-        && spec
-            .params
-            .flag("freeze-stem")
-            .map_err(autodl_train::options::param_error)?;
-    // Frozen batch norm computes its affine map differently from Burn's inference mode;
-    // prediction rebuilds it the same way, so that it reproduces validation to the bit.
-    options.params.insert(
-        FROZEN_BN.into(),
-        autodl_api::ParamValue::Text(freeze.to_string()),
-    );
+    options.params.extend(setup.recorded());
     det::train::<B, M, _>(
         spec,
         progress,
         &options,
         device,
-        |device, bands, classes| {
-            let bb = backbone::<B>(&spec.backbone, bands, pretrained, device)?;
-            let bb = if freeze {
-                bb.with_frozen_bn(true).with_frozen_stem()
-            } else {
-                bb
-            };
-            Ok(head(bb, classes, &params, device))
+        |device, bands, classes| setup.build(spec, &head, bands, classes, device),
+    )
+}
+
+/// The head of a backbone-based detector that is not an anchor head (the `head = ...` form of
+/// [`detector_family!`]): what the trial chooses besides the weights, what `model.json`
+/// records of it, and how a trained model's head is read back.
+pub trait DetectorHead: Sized + Sync {
+    /// Learning rate and tile side when the trial gives none.
+    fn training() -> DetTraining;
+
+    /// The head a trial trains with, from its checked parameters, its data and its tile side;
+    /// what it chose may be reported through `progress`.
+    fn for_trial(
+        spec: &TrialSpec,
+        data: &DetData,
+        tile: usize,
+        progress: &dyn Progress,
+    ) -> Result<Self, PluginError>;
+
+    /// What `model.json` records of the head besides the trial's parameters (which it records
+    /// anyway): what [`DetectorHead::from_params`] needs and the trial did not give.
+    fn params(&self) -> autodl_api::Params;
+
+    /// The head of a trained model, from the parameters its `model.json` records.
+    fn from_params(params: &autodl_api::Params) -> Result<Self, PluginError>;
+}
+
+/// Trains any [`det::Detector`] on a backbone whose head is a [`DetectorHead`]; like
+/// [`train_detector`].
+pub fn train_detector_with<B, M, D, H>(
+    spec: &TrialSpec,
+    progress: &dyn Progress,
+    device: &B::Device,
+    head: H,
+) -> Result<TrialResult, PluginError>
+where
+    B: AutodiffBackend,
+    D: DetectorHead,
+    M: Detector<B, D> + AutodiffModule<B>,
+    M::InnerModule: Detector<B::InnerBackend, D>,
+    H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
+{
+    let setup = DetectorBackbone::for_trial(spec, progress)?;
+    det::train_with::<B, M, D, _>(
+        spec,
+        progress,
+        D::training(),
+        device,
+        |data, tile| {
+            let chosen = D::for_trial(spec, data, tile, progress)?;
+            let mut params = setup.recorded();
+            params.extend(chosen.params());
+            Ok((chosen, params))
         },
+        |device, bands, classes| setup.build(spec, &head, bands, classes, device),
     )
 }
 
@@ -204,6 +302,36 @@ where
         images,
         out_dir,
         &options,
+        score_threshold,
+        device,
+        |_, _| model.clone(),
+    )
+}
+
+/// Runs a trained backbone-based [`det::Detector`] whose head is a [`DetectorHead`] on images
+/// (see [`det::predict_with`]).
+pub fn predict_detector_with<B, M, D, H>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    out_dir: &Path,
+    score_threshold: Option<f64>,
+    device: &B::Device,
+    head: H,
+) -> Result<Vec<PathBuf>, PluginError>
+where
+    B: Backend,
+    D: DetectorHead,
+    M: Detector<B, D>,
+    H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
+{
+    let meta = ModelMeta::load(model_dir)?;
+    let model = rebuild::<B, M, H>(&meta, device, &head)?;
+    let trained = D::from_params(&meta.params)?;
+    det::predict_with::<B, M, D, _>(
+        model_dir,
+        images,
+        out_dir,
+        |_| trained,
         score_threshold,
         device,
         |_, _| model.clone(),
@@ -255,8 +383,13 @@ macro_rules! backbone_family {
     };
 }
 
-/// Declares a backbone-based detector family and registers it, like [`backbone_family!`];
-/// `$options` is a `fn() -> DetOptions` giving its anchors, matching and losses.
+/// Declares a backbone-based detector family and registers it, like [`backbone_family!`].
+///
+/// Two forms: an anchor head names `options = $options`, a `fn() -> DetOptions` giving its
+/// anchors, matching and losses (its `$net` implements `DetNet`); any other detector names
+/// `head = $head`, a [`DetectorHead`] type (its `$net` implements `Detector` with that head).
+/// The first form declares [`detector_params`], the second [`freeze_stem_param`], before the
+/// family's own `params`.
 #[macro_export]
 macro_rules! detector_family {
     ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, options = $options:path $(, params = $params:expr)? $(, arcgis = $arcgis:literal)?) => {
@@ -271,6 +404,20 @@ macro_rules! detector_family {
             },
             |B, device, spec, progress| $crate::backboned::train_detector::<B, $net<B>, _>(spec, progress, $options(), &device, $build),
             |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), predict.score_threshold, &device, $build)
+        );
+    };
+    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, head = $head:ty $(, params = $params:expr)? $(, arcgis = $arcgis:literal)?) => {
+        $crate::__network_family!(
+            $(#[$doc])* $family, $name, Detection,
+            arcgis = { None::<&'static str> $(.or(Some($arcgis)))? },
+            params = {
+                #[allow(unused_mut)]
+                let mut decls = vec![$crate::backboned::freeze_stem_param()];
+                $(decls.extend($params);)?
+                decls
+            },
+            |B, device, spec, progress| $crate::backboned::train_detector_with::<B, $net<B>, $head, _>(spec, progress, &device, $build),
+            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector_with::<B, $net<B>, $head, _>(model_dir, images, out_dir, predict.score_threshold, &device, $build)
         );
     };
 }

@@ -42,7 +42,8 @@ pub fn pixel_params() -> Vec<ParamDecl> {
     ]
 }
 
-/// The parameters every backbone-based detector reads.
+/// The parameters every backbone-based anchor-head detector reads (its box loss and
+/// [`freeze_stem_param`]).
 pub fn detector_params() -> Vec<ParamDecl> {
     vec![
         ParamDecl::fixed(
@@ -56,12 +57,18 @@ pub fn detector_params() -> Vec<ParamDecl> {
         .tuned(Dimension::Choice {
             options: vec!["default".into(), "giou".into()],
         }),
-        ParamDecl::fixed(
-            "freeze-stem",
-            "keep a pretrained backbone's stem and batch norm frozen, as torchvision's detectors do",
-            ParamKind::Flag { default: true },
-        ),
+        freeze_stem_param(),
     ]
+}
+
+/// The parameter every backbone-based detector reads, whatever its head: whether a pretrained
+/// backbone's stem and batch norm stay frozen.
+pub fn freeze_stem_param() -> ParamDecl {
+    ParamDecl::fixed(
+        "freeze-stem",
+        "keep a pretrained backbone's stem and batch norm frozen, as torchvision's detectors do",
+        ParamKind::Flag { default: true },
+    )
 }
 
 /// A parameter the planner should have resolved but did not: a bug, reported as a failed trial.

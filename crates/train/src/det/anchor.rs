@@ -117,9 +117,7 @@ fn anchor_scale(spec: &TrialSpec, data: &DetData, opts: &DetOptions) -> f32 {
     }
 }
 
-impl<B: Backend, M: DetNet<B>> Detector<B> for M {
-    type Head = AnchorHead;
-
+impl<B: Backend, M: DetNet<B>> Detector<B, AnchorHead> for M {
     fn loss(&self, head: &AnchorHead, images: Tensor<B, 4>, targets: &[Targets]) -> Tensor<B, 1> {
         let device = images.device();
         det_loss(self.forward(images), targets, head, &device)

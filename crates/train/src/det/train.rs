@@ -83,8 +83,8 @@ fn detected_boxes(found: &[ScoredBox]) -> Vec<DetectedBox> {
 impl<B, M, H> Task<B, M> for DetTask<'_, H>
 where
     B: AutodiffBackend,
-    M: Detector<B, Head = H> + AutodiffModule<B>,
-    M::InnerModule: Detector<B::InnerBackend, Head = H>,
+    M: Detector<B, H> + AutodiffModule<B>,
+    M::InnerModule: Detector<B::InnerBackend, H>,
     H: Sync,
 {
     /// Images and each image's objects.
@@ -248,8 +248,8 @@ pub fn train_with<B, M, H, F>(
 ) -> Result<TrialResult, PluginError>
 where
     B: AutodiffBackend,
-    M: Detector<B, Head = H> + AutodiffModule<B>,
-    M::InnerModule: Detector<B::InnerBackend, Head = H>,
+    M: Detector<B, H> + AutodiffModule<B>,
+    M::InnerModule: Detector<B::InnerBackend, H>,
     H: Sync,
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
 {
