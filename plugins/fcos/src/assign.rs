@@ -263,9 +263,11 @@ mod tests {
         let shifted = [5.0, 4.0, 21.0, 20.0];
         assert_eq!(a.assign(&[loc], &[small, shifted]), vec![Some(0)]);
         assert_eq!(a.assign(&[loc], &[shifted, small]), vec![Some(0)]);
-        // A smaller box out of the level's range does not take it from a larger one in range.
+        // A smaller box out of the level's range (28 px to its far side, above the finer
+        // level's 2.5 strides = 20 px) does not take it from a larger one in range (10 px).
+        let two_levels = Assigner::new(&[8, 16], 2.5, None);
         let tiny_far = [11.0, 11.0, 13.0, 40.0];
-        assert_eq!(a.assign(&[loc], &[big, tiny_far]), vec![Some(0)]);
+        assert_eq!(two_levels.assign(&[loc], &[big, tiny_far]), vec![Some(0)]);
     }
 
     #[test]
