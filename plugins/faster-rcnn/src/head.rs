@@ -99,29 +99,28 @@ impl FasterRcnnHead {
         let draw = self.draws.fetch_add(1, Ordering::Relaxed);
         StdRng::seed_from_u64(self.seed ^ draw.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
+}
 
-    /// The proposals of image `i` of a batch from the region proposal network's outputs as
-    /// host buffers.
-    fn proposals_of(
-        &self,
-        objectness: &[f32],
-        deltas: &[f32],
-        anchors: &[Box4],
-        ranges: &[std::ops::Range<usize>],
-        i: usize,
-        size: (f32, f32),
-        top: TopN,
-    ) -> Vec<(Box4, f32)> {
-        let a = anchors.len();
-        proposals(
-            &objectness[i * a..(i + 1) * a],
-            &deltas[4 * i * a..4 * (i + 1) * a],
-            anchors,
-            ranges,
-            size,
-            top,
-        )
-    }
+/// The proposals of image `i` of a batch from the region proposal network's outputs as
+/// host buffers.
+fn proposals_of(
+    objectness: &[f32],
+    deltas: &[f32],
+    anchors: &[Box4],
+    ranges: &[std::ops::Range<usize>],
+    i: usize,
+    size: (f32, f32),
+    top: TopN,
+) -> Vec<(Box4, f32)> {
+    let a = anchors.len();
+    proposals(
+        &objectness[i * a..(i + 1) * a],
+        &deltas[4 * i * a..4 * (i + 1) * a],
+        anchors,
+        ranges,
+        size,
+        top,
+    )
 }
 
 /// The base anchor side in strides that fits the training boxes: the anchors of the finest
@@ -246,11 +245,11 @@ fn frcnn_loss<B: Backend>(
         );
 
         // The box head's regions.
-        let found: Vec<Box4> = head
-            .proposals_of(&objectness, &deltas, &anchors, &ranges, i, size, head.train)
-            .into_iter()
-            .map(|(b, _)| b)
-            .collect();
+        let found: Vec<Box4> =
+            proposals_of(&objectness, &deltas, &anchors, &ranges, i, size, head.train)
+                .into_iter()
+                .map(|(b, _)| b)
+                .collect();
         for roi in sample_rois(
             &found,
             &objects,
@@ -375,19 +374,18 @@ impl<B: Backend> FasterRcnn<B> {
         let rpn = self.rpn(&pyramid);
         let (anchors, ranges) = head.anchors(&rpn.levels);
         let size = (region.0 as f32, region.1 as f32);
-        let found = head
-            .proposals_of(
-                &host(&rpn.objectness),
-                &host(&rpn.deltas),
-                &anchors,
-                &ranges,
-                0,
-                size,
-                head.test,
-            )
-            .into_iter()
-            .map(|(b, _)| b)
-            .collect();
+        let found = proposals_of(
+            &host(&rpn.objectness),
+            &host(&rpn.deltas),
+            &anchors,
+            &ranges,
+            0,
+            size,
+            head.test,
+        )
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect();
         (found, pyramid, rpn)
     }
 }
