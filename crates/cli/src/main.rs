@@ -33,6 +33,7 @@ use autodl_batch_throughput as _;
 use autodl_deeplab as _;
 use autodl_eval_boxes as _;
 use autodl_eval_pixels as _;
+use autodl_faster_rcnn as _;
 use autodl_fcos as _;
 use autodl_pspnet as _;
 use autodl_retinanet as _;

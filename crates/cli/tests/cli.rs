@@ -834,7 +834,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         &pipeline,
         format!(
             "version = 1\nseed = 3\n[data]\npath = {:?}\n[augment]\npreset = \"none\"\n\
-             [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\", \"fcos\"]\nmax-epochs = 20\npatience = 20\n\
+             [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\", \"fcos\", \"faster-rcnn\"]\nmax-epochs = 20\npatience = 20\n\
              batch-size = 4\nlearning-rate = 2e-3\ntile-size = 64\n",
             data
         ),
@@ -851,7 +851,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
             .unwrap();
     let rows = board.as_array().unwrap();
-    assert_eq!(rows.len(), 3, "{board}");
+    assert_eq!(rows.len(), 4, "{board}");
     for row in rows {
         assert_eq!(row["status"], "completed", "{board}");
         assert_eq!(row["metric-name"], "ap50", "{board}");
@@ -919,7 +919,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     // detections of the validation images, against the dataset folder, recomputes the trial's
     // AP (predicting every box post-processing keeps, as validation ranks them) and its
     // precision, recall and F1 (predicting with the model's own threshold).
-    for family in ["retinanet", "ssd", "fcos"] {
+    for family in ["retinanet", "ssd", "fcos", "faster-rcnn"] {
         let trial = read_json(
             &out.join(format!("trials/{family}-efficientnet-lite0/metrics.json")),
         )["metrics"]
@@ -929,6 +929,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         let arcgis = match family {
             "ssd" => "SingleShotDetector",
             "retinanet" => "RetinaNet",
+            "faster-rcnn" => "FasterRCNN",
             other => other,
         };
         assert_eq!(
