@@ -15,14 +15,22 @@ pub fn sigmoid_focal_loss<B: Backend>(
     gamma: f32,
 ) -> Tensor<B, 1> {
     let p = sigmoid(logits.clone());
-    // Binary cross-entropy with logits, written to stay finite for large |x|.
-    let ce =
-        relu(logits.clone()) - logits.clone() * targets.clone() + logits.abs().neg().exp().log1p();
+    let ce = binary_cross_entropy(logits.clone(), targets.clone());
     let p_t = p.clone() * targets.clone()
         + (p.neg().add_scalar(1.0)) * (targets.clone().neg().add_scalar(1.0));
     let modulator = p_t.neg().add_scalar(1.0).clamp_min(0.0).powf_scalar(gamma);
     let alpha_t = targets.clone() * alpha + targets.neg().add_scalar(1.0) * (1.0 - alpha);
     (ce * modulator * alpha_t * weights.unsqueeze_dim::<3>(2)).sum()
+}
+
+/// Element-wise binary cross-entropy of `logits` against targets in `[0, 1]`, from the logits
+/// (not the probabilities), written to stay finite for large `|x|`:
+/// `max(x, 0) - x t + ln(1 + e^-|x|)`.
+pub fn binary_cross_entropy<B: Backend, const D: usize>(
+    logits: Tensor<B, D>,
+    targets: Tensor<B, D>,
+) -> Tensor<B, D> {
+    relu(logits.clone()) - logits.clone() * targets + logits.abs().neg().exp().log1p()
 }
 
 /// Smooth-L1 (Huber) loss between `[N, A, 4]` deltas on the anchors `mask` (`[N, A]`) selects;

@@ -120,6 +120,65 @@ where
     )
 }
 
+/// What every detector on a backbone shares before training: the backbone check, whether it
+/// is pretrained and frozen, the parameters the network is built from, and those `model.json`
+/// records (the same plus whether batch norm was frozen).
+struct DetectorSetup {
+    pretrained: bool,
+    freeze: bool,
+    params: autodl_api::Params,
+    recorded: autodl_api::Params,
+}
+
+impl DetectorSetup {
+    fn new(spec: &TrialSpec, progress: &dyn Progress) -> Result<Self, PluginError> {
+        let (pretrained, params) = prepare(spec, progress)?;
+        // Detectors train on small batches, where batch statistics are noise: like
+        // torchvision's detectors, a pretrained backbone keeps its ImageNet batch norm and its
+        // stem frozen, which also makes a CPU step about 2.4 times faster (`cargo xtask bench
+        // retinanet`).
+        let freeze = pretrained
+            && spec
+                .params
+                .flag("freeze-stem")
+                .map_err(autodl_train::options::param_error)?;
+        let mut recorded = params.clone();
+        // Frozen batch norm computes its affine map differently from Burn's inference mode;
+        // prediction rebuilds it the same way, so that it reproduces validation to the bit.
+        recorded.insert(
+            FROZEN_BN.into(),
+            autodl_api::ParamValue::Text(freeze.to_string()),
+        );
+        Ok(DetectorSetup {
+            pretrained,
+            freeze,
+            params,
+            recorded,
+        })
+    }
+
+    /// A fresh network: the trial's backbone (frozen as decided) under the family's head.
+    fn build<B: Backend, M, H>(
+        &self,
+        spec: &TrialSpec,
+        bands: usize,
+        classes: usize,
+        device: &B::Device,
+        head: &H,
+    ) -> Result<M, PluginError>
+    where
+        H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
+    {
+        let bb = backbone::<B>(&spec.backbone, bands, self.pretrained, device)?;
+        let bb = if self.freeze {
+            bb.with_frozen_bn(true).with_frozen_stem()
+        } else {
+            bb
+        };
+        Ok(head(bb, classes, &self.params, device))
+    }
+}
+
 /// Trains a detection head on a backbone; like [`train`], with the family's [`DetOptions`].
 pub fn train_detector<B, M, H>(
     spec: &TrialSpec,
@@ -130,41 +189,72 @@ pub fn train_detector<B, M, H>(
 ) -> Result<TrialResult, PluginError>
 where
     B: AutodiffBackend,
-    M: DetNet<B> + AutodiffModule<B>,
-    M::InnerModule: DetNet<B::InnerBackend>,
+    M: DetNet<B> + det::Detector<B, Head = det::AnchorHead> + AutodiffModule<B>,
+    M::InnerModule: DetNet<B::InnerBackend> + det::Detector<B::InnerBackend, Head = det::AnchorHead>,
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
-    let (pretrained, params) = prepare(spec, progress)?;
+    let setup = DetectorSetup::new(spec, progress)?;
     let mut options = options;
-    options.params.extend(params.clone());
-    // Detectors train on small batches, where batch statistics are noise: like torchvision's
-    // detectors, a pretrained backbone keeps its ImageNet batch norm and its stem frozen, which
-    // also makes a CPU step about 2.4 times faster (`cargo xtask bench retinanet`).
-    let freeze = pretrained
-        && spec
-            .params
-            .flag("freeze-stem")
-            .map_err(autodl_train::options::param_error)?;
-    // Frozen batch norm computes its affine map differently from Burn's inference mode;
-    // prediction rebuilds it the same way, so that it reproduces validation to the bit.
-    options.params.insert(
-        FROZEN_BN.into(),
-        autodl_api::ParamValue::Text(freeze.to_string()),
-    );
+    options.params.extend(setup.recorded.clone());
     det::train::<B, M, _>(
         spec,
         progress,
         &options,
         device,
-        |device, bands, classes| {
-            let bb = backbone::<B>(&spec.backbone, bands, pretrained, device)?;
-            let bb = if freeze {
-                bb.with_frozen_bn(true).with_frozen_stem()
-            } else {
-                bb
-            };
-            Ok(head(bb, classes, &params, device))
+        |device, bands, classes| setup.build(spec, bands, classes, device, &head),
+    )
+}
+
+/// The part of a detector that is not learned and is not an anchor head's ([`DetOptions`]):
+/// how a trial chooses it from its data, and how prediction rebuilds it from `model.json`. A
+/// detector family on a backbone whose network implements [`det::Detector`] with this head
+/// registers through [`detector_family!`]'s `head = ...` form.
+pub trait DetectorHead: Sized + Sync {
+    /// Learning rate and tile side when the trial gives none.
+    const TRAINING: det::DetTraining;
+
+    /// The head a trial trains with, chosen from its parameters and training data (tiles of
+    /// `tile` pixels a side), with the parameters `model.json` records so that
+    /// [`DetectorHead::from_params`] gives the same head back. Says what it chose through
+    /// `progress`.
+    fn for_trial(
+        spec: &TrialSpec,
+        data: &det::DetData,
+        tile: usize,
+        progress: &dyn Progress,
+    ) -> Result<(Self, autodl_api::Params), PluginError>;
+
+    /// The head of a trained model, from the parameters its `model.json` records.
+    fn from_params(params: &autodl_api::Params) -> Result<Self, PluginError>;
+}
+
+/// Trains a detector with its own [`DetectorHead`] on a backbone; like [`train_detector`].
+pub fn train_headed_detector<B, M, D, H>(
+    spec: &TrialSpec,
+    progress: &dyn Progress,
+    device: &B::Device,
+    head: H,
+) -> Result<TrialResult, PluginError>
+where
+    B: AutodiffBackend,
+    D: DetectorHead,
+    M: det::Detector<B, Head = D> + AutodiffModule<B>,
+    M::InnerModule: det::Detector<B::InnerBackend, Head = D>,
+    H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
+{
+    let setup = DetectorSetup::new(spec, progress)?;
+    det::train_with::<B, M, D, _>(
+        spec,
+        progress,
+        D::TRAINING,
+        device,
+        |data, tile| {
+            let (own, params) = D::for_trial(spec, data, tile, progress)?;
+            let mut recorded = setup.recorded.clone();
+            recorded.extend(params);
+            Ok((own, recorded))
         },
+        |device, bands, classes| setup.build(spec, bands, classes, device, &head),
     )
 }
 
@@ -195,7 +285,7 @@ pub fn predict_detector<B, M, H>(
 ) -> Result<Vec<PathBuf>, PluginError>
 where
     B: Backend,
-    M: DetNet<B>,
+    M: DetNet<B> + det::Detector<B, Head = det::AnchorHead>,
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
@@ -204,6 +294,36 @@ where
         images,
         out_dir,
         &options,
+        score_threshold,
+        device,
+        |_, _| model.clone(),
+    )
+}
+
+/// Runs a trained detector with its own [`DetectorHead`] on images (see
+/// [`det::predict_with`]).
+pub fn predict_headed_detector<B, M, D, H>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    out_dir: &Path,
+    score_threshold: Option<f64>,
+    device: &B::Device,
+    head: H,
+) -> Result<Vec<PathBuf>, PluginError>
+where
+    B: Backend,
+    D: DetectorHead,
+    M: det::Detector<B, Head = D>,
+    H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
+{
+    let meta = ModelMeta::load(model_dir)?;
+    let own = D::from_params(&meta.params)?;
+    let model = rebuild::<B, M, H>(&meta, device, &head)?;
+    det::predict_with::<B, M, _>(
+        model_dir,
+        images,
+        out_dir,
+        |_| own,
         score_threshold,
         device,
         |_, _| model.clone(),
@@ -255,8 +375,11 @@ macro_rules! backbone_family {
     };
 }
 
-/// Declares a backbone-based detector family and registers it, like [`backbone_family!`];
-/// `$options` is a `fn() -> DetOptions` giving its anchors, matching and losses.
+/// Declares a backbone-based detector family and registers it, like [`backbone_family!`].
+/// An anchor head (`$net<B>: DetNet<B>`) names `options = $options`, a `fn() -> DetOptions`
+/// giving its anchors, matching and losses, and gets its `Detector` implementation
+/// (`autodl_train::anchor_detector!`); any other detector (`$net<B>: Detector<B>`) names
+/// `head = $head`, its [`backboned::DetectorHead`](crate::backboned::DetectorHead) type.
 #[macro_export]
 macro_rules! detector_family {
     ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, options = $options:path $(, params = $params:expr)? $(, arcgis = $arcgis:literal)?) => {
@@ -271,6 +394,21 @@ macro_rules! detector_family {
             },
             |B, device, spec, progress| $crate::backboned::train_detector::<B, $net<B>, _>(spec, progress, $options(), &device, $build),
             |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), predict.score_threshold, &device, $build)
+        );
+        $crate::__private::autodl_train::anchor_detector!($net);
+    };
+    ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, head = $head:ty $(, params = $params:expr)? $(, arcgis = $arcgis:literal)?) => {
+        $crate::__network_family!(
+            $(#[$doc])* $family, $name, Detection,
+            arcgis = { None::<&'static str> $(.or(Some($arcgis)))? },
+            params = {
+                #[allow(unused_mut)]
+                let mut decls = $crate::backboned::detector_params();
+                $(decls.extend($params);)?
+                decls
+            },
+            |B, device, spec, progress| $crate::backboned::train_headed_detector::<B, $net<B>, $head, _>(spec, progress, &device, $build),
+            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_headed_detector::<B, $net<B>, $head, _>(model_dir, images, out_dir, predict.score_threshold, &device, $build)
         );
     };
 }

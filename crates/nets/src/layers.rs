@@ -1,9 +1,9 @@
-//! Small building blocks the segmentation heads share.
+//! Small building blocks the heads share.
 
 use autodl_backend::kernels;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -37,6 +37,42 @@ impl<B: Backend> ConvBnRelu<B> {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         kernels::conv_batch_norm_relu(&self.conv, &self.bn, x, false)
+    }
+}
+
+/// Convolution, group norm, ReLU: for detector heads, which train on batches too small for
+/// batch statistics (and whose batch norm would normalise differently in training and in
+/// inference).
+#[derive(Module, Debug)]
+pub struct ConvGnRelu<B: Backend> {
+    conv: Conv2d<B>,
+    norm: GroupNorm<B>,
+}
+
+impl<B: Backend> ConvGnRelu<B> {
+    /// A `kernel x kernel` convolution with "same" padding, then group norm over 16 groups
+    /// (8, 4, 2 or 1 when `output` does not divide by 16).
+    pub fn new(input: usize, output: usize, kernel: usize, device: &B::Device) -> Self {
+        let pad = (kernel - 1) / 2;
+        let groups = [16, 8, 4, 2]
+            .into_iter()
+            .find(|g| output.is_multiple_of(*g))
+            .unwrap_or(1);
+        ConvGnRelu {
+            conv: Conv2dConfig::new([input, output], [kernel, kernel])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(false)
+                .init(device),
+            norm: GroupNormConfig::new(groups, output).init(device),
+        }
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        kernels::relu(kernels::group_norm(
+            &self.norm,
+            kernels::conv2d(&self.conv, x),
+        ))
     }
 }
 

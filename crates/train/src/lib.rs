@@ -25,6 +25,15 @@ pub mod trial;
 
 mod loss;
 
+/// What the exported macros ([`anchor_detector!`]) name, so that a crate invoking them needs
+/// no dependency of its own on these.
+#[doc(hidden)]
+pub mod __private {
+    pub use autodl_api::PluginError;
+    pub use autodl_detection::Box4;
+    pub use burn;
+}
+
 pub use loss::{LossOptions, balanced_weights, masked_cross_entropy, seg_loss};
 
 /// Marks a pixel the loss and the metrics ignore (one definition, in `autodl-api`).

@@ -6,7 +6,8 @@
 //! RetinaNet) implement it by supplying a [`DetNet`] (a Burn module mapping `[N, bands, H, W]`
 //! to per-anchor class logits and box deltas) and [`DetOptions`] (its pyramid strides, anchor
 //! shapes, matching rule and losses), which [`AnchorHead`] turns into a detector
-//! ([`train`], [`predict`]). This module has a file per job: the detector API (`detector`), the
+//! ([`train`], [`predict`]; [`anchor_detector!`](crate::anchor_detector) writes the
+//! implementation for a network). This module has a file per job: the detector API (`detector`), the
 //! anchor-head implementation (`anchor`), the network API of anchor heads (`net`), reading
 //! boxes and cutting augmented training tiles (`data`), anchor matching and the anchor-head loss (`loss`),
 //! validation through the inference path (`eval`), VOC and COCO AP, thresholds and
@@ -24,7 +25,7 @@ mod predict;
 mod train;
 mod write;
 
-pub use anchor::AnchorHead;
+pub use anchor::{AnchorHead, anchor_detect, anchor_loss};
 pub use data::{DetData, DetItem, load_data};
 pub use detector::{Detected, Detector, Targets};
 pub use metrics::{DetMetrics, det_metrics};

@@ -64,7 +64,7 @@ pub fn predict<B, M, F>(
 ) -> Result<Vec<PathBuf>, PluginError>
 where
     B: Backend,
-    M: DetNet<B>,
+    M: DetNet<B> + Detector<B, Head = AnchorHead>,
     F: Fn(&B::Device, &ModelMeta) -> M,
 {
     predict_with::<B, M, _>(

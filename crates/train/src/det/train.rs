@@ -157,8 +157,8 @@ pub fn train<B, M, F>(
 ) -> Result<TrialResult, PluginError>
 where
     B: AutodiffBackend,
-    M: DetNet<B> + AutodiffModule<B>,
-    M::InnerModule: DetNet<B::InnerBackend>,
+    M: DetNet<B> + Detector<B, Head = AnchorHead> + AutodiffModule<B>,
+    M::InnerModule: DetNet<B::InnerBackend> + Detector<B::InnerBackend, Head = AnchorHead>,
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
 {
     let training = DetTraining {
