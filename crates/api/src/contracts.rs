@@ -7,6 +7,7 @@
 //! defaults. Every type denies unknown fields, so a renamed or misspelt field is an error that
 //! names the file (through [`read_json`]) instead of a value silently replaced by its default.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -267,6 +268,62 @@ impl MetricsFile {
             MetricsFile::Detection(m) => &m.epochs,
         }
     }
+
+    /// Replaces the finished epochs (an evaluator's file has none until training adds them).
+    pub fn set_epochs(&mut self, epochs: Vec<EpochRecord>) {
+        match self {
+            MetricsFile::PixelClassification(m) => m.epochs = epochs,
+            MetricsFile::Detection(m) => m.epochs = epochs,
+        }
+    }
+
+    /// The task whose numbers these are.
+    pub fn task(&self) -> Task {
+        match self {
+            MetricsFile::PixelClassification(_) => Task::PixelClassification,
+            MetricsFile::Detection(_) => Task::Detection,
+        }
+    }
+
+    /// The headline numbers by name, as a trial's result and the leaderboard list them: `miou`,
+    /// `accuracy`, `dice` and `baseline-miou` (the mean IoU of always predicting the most
+    /// frequent class) for pixels; `ap50`, `coco-ap`, `coco-ap50`, `coco-ap75`,
+    /// `arcgis-ap10`, and `precision`, `recall` and `f1` at the score threshold for boxes.
+    pub fn scores(&self) -> BTreeMap<String, f64> {
+        let named: Vec<(&str, f64)> = match self {
+            MetricsFile::PixelClassification(m) => vec![
+                ("miou", m.metrics.mean_iou),
+                ("accuracy", m.metrics.pixel_accuracy),
+                ("dice", m.metrics.mean_dice),
+                (
+                    "baseline-miou",
+                    autodl_metrics::majority_baseline(&m.confusion_matrix).mean_iou,
+                ),
+            ],
+            MetricsFile::Detection(m) => {
+                let s = &m.metrics;
+                vec![
+                    ("ap50", s.ap50),
+                    ("coco-ap", s.coco_ap),
+                    ("coco-ap50", s.coco_ap50),
+                    ("coco-ap75", s.coco_ap75),
+                    ("arcgis-ap10", s.arcgis_ap10),
+                    ("precision", s.precision),
+                    ("recall", s.recall),
+                    ("f1", s.f1),
+                ]
+            }
+        };
+        named
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect()
+    }
+
+    /// One of [`MetricsFile::scores`] by name.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.scores().get(name).copied()
+    }
 }
 
 /// A pixel classifier's `metrics.json`.
@@ -524,6 +581,26 @@ mod tests {
         });
         round_trip(&pixel_metrics(), MetricsFile::save, MetricsFile::load);
         round_trip(&detection_metrics(), MetricsFile::save, MetricsFile::load);
+    }
+
+    #[test]
+    fn named_scores_read_the_file() {
+        let pixels = pixel_metrics();
+        let MetricsFile::PixelClassification(p) = &pixels else {
+            panic!("a pixel file")
+        };
+        assert_eq!(pixels.metric("miou"), Some(p.metrics.mean_iou));
+        assert_eq!(pixels.metric("dice"), Some(p.metrics.mean_dice));
+        assert!(pixels.metric("baseline-miou").is_some());
+        assert_eq!(pixels.task(), Task::PixelClassification);
+        let mut boxes = detection_metrics();
+        assert_eq!(boxes.metric("ap50"), Some(0.6));
+        assert_eq!(boxes.metric("coco-ap"), Some(0.4));
+        assert_eq!(boxes.metric("f1"), Some(0.45));
+        assert_eq!(boxes.metric("miou"), None);
+        assert_eq!(boxes.scores().len(), 8);
+        boxes.set_epochs(Vec::new());
+        assert!(boxes.epochs().is_empty());
     }
 
     #[test]

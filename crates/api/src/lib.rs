@@ -9,6 +9,7 @@
 //! [`inventory::submit!`]; the binary names each plugin crate so the linker keeps it.
 
 pub mod contracts;
+mod evaluate;
 pub mod files;
 mod params;
 mod registry;
@@ -19,6 +20,7 @@ pub use contracts::{
     DetectionSummary, Event, META, METRICS, MetricsFile, ModelMeta, PixelMetricsFile, RESULT,
     WEIGHTS,
 };
+pub use evaluate::{DetectedBox, EvalItem, EvalOptions, TruthBox};
 pub use inventory;
 pub use params::{
     Direction, MetricDecl, ParamDecl, ParamError, ParamKind, ParamsExt, resolve_params,
@@ -27,8 +29,8 @@ pub use params::{
 pub use registry::{
     AugmentPipelineRegistration, AugmenterRegistration, BatchDeducerRegistration,
     EvaluatorRegistration, NetworkRegistration, TunerRegistration, augment_pipeline,
-    augment_pipelines, augmenter, augmenters, batch_deducer, batch_deducers, evaluator, evaluators,
-    network, networks, tuner, tuners,
+    augment_pipelines, augmenter, augmenters, batch_deducer, batch_deducers, default_evaluator,
+    evaluator, evaluators, network, networks, tuner, tuners,
 };
 pub use types::*;
 
@@ -118,19 +120,10 @@ pub trait NetworkFamily: Send + Sync {
     fn arcgis_name(&self) -> Option<&'static str> {
         None
     }
-    /// The metrics the family reports; the first is the default ranking metric.
+    /// The metrics the family reports; the first is the default ranking metric. By default
+    /// those of the evaluator registered for its task ([`default_evaluator`]).
     fn metrics(&self) -> Vec<MetricDecl> {
-        match self.task() {
-            Task::PixelClassification => vec![
-                MetricDecl::maximise("miou"),
-                MetricDecl::maximise("accuracy"),
-                MetricDecl::maximise("dice"),
-            ],
-            Task::Detection => vec![
-                MetricDecl::maximise("ap50"),
-                MetricDecl::maximise("coco-ap"),
-            ],
-        }
+        default_evaluator(self.task()).map_or_else(Vec::new, |e| e.metrics())
     }
     /// Trains a model as the spec says, writing its artefacts under `spec.out_dir`.
     fn train(&self, spec: &TrialSpec, progress: &dyn Progress) -> Result<TrialResult, PluginError>;
@@ -190,6 +183,23 @@ pub trait AugmentPipeline: Send + Sync {
 pub trait SampleAugmenter: Send + Sync {
     /// Augments one sample; every random draw comes from `seed` (see [`sample_seed`]).
     fn apply(&self, sample: &mut AugSample, seed: u64);
+
+    /// How many samples the training sample seeded `seed` is made of: 1, or more when the
+    /// pipeline combines samples (a mosaic of four, a mixup of two). The loader draws the
+    /// extra ones and hands them all, un-augmented, to [`SampleAugmenter::compose`].
+    fn sources(&self, seed: u64) -> usize {
+        let _ = seed;
+        1
+    }
+
+    /// One training sample from `sources` samples (as many as [`SampleAugmenter::sources`]
+    /// asked for, the sample being trained on first), augmented; the default augments the
+    /// first.
+    fn compose(&self, sources: Vec<AugSample>, seed: u64) -> Option<AugSample> {
+        let mut first = sources.into_iter().next()?;
+        self.apply(&mut first, seed);
+        Some(first)
+    }
 }
 
 /// The seed of one sample in one epoch of a run: a function of (run seed, epoch, sample index)
@@ -225,14 +235,31 @@ pub trait Tuner: Send + Sync {
     fn suggest(&self, space: &SearchSpace, history: &[TrialRecord], seed: u64) -> Option<Params>;
 }
 
-/// Scores predictions for one task and says how to rank models.
+/// Scores a model's predictions for one task: the metrics a family reports, computed the same
+/// way for every epoch of training, for the kept epoch's `metrics.json` and for `autodl
+/// evaluate`. Plain data in and out, so that no evaluator sees a tensor.
 pub trait Evaluator: Send + Sync {
-    /// Name used in pipelines.
+    /// Name used in pipelines (`[evaluate] evaluator`) and by `autodl evaluate --evaluator`.
     fn name(&self) -> &'static str;
     /// The task it scores.
     fn task(&self) -> Task;
-    /// Metric names it reports; the first is the default ranking metric.
-    fn metrics(&self) -> &'static [&'static str];
-    /// Whether a larger value of `metric` is better.
-    fn higher_is_better(&self, metric: &str) -> bool;
+    /// The metrics a pipeline may rank by, with their direction; the first is the default
+    /// ranking metric.
+    fn metrics(&self) -> Vec<MetricDecl>;
+    /// A fresh evaluation over `classes` (in class-index order), to which images are added
+    /// one by one.
+    fn start(&self, classes: &[ClassInfo], options: &EvalOptions) -> Box<dyn Evaluation>;
+}
+
+/// One evaluation in progress: the images added so far.
+pub trait Evaluation: Send {
+    /// Adds one image's prediction and truth.
+    fn add(&mut self, item: EvalItem<'_>) -> Result<(), PluginError>;
+    /// One metric over the images so far, computing only what it needs (training asks for the
+    /// ranking metric after every epoch). `None` when the evaluator does not know `metric` or
+    /// it is undefined on these images (no true box to find, say).
+    fn score(&self, metric: &str) -> Option<f64>;
+    /// Every number over the images added, for the kept epoch or `autodl evaluate`, as
+    /// `metrics.json` holds them; its `epochs` are empty, for training to fill in.
+    fn finish(self: Box<Self>) -> MetricsFile;
 }

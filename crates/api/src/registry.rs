@@ -1,6 +1,6 @@
 //! The static registry that in-tree plugin crates submit into.
 
-use crate::{AugmentPipeline, Augmenter, BatchDeducer, Evaluator, NetworkFamily, Tuner};
+use crate::{AugmentPipeline, Augmenter, BatchDeducer, Evaluator, NetworkFamily, Task, Tuner};
 
 macro_rules! registry {
     ($reg:ident, $tr:ident, $all:ident, $one:ident, $what:literal) => {
@@ -59,3 +59,9 @@ registry!(
     evaluator,
     "evaluator"
 );
+
+/// The evaluator a trial of `task` uses when its pipeline names none: the first registered for
+/// the task, by name.
+pub fn default_evaluator(task: Task) -> Option<&'static dyn Evaluator> {
+    evaluators().into_iter().find(|e| e.task() == task)
+}

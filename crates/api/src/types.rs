@@ -83,6 +83,10 @@ pub struct TrialSpec {
     pub augment: AugmentSpec,
     /// The registered batch-size deducer that picks the batch when `batch_size` is `None`.
     pub batch_deducer: String,
+    /// The registered evaluator that scores validation, or `None` for the one registered for
+    /// the family's task ([`crate::default_evaluator`]).
+    #[serde(default)]
+    pub evaluator: Option<String>,
     /// Continue from the checkpoint in `out_dir` (an out-of-memory restart) instead of
     /// starting afresh.
     #[serde(default)]
@@ -157,6 +161,14 @@ pub struct AugmentSpec {
     pub steps: Vec<AugmentStep>,
     /// 0 = identity, 1 = each augmentation's default range.
     pub strength: f32,
+    /// Probability that a detection training sample is a mosaic of four (YOLOv4's and
+    /// Ultralytics' mosaic, at the tile's own scale).
+    #[serde(default)]
+    pub mosaic: f32,
+    /// Probability that a detection training sample is blended with a second one (mixup,
+    /// its boxes the union of both).
+    #[serde(default)]
+    pub mixup: f32,
 }
 
 impl AugmentSpec {
@@ -167,6 +179,8 @@ impl AugmentSpec {
             preset: name.to_owned(),
             steps: Vec::new(),
             strength: 1.0,
+            mosaic: 0.0,
+            mixup: 0.0,
         }
     }
 }

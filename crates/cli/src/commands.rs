@@ -396,7 +396,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         exe,
         grace_secs: 30.0,
     };
-    let higher = higher_is_better(task);
+    let higher = higher_is_better(&pipeline, task);
     let tuner =
         match pipeline.train.mode {
             Mode::Basic => None,
@@ -517,11 +517,22 @@ fn package_models(board: &autodl_core::Leaderboard, out: &Path) -> anyhow::Resul
     Ok(written)
 }
 
-fn higher_is_better(task: Task) -> bool {
-    autodl_api::evaluators()
-        .into_iter()
-        .find(|e| e.task() == task)
-        .is_none_or(|e| e.metrics().first().is_none_or(|m| e.higher_is_better(m)))
+/// Whether a larger value of the run's ranking metric is better, as the evaluator that scores
+/// `task` (the pipeline's, or the one registered for it) declares it.
+fn higher_is_better(pipeline: &Pipeline, task: Task) -> bool {
+    let evaluator = match &pipeline.evaluate.evaluator {
+        Some(name) => autodl_api::evaluator(&name.value),
+        None => autodl_api::default_evaluator(task),
+    };
+    let Some(evaluator) = evaluator else {
+        return true;
+    };
+    let metrics = evaluator.metrics();
+    let ranking = match &pipeline.train.metric {
+        Some(name) => metrics.iter().find(|m| m.name == name),
+        None => metrics.first(),
+    };
+    ranking.is_none_or(|m| m.direction == autodl_api::Direction::Maximise)
 }
 
 /// Copies `from` to `to` under a temporary name, then renames it into place.
@@ -782,7 +793,11 @@ pub fn plugins() -> Outcome {
             "evaluator {} ({}): {}",
             e.name(),
             e.task(),
-            e.metrics().join(", ")
+            e.metrics()
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(())

@@ -1,14 +1,14 @@
-//! `autodl evaluate`: scores boxes or masks against ground truth with the metrics training
-//! reports, so that a user can check a package on their own labelled images and get the
-//! numbers its leaderboard row promised.
+//! `autodl evaluate`: scores boxes or masks against ground truth through the registered
+//! evaluator training scores with, so that a user can check a package on their own labelled
+//! images and get the numbers its leaderboard row promised.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
+use autodl_api::{ClassInfo, DetectedBox, EvalItem, EvalOptions, Evaluator, MetricsFile, TruthBox};
 use autodl_data::{Dataset, ReadOptions, Task};
 use autodl_detection_metrics as dm;
-use autodl_metrics::ConfusionMatrix;
 
 use crate::Failure;
 
@@ -22,7 +22,8 @@ pub struct EvaluateArgs {
     #[arg(long)]
     gt: PathBuf,
     /// Detections: a COCO result JSON array (`image_id`, `category_id`, `bbox`, `score`), or
-    /// the `detections.json` that `autodl predict` writes.
+    /// the `detections.json` that `autodl predict` writes; each on an image the ground truth
+    /// lists (as pycocotools requires).
     #[arg(long, required_unless_present = "masks", conflicts_with = "masks")]
     dets: Option<PathBuf>,
     /// Predicted masks: a folder of class-value `<stem>.png` files as `autodl predict`
@@ -41,9 +42,36 @@ pub struct EvaluateArgs {
     /// Image sub-folder of a dataset folder (default `images`).
     #[arg(long)]
     images_dir: Option<String>,
+    /// The registered evaluator that scores (`autodl plugins` lists them; default: the one
+    /// registered for the task, as training uses).
+    #[arg(long)]
+    evaluator: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// The evaluator `--evaluator` names, or the one registered for `task`; it must score `task`.
+fn evaluator_for(args: &EvaluateArgs, task: Task) -> Result<&'static dyn Evaluator, Failure> {
+    let evaluator = match &args.evaluator {
+        Some(name) => autodl_api::evaluator(name).ok_or_else(|| {
+            let known: Vec<&str> = autodl_api::evaluators().iter().map(|e| e.name()).collect();
+            Failure::usage(anyhow!(
+                "unknown evaluator `{name}`; registered evaluators: {}",
+                known.join(", ")
+            ))
+        })?,
+        None => autodl_api::default_evaluator(task)
+            .ok_or_else(|| anyhow!("no evaluator for {task} is compiled in"))?,
+    };
+    if evaluator.task() != task {
+        return Err(Failure::usage(anyhow!(
+            "evaluator `{}` scores {}, not {task}",
+            evaluator.name(),
+            evaluator.task()
+        )));
+    }
+    Ok(evaluator)
 }
 
 pub fn evaluate(args: &EvaluateArgs) -> Outcome {
@@ -79,8 +107,8 @@ fn by_name(ds: &Dataset) -> HashMap<String, &autodl_data::Sample> {
 }
 
 /// Ground truth for the images of `autodl predict`'s output, from a dataset folder, with
-/// boxes converted exactly as validation converts them.
-fn gt_from_folder(args: &EvaluateArgs, dets: &Path) -> Result<dm::CocoGt, Failure> {
+/// boxes converted exactly as validation converts them, and the dataset's class names.
+fn gt_from_folder(args: &EvaluateArgs, dets: &Path) -> Result<(dm::CocoGt, Vec<String>), Failure> {
     let ds = open_dataset(args)?;
     if ds.task != Task::Detection {
         return Err(Failure::usage(anyhow!(
@@ -114,38 +142,160 @@ fn gt_from_folder(args: &EvaluateArgs, dets: &Path) -> Result<dm::CocoGt, Failur
             });
         }
     }
-    Ok(dm::CocoGt {
+    let gt = dm::CocoGt {
         images: preds.images.iter().map(|i| i.id).collect(),
         categories: (0..ds.classes.len() as u32).collect(),
         annotations,
+    };
+    Ok((gt, ds.classes.iter().map(|c| c.name.clone()).collect()))
+}
+
+/// What the evaluator scored, with its ids mapped back to the files' category ids.
+struct BoxScores {
+    /// Every number, at `--score-threshold`.
+    detail: autodl_api::DetMetrics,
+    /// VOC AP50 (all-point), undefined without a true box.
+    voc: Option<f64>,
+    /// VOC AP50 (11-point).
+    voc07: Option<f64>,
+    /// ArcGIS's AP at IoU 0.1.
+    arcgis: Option<f64>,
+}
+
+/// Scores `dets` against `gt` through the evaluator, image by image in ascending id order
+/// (each image's boxes in file order). The evaluator numbers classes from 0: the categories of
+/// the ground truth and the detections are given indices in ascending id order, so that a
+/// category only detections name counts as VOC counts it (false alarms) and COCO, finding no
+/// true box of it, leaves it out of its means. Boxes on images the ground truth does not list,
+/// and true boxes of a category it does not list, are refused (pycocotools refuses the first).
+fn score_boxes(
+    args: &EvaluateArgs,
+    gt: &dm::CocoGt,
+    names: Option<&[String]>,
+    dets: &[dm::Detection],
+    dets_path: &Path,
+) -> Result<BoxScores, Failure> {
+    let evaluator = evaluator_for(args, Task::Detection)?;
+    let known: BTreeSet<u32> = gt.categories.iter().copied().collect();
+    if let Some(a) = gt.annotations.iter().find(|a| !known.contains(&a.category)) {
+        return Err(Failure::usage(anyhow!(
+            "{}: a true box of category {} on image {}, which its categories do not list",
+            args.gt.display(),
+            a.category,
+            a.image_id
+        )));
+    }
+    let ids: Vec<u32> = known
+        .iter()
+        .copied()
+        .chain(dets.iter().map(|d| d.category))
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    let index: HashMap<u32, u32> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, i as u32))
+        .collect();
+    let classes: Vec<ClassInfo> = ids
+        .iter()
+        .map(|&id| ClassInfo {
+            value: id,
+            name: names
+                .and_then(|n| n.get(id as usize).cloned())
+                .unwrap_or_else(|| id.to_string()),
+        })
+        .collect();
+    let images: BTreeSet<u64> = gt.images.iter().copied().collect();
+    let mut per_image: HashMap<u64, (Vec<TruthBox>, Vec<DetectedBox>)> = HashMap::new();
+    for a in &gt.annotations {
+        if !images.contains(&a.image_id) {
+            return Err(Failure::usage(anyhow!(
+                "{}: a true box on image {}, which its images do not list",
+                args.gt.display(),
+                a.image_id
+            )));
+        }
+        per_image.entry(a.image_id).or_default().0.push(TruthBox {
+            bbox: a.bbox,
+            class: index[&a.category],
+            area: a.area,
+            crowd: a.iscrowd,
+            difficult: a.difficult,
+        });
+    }
+    for d in dets {
+        if !images.contains(&d.image_id) {
+            return Err(Failure::usage(anyhow!(
+                "{}: a detection on image {}, which the ground truth {} does not list",
+                dets_path.display(),
+                d.image_id,
+                args.gt.display()
+            )));
+        }
+        per_image
+            .entry(d.image_id)
+            .or_default()
+            .1
+            .push(DetectedBox {
+                bbox: d.bbox,
+                class: index[&d.category],
+                score: d.score,
+            });
+    }
+    let options = EvalOptions {
+        score_threshold: Some(args.score_threshold),
+    };
+    let mut evaluation = evaluator.start(&classes, &options);
+    for image in &images {
+        let (truth, detections) = per_image.remove(image).unwrap_or_default();
+        evaluation.add(EvalItem::Boxes {
+            detections: &detections,
+            truth: &truth,
+        })?;
+    }
+    let (voc, voc07, arcgis) = (
+        evaluation.score("ap50"),
+        evaluation.score("voc07-ap50"),
+        evaluation.score("arcgis-ap10"),
+    );
+    let MetricsFile::Detection(file) = evaluation.finish() else {
+        return Err(anyhow!("evaluator `{}` gave no detection metrics", evaluator.name()).into());
+    };
+    let mut detail = file.detail;
+    let id = |class: u32| ids.get(class as usize).copied().unwrap_or(class);
+    for c in &mut detail.per_class {
+        c.category = id(c.category);
+    }
+    for c in &mut detail.ap50_per_class {
+        c.0 = id(c.0);
+    }
+    Ok(BoxScores {
+        detail,
+        voc,
+        voc07,
+        arcgis,
     })
 }
 
 fn boxes(args: &EvaluateArgs, dets_path: &Path) -> Outcome {
-    let gt = if args.gt.is_dir() {
-        gt_from_folder(args, dets_path)?
+    let (gt, names) = if args.gt.is_dir() {
+        let (gt, names) = gt_from_folder(args, dets_path)?;
+        (gt, Some(names))
     } else {
-        dm::read_coco_gt(&args.gt).map_err(Failure::usage)?
+        (dm::read_coco_gt(&args.gt).map_err(Failure::usage)?, None)
     };
     let dets = dm::read_coco_dets(dets_path).map_err(Failure::usage)?;
-    let coco = dm::coco_eval(&gt.images, &gt.categories, &gt.annotations, &dets);
-    let voc = dm::voc_ap(&gt.annotations, &dets, 0.5, dm::VocMethod::AllPoint);
-    let voc07 = dm::voc_ap(&gt.annotations, &dets, 0.5, dm::VocMethod::ElevenPoint);
-    let arcgis = dm::arcgis_ap(&gt.annotations, &dets);
-    let prf = dm::precision_recall_f1(&gt.annotations, &dets, 0.5, args.score_threshold);
+    let scores = score_boxes(args, &gt, names.as_deref(), &dets, dets_path)?;
+    let d = &scores.detail;
+    let (coco, prf) = (&d.coco, &d.per_class);
     // Means over the classes, as a trial's metrics report them.
-    let mean = |f: fn(&dm::ClassPrf) -> f64| {
-        if prf.is_empty() {
-            0.0
-        } else {
-            prf.iter().map(f).sum::<f64>() / prf.len() as f64
-        }
-    };
-    let (precision, recall, f1) = (mean(|p| p.precision), mean(|p| p.recall), mean(|p| p.f1));
+    let (precision, recall, f1) = (d.precision, d.recall, d.f1);
     if args.json {
         let v = serde_json::json!({
-            "coco": coco, "voc-ap50": voc.map, "voc07-ap50": voc07.map, "arcgis-ap10": arcgis.map,
-            "voc-ap50-per-class": voc.per_class, "score-threshold": args.score_threshold,
+            "coco": coco, "voc-ap50": scores.voc, "voc07-ap50": scores.voc07,
+            "arcgis-ap10": scores.arcgis, "voc-ap50-per-class": d.ap50_per_class,
+            "score-threshold": args.score_threshold,
             "precision": precision, "recall": recall, "f1": f1, "precision-recall-f1": prf,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -178,9 +328,9 @@ fn boxes(args: &EvaluateArgs, dets_path: &Path) -> Outcome {
     let f = |m: Option<f64>| m.map_or("-".to_owned(), |v| format!("{v:.4}"));
     outln!(
         "VOC AP50 (all-point) {}   VOC AP50 (11-point) {}   ArcGIS AP (IoU 0.1) {}",
-        f(voc.map),
-        f(voc07.map),
-        f(arcgis.map)
+        f(scores.voc),
+        f(scores.voc07),
+        f(scores.arcgis)
     );
     outln!(
         "at score >= {} and IoU 0.5: precision {precision:.4} recall {recall:.4} F1 {f1:.4} (mean over classes)",
@@ -274,7 +424,7 @@ fn mask_truth(args: &EvaluateArgs, predicted: &[PathBuf]) -> Result<MaskTruth, F
             })?;
             let labels: HashMap<String, PathBuf> =
                 files.into_iter().map(|f| (stem(&f), f)).collect();
-            let mut values = std::collections::BTreeSet::new();
+            let mut values = BTreeSet::new();
             for p in predicted {
                 values.extend(autodl_data::load_mask(p)?.data);
                 if let Some(t) = labels.get(&stem(p)) {
@@ -305,7 +455,8 @@ fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
         .enumerate()
         .map(|(i, c)| (c.value, i as u32))
         .collect();
-    let mut cm = ConfusionMatrix::new(truth.classes.len());
+    let evaluator = evaluator_for(args, Task::PixelClassification)?;
+    let mut evaluation = evaluator.start(&truth.classes, &EvalOptions::default());
     for file in &files {
         let stem = file
             .file_stem()
@@ -334,7 +485,7 @@ fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
         let t: Vec<u32> = t
             .data
             .iter()
-            .map(|v| index.get(v).copied().unwrap_or(autodl_augment::IGNORE))
+            .map(|v| index.get(v).copied().unwrap_or(autodl_api::IGNORE))
             .collect();
         let pred = pred
             .data
@@ -349,10 +500,17 @@ fn pixels(args: &EvaluateArgs, masks: &Path) -> Outcome {
                 })
             })
             .collect::<Result<Vec<u32>, Failure>>()?;
-        cm.add(&t, &pred, Some(autodl_augment::IGNORE))
+        evaluation
+            .add(EvalItem::Pixels {
+                predicted: &pred,
+                truth: &t,
+            })
             .map_err(|e| anyhow!("{}: {e}", file.display()))?;
     }
-    let metrics = cm.metrics();
+    let MetricsFile::PixelClassification(scored) = evaluation.finish() else {
+        return Err(anyhow!("evaluator `{}` gave no pixel metrics", evaluator.name()).into());
+    };
+    let (metrics, cm) = (scored.metrics, scored.confusion_matrix);
     let classes = &truth.classes;
     if args.json {
         let v = serde_json::json!({ "images": files.len(), "metrics": metrics, "classes": classes, "confusion-matrix": cm });

@@ -162,6 +162,21 @@ fn a_family_parameter_is_checked_against_what_the_family_declares() {
         "[train]\nnetworks = [\"retinanet\"]\n[params.retinanet]\nhead-depth = 3\nbox-loss = \"giou\"\n",
     );
     assert_eq!(code, Some(0), "{t}");
+
+    // FCOS declares its own box losses and assignment parameters.
+    let (code, t) = check_pipeline("[params.fcos]\nbox-loss = \"smooth-l1\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:5:") && t.contains("one of iou, giou"),
+        "{t}"
+    );
+    let (code, t) = check_pipeline("[params.fcos]\nrange-scale = 0.5\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("from 1 to 16"), "{t}");
+    let (code, t) = check_pipeline(
+        "[train]\nnetworks = [\"fcos\"]\n[params.fcos]\nbox-loss = \"iou\"\ncentre-sampling = false\nrange-scale = 4.0\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
 }
 
 #[test]
@@ -228,6 +243,21 @@ fn augmentation_parameters_presets_and_pipelines_are_checked() {
         "{t}"
     );
 
+    let (code, t) = check_pipeline("[augment]\nmosaic = 1.5\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("line 5") && t.contains("augment.mosaic"), "{t}");
+
+    let (code, t) = check_pipeline("[train]\nnetworks = [\"unet\"]\n[augment]\nmixup = 0.2\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:7:") && t.contains("detection") && t.contains("unet"),
+        "{t}"
+    );
+
+    let (code, t) =
+        check_pipeline("[train]\nnetworks = [\"ssd\"]\n[augment]\nmosaic = 0.5\nmixup = 0.1\n");
+    assert_eq!(code, Some(0), "{t}");
+
     let (code, t) = check_pipeline("[augment]\npreset = \"heavy\"\n");
     assert_eq!(code, Some(2), "{t}");
     assert!(
@@ -244,6 +274,50 @@ fn augmentation_parameters_presets_and_pipelines_are_checked() {
 
     let (code, t) = check_pipeline(
         "[augment]\npipeline = \"standard\"\n[[augment.steps]]\nname = \"blur\"\nsigma = 0.5\n[[augment.steps]]\nname = \"affine\"\ndegrees = 15\nshear = 0\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+}
+
+#[test]
+fn an_unknown_or_mismatched_evaluator_names_the_registered_ones() {
+    let (code, t) = check_pipeline("[evaluate]\nevaluator = \"mota\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("p.toml:5:") && t.contains("`mota`"), "{t}");
+    assert!(
+        t.contains("box-metrics") && t.contains("pixel-metrics"),
+        "{t}"
+    );
+
+    // An evaluator of boxes for a pixel classifier.
+    let (code, t) =
+        check_pipeline("[train]\nnetworks = [\"unet\"]\n[evaluate]\nevaluator = \"box-metrics\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:7:") && t.contains("unet") && t.contains("pixel-metrics"),
+        "{t}"
+    );
+
+    // ... or for data the pipeline says is pixels.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(
+        &file,
+        "version = 1\ntask = \"pixel-classification\"\n[data]\npath = \"x\"\n[evaluate]\nevaluator = \"box-metrics\"\n",
+    )
+    .unwrap();
+    let o = autodl(&["check", file.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("p.toml:6:")
+            && t.contains("pixel-classification")
+            && t.contains("pixel-metrics"),
+        "{t}"
+    );
+
+    // The ranking metric must be one the evaluator reports.
+    let (code, t) = check_pipeline(
+        "[train]\nnetworks = [\"ssd\"]\nmetric = \"coco-ap\"\n[evaluate]\nevaluator = \"box-metrics\"\n",
     );
     assert_eq!(code, Some(0), "{t}");
 }
@@ -754,13 +828,13 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     write_splits(&data, &["d12", "d13", "d14", "d15", "wide"]);
     let out = dir.path().join("run");
     // A fixed batch and learning rate keep the test short; the squares are easy enough that
-    // both detectors must rank far above an untrained one (AP50 near 0).
+    // every detector must rank far above an untrained one (AP50 near 0).
     let pipeline = dir.path().join("squares.toml");
     std::fs::write(
         &pipeline,
         format!(
             "version = 1\nseed = 3\n[data]\npath = {:?}\n[augment]\npreset = \"none\"\n\
-             [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\"]\nmax-epochs = 20\npatience = 20\n\
+             [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\", \"fcos\"]\nmax-epochs = 20\npatience = 20\n\
              batch-size = 4\nlearning-rate = 2e-3\ntile-size = 64\n",
             data
         ),
@@ -777,7 +851,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
             .unwrap();
     let rows = board.as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{board}");
+    assert_eq!(rows.len(), 3, "{board}");
     for row in rows {
         assert_eq!(row["status"], "completed", "{board}");
         assert_eq!(row["metric-name"], "ap50", "{board}");
@@ -845,16 +919,17 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     // detections of the validation images, against the dataset folder, recomputes the trial's
     // AP (predicting every box post-processing keeps, as validation ranks them) and its
     // precision, recall and F1 (predicting with the model's own threshold).
-    for family in ["retinanet", "ssd"] {
+    for family in ["retinanet", "ssd", "fcos"] {
         let trial = read_json(
             &out.join(format!("trials/{family}-efficientnet-lite0/metrics.json")),
         )["metrics"]
             .clone();
         let pkg = out.join(format!("models/{family}-efficientnet-lite0.dlpk"));
-        let arcgis = if family == "ssd" {
-            "SingleShotDetector"
-        } else {
-            "RetinaNet"
+        // ArcGIS has no FCOS: its package names the family.
+        let arcgis = match family {
+            "ssd" => "SingleShotDetector",
+            "retinanet" => "RetinaNet",
+            other => other,
         };
         assert_eq!(
             package_emd(&pkg, &format!("{family}-efficientnet-lite0"))["ModelName"],
@@ -1334,6 +1409,60 @@ fn evaluate_matches_the_pycocotools_fixture() {
     }
     let voc = case["voc"]["all_point"]["map"].as_f64().unwrap();
     assert!((got["voc-ap50"].as_f64().unwrap() - voc).abs() < 1e-6);
+}
+
+#[test]
+fn evaluate_refuses_boxes_off_the_ground_truth_and_an_evaluator_of_another_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let gt = dir.path().join("gt.json");
+    std::fs::write(
+        &gt,
+        r#"{"images": [{"id": 1}], "categories": [{"id": 1}],
+            "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]}]}"#,
+    )
+    .unwrap();
+    let dets = dir.path().join("dets.json");
+    std::fs::write(
+        &dets,
+        r#"[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]"#,
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "evaluate",
+            "--gt",
+            gt.to_str().unwrap(),
+            "--dets",
+            dets.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        autodl(&args)
+    };
+    let o = run(&["--json", "--evaluator", "box-metrics"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(got["voc-ap50"], 1.0, "{got}");
+
+    let o = run(&["--evaluator", "pixel-metrics"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("scores pixel-classification"),
+        "{}",
+        text(&o)
+    );
+
+    std::fs::write(
+        &dets,
+        r#"[{"image_id": 7, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]"#,
+    )
+    .unwrap();
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("image 7") && text(&o).contains("does not list"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[cfg(unix)]

@@ -51,6 +51,9 @@ pub struct Pipeline {
     /// Batch-size deduction.
     #[serde(default)]
     pub batch: BatchSection,
+    /// How trained models are scored.
+    #[serde(default)]
+    pub evaluate: EvaluateSection,
     /// Advanced mode's search.
     #[serde(default)]
     pub tune: TuneSection,
@@ -244,6 +247,12 @@ pub struct AugmentSection {
     /// 0 is no augmentation, 1 each augmentation's default range.
     #[serde(default = "default_strength")]
     pub strength: f64,
+    /// Detection: the probability that a training sample is a mosaic of four tiles.
+    #[serde(default = "default_mixing")]
+    pub mosaic: Located<f64>,
+    /// Detection: the probability that a training sample is blended with a second one.
+    #[serde(default = "default_mixing")]
+    pub mixup: Located<f64>,
 }
 
 /// One `[[augment.steps]]` entry: `name`, `probability`, and any other key is a parameter of
@@ -320,6 +329,16 @@ pub struct BatchSection {
     /// The registered batch-size deducer used when `train.batch-size` is `auto`.
     #[serde(default = "default_deducer")]
     pub deducer: Located<String>,
+}
+
+/// `[evaluate]`: how validation scores a model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EvaluateSection {
+    /// The registered evaluator that computes the metrics; `None` for the one registered for
+    /// the data's task.
+    #[serde(default)]
+    pub evaluator: Option<Located<String>>,
 }
 
 /// `[tune]`: advanced mode's search.
@@ -450,6 +469,8 @@ impl Default for AugmentSection {
             preset: default_preset(),
             steps: Vec::new(),
             strength: default_strength(),
+            mosaic: default_mixing(),
+            mixup: default_mixing(),
         }
     }
 }
@@ -489,6 +510,9 @@ fn default_preset() -> Located<String> {
 }
 fn default_strength() -> f64 {
     1.0
+}
+fn default_mixing() -> Located<f64> {
+    Located::new(0.0)
 }
 fn default_probability() -> f64 {
     1.0
@@ -595,6 +619,8 @@ impl Pipeline {
     fn locate(&mut self, text: &str) {
         self.augment.pipeline.locate(text);
         self.augment.preset.locate(text);
+        self.augment.mosaic.locate(text);
+        self.augment.mixup.locate(text);
         for step in &mut self.augment.steps {
             step.name.locate(text);
             for value in step.params.values_mut() {
@@ -602,6 +628,9 @@ impl Pipeline {
             }
         }
         self.batch.deducer.locate(text);
+        if let Some(v) = &mut self.evaluate.evaluator {
+            v.locate(text);
+        }
         self.tune.tuner.locate(text);
         self.tune.pruner.locate(text);
         if let Some(v) = &mut self.train.class_balance {
@@ -675,6 +704,17 @@ impl Pipeline {
                 "augment.strength must be from 0 to 4, found {}",
                 self.augment.strength
             ));
+        }
+        for (key, p) in [
+            ("mosaic", &self.augment.mosaic),
+            ("mixup", &self.augment.mixup),
+        ] {
+            if !(0.0..=1.0).contains(&p.value) {
+                return Err(format!(
+                    "line {}: augment.{key} is a probability from 0 to 1, found {}",
+                    p.line, p.value
+                ));
+            }
         }
         for step in &self.augment.steps {
             if !(0.0..=1.0).contains(&step.probability) {
@@ -760,6 +800,16 @@ mod tests {
         assert_eq!(p.train.learning_rate, Auto::Auto);
         let bad = format!("{MINIMAL}[train]\nbatch-size = \"big\"\n");
         assert!(Pipeline::parse(&bad, Path::new("p.toml")).is_err());
+    }
+
+    #[test]
+    fn the_evaluator_keeps_its_line() {
+        let p = Pipeline::parse(MINIMAL, Path::new("p.toml")).unwrap();
+        assert_eq!(p.evaluate.evaluator, None);
+        let text = format!("{MINIMAL}[evaluate]\nevaluator = \"mine\"\n");
+        let p = Pipeline::parse(&text, Path::new("p.toml")).unwrap();
+        let e = p.evaluate.evaluator.expect("an evaluator");
+        assert_eq!((e.value.as_str(), e.line), ("mine", 5));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use autodl_api::{
-    AugmentSpec, AugmentStep, DataSpec, NetworkFamily, OptimizerKind, ParamValue, Params,
-    ScheduleKind, Task, TrainOptions, TrialSpec,
+    AugmentSpec, AugmentStep, DataSpec, Evaluator, NetworkFamily, OptimizerKind, ParamValue,
+    Params, ScheduleKind, Task, TrainOptions, TrialSpec,
 };
 use autodl_config::{Auto, Located, Pipeline};
 
@@ -203,6 +203,8 @@ pub fn augment_spec(pipeline: &Pipeline) -> Result<AugmentSpec, PlanError> {
             preset: a.preset.value.clone(),
             steps: vec![checked.clone()],
             strength: a.strength as f32,
+            mosaic: 0.0,
+            mixup: 0.0,
         };
         for task in [Task::Detection, Task::PixelClassification] {
             if let Err(e) = builder.build(&alone, task) {
@@ -219,6 +221,8 @@ pub fn augment_spec(pipeline: &Pipeline) -> Result<AugmentSpec, PlanError> {
         preset: a.preset.value.clone(),
         steps,
         strength: a.strength as f32,
+        mosaic: a.mosaic.value as f32,
+        mixup: a.mixup.value as f32,
     })
 }
 
@@ -253,7 +257,7 @@ fn checked_params(
 }
 
 /// Checks every stage a pipeline names against what is registered: networks and their
-/// parameters, the ranking metric, tuner, batch deducer and augmentations. `task` narrows the
+/// parameters, the ranking metric, tuner, batch deducer, evaluator and augmentations. `task` narrows the
 /// networks when the data's task is known (`autodl check` does not read the data).
 pub fn check_stages(pipeline: &Pipeline, task: Option<Task>) -> Result<(), PlanError> {
     let families = selected(pipeline, task)?;
@@ -275,7 +279,19 @@ pub fn check_stages(pipeline: &Pipeline, task: Option<Task>) -> Result<(), PlanE
             names(&autodl_api::batch_deducers(), |d| d.name())
         )));
     }
+    let evaluator = check_evaluator(pipeline, task, &families)?;
     augment_spec(pipeline)?;
+    let a = &pipeline.augment;
+    for mixing in [&a.mosaic, &a.mixup] {
+        let detects = families.iter().any(|f| f.task() == Task::Detection);
+        if mixing.value > 0.0 && !families.is_empty() && !detects {
+            return Err(PlanError::Invalid(format!(
+                "{}: mosaic and mixup combine detection samples; this pipeline trains {}",
+                pipeline.at(mixing),
+                names(&families, |f| f.name())
+            )));
+        }
+    }
     for (name, table) in &pipeline.params {
         if autodl_api::network(name).is_none() {
             let line = table.values().map(|v| v.line).min().unwrap_or(0);
@@ -315,8 +331,78 @@ pub fn check_stages(pipeline: &Pipeline, task: Option<Task>) -> Result<(), PlanE
                 )));
             }
         }
+        if let Some(e) = evaluator {
+            let metrics = e.metrics();
+            if !metrics.iter().any(|m| m.name == metric) {
+                return Err(PlanError::Invalid(format!(
+                    "{}: train.metric `{metric}` is not reported by evaluator {}; it reports {}",
+                    pipeline.source.display(),
+                    e.name(),
+                    names(&metrics, |m| m.name)
+                )));
+            }
+        }
     }
     Ok(())
+}
+
+/// The evaluator `[evaluate]` names, checked: registered, and scoring the task of the data
+/// (when known) and of every network the pipeline lists. `None` when the pipeline names none
+/// (each trial then uses the one registered for its task).
+fn check_evaluator(
+    pipeline: &Pipeline,
+    task: Option<Task>,
+    families: &[&'static dyn NetworkFamily],
+) -> Result<Option<&'static dyn Evaluator>, PlanError> {
+    let Some(name) = &pipeline.evaluate.evaluator else {
+        return Ok(None);
+    };
+    let all = autodl_api::evaluators();
+    let Some(evaluator) = autodl_api::evaluator(&name.value) else {
+        return Err(PlanError::Invalid(format!(
+            "{}: unknown evaluator `{}`; registered evaluators: {}",
+            pipeline.at(name),
+            name.value,
+            names(&all, |e| e.name())
+        )));
+    };
+    let for_task = |t: Task| {
+        let fit: Vec<_> = all.iter().filter(|e| e.task() == t).collect();
+        if fit.is_empty() {
+            format!("no evaluator for {t} is registered")
+        } else {
+            format!(
+                "registered evaluators for {t}: {}",
+                names(&fit, |e| e.name())
+            )
+        }
+    };
+    if let Some(t) = task
+        && evaluator.task() != t
+    {
+        return Err(PlanError::Invalid(format!(
+            "{}: evaluator `{}` scores {}, the data is {t}; {}",
+            pipeline.at(name),
+            name.value,
+            evaluator.task(),
+            for_task(t)
+        )));
+    }
+    // Without a task, every registered network is selected and the data decides which train.
+    if !pipeline.train.networks.is_empty()
+        && let Some(family) = families.iter().find(|f| f.task() != evaluator.task())
+    {
+        return Err(PlanError::Invalid(format!(
+            "{}: evaluator `{}` scores {}, but {} solves {}; {}",
+            pipeline.at(name),
+            name.value,
+            evaluator.task(),
+            family.name(),
+            family.task(),
+            for_task(family.task())
+        )));
+    }
+    Ok(Some(evaluator))
 }
 
 /// The registered families that declare parameter `key`.
@@ -430,6 +516,11 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
             training: training.clone(),
             augment: augment.clone(),
             batch_deducer: pipeline.batch.deducer.value.clone(),
+            evaluator: pipeline
+                .evaluate
+                .evaluator
+                .as_ref()
+                .map(|e| e.value.clone()),
             resume: false,
             params,
         });

@@ -29,6 +29,7 @@ fn spec(id: &str, out: &Path) -> TrialSpec {
         training: autodl_api::TrainOptions::default(),
         augment: autodl_api::AugmentSpec::preset("none"),
         batch_deducer: "any".to_owned(),
+        evaluator: None,
         resume: false,
         params: Params::new(),
         out_dir: out.join("trials").join(id),

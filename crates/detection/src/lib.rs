@@ -3,10 +3,10 @@
 //! - [`boxes`]: IoU, the box coder (anchor-relative deltas), greedy and class-wise NMS.
 //! - [`anchors`]: anchor boxes for a pyramid of feature maps, in the order the heads emit them.
 //! - [`matching`]: assigning anchors to ground-truth boxes by IoU.
-//! - [`loss`]: binary cross-entropy from logits, sigmoid focal loss, softmax cross-entropy with
-//!   hard-negative mining, smooth-L1 and GIoU box losses, as Burn tensors so gradients flow.
+//! - [`loss`]: sigmoid focal loss, softmax cross-entropy with hard-negative mining, binary
+//!   cross-entropy, smooth-L1, IoU and GIoU box losses, as Burn tensors so gradients flow.
 //! - [`fpn`]: a feature pyramid neck over backbone features.
-//! - [`postprocess`]: per-prediction scores and boxes to the kept detections.
+//! - [`postprocess`]: logits and deltas to scored boxes.
 //!
 //! Boxes are `[x0, y0, x1, y1]` in continuous pixel coordinates (a one-pixel box at column 3
 //! spans 3 to 4). Everything that is not a tensor runs on the host: matching and NMS handle a few
@@ -24,4 +24,4 @@ pub use anchors::AnchorConfig;
 pub use boxes::{Box4, BoxCoder, batched_nms, iou, nms};
 pub use fpn::{Fpn, FpnConfig};
 pub use matching::{Assignment, MatchConfig, match_anchors};
-pub use postprocess::{PostprocessConfig, ScoredBox, postprocess, postprocess_with};
+pub use postprocess::{PostprocessConfig, ScoredBox, postprocess};

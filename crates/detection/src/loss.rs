@@ -1,5 +1,6 @@
 //! Detection losses as Burn tensors. Each returns the *sum* over its elements, so that the
-//! caller can divide by the number of positive anchors, as RetinaNet and SSD do.
+//! caller can divide by the number of positive anchors (or locations), as RetinaNet, SSD and
+//! FCOS do.
 
 use burn::tensor::activation::{log_softmax, relu, sigmoid};
 use burn::tensor::backend::Backend;
@@ -15,22 +16,14 @@ pub fn sigmoid_focal_loss<B: Backend>(
     gamma: f32,
 ) -> Tensor<B, 1> {
     let p = sigmoid(logits.clone());
-    let ce = binary_cross_entropy(logits.clone(), targets.clone());
+    // Binary cross-entropy with logits, written to stay finite for large |x|.
+    let ce =
+        relu(logits.clone()) - logits.clone() * targets.clone() + logits.abs().neg().exp().log1p();
     let p_t = p.clone() * targets.clone()
         + (p.neg().add_scalar(1.0)) * (targets.clone().neg().add_scalar(1.0));
     let modulator = p_t.neg().add_scalar(1.0).clamp_min(0.0).powf_scalar(gamma);
     let alpha_t = targets.clone() * alpha + targets.neg().add_scalar(1.0) * (1.0 - alpha);
     (ce * modulator * alpha_t * weights.unsqueeze_dim::<3>(2)).sum()
-}
-
-/// Element-wise binary cross-entropy of `logits` against targets in `[0, 1]`, from the logits
-/// (not the probabilities), written to stay finite for large `|x|`:
-/// `max(x, 0) - x t + ln(1 + e^-|x|)`.
-pub fn binary_cross_entropy<B: Backend, const D: usize>(
-    logits: Tensor<B, D>,
-    targets: Tensor<B, D>,
-) -> Tensor<B, D> {
-    relu(logits.clone()) - logits.clone() * targets + logits.abs().neg().exp().log1p()
 }
 
 /// Smooth-L1 (Huber) loss between `[N, A, 4]` deltas on the anchors `mask` (`[N, A]`) selects;
@@ -119,6 +112,52 @@ pub fn giou_loss<B: Backend>(
     let hull = cw * ch + 1e-7;
     let giou = iou - (hull.clone() - union) / hull;
     (giou.neg().add_scalar(1.0) * mask.unsqueeze_dim::<3>(2)).sum()
+}
+
+/// IoU loss `-ln IoU` (Yu et al., 2016, as FCOS uses it) between `[N, A, 4]` boxes, each
+/// weighted by `weights` (`[N, A]`: 0 where there is no target). IoU is smoothed as
+/// `(intersection + 1) / (union + 1)`, as FCOS's reference code does, so that boxes that do not
+/// meet still have a finite loss.
+pub fn iou_loss<B: Backend>(
+    pred: Tensor<B, 3>,
+    target: Tensor<B, 3>,
+    weights: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let part = |t: &Tensor<B, 3>, i: usize| t.clone().narrow(2, i, 1);
+    let (px0, py0, px1, py1) = (
+        part(&pred, 0),
+        part(&pred, 1),
+        part(&pred, 2),
+        part(&pred, 3),
+    );
+    let (tx0, ty0, tx1, ty1) = (
+        part(&target, 0),
+        part(&target, 1),
+        part(&target, 2),
+        part(&target, 3),
+    );
+    let area_p =
+        (px1.clone() - px0.clone()).clamp_min(0.0) * (py1.clone() - py0.clone()).clamp_min(0.0);
+    let area_t =
+        (tx1.clone() - tx0.clone()).clamp_min(0.0) * (ty1.clone() - ty0.clone()).clamp_min(0.0);
+    let iw = (px1.min_pair(tx1) - px0.max_pair(tx0)).clamp_min(0.0);
+    let ih = (py1.min_pair(ty1) - py0.max_pair(ty0)).clamp_min(0.0);
+    let inter = iw * ih;
+    let union = area_p + area_t - inter.clone();
+    let iou = inter.add_scalar(1.0) / union.add_scalar(1.0);
+    (iou.log().neg() * weights.unsqueeze_dim::<3>(2)).sum()
+}
+
+/// Binary cross-entropy of `[N, A]` logits against targets in `[0, 1]` (soft targets, such as
+/// FCOS's centre-ness, allowed), each weighted by `weights` (`[N, A]`), summed.
+pub fn binary_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 2>,
+    weights: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    // The form of `sigmoid_focal_loss`'s cross-entropy, finite for large |x|.
+    let ce = relu(logits.clone()) - logits.clone() * targets + logits.abs().neg().exp().log1p();
+    (ce * weights).sum()
 }
 
 /// Per-anchor softmax cross-entropy `[N, A]` of `[N, A, K]` logits against class indices
@@ -249,6 +288,34 @@ mod tests {
             t2(vec![1.0], [1, 1]),
         ));
         assert!((apart - 4.0 / 3.0).abs() < 1e-4, "{apart}");
+    }
+
+    #[test]
+    fn iou_loss_and_binary_cross_entropy() {
+        // Equal boxes: IoU 1, loss 0.
+        let same = value(iou_loss(
+            t3(vec![0.0, 0.0, 4.0, 4.0], [1, 1, 4]),
+            t3(vec![0.0, 0.0, 4.0, 4.0], [1, 1, 4]),
+            t2(vec![1.0], [1, 1]),
+        ));
+        assert!(same.abs() < 1e-6, "{same}");
+        // A 4 x 4 box against its left half (4 x 2): intersection 8, union 16, smoothed
+        // IoU 9 / 17, weighted by 0.5.
+        let half = value(iou_loss(
+            t3(vec![0.0, 0.0, 4.0, 4.0], [1, 1, 4]),
+            t3(vec![0.0, 0.0, 2.0, 4.0], [1, 1, 4]),
+            t2(vec![0.5], [1, 1]),
+        ));
+        assert!((half - 0.5 * -(9f32 / 17.0).ln()).abs() < 1e-5, "{half}");
+        // BCE of logit 0 against 0.3 is ln 2 whatever the target; of logit 2 against 1,
+        // -ln sigmoid(2); a zero weight drops the element.
+        let bce = value(binary_cross_entropy(
+            t2(vec![0.0, 2.0, 50.0], [1, 3]),
+            t2(vec![0.3, 1.0, 0.0], [1, 3]),
+            t2(vec![1.0, 1.0, 0.0], [1, 3]),
+        ));
+        let expected = 2f32.ln() + (1.0 + (-2f32).exp()).ln();
+        assert!((bce - expected).abs() < 1e-5, "{bce} vs {expected}");
     }
 
     #[test]

@@ -53,40 +53,9 @@ pub fn postprocess(
     size: (f32, f32),
     cfg: &PostprocessConfig,
 ) -> Vec<ScoredBox> {
-    postprocess_with(
-        probs,
-        anchors.len(),
-        k,
-        background_first,
-        |a| {
-            let d = [
-                deltas[4 * a],
-                deltas[4 * a + 1],
-                deltas[4 * a + 2],
-                deltas[4 * a + 3],
-            ];
-            coder.decode(&anchors[a], &d)
-        },
-        size,
-        cfg,
-    )
-}
-
-/// [`postprocess`] for any box parametrisation: per-prediction scores (`predictions * K`,
-/// prediction-major, columns as in [`postprocess`]) and `decode`, which gives prediction `a`'s
-/// box in pixels. Only the candidates that pass the score floor and the top-k are decoded.
-pub fn postprocess_with(
-    probs: &[f32],
-    predictions: usize,
-    k: usize,
-    background_first: bool,
-    decode: impl Fn(usize) -> Box4,
-    size: (f32, f32),
-    cfg: &PostprocessConfig,
-) -> Vec<ScoredBox> {
     let first = usize::from(background_first);
     let mut candidates: Vec<(f32, usize, usize)> = Vec::new();
-    for (a, row) in probs.chunks(k.max(1)).enumerate().take(predictions) {
+    for (a, row) in probs.chunks(k.max(1)).enumerate().take(anchors.len()) {
         for (c, &p) in row.iter().enumerate().skip(first) {
             if p >= cfg.score_threshold {
                 candidates.push((p, a, c - first));
@@ -103,7 +72,13 @@ pub fn postprocess_with(
     let mut scores = Vec::with_capacity(candidates.len());
     let mut classes = Vec::with_capacity(candidates.len());
     for &(p, a, c) in &candidates {
-        let b = decode(a);
+        let d = [
+            deltas[4 * a],
+            deltas[4 * a + 1],
+            deltas[4 * a + 2],
+            deltas[4 * a + 3],
+        ];
+        let b = coder.decode(&anchors[a], &d);
         let b = [
             b[0].clamp(0.0, size.0),
             b[1].clamp(0.0, size.1),

@@ -9,12 +9,14 @@ use autodl_backbones::{Backbone, BackboneConfig};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use autodl_train::det::{self, DetNet, DetOptions};
+use autodl_train::det::{self, DetData, DetNet, DetOptions, DetTraining, Detector};
 use autodl_train::model_dir::ModelMeta;
 use autodl_train::params::text_param;
 
-/// The parameters every detector on a backbone declares.
+/// The parameters every anchor-head detector on a backbone declares.
 pub use autodl_train::options::detector_params;
+/// The parameter every detector on a backbone declares, whatever its head.
+pub use autodl_train::options::freeze_stem_param;
 /// The parameters every pixel-classification family on a backbone declares (its loss).
 pub use autodl_train::options::pixel_params;
 use autodl_train::seg::{self, FamilyOptions, SegNet};
@@ -120,51 +122,55 @@ where
     )
 }
 
-/// What every detector on a backbone shares before training: the backbone check, whether it
-/// is pretrained and frozen, the parameters the network is built from, and those `model.json`
-/// records (the same plus whether batch norm was frozen).
-struct DetectorSetup {
+/// What a detector on a backbone records and builds besides its head: whether the pretrained
+/// backbone is frozen, and the family parameters `model.json` records (the trial's, the
+/// backbone and [`FROZEN_BN`]).
+struct DetectorBackbone {
     pretrained: bool,
     freeze: bool,
     params: autodl_api::Params,
-    recorded: autodl_api::Params,
 }
 
-impl DetectorSetup {
-    fn new(spec: &TrialSpec, progress: &dyn Progress) -> Result<Self, PluginError> {
+impl DetectorBackbone {
+    /// Checks the trial's backbone and reads `freeze-stem`.
+    fn for_trial(spec: &TrialSpec, progress: &dyn Progress) -> Result<Self, PluginError> {
         let (pretrained, params) = prepare(spec, progress)?;
         // Detectors train on small batches, where batch statistics are noise: like
         // torchvision's detectors, a pretrained backbone keeps its ImageNet batch norm and its
-        // stem frozen, which also makes a CPU step about 2.4 times faster (`cargo xtask bench
-        // retinanet`).
+        // stem frozen, which also makes a CPU step about 2.4 times faster
+        // (`cargo xtask bench retinanet`).
         let freeze = pretrained
             && spec
                 .params
                 .flag("freeze-stem")
                 .map_err(autodl_train::options::param_error)?;
-        let mut recorded = params.clone();
-        // Frozen batch norm computes its affine map differently from Burn's inference mode;
-        // prediction rebuilds it the same way, so that it reproduces validation to the bit.
-        recorded.insert(
-            FROZEN_BN.into(),
-            autodl_api::ParamValue::Text(freeze.to_string()),
-        );
-        Ok(DetectorSetup {
+        Ok(DetectorBackbone {
             pretrained,
             freeze,
             params,
-            recorded,
         })
     }
 
-    /// A fresh network: the trial's backbone (frozen as decided) under the family's head.
+    /// The parameters to record: the trial's and the backbone, and whether batch norm was
+    /// frozen (frozen batch norm computes its affine map differently from Burn's inference
+    /// mode; prediction rebuilds it the same way, so that it reproduces validation to the bit).
+    fn recorded(&self) -> autodl_api::Params {
+        let mut params = self.params.clone();
+        params.insert(
+            FROZEN_BN.into(),
+            autodl_api::ParamValue::Text(self.freeze.to_string()),
+        );
+        params
+    }
+
+    /// A fresh network from the trial's backbone, frozen as asked.
     fn build<B: Backend, M, H>(
         &self,
         spec: &TrialSpec,
+        head: &H,
         bands: usize,
         classes: usize,
         device: &B::Device,
-        head: &H,
     ) -> Result<M, PluginError>
     where
         H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
@@ -189,47 +195,49 @@ pub fn train_detector<B, M, H>(
 ) -> Result<TrialResult, PluginError>
 where
     B: AutodiffBackend,
-    M: DetNet<B> + det::Detector<B, Head = det::AnchorHead> + AutodiffModule<B>,
-    M::InnerModule: DetNet<B::InnerBackend> + det::Detector<B::InnerBackend, Head = det::AnchorHead>,
+    M: DetNet<B> + AutodiffModule<B>,
+    M::InnerModule: DetNet<B::InnerBackend>,
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
-    let setup = DetectorSetup::new(spec, progress)?;
+    let setup = DetectorBackbone::for_trial(spec, progress)?;
     let mut options = options;
-    options.params.extend(setup.recorded.clone());
+    options.params.extend(setup.recorded());
     det::train::<B, M, _>(
         spec,
         progress,
         &options,
         device,
-        |device, bands, classes| setup.build(spec, bands, classes, device, &head),
+        |device, bands, classes| setup.build(spec, &head, bands, classes, device),
     )
 }
 
-/// The part of a detector that is not learned and is not an anchor head's ([`DetOptions`]):
-/// how a trial chooses it from its data, and how prediction rebuilds it from `model.json`. A
-/// detector family on a backbone whose network implements [`det::Detector`] with this head
-/// registers through [`detector_family!`]'s `head = ...` form.
+/// The head of a backbone-based detector that is not an anchor head (the `head = ...` form of
+/// [`detector_family!`]): what the trial chooses besides the weights, what `model.json`
+/// records of it, and how a trained model's head is read back.
 pub trait DetectorHead: Sized + Sync {
     /// Learning rate and tile side when the trial gives none.
-    const TRAINING: det::DetTraining;
+    fn training() -> DetTraining;
 
-    /// The head a trial trains with, chosen from its parameters and training data (tiles of
-    /// `tile` pixels a side), with the parameters `model.json` records so that
-    /// [`DetectorHead::from_params`] gives the same head back. Says what it chose through
-    /// `progress`.
+    /// The head a trial trains with, from its checked parameters, its data and its tile side;
+    /// what it chose may be reported through `progress`.
     fn for_trial(
         spec: &TrialSpec,
-        data: &det::DetData,
+        data: &DetData,
         tile: usize,
         progress: &dyn Progress,
-    ) -> Result<(Self, autodl_api::Params), PluginError>;
+    ) -> Result<Self, PluginError>;
+
+    /// What `model.json` records of the head besides the trial's parameters (which it records
+    /// anyway): what [`DetectorHead::from_params`] needs and the trial did not give.
+    fn params(&self) -> autodl_api::Params;
 
     /// The head of a trained model, from the parameters its `model.json` records.
     fn from_params(params: &autodl_api::Params) -> Result<Self, PluginError>;
 }
 
-/// Trains a detector with its own [`DetectorHead`] on a backbone; like [`train_detector`].
-pub fn train_headed_detector<B, M, D, H>(
+/// Trains any [`det::Detector`] on a backbone whose head is a [`DetectorHead`]; like
+/// [`train_detector`].
+pub fn train_detector_with<B, M, D, H>(
     spec: &TrialSpec,
     progress: &dyn Progress,
     device: &B::Device,
@@ -238,23 +246,23 @@ pub fn train_headed_detector<B, M, D, H>(
 where
     B: AutodiffBackend,
     D: DetectorHead,
-    M: det::Detector<B, Head = D> + AutodiffModule<B>,
-    M::InnerModule: det::Detector<B::InnerBackend, Head = D>,
+    M: Detector<B, D> + AutodiffModule<B>,
+    M::InnerModule: Detector<B::InnerBackend, D>,
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
-    let setup = DetectorSetup::new(spec, progress)?;
+    let setup = DetectorBackbone::for_trial(spec, progress)?;
     det::train_with::<B, M, D, _>(
         spec,
         progress,
-        D::TRAINING,
+        D::training(),
         device,
         |data, tile| {
-            let (own, params) = D::for_trial(spec, data, tile, progress)?;
-            let mut recorded = setup.recorded.clone();
-            recorded.extend(params);
-            Ok((own, recorded))
+            let chosen = D::for_trial(spec, data, tile, progress)?;
+            let mut params = setup.recorded();
+            params.extend(chosen.params());
+            Ok((chosen, params))
         },
-        |device, bands, classes| setup.build(spec, bands, classes, device, &head),
+        |device, bands, classes| setup.build(spec, &head, bands, classes, device),
     )
 }
 
@@ -285,7 +293,7 @@ pub fn predict_detector<B, M, H>(
 ) -> Result<Vec<PathBuf>, PluginError>
 where
     B: Backend,
-    M: DetNet<B> + det::Detector<B, Head = det::AnchorHead>,
+    M: DetNet<B>,
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
@@ -300,9 +308,9 @@ where
     )
 }
 
-/// Runs a trained detector with its own [`DetectorHead`] on images (see
-/// [`det::predict_with`]).
-pub fn predict_headed_detector<B, M, D, H>(
+/// Runs a trained backbone-based [`det::Detector`] whose head is a [`DetectorHead`] on images
+/// (see [`det::predict_with`]).
+pub fn predict_detector_with<B, M, D, H>(
     model_dir: &Path,
     images: &[PathBuf],
     out_dir: &Path,
@@ -313,17 +321,17 @@ pub fn predict_headed_detector<B, M, D, H>(
 where
     B: Backend,
     D: DetectorHead,
-    M: det::Detector<B, Head = D>,
+    M: Detector<B, D>,
     H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
 {
     let meta = ModelMeta::load(model_dir)?;
-    let own = D::from_params(&meta.params)?;
     let model = rebuild::<B, M, H>(&meta, device, &head)?;
-    det::predict_with::<B, M, _>(
+    let trained = D::from_params(&meta.params)?;
+    det::predict_with::<B, M, D, _>(
         model_dir,
         images,
         out_dir,
-        |_| own,
+        |_| trained,
         score_threshold,
         device,
         |_, _| model.clone(),
@@ -376,10 +384,12 @@ macro_rules! backbone_family {
 }
 
 /// Declares a backbone-based detector family and registers it, like [`backbone_family!`].
-/// An anchor head (`$net<B>: DetNet<B>`) names `options = $options`, a `fn() -> DetOptions`
-/// giving its anchors, matching and losses, and gets its `Detector` implementation
-/// (`autodl_train::anchor_detector!`); any other detector (`$net<B>: Detector<B>`) names
-/// `head = $head`, its [`backboned::DetectorHead`](crate::backboned::DetectorHead) type.
+///
+/// Two forms: an anchor head names `options = $options`, a `fn() -> DetOptions` giving its
+/// anchors, matching and losses (its `$net` implements `DetNet`); any other detector names
+/// `head = $head`, a [`DetectorHead`] type (its `$net` implements `Detector` with that head).
+/// The first form declares [`detector_params`], the second [`freeze_stem_param`], before the
+/// family's own `params`.
 #[macro_export]
 macro_rules! detector_family {
     ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, options = $options:path $(, params = $params:expr)? $(, arcgis = $arcgis:literal)?) => {
@@ -395,7 +405,6 @@ macro_rules! detector_family {
             |B, device, spec, progress| $crate::backboned::train_detector::<B, $net<B>, _>(spec, progress, $options(), &device, $build),
             |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), predict.score_threshold, &device, $build)
         );
-        $crate::__private::autodl_train::anchor_detector!($net);
     };
     ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, head = $head:ty $(, params = $params:expr)? $(, arcgis = $arcgis:literal)?) => {
         $crate::__network_family!(
@@ -403,12 +412,12 @@ macro_rules! detector_family {
             arcgis = { None::<&'static str> $(.or(Some($arcgis)))? },
             params = {
                 #[allow(unused_mut)]
-                let mut decls = $crate::backboned::detector_params();
+                let mut decls = vec![$crate::backboned::freeze_stem_param()];
                 $(decls.extend($params);)?
                 decls
             },
-            |B, device, spec, progress| $crate::backboned::train_headed_detector::<B, $net<B>, $head, _>(spec, progress, &device, $build),
-            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_headed_detector::<B, $net<B>, $head, _>(model_dir, images, out_dir, predict.score_threshold, &device, $build)
+            |B, device, spec, progress| $crate::backboned::train_detector_with::<B, $net<B>, $head, _>(spec, progress, &device, $build),
+            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector_with::<B, $net<B>, $head, _>(model_dir, images, out_dir, predict.score_threshold, &device, $build)
         );
     };
 }

@@ -7,10 +7,4 @@
 
 pub mod backboned;
 pub mod layers;
-
-/// What the exported macros name, so that a family crate invoking them needs no dependency of
-/// its own on these.
-#[doc(hidden)]
-pub mod __private {
-    pub use autodl_train;
-}
+pub mod roi_align;

@@ -352,9 +352,9 @@ pub fn classes_of(probs: &[f32], classes: usize) -> Vec<u32> {
 /// `nms_ious`, and the loss against `targets(window)` when that gives any (validation's). So
 /// nothing per window is kept. Returns the number of windows.
 #[allow(clippy::too_many_arguments)]
-pub fn detect_windows<B: Backend, D: Detector<B>>(
+pub fn detect_windows<B: Backend, H: Sync, D: Detector<B, H>>(
     model: &D,
-    head: &D::Head,
+    head: &H,
     image: View<'_>,
     tile: usize,
     nms_ious: &[f32],

@@ -1,7 +1,7 @@
-//! The parameters each task declares for the families built on it, and how the training loops
-//! read the typed options of a trial spec.
+//! The parameters each task declares for the families built on it, and the error a training
+//! loop reports for one the planner should have resolved.
 
-use autodl_api::{Dimension, ParamDecl, ParamError, ParamKind, PluginError, TrialSpec};
+use autodl_api::{Dimension, ParamDecl, ParamError, ParamKind, PluginError};
 
 /// The parameters every pixel-classification family reads (its loss).
 pub fn pixel_params() -> Vec<ParamDecl> {
@@ -42,7 +42,8 @@ pub fn pixel_params() -> Vec<ParamDecl> {
     ]
 }
 
-/// The parameters every backbone-based detector reads.
+/// The parameters every backbone-based anchor-head detector reads (its box loss and
+/// [`freeze_stem_param`]).
 pub fn detector_params() -> Vec<ParamDecl> {
     vec![
         ParamDecl::fixed(
@@ -56,23 +57,21 @@ pub fn detector_params() -> Vec<ParamDecl> {
         .tuned(Dimension::Choice {
             options: vec!["default".into(), "giou".into()],
         }),
-        ParamDecl::fixed(
-            "freeze-stem",
-            "keep a pretrained backbone's stem and batch norm frozen, as torchvision's detectors do",
-            ParamKind::Flag { default: true },
-        ),
+        freeze_stem_param(),
     ]
+}
+
+/// The parameter every backbone-based detector reads, whatever its head: whether a pretrained
+/// backbone's stem and batch norm stay frozen.
+pub fn freeze_stem_param() -> ParamDecl {
+    ParamDecl::fixed(
+        "freeze-stem",
+        "keep a pretrained backbone's stem and batch norm frozen, as torchvision's detectors do",
+        ParamKind::Flag { default: true },
+    )
 }
 
 /// A parameter the planner should have resolved but did not: a bug, reported as a failed trial.
 pub fn param_error(e: ParamError) -> PluginError {
     PluginError::Training(e.to_string())
-}
-
-/// The ranking metric: the spec's, or the task's default.
-pub fn metric_name(spec: &TrialSpec, default: &str) -> String {
-    spec.training
-        .metric
-        .clone()
-        .unwrap_or_else(|| default.to_owned())
 }

@@ -168,6 +168,10 @@ pub struct Pipeline {
     steps: Vec<(Step, f32)>,
     strength: f32,
     min_visibility: f32,
+    /// Probability of a mosaic of four ([`crate::mosaic`]) before the steps.
+    mosaic: f32,
+    /// Probability of blending with another augmented sample ([`crate::mixup`]) after them.
+    mixup: f32,
 }
 
 impl Pipeline {
@@ -183,17 +187,19 @@ impl Pipeline {
     }
 
     /// The pipeline a trial's spec describes for `task`: its steps with their parameters, or
-    /// its preset when it lists none.
+    /// its preset when it lists none, and its mosaic and mixup probabilities.
     pub fn from_spec(spec: &AugmentSpec, task: Task) -> Result<Pipeline, AugmentError> {
-        if spec.steps.is_empty() {
-            return Pipeline::preset(&spec.preset, task, spec.strength);
-        }
-        let steps = spec
-            .steps
-            .iter()
-            .map(|s| Ok((Step::named(&s.name, &s.params)?, s.probability)))
-            .collect::<Result<Vec<_>, AugmentError>>()?;
-        Ok(Pipeline::from_steps(steps, spec.strength))
+        let pipeline = if spec.steps.is_empty() {
+            Pipeline::preset(&spec.preset, task, spec.strength)?
+        } else {
+            let steps = spec
+                .steps
+                .iter()
+                .map(|s| Ok((Step::named(&s.name, &s.params)?, s.probability)))
+                .collect::<Result<Vec<_>, AugmentError>>()?;
+            Pipeline::from_steps(steps, spec.strength)
+        };
+        Ok(pipeline.with_mixing(spec.mosaic, spec.mixup))
     }
 
     /// A pipeline from preset `name` for `task`.
@@ -211,7 +217,26 @@ impl Pipeline {
             steps,
             strength,
             min_visibility: DEFAULT_MIN_VISIBILITY,
+            mosaic: 0.0,
+            mixup: 0.0,
         }
+    }
+
+    /// Sets the probabilities of a mosaic of four and of a mixup with a second sample, for
+    /// loaders that hand several samples to [`SampleAugmenter::compose`].
+    pub fn with_mixing(mut self, mosaic: f32, mixup: f32) -> Pipeline {
+        self.mosaic = mosaic.clamp(0.0, 1.0);
+        self.mixup = mixup.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Whether the sample seeded `seed` is a mosaic, and whether it is mixed up.
+    fn mixing(&self, seed: u64) -> (bool, bool) {
+        let coin = |salt: u64| (mix(seed ^ salt) >> 40) as f32 / (1u64 << 24) as f32;
+        (
+            self.mosaic > 0.0 && coin(MOSAIC_SALT) < self.mosaic,
+            self.mixup > 0.0 && coin(MIXUP_SALT) < self.mixup,
+        )
     }
 
     /// Sets the fraction of a box's area that must stay visible for the box to be kept.
@@ -270,9 +295,50 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Salts that draw the mosaic and mixup coins from a sample's seed, apart from the steps'.
+const MOSAIC_SALT: u64 = 0x6D6F_7361_6963;
+const MIXUP_SALT: u64 = 0x006D_6978_7570;
+
 impl SampleAugmenter for Pipeline {
     fn apply(&self, sample: &mut AugSample, seed: u64) {
         Pipeline::apply(self, sample, seed);
+    }
+
+    fn sources(&self, seed: u64) -> usize {
+        let (mosaic, mixup) = self.mixing(seed);
+        (if mosaic { 4 } else { 1 }) + usize::from(mixup)
+    }
+
+    /// A mosaic of the first four sources at the first one's size (each at its own scale,
+    /// so small objects stay small), then the steps; a mixup blends in the last source,
+    /// augmented with a seed of its own, with a weight from 0.4 to 0.6 (near Ultralytics'
+    /// Beta(32, 32)).
+    fn compose(&self, sources: Vec<AugSample>, seed: u64) -> Option<AugSample> {
+        let (mosaic, mixup) = self.mixing(seed);
+        let mut sources = sources.into_iter();
+        let mut out = if mosaic {
+            let four: [AugSample; 4] = [
+                sources.next()?,
+                sources.next()?,
+                sources.next()?,
+                sources.next()?,
+            ];
+            crate::mosaic(
+                &four,
+                (four[0].width, four[0].height),
+                mix(seed ^ MOSAIC_SALT),
+            )
+        } else {
+            sources.next()?
+        };
+        self.apply(&mut out, seed);
+        if mixup && let Some(mut other) = sources.next() {
+            let other_seed = mix(seed ^ MIXUP_SALT);
+            self.apply(&mut other, other_seed);
+            let lambda = 0.4 + 0.2 * (mix(other_seed) >> 40) as f32 / (1u64 << 24) as f32;
+            out = crate::mixup(&out, &other, lambda);
+        }
+        Some(out)
     }
 }
 
@@ -369,6 +435,51 @@ mod tests {
             })
             .count();
         assert!((400..600).contains(&flipped), "{flipped}");
+    }
+
+    #[test]
+    fn mosaic_and_mixup_combine_the_sources_the_loader_is_asked_for() {
+        let tile = |v: f32| AugSample {
+            width: 8,
+            height: 8,
+            bands: 1,
+            image: vec![v; 64],
+            mask: None,
+            boxes: vec![([1.0, 1.0, 7.0, 7.0], v as usize)],
+        };
+        // Without mixing, one source, augmented exactly as `apply` does.
+        let plain = Pipeline::new(&[("hflip", 0.5)], 1.0).unwrap();
+        for seed in 0..20 {
+            assert_eq!(SampleAugmenter::sources(&plain, seed), 1);
+            let mut alone = tile(1.0);
+            plain.apply(&mut alone, seed);
+            assert_eq!(plain.compose(vec![tile(1.0)], seed), Some(alone));
+        }
+        // Always a mosaic: four sources, every pixel from one of them.
+        let mosaic = Pipeline::new(&[], 1.0).unwrap().with_mixing(1.0, 0.0);
+        let m = mosaic
+            .compose((0..4).map(|i| tile(i as f32)).collect(), 3)
+            .unwrap();
+        assert_eq!(SampleAugmenter::sources(&mosaic, 3), 4);
+        assert_eq!((m.width, m.height), (8, 8));
+        let seen: std::collections::BTreeSet<u32> = m.image.iter().map(|v| *v as u32).collect();
+        assert!(seen.len() > 1, "{seen:?}");
+        // Always a mixup: two sources blended, boxes of both.
+        let mixup = Pipeline::new(&[], 1.0).unwrap().with_mixing(0.0, 1.0);
+        assert_eq!(SampleAugmenter::sources(&mixup, 3), 2);
+        let m = mixup.compose(vec![tile(0.0), tile(10.0)], 3).unwrap();
+        assert!(
+            m.image.iter().all(|v| (4.0..=6.0).contains(v)),
+            "{:?}",
+            m.image
+        );
+        assert_eq!(m.boxes.len(), 2);
+        // Half the samples are mosaics at probability one half.
+        let half = Pipeline::new(&[], 1.0).unwrap().with_mixing(0.5, 0.0);
+        let n = (0..1000u64)
+            .filter(|&s| SampleAugmenter::sources(&half, sample_seed(1, 0, s)) == 4)
+            .count();
+        assert!((400..600).contains(&n), "{n}");
     }
 
     #[test]

@@ -3,53 +3,17 @@
 use autodl_api::Params;
 use autodl_backbones::Backbone;
 use autodl_backend::kernels;
-use autodl_backend::kernels::relu;
 use autodl_detection::{Fpn, FpnConfig};
+use autodl_nets::layers::{TowerLayer, head_conv3 as conv3};
 use autodl_train::det::{DetNet, DetOutput, per_anchor};
 use autodl_train::params::number_param;
 use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{GroupNorm, GroupNormConfig, Initializer, PaddingConfig2d};
+use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 /// Strides of the pyramid levels the heads predict on.
 pub const STRIDES: [usize; 4] = [8, 16, 32, 64];
-
-/// A 3x3 convolution, group norm and ReLU: one layer of a head tower.
-#[derive(Module, Debug)]
-pub struct TowerLayer<B: Backend> {
-    conv: Conv2d<B>,
-    norm: GroupNorm<B>,
-}
-
-fn conv3<B: Backend>(input: usize, output: usize, device: &B::Device) -> Conv2d<B> {
-    // Torchvision's RetinaNet initialises its heads from N(0, 0.01).
-    Conv2dConfig::new([input, output], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_initializer(Initializer::Normal {
-            mean: 0.0,
-            std: 0.01,
-        })
-        .init(device)
-}
-
-impl<B: Backend> TowerLayer<B> {
-    fn new(channels: usize, device: &B::Device) -> Self {
-        let groups = if channels.is_multiple_of(16) { 16 } else { 1 };
-        TowerLayer {
-            conv: conv3(channels, channels, device),
-            norm: GroupNormConfig::new(groups, channels).init(device),
-        }
-    }
-
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(kernels::group_norm(
-            &self.norm,
-            kernels::conv2d(&self.conv, x),
-        ))
-    }
-}
 
 /// RetinaNet: backbone, FPN, and classification and box towers shared by every level.
 #[derive(Module, Debug)]

@@ -128,7 +128,12 @@ fn prior_box(stride: f32, y: usize, x: usize, anchor: Size) -> Box4 {
 /// the first keeps it. A prediction that learns no object but whose prior box (centred on its
 /// cell) overlaps some object by more than `ignore_iou` is ignored in the objectness loss.
 /// Objects without area are skipped.
-pub fn assign(objects: &[Box4], anchors: &[Size], layout: &Layout, ignore_iou: f32) -> ImageTargets {
+pub fn assign(
+    objects: &[Box4],
+    anchors: &[Size],
+    layout: &Layout,
+    ignore_iou: f32,
+) -> ImageTargets {
     let mut assigned: Vec<Assigned> = Vec::new();
     let mut taken = vec![false; layout.len()];
     for (o, b) in objects.iter().enumerate() {
@@ -319,7 +324,11 @@ mod tests {
         assert_eq!(t.assigned.len(), 1);
         assert_eq!(t.assigned[0].object, 0);
         // Empty objects learn nothing.
-        assert!(assign(&[[5.0, 5.0, 5.0, 9.0]], &ANCHORS, &l, 0.5).assigned.is_empty());
+        assert!(
+            assign(&[[5.0, 5.0, 5.0, 9.0]], &ANCHORS, &l, 0.5)
+                .assigned
+                .is_empty()
+        );
     }
 
     #[test]

@@ -4,12 +4,11 @@
 
 use autodl_api::{ParamValue, Params, ParamsExt, PluginError, Progress, TrialSpec};
 use autodl_detection::loss::{binary_cross_entropy, giou_loss, smooth_l1};
-use autodl_detection::{Box4, PostprocessConfig, postprocess_with};
+use autodl_detection::{Box4, PostprocessConfig, ScoredBox, batched_nms};
 use autodl_nets::backboned::DetectorHead;
 use autodl_train::det::{DetData, DetTraining, Detected, Detector, Targets};
 use autodl_train::fit::scalar;
 use autodl_train::options::param_error;
-use autodl_train::params::{number_param, text_param};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -75,16 +74,17 @@ pub struct YoloHead {
 }
 
 impl YoloHead {
-    /// The loss settings of `params` (a trial's, or a trained model's record, where absent
-    /// values take their defaults) with the given priors.
+    /// The loss settings of the checked `params` (a trial's, or a trained model's record) with
+    /// the given priors.
     fn with_anchors(anchors: Vec<Size>, params: &Params) -> Result<Self, PluginError> {
+        let number = |name: &str| params.number(name).map(|v| v as f32).map_err(param_error);
         Ok(YoloHead {
             anchors,
-            ignore_iou: number_param(params, "ignore-iou", 0.5) as f32,
-            box_loss: box_loss(text_param(params, "box-loss", "default"))?,
-            box_weight: number_param(params, "box-weight", 1.0) as f32,
-            noobj_weight: number_param(params, "noobj-weight", 1.0) as f32,
-            class_weight: number_param(params, "class-weight", 1.0) as f32,
+            ignore_iou: number("ignore-iou")?,
+            box_loss: box_loss(params.text("box-loss").map_err(param_error)?)?,
+            box_weight: number("box-weight")?,
+            noobj_weight: number("noobj-weight")?,
+            class_weight: number("class-weight")?,
         })
     }
 }
@@ -143,10 +143,12 @@ pub fn parse_anchors(text: &str) -> Result<Vec<Size>, PluginError> {
 }
 
 impl DetectorHead for YoloHead {
-    const TRAINING: DetTraining = DetTraining {
-        default_lr: 1e-3,
-        default_tile: 256,
-    };
+    fn training() -> DetTraining {
+        DetTraining {
+            default_lr: 1e-3,
+            default_tile: 256,
+        }
+    }
 
     /// Clusters the training boxes' sizes into nine priors (k-means with the IoU distance,
     /// seeded by the trial's seed), says them through `progress`, and records them as
@@ -157,9 +159,7 @@ impl DetectorHead for YoloHead {
         data: &DetData,
         _tile: usize,
         progress: &dyn Progress,
-    ) -> Result<(Self, Params), PluginError> {
-        let p = &spec.params;
-        let number = |name: &str| p.number(name).map(|v| v as f32).map_err(param_error);
+    ) -> Result<Self, PluginError> {
         let sizes: Vec<Size> = data
             .train
             .iter()
@@ -183,20 +183,17 @@ impl DetectorHead for YoloHead {
                 COCO_ANCHORS.to_vec()
             }
         };
-        let head = YoloHead {
-            anchors,
-            ignore_iou: number("ignore-iou")?,
-            box_loss: box_loss(p.text("box-loss").map_err(param_error)?)?,
-            box_weight: number("box-weight")?,
-            noobj_weight: number("noobj-weight")?,
-            class_weight: number("class-weight")?,
-        };
+        YoloHead::with_anchors(anchors, &spec.params)
+    }
+
+    /// The priors, which the trial's parameters do not give: [`ANCHORS`].
+    fn params(&self) -> Params {
         let mut recorded = Params::new();
         recorded.insert(
             ANCHORS.into(),
-            ParamValue::Text(format_anchors(&head.anchors)),
+            ParamValue::Text(format_anchors(&self.anchors)),
         );
-        Ok((head, recorded))
+        recorded
     }
 
     fn from_params(params: &Params) -> Result<Self, PluginError> {
@@ -243,6 +240,70 @@ fn decode_box(row: &[f32], layout: &Layout, index: usize, anchors: &[Size]) -> B
 
 fn sigmoid_host(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
+}
+
+/// Detections of one image from YOLOv3's raw outputs as a host buffer (`[predictions, 5 + K]`
+/// in `layout` order): a candidate is a prediction and class whose score, objectness times
+/// class probability (both sigmoids), reaches `cfg.score_threshold`; the `cfg.pre_nms_top_k`
+/// best are decoded ([`decode_box`]) and clipped to `size` (boxes under a pixel dropped), and
+/// class-wise NMS at `cfg.nms_iou` keeps at most `cfg.max_detections`.
+pub fn decode(
+    rows: &[f32],
+    layout: &Layout,
+    anchors: &[Size],
+    size: (f32, f32),
+    cfg: &PostprocessConfig,
+) -> Vec<ScoredBox> {
+    let d = rows.len() / layout.len().max(1);
+    let mut candidates: Vec<(f32, usize, usize)> = Vec::new();
+    if d > BOX_OUTPUTS {
+        for (i, row) in rows.chunks(d).take(layout.len()).enumerate() {
+            let objectness = sigmoid_host(row[4]);
+            if objectness < cfg.score_threshold {
+                // A score is at most its objectness.
+                continue;
+            }
+            for (c, &logit) in row[BOX_OUTPUTS..].iter().enumerate() {
+                let score = objectness * sigmoid_host(logit);
+                if score >= cfg.score_threshold {
+                    candidates.push((score, i, c));
+                }
+            }
+        }
+    }
+    if candidates.len() > cfg.pre_nms_top_k {
+        candidates.select_nth_unstable_by(cfg.pre_nms_top_k, |x, y| {
+            y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2))
+        });
+        candidates.truncate(cfg.pre_nms_top_k);
+    }
+    let mut boxes = Vec::with_capacity(candidates.len());
+    let mut scores = Vec::with_capacity(candidates.len());
+    let mut classes = Vec::with_capacity(candidates.len());
+    for (score, i, c) in candidates {
+        let b = decode_box(&rows[i * d..(i + 1) * d], layout, i, anchors);
+        let b = [
+            b[0].clamp(0.0, size.0),
+            b[1].clamp(0.0, size.1),
+            b[2].clamp(0.0, size.0),
+            b[3].clamp(0.0, size.1),
+        ];
+        if b[2] - b[0] < 1.0 || b[3] - b[1] < 1.0 {
+            continue;
+        }
+        boxes.push(b);
+        scores.push(score);
+        classes.push(c);
+    }
+    batched_nms(&boxes, &scores, &classes, cfg.nms_iou)
+        .into_iter()
+        .take(cfg.max_detections)
+        .map(|i| ScoredBox {
+            bbox: boxes[i],
+            score: scores[i],
+            class: classes[i],
+        })
+        .collect()
 }
 
 /// The YOLOv3 loss of a batch of predictions (`[N, predictions, 5 + K]` in `layout` order)
@@ -314,18 +375,23 @@ pub fn yolo_loss<B: Backend>(
     let box_loss = match head.box_loss {
         YoloBoxLoss::Darknet => {
             let mask = pos.clone().unsqueeze_dim::<3>(2);
+            let flat = |x: Tensor<B, 3>| x.reshape([n, 2 * t]);
             let xy_loss = binary_cross_entropy(
-                rows.clone().narrow(2, 0, 2),
-                target.clone().narrow(2, 0, 2),
-            ) * mask.clone();
+                flat(rows.clone().narrow(2, 0, 2)),
+                flat(target.clone().narrow(2, 0, 2)),
+                flat(mask.clone().repeat_dim(2, 2)),
+            );
             let wh_loss = (wh - target.narrow(2, 2, 2)).square() * 0.5 * mask;
             // Less the entropy of the offsets, the least binary cross-entropy can reach, so
             // that a perfect box costs 0.
-            (xy_loss.sum() + wh_loss.sum()).sub_scalar(offset_entropy)
+            (xy_loss + wh_loss.sum()).sub_scalar(offset_entropy)
         }
-        YoloBoxLoss::SmoothL1 => {
-            smooth_l1(Tensor::cat(vec![xy(), wh], 2), target, pos.clone(), 1.0 / 9.0)
-        }
+        YoloBoxLoss::SmoothL1 => smooth_l1(
+            Tensor::cat(vec![xy(), wh], 2),
+            target,
+            pos.clone(),
+            1.0 / 9.0,
+        ),
         YoloBoxLoss::Giou => {
             let (corner, stride, prior) = grid_tensors::<B>(layout, &head.anchors, device);
             let centre = corner + xy() * stride;
@@ -335,18 +401,20 @@ pub fn yolo_loss<B: Backend>(
             giou_loss(pred, target, pos.clone())
         }
     };
-    let obj = rows.clone().narrow(2, 4, 1).squeeze_dim::<2>(2);
-    let obj_loss = (binary_cross_entropy(
+    let obj = rows.clone().narrow(2, 4, 1).reshape([n, t]);
+    let obj_loss = binary_cross_entropy(
         obj,
         Tensor::from_data(TensorData::new(objectness, [n, t]), device),
-    ) * Tensor::from_data(TensorData::new(obj_weight, [n, t]), device))
-    .sum();
-    let cls = rows.narrow(2, BOX_OUTPUTS, k);
-    let class_loss = (binary_cross_entropy(
+        Tensor::from_data(TensorData::new(obj_weight, [n, t]), device),
+    );
+    let cls = rows.narrow(2, BOX_OUTPUTS, k).reshape([n, t * k]);
+    let class_loss = binary_cross_entropy(
         cls,
-        Tensor::from_data(TensorData::new(class_target, [n, t, k]), device),
-    ) * pos.unsqueeze_dim::<3>(2))
-    .sum();
+        Tensor::from_data(TensorData::new(class_target, [n, t * k]), device),
+        pos.unsqueeze_dim::<3>(2)
+            .repeat_dim(2, k)
+            .reshape([n, t * k]),
+    );
     (box_loss * head.box_weight + obj_loss + class_loss * head.class_weight) / npos as f64
 }
 
@@ -375,9 +443,7 @@ fn grid_tensors<B: Backend>(
     )
 }
 
-impl<B: Backend> Detector<B> for YoloV3<B> {
-    type Head = YoloHead;
-
+impl<B: Backend> Detector<B, YoloHead> for YoloV3<B> {
     fn loss(&self, head: &YoloHead, images: Tensor<B, 4>, targets: &[Targets]) -> Tensor<B, 1> {
         let device = images.device();
         let (rows, layout) = self.rows(images);
@@ -401,36 +467,17 @@ impl<B: Backend> Detector<B> for YoloV3<B> {
                 layout.grids.len()
             )));
         }
-        let d = rows.dims()[2];
-        let k = d - BOX_OUTPUTS;
         let host: Vec<f32> = rows.clone().into_data().iter::<f32>().collect();
         let loss = targets.map(|t| scalar(yolo_loss(rows, &layout, &[t.to_vec()], head, &device)));
-        let mut scores = Vec::with_capacity(layout.len() * k);
-        for row in host.chunks(d).take(layout.len()) {
-            let objectness = sigmoid_host(row[4]);
-            scores.extend(
-                row[BOX_OUTPUTS..]
-                    .iter()
-                    .map(|&c| objectness * sigmoid_host(c)),
-            );
-        }
         let size = (region.0 as f32, region.1 as f32);
         let boxes = nms_ious
             .iter()
             .map(|&nms_iou| {
-                let post = PostprocessConfig {
+                let cfg = PostprocessConfig {
                     nms_iou,
                     ..PostprocessConfig::default()
                 };
-                postprocess_with(
-                    &scores,
-                    layout.len(),
-                    k,
-                    false,
-                    |i| decode_box(&host[i * d..(i + 1) * d], &layout, i, &head.anchors),
-                    size,
-                    &post,
-                )
+                decode(&host, &layout, &head.anchors, size, &cfg)
             })
             .collect();
         Ok(Detected { boxes, loss })
@@ -453,6 +500,17 @@ mod tests {
         assert!(parse_anchors(&format_anchors(&[[1.0, -2.0]; 9])).is_err());
         let mut params = Params::new();
         params.insert(ANCHORS.into(), ParamValue::Text(text));
+        // The loss settings are the trial's checked parameters, which model.json records.
+        assert!(YoloHead::from_params(&params).is_err());
+        for (name, value) in [
+            ("ignore-iou", ParamValue::Number(0.5)),
+            ("box-loss", ParamValue::Text("default".into())),
+            ("box-weight", ParamValue::Number(1.0)),
+            ("noobj-weight", ParamValue::Number(1.0)),
+            ("class-weight", ParamValue::Number(1.0)),
+        ] {
+            params.insert(name.into(), value);
+        }
         let head = YoloHead::from_params(&params).unwrap();
         assert_eq!(head.anchors, anchors);
         assert_eq!(head.box_loss, YoloBoxLoss::Darknet);
@@ -590,8 +648,9 @@ mod learning {
         assert_eq!(best.len(), 2, "{:?}", found.boxes[0]);
         for (b, class) in &objects {
             assert!(
-                best.iter().any(|d| d.class == *class
-                    && d.bbox.iter().zip(b).all(|(p, t)| (p - t).abs() < 1.0)),
+                best.iter()
+                    .any(|d| d.class == *class
+                        && d.bbox.iter().zip(b).all(|(p, t)| (p - t).abs() < 1.0)),
                 "{b:?} not found in {best:?}"
             );
         }

@@ -119,7 +119,11 @@ fn refine(boxes: &[Size], mut centres: Vec<Size>) -> Clusters {
         .map(|&b| f64::from(closest(b, &centres).1))
         .sum::<f64>()
         / boxes.len().max(1) as f64;
-    centres.sort_by(|a, b| (a[0] * a[1]).total_cmp(&(b[0] * b[1])).then(a[0].total_cmp(&b[0])));
+    centres.sort_by(|a, b| {
+        (a[0] * a[1])
+            .total_cmp(&(b[0] * b[1]))
+            .then(a[0].total_cmp(&b[0]))
+    });
     Clusters {
         centres,
         mean_iou: mean_iou as f32,

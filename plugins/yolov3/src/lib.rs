@@ -29,9 +29,21 @@ autodl_nets::detector_family!(
     arcgis = "YOLOv3"
 );
 
-/// YOLOv3's own parameters: the ignore threshold and loss weights, and the neck's size.
+/// YOLOv3's own parameters: its box loss, the ignore threshold and loss weights, and the
+/// neck's size.
 fn params() -> Vec<ParamDecl> {
     vec![
+        ParamDecl::fixed(
+            "box-loss",
+            "box regression loss: the paper's (`default`: sigmoid offsets and log sizes), `smooth-l1` of the same, or `giou` of the decoded box",
+            ParamKind::Choice {
+                options: &["default", "smooth-l1", "giou"],
+                default: "default",
+            },
+        )
+        .tuned(Dimension::Choice {
+            options: vec!["default".into(), "giou".into()],
+        }),
         ParamDecl::fixed(
             "ignore-iou",
             "IoU with an object above which an unassigned prior is left out of the objectness loss",

@@ -1,6 +1,6 @@
 //! The YOLOv3 module: a shared backbone's stride 8, 16 and 32 features, the paper's top-down
 //! neck (a block of alternating 1x1 and 3x3 convolutions per scale; its output reduced by a
-//! 1x1 convolution, upsampled twice and concatenated with the next finer backbone feature), and
+//! 1x1 convolution, upsampled by two and concatenated with the next finer backbone feature), and
 //! per scale a 3x3 convolution and a 1x1 output of `3 * (5 + classes)` channels.
 //!
 //! Two departures from Darknet's layers: group norm instead of batch norm (detectors train on
@@ -10,21 +10,62 @@
 use autodl_api::Params;
 use autodl_backbones::Backbone;
 use autodl_backend::kernels;
-use autodl_nets::layers::ConvGnRelu;
 use autodl_train::det::per_anchor;
 use autodl_train::params::number_param;
 use burn::module::{Module, Param};
-use burn::nn::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::assign::{Layout, PER_SCALE};
 
 /// Outputs per prior: x and y offsets, log width and height, objectness, then the classes.
 pub const BOX_OUTPUTS: usize = 5;
+
+/// Convolution, group norm, ReLU: a layer of the neck (1x1 or 3x3, unlike the detectors'
+/// shared 3x3 `TowerLayer`, whose input and output widths are equal).
+#[derive(Module, Debug)]
+pub struct ConvGnRelu<B: Backend> {
+    conv: Conv2d<B>,
+    norm: GroupNorm<B>,
+}
+
+impl<B: Backend> ConvGnRelu<B> {
+    /// A `kernel x kernel` convolution with "same" padding, then group norm over 16 groups
+    /// (8, 4, 2 or 1 when `output` does not divide by 16).
+    pub fn new(input: usize, output: usize, kernel: usize, device: &B::Device) -> Self {
+        let pad = (kernel - 1) / 2;
+        let groups = [16, 8, 4, 2]
+            .into_iter()
+            .find(|g| output.is_multiple_of(*g))
+            .unwrap_or(1);
+        ConvGnRelu {
+            conv: Conv2dConfig::new([input, output], [kernel, kernel])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(false)
+                .init(device),
+            norm: GroupNormConfig::new(groups, output).init(device),
+        }
+    }
+
+    /// Applies the layer.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        kernels::relu(kernels::group_norm(
+            &self.norm,
+            kernels::conv2d(&self.conv, x),
+        ))
+    }
+}
+
+/// Nearest-neighbour upsampling by 2 (Darknet's upsample layer), as a broadcast and a reshape
+/// so that every backend has its backward pass.
+fn upsample2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h, 1, w, 1])
+        .expand([n, c, h, 2, w, 2])
+        .reshape([n, c, 2 * h, 2 * w])
+}
 
 /// One scale's part of the neck and its head.
 #[derive(Module, Debug)]
@@ -123,13 +164,9 @@ impl<B: Backend> YoloV3<B> {
         for (i, (scale, feature)) in self.scales.iter().zip([f32, f16, f8]).enumerate() {
             let input = match up.take() {
                 Some(coarser) => {
-                    let [_, _, h, w] = feature.dims();
-                    let coarser = interpolate(
-                        coarser,
-                        [h, w],
-                        InterpolateOptions::new(InterpolateMode::Nearest),
-                    );
-                    kernels::cat_channels(vec![coarser, feature])
+                    // The backbone's strides double from scale to scale, and windows are
+                    // multiples of 32, so the upsampled map matches the feature exactly.
+                    kernels::cat_channels(vec![upsample2(coarser), feature])
                 }
                 None => feature,
             };

@@ -1,7 +1,6 @@
-//! Anchor-head detectors (SSD, RetinaNet) as one implementation of
-//! [`Detector`](super::Detector): a [`DetNet`] gives per-anchor logits and box deltas, and its
-//! [`AnchorHead`] (the family's [`DetOptions`] with anchors sized for the trial) matches,
-//! scores and decodes them ([`anchor_detector!`](crate::anchor_detector) implements the trait).
+//! Anchor-head detectors (SSD, RetinaNet) as one implementation of [`Detector`]: a [`DetNet`]
+//! gives per-anchor logits and box deltas, and its [`AnchorHead`] (the family's
+//! [`DetOptions`] with anchors sized for the trial) matches, scores and decodes them.
 
 use autodl_api::{ParamValue, Params, ParamsExt, PluginError, TrialSpec};
 use autodl_detection::{AnchorConfig, Box4, PostprocessConfig, postprocess};
@@ -10,7 +9,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
 
 use super::data::DetData;
-use super::detector::{Detected, Targets};
+use super::detector::{Detected, Detector, Targets};
 use super::loss::det_loss;
 use super::net::{BoxLoss, DetNet, DetOptions};
 use crate::fit::scalar;
@@ -118,105 +117,61 @@ fn anchor_scale(spec: &TrialSpec, data: &DetData, opts: &DetOptions) -> f32 {
     }
 }
 
-/// [`Detector::loss`](super::Detector::loss) of an anchor-head network: anchors matched to the objects, then the
-/// family's classification and box losses.
-pub fn anchor_loss<B: Backend, M: DetNet<B>>(
-    net: &M,
-    head: &AnchorHead,
-    images: Tensor<B, 4>,
-    targets: &[Targets],
-) -> Tensor<B, 1> {
-    let device = images.device();
-    det_loss(net.forward(images), targets, head, &device)
-}
-
-/// [`Detector::detect`](super::Detector::detect) of an anchor-head network: scores per anchor (softmax or sigmoid),
-/// decoded boxes, score floor, top-k and NMS.
-pub fn anchor_detect<B: Backend, M: DetNet<B>>(
-    net: &M,
-    head: &AnchorHead,
-    window: Tensor<B, 4>,
-    region: (usize, usize),
-    nms_ious: &[f32],
-    targets: Option<&[(Box4, usize)]>,
-) -> Result<Detected, PluginError> {
-    let device = window.device();
-    let out = net.forward(window);
-    let k = out.logits.dims()[2];
-    let background_first = head.opts.background_first();
-    let p = if background_first {
-        softmax(out.logits.clone(), 2)
-    } else {
-        sigmoid(out.logits.clone())
-    };
-    let probs: Vec<f32> = p.into_data().iter::<f32>().collect();
-    let deltas: Vec<f32> = out.deltas.clone().into_data().iter::<f32>().collect();
-    let anchors = head.anchors.generate(&out.levels);
-    if probs.len() != anchors.len() * k || deltas.len() != anchors.len() * 4 {
-        return Err(PluginError::Data(format!(
-            "the network gives {} box predictions for {} anchors: its anchor settings do not match its weights",
-            deltas.len() / 4,
-            anchors.len()
-        )));
+impl<B: Backend, M: DetNet<B>> Detector<B, AnchorHead> for M {
+    fn loss(&self, head: &AnchorHead, images: Tensor<B, 4>, targets: &[Targets]) -> Tensor<B, 1> {
+        let device = images.device();
+        det_loss(self.forward(images), targets, head, &device)
     }
-    let loss = targets.map(|t| scalar(det_loss(out, &[t.to_vec()], head, &device)));
-    let size = (region.0 as f32, region.1 as f32);
-    // Score floor, top-k, NMS, and boxes clipped to the image part of the window.
-    let boxes = nms_ious
-        .iter()
-        .map(|&nms_iou| {
-            let post = PostprocessConfig {
-                nms_iou,
-                ..PostprocessConfig::default()
-            };
-            postprocess(
-                &probs,
-                &deltas,
-                &anchors,
-                k,
-                background_first,
-                &head.opts.coder,
-                size,
-                &post,
-            )
-        })
-        .collect();
-    Ok(Detected { boxes, loss })
-}
 
-/// Implements [`Detector`](super::Detector) with the [`AnchorHead`] for an anchor-head network `$net<B>` (a
-/// [`DetNet`] for every backend), through [`anchor_loss`] and [`anchor_detect`]. A macro, not a
-/// blanket implementation over every [`DetNet`], so that a family crate can implement
-/// [`Detector`](super::Detector) for a network of its own that is no anchor head (a blanket implementation
-/// would conflict with it: another crate could make that network a `DetNet`).
-/// `autodl_nets::detector_family!` invokes it for the anchor heads it registers.
-#[macro_export]
-macro_rules! anchor_detector {
-    ($net:ident) => {
-        impl<B: $crate::__private::burn::tensor::backend::Backend> $crate::det::Detector<B>
-            for $net<B>
-        {
-            type Head = $crate::det::AnchorHead;
-
-            fn loss(
-                &self,
-                head: &$crate::det::AnchorHead,
-                images: $crate::__private::burn::tensor::Tensor<B, 4>,
-                targets: &[$crate::det::Targets],
-            ) -> $crate::__private::burn::tensor::Tensor<B, 1> {
-                $crate::det::anchor_loss(self, head, images, targets)
-            }
-
-            fn detect(
-                &self,
-                head: &$crate::det::AnchorHead,
-                window: $crate::__private::burn::tensor::Tensor<B, 4>,
-                region: (usize, usize),
-                nms_ious: &[f32],
-                targets: Option<&[($crate::__private::Box4, usize)]>,
-            ) -> Result<$crate::det::Detected, $crate::__private::PluginError> {
-                $crate::det::anchor_detect(self, head, window, region, nms_ious, targets)
-            }
+    fn detect(
+        &self,
+        head: &AnchorHead,
+        window: Tensor<B, 4>,
+        region: (usize, usize),
+        nms_ious: &[f32],
+        targets: Option<&[(Box4, usize)]>,
+    ) -> Result<Detected, PluginError> {
+        let device = window.device();
+        let out = self.forward(window);
+        let k = out.logits.dims()[2];
+        let background_first = head.opts.background_first();
+        let p = if background_first {
+            softmax(out.logits.clone(), 2)
+        } else {
+            sigmoid(out.logits.clone())
+        };
+        let probs: Vec<f32> = p.into_data().iter::<f32>().collect();
+        let deltas: Vec<f32> = out.deltas.clone().into_data().iter::<f32>().collect();
+        let anchors = head.anchors.generate(&out.levels);
+        if probs.len() != anchors.len() * k || deltas.len() != anchors.len() * 4 {
+            return Err(PluginError::Data(format!(
+                "the network gives {} box predictions for {} anchors: its anchor settings do not match its weights",
+                deltas.len() / 4,
+                anchors.len()
+            )));
         }
-    };
+        let loss = targets.map(|t| scalar(det_loss(out, &[t.to_vec()], head, &device)));
+        let size = (region.0 as f32, region.1 as f32);
+        // Score floor, top-k, NMS, and boxes clipped to the image part of the window.
+        let boxes = nms_ious
+            .iter()
+            .map(|&nms_iou| {
+                let post = PostprocessConfig {
+                    nms_iou,
+                    ..PostprocessConfig::default()
+                };
+                postprocess(
+                    &probs,
+                    &deltas,
+                    &anchors,
+                    k,
+                    background_first,
+                    &head.opts.coder,
+                    size,
+                    &post,
+                )
+            })
+            .collect();
+        Ok(Detected { boxes, loss })
+    }
 }

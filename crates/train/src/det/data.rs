@@ -132,16 +132,37 @@ pub(crate) fn clip_boxes(
         .collect()
 }
 
-/// A `tile`-sided training sample cut from `item` at a seeded random place (zero-padded when
-/// the image is smaller), with boxes clipped to it and augmented. A box keeps its place only
-/// when at least 40 % of it stays inside the tile.
+/// The training sample seeded `seed` for item `index`: a tile of it, or, when the augmentation
+/// combines samples (mosaic, mixup), with tiles of other items drawn from the seed; augmented.
 pub(crate) fn make_sample(
-    item: &DetItem,
+    items: &[DetItem],
+    index: usize,
     bands: usize,
     tile: usize,
     seed: u64,
     augment: &dyn autodl_api::SampleAugmenter,
 ) -> AugSample {
+    let aug_seed = sample_seed(seed, 1, 0);
+    let mut sources = vec![cut_tile(&items[index], bands, tile, seed)];
+    for k in 1..augment.sources(aug_seed) {
+        let other_seed = sample_seed(seed, 2, k as u64);
+        let other = (other_seed % items.len() as u64) as usize;
+        sources.push(cut_tile(
+            &items[other],
+            bands,
+            tile,
+            sample_seed(other_seed, 3, 0),
+        ));
+    }
+    augment
+        .compose(sources, aug_seed)
+        .unwrap_or_else(|| cut_tile(&items[index], bands, tile, seed))
+}
+
+/// A `tile`-sided sample cut from `item` at a seeded random place (zero-padded when the image
+/// is smaller), with boxes clipped to it. A box keeps its place only when at least 40 % of it
+/// stays inside the tile.
+fn cut_tile(item: &DetItem, bands: usize, tile: usize, seed: u64) -> AugSample {
     let (x0, y0) = tile_origin(seed, item.width, item.height, tile);
     let image = crop(
         &item.image,
@@ -161,14 +182,12 @@ pub(crate) fn make_sample(
             tile.min(item.height - y0),
         ),
     );
-    let mut sample = AugSample {
+    AugSample {
         width: tile as u32,
         height: tile as u32,
         bands: bands as u32,
         image,
         mask: None,
         boxes,
-    };
-    augment.apply(&mut sample, sample_seed(seed, 1, 0));
-    sample
+    }
 }

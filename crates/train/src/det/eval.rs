@@ -20,9 +20,9 @@ pub(crate) const NMS_CHOICES: [f32; 4] = [0.2, 0.35, 0.5, 0.65];
 /// Validation loss and detections of every item, once per threshold of [`NMS_CHOICES`],
 /// through the inference path `autodl predict` takes ([`infer::detect_windows`] and
 /// [`infer::merge_boxes`]). The loss is taken per window, on the boxes the window sees.
-pub(crate) fn evaluate<B: Backend, D: Detector<B>>(
+pub(crate) fn evaluate<B: Backend, H: Sync, D: Detector<B, H>>(
     model: &D,
-    head: &D::Head,
+    head: &H,
     items: &[DetItem],
     bands: usize,
     tile: usize,

@@ -64,10 +64,10 @@ pub fn predict<B, M, F>(
 ) -> Result<Vec<PathBuf>, PluginError>
 where
     B: Backend,
-    M: DetNet<B> + Detector<B, Head = AnchorHead>,
+    M: DetNet<B>,
     F: Fn(&B::Device, &ModelMeta) -> M,
 {
-    predict_with::<B, M, _>(
+    predict_with::<B, M, AnchorHead, _>(
         model_dir,
         images,
         out_dir,
@@ -85,18 +85,19 @@ where
 /// scoring at least `score_threshold`, or the model's `score-threshold` (the validation F1
 /// optimum), after NMS at its `nms-iou` (the validation AP optimum). `head` gives the
 /// detector's head from the model's metadata. Returns the label files written.
-pub fn predict_with<B, M, F>(
+pub fn predict_with<B, M, H, F>(
     model_dir: &Path,
     images: &[PathBuf],
     out_dir: &Path,
-    head: impl FnOnce(&ModelMeta) -> M::Head,
+    head: impl FnOnce(&ModelMeta) -> H,
     score_threshold: Option<f64>,
     device: &B::Device,
     build: F,
 ) -> Result<Vec<PathBuf>, PluginError>
 where
     B: Backend,
-    M: Detector<B>,
+    M: Detector<B, H>,
+    H: Sync,
     F: Fn(&B::Device, &ModelMeta) -> M,
 {
     use autodl_detection_metrics::{CocoCategory, CocoImage, CocoPrediction, CocoPredictions};

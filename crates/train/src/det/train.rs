@@ -3,21 +3,24 @@
 
 use std::collections::BTreeMap;
 
-use autodl_api::{AugSample, ParamValue, Params, PluginError, Progress, TrialResult, TrialSpec};
+use autodl_api::{
+    AugSample, DetectedBox, EvalItem, EvalOptions, Evaluation, Evaluator, MetricsFile, ParamValue,
+    Params, PluginError, Progress, TrialResult, TrialSpec, TruthBox,
+};
 use autodl_detection::ScoredBox;
+use autodl_detection_metrics::coco_bbox;
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use rayon::prelude::*;
 
 use super::anchor::AnchorHead;
-use super::data::{DetData, load_data, make_sample};
+use super::data::{DetData, DetItem, load_data, make_sample};
 use super::detector::{Detector, Targets};
 use super::eval::{NMS_CHOICES, evaluate};
-use super::metrics::{ap50, det_metrics};
 use super::net::{DetNet, DetOptions};
 use super::write::{write_model, write_reports};
-use crate::fit::{self, Evaluation, FitOptions, Fitted, Task};
+use crate::fit::{self, FitOptions, Fitted, Task};
 use crate::infer::SIZE_MULTIPLE;
 use crate::sample::images_tensor;
 use crate::trial;
@@ -42,21 +45,52 @@ struct DetTask<'a, H> {
     head: &'a H,
     /// What `model.json` records of the head.
     head_params: Params,
-    /// The ranking metric: `ap50` or `coco-ap`.
+    /// Scores validation.
+    evaluator: &'static dyn Evaluator,
+    /// The true boxes of each validation item, as the evaluator takes them.
+    truth: Vec<Vec<TruthBox>>,
+    /// The ranking metric, one the evaluator reports.
     metric_name: String,
+}
+
+/// An item's true boxes as an evaluator takes them, with their crowd and difficult flags.
+fn truth_boxes(item: &DetItem) -> Vec<TruthBox> {
+    item.boxes
+        .iter()
+        .enumerate()
+        .map(|(j, (b, c))| TruthBox {
+            bbox: coco_bbox(*b),
+            class: *c as u32,
+            area: None,
+            crowd: item.crowd.get(j).copied().unwrap_or(false),
+            difficult: item.difficult.get(j).copied().unwrap_or(false),
+        })
+        .collect()
+}
+
+/// Detections as an evaluator takes them.
+fn detected_boxes(found: &[ScoredBox]) -> Vec<DetectedBox> {
+    found
+        .iter()
+        .map(|s| DetectedBox {
+            bbox: coco_bbox(s.bbox),
+            class: s.class as u32,
+            score: f64::from(s.score),
+        })
+        .collect()
 }
 
 impl<B, M, H> Task<B, M> for DetTask<'_, H>
 where
     B: AutodiffBackend,
-    M: Detector<B, Head = H> + AutodiffModule<B>,
-    M::InnerModule: Detector<B::InnerBackend, Head = H>,
+    M: Detector<B, H> + AutodiffModule<B>,
+    M::InnerModule: Detector<B::InnerBackend, H>,
     H: Sync,
 {
     /// Images and each image's objects.
     type Batch = (Tensor<B, 4>, Vec<Targets>);
-    /// The NMS IoU that ranked best and the detections of every validation image with it.
-    type Payload = (f32, Vec<Vec<ScoredBox>>);
+    /// The NMS IoU that ranked best and the evaluation of the detections with it.
+    type Payload = (f32, Box<dyn Evaluation>);
 
     fn train_len(&self) -> usize {
         self.data.train.len()
@@ -71,7 +105,8 @@ where
             .par_iter()
             .map(|&i| {
                 make_sample(
-                    &self.data.train[i],
+                    &self.data.train,
+                    i,
                     self.data.bands,
                     self.tile,
                     sample_seed(self.spec.seed, epoch, i as u64),
@@ -91,57 +126,71 @@ where
         &self,
         model: &M::InnerModule,
         device: &B::Device,
-    ) -> Result<Evaluation<Self::Payload>, PluginError> {
+    ) -> Result<fit::Evaluation<Self::Payload>, PluginError> {
         let data = self.data;
         let (loss, per_nms) = evaluate(model, self.head, &data.val, data.bands, self.tile, device)?;
-        let mut best: Option<(f64, f32, Vec<Vec<ScoredBox>>)> = None;
+        let mut best: Option<(f64, f32, Box<dyn Evaluation>)> = None;
         for (dets, &nms) in per_nms.into_iter().zip(&NMS_CHOICES) {
-            let metric = if self.metric_name == "coco-ap" {
-                det_metrics(&data.val, &dets, data.classes.len()).coco.ap
-            } else {
-                ap50(&data.val, &dets)
-            };
+            let mut evaluation = self.evaluator.start(&data.classes, &EvalOptions::default());
+            for (found, truth) in dets.iter().zip(&self.truth) {
+                evaluation.add(EvalItem::Boxes {
+                    detections: &detected_boxes(found),
+                    truth,
+                })?;
+            }
+            // Undefined (no true box to find) ranks as 0.
+            let metric = evaluation.score(&self.metric_name).unwrap_or(0.0);
             if best.as_ref().is_none_or(|b| metric > b.0) {
-                best = Some((metric, nms, dets));
+                best = Some((metric, nms, evaluation));
             }
         }
-        let (metric, nms, dets) = best.unwrap_or((0.0, 0.5, Vec::new()));
-        Ok(Evaluation {
+        let (metric, nms, evaluation) = match best {
+            Some(best) => best,
+            // No NMS threshold tried: the truth with nothing found.
+            None => {
+                let mut nothing = self.evaluator.start(&data.classes, &EvalOptions::default());
+                for truth in &self.truth {
+                    nothing.add(EvalItem::Boxes {
+                        detections: &[],
+                        truth,
+                    })?;
+                }
+                (0.0, 0.5, nothing)
+            }
+        };
+        Ok(fit::Evaluation {
             loss,
             metric,
-            payload: (nms, dets),
+            payload: (nms, evaluation),
         })
     }
 
     fn finish(
         &self,
         fitted: &Fitted<()>,
-        (nms, dets): Self::Payload,
+        (nms, evaluation): Self::Payload,
     ) -> Result<BTreeMap<String, f64>, PluginError> {
         let (spec, data) = (self.spec, self.data);
-        let metrics = det_metrics(&data.val, &dets, data.classes.len());
+        let metrics = evaluation.finish();
+        let MetricsFile::Detection(detection) = &metrics else {
+            return Err(PluginError::Training(format!(
+                "evaluator `{}` gave {} metrics for a detector",
+                self.evaluator.name(),
+                metrics.task()
+            )));
+        };
+        let score_threshold = detection.detail.score_threshold;
         self.progress.message(&format!(
-            "NMS IoU {nms} and score threshold {:.2} chosen on the validation split",
-            metrics.score_threshold
+            "NMS IoU {nms} and score threshold {score_threshold:.2} chosen on the validation split"
         ));
         let mut params = self.head_params.clone();
         params.insert("nms-iou".into(), ParamValue::Number(nms as f64));
         params.insert(
             "score-threshold".into(),
-            ParamValue::Number(metrics.score_threshold),
+            ParamValue::Number(score_threshold),
         );
         write_model(spec, data, self.tile, params)?;
-        write_reports(&spec.out_dir, &metrics, &fitted.epochs, &data.classes)?;
-        let mut all = BTreeMap::new();
-        all.insert("ap50".to_owned(), metrics.ap50);
-        all.insert("coco-ap".to_owned(), metrics.coco.ap);
-        all.insert("coco-ap50".to_owned(), metrics.coco.ap50);
-        all.insert("coco-ap75".to_owned(), metrics.coco.ap75);
-        all.insert("arcgis-ap10".to_owned(), metrics.arcgis_ap10);
-        all.insert("precision".to_owned(), metrics.precision);
-        all.insert("recall".to_owned(), metrics.recall);
-        all.insert("f1".to_owned(), metrics.f1);
-        Ok(all)
+        write_reports(&spec.out_dir, metrics, &fitted.epochs)
     }
 }
 
@@ -157,8 +206,8 @@ pub fn train<B, M, F>(
 ) -> Result<TrialResult, PluginError>
 where
     B: AutodiffBackend,
-    M: DetNet<B> + Detector<B, Head = AnchorHead> + AutodiffModule<B>,
-    M::InnerModule: DetNet<B::InnerBackend> + Detector<B::InnerBackend, Head = AnchorHead>,
+    M: DetNet<B> + AutodiffModule<B>,
+    M::InnerModule: DetNet<B::InnerBackend>,
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
 {
     let training = DetTraining {
@@ -187,8 +236,8 @@ where
 /// detector's head for the trial's data and tile side, with the parameters `model.json`
 /// records of it; `build` a fresh network for a band and class count.
 ///
-/// Parameters read from `spec.params` besides the fit loop's and the head's: `metric`
-/// (`ap50`, the default, or `coco-ap`).
+/// The ranking metric (`spec.training.metric`) is one the trial's evaluator reports (`ap50`, the
+/// default, or `coco-ap` for the detection evaluator).
 pub fn train_with<B, M, H, F>(
     spec: &TrialSpec,
     progress: &dyn Progress,
@@ -199,8 +248,8 @@ pub fn train_with<B, M, H, F>(
 ) -> Result<TrialResult, PluginError>
 where
     B: AutodiffBackend,
-    M: Detector<B, Head = H> + AutodiffModule<B>,
-    M::InnerModule: Detector<B::InnerBackend, Head = H>,
+    M: Detector<B, H> + AutodiffModule<B>,
+    M::InnerModule: Detector<B::InnerBackend, H>,
     H: Sync,
     F: Fn(&B::Device, usize, usize) -> Result<M, PluginError>,
 {
@@ -220,12 +269,8 @@ where
         .unwrap_or_else(|| (training.default_tile as usize).min(largest));
     let tile = tile.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE;
     let augment = trial::augmenter(spec, autodl_api::Task::Detection)?;
-    let metric_name = crate::options::metric_name(spec, "ap50");
-    if !matches!(metric_name.as_str(), "ap50" | "coco-ap") {
-        return Err(PluginError::Training(format!(
-            "unknown metric `{metric_name}`: use ap50 or coco-ap"
-        )));
-    }
+    let evaluator = trial::evaluator(spec, autodl_api::Task::Detection)?;
+    let metric_name = trial::ranking_metric(spec, evaluator)?;
     let (head, head_params) = head(&data, tile)?;
     let task = DetTask {
         spec,
@@ -235,6 +280,8 @@ where
         augment,
         head: &head,
         head_params,
+        evaluator,
+        truth: data.val.iter().map(truth_boxes).collect(),
         metric_name,
     };
     let fit_opts = FitOptions {

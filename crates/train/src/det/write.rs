@@ -1,16 +1,12 @@
 //! What a detector trial leaves in its folder besides the weights: the model's metadata
 //! (with the anchor scale and thresholds prediction needs) and the report files.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use autodl_api::{
-    DetectionMetricsFile, DetectionSummary, EpochRecord, MetricsFile, Params, PluginError,
-    TrialSpec,
-};
-use autodl_data::ClassInfo;
+use autodl_api::{EpochRecord, MetricsFile, Params, PluginError, TrialSpec};
 
 use super::data::DetData;
-use super::metrics::DetMetrics;
 use crate::model_dir::ModelMeta;
 use crate::outputs::write_epochs;
 
@@ -37,21 +33,16 @@ pub(crate) fn write_model(
     .save(&spec.out_dir)
 }
 
-/// Writes `metrics.json` (the summary, every number in detail, the classes and the curve) and
-/// `epochs.csv`.
+/// Writes `metrics.json` (the evaluator's numbers with the finished epochs) and `epochs.csv`,
+/// and returns the headline numbers by name.
 pub(crate) fn write_reports(
     dir: &Path,
-    metrics: &DetMetrics,
+    mut metrics: MetricsFile,
     epochs: &[EpochRecord],
-    classes: &[ClassInfo],
-) -> Result<(), PluginError> {
-    MetricsFile::Detection(DetectionMetricsFile {
-        metrics: DetectionSummary::from(metrics),
-        detail: metrics.clone(),
-        classes: classes.to_vec(),
-        epochs: epochs.to_vec(),
-    })
-    .save(dir)?;
+) -> Result<BTreeMap<String, f64>, PluginError> {
+    metrics.set_epochs(epochs.to_vec());
+    metrics.save(dir)?;
     // The column keeps its historical name whichever metric ranks.
-    write_epochs(dir, "ap50", epochs)
+    write_epochs(dir, "ap50", epochs)?;
+    Ok(metrics.scores())
 }

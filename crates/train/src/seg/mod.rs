@@ -1,20 +1,19 @@
 //! Pixel-classification training, generic over the backend and the network: the data, the
-//! task the fit loop drives, evaluation through the inference path, and the report files. The
-//! network API is in `net`, which the inference path imports without the rest.
+//! task the fit loop drives, evaluation through the inference path (scored by the trial's
+//! registered evaluator), and the report files. The network API is in `net`, which the
+//! inference path imports without the rest.
 
 mod net;
 
 pub use net::SegNet;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use autodl_api::{
-    AugSample, DataSpec, EpochRecord, MetricsFile, ParamsExt, PixelMetricsFile, PluginError,
+    AugSample, DataSpec, EvalItem, EvalOptions, Evaluation, Evaluator, ParamsExt, PluginError,
     Progress, TrialResult, TrialSpec,
 };
 use autodl_data::ClassInfo;
-use autodl_metrics::{ConfusionMatrix, SegMetrics};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -22,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::IGNORE;
 use crate::data::{band_stats, data_err, read_options};
-use crate::fit::{self, Evaluation, FitOptions, Fitted, Task};
+use crate::fit::{self, FitOptions, Fitted, Task};
 use crate::infer::{self, View, normalise};
 use crate::model_dir::ModelMeta;
 use crate::outputs::write_epochs;
@@ -196,9 +195,10 @@ fn to_tensors<B: Backend>(
     )
 }
 
-/// Validation loss and confusion matrix of `model` over `items`, through the inference path
-/// `autodl predict` takes ([`infer::segment`]): the loss is the mean negative log of the
-/// delivered (window-averaged) probability of each pixel's true class.
+/// Validation loss of `model` over `items`, each item's predicted classes added to
+/// `evaluation`, through the inference path `autodl predict` takes ([`infer::segment`]): the
+/// loss is the mean negative log of the delivered (window-averaged) probability of each
+/// pixel's true class.
 pub fn evaluate<B: Backend, M: SegNet<B>>(
     model: &M,
     items: &[Item],
@@ -206,8 +206,8 @@ pub fn evaluate<B: Backend, M: SegNet<B>>(
     classes: usize,
     tile: usize,
     device: &B::Device,
-) -> Result<(f64, ConfusionMatrix), PluginError> {
-    let mut cm = ConfusionMatrix::new(classes);
+    evaluation: &mut dyn Evaluation,
+) -> Result<f64, PluginError> {
     let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
     for item in items {
         let view = View::normalised(item.width, item.height, bands, &item.image);
@@ -220,10 +220,12 @@ pub fn evaluate<B: Backend, M: SegNet<B>>(
                 loss_n += 1;
             }
         }
-        cm.add(&item.target, &pred, Some(IGNORE))
-            .map_err(|e| PluginError::Training(e.to_string()))?;
+        evaluation.add(EvalItem::Pixels {
+            predicted: &pred,
+            truth: &item.target,
+        })?;
     }
-    Ok((loss_sum / loss_n.max(1) as f64, cm))
+    Ok(loss_sum / loss_n.max(1) as f64)
 }
 
 /// The pixel-classification task the fit loop drives.
@@ -235,7 +237,9 @@ struct SegTask<'a, B: Backend> {
     augment: std::sync::Arc<dyn autodl_api::SampleAugmenter>,
     loss: LossOptions,
     class_weights: Option<Tensor<B, 1>>,
-    /// The ranking metric: `miou`, `accuracy` or `dice`.
+    /// Scores validation.
+    evaluator: &'static dyn Evaluator,
+    /// The ranking metric, one the evaluator reports.
     metric_name: String,
 }
 
@@ -247,7 +251,8 @@ where
 {
     /// Images, targets (ignored pixels as -1) and, when the dice term is on, one-hot targets.
     type Batch = (Tensor<B, 4>, Tensor<B, 3, Int>, Option<Tensor<B, 4>>);
-    type Payload = (SegMetrics, ConfusionMatrix);
+    /// The evaluation of the epoch, finished for the kept one.
+    type Payload = Box<dyn Evaluation>;
 
     fn train_len(&self) -> usize {
         self.data.train.len()
@@ -291,26 +296,32 @@ where
         &self,
         model: &M::InnerModule,
         device: &B::Device,
-    ) -> Result<Evaluation<Self::Payload>, PluginError> {
+    ) -> Result<fit::Evaluation<Self::Payload>, PluginError> {
         let (bands, classes) = (self.data.bands, self.data.classes.len());
-        let (loss, cm) = evaluate(model, &self.data.val, bands, classes, self.tile, device)?;
-        let metrics = cm.metrics();
-        let metric = match self.metric_name.as_str() {
-            "accuracy" => metrics.pixel_accuracy,
-            "dice" => metrics.mean_dice,
-            _ => metrics.mean_iou,
-        };
-        Ok(Evaluation {
+        let mut evaluation = self
+            .evaluator
+            .start(&self.data.classes, &EvalOptions::default());
+        let loss = evaluate(
+            model,
+            &self.data.val,
+            bands,
+            classes,
+            self.tile,
+            device,
+            evaluation.as_mut(),
+        )?;
+        let metric = evaluation.score(&self.metric_name).unwrap_or(0.0);
+        Ok(fit::Evaluation {
             loss,
             metric,
-            payload: (metrics, cm),
+            payload: evaluation,
         })
     }
 
     fn finish(
         &self,
         fitted: &Fitted<()>,
-        (metrics, cm): Self::Payload,
+        evaluation: Self::Payload,
     ) -> Result<BTreeMap<String, f64>, PluginError> {
         let (spec, data) = (self.spec, self.data);
         let meta = ModelMeta {
@@ -326,16 +337,12 @@ where
             params: self.family.params.clone(),
         };
         meta.save(&spec.out_dir)?;
-        write_reports(&spec.out_dir, &metrics, &cm, &fitted.epochs, &data.classes)?;
-        let mut all = BTreeMap::new();
-        all.insert("miou".to_owned(), metrics.mean_iou);
-        all.insert("accuracy".to_owned(), metrics.pixel_accuracy);
-        all.insert("dice".to_owned(), metrics.mean_dice);
-        all.insert(
-            "baseline-miou".to_owned(),
-            autodl_metrics::majority_baseline(&cm).mean_iou,
-        );
-        Ok(all)
+        let mut metrics = evaluation.finish();
+        metrics.set_epochs(fitted.epochs.clone());
+        metrics.save(&spec.out_dir)?;
+        // The column keeps its historical name whichever metric ranks.
+        write_epochs(&spec.out_dir, "miou", &fitted.epochs)?;
+        Ok(metrics.scores())
     }
 }
 
@@ -362,7 +369,8 @@ fn one_hot<B: Backend>(samples: &[AugSample], classes: usize, device: &B::Device
 ///
 /// Parameters read from `spec.params`, as [`crate::options::pixel_params`] declares them:
 /// `class-balance`, `dice-fraction`, `focal-gamma`; the loop's own options from
-/// `spec.training` (optimiser, schedule, weight decay, metric: `miou`, `accuracy` or `dice`).
+/// `spec.training` (optimiser, schedule, weight decay, and the ranking metric: one the trial's
+/// evaluator reports, `miou`, `accuracy` or `dice` for the pixel evaluator).
 pub fn train<B, M, F>(
     spec: &TrialSpec,
     progress: &dyn Progress,
@@ -421,13 +429,8 @@ where
             )));
         }
     };
-    // The ranking metric decides the kept epoch, early stopping and the leaderboard.
-    let metric_name = crate::options::metric_name(spec, "miou");
-    if !matches!(metric_name.as_str(), "miou" | "accuracy" | "dice") {
-        return Err(PluginError::Training(format!(
-            "unknown metric `{metric_name}`: use miou, accuracy or dice"
-        )));
-    }
+    let evaluator = trial::evaluator(spec, autodl_api::Task::PixelClassification)?;
+    let metric_name = trial::ranking_metric(spec, evaluator)?;
     let loss = LossOptions {
         focal_gamma: spec
             .params
@@ -447,6 +450,7 @@ where
         augment,
         loss,
         class_weights,
+        evaluator,
         metric_name,
     };
     let opts = FitOptions {
@@ -461,24 +465,6 @@ where
         &|| build(device, bands, classes),
         &task,
     )
-}
-
-fn write_reports(
-    dir: &Path,
-    metrics: &SegMetrics,
-    cm: &ConfusionMatrix,
-    epochs: &[EpochRecord],
-    classes: &[ClassInfo],
-) -> Result<(), PluginError> {
-    MetricsFile::PixelClassification(PixelMetricsFile {
-        metrics: metrics.clone(),
-        classes: classes.to_vec(),
-        confusion_matrix: cm.clone(),
-        epochs: epochs.to_vec(),
-    })
-    .save(dir)?;
-    // The column keeps its historical name whichever metric ranks.
-    write_epochs(dir, "miou", epochs)
 }
 
 #[cfg(test)]
