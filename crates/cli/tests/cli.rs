@@ -177,6 +177,15 @@ fn a_family_parameter_is_checked_against_what_the_family_declares() {
         "[train]\nnetworks = [\"fcos\"]\n[params.fcos]\nbox-loss = \"iou\"\ncentre-sampling = false\nrange-scale = 4.0\n",
     );
     assert_eq!(code, Some(0), "{t}");
+
+    // YOLOv3's ignore threshold is an IoU.
+    let (code, t) = check_pipeline("[params.yolov3]\nignore-iou = 1.5\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("p.toml:5:") && t.contains("from 0 to 1"), "{t}");
+    let (code, t) = check_pipeline(
+        "[train]\nnetworks = [\"yolov3\"]\n[params.yolov3]\nbox-loss = \"giou\"\nignore-iou = 0.6\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
 }
 
 #[test]
@@ -834,7 +843,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         &pipeline,
         format!(
             "version = 1\nseed = 3\n[data]\npath = {:?}\n[augment]\npreset = \"none\"\n\
-             [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\", \"fcos\"]\nmax-epochs = 20\npatience = 20\n\
+             [train]\ntime-limit = \"4m\"\nnetworks = [\"retinanet\", \"ssd\", \"fcos\", \"yolov3\"]\nmax-epochs = 20\npatience = 20\n\
              batch-size = 4\nlearning-rate = 2e-3\ntile-size = 64\n",
             data
         ),
@@ -851,7 +860,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
             .unwrap();
     let rows = board.as_array().unwrap();
-    assert_eq!(rows.len(), 3, "{board}");
+    assert_eq!(rows.len(), 4, "{board}");
     for row in rows {
         assert_eq!(row["status"], "completed", "{board}");
         assert_eq!(row["metric-name"], "ap50", "{board}");
@@ -919,7 +928,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     // detections of the validation images, against the dataset folder, recomputes the trial's
     // AP (predicting every box post-processing keeps, as validation ranks them) and its
     // precision, recall and F1 (predicting with the model's own threshold).
-    for family in ["retinanet", "ssd", "fcos"] {
+    for family in ["retinanet", "ssd", "fcos", "yolov3"] {
         let trial = read_json(
             &out.join(format!("trials/{family}-efficientnet-lite0/metrics.json")),
         )["metrics"]
@@ -929,6 +938,7 @@ fn detection_families_learn_and_predict_voc_and_coco() {
         let arcgis = match family {
             "ssd" => "SingleShotDetector",
             "retinanet" => "RetinaNet",
+            "yolov3" => "YOLOv3",
             other => other,
         };
         assert_eq!(
