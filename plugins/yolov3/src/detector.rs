@@ -1,9 +1,10 @@
 //! YOLOv3 as an `autodl_train::det::Detector`: its head (the k-means priors and the loss
-//! settings, chosen per trial and recorded in `model.json`), the paper's loss, and its
-//! post-processing (score = objectness x class probability, score floor, NMS).
+//! settings, chosen per trial and recorded in `model.json`), its loss (the paper's assignment
+//! with Ultralytics' YOLOv3 loss: GIoU boxes, objectness learning the IoU of its box, per-scale
+//! means), and its post-processing (score = objectness x class probability, score floor, NMS).
 
 use autodl_api::{ParamValue, Params, ParamsExt, PluginError, Progress, TrialSpec};
-use autodl_detection::loss::{binary_cross_entropy, giou_loss, smooth_l1};
+use autodl_detection::loss::{binary_cross_entropy, smooth_l1};
 use autodl_detection::{Box4, PostprocessConfig, ScoredBox, batched_nms};
 use autodl_nets::backboned::DetectorHead;
 use autodl_train::det::{DetData, DetTraining, Detected, Detector, Targets};
@@ -35,13 +36,22 @@ pub const COCO_ANCHORS: [Size; 9] = [
     [373.0, 326.0],
 ];
 
+/// The least score [`decode`] keeps when detecting: Ultralytics' validation floor. A score is
+/// a product of two probabilities, and objectness learns the IoU of the box, so good boxes
+/// score lower than the one probability of the other heads (whose floor is 0.05); validation
+/// ranks every box kept (the pre-NMS top-k and the detections cap bound them), and prediction
+/// keeps those above the score threshold chosen on validation.
+pub const SCORE_FLOOR: f32 = 0.001;
+
 /// Largest `|log size ratio|` decoded, so that an untrained network cannot overflow `exp`
 /// (the anchor heads' bound).
 const MAX_LOG_RATIO: f32 = 4.135;
 
-/// The box loss of the assigned predictions.
+/// The box loss of the assigned predictions (each averaged over them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum YoloBoxLoss {
+    /// `1 - GIoU` of the decoded box with the object (Ultralytics' YOLOv3): the default.
+    Giou,
     /// The paper's, as Darknet computes it: the x/y offsets through the sigmoid, with the
     /// gradient Darknet applies to their logits (`sigmoid(x) - t`, which is that of binary
     /// cross-entropy against the fractional offset, not of the squared error the paper names:
@@ -50,8 +60,6 @@ pub enum YoloBoxLoss {
     Darknet,
     /// Smooth-L1 of the same quantities (beta 1/9, the anchor heads' choice).
     SmoothL1,
-    /// Generalised IoU of the decoded box with the object.
-    Giou,
 }
 
 /// What YOLOv3 needs besides its weights: its nine priors and its loss settings.
@@ -65,11 +73,13 @@ pub struct YoloHead {
     pub ignore_iou: f32,
     /// The box loss.
     pub box_loss: YoloBoxLoss,
-    /// Weight of the box loss.
+    /// Weight of the box loss (a mean over the assigned predictions; Ultralytics' 0.05).
     pub box_weight: f32,
-    /// Weight of the objectness loss of predictions without an object.
+    /// Weight of the objectness loss of predictions without an object, relative to those
+    /// with one (within each scale's mean over its predictions; 1 in Ultralytics' loss).
     pub noobj_weight: f32,
-    /// Weight of the class loss.
+    /// Weight of the class loss (a mean over the assigned predictions and the classes;
+    /// Ultralytics' 0.5).
     pub class_weight: f32,
 }
 
@@ -92,11 +102,11 @@ impl YoloHead {
 /// The box loss a `box-loss` parameter names.
 fn box_loss(name: &str) -> Result<YoloBoxLoss, PluginError> {
     match name {
-        "default" => Ok(YoloBoxLoss::Darknet),
-        "smooth-l1" => Ok(YoloBoxLoss::SmoothL1),
         "giou" => Ok(YoloBoxLoss::Giou),
+        "darknet" => Ok(YoloBoxLoss::Darknet),
+        "smooth-l1" => Ok(YoloBoxLoss::SmoothL1),
         other => Err(PluginError::Training(format!(
-            "unknown box-loss `{other}`: use default, smooth-l1 or giou"
+            "unknown box-loss `{other}`: use giou, darknet or smooth-l1"
         ))),
     }
 }
@@ -306,11 +316,58 @@ pub fn decode(
         .collect()
 }
 
-/// The YOLOv3 loss of a batch of predictions (`[N, predictions, 5 + K]` in `layout` order)
-/// against each image's objects, divided by the number of assigned predictions (at least 1):
-/// the box loss of the assigned predictions, binary cross-entropy of the objectness of every
-/// prediction not ignored (see [`assign`]; those without an object weighted by
-/// `noobj_weight`), and binary cross-entropy of each class of the assigned predictions.
+/// Weight of each scale's objectness loss, finest first (Ultralytics' YOLOv3 "balance"): the
+/// stride-8 grid has 16 times the predictions of the stride-32 one, and its mean per
+/// prediction is the smallest, so the fine scales are weighted up and the coarse one down.
+pub const OBJECTNESS_BALANCE: [f32; 3] = [4.0, 1.0, 0.4];
+
+/// Generalised IoU `[N, T]` of boxes `[N, T, 4]` (corners) with targets `[N or 1, T, 4]`,
+/// finite for boxes without area.
+fn giou<B: Backend>(pred: Tensor<B, 3>, target: Tensor<B, 3>) -> Tensor<B, 2> {
+    let part = |t: &Tensor<B, 3>, i: usize| t.clone().narrow(2, i, 1);
+    let (px0, py0, px1, py1) = (
+        part(&pred, 0),
+        part(&pred, 1),
+        part(&pred, 2),
+        part(&pred, 3),
+    );
+    let (tx0, ty0, tx1, ty1) = (
+        part(&target, 0),
+        part(&target, 1),
+        part(&target, 2),
+        part(&target, 3),
+    );
+    let area_p =
+        (px1.clone() - px0.clone()).clamp_min(0.0) * (py1.clone() - py0.clone()).clamp_min(0.0);
+    let area_t =
+        (tx1.clone() - tx0.clone()).clamp_min(0.0) * (ty1.clone() - ty0.clone()).clamp_min(0.0);
+    let iw = (px1.clone().min_pair(tx1.clone()) - px0.clone().max_pair(tx0.clone())).clamp_min(0.0);
+    let ih = (py1.clone().min_pair(ty1.clone()) - py0.clone().max_pair(ty0.clone())).clamp_min(0.0);
+    let inter = iw * ih;
+    let union = area_p + area_t - inter.clone() + 1e-7;
+    let iou = inter / union.clone();
+    let cw = px1.max_pair(tx1) - px0.min_pair(tx0);
+    let ch = py1.max_pair(ty1) - py0.min_pair(ty0);
+    let hull = cw * ch + 1e-7;
+    let giou = iou - (hull.clone() - union) / hull;
+    giou.squeeze_dim::<2>(2)
+}
+
+/// The YOLOv3 loss of a batch of `N` images' predictions (`[N, predictions, 5 + K]` in `layout`
+/// order) against each image's objects, as Ultralytics' YOLOv3 computes it (with the paper's
+/// assignment and ignored priors, see [`assign`]), times `N`:
+///
+/// - box: `box_weight` times the mean over the assigned predictions of the box loss
+///   ([`YoloBoxLoss`]; `1 - GIoU` by default);
+/// - objectness: per scale, the mean over all its predictions (of the batch) of binary
+///   cross-entropy, weighted by [`OBJECTNESS_BALANCE`]; an assigned prediction's target is the
+///   GIoU of its decoded box with its object (clamped at 0, no gradient through it), so that
+///   objectness learns how good the box is; predictions without an object (target 0) are
+///   weighted by `noobj_weight`, ignored ones by 0;
+/// - classes: `class_weight` times the mean over the assigned predictions and the `K` classes
+///   of binary cross-entropy.
+///
+/// Ultralytics' weights are box 0.05, objectness 1 and classes 0.5 (this family's defaults).
 pub fn yolo_loss<B: Backend>(
     rows: Tensor<B, 3>,
     layout: &Layout,
@@ -327,11 +384,22 @@ pub fn yolo_loss<B: Backend>(
             assign(&boxes, &head.anchors, layout, head.ignore_iou)
         })
         .collect();
-    let giou = head.box_loss == YoloBoxLoss::Giou;
+    // Each prediction's share of its scale's mean objectness loss (per image: the batch's mean
+    // times N is the sum of the images' means).
+    let level_weight: Vec<f32> = (0..t)
+        .map(|j| {
+            let p = layout.place(j);
+            let [gh, gw] = layout.grids[p.scale];
+            OBJECTNESS_BALANCE.get(p.scale).copied().unwrap_or(1.0)
+                / (gh * gw * PER_SCALE).max(1) as f32
+        })
+        .collect();
     let mut positive = vec![0f32; n * t];
-    let mut objectness = vec![0f32; n * t];
-    let mut obj_weight = vec![head.noobj_weight; n * t];
-    let mut box_target = vec![0f32; n * t * 4];
+    let mut obj_weight: Vec<f32> = (0..n)
+        .flat_map(|_| level_weight.iter().map(|w| w * head.noobj_weight))
+        .collect();
+    let mut object_box = vec![0f32; n * t * 4];
+    let mut darknet_target = vec![0f32; n * t * 4];
     let mut class_target = vec![0f32; n * t * k];
     for (i, (image, objects)) in assigned.iter().zip(targets).enumerate() {
         for (j, &ignored) in image.ignored.iter().enumerate() {
@@ -343,23 +411,23 @@ pub fn yolo_loss<B: Backend>(
             let at = i * t + a.index;
             let (b, class) = objects[a.object];
             positive[at] = 1.0;
-            objectness[at] = 1.0;
-            obj_weight[at] = 1.0;
-            let target = if giou {
-                b
-            } else {
-                [a.offset[0], a.offset[1], a.log_size[0], a.log_size[1]]
-            };
-            box_target[4 * at..4 * at + 4].copy_from_slice(&target);
+            obj_weight[at] = level_weight[a.index];
+            object_box[4 * at..4 * at + 4].copy_from_slice(&b);
+            darknet_target[4 * at..4 * at + 4].copy_from_slice(&[
+                a.offset[0],
+                a.offset[1],
+                a.log_size[0],
+                a.log_size[1],
+            ]);
             if class < k {
                 class_target[at * k + class] = 1.0;
             }
         }
     }
-    let offset_entropy: f64 = box_target
+    let offset_entropy: f64 = darknet_target
         .chunks(4)
         .zip(&positive)
-        .filter(|(_, p)| **p > 0.0 && !giou)
+        .filter(|(_, p)| **p > 0.0)
         .flat_map(|(t, _)| &t[..2])
         .map(|&o| {
             let o = f64::from(o);
@@ -367,13 +435,21 @@ pub fn yolo_loss<B: Backend>(
             h(o) + h(1.0 - o)
         })
         .sum();
-    let npos = positive.iter().sum::<f32>().max(1.0);
+    let npos = f64::from(positive.iter().sum::<f32>().max(1.0));
     let pos = Tensor::<B, 2>::from_data(TensorData::new(positive, [n, t]), device);
-    let target = Tensor::<B, 3>::from_data(TensorData::new(box_target, [n, t, 4]), device);
-    let xy = || sigmoid(rows.clone().narrow(2, 0, 2));
+    let object_box = Tensor::<B, 3>::from_data(TensorData::new(object_box, [n, t, 4]), device);
+    // Every prediction's decoded box, and its GIoU with its object (meaningful where assigned).
+    let (corner, stride, prior) = grid_tensors::<B>(layout, &head.anchors, device);
+    let xy = sigmoid(rows.clone().narrow(2, 0, 2));
     let wh = rows.clone().narrow(2, 2, 2);
-    let box_loss = match head.box_loss {
+    let centre = corner + xy.clone() * stride;
+    let half = wh.clone().clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp() * prior * 0.5;
+    let pred = Tensor::cat(vec![centre.clone() - half.clone(), centre + half], 2);
+    let overlap = giou(pred, object_box);
+    let box_sum = match head.box_loss {
         YoloBoxLoss::Darknet => {
+            let target =
+                Tensor::<B, 3>::from_data(TensorData::new(darknet_target, [n, t, 4]), device);
             let mask = pos.clone().unsqueeze_dim::<3>(2);
             let flat = |x: Tensor<B, 3>| x.reshape([n, 2 * t]);
             let xy_loss = binary_cross_entropy(
@@ -386,36 +462,32 @@ pub fn yolo_loss<B: Backend>(
             // that a perfect box costs 0.
             (xy_loss + wh_loss.sum()).sub_scalar(offset_entropy)
         }
-        YoloBoxLoss::SmoothL1 => smooth_l1(
-            Tensor::cat(vec![xy(), wh], 2),
-            target,
-            pos.clone(),
-            1.0 / 9.0,
-        ),
-        YoloBoxLoss::Giou => {
-            let (corner, stride, prior) = grid_tensors::<B>(layout, &head.anchors, device);
-            let centre = corner + xy() * stride;
-            let size = wh.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp() * prior;
-            let half = size * 0.5;
-            let pred = Tensor::cat(vec![centre.clone() - half.clone(), centre + half], 2);
-            giou_loss(pred, target, pos.clone())
+        YoloBoxLoss::SmoothL1 => {
+            let target =
+                Tensor::<B, 3>::from_data(TensorData::new(darknet_target, [n, t, 4]), device);
+            smooth_l1(Tensor::cat(vec![xy, wh], 2), target, pos.clone(), 1.0 / 9.0)
         }
+        YoloBoxLoss::Giou => (overlap.clone().neg().add_scalar(1.0) * pos.clone()).sum(),
     };
+    let obj_target = overlap.detach().clamp_min(0.0) * pos.clone();
     let obj = rows.clone().narrow(2, 4, 1).reshape([n, t]);
     let obj_loss = binary_cross_entropy(
         obj,
-        Tensor::from_data(TensorData::new(objectness, [n, t]), device),
+        obj_target,
         Tensor::from_data(TensorData::new(obj_weight, [n, t]), device),
     );
     let cls = rows.narrow(2, BOX_OUTPUTS, k).reshape([n, t * k]);
-    let class_loss = binary_cross_entropy(
+    let class_sum = binary_cross_entropy(
         cls,
         Tensor::from_data(TensorData::new(class_target, [n, t * k]), device),
         pos.unsqueeze_dim::<3>(2)
             .repeat_dim(2, k)
             .reshape([n, t * k]),
     );
-    (box_loss * head.box_weight + obj_loss + class_loss * head.class_weight) / npos as f64
+    let images = n as f64;
+    box_sum * (f64::from(head.box_weight) * images / npos)
+        + obj_loss
+        + class_sum * (f64::from(head.class_weight) * images / (npos * k.max(1) as f64))
 }
 
 /// Per prediction: its cell's top-left corner in pixels (`[1, T, 2]`), its stride
@@ -475,6 +547,7 @@ impl<B: Backend> Detector<B, YoloHead> for YoloV3<B> {
             .map(|&nms_iou| {
                 let cfg = PostprocessConfig {
                     nms_iou,
+                    score_threshold: SCORE_FLOOR,
                     ..PostprocessConfig::default()
                 };
                 decode(&host, &layout, &head.anchors, size, &cfg)
@@ -504,7 +577,7 @@ mod tests {
         assert!(YoloHead::from_params(&params).is_err());
         for (name, value) in [
             ("ignore-iou", ParamValue::Number(0.5)),
-            ("box-loss", ParamValue::Text("default".into())),
+            ("box-loss", ParamValue::Text("darknet".into())),
             ("box-weight", ParamValue::Number(1.0)),
             ("noobj-weight", ParamValue::Number(1.0)),
             ("class-weight", ParamValue::Number(1.0)),
@@ -521,9 +594,15 @@ mod tests {
     fn the_loss_of_untrained_outputs_by_hand() {
         use burn::backend::Flex;
         let device = Default::default();
-        // A 16 px window: grids 2x2, 1x1 and 1x1, 18 predictions of 5 + 2 outputs, all 0.
+        // A 16 px window: grids 2x2, 1x1 and 1x1, 18 predictions of 5 + 2 outputs, all 0 but
+        // the objectness logits, 1.
         let layout = Layout::new(vec![[2, 2], [1, 1], [1, 1]]);
-        let rows = || Tensor::<Flex, 3>::zeros([1, 18, 7], &device);
+        let rows = |n: usize| {
+            let data: Vec<f32> = (0..n * 18 * 7)
+                .map(|i| if i % 7 == 4 { 1.0 } else { 0.0 })
+                .collect();
+            Tensor::<Flex, 3>::from_data(TensorData::new(data, [n, 18, 7]), &device)
+        };
         let mut head = YoloHead {
             anchors: vec![
                 [8.0, 8.0],
@@ -537,31 +616,48 @@ mod tests {
                 [100.0, 100.0],
             ],
             ignore_iou: 0.5,
-            box_loss: YoloBoxLoss::Darknet,
+            box_loss: YoloBoxLoss::Giou,
             box_weight: 2.0,
             noobj_weight: 0.5,
-            class_weight: 1.0,
+            class_weight: 3.0,
         };
-        // An 8 x 8 object centred at (5, 5): the 8 x 8 prior of cell (0, 0), offsets 0.625 for
-        // sigmoid(0) = 0.5, log sizes 0 as predicted; the 6 x 6 prior there overlaps it by 36 / 64 and is
-        // ignored; 16 predictions have no object.
+        // An 8 x 8 object centred at (5, 5): the 8 x 8 prior of cell (0, 0), whose untrained
+        // box is [0, 0, 8, 8]: IoU 49 / 79 with the object, hull 81. The 6 x 6 prior there
+        // overlaps the object by 36 / 64 and is ignored; 16 predictions have no object: 10 of
+        // the 12 on stride 8 (objectness weight 4 / 12 each), 3 on stride 16 (1 / 3) and 3 on
+        // stride 32 (0.4 / 3).
         let targets = vec![vec![([1.0, 1.0, 9.0, 9.0], 1)]];
         let ln2 = std::f64::consts::LN_2;
-        // Binary cross-entropy of logit 0 against 0.625, less its least value.
-        let entropy = -(0.625f64 * 0.625f64.ln() + 0.375 * 0.375f64.ln());
-        let boxes = 2.0 * (ln2 - entropy);
-        let want = 2.0 * boxes + (1.0 + 16.0 * 0.5) * ln2 + 2.0 * ln2;
-        let got = scalar(yolo_loss(rows(), &layout, &targets, &head, &device));
-        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
-        // GIoU: the prior box [0, 0, 8, 8] against the object: IoU 49 / 79, hull 81.
-        head.box_loss = YoloBoxLoss::Giou;
+        let softplus1 = 1f64.exp().ln_1p();
         let giou = 49.0 / 79.0 - 2.0 / 81.0;
-        let want = 2.0 * (1.0 - giou) + (1.0 + 16.0 * 0.5) * ln2 + 2.0 * ln2;
-        let got = scalar(yolo_loss(rows(), &layout, &targets, &head, &device));
+        // Binary cross-entropy of logit 1 against 0 is softplus(1), against the GIoU
+        // softplus(1) - GIoU.
+        let objectness = 4.0 / 12.0 * (10.0 * 0.5 * softplus1 + softplus1 - giou)
+            + (1.0 + 0.4) * 0.5 * softplus1;
+        // Both classes' cross-entropy of logit 0, averaged over them.
+        let classes = 3.0 * ln2;
+        let want = 2.0 * (1.0 - giou) + objectness + classes;
+        let got = scalar(yolo_loss(rows(1), &layout, &targets, &head, &device));
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
-        // Without objects: only the objectness of the 18 predictions, over 1.
-        let got = scalar(yolo_loss(rows(), &layout, &[Vec::new()], &head, &device));
-        assert!((got - 18.0 * 0.5 * ln2).abs() < 1e-5, "{got}");
+        // The paper's box loss: binary cross-entropy of logit 0 against the offsets 0.625, less
+        // its least value, and log sizes 0 as predicted; the objectness target is still the
+        // GIoU.
+        head.box_loss = YoloBoxLoss::Darknet;
+        let entropy = -(0.625f64 * 0.625f64.ln() + 0.375 * 0.375f64.ln());
+        let darknet = 2.0 * 2.0 * (ln2 - entropy) + objectness + classes;
+        let got = scalar(yolo_loss(rows(1), &layout, &targets, &head, &device));
+        assert!((got - darknet).abs() < 1e-5, "{got} vs {darknet}");
+        // Without objects: only the objectness of the 18 predictions.
+        let empty = (4.0 + 1.0 + 0.4) * 0.5 * softplus1;
+        let got = scalar(yolo_loss(rows(1), &layout, &[Vec::new()], &head, &device));
+        assert!((got - empty).abs() < 1e-5, "{got} vs {empty}");
+        // A batch of both: the box and class means over its one object, times 2 images, and
+        // each image's objectness.
+        head.box_loss = YoloBoxLoss::Giou;
+        let both = 2.0 * (2.0 * (1.0 - giou) + classes) + objectness + empty;
+        let batch = vec![targets[0].clone(), Vec::new()];
+        let got = scalar(yolo_loss(rows(2), &layout, &batch, &head, &device));
+        assert!((got - both).abs() < 1e-5, "{got} vs {both}");
     }
 
     #[test]
@@ -625,10 +721,10 @@ mod learning {
                 [50.0, 50.0],
             ],
             ignore_iou: 0.5,
-            box_loss: YoloBoxLoss::Darknet,
-            box_weight: 1.0,
+            box_loss: YoloBoxLoss::Giou,
+            box_weight: 0.05,
             noobj_weight: 1.0,
-            class_weight: 1.0,
+            class_weight: 0.5,
         };
         let targets = vec![objects.clone()];
         let mut optim = AdamConfig::new().init();

@@ -2,9 +2,11 @@
 //! scales (strides 8, 16 and 32) fed by the paper's top-down neck, three priors per scale
 //! clustered from the training boxes by k-means with the IoU distance ([`kmeans`], recorded in
 //! `model.json`), each object assigned to the one prior that fits it best at the cell of its
-//! centre ([`assign`]), sigmoid x/y offsets and exp-scaled priors for the box, binary
-//! cross-entropy for objectness (well-fitting unassigned priors ignored) and classes, and
-//! scores of objectness times class probability ([`detector`]). Any number of input bands and
+//! centre ([`assign`]), sigmoid x/y offsets and exp-scaled priors for the box, and
+//! Ultralytics' YOLOv3 loss ([`detector::yolo_loss`]): `1 - GIoU` for the box, binary
+//! cross-entropy for objectness (its target the GIoU of the predicted box, a mean per scale,
+//! well-fitting unassigned priors ignored) and for classes; scores are objectness times class
+//! probability ([`detector`]). Any number of input bands and
 //! classes. [`YoloV3Family`] is the plugin that registers it; its `.emd` names it `YOLOv3`, as
 //! ArcGIS does.
 //!
@@ -35,14 +37,14 @@ fn params() -> Vec<ParamDecl> {
     vec![
         ParamDecl::fixed(
             "box-loss",
-            "box regression loss: the paper's (`default`: sigmoid offsets and log sizes), `smooth-l1` of the same, or `giou` of the decoded box",
+            "box regression loss: `giou` (1 - GIoU of the decoded box, Ultralytics'), `darknet` (the paper's: sigmoid offsets and log sizes) or `smooth-l1` of the same",
             ParamKind::Choice {
-                options: &["default", "smooth-l1", "giou"],
-                default: "default",
+                options: &["giou", "darknet", "smooth-l1"],
+                default: "giou",
             },
         )
         .tuned(Dimension::Choice {
-            options: vec!["default".into(), "giou".into()],
+            options: vec!["giou".into(), "darknet".into()],
         }),
         ParamDecl::fixed(
             "ignore-iou",
@@ -59,7 +61,20 @@ fn params() -> Vec<ParamDecl> {
         }),
         ParamDecl::fixed(
             "box-weight",
-            "weight of the box loss",
+            "weight of the box loss, a mean over the assigned predictions (objectness, a mean over each scale's predictions, weighs 1)",
+            ParamKind::Number {
+                min: 0.0,
+                max: 100.0,
+                default: 0.05,
+            },
+        )
+        .tuned(Dimension::LogUniform {
+            low: 0.02,
+            high: 0.2,
+        }),
+        ParamDecl::fixed(
+            "noobj-weight",
+            "weight of the objectness loss of predictions without an object, relative to those with one",
             ParamKind::Number {
                 min: 0.0,
                 max: 100.0,
@@ -68,30 +83,21 @@ fn params() -> Vec<ParamDecl> {
         )
         .tuned(Dimension::LogUniform {
             low: 0.25,
-            high: 4.0,
-        }),
-        ParamDecl::fixed(
-            "noobj-weight",
-            "weight of the objectness loss of predictions without an object",
-            ParamKind::Number {
-                min: 0.0,
-                max: 100.0,
-                default: 1.0,
-            },
-        )
-        .tuned(Dimension::LogUniform {
-            low: 0.1,
             high: 2.0,
         }),
         ParamDecl::fixed(
             "class-weight",
-            "weight of the class loss",
+            "weight of the class loss, a mean over the assigned predictions and the classes",
             ParamKind::Number {
                 min: 0.0,
                 max: 100.0,
-                default: 1.0,
+                default: 0.5,
             },
-        ),
+        )
+        .tuned(Dimension::LogUniform {
+            low: 0.2,
+            high: 2.0,
+        }),
         ParamDecl::fixed(
             "neck-channels",
             "width of the stride-8 neck block, doubled at each coarser scale (the paper's is 128)",

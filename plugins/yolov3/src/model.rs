@@ -67,6 +67,23 @@ fn upsample2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
         .reshape([n, c, 2 * h, 2 * w])
 }
 
+/// The window side the initial objectness is set for: the detectors' default training tile.
+const REFERENCE_TILE: f32 = 256.0;
+
+/// The initial objectness and class logits of a scale of stride `stride`, after Ultralytics'
+/// YOLOv3 (`ln(8 / (640 / s)^2)`) with its 640 px reference image replaced by
+/// [`REFERENCE_TILE`]: objectness probability `8 / cells` (about 8 objects per prior of the
+/// scale in a reference window: far below 0.5, so that the many empty cells do not swamp the
+/// first steps, and near enough the objects' share that their scores soon pass the decoding
+/// floor), and class logit `ln(0.6 / (K - 0.99))` (probability 0.98 for one class).
+pub fn initial_biases(stride: usize, classes: usize) -> (f32, f32) {
+    let logit = |p: f32| (p / (1.0 - p)).ln();
+    let cells = (REFERENCE_TILE / stride as f32).powi(2);
+    let objectness = logit((8.0 / cells).min(0.5));
+    let class = (0.6 / (classes.max(1) as f32 - 0.99)).ln();
+    (objectness, class)
+}
+
 /// One scale's part of the neck and its head.
 #[derive(Module, Debug)]
 pub struct Scale<B: Backend> {
@@ -80,26 +97,37 @@ pub struct Scale<B: Backend> {
 
 impl<B: Backend> Scale<B> {
     /// `input` channels in, `width` channels through the block (twice that in its 3x3 layers),
-    /// `pairs` 3x3-1x1 pairs after the first 1x1 layer (Darknet-53's YOLOv3 has 2).
-    fn new(input: usize, width: usize, pairs: usize, classes: usize, device: &B::Device) -> Self {
+    /// `pairs` 3x3-1x1 pairs after the first 1x1 layer (Darknet-53's YOLOv3 has 2), for the
+    /// scale of stride `stride`.
+    fn new(
+        input: usize,
+        width: usize,
+        pairs: usize,
+        classes: usize,
+        stride: usize,
+        device: &B::Device,
+    ) -> Self {
         let mut block = vec![ConvGnRelu::new(input, width, 1, device)];
         for _ in 0..pairs {
             block.push(ConvGnRelu::new(width, 2 * width, 3, device));
             block.push(ConvGnRelu::new(2 * width, width, 1, device));
         }
         let per_prior = BOX_OUTPUTS + classes;
-        // Small initial weights make every prediction start at its prior; the objectness bias
-        // starts every prediction at probability 0.01, so that the many empty cells do not
-        // swamp the first steps (RetinaNet's prior, which YOLO's later versions also use).
+        // Small initial weights make every prediction start at its prior; the biases start
+        // objectness and classes where Ultralytics' YOLOv3 does ([`initial_biases`]).
         let mut output = Conv2dConfig::new([2 * width, PER_SCALE * per_prior], [1, 1])
             .with_initializer(Initializer::Normal {
                 mean: 0.0,
                 std: 0.01,
             })
             .init(device);
-        let prior = -((1.0f32 - 0.01) / 0.01).ln();
+        let (objectness, class) = initial_biases(stride, classes);
         let bias: Vec<f32> = (0..PER_SCALE * per_prior)
-            .map(|c| if c % per_prior == 4 { prior } else { 0.0 })
+            .map(|c| match c % per_prior {
+                4 => objectness,
+                o if o >= BOX_OUTPUTS => class,
+                _ => 0.0,
+            })
             .collect();
         output.bias = Some(Param::from_tensor(Tensor::from_data(
             TensorData::new(bias, [PER_SCALE * per_prior]),
@@ -145,7 +173,7 @@ impl<B: Backend> YoloV3<B> {
         let inputs = [c32, c16 + widths[1], c8 + widths[2]];
         YoloV3 {
             scales: (0..3)
-                .map(|i| Scale::new(inputs[i], widths[i], pairs, classes, device))
+                .map(|i| Scale::new(inputs[i], widths[i], pairs, classes, 32 >> i, device))
                 .collect(),
             lateral: (0..2)
                 .map(|i| ConvGnRelu::new(widths[i], widths[i + 1], 1, device))
