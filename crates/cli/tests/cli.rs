@@ -977,7 +977,10 @@ fn detection_families_learn_and_predict_voc_and_coco() {
             serde_json::from_slice(&o.stdout).unwrap()
         };
         let stored = trial["score-threshold"].to_string();
-        let all = score(Some("0.05"), &stored);
+        // Predicting down to the family's validation score floor keeps every box validation
+        // ranked (YOLOv3's objectness x class scores go down to 0.001, the others' to 0.05).
+        let floor = if family == "yolov3" { "0.001" } else { "0.05" };
+        let all = score(Some(floor), &stored);
         assert!(trial["ap50"].as_f64().unwrap() > 0.3, "{family}: {trial}");
         assert_eq!(
             all["voc-ap50"], trial["ap50"],
