@@ -41,6 +41,7 @@ use autodl_ssd as _;
 use autodl_tuner_random as _;
 use autodl_tuner_tpe as _;
 use autodl_unet as _;
+use autodl_yolov3 as _;
 
 /// AutoDL for imagery: train, tune and rank detection and pixel-classification networks.
 #[derive(Parser, Debug)]
