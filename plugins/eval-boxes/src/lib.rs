@@ -42,9 +42,15 @@ impl Evaluator for BoxMetrics {
     }
 }
 
-/// Score thresholds searched for the best mean F1: 0.05 to 0.95 in steps of 0.05.
+/// Score thresholds searched for the best mean F1: 0.05 to 0.95 in steps of 0.05, then
+/// lower ones, which win only when strictly better: a detector whose scores are products of
+/// probabilities (YOLOv3's objectness times class) can score every true box under 0.05 early
+/// in training, and a threshold above all of its scores would make `autodl predict` find
+/// nothing.
 fn searched_thresholds() -> impl Iterator<Item = f64> {
-    (1..20).map(|step| step as f64 * 0.05)
+    (1..20)
+        .map(|step| step as f64 * 0.05)
+        .chain([0.04, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001])
 }
 
 /// Every box added so far, image ids being the order images were added in.
@@ -265,6 +271,22 @@ mod tests {
             vec![gt(0, 0.0, 0), gt(0, 20.0, 1)],
             vec![d(0, 0.0, 0, 0.9), d(0, 50.0, 1, 0.2), d(1, 0.0, 0, 0.6)],
         )
+    }
+
+    #[test]
+    fn low_scores_get_a_low_threshold() {
+        // Every box is right but scores under 0.05: the grid from 0.05 would keep none.
+        let mut e = BoxMetrics.start(&classes(), &EvalOptions::default());
+        e.add(EvalItem::Boxes {
+            detections: &[det(0.0, 0, 0.03), det(20.0, 1, 0.012)],
+            truth: &[truth(0.0, 0), truth(20.0, 1)],
+        })
+        .unwrap();
+        let MetricsFile::Detection(file) = e.finish() else {
+            panic!("a detection file")
+        };
+        assert_eq!(file.detail.score_threshold, 0.01);
+        assert_eq!(file.metrics.f1, 1.0);
     }
 
     #[test]
