@@ -24,4 +24,4 @@ pub use anchors::AnchorConfig;
 pub use boxes::{Box4, BoxCoder, batched_nms, iou, nms};
 pub use fpn::{Fpn, FpnConfig};
 pub use matching::{Assignment, MatchConfig, match_anchors};
-pub use postprocess::{PostprocessConfig, ScoredBox, postprocess};
+pub use postprocess::{PostprocessConfig, ScoredBox, clip_and_nms, postprocess};

@@ -68,17 +68,30 @@ pub fn postprocess(
         });
         candidates.truncate(cfg.pre_nms_top_k);
     }
-    let mut boxes = Vec::with_capacity(candidates.len());
-    let mut scores = Vec::with_capacity(candidates.len());
-    let mut classes = Vec::with_capacity(candidates.len());
-    for &(p, a, c) in &candidates {
+    let decoded = candidates.iter().map(|&(p, a, c)| {
         let d = [
             deltas[4 * a],
             deltas[4 * a + 1],
             deltas[4 * a + 2],
             deltas[4 * a + 3],
         ];
-        let b = coder.decode(&anchors[a], &d);
+        (coder.decode(&anchors[a], &d), p, c)
+    });
+    clip_and_nms(decoded, size, cfg)
+}
+
+/// The last step every detector's post-processing shares: each decoded `(box, score, class)`
+/// clipped to the image region `size` (width, height), boxes under a pixel on a side dropped,
+/// class-wise NMS at `cfg.nms_iou`, and the best `cfg.max_detections` kept, best first.
+pub fn clip_and_nms(
+    decoded: impl IntoIterator<Item = (Box4, f32, usize)>,
+    size: (f32, f32),
+    cfg: &PostprocessConfig,
+) -> Vec<ScoredBox> {
+    let mut boxes = Vec::new();
+    let mut scores = Vec::new();
+    let mut classes = Vec::new();
+    for (b, score, class) in decoded {
         let b = [
             b[0].clamp(0.0, size.0),
             b[1].clamp(0.0, size.1),
@@ -89,8 +102,8 @@ pub fn postprocess(
             continue;
         }
         boxes.push(b);
-        scores.push(p);
-        classes.push(c);
+        scores.push(score);
+        classes.push(class);
     }
     batched_nms(&boxes, &scores, &classes, cfg.nms_iou)
         .into_iter()

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use autodl_api::{ParamValue, Params, ParamsExt, PluginError, Progress, TrialSpec};
 use autodl_detection::loss::{binary_cross_entropy, smooth_l1, softmax_cross_entropy};
-use autodl_detection::{AnchorConfig, Assignment, Box4, PostprocessConfig, ScoredBox, batched_nms};
+use autodl_detection::{
+    AnchorConfig, Assignment, Box4, PostprocessConfig, ScoredBox, clip_and_nms,
+};
 use autodl_nets::backboned::DetectorHead;
 use autodl_train::det::{DetData, DetTraining, Detected, Detector, Targets};
 use autodl_train::fit::scalar;
@@ -323,9 +325,7 @@ pub fn decode(
     size: (f32, f32),
     cfg: &PostprocessConfig,
 ) -> Vec<ScoredBox> {
-    let mut boxes = Vec::new();
-    let mut scores = Vec::new();
-    let mut classes = Vec::new();
+    let mut decoded = Vec::new();
     for (i, p) in proposals.iter().enumerate() {
         for c in 0..k {
             let score = probs[i * (k + 1) + c + 1];
@@ -334,30 +334,10 @@ pub fn decode(
             }
             let at = 4 * (i * k + c);
             let d = [deltas[at], deltas[at + 1], deltas[at + 2], deltas[at + 3]];
-            let b = ROI_CODER.decode(p, &d);
-            let b = [
-                b[0].clamp(0.0, size.0),
-                b[1].clamp(0.0, size.1),
-                b[2].clamp(0.0, size.0),
-                b[3].clamp(0.0, size.1),
-            ];
-            if b[2] - b[0] < 1.0 || b[3] - b[1] < 1.0 {
-                continue;
-            }
-            boxes.push(b);
-            scores.push(score);
-            classes.push(c);
+            decoded.push((ROI_CODER.decode(p, &d), score, c));
         }
     }
-    batched_nms(&boxes, &scores, &classes, cfg.nms_iou)
-        .into_iter()
-        .take(cfg.max_detections)
-        .map(|i| ScoredBox {
-            bbox: boxes[i],
-            score: scores[i],
-            class: classes[i],
-        })
-        .collect()
+    clip_and_nms(decoded, size, cfg)
 }
 
 impl<B: Backend> FasterRcnn<B> {

@@ -3,7 +3,7 @@
 
 use autodl_api::{Params, ParamsExt, PluginError, Progress, TrialSpec};
 use autodl_detection::loss::{binary_cross_entropy, giou_loss, iou_loss, sigmoid_focal_loss};
-use autodl_detection::{Box4, PostprocessConfig, ScoredBox, batched_nms};
+use autodl_detection::{Box4, PostprocessConfig, ScoredBox, clip_and_nms};
 use autodl_nets::backboned::DetectorHead;
 use autodl_train::det::{DetData, DetTraining, Detected, Detector, Targets};
 use autodl_train::fit::scalar;
@@ -243,9 +243,7 @@ pub fn decode(
             }
         }
     }
-    let mut boxes = Vec::new();
-    let mut scores = Vec::new();
-    let mut classes = Vec::new();
+    let mut decoded = Vec::new();
     for mut candidates in per_level {
         if candidates.len() > cfg.pre_nms_top_k {
             candidates.select_nth_unstable_by(cfg.pre_nms_top_k, |x, y| {
@@ -255,29 +253,11 @@ pub fn decode(
         }
         for (score, j, c) in candidates {
             let (p, d) = (&locations[j], &distances[4 * j..4 * j + 4]);
-            let b = [
-                (p.x - d[0]).clamp(0.0, size.0),
-                (p.y - d[1]).clamp(0.0, size.1),
-                (p.x + d[2]).clamp(0.0, size.0),
-                (p.y + d[3]).clamp(0.0, size.1),
-            ];
-            if b[2] - b[0] < 1.0 || b[3] - b[1] < 1.0 {
-                continue;
-            }
-            boxes.push(b);
-            scores.push(score);
-            classes.push(c);
+            let b = [p.x - d[0], p.y - d[1], p.x + d[2], p.y + d[3]];
+            decoded.push((b, score, c));
         }
     }
-    batched_nms(&boxes, &scores, &classes, cfg.nms_iou)
-        .into_iter()
-        .take(cfg.max_detections)
-        .map(|i| ScoredBox {
-            bbox: boxes[i],
-            score: scores[i],
-            class: classes[i],
-        })
-        .collect()
+    clip_and_nms(decoded, size, cfg)
 }
 
 impl<B: Backend> Detector<B, FcosHead> for Fcos<B> {

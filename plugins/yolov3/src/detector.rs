@@ -5,7 +5,7 @@
 
 use autodl_api::{ParamValue, Params, ParamsExt, PluginError, Progress, TrialSpec};
 use autodl_detection::loss::{binary_cross_entropy, smooth_l1};
-use autodl_detection::{Box4, PostprocessConfig, ScoredBox, batched_nms};
+use autodl_detection::{Box4, PostprocessConfig, ScoredBox, clip_and_nms};
 use autodl_nets::backboned::DetectorHead;
 use autodl_train::det::{DetData, DetTraining, Detected, Detector, Targets};
 use autodl_train::fit::scalar;
@@ -287,33 +287,11 @@ pub fn decode(
         });
         candidates.truncate(cfg.pre_nms_top_k);
     }
-    let mut boxes = Vec::with_capacity(candidates.len());
-    let mut scores = Vec::with_capacity(candidates.len());
-    let mut classes = Vec::with_capacity(candidates.len());
-    for (score, i, c) in candidates {
+    let decoded = candidates.into_iter().map(|(score, i, c)| {
         let b = decode_box(&rows[i * d..(i + 1) * d], layout, i, anchors);
-        let b = [
-            b[0].clamp(0.0, size.0),
-            b[1].clamp(0.0, size.1),
-            b[2].clamp(0.0, size.0),
-            b[3].clamp(0.0, size.1),
-        ];
-        if b[2] - b[0] < 1.0 || b[3] - b[1] < 1.0 {
-            continue;
-        }
-        boxes.push(b);
-        scores.push(score);
-        classes.push(c);
-    }
-    batched_nms(&boxes, &scores, &classes, cfg.nms_iou)
-        .into_iter()
-        .take(cfg.max_detections)
-        .map(|i| ScoredBox {
-            bbox: boxes[i],
-            score: scores[i],
-            class: classes[i],
-        })
-        .collect()
+        (b, score, c)
+    });
+    clip_and_nms(decoded, size, cfg)
 }
 
 /// Weight of each scale's objectness loss, finest first (Ultralytics' YOLOv3 "balance"): the
