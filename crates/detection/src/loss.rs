@@ -79,12 +79,9 @@ pub fn decode<B: Backend>(
     )
 }
 
-/// Generalised-IoU loss `1 - GIoU` between `[N, A, 4]` boxes on the anchors `mask` selects.
-pub fn giou_loss<B: Backend>(
-    pred: Tensor<B, 3>,
-    target: Tensor<B, 3>,
-    mask: Tensor<B, 2>,
-) -> Tensor<B, 1> {
+/// Generalised IoU `[N, A, 1]` of boxes `[N, A, 4]` (corners) with targets `[N or 1, A, 4]`,
+/// finite for boxes without area.
+pub fn giou<B: Backend>(pred: Tensor<B, 3>, target: Tensor<B, 3>) -> Tensor<B, 3> {
     let part = |t: &Tensor<B, 3>, i: usize| t.clone().narrow(2, i, 1);
     let (px0, py0, px1, py1) = (
         part(&pred, 0),
@@ -110,8 +107,16 @@ pub fn giou_loss<B: Backend>(
     let cw = px1.max_pair(tx1) - px0.min_pair(tx0);
     let ch = py1.max_pair(ty1) - py0.min_pair(ty0);
     let hull = cw * ch + 1e-7;
-    let giou = iou - (hull.clone() - union) / hull;
-    (giou.neg().add_scalar(1.0) * mask.unsqueeze_dim::<3>(2)).sum()
+    iou - (hull.clone() - union) / hull
+}
+
+/// Generalised-IoU loss `1 - GIoU` between `[N, A, 4]` boxes on the anchors `mask` selects.
+pub fn giou_loss<B: Backend>(
+    pred: Tensor<B, 3>,
+    target: Tensor<B, 3>,
+    mask: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    (giou(pred, target).neg().add_scalar(1.0) * mask.unsqueeze_dim::<3>(2)).sum()
 }
 
 /// IoU loss `-ln IoU` (Yu et al., 2016, as FCOS uses it) between `[N, A, 4]` boxes, each

@@ -302,33 +302,7 @@ pub const OBJECTNESS_BALANCE: [f32; 3] = [4.0, 1.0, 0.4];
 /// Generalised IoU `[N, T]` of boxes `[N, T, 4]` (corners) with targets `[N or 1, T, 4]`,
 /// finite for boxes without area.
 fn giou<B: Backend>(pred: Tensor<B, 3>, target: Tensor<B, 3>) -> Tensor<B, 2> {
-    let part = |t: &Tensor<B, 3>, i: usize| t.clone().narrow(2, i, 1);
-    let (px0, py0, px1, py1) = (
-        part(&pred, 0),
-        part(&pred, 1),
-        part(&pred, 2),
-        part(&pred, 3),
-    );
-    let (tx0, ty0, tx1, ty1) = (
-        part(&target, 0),
-        part(&target, 1),
-        part(&target, 2),
-        part(&target, 3),
-    );
-    let area_p =
-        (px1.clone() - px0.clone()).clamp_min(0.0) * (py1.clone() - py0.clone()).clamp_min(0.0);
-    let area_t =
-        (tx1.clone() - tx0.clone()).clamp_min(0.0) * (ty1.clone() - ty0.clone()).clamp_min(0.0);
-    let iw = (px1.clone().min_pair(tx1.clone()) - px0.clone().max_pair(tx0.clone())).clamp_min(0.0);
-    let ih = (py1.clone().min_pair(ty1.clone()) - py0.clone().max_pair(ty0.clone())).clamp_min(0.0);
-    let inter = iw * ih;
-    let union = area_p + area_t - inter.clone() + 1e-7;
-    let iou = inter / union.clone();
-    let cw = px1.max_pair(tx1) - px0.min_pair(tx0);
-    let ch = py1.max_pair(ty1) - py0.min_pair(ty0);
-    let hull = cw * ch + 1e-7;
-    let giou = iou - (hull.clone() - union) / hull;
-    giou.squeeze_dim::<2>(2)
+    autodl_detection::loss::giou(pred, target).squeeze_dim::<2>(2)
 }
 
 /// The YOLOv3 loss of a batch of `N` images' predictions (`[N, predictions, 5 + K]` in `layout`
