@@ -69,7 +69,12 @@ fn before(text: &str, unit: &str) -> Option<f64> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    // `cargo xtask` (`cargo run`) sets the variable at run time too; prefer that, because cargo
+    // reuses a binary built from another checkout of the same sources in a shared target
+    // folder, and the compile-time path would then name that checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
 }
 
 fn python_ok(module: &str) -> bool {

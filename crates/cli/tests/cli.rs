@@ -1103,6 +1103,87 @@ fn the_same_seed_gives_the_same_leaderboard() {
     assert_eq!(first, board("b"));
 }
 
+/// The training losses per epoch of one trial of `network` on `data`, trained by a pipeline
+/// with every choice fixed (batch size, learning rate, epochs, seed), with `AUTODL_KERNELS`
+/// set to `kernels`.
+fn loss_curve(dir: &Path, data: &Path, network: &str, kernels: &str) -> Vec<(f64, f64)> {
+    let out = dir.join(format!("{network}-{kernels}"));
+    let pipeline = dir.join(format!("{network}-{kernels}.toml"));
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version = 1\nseed = 5\n[data]\npath = {data:?}\n[train]\ntime-limit = \"60m\"\n\
+             networks = [\"{network}\"]\nmax-epochs = 3\npatience = 10\nbatch-size = 4\n\
+             learning-rate = 1e-3\n"
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_autodl"))
+        .args(["train", pipeline.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .env("AUTODL_KERNELS", kernels)
+        .output()
+        .expect("run autodl");
+    assert!(o.status.success(), "{}", text(&o));
+    let trial = std::fs::read_dir(out.join("trials"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let csv = std::fs::read_to_string(trial.join("epochs.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (train, val) = (col("train_loss"), col("val_loss"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[train].parse().unwrap(), f[val].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Our kernels change only the order of summation: a few epochs of training through them give
+/// the loss curve Burn's stock ops give, within what Adam makes of rounding (`AUTODL_KERNELS=stock`), for a pixel classifier
+/// (convolutions, batch norm, pooling, resizing, concatenation, log-softmax, Adam) and a
+/// detector (frozen batch norm folded into convolutions, group norm).
+#[test]
+fn our_kernels_train_the_loss_curve_of_burns_stock_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiles = dir.path().join("tiles");
+    tiny_tiles(&tiles);
+    let voc = dir.path().join("voc");
+    tiny_voc(&voc);
+    for (data, network) in [(&tiles, "unet"), (&voc, "retinanet")] {
+        let ours = loss_curve(dir.path(), data, network, "ours");
+        let stock = loss_curve(dir.path(), data, network, "stock");
+        assert_eq!(ours.len(), 3, "{network}: {ours:?}");
+        assert_eq!(ours.len(), stock.len(), "{network}");
+        // Bit-identical curves would mean `AUTODL_KERNELS=stock` no longer reaches Burn's ops.
+        assert_ne!(ours, stock, "{network}: the stock path is not reachable");
+        for (epoch, (a, b)) in ours.iter().zip(&stock).enumerate() {
+            for (what, x, y) in [("train", a.0, b.0), ("val", a.1, b.1)] {
+                let rel = (x - y).abs() / y.abs().max(1e-6);
+                // The first epoch's training losses agree to about 1e-5. Adam then magnifies
+                // the summation-order differences of gradients near zero (its step is almost
+                // their sign), so the weights after a few steps, and every later loss, drift
+                // apart by a few 1e-3.
+                let tolerance = if epoch == 0 && what == "train" {
+                    1e-4
+                } else {
+                    2e-2
+                };
+                assert!(
+                    rel < tolerance,
+                    "{network} epoch {}: {what} loss {x} through our kernels, {y} through Burn's ({ours:?} against {stock:?})",
+                    epoch + 1
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn advanced_mode_runs_with_the_tuner_and_augmentations_the_pipeline_names() {
     let dir = tempfile::tempdir().unwrap();
