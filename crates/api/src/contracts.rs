@@ -209,6 +209,13 @@ pub struct Checkpoint {
     pub epochs: Vec<EpochRecord>,
     /// The best epoch so far (its weights are `model.mpk`).
     pub best_epoch: Option<u32>,
+    /// The rung of successive halving that wrote it ([`crate::TrialSpec::rung`]).
+    #[serde(default)]
+    pub rung: u32,
+    /// Epochs finished before the current learning-rate cycle began (0 for the first
+    /// cycle; a continued trial's new cycle starts after them).
+    #[serde(default)]
+    pub cycle_start: u32,
 }
 
 impl Checkpoint {
@@ -497,6 +504,8 @@ mod tests {
             planned_epochs: 20,
             epochs: vec![epoch()],
             best_epoch: Some(1),
+            rung: 1,
+            cycle_start: 2,
         }
     }
 

@@ -87,10 +87,16 @@ pub struct TrialSpec {
     /// the family's task ([`crate::default_evaluator`]).
     #[serde(default)]
     pub evaluator: Option<String>,
-    /// Continue from the checkpoint in `out_dir` (an out-of-memory restart) instead of
-    /// starting afresh.
+    /// Continue from the checkpoint in `out_dir` (an out-of-memory restart, or a rung of
+    /// successive halving) instead of starting afresh.
     #[serde(default)]
     pub resume: bool,
+    /// The rung of successive halving this run of the trial belongs to: 0 for its first run.
+    /// A resumed trial whose checkpoint was written at a lower rung continues with a new
+    /// learning-rate cycle planned for this run's budget, its epoch count going on; at the
+    /// same rung (an out-of-memory restart) it finishes the cycle it was in.
+    #[serde(default)]
+    pub rung: u32,
     /// The family's own parameters, as it declared them ([`crate::ParamDecl`]): checked and
     /// complete (defaults filled in) by the planner.
     pub params: Params,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use autodl_api::{EpochRecord, Progress, Task, TrialResult, TrialSpec, TrialStatus};
-use autodl_config::{Auto, Mode, Pipeline, TimeLimit};
+use autodl_config::{Auto, BudgetSchedule, Mode, Pipeline, TimeLimit};
 use autodl_core::{ChildRunner, Event};
 use autodl_data::{Format, OnBadSample, ReadOptions};
 
@@ -70,6 +70,10 @@ pub struct TrainArgs {
     /// `basic` or `advanced`.
     #[arg(long)]
     mode: Option<String>,
+    /// How basic mode shares the budget: `halving` (successive halving, the default) or
+    /// `even` (an equal share per network).
+    #[arg(long)]
+    schedule: Option<String>,
     /// Comma-separated network families (default: every one for the task).
     #[arg(long, value_delimiter = ',')]
     networks: Vec<String>,
@@ -299,6 +303,17 @@ fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
             }
         };
     }
+    if let Some(schedule) = &args.schedule {
+        p.train.budget_schedule = match schedule.as_str() {
+            "halving" => BudgetSchedule::Halving,
+            "even" => BudgetSchedule::Even,
+            other => {
+                return Err(Failure::usage(anyhow!(
+                    "unknown schedule `{other}`: use halving or even"
+                )));
+            }
+        };
+    }
     if !args.networks.is_empty() {
         p.train.networks = args.networks.clone();
     }
@@ -376,7 +391,11 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&name));
-    let plan = autodl_core::plan(&pipeline, task, out.clone()).map_err(Failure::usage)?;
+    let mut plan = autodl_core::plan(&pipeline, task, out.clone()).map_err(Failure::usage)?;
+    // The time limit covers the whole run: what reading and validating the data took comes
+    // out of the training budget (the leaderboard, report and packages fit in the reserve
+    // `run_plan` keeps).
+    plan.time_limit_secs = (plan.time_limit_secs - started.elapsed().as_secs_f64()).max(0.0);
     // Held until the run ends: a second run on the same folder would mix its models and
     // study with this one's.
     let _lock = RunLock::acquire(&out)?;
@@ -410,6 +429,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         tuner,
         tune_top: pipeline.tune.top as usize,
         max_tuning_trials: pipeline.tune.max_trials as usize,
+        halving: pipeline.train.budget_schedule == BudgetSchedule::Halving,
         pruner: (pipeline.tune.pruner.value == "asha").then(|| {
             autodl_core::Pruner::with(
                 pipeline.tune.prune_eta as usize,

@@ -837,13 +837,14 @@ fn detection_families_learn_and_predict_voc_and_coco() {
     write_splits(&data, &["d12", "d13", "d14", "d15", "wide"]);
     let out = dir.path().join("run");
     // A fixed batch and learning rate keep the test short; the squares are easy enough that
-    // every detector must rank far above an untrained one (AP50 near 0).
+    // every detector must rank far above an untrained one (AP50 near 0). The even schedule
+    // trains every family to the end, where successive halving would stop the weaker ones.
     let pipeline = dir.path().join("squares.toml");
     std::fs::write(
         &pipeline,
         format!(
             "version = 1\nseed = 3\n[data]\npath = {:?}\n[augment]\npreset = \"none\"\n\
-             [train]\ntime-limit = \"6m\"\nnetworks = [\"retinanet\", \"ssd\", \"fcos\", \"faster-rcnn\", \"yolov3\"]\nmax-epochs = 20\npatience = 20\n\
+             [train]\ntime-limit = \"6m\"\nbudget-schedule = \"even\"\nnetworks = [\"retinanet\", \"ssd\", \"fcos\", \"faster-rcnn\", \"yolov3\"]\nmax-epochs = 20\npatience = 20\n\
              batch-size = 4\nlearning-rate = 2e-3\ntile-size = 64\n",
             data
         ),
@@ -1182,6 +1183,79 @@ fn our_kernels_train_the_loss_curve_of_burns_stock_ops() {
             }
         }
     }
+}
+
+/// Basic mode's successive halving, end to end with real training: of three networks the
+/// weakest stops after the first rung, the two others continue from their checkpoints (their
+/// epochs go on), and the whole run, data reading, packages and report included, ends within
+/// 5 % of its one-minute limit.
+#[test]
+fn successive_halving_continues_the_better_networks_within_the_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    let pipeline = dir.path().join("halving.toml");
+    // Patience and epochs beyond reach: every network could use all the time it gets.
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version = 1\nseed = 3\n[data]\npath = {data:?}\n[train]\ntime-limit = \"1m\"\n\
+             networks = [\"unet\", \"pspnet\", \"deeplab\"]\nmax-epochs = 10000\n\
+             patience = 10000\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let o = autodl(&[
+        "train",
+        pipeline.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let wall = started.elapsed().as_secs_f64();
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(wall <= 63.0, "a one-minute run took {wall:.1} s\n{log}");
+    let board: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
+            .unwrap();
+    let stopped: Vec<&serde_json::Value> =
+        board.iter().filter(|r| r["status"] == "pruned").collect();
+    assert_eq!(stopped.len(), 1, "{board:#?}");
+    assert!(
+        stopped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("successive halving after rung 0"),
+        "{board:#?}"
+    );
+    // Each survivor says where it went on from, and its curve continues from there.
+    let mut continued = 0;
+    for line in log.lines() {
+        let Some((id, rest)) = line.split_once(": continuing after epoch ") else {
+            continue;
+        };
+        let after: u32 = rest.split_whitespace().next().unwrap().parse().unwrap();
+        let csv = std::fs::read_to_string(out.join("trials").join(id).join("epochs.csv")).unwrap();
+        let epochs: Vec<u32> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            epochs.len() as u32 > after,
+            "{id}: {epochs:?} after {after}"
+        );
+        assert_eq!(
+            epochs,
+            (1..=epochs.len() as u32).collect::<Vec<_>>(),
+            "{id}"
+        );
+        assert_ne!(id, stopped[0]["id"].as_str().unwrap());
+        continued += 1;
+    }
+    assert!(continued >= 2, "{log}");
 }
 
 #[test]

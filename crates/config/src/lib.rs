@@ -177,6 +177,11 @@ pub struct TrainSection {
     /// `basic` or `advanced`.
     #[serde(default)]
     pub mode: Mode,
+    /// How basic mode shares the budget between networks: `halving` (successive halving:
+    /// every network trains a first rung, the weaker half stop, the others continue from
+    /// their checkpoints with the time freed) or `even` (an equal share each).
+    #[serde(default)]
+    pub budget_schedule: BudgetSchedule,
     /// Network families to train; empty means every registered family for the task.
     #[serde(default)]
     pub networks: Vec<String>,
@@ -401,6 +406,17 @@ pub enum Mode {
     Advanced,
 }
 
+/// How basic mode shares the time limit between the networks it trains.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetSchedule {
+    /// Successive halving across networks, survivors continuing from their checkpoints.
+    #[default]
+    Halving,
+    /// The same share for every network, in turn.
+    Even,
+}
+
 /// A value the user may fix or leave to autodl.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub enum Auto<T> {
@@ -443,6 +459,7 @@ impl Default for TrainSection {
         TrainSection {
             time_limit: default_time_limit(),
             mode: Mode::default(),
+            budget_schedule: BudgetSchedule::default(),
             networks: Vec::new(),
             backbone: None,
             max_epochs: default_max_epochs(),

@@ -522,6 +522,7 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
                 .as_ref()
                 .map(|e| e.value.clone()),
             resume: false,
+            rung: 0,
             params,
         });
     }

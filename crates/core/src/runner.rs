@@ -327,6 +327,9 @@ pub struct RunOptions<'a> {
     pub max_tuning_trials: usize,
     /// Stops weak tuning trials early; `None` lets every one run out its share.
     pub pruner: Option<Pruner>,
+    /// Basic mode by successive halving across networks ([`run_plan`]); `false` gives every
+    /// network an equal share in turn.
+    pub halving: bool,
 }
 
 /// The search space advanced mode explores for a family.
@@ -411,24 +414,34 @@ pub fn run_plan(
     let sign = if options.higher_is_better { 1.0 } else { -1.0 };
     let mut pruner = options.pruner.clone();
     let mut results: Vec<(TrialSpec, TrialResult)> = Vec::new();
-    let n = plan.trials.len();
-    for (i, base) in plan.trials.iter().enumerate() {
-        let left = basic_limit - start.elapsed().as_secs_f64() - reserve;
-        let share = left / (n - i) as f64;
-        let result = run_resumable(&study, base, share, runner, on_event, None)?;
-        if let Some(r) = result {
-            if let Some(p) = &mut pruner {
-                p.curves
-                    .push(r.epochs.iter().map(|e| sign * e.metric).collect());
+    let limit = basic_limit - reserve;
+    let outcomes = if options.halving && plan.trials.len() > 1 {
+        successive_halving(plan, &study, runner, on_event, start, limit, sign)?
+    } else {
+        let n = plan.trials.len();
+        let mut outcomes = Vec::new();
+        for (i, base) in plan.trials.iter().enumerate() {
+            let share = (limit - start.elapsed().as_secs_f64()) / (n - i) as f64;
+            let result = run_resumable(&study, base, share, runner, on_event, None)?;
+            outcomes.push(result.ok_or(share));
+        }
+        outcomes
+    };
+    for (base, outcome) in plan.trials.iter().zip(outcomes) {
+        match outcome {
+            Ok(r) => {
+                if let Some(p) = &mut pruner {
+                    p.curves
+                        .push(r.epochs.iter().map(|e| sign * e.metric).collect());
+                }
+                results.push((base.clone(), r.clone()));
+                board.push(base, r);
             }
-            results.push((base.clone(), r.clone()));
-            board.push(base, r);
-        } else {
-            board.push_skipped(
+            Err(share) => board.push_skipped(
                 &base.family,
                 &base.backbone,
                 &format!("time limit reached ({share:.0}s left for it)"),
-            );
+            ),
         }
     }
     let Some(tuner) = options.tuner else {
@@ -521,6 +534,138 @@ pub fn run_plan(
     Ok(board)
 }
 
+/// Whether a trial that ended as `r` could train on: it finished, has epochs left, and its
+/// metric improved within its patience (it did not stop early).
+fn can_continue(spec: &TrialSpec, r: &TrialResult) -> bool {
+    let last = r.epochs.last().map_or(0, |e| e.epoch);
+    matches!(r.status, TrialStatus::Completed)
+        && r.model_dir.is_some()
+        && last > 0
+        && last < spec.max_epochs
+        && r.best_epoch.is_some_and(|b| last - b < spec.patience)
+}
+
+/// Basic mode by successive halving across networks, within `limit` seconds from `start`.
+///
+/// Every network trains a first rung; while more than two could go on, each rung spends
+/// half of the time left, shared evenly, and only the better half (by the ranking metric)
+/// goes on to the next: the others keep the model they have, their row saying why they
+/// stopped. The last rung (two networks or fewer) spends all that is left. A network goes on
+/// from its checkpoint (`resume` at the next `rung`): its epochs continue, with a new
+/// learning-rate cycle planned for its new share. A network that stopped early, reached its
+/// most epochs or failed needs no more time; what it leaves goes to the others.
+///
+/// Gives each trial of the plan its final result, or the share it had when there was no
+/// time left to start it.
+fn successive_halving(
+    plan: &Plan,
+    study: &crate::study::Study,
+    runner: &dyn TrialRunner,
+    on_event: &mut dyn FnMut(&TrialSpec, &Event),
+    start: Instant,
+    limit: f64,
+    sign: f64,
+) -> Result<Vec<Result<TrialResult, f64>>, RunError> {
+    let n = plan.trials.len();
+    let mut outcomes: Vec<Result<TrialResult, f64>> = vec![Err(0.0); n];
+    let mut alive: Vec<usize> = (0..n).collect();
+    let mut rung = 0u32;
+    while !alive.is_empty() && rung < 16 {
+        let k = alive.len();
+        let rung_start = start.elapsed().as_secs_f64();
+        let left = limit - rung_start;
+        let budget = if k <= 2 { left } else { 0.5 * left };
+        let mut ran = Vec::new();
+        for (j, &i) in alive.iter().enumerate() {
+            let spent = start.elapsed().as_secs_f64() - rung_start;
+            let share = (budget - spent) / (k - j) as f64;
+            let mut spec = plan.trials[i].clone();
+            spec.rung = rung;
+            spec.resume = rung > 0;
+            let before = outcomes[i].as_ref().map_or(0, |r| r.epochs.len());
+            match run_resumable(study, &spec, share, runner, on_event, None)? {
+                Some(r) if rung > 0 && !matches!(r.status, TrialStatus::Completed) => {
+                    // The network keeps the model of its earlier rung.
+                    let why = match &r.status {
+                        TrialStatus::Failed(why)
+                        | TrialStatus::Pruned(why)
+                        | TrialStatus::Skipped(why) => why.clone(),
+                        TrialStatus::Completed => String::new(),
+                    };
+                    on_event(
+                        &spec,
+                        &Event::Message {
+                            text: format!(
+                                "rung {rung} did not finish ({why}); keeping the model of rung {}",
+                                rung - 1
+                            ),
+                        },
+                    );
+                }
+                Some(r) => {
+                    if r.epochs.len() > before {
+                        ran.push(i);
+                    }
+                    outcomes[i] = Ok(r);
+                }
+                None if rung == 0 => outcomes[i] = Err(share),
+                None => {}
+            }
+        }
+        // Rank this rung's networks; the better half goes on.
+        let mut ranked: Vec<usize> = alive
+            .iter()
+            .copied()
+            .filter(|&i| outcomes[i].as_ref().is_ok_and(|r| r.metric.is_some()))
+            .collect();
+        let score = |i: usize| {
+            outcomes[i]
+                .as_ref()
+                .ok()
+                .and_then(|r| r.metric)
+                .map_or(f64::NEG_INFINITY, |m| sign * m)
+        };
+        ranked.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
+        let keep = if k <= 2 { k } else { k.div_ceil(2) };
+        for (place, &i) in ranked.iter().enumerate().skip(keep) {
+            let spec = &plan.trials[i];
+            let Ok(r) = &mut outcomes[i] else { continue };
+            if !can_continue(spec, r) {
+                continue;
+            }
+            let why = format!(
+                "stopped by successive halving after rung {rung} ({} epochs): {} {:.4} placed {} of {k}, below the top {keep}",
+                r.epochs.len(),
+                r.metric_name,
+                r.metric.unwrap_or(f64::NAN),
+                place + 1
+            );
+            on_event(spec, &Event::Message { text: why.clone() });
+            r.status = TrialStatus::Pruned(why);
+            let mut recorded = spec.clone();
+            recorded.rung = rung;
+            study.record(&recorded, r)?;
+            let path = spec.out_dir.join(autodl_api::RESULT);
+            write_json(&path, &*r).map_err(io(&path))?;
+        }
+        alive = ranked
+            .into_iter()
+            .take(keep)
+            .filter(|&i| {
+                ran.contains(&i)
+                    && outcomes[i]
+                        .as_ref()
+                        .is_ok_and(|r| can_continue(&plan.trials[i], r))
+            })
+            .collect();
+        if limit - start.elapsed().as_secs_f64() < 5.0 {
+            break;
+        }
+        rung += 1;
+    }
+    Ok(outcomes)
+}
+
 /// Runs one trial unless an earlier run finished it; `None` when its share is too small.
 fn run_resumable(
     study: &crate::study::Study,
@@ -531,14 +676,17 @@ fn run_resumable(
     pruner: Option<(&Pruner, f64)>,
 ) -> Result<Option<TrialResult>, RunError> {
     let result_path = base.out_dir.join(autodl_api::RESULT);
-    if let Some(done) = study.finished(&base.id)? {
+    let earlier = study.finished(&base.id)?;
+    if let Some((rung, done)) = &earlier
+        && *rung >= base.rung
+    {
         on_event(
             base,
             &Event::Message {
                 text: "finished in an earlier run; not trained again".into(),
             },
         );
-        return Ok(Some(done));
+        return Ok(Some(done.clone()));
     }
     if share < 5.0 {
         return Ok(None);
@@ -597,6 +745,10 @@ fn run_resumable(
             spec.batch_size = Some(half);
             result = run_one(runner, &spec, &mut watch)?;
         }
+    }
+    // A later rung's time adds to what the earlier rungs spent.
+    if let Some((_, done)) = &earlier {
+        result.train_secs += done.train_secs;
     }
     // Every outcome goes into the study; only finished ones are read back on a rerun, so a
     // failure is tried again next time. result.json beside the model serves the report.

@@ -46,27 +46,31 @@ impl Study {
         Ok(Study { conn, path })
     }
 
-    /// The result of trial `id` if it finished (completed or pruned) in an earlier run.
-    pub fn finished(&self, id: &str) -> Result<Option<TrialResult>, RunError> {
-        let text: Option<String> = self
+    /// The result of trial `id` if it finished (completed or pruned) in an earlier run, with
+    /// the rung of successive halving it finished ([`TrialSpec::rung`]).
+    pub fn finished(&self, id: &str) -> Result<Option<(u32, TrialResult)>, RunError> {
+        let row: Option<(String, String)> = self
             .conn
             .query_row(
-                "SELECT result FROM trials WHERE id = ?1 AND status IN ('completed', 'pruned')",
+                "SELECT spec, result FROM trials WHERE id = ?1 AND status IN ('completed', 'pruned')",
                 params![id],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .map_err(db_err(&self.path))?;
         // A record that no longer parses is an error naming the study and the trial, not a
         // trial silently run again.
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|e| autodl_api::ContractError::Invalid {
-                path: self.path.clone(),
-                reason: format!("the result of trial `{id}` does not parse: {e}"),
-            })
+        let parse = |what: &str, e: serde_json::Error| autodl_api::ContractError::Invalid {
+            path: self.path.clone(),
+            reason: format!("the {what} of trial `{id}` does not parse: {e}"),
+        };
+        row.map(|(spec, result)| {
+            let spec: TrialSpec = serde_json::from_str(&spec).map_err(|e| parse("spec", e))?;
+            let result = serde_json::from_str(&result).map_err(|e| parse("result", e))?;
+            Ok((spec.rung, result))
         })
         .transpose()
-        .map_err(RunError::from)
+        .map_err(|e: autodl_api::ContractError| RunError::from(e))
     }
 
     /// Records a trial's outcome, replacing an earlier record of the same id.

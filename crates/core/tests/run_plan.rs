@@ -31,6 +31,7 @@ fn spec(id: &str, out: &Path) -> TrialSpec {
         batch_deducer: "any".to_owned(),
         evaluator: None,
         resume: false,
+        rung: 0,
         params: Params::new(),
         out_dir: out.join("trials").join(id),
     }
@@ -53,6 +54,7 @@ fn basic() -> RunOptions<'static> {
         tune_top: 1,
         max_tuning_trials: 0,
         pruner: None,
+        halving: false,
     }
 }
 
@@ -115,6 +117,8 @@ impl TrialRunner for Fake {
                 planned_epochs: 10,
                 epochs: Vec::new(),
                 best_epoch: Some(2),
+                rung: 0,
+                cycle_start: 0,
             }
             .save(&spec.out_dir)
             .expect("the checkpoint is written");
@@ -268,6 +272,7 @@ fn advanced_mode_prunes_weak_trials_before_their_last_epoch() {
         tune_top: 1,
         max_tuning_trials: 4,
         pruner: Some(Pruner::new()),
+        halving: false,
     };
     let board = run_plan(&plan(dir.path(), &["a"]), &Curves, &mut |_, _| {}, &options).unwrap();
     assert_eq!(
@@ -299,6 +304,7 @@ fn pruning_follows_the_metric_direction_and_can_be_switched_off() {
         tune_top: 1,
         max_tuning_trials: 4,
         pruner: Some(Pruner::new()),
+        halving: false,
     };
     let board = run_plan(&plan(dir.path(), &["a"]), &Losses, &mut |_, _| {}, &options).unwrap();
     let pruned: Vec<_> = board.rows.iter().filter(|r| r.status == "pruned").collect();
@@ -335,4 +341,164 @@ fn pruner_keeps_the_top_half_at_rungs() {
     assert!(!p.should_prune(&[0.1, 0.7]));
     assert!(!p.should_prune(&[0.0, 0.0, 0.0]), "epoch 3 is not a rung");
     assert!(p.should_prune(&[0.0, 0.0, 0.0, 0.5]));
+}
+
+/// Trains three epochs per run, going on from its checkpoint when resumed; a trial's metric
+/// grows with its epochs, more for a later letter. Records every run's id, rung and share.
+struct Rungs {
+    calls: std::cell::RefCell<Vec<(String, u32, f64)>>,
+}
+
+impl TrialRunner for Rungs {
+    fn run(
+        &self,
+        spec: &TrialSpec,
+        _: &Path,
+        _: &mut dyn FnMut(&TrialSpec, &Event),
+    ) -> TrialResult {
+        self.calls
+            .borrow_mut()
+            .push((spec.id.clone(), spec.rung, spec.time_budget_secs));
+        let quality = f64::from(spec.id.as_bytes()[0] - b'a' + 1);
+        let mut epochs = match (spec.resume, autodl_api::Checkpoint::load(&spec.out_dir)) {
+            (true, Ok(Some(c))) => c.epochs,
+            _ => Vec::new(),
+        };
+        let first = epochs.len() as u32 + 1;
+        for e in first..(first + 3).min(spec.max_epochs + 1) {
+            epochs.push(autodl_api::EpochRecord {
+                epoch: e,
+                train_loss: 1.0,
+                val_loss: 1.0,
+                metric: quality * f64::from(e) / 100.0,
+                elapsed_secs: 1.0,
+            });
+        }
+        let last = epochs.last().map_or(0, |e| e.epoch);
+        autodl_api::Checkpoint {
+            epoch: last,
+            batch_size: 4,
+            learning_rate: 0.01,
+            planned_epochs: 3,
+            epochs: epochs.clone(),
+            best_epoch: Some(last),
+            rung: spec.rung,
+            cycle_start: first - 1,
+        }
+        .save(&spec.out_dir)
+        .expect("the checkpoint is written");
+        let mut r = TrialResult::without_model(TrialStatus::Completed, "miou");
+        r.metric = epochs.last().map(|e| e.metric);
+        r.best_epoch = Some(last);
+        r.epochs = epochs;
+        r.train_secs = 10.0;
+        r.model_dir = Some(spec.out_dir.clone());
+        r
+    }
+}
+
+#[test]
+fn successive_halving_stops_the_weaker_half_and_continues_the_others_from_their_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = plan(dir.path(), &["a", "b", "c", "d", "e"]);
+    for t in &mut p.trials {
+        t.max_epochs = 9;
+        t.patience = 5;
+    }
+    let runner = Rungs {
+        calls: Default::default(),
+    };
+    let options = RunOptions {
+        halving: true,
+        ..basic()
+    };
+    let board = run_plan(&p, &runner, &mut |_, _| {}, &options).unwrap();
+    let calls = runner.calls.borrow().clone();
+    let rungs: Vec<(&str, u32)> = calls.iter().map(|(id, r, _)| (id.as_str(), *r)).collect();
+    // Five run a first rung; e, d and c (the top three of five, best first) a second; e and
+    // d a third, which takes them to their nine epochs.
+    assert_eq!(
+        rungs,
+        vec![
+            ("a", 0),
+            ("b", 0),
+            ("c", 0),
+            ("d", 0),
+            ("e", 0),
+            ("e", 1),
+            ("d", 1),
+            ("c", 1),
+            ("e", 2),
+            ("d", 2)
+        ]
+    );
+    // The first rung spends half the budget (less the reserve), evenly; the last the rest.
+    let first = calls[0].2;
+    assert!(
+        (first - (600.0 - 18.0) / 2.0 / 5.0).abs() < 1.0,
+        "{calls:?}"
+    );
+    assert!(calls[8].2 > calls[5].2, "{calls:?}");
+    let row = |id: &str| board.rows.iter().find(|r| r.id == id).unwrap().clone();
+    for (id, epochs) in [("a", 3), ("b", 3), ("c", 6)] {
+        let r = row(id);
+        assert_eq!(r.status, "pruned", "{r:?}");
+        assert!(r.reason.contains("successive halving"), "{r:?}");
+        assert_eq!(r.epochs, epochs, "{r:?}");
+    }
+    for id in ["d", "e"] {
+        let r = row(id);
+        assert_eq!(r.status, "completed", "{r:?}");
+        assert_eq!(r.epochs, 9, "{r:?}");
+        assert_eq!(r.train_secs, 30.0, "the rungs' times add up: {r:?}");
+        let spec: TrialSpec = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("trials/{id}/spec.json"))).unwrap(),
+        )
+        .unwrap();
+        assert!(spec.resume && spec.rung == 2, "{spec:?}");
+        // Its epochs go on from its checkpoint: 1 to 9, none trained twice.
+        let result: TrialResult = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("trials/{id}/result.json"))).unwrap(),
+        )
+        .unwrap();
+        let numbers: Vec<u32> = result.epochs.iter().map(|e| e.epoch).collect();
+        assert_eq!(numbers, (1..=9).collect::<Vec<_>>());
+    }
+
+    // Run again: every rung is read back from the study, nothing trains.
+    let again = run_plan(&p, &runner, &mut |_, _| {}, &options).unwrap();
+    assert_eq!(runner.calls.borrow().len(), calls.len());
+    let statuses = |b: &autodl_core::Leaderboard| {
+        let mut v: Vec<(String, String, usize)> = b
+            .rows
+            .iter()
+            .map(|r| (r.id.clone(), r.status.clone(), r.epochs))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(statuses(&again), statuses(&board));
+}
+
+#[test]
+fn with_two_networks_or_an_even_schedule_each_gets_its_share_once() {
+    for (ids, halving) in [(&["a", "b"][..], true), (&["a", "b", "c"][..], false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan(dir.path(), ids);
+        for t in &mut p.trials {
+            t.max_epochs = 3;
+        }
+        let runner = Rungs {
+            calls: Default::default(),
+        };
+        let options = RunOptions { halving, ..basic() };
+        let board = run_plan(&p, &runner, &mut |_, _| {}, &options).unwrap();
+        let calls = runner.calls.borrow();
+        assert_eq!(calls.len(), ids.len(), "{calls:?}");
+        assert!(
+            (calls[0].2 - 582.0 / ids.len() as f64).abs() < 1.0,
+            "{calls:?}"
+        );
+        assert!(board.rows.iter().all(|r| r.status == "completed"));
+    }
 }

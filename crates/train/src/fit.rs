@@ -352,6 +352,11 @@ where
     let mut best: Option<(f64, u32, T::Payload)> = None;
     let mut since_best = 0;
     let mut first_epoch = 1;
+    // Epochs before the current learning-rate cycle, and whether this run starts a new cycle
+    // (the first run, or a later rung of successive halving) and so plans it from its budget.
+    let mut cycle_start = 0;
+    let mut new_cycle = true;
+    let mut peak = learning_rate;
     if let Some(c) = &resume {
         let load = |stem: std::path::PathBuf| {
             build().and_then(|m| {
@@ -370,12 +375,30 @@ where
             since_best = c.epoch.saturating_sub(b);
         }
         epochs = c.epochs.clone();
-        planned_epochs = c.planned_epochs;
         first_epoch = c.epoch + 1;
-        progress.message(&format!(
-            "resuming after epoch {} at batch size {batch_size}",
-            c.epoch
-        ));
+        if spec.rung > c.rung {
+            // Successive halving gave this trial another rung: a new cycle at half the peak
+            // rate from where it stopped, with its patience renewed.
+            cycle_start = c.epoch;
+            planned_epochs = (spec.max_epochs.saturating_sub(c.epoch) as usize).max(1);
+            since_best = 0;
+            peak = 0.5 * learning_rate;
+            progress.message(&format!(
+                "continuing after epoch {} (rung {}): a new learning-rate cycle peaking at {peak:.2e}",
+                c.epoch, spec.rung
+            ));
+        } else {
+            cycle_start = c.cycle_start;
+            planned_epochs = c.planned_epochs;
+            new_cycle = false;
+            if cycle_start > 0 {
+                peak = 0.5 * learning_rate;
+            }
+            progress.message(&format!(
+                "resuming after epoch {} at batch size {batch_size}",
+                c.epoch
+            ));
+        }
     }
     let mut status = TrialStatus::Completed;
     let mut order: Vec<usize> = (0..n_train).collect();
@@ -387,13 +410,8 @@ where
         rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
         let mut loss_sum = 0.0;
         for (s, idx) in order.chunks(batch_size).enumerate() {
-            let step = (epoch as usize - 1) * steps_per_epoch + s;
-            let lr = schedule(
-                schedule_kind,
-                learning_rate,
-                step,
-                planned_epochs * steps_per_epoch,
-            );
+            let step = (epoch - cycle_start - 1) as usize * steps_per_epoch + s;
+            let lr = schedule(schedule_kind, peak, step, planned_epochs * steps_per_epoch);
             let loss;
             (model, loss) = train_step(task, model, &mut optim, lr, idx, epoch as u64, device);
             if !loss.is_finite() {
@@ -434,6 +452,8 @@ where
             planned_epochs,
             epochs: epochs.clone(),
             best_epoch: best.as_ref().map(|b| b.1),
+            rung: spec.rung,
+            cycle_start,
         };
         checkpoint.save(&spec.out_dir)?;
         if since_best >= spec.patience {
@@ -448,11 +468,11 @@ where
         // Plan the schedule from the first epoch's measured cost, then stop before the budget runs out.
         let epoch_secs = epoch_start.elapsed().as_secs_f64();
         let left = spec.time_budget_secs - start.elapsed().as_secs_f64() - reserve;
-        if epoch == 1 {
+        if new_cycle && epoch == cycle_start + 1 {
             let fit = (left / epoch_secs).floor() as usize + 1;
             planned_epochs = planned_epochs.min(fit.max(1));
         }
-        if epoch as usize >= planned_epochs || left < epoch_secs * 1.1 {
+        if (epoch - cycle_start) as usize >= planned_epochs || left < epoch_secs * 1.1 {
             break;
         }
     }
