@@ -27,10 +27,10 @@ pub use params::{
     search_space_of,
 };
 pub use registry::{
-    AugmentPipelineRegistration, AugmenterRegistration, BatchDeducerRegistration,
+    ARCGIS_METRIC, AugmentPipelineRegistration, AugmenterRegistration, BatchDeducerRegistration,
     EvaluatorRegistration, NetworkRegistration, TunerRegistration, augment_pipeline,
     augment_pipelines, augmenter, augmenters, batch_deducer, batch_deducers, default_evaluator,
-    evaluator, evaluators, network, networks, tuner, tuners,
+    evaluator, evaluators, metric_for_task, network, networks, tuner, tuners,
 };
 pub use types::*;
 

@@ -60,6 +60,20 @@ registry!(
     "evaluator"
 );
 
+/// The ranking rule that names ArcGIS's metric for whatever task a run has.
+pub const ARCGIS_METRIC: &str = "arcgis";
+
+/// The metric a ranking-metric name means for `task`: [`ARCGIS_METRIC`] is ArcGIS's rule (AP
+/// at IoU 0.1, `arcgis-ap10`, for detection; pixel accuracy, `accuracy`, for pixel
+/// classification); any other name means itself.
+pub fn metric_for_task(name: &str, task: Task) -> &str {
+    match (name, task) {
+        (ARCGIS_METRIC, Task::Detection) => "arcgis-ap10",
+        (ARCGIS_METRIC, Task::PixelClassification) => "accuracy",
+        _ => name,
+    }
+}
+
 /// The evaluator a trial of `task` uses when its pipeline names none: the first registered for
 /// the task, by name.
 pub fn default_evaluator(task: Task) -> Option<&'static dyn Evaluator> {

@@ -98,6 +98,17 @@ pub struct TrainArgs {
     /// Image sub-folder (for example `images_ms` for multispectral tiles).
     #[arg(long)]
     images_dir: Option<String>,
+    /// Ranking metric (`miou`, `accuracy`, `dice`, `ap50`, `coco-ap`, `arcgis-ap10`, or
+    /// `arcgis` for ArcGIS's rule: pixel accuracy, or AP at IoU 0.1).
+    #[arg(long)]
+    metric: Option<String>,
+    /// Package every trained model (`true`, the default) or only the best (`false`), as
+    /// ArcGIS's "Save Evaluated Models".
+    #[arg(long)]
+    save_evaluated_models: Option<bool>,
+    /// Name of the best model's package, `<out>/<NAME>.dlpk` (ArcGIS's "Output Model Name").
+    #[arg(long)]
+    model_name: Option<String>,
 }
 
 /// `autodl predict`.
@@ -335,6 +346,15 @@ fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
     if let Some(d) = &args.images_dir {
         p.data.images_dir = Some(d.clone());
     }
+    if let Some(m) = &args.metric {
+        p.train.metric = Some(m.clone());
+    }
+    if let Some(save) = args.save_evaluated_models {
+        p.train.save_evaluated_models = save;
+    }
+    if let Some(name) = &args.model_name {
+        p.train.model_name = Some(name.clone());
+    }
     if let Some(o) = &args.out {
         p.out = Some(o.clone());
     }
@@ -461,7 +481,23 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     board
         .write(&out)
         .with_context(|| format!("cannot write the leaderboard into {}", out.display()))?;
-    let packages = package_models(&board, &out)?;
+    let best_id = board.best().map(|b| b.id.clone());
+    let packages = package_models(
+        &board,
+        &out,
+        (!pipeline.train.save_evaluated_models)
+            .then_some(best_id.as_deref())
+            .flatten(),
+    )?;
+    let best_package = out.join(format!(
+        "{}.dlpk",
+        pipeline
+            .train
+            .model_name
+            .as_deref()
+            .or(best_id.as_deref())
+            .unwrap_or("best")
+    ));
     if let Some(best) = board.best()
         && let Some(dir) = &best.model_dir
     {
@@ -471,8 +507,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             p.file_stem()
                 .is_some_and(|s| s.to_string_lossy() == best.id)
         }) {
-            copy_atomic(pkg, &out.join(format!("{}.dlpk", best.id)))
-                .context("cannot copy the best package")?;
+            copy_atomic(pkg, &best_package).context("cannot copy the best package")?;
         }
     }
     let facts = vec![
@@ -509,7 +544,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
                 best.id,
                 best.metric_name,
                 best.metric.unwrap_or(f64::NAN),
-                out.join(format!("{}.dlpk", best.id)).display()
+                best_package.display()
             );
             Ok(())
         }
@@ -519,14 +554,22 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     }
 }
 
-/// Writes `models/<id>.dlpk` for every trained model; returns the packages written.
-fn package_models(board: &autodl_core::Leaderboard, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// Writes `models/<id>.dlpk` for every trained model, or for the one named `only`; returns
+/// the packages written.
+fn package_models(
+    board: &autodl_core::Leaderboard,
+    out: &Path,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<PathBuf>> {
     let dir = out.join("models");
     let mut written = Vec::new();
     for row in &board.rows {
         let Some(model_dir) = &row.model_dir else {
             continue;
         };
+        if only.is_some_and(|id| id != row.id) {
+            continue;
+        }
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let metrics = autodl_api::MetricsFile::load(Path::new(model_dir))?;
@@ -549,7 +592,10 @@ fn higher_is_better(pipeline: &Pipeline, task: Task) -> bool {
     };
     let metrics = evaluator.metrics();
     let ranking = match &pipeline.train.metric {
-        Some(name) => metrics.iter().find(|m| m.name == name),
+        Some(name) => {
+            let name = autodl_api::metric_for_task(name, task);
+            metrics.iter().find(|m| m.name == name)
+        }
         None => metrics.first(),
     };
     ranking.is_none_or(|m| m.direction == autodl_api::Direction::Maximise)

@@ -157,6 +157,16 @@ fn a_family_parameter_is_checked_against_what_the_family_declares() {
     let (code, t) = check_pipeline("[train]\nnetworks = [\"ssd\"]\nmetric = \"miou\"\n");
     assert_eq!(code, Some(2), "{t}");
     assert!(t.contains("ap50, coco-ap"), "{t}");
+    // ArcGIS's ranking rule means a metric of every task.
+    for networks in ["\"ssd\"", "\"unet\", \"yolov3\""] {
+        let (code, t) = check_pipeline(&format!(
+            "[train]\nnetworks = [{networks}]\nmetric = \"arcgis\"\n"
+        ));
+        assert_eq!(code, Some(0), "{t}");
+    }
+    let (code, t) = check_pipeline("[train]\nmodel-name = \"../elsewhere\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("train.model-name"), "{t}");
 
     let (code, t) = check_pipeline(
         "[train]\nnetworks = [\"retinanet\"]\n[params.retinanet]\nhead-depth = 3\nbox-loss = \"giou\"\n",
@@ -1188,7 +1198,8 @@ fn our_kernels_train_the_loss_curve_of_burns_stock_ops() {
 /// Basic mode's successive halving, end to end with real training: of three networks the
 /// weakest stops after the first rung, the two others continue from their checkpoints (their
 /// epochs go on), and the whole run, data reading, packages and report included, ends within
-/// 5 % of its one-minute limit.
+/// 5 % of its one-minute limit. With ArcGIS's parameters: its ranking rule (pixel accuracy),
+/// only the best model packaged, under the output model name.
 #[test]
 fn successive_halving_continues_the_better_networks_within_the_time_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -1201,7 +1212,8 @@ fn successive_halving_continues_the_better_networks_within_the_time_limit() {
         format!(
             "version = 1\nseed = 3\n[data]\npath = {data:?}\n[train]\ntime-limit = \"1m\"\n\
              networks = [\"unet\", \"pspnet\", \"deeplab\"]\nmax-epochs = 10000\n\
-             patience = 10000\n"
+             patience = 10000\nmetric = \"arcgis\"\nsave-evaluated-models = false\n\
+             model-name = \"landcover\"\n"
         ),
     )
     .unwrap();
@@ -1256,6 +1268,24 @@ fn successive_halving_continues_the_better_networks_within_the_time_limit() {
         continued += 1;
     }
     assert!(continued >= 2, "{log}");
+    // ArcGIS's rule ranks pixel classifiers by pixel accuracy.
+    assert!(
+        board.iter().all(|r| r["metric-name"] == "accuracy"),
+        "{board:#?}"
+    );
+    // Only the best model is packaged, and its package has the name asked for.
+    let packaged: Vec<String> = std::fs::read_dir(out.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let best = board.iter().find(|r| r["rank"] == 1).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(packaged, vec![format!("{best}.dlpk")]);
+    assert!(out.join("landcover.dlpk").is_file());
+    assert!(!out.join(format!("{best}.dlpk")).exists());
+    assert!(log.contains("landcover.dlpk"), "{log}");
 }
 
 #[test]

@@ -204,10 +204,19 @@ pub struct TrainSection {
     #[serde(default)]
     pub tile_size: Option<u32>,
     /// Leaderboard metric: `miou` (pixel classification's default), `accuracy` or `dice`; for
-    /// detection `ap50` (VOC AP at IoU 0.5, the default) or `coco-ap`. It also picks each
-    /// model's kept epoch and drives early stopping.
+    /// detection `ap50` (VOC AP at IoU 0.5, the default) or `coco-ap`; `arcgis` for ArcGIS's
+    /// rule (pixel accuracy, or AP at IoU 0.1). It also picks each model's kept epoch and
+    /// drives early stopping.
     #[serde(default)]
     pub metric: Option<String>,
+    /// ArcGIS's "Save Evaluated Models": package every trained model into `models/` (the
+    /// default), or only the best.
+    #[serde(default = "default_true")]
+    pub save_evaluated_models: bool,
+    /// ArcGIS's "Output Model Name": the best model's package is `<out>/<name>.dlpk` (by
+    /// default it is named after its trial).
+    #[serde(default)]
+    pub model_name: Option<String>,
     /// Start backbones from pretrained weights where they exist.
     #[serde(default = "default_true")]
     pub pretrained: bool,
@@ -468,6 +477,8 @@ impl Default for TrainSection {
             learning_rate: Auto::Auto,
             tile_size: None,
             metric: None,
+            save_evaluated_models: true,
+            model_name: None,
             pretrained: true,
             optimizer: default_optimizer(),
             schedule: default_schedule(),

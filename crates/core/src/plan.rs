@@ -319,8 +319,20 @@ pub fn check_stages(pipeline: &Pipeline, task: Option<Task>) -> Result<(), PlanE
             )));
         }
     }
-    if let Some(metric) = &pipeline.train.metric {
+    if let Some(name) = &pipeline.train.model_name
+        && (name.is_empty()
+            || name.starts_with('.')
+            || name.contains(['/', '\\', ':'])
+            || name.chars().any(char::is_control))
+    {
+        return Err(PlanError::Invalid(format!(
+            "{}: train.model-name `{name}` must be a plain file name (no folder, no leading dot)",
+            pipeline.source.display()
+        )));
+    }
+    if let Some(asked) = &pipeline.train.metric {
         for family in &families {
+            let metric = autodl_api::metric_for_task(asked, family.task());
             let metrics = family.metrics();
             if !metrics.iter().any(|m| m.name == metric) {
                 return Err(PlanError::Invalid(format!(
@@ -332,6 +344,7 @@ pub fn check_stages(pipeline: &Pipeline, task: Option<Task>) -> Result<(), PlanE
             }
         }
         if let Some(e) = evaluator {
+            let metric = autodl_api::metric_for_task(asked, e.task());
             let metrics = e.metrics();
             if !metrics.iter().any(|m| m.name == metric) {
                 return Err(PlanError::Invalid(format!(
@@ -467,7 +480,10 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
         },
         weight_decay: t.weight_decay,
         pretrained: t.pretrained,
-        metric: t.metric.clone(),
+        metric: t
+            .metric
+            .as_deref()
+            .map(|m| autodl_api::metric_for_task(m, task).to_owned()),
     };
     let augment = augment_spec(pipeline)?;
     let mut trials = Vec::new();

@@ -28,6 +28,8 @@ impl Evaluator for BoxMetrics {
         vec![
             MetricDecl::maximise("ap50"),
             MetricDecl::maximise("coco-ap"),
+            // ArcGIS's ranking rule for detectors (`metric = "arcgis"`).
+            MetricDecl::maximise("arcgis-ap10"),
         ]
     }
 
