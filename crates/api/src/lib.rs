@@ -109,6 +109,13 @@ pub trait NetworkFamily: Send + Sync {
     fn task(&self) -> Task;
     /// Backbones this family can be built on; the first is the default.
     fn backbones(&self) -> &'static [&'static str];
+    /// The backbones advanced mode's tuners choose among: by default all of
+    /// [`NetworkFamily::backbones`]. A family leaves out those a tuning trial would waste its
+    /// time on (one without pretrained weights that is slow to train from scratch), which a
+    /// pipeline can still name.
+    fn tuned_backbones(&self) -> &'static [&'static str] {
+        self.backbones()
+    }
     /// The parameters the family reads from [`TrialSpec::params`], with their ranges,
     /// defaults and tuned ranges. The planner checks a pipeline against them and passes the
     /// family exactly these, complete.

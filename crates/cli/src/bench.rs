@@ -2,8 +2,9 @@
 //! backend, with the protocol of `../shared/bench/pytorch_train_step.py` so the two can run side
 //! by side (`cargo xtask bench train` does).
 //!
-//! - Backbones (ResNet-18/34/50, MobileNetV2, EfficientNet-Lite0): forward to the four feature
-//!   maps, loss = sum over them of `mean(f^2)`, backward, Adam at 1e-4; batch 8, 224x224.
+//! - Backbones (ResNet-18/34/50, MobileNetV2, EfficientNet-Lite0, Darknet-53): forward to the
+//!   four feature maps, loss = sum over them of `mean(f^2)`, backward, Adam at 1e-4; batch 8,
+//!   224x224.
 //! - `unet-resnet18`: U-Net on ResNet-18, 7 classes, cross-entropy, AdamW; batch 8, 256x256.
 //!
 //! One warm-up step is excluded; the device is synchronised inside every timed step. Prints

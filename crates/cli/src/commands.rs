@@ -809,6 +809,12 @@ pub fn plugins() -> Outcome {
             n.task().to_string(),
             n.backbones().join(", ")
         );
+        if n.tuned_backbones() != n.backbones() {
+            outln!(
+                "  advanced mode tunes backbones: {}",
+                n.tuned_backbones().join(", ")
+            );
+        }
         outln!(
             "  metrics: {}",
             n.metrics()

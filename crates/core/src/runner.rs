@@ -347,7 +347,7 @@ pub fn search_space(family: &str) -> autodl_api::SearchSpace {
         space.insert(
             "backbone".into(),
             Dimension::Choice {
-                options: f.backbones().iter().map(|b| b.to_string()).collect(),
+                options: f.tuned_backbones().iter().map(|b| b.to_string()).collect(),
             },
         );
     }

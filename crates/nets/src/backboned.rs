@@ -22,14 +22,21 @@ pub use autodl_train::options::pixel_params;
 use autodl_train::seg::{self, FamilyOptions, SegNet};
 
 /// Backbones every backbone-based family offers; the first, which has bundled ImageNet
-/// weights, is the default.
+/// weights, is the default. Those after [`TUNED_BACKBONES`] are chosen by name only.
 pub const BACKBONES: &[&str] = &[
     "efficientnet-lite0",
     "resnet18",
     "resnet34",
     "resnet50",
     "mobilenetv2",
+    "darknet53",
 ];
+
+/// The backbones advanced mode searches: all of [`BACKBONES`] but Darknet-53, which has no
+/// pretrained weights (none ship, and Darknet's own are not in a format we load) and is the
+/// largest (40.6 M parameters, twice ResNet-50's cost per step): a tuning trial on it would
+/// spend its share training 52 layers from scratch. `--backbone darknet53` still picks it.
+pub const TUNED_BACKBONES: &[&str] = BACKBONES.split_at(5).0;
 
 /// Builds the backbone a trial asks for: pretrained unless `pretrained = false` or no
 /// weights exist for it.
@@ -72,15 +79,33 @@ fn prepare(
             BACKBONES.join(", ")
         )));
     }
-    let pretrained = spec.training.pretrained;
-    match (pretrained, autodl_backbones::default_weights(&spec.backbone)) {
-        (true, Some(path)) => progress.message(&format!("pretrained {} weights from {}", spec.backbone, path.display())),
-        (true, None) => progress.message(&format!(
-            "no pretrained weights for {} (put {}.safetensors in AUTODL_WEIGHTS_DIR); random initialisation",
-            spec.backbone, spec.backbone
-        )),
-        (false, _) => progress.message("random initialisation (pretrained = false)"),
-    }
+    // Pretrained only when weights exist: a randomly initialised backbone must not be treated
+    // as a pretrained one (a detector would freeze its batch norm at the identity and its
+    // random stem).
+    let pretrained = match (
+        spec.training.pretrained,
+        autodl_backbones::default_weights(&spec.backbone),
+    ) {
+        (true, Some(path)) => {
+            progress.message(&format!(
+                "pretrained {} weights from {}",
+                spec.backbone,
+                path.display()
+            ));
+            true
+        }
+        (true, None) => {
+            progress.message(&format!(
+                "no pretrained weights for {} (put {}.safetensors in AUTODL_WEIGHTS_DIR); random initialisation",
+                spec.backbone, spec.backbone
+            ));
+            false
+        }
+        (false, _) => {
+            progress.message("random initialisation (pretrained = false)");
+            false
+        }
+    };
     let mut params = spec.params.clone();
     params.insert(
         "backbone".into(),
@@ -450,6 +475,10 @@ macro_rules! __network_family {
                 $crate::backboned::BACKBONES
             }
 
+            fn tuned_backbones(&self) -> &'static [&'static str] {
+                $crate::backboned::TUNED_BACKBONES
+            }
+
             fn params(&self) -> Vec<::autodl_api::ParamDecl> {
                 $params
             }
@@ -489,4 +518,20 @@ macro_rules! __network_family {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backbone_is_a_backbone_and_tuning_leaves_out_darknet53() {
+        for name in BACKBONES {
+            assert!(autodl_backbones::NAMES.contains(name), "{name}");
+        }
+        assert!(BACKBONES.contains(&"darknet53"));
+        assert!(!TUNED_BACKBONES.contains(&"darknet53"));
+        assert_eq!(TUNED_BACKBONES, &BACKBONES[..BACKBONES.len() - 1]);
+        assert_eq!(TUNED_BACKBONES[0], BACKBONES[0]);
+    }
 }

@@ -1,5 +1,6 @@
-//! Pretrained CNN backbones for autodl's network families: ResNet-18/34/50, MobileNetV2 and
-//! EfficientNet-Lite0 as Burn modules generic over the backend.
+//! Pretrained CNN backbones for autodl's network families: ResNet-18/34/50, MobileNetV2,
+//! EfficientNet-Lite0 and Darknet-53 (YOLOv3's, without pretrained weights) as Burn modules
+//! generic over the backend.
 //!
 //! Every backbone gives feature maps at strides 4, 8, 16 and 32 for FPN, U-Net and DeepLab
 //! heads ([`Backbone::features`]), takes any number of input bands (a pretrained RGB first
@@ -10,8 +11,9 @@
 //! Weights come from local files only, never from the network: safetensors always, PyTorch
 //! `.pth` pickles (zip and legacy formats) with the `pytorch` feature, whose burn-store 0.21
 //! reader ignores tensor strides (see the `weights` module notes). Names follow torchvision
-//! (ResNet, MobileNetV2) and efficientnet_pytorch (EfficientNet-Lite0). The EfficientNet-Lite0
-//! ImageNet weights ship in this crate's `weights/` folder ([`default_weights`]).
+//! (ResNet, MobileNetV2) and efficientnet_pytorch (EfficientNet-Lite0); Darknet-53's are its
+//! module paths (see the `darknet` module notes). The EfficientNet-Lite0 ImageNet weights ship
+//! in this crate's `weights/` folder ([`default_weights`]).
 //!
 //! Batch norm follows Burn's convention: on an autodiff backend it trains (batch statistics,
 //! running statistics updated), after `valid()` it evaluates. [`freeze`] stops gradients and
@@ -19,6 +21,7 @@
 //! freezes batch norm alone, the usual choice for fine-tuning with small batches.
 
 mod adapt;
+mod darknet;
 mod efficientnet;
 mod error;
 mod layers;
@@ -36,6 +39,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 pub use adapt::adapt_first_conv;
+pub use darknet::{DarkResidual, DarkStage, Darknet};
 pub use error::BackboneError;
 pub use layers::ConvBn;
 pub use mbconv::{Head, InvertedResidual, MobileNet};
@@ -49,6 +53,7 @@ pub const NAMES: &[&str] = &[
     "resnet50",
     "mobilenetv2",
     "efficientnet-lite0",
+    "darknet53",
 ];
 
 /// Environment variable naming a folder of weights files `<name>.safetensors` or `<name>.pth`
@@ -68,6 +73,8 @@ pub enum Arch {
     MobileNetV2,
     /// EfficientNet-Lite0.
     EfficientNetLite0,
+    /// Darknet-53, YOLOv3's backbone (no pretrained weights ship).
+    Darknet53,
 }
 
 /// Per-band normalisation a pretrained backbone expects, in 8-bit pixel units:
@@ -82,12 +89,13 @@ pub struct InputNorm {
 
 impl Arch {
     /// All architectures, in [`NAMES`] order.
-    pub const ALL: [Arch; 5] = [
+    pub const ALL: [Arch; 6] = [
         Arch::ResNet18,
         Arch::ResNet34,
         Arch::ResNet50,
         Arch::MobileNetV2,
         Arch::EfficientNetLite0,
+        Arch::Darknet53,
     ];
 
     /// The name configs use.
@@ -98,6 +106,7 @@ impl Arch {
             Arch::ResNet50 => NAMES[2],
             Arch::MobileNetV2 => NAMES[3],
             Arch::EfficientNetLite0 => NAMES[4],
+            Arch::Darknet53 => NAMES[5],
         }
     }
 
@@ -109,11 +118,13 @@ impl Arch {
             Arch::ResNet50 => resnet::channels(50),
             Arch::MobileNetV2 => mobilenet::SPEC.channels(),
             Arch::EfficientNetLite0 => efficientnet::SPEC.channels(),
+            Arch::Darknet53 => darknet::channels(),
         }
     }
 
     /// The normalisation the ImageNet weights were trained with: torchvision's mean and
     /// standard deviation, or `(x - 127) / 128` for the TF EfficientNet-Lite checkpoints.
+    /// Darknet-53, which has no pretrained weights here, takes torchvision's too.
     pub fn input_norm(self) -> InputNorm {
         match self {
             Arch::EfficientNetLite0 => InputNorm {
@@ -141,6 +152,7 @@ impl Arch {
         match self {
             Arch::MobileNetV2 => mobilenet::name_map(),
             Arch::EfficientNetLite0 => efficientnet::name_map(),
+            Arch::Darknet53 => darknet::name_map(),
             _ => resnet::name_map(self.resnet_depth().unwrap_or(50)),
         }
     }
@@ -156,7 +168,7 @@ impl Arch {
 
     /// Module path prefix of the classifier head.
     pub(crate) fn head_prefix(self) -> &'static str {
-        if self.resnet_depth().is_some() {
+        if self.resnet_depth().is_some() || self == Arch::Darknet53 {
             "fc."
         } else {
             "head."
@@ -165,7 +177,7 @@ impl Arch {
 
     /// Module path of the classifier's weight.
     pub(crate) fn classifier_weight(self) -> &'static str {
-        if self.resnet_depth().is_some() {
+        if self.resnet_depth().is_some() || self == Arch::Darknet53 {
             "fc.weight"
         } else {
             "head.fc.weight"
@@ -186,6 +198,7 @@ impl FromStr for Arch {
             "resnet50" | "resnet-50" => Ok(Arch::ResNet50),
             "mobilenetv2" | "mobilenet-v2" => Ok(Arch::MobileNetV2),
             "efficientnet-lite0" | "efficientnetlite0" => Ok(Arch::EfficientNetLite0),
+            "darknet53" | "darknet-53" => Ok(Arch::Darknet53),
             _ => Err(BackboneError::UnknownName {
                 name: name.to_owned(),
             }),
@@ -264,7 +277,8 @@ const EFFICIENTNET_LITE0: &[u8] = include_bytes!("../weights/efficientnet-lite0.
 /// that file exists, else the EfficientNet-Lite0 ImageNet weights bundled in this crate
 /// (`plugins/backbones/weights/`, located at compile time, or, when that folder is gone, the
 /// copy inside the binary written once to the system's temporary folder). `None` when there
-/// are none, as for ResNet and MobileNetV2 unless the folder has them, or for an unknown name.
+/// are none, as for ResNet, MobileNetV2 and Darknet-53 unless the folder has them, or for an
+/// unknown name.
 pub fn default_weights(name: &str) -> Option<PathBuf> {
     let arch: Arch = name.parse().ok()?;
     if let Some(dir) = std::env::var_os(WEIGHTS_DIR_ENV) {
@@ -317,6 +331,8 @@ pub enum Backbone<B: Backend> {
     ResNet(ResNet<B>),
     /// MobileNetV2 or EfficientNet-Lite0.
     MobileNet(MobileNet<B>),
+    /// Darknet-53.
+    Darknet(Darknet<B>),
 }
 
 impl<B: Backend> Backbone<B> {
@@ -330,6 +346,7 @@ impl<B: Backend> Backbone<B> {
         assert!(bands > 0, "a backbone needs at least one input band");
         match (arch, arch.resnet_depth()) {
             (_, Some(depth)) => Backbone::ResNet(ResNet::new(depth, bands, classes, device)),
+            (Arch::Darknet53, _) => Backbone::Darknet(Darknet::new(bands, classes, device)),
             (Arch::MobileNetV2, _) => Backbone::MobileNet(MobileNet::new(
                 arch,
                 &mobilenet::SPEC,
@@ -356,6 +373,7 @@ impl<B: Backend> Backbone<B> {
                 _ => Arch::ResNet50,
             },
             Backbone::MobileNet(m) => m.arch(),
+            Backbone::Darknet(_) => Arch::Darknet53,
         }
     }
 
@@ -370,6 +388,7 @@ impl<B: Backend> Backbone<B> {
         match self {
             Backbone::ResNet(m) => m.features(x),
             Backbone::MobileNet(m) => m.features(x),
+            Backbone::Darknet(m) => m.features(x),
         }
     }
 
@@ -384,6 +403,7 @@ impl<B: Backend> Backbone<B> {
         match self {
             Backbone::ResNet(m) => m.classify(x),
             Backbone::MobileNet(m) => m.classify(x),
+            Backbone::Darknet(m) => m.classify(x),
         }
     }
 
@@ -392,6 +412,7 @@ impl<B: Backend> Backbone<B> {
         match self {
             Backbone::ResNet(m) => m.has_classifier(),
             Backbone::MobileNet(m) => m.has_classifier(),
+            Backbone::Darknet(m) => m.has_classifier(),
         }
     }
 
@@ -402,6 +423,7 @@ impl<B: Backend> Backbone<B> {
         match &mut self {
             Backbone::ResNet(m) => m.drop_classifier(),
             Backbone::MobileNet(m) => m.drop_classifier(),
+            Backbone::Darknet(m) => m.drop_classifier(),
         }
         self
     }
@@ -413,6 +435,7 @@ impl<B: Backend> Backbone<B> {
         match &mut self {
             Backbone::ResNet(m) => m.freeze_stem(),
             Backbone::MobileNet(m) => m.freeze_stem(),
+            Backbone::Darknet(m) => m.freeze_stem(),
         }
         self
     }
@@ -424,6 +447,7 @@ impl<B: Backend> Backbone<B> {
         match &mut self {
             Backbone::ResNet(m) => m.frozen_bn = frozen,
             Backbone::MobileNet(m) => m.frozen_bn = frozen,
+            Backbone::Darknet(m) => m.frozen_bn = frozen,
         }
         self
     }
@@ -433,6 +457,7 @@ impl<B: Backend> Backbone<B> {
         match self {
             Backbone::ResNet(m) => m.frozen_bn,
             Backbone::MobileNet(m) => m.frozen_bn,
+            Backbone::Darknet(m) => m.frozen_bn,
         }
     }
 }

@@ -27,6 +27,8 @@ fn tensor_counts_match_the_reference_implementations() {
         (Arch::ResNet50, 267),
         (Arch::MobileNetV2, 262),
         (Arch::EfficientNetLite0, 247),
+        // darknet53_reference.py's 260 and the classifier's weight and bias.
+        (Arch::Darknet53, 262),
     ] {
         let model = Backbone::<Cpu>::new(arch, 3, Some(1000), &device());
         assert_eq!(model.collect(None, None, true).len(), count, "{arch}");

@@ -48,6 +48,7 @@ fn channels_are_the_usual_ones() {
     assert_eq!(Arch::ResNet50.channels(), [256, 512, 1024, 2048]);
     assert_eq!(Arch::MobileNetV2.channels(), [24, 32, 96, 320]);
     assert_eq!(Arch::EfficientNetLite0.channels(), [24, 40, 112, 320]);
+    assert_eq!(Arch::Darknet53.channels(), [128, 256, 512, 1024]);
 }
 
 #[test]

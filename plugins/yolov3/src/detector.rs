@@ -643,6 +643,60 @@ mod learning {
         w * h / (area(a) + area(b) - w * h)
     }
 
+    /// YOLOv3 on the paper's Darknet-53 (fresh weights, batch norm training): three scales of
+    /// predictions, and a training step that lowers the loss of its batch.
+    #[test]
+    fn one_training_step_on_darknet53() {
+        type B = Autodiff<Flex>;
+        let device = Default::default();
+        let bb = autodl_nets::backboned::backbone::<B>("darknet53", 3, true, &device).unwrap();
+        assert_eq!(bb.name(), "darknet53");
+        let mut net = YoloV3::new(bb, 2, &Params::new(), &device);
+        let image = Tensor::<B, 4>::random(
+            [2, 3, 64, 64],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        let dims: Vec<[usize; 4]> = net
+            .forward(image.clone())
+            .iter()
+            .map(|o| o.dims())
+            .collect();
+        assert_eq!(dims, vec![[2, 21, 8, 8], [2, 21, 4, 4], [2, 21, 2, 2]]);
+        let head = YoloHead {
+            anchors: vec![
+                [8.0, 8.0],
+                [12.0, 12.0],
+                [16.0, 16.0],
+                [20.0, 20.0],
+                [24.0, 24.0],
+                [28.0, 28.0],
+                [32.0, 32.0],
+                [40.0, 40.0],
+                [48.0, 48.0],
+            ],
+            ignore_iou: 0.5,
+            box_loss: YoloBoxLoss::Giou,
+            box_weight: 0.05,
+            noobj_weight: 1.0,
+            class_weight: 0.5,
+        };
+        let targets = vec![
+            vec![([8.0, 10.0, 30.0, 28.0], 1)],
+            vec![([40.0, 36.0, 60.0, 58.0], 0)],
+        ];
+        let mut optim = AdamConfig::new().init();
+        let mut losses = Vec::new();
+        for _ in 0..2 {
+            let loss = net.loss(&head, image.clone(), &targets);
+            losses.push(scalar(loss.clone()));
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(1e-4, net, grads);
+        }
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        assert!(losses[1] < losses[0], "{losses:?}");
+    }
+
     /// The loss and the decoding agree: a network that fits one image's objects finds them
     /// there (IoU above 0.8: after 100 steps the sides are within a pixel or two, and the
     /// thread count of the run changes the last digits of training).

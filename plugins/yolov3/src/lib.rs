@@ -10,8 +10,9 @@
 //! classes. [`YoloV3Family`] is the plugin that registers it; its `.emd` names it `YOLOv3`, as
 //! ArcGIS does.
 //!
-//! The backbone is one of the shared ones (`autodl_nets::backboned::BACKBONES`); the paper's
-//! Darknet-53 is not among them.
+//! The backbone is one of the shared ones (`autodl_nets::backboned::BACKBONES`), the paper's
+//! Darknet-53 among them (`--backbone darknet53`; it has no pretrained weights, so the default
+//! stays the pretrained EfficientNet-Lite0).
 
 pub mod assign;
 pub mod detector;
