@@ -111,10 +111,10 @@ pub trait NetworkFamily: Send + Sync {
     fn backbones(&self) -> &'static [&'static str];
     /// The backbones advanced mode's tuners choose among: by default all of
     /// [`NetworkFamily::backbones`]. A family leaves out those a tuning trial would waste its
-    /// time on (one without pretrained weights that is slow to train from scratch), which a
-    /// pipeline can still name.
-    fn tuned_backbones(&self) -> &'static [&'static str] {
-        self.backbones()
+    /// time on (those without pretrained weights on this machine: on a CPU budget a backbone
+    /// trained from scratch cannot compete), which a pipeline can still name.
+    fn tuned_backbones(&self) -> Vec<&'static str> {
+        self.backbones().to_vec()
     }
     /// The parameters the family reads from [`TrialSpec::params`], with their ranges,
     /// defaults and tuned ranges. The planner checks a pipeline against them and passes the

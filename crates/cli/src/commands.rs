@@ -811,7 +811,7 @@ pub fn plugins() -> Outcome {
         );
         if n.tuned_backbones() != n.backbones() {
             outln!(
-                "  advanced mode tunes backbones: {}",
+                "  advanced mode tunes backbones (those with pretrained weights here): {}",
                 n.tuned_backbones().join(", ")
             );
         }

@@ -1385,7 +1385,36 @@ max-trials = 2
     assert_eq!(basic["params"]["dice-fraction"], 0.25);
     for row in board.as_array().unwrap() {
         assert_eq!(row["status"], "completed", "{row}");
+        // Only the bundled weights are here: the tuner offers no backbone it would train
+        // from scratch (random search over all six would pick another four times in five).
+        assert_eq!(row["backbone"], "efficientnet-lite0", "{row}");
     }
+}
+
+/// Advanced mode tunes the backbones whose pretrained weights are on the machine: the
+/// bundled EfficientNet-Lite0, and any the weights folder adds.
+#[test]
+fn advanced_mode_tunes_only_backbones_with_pretrained_weights() {
+    let tuned = |weights: Option<&Path>| -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_autodl"));
+        cmd.arg("plugins").env_remove("AUTODL_WEIGHTS_DIR");
+        if let Some(w) = weights {
+            cmd.env("AUTODL_WEIGHTS_DIR", w);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let out = text(&o);
+        let mut lines = out.lines().skip_while(|l| !l.starts_with("network unet "));
+        lines
+            .nth(1)
+            .and_then(|l| l.split_once("here): "))
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_else(|| panic!("no tuned backbones for unet in\n{out}"))
+    };
+    assert_eq!(tuned(None), "efficientnet-lite0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("resnet34.safetensors"), b"").unwrap();
+    assert_eq!(tuned(Some(dir.path())), "efficientnet-lite0, resnet34");
 }
 
 #[test]

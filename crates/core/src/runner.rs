@@ -534,15 +534,21 @@ pub fn run_plan(
     Ok(board)
 }
 
-/// Whether a trial that ended as `r` could train on: it finished, has epochs left, and its
-/// metric improved within its patience (it did not stop early).
+/// Whether a trial that ended as `r` could train on: it finished with a model and has epochs
+/// left. One that stopped early can too: its next rung starts a new learning-rate cycle, with
+/// its patience renewed.
 fn can_continue(spec: &TrialSpec, r: &TrialResult) -> bool {
     let last = r.epochs.last().map_or(0, |e| e.epoch);
     matches!(r.status, TrialStatus::Completed)
         && r.model_dir.is_some()
         && last > 0
         && last < spec.max_epochs
-        && r.best_epoch.is_some_and(|b| last - b < spec.patience)
+}
+
+/// Whether a trial stopped early: its metric did not improve within its patience.
+fn stopped_early(spec: &TrialSpec, r: &TrialResult) -> bool {
+    let last = r.epochs.last().map_or(0, |e| e.epoch);
+    r.best_epoch.is_some_and(|b| last - b >= spec.patience)
 }
 
 /// Basic mode by successive halving across networks, within `limit` seconds from `start`.
@@ -550,10 +556,12 @@ fn can_continue(spec: &TrialSpec, r: &TrialResult) -> bool {
 /// Every network trains a first rung; while more than two could go on, each rung spends
 /// half of the time left, shared evenly, and only the better half (by the ranking metric)
 /// goes on to the next: the others keep the model they have, their row saying why they
-/// stopped. The last rung (two networks or fewer) spends all that is left. A network goes on
-/// from its checkpoint (`resume` at the next `rung`): its epochs continue, with a new
-/// learning-rate cycle planned for its new share. A network that stopped early, reached its
-/// most epochs or failed needs no more time; what it leaves goes to the others.
+/// stopped. The last rung (two networks or fewer) spends all that is left, and as long as
+/// time is left its networks go on to further rungs. A network goes on from its checkpoint
+/// (`resume` at the next `rung`): its epochs continue, with a new learning-rate cycle planned
+/// for its new share and its patience renewed (so one that stopped early goes on too). A
+/// network that reached its most epochs or failed needs no more time; what it leaves goes to
+/// the others.
 ///
 /// Gives each trial of the plan its final result, or the share it had when there was no
 /// time left to start it.
@@ -630,7 +638,8 @@ fn successive_halving(
         for (place, &i) in ranked.iter().enumerate().skip(keep) {
             let spec = &plan.trials[i];
             let Ok(r) = &mut outcomes[i] else { continue };
-            if !can_continue(spec, r) {
+            // One that stopped early keeps its own reason for stopping.
+            if !can_continue(spec, r) || stopped_early(spec, r) {
                 continue;
             }
             let why = format!(

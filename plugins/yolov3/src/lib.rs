@@ -3,9 +3,10 @@
 //! clustered from the training boxes by k-means with the IoU distance ([`kmeans`], recorded in
 //! `model.json`), each object assigned to the one prior that fits it best at the cell of its
 //! centre ([`assign`]), sigmoid x/y offsets and exp-scaled priors for the box, and
-//! Ultralytics' YOLOv3 loss ([`detector::yolo_loss`]): `1 - GIoU` for the box, binary
-//! cross-entropy for objectness (its target the GIoU of the predicted box, a mean per scale,
-//! well-fitting unassigned priors ignored) and for classes; scores are objectness times class
+//! Ultralytics' YOLOv3 loss ([`detector::yolo_loss`]): the paper's box loss by default
+//! (sigmoid offsets and log sizes; `box-loss = "giou"` takes Ultralytics' `1 - GIoU`, which
+//! trained half as well here), binary cross-entropy for objectness (its target the GIoU of the
+//! predicted box, a mean per scale, well-fitting unassigned priors ignored) and for classes; scores are objectness times class
 //! probability ([`detector`]). Any number of input bands and
 //! classes. [`YoloV3Family`] is the plugin that registers it; its `.emd` names it `YOLOv3`, as
 //! ArcGIS does.
@@ -38,10 +39,12 @@ fn params() -> Vec<ParamDecl> {
     vec![
         ParamDecl::fixed(
             "box-loss",
-            "box regression loss: `giou` (1 - GIoU of the decoded box, Ultralytics'), `darknet` (the paper's: sigmoid offsets and log sizes) or `smooth-l1` of the same",
+            "box regression loss: `darknet` (the paper's: sigmoid offsets and log sizes), `giou` (1 - GIoU of the decoded box, Ultralytics') or `smooth-l1` of the paper's targets",
+            // The paper's loss by measurement: alone on trees_voc for 10 minutes, AP50 0.48
+            // (COCO AP 0.130, 69 epochs) against GIoU's 0.25 (0.067, early stop at 23).
             ParamKind::Choice {
                 options: &["giou", "darknet", "smooth-l1"],
-                default: "giou",
+                default: "darknet",
             },
         )
         .tuned(Dimension::Choice {
