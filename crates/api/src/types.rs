@@ -97,6 +97,11 @@ pub struct TrialSpec {
     /// same rung (an out-of-memory restart) it finishes the cycle it was in.
     #[serde(default)]
     pub rung: u32,
+    /// A trained model folder (of the same family, backbone, bands and classes) whose weights
+    /// the trial starts from instead of a fresh network: fine-tuning, ArcGIS's "Pretrained
+    /// Model".
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
     /// The family's own parameters, as it declared them ([`crate::ParamDecl`]): checked and
     /// complete (defaults filled in) by the planner.
     pub params: Params,

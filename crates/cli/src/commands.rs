@@ -109,6 +109,10 @@ pub struct TrainArgs {
     /// Name of the best model's package, `<out>/<NAME>.dlpk` (ArcGIS's "Output Model Name").
     #[arg(long)]
     model_name: Option<String>,
+    /// A `.dlpk` (or model folder) to fine-tune on this data: its family and backbone are
+    /// trained, starting from its weights (ArcGIS's "Pretrained Model").
+    #[arg(long)]
+    pretrained_model: Option<PathBuf>,
 }
 
 /// `autodl predict`.
@@ -355,6 +359,9 @@ fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
     if let Some(name) = &args.model_name {
         p.train.model_name = Some(name.clone());
     }
+    if let Some(model) = &args.pretrained_model {
+        p.train.pretrained_model = Some(model.clone());
+    }
     if let Some(o) = &args.out {
         p.out = Some(o.clone());
     }
@@ -367,7 +374,7 @@ fn toml_string(s: &str) -> String {
 
 pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     let started = std::time::Instant::now();
-    let pipeline = pipeline_for(args)?;
+    let mut pipeline = pipeline_for(args)?;
     autodl_backend::BackendChoice::resolve(&pipeline.backend).map_err(Failure::usage)?;
     let mut bars = TrialBars::new(quiet);
 
@@ -400,6 +407,42 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             ds.format
         )));
     }
+    // Fine-tuning: the pretrained model's family and backbone are the run's one network, and
+    // its trials start from its weights (unpacked into a folder that lives as long as the run).
+    let pretrained = match pipeline.train.pretrained_model.clone() {
+        Some(path) => {
+            let (holder, dir, meta) = pretrained_model(&path)?;
+            if meta.task != task {
+                return Err(Failure::usage(anyhow!(
+                    "the pretrained model {} is a {} model, but {} holds {} data",
+                    path.display(),
+                    meta.task,
+                    pipeline.data.path.display(),
+                    task
+                )));
+            }
+            let names =
+                |c: &[autodl_api::ClassInfo]| c.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+            if names(&meta.classes) != names(&ds.classes) {
+                return Err(Failure::usage(anyhow!(
+                    "the pretrained model {} has the classes {:?}, the data {:?}: fine-tuning needs the same classes in the same order",
+                    path.display(),
+                    names(&meta.classes),
+                    names(&ds.classes)
+                )));
+            }
+            pipeline.train.networks = vec![meta.family.clone()];
+            pipeline.train.backbone = Some(meta.backbone.clone());
+            bars.line(&format!(
+                "fine-tuning {} on {} from {}",
+                meta.family,
+                meta.backbone,
+                path.display()
+            ));
+            Some((holder, dir))
+        }
+        None => None,
+    };
     let name = pipeline.name.clone().unwrap_or_else(|| {
         pipeline
             .data
@@ -416,6 +459,11 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     // out of the training budget (the leaderboard, report and packages fit in the reserve
     // `run_plan` keeps).
     plan.time_limit_secs = (plan.time_limit_secs - started.elapsed().as_secs_f64()).max(0.0);
+    if let Some((_, dir)) = &pretrained {
+        for trial in &mut plan.trials {
+            trial.init_from = Some(dir.clone());
+        }
+    }
     // Held until the run ends: a second run on the same folder would mix its models and
     // study with this one's.
     let _lock = RunLock::acquire(&out)?;
@@ -552,6 +600,34 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             Err(anyhow!("no network finished training; see the leaderboard for the reasons").into())
         }
     }
+}
+
+/// A pretrained model to fine-tune from: a `.dlpk` unpacked into a temporary folder (kept
+/// alive by the first value), or a model folder; with its `model.json`.
+fn pretrained_model(
+    path: &Path,
+) -> Result<(Option<tempfile::TempDir>, PathBuf, autodl_api::ModelMeta), Failure> {
+    let (holder, dir) = if path.extension().is_some_and(|e| e == "dlpk") {
+        let holder = tempfile::tempdir().context("cannot create a temporary folder")?;
+        let dir = autodl_package::unpack(path, holder.path()).map_err(|e| {
+            Failure::usage(anyhow!(
+                "cannot read the pretrained model {}: {e}",
+                path.display()
+            ))
+        })?;
+        (Some(holder), dir)
+    } else {
+        (None, path.to_owned())
+    };
+    let meta = autodl_api::ModelMeta::read(&dir).map_err(|e| {
+        Failure::usage(anyhow!(
+            "cannot read the pretrained model {}: {e}",
+            path.display()
+        ))
+    })?;
+    // Absolute, because trials run with the path as given.
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    Ok((holder, dir, meta))
 }
 
 /// Writes `models/<id>.dlpk` for every trained model, or for the one named `only`; returns

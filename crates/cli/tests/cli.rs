@@ -1288,6 +1288,93 @@ fn successive_halving_continues_the_better_networks_within_the_time_limit() {
     assert!(log.contains("landcover.dlpk"), "{log}");
 }
 
+/// Fine-tuning from a package (ArcGIS's "Pretrained Model"): a run given a `.dlpk` trains its
+/// family and backbone, starting from its weights, so its first epoch scores far above a
+/// fresh start's; a package of other classes is a usage error naming both.
+#[test]
+fn fine_tuning_starts_from_the_weights_of_a_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    let first = dir.path().join("first");
+    let o = autodl(&[
+        "train",
+        data.to_str().unwrap(),
+        "--networks",
+        "deeplab",
+        "--time-limit",
+        "60m",
+        "--max-epochs",
+        "12",
+        "--batch-size",
+        "4",
+        "--seed",
+        "2",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let package = first.join("deeplab-efficientnet-lite0.dlpk");
+    // One epoch at a learning rate too small to learn anything: what it scores is what it
+    // started from.
+    let one_epoch = |name: &str, network: &str, from: Option<&Path>| -> (f64, String) {
+        let pipeline = dir.path().join(format!("{name}.toml"));
+        let from = from.map_or(String::new(), |p| format!("pretrained-model = {p:?}\n"));
+        std::fs::write(
+            &pipeline,
+            format!(
+                "version = 1\nseed = 2\n[data]\npath = {data:?}\n[train]\ntime-limit = \"60m\"\n\
+                 networks = [\"{network}\"]\nmax-epochs = 1\nbatch-size = 4\nlearning-rate = 1e-9\n{from}"
+            ),
+        )
+        .unwrap();
+        let out = dir.path().join(name);
+        let o = autodl(&[
+            "train",
+            pipeline.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let board = read_json(&out.join("leaderboard.json"));
+        let row = &board[0];
+        (
+            row["metric"].as_f64().unwrap(),
+            format!("{} {}", row["model"], text(&o)),
+        )
+    };
+    let (fresh, _) = one_epoch("fresh", "deeplab", None);
+    // The package's family replaces the pipeline's networks.
+    let (tuned, log) = one_epoch("tuned", "unet", Some(&package));
+    assert!(log.starts_with("\"deeplab\""), "{log}");
+    assert!(
+        log.contains("fine-tuning deeplab on efficientnet-lite0"),
+        "{log}"
+    );
+    let trained = read_json(&first.join("leaderboard.json"))[0]["metric"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        tuned > fresh + 0.2 && (tuned - trained).abs() < 0.15,
+        "fine-tuned {tuned}, fresh {fresh}, the package {trained}\n{log}"
+    );
+
+    // Other classes: a usage error before any training.
+    std::fs::write(data.join("classes.txt"), "0 nodata\n1 field\n2 roof\n").unwrap();
+    let o = autodl(&[
+        "train",
+        data.to_str().unwrap(),
+        "--pretrained-model",
+        package.to_str().unwrap(),
+        "--time-limit",
+        "1m",
+        "--out",
+        dir.path().join("other").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("same classes"), "{}", text(&o));
+}
+
 #[test]
 fn advanced_mode_runs_with_the_tuner_and_augmentations_the_pipeline_names() {
     let dir = tempfile::tempdir().unwrap();

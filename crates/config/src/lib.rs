@@ -217,6 +217,11 @@ pub struct TrainSection {
     /// default it is named after its trial).
     #[serde(default)]
     pub model_name: Option<String>,
+    /// ArcGIS's "Pretrained Model": a `.dlpk` (or model folder) from an earlier run to
+    /// fine-tune on this data; the run trains its family and backbone only, starting from its
+    /// weights. Relative to the pipeline file's folder.
+    #[serde(default)]
+    pub pretrained_model: Option<PathBuf>,
     /// Start backbones from pretrained weights where they exist.
     #[serde(default = "default_true")]
     pub pretrained: bool,
@@ -479,6 +484,7 @@ impl Default for TrainSection {
             metric: None,
             save_evaluated_models: true,
             model_name: None,
+            pretrained_model: None,
             pretrained: true,
             optimizer: default_optimizer(),
             schedule: default_schedule(),
@@ -616,6 +622,9 @@ impl Pipeline {
         pipeline.data.path = base.join(&pipeline.data.path);
         if let Some(out) = &pipeline.out {
             pipeline.out = Some(base.join(out));
+        }
+        if let Some(model) = &pipeline.train.pretrained_model {
+            pipeline.train.pretrained_model = Some(base.join(model));
         }
         Ok(pipeline)
     }

@@ -539,6 +539,7 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
                 .map(|e| e.value.clone()),
             resume: false,
             rung: 0,
+            init_from: None,
             params,
         });
     }

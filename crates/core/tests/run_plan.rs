@@ -32,6 +32,7 @@ fn spec(id: &str, out: &Path) -> TrialSpec {
         evaluator: None,
         resume: false,
         rung: 0,
+        init_from: None,
         params: Params::new(),
         out_dir: out.join("trials").join(id),
     }

@@ -345,6 +345,18 @@ where
     };
 
     let mut model = build()?;
+    // Fine-tuning: a fresh run starts from the weights of the model it was given.
+    if let (None, Some(dir)) = (&resume, &spec.init_from) {
+        model = model
+            .load_file(ModelMeta::weights_stem(dir), &recorder, device)
+            .map_err(|e| {
+                PluginError::Other(format!(
+                    "cannot start from the pretrained model {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        progress.message(&format!("starting from the weights of {}", dir.display()));
+    }
     let mut optim = new_optim();
     let steps_per_epoch = n_train.div_ceil(batch_size);
     let mut planned_epochs = spec.max_epochs as usize;
