@@ -164,6 +164,15 @@ fn a_family_parameter_is_checked_against_what_the_family_declares() {
         ));
         assert_eq!(code, Some(0), "{t}");
     }
+    // A backbone no listed network is built on, named with the ones they offer.
+    let (code, t) = check_pipeline("[train]\nnetworks = [\"unet\"]\nbackbone = \"vgg99\"\n");
+    assert_eq!(code, Some(2), "{t}");
+    assert!(
+        t.contains("train.backbone `vgg99`") && t.contains("darknet53"),
+        "{t}"
+    );
+    let (code, t) = check_pipeline("[train]\nnetworks = [\"yolov3\"]\nbackbone = \"darknet53\"\n");
+    assert_eq!(code, Some(0), "{t}");
     let (code, t) = check_pipeline("[train]\nmodel-name = \"../elsewhere\"\n");
     assert_eq!(code, Some(2), "{t}");
     assert!(t.contains("train.model-name"), "{t}");
@@ -1554,7 +1563,7 @@ fn a_run_that_could_train_nothing_is_a_usage_error_before_any_work() {
     for (args, message) in [
         (
             vec!["--backbone", "vgg99"],
-            "no backbone `vgg99` (available: efficientnet-lite0, resnet18",
+            "train.backbone `vgg99` is offered by none of deeplab, pspnet, unet; backbones: darknet53, efficientnet-lite0",
         ),
         (
             vec!["--networks", "retinanet"],

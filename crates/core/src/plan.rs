@@ -279,6 +279,25 @@ pub fn check_stages(pipeline: &Pipeline, task: Option<Task>) -> Result<(), PlanE
             names(&autodl_api::batch_deducers(), |d| d.name())
         )));
     }
+    // As training does: a family without the backbone is left out, and none with it is an
+    // error.
+    if let Some(b) = &pipeline.train.backbone
+        && !families.is_empty()
+        && !families.iter().any(|f| f.backbones().contains(&b.as_str()))
+    {
+        let mut available: Vec<&str> = families
+            .iter()
+            .flat_map(|f| f.backbones().iter().copied())
+            .collect();
+        available.sort_unstable();
+        available.dedup();
+        return Err(PlanError::Invalid(format!(
+            "{}: train.backbone `{b}` is offered by none of {}; backbones: {}",
+            pipeline.source.display(),
+            names(&families, |f| f.name()),
+            available.join(", ")
+        )));
+    }
     let evaluator = check_evaluator(pipeline, task, &families)?;
     augment_spec(pipeline)?;
     let a = &pipeline.augment;
