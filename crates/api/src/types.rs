@@ -352,6 +352,27 @@ pub enum TrialStatus {
     Skipped(String),
 }
 
+impl TrialStatus {
+    /// The status as the study and the leaderboard write it: `completed`, `pruned`, `failed`
+    /// or `skipped`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TrialStatus::Completed => "completed",
+            TrialStatus::Pruned(_) => "pruned",
+            TrialStatus::Failed(_) => "failed",
+            TrialStatus::Skipped(_) => "skipped",
+        }
+    }
+
+    /// Why it was pruned, failed or skipped; empty when it completed.
+    pub fn reason(&self) -> &str {
+        match self {
+            TrialStatus::Completed => "",
+            TrialStatus::Pruned(why) | TrialStatus::Failed(why) | TrialStatus::Skipped(why) => why,
+        }
+    }
+}
+
 /// What a trial hands back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

@@ -607,24 +607,20 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
 fn pretrained_model(
     path: &Path,
 ) -> Result<(Option<tempfile::TempDir>, PathBuf, autodl_api::ModelMeta), Failure> {
-    let (holder, dir) = if path.extension().is_some_and(|e| e == "dlpk") {
-        let holder = tempfile::tempdir().context("cannot create a temporary folder")?;
-        let dir = autodl_package::unpack(path, holder.path()).map_err(|e| {
-            Failure::usage(anyhow!(
-                "cannot read the pretrained model {}: {e}",
-                path.display()
-            ))
-        })?;
-        (Some(holder), dir)
-    } else {
-        (None, path.to_owned())
-    };
-    let meta = autodl_api::ModelMeta::read(&dir).map_err(|e| {
+    let unreadable = |e: &dyn std::fmt::Display| {
         Failure::usage(anyhow!(
             "cannot read the pretrained model {}: {e}",
             path.display()
         ))
-    })?;
+    };
+    let (holder, dir) = if path.extension().is_some_and(|e| e == "dlpk") {
+        let holder = tempfile::tempdir().context("cannot create a temporary folder")?;
+        let dir = autodl_package::unpack(path, holder.path()).map_err(|e| unreadable(&e))?;
+        (Some(holder), dir)
+    } else {
+        (None, path.to_owned())
+    };
+    let meta = autodl_api::ModelMeta::read(&dir).map_err(|e| unreadable(&e))?;
     // Absolute, because trials run with the path as given.
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     Ok((holder, dir, meta))

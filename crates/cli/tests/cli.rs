@@ -1238,9 +1238,8 @@ fn successive_halving_continues_the_better_networks_within_the_time_limit() {
     let log = text(&o);
     assert!(o.status.success(), "{log}");
     assert!(wall <= 63.0, "a one-minute run took {wall:.1} s\n{log}");
-    let board: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
-            .unwrap();
+    let board = read_json(&out.join("leaderboard.json"));
+    let board = board.as_array().unwrap();
     let stopped: Vec<&serde_json::Value> =
         board.iter().filter(|r| r["status"] == "pruned").collect();
     assert_eq!(stopped.len(), 1, "{board:#?}");

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use autodl_api::{TrialResult, TrialSpec, TrialStatus};
+use autodl_api::{TrialResult, TrialSpec};
 use serde::Serialize;
 
 /// One leaderboard line.
@@ -62,12 +62,7 @@ impl Leaderboard {
 
     /// Adds a trial's result.
     pub fn push(&mut self, spec: &TrialSpec, r: TrialResult) {
-        let (status, reason) = match &r.status {
-            TrialStatus::Completed => ("completed", String::new()),
-            TrialStatus::Pruned(why) => ("pruned", why.clone()),
-            TrialStatus::Failed(why) => ("failed", why.clone()),
-            TrialStatus::Skipped(why) => ("skipped", why.clone()),
-        };
+        let (status, reason) = (r.status.name(), r.status.reason().to_owned());
         let kept = r
             .best_epoch
             .and_then(|b| r.epochs.iter().find(|e| e.epoch == b));

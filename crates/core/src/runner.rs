@@ -594,17 +594,12 @@ fn successive_halving(
             match run_resumable(study, &spec, share, runner, on_event, None)? {
                 Some(r) if rung > 0 && !matches!(r.status, TrialStatus::Completed) => {
                     // The network keeps the model of its earlier rung.
-                    let why = match &r.status {
-                        TrialStatus::Failed(why)
-                        | TrialStatus::Pruned(why)
-                        | TrialStatus::Skipped(why) => why.clone(),
-                        TrialStatus::Completed => String::new(),
-                    };
                     on_event(
                         &spec,
                         &Event::Message {
                             text: format!(
-                                "rung {rung} did not finish ({why}); keeping the model of rung {}",
+                                "rung {rung} did not finish ({}); keeping the model of rung {}",
+                                r.status.reason(),
                                 rung - 1
                             ),
                         },
@@ -653,9 +648,7 @@ fn successive_halving(
             r.status = TrialStatus::Pruned(why);
             let mut recorded = spec.clone();
             recorded.rung = rung;
-            study.record(&recorded, r)?;
-            let path = spec.out_dir.join(autodl_api::RESULT);
-            write_json(&path, &*r).map_err(io(&path))?;
+            record(study, &recorded, r)?;
         }
         alive = ranked
             .into_iter()
@@ -684,7 +677,6 @@ fn run_resumable(
     on_event: &mut dyn FnMut(&TrialSpec, &Event),
     pruner: Option<(&Pruner, f64)>,
 ) -> Result<Option<TrialResult>, RunError> {
-    let result_path = base.out_dir.join(autodl_api::RESULT);
     let earlier = study.finished(&base.id)?;
     if let Some((rung, done)) = &earlier
         && *rung >= base.rung
@@ -759,12 +751,22 @@ fn run_resumable(
     if let Some((_, done)) = &earlier {
         result.train_secs += done.train_secs;
     }
-    // Every outcome goes into the study; only finished ones are read back on a rerun, so a
-    // failure is tried again next time. result.json beside the model serves the report.
-    // The study first: a run killed in between must not leave a result.json the study lacks.
-    study.record(&spec, &result)?;
-    write_json(&result_path, &result).map_err(io(&result_path))?;
+    record(study, &spec, &result)?;
     Ok(Some(result))
+}
+
+/// Records a trial's outcome in the study and as `result.json` in its folder. Every outcome
+/// goes into the study; only finished ones are read back on a rerun, so a failure is tried
+/// again next time. result.json beside the model serves the report. The study first: a run
+/// killed in between must not leave a result.json the study lacks.
+fn record(
+    study: &crate::study::Study,
+    spec: &TrialSpec,
+    result: &TrialResult,
+) -> Result<(), RunError> {
+    study.record(spec, result)?;
+    let path = spec.out_dir.join(autodl_api::RESULT);
+    write_json(&path, result).map_err(io(&path))
 }
 
 /// The epoch and batch size of a trial folder's `checkpoint.json`, written by the training loop

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use autodl_api::{TrialResult, TrialSpec, TrialStatus};
+use autodl_api::{TrialResult, TrialSpec};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::runner::RunError;
@@ -75,12 +75,7 @@ impl Study {
 
     /// Records a trial's outcome, replacing an earlier record of the same id.
     pub fn record(&self, spec: &TrialSpec, result: &TrialResult) -> Result<(), RunError> {
-        let (status, reason) = match &result.status {
-            TrialStatus::Completed => ("completed", ""),
-            TrialStatus::Pruned(r) => ("pruned", r.as_str()),
-            TrialStatus::Failed(r) => ("failed", r.as_str()),
-            TrialStatus::Skipped(r) => ("skipped", r.as_str()),
-        };
+        let (status, reason) = (result.status.name(), result.status.reason());
         let curve: Vec<f64> = result.epochs.iter().map(|e| e.metric).collect();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -368,7 +368,14 @@ where
     // (the first run, or a later rung of successive halving) and so plans it from its budget.
     let mut cycle_start = 0;
     let mut new_cycle = true;
-    let mut peak = learning_rate;
+    // A later cycle (a rung of successive halving) peaks at half the first one's rate.
+    let peak_after = |cycle_start: u32| {
+        if cycle_start > 0 {
+            0.5 * learning_rate
+        } else {
+            learning_rate
+        }
+    };
     if let Some(c) = &resume {
         let load = |stem: std::path::PathBuf| {
             build().and_then(|m| {
@@ -394,24 +401,23 @@ where
             cycle_start = c.epoch;
             planned_epochs = (spec.max_epochs.saturating_sub(c.epoch) as usize).max(1);
             since_best = 0;
-            peak = 0.5 * learning_rate;
             progress.message(&format!(
-                "continuing after epoch {} (rung {}): a new learning-rate cycle peaking at {peak:.2e}",
-                c.epoch, spec.rung
+                "continuing after epoch {} (rung {}): a new learning-rate cycle peaking at {:.2e}",
+                c.epoch,
+                spec.rung,
+                peak_after(cycle_start)
             ));
         } else {
             cycle_start = c.cycle_start;
             planned_epochs = c.planned_epochs;
             new_cycle = false;
-            if cycle_start > 0 {
-                peak = 0.5 * learning_rate;
-            }
             progress.message(&format!(
                 "resuming after epoch {} at batch size {batch_size}",
                 c.epoch
             ));
         }
     }
+    let peak = peak_after(cycle_start);
     let mut status = TrialStatus::Completed;
     let mut order: Vec<usize> = (0..n_train).collect();
     let reserve = 0.05 * spec.time_budget_secs + 1.0;
