@@ -187,6 +187,96 @@ impl ModelMeta {
     }
 }
 
+/// File name of the [`EnsembleMeta`] of an ensemble folder.
+pub const ENSEMBLE: &str = "ensemble.json";
+
+/// `ensemble.json`: a model made of trained models (each a model folder inside the ensemble's
+/// folder) whose predictions are combined: class probabilities averaged for pixel
+/// classifiers, boxes joined by weighted box fusion for detectors. One member with `hflip` is
+/// a single model with flip test-time augmentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EnsembleMeta {
+    /// Task.
+    pub task: Task,
+    /// Output classes, in every member's logit order.
+    pub classes: Vec<ClassInfo>,
+    /// Mask value written for ignored pixels, if the data had one.
+    pub ignore_index: Option<u32>,
+    /// The members.
+    pub members: Vec<EnsembleMember>,
+    /// Each member also runs on the image mirrored left to right, its prediction mirrored
+    /// back and combined like another member's.
+    pub hflip: bool,
+    /// Detection: the IoU from which weighted box fusion joins boxes of one class.
+    pub fusion_iou: f64,
+    /// Detection: boxes scoring below this are not delivered (the validation F1 optimum).
+    pub score_threshold: f64,
+}
+
+/// One model of an [`EnsembleMeta`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EnsembleMember {
+    /// Its model folder, a plain name inside the ensemble's folder.
+    pub dir: String,
+    /// The trial it came from.
+    pub id: String,
+    /// Network family.
+    pub family: String,
+    /// Backbone.
+    pub backbone: String,
+    /// Weight of its prediction in the combination.
+    pub weight: f64,
+}
+
+impl EnsembleMeta {
+    /// Writes `ensemble.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), ContractError> {
+        write_json(&dir.join(ENSEMBLE), self)
+    }
+
+    /// Reads `ensemble.json` from `dir` and checks it.
+    pub fn read(dir: &Path) -> Result<EnsembleMeta, ContractError> {
+        let path = dir.join(ENSEMBLE);
+        let meta: EnsembleMeta = read_json(&path)?;
+        meta.check()
+            .map_err(|reason| ContractError::Invalid { path, reason })?;
+        Ok(meta)
+    }
+
+    /// Checks that there is a member, that members' folders are plain names, that weights are
+    /// positive and that there is a class.
+    pub fn check(&self) -> Result<(), String> {
+        if self.members.is_empty() {
+            return Err("`members` is empty".into());
+        }
+        if self.classes.is_empty() {
+            return Err("`classes` is empty".into());
+        }
+        for m in &self.members {
+            let plain =
+                !m.dir.is_empty() && !m.dir.starts_with('.') && !m.dir.contains(['/', '\\']);
+            if !plain {
+                return Err(format!(
+                    "member folder `{}` is not a plain folder name",
+                    m.dir
+                ));
+            }
+            if !(m.weight.is_finite() && m.weight > 0.0) {
+                return Err(format!(
+                    "member `{}` has weight {}, not a positive number",
+                    m.id, m.weight
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.fusion_iou) {
+            return Err(format!("`fusion-iou` {} is not in [0, 1]", self.fusion_iou));
+        }
+        Ok(())
+    }
+}
+
 /// File name of the [`Checkpoint`] in a trial folder.
 pub const CHECKPOINT: &str = "checkpoint.json";
 
@@ -590,6 +680,40 @@ mod tests {
         });
         round_trip(&pixel_metrics(), MetricsFile::save, MetricsFile::load);
         round_trip(&detection_metrics(), MetricsFile::save, MetricsFile::load);
+        round_trip(&ensemble(), EnsembleMeta::save, EnsembleMeta::read);
+    }
+
+    fn ensemble() -> EnsembleMeta {
+        EnsembleMeta {
+            task: Task::Detection,
+            classes: classes(),
+            ignore_index: None,
+            members: vec![EnsembleMember {
+                dir: "retinanet-resnet18".into(),
+                id: "retinanet-resnet18".into(),
+                family: "retinanet".into(),
+                backbone: "resnet18".into(),
+                weight: 1.0,
+            }],
+            hflip: true,
+            fusion_iou: 0.55,
+            score_threshold: 0.3,
+        }
+    }
+
+    #[test]
+    fn an_ensemble_member_outside_its_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["../elsewhere", "a/b", ".hidden", ""] {
+            let mut e = ensemble();
+            e.members[0].dir = bad.into();
+            write_json(&dir.path().join(ENSEMBLE), &e).unwrap();
+            let err = EnsembleMeta::read(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("plain folder name"), "{bad}: {err}");
+        }
+        let mut e = ensemble();
+        e.members[0].weight = 0.0;
+        assert!(e.check().unwrap_err().contains("positive"));
     }
 
     #[test]

@@ -17,8 +17,8 @@ mod types;
 
 pub use contracts::{
     CHECKPOINT, Checkpoint, ClassInfo, ContractError, DetMetrics, DetectionMetricsFile,
-    DetectionSummary, Event, META, METRICS, MetricsFile, ModelMeta, PixelMetricsFile, RESULT,
-    WEIGHTS,
+    DetectionSummary, ENSEMBLE, EnsembleMember, EnsembleMeta, Event, META, METRICS, MetricsFile,
+    ModelMeta, PixelMetricsFile, RESULT, WEIGHTS,
 };
 pub use evaluate::{DetectedBox, EvalItem, EvalOptions, TruthBox};
 pub use inventory;
@@ -144,6 +144,23 @@ pub trait NetworkFamily: Send + Sync {
         out_dir: &std::path::Path,
         options: &PredictOptions,
     ) -> Result<Vec<std::path::PathBuf>, PluginError>;
+    /// Runs a trained model on images through the same inference path as
+    /// [`NetworkFamily::predict`] and hands `each` what it predicts for each image (its index
+    /// in `images`) as plain data, before any threshold: what ensembles and test-time
+    /// augmentation (`options.hflip`) combine. A family that cannot says so.
+    fn infer(
+        &self,
+        model_dir: &std::path::Path,
+        images: &[std::path::PathBuf],
+        options: &PredictOptions,
+        each: &mut dyn FnMut(usize, Inferred) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        let _ = (model_dir, images, options, each);
+        Err(PluginError::Other(format!(
+            "network `{}` cannot be part of an ensemble",
+            self.name()
+        )))
+    }
 }
 
 /// An augmentation: changes one sample, image and labels together, deterministically for a seed.

@@ -43,6 +43,9 @@ pub struct DataSpec {
     pub images_dir: Option<String>,
     /// Validation fraction for a random split.
     pub val_fraction: f64,
+    /// Test fraction for a random split: samples training never sees.
+    #[serde(default)]
+    pub test_fraction: f64,
     /// Mask value to ignore.
     pub ignore_index: Option<u32>,
     /// Whether bad samples stop the run.
@@ -427,6 +430,10 @@ pub struct PredictOptions {
     /// (the validation F1 optimum). Validation's AP counts every box post-processing keeps
     /// (scores from 0.05), so predicting with 0.05 reproduces it.
     pub score_threshold: Option<f64>,
+    /// [`NetworkFamily::infer`](crate::NetworkFamily::infer): run the model on each image
+    /// mirrored left to right, and mirror what it predicts back (test-time augmentation).
+    #[serde(default)]
+    pub hflip: bool,
 }
 
 impl PredictOptions {
@@ -435,6 +442,44 @@ impl PredictOptions {
         PredictOptions {
             backend: backend.to_owned(),
             score_threshold: None,
+            hflip: false,
         }
     }
+}
+
+/// What a model predicts for one image, as plain data, before any class or score threshold:
+/// what ensembles and test-time augmentation combine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inferred {
+    /// A pixel classifier's class probabilities.
+    Probabilities {
+        /// Image width.
+        width: u32,
+        /// Image height.
+        height: u32,
+        /// Classes, in the model's class order.
+        classes: usize,
+        /// `classes * height * width` probabilities, class-major; each pixel's sum to 1.
+        values: Vec<f32>,
+    },
+    /// A detector's boxes after its non-maximum suppression, every score it keeps.
+    Boxes {
+        /// Image width.
+        width: u32,
+        /// Image height.
+        height: u32,
+        /// The boxes.
+        boxes: Vec<InferredBox>,
+    },
+}
+
+/// One detected box of [`Inferred::Boxes`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InferredBox {
+    /// `[x1, y1, x2, y2]` in pixels, corners exclusive at the right and bottom.
+    pub bbox: [f32; 4],
+    /// Confidence in `[0, 1]`.
+    pub score: f32,
+    /// Class index, in the model's class order.
+    pub class: u32,
 }

@@ -113,6 +113,16 @@ pub struct TrainArgs {
     /// trained, starting from its weights (ArcGIS's "Pretrained Model").
     #[arg(long)]
     pretrained_model: Option<PathBuf>,
+    /// Ensembles of the best 2 up to N models are tried after ranking (below 2: none).
+    #[arg(long)]
+    ensemble_top: Option<u32>,
+    /// Do not try flip test-time augmentation.
+    #[arg(long)]
+    no_tta: bool,
+    /// Share of the samples held out as a test split when the data has no `splits/` folder;
+    /// nothing is tuned or chosen on it, and every packaged model is scored on it once.
+    #[arg(long)]
+    test_fraction: Option<f64>,
 }
 
 /// `autodl predict`.
@@ -164,6 +174,7 @@ pub fn inspect(args: &InspectArgs, quiet: bool) -> Outcome {
         format: parse_format(args.format.as_deref())?,
         images_dir: args.images_dir.clone(),
         val_fraction: args.val_fraction,
+        test_fraction: 0.0,
         seed: args.seed,
         on_bad_sample: OnBadSample::Skip,
         ignore_index: None,
@@ -362,6 +373,15 @@ fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
     if let Some(model) = &args.pretrained_model {
         p.train.pretrained_model = Some(model.clone());
     }
+    if let Some(top) = args.ensemble_top {
+        p.ensemble.top = top;
+    }
+    if args.no_tta {
+        p.ensemble.tta = false;
+    }
+    if let Some(f) = args.test_fraction {
+        p.data.test_fraction = f;
+    }
     if let Some(o) = &args.out {
         p.out = Some(o.clone());
     }
@@ -383,6 +403,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         format: parse_format(pipeline.data.format.as_deref())?,
         images_dir: pipeline.data.images_dir.clone(),
         val_fraction: pipeline.data.val_fraction,
+        test_fraction: pipeline.data.test_fraction,
         seed: pipeline.seed,
         on_bad_sample: match pipeline.data.on_bad_sample {
             autodl_config::OnBadSample::Skip => OnBadSample::Skip,
@@ -458,7 +479,22 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     // The time limit covers the whole run: what reading and validating the data took comes
     // out of the training budget (the leaderboard, report and packages fit in the reserve
     // `run_plan` keeps).
-    plan.time_limit_secs = (plan.time_limit_secs - started.elapsed().as_secs_f64()).max(0.0);
+    let limit_secs = plan.time_limit_secs;
+    // Kept for the ensemble stage after ranking: a share of the limit, at most two minutes.
+    let ensemble_secs = if pipeline.ensemble.top >= 2 || pipeline.ensemble.tta {
+        (0.06 * limit_secs).min(120.0)
+    } else {
+        0.0
+    };
+    // And for scoring the packaged models on the test split, after the ensembles.
+    let test_secs = if ds.test.is_empty() {
+        0.0
+    } else {
+        (0.03 * limit_secs).min(60.0)
+    };
+    plan.time_limit_secs =
+        (plan.time_limit_secs - started.elapsed().as_secs_f64() - ensemble_secs - test_secs)
+            .max(0.0);
     if let Some((_, dir)) = &pretrained {
         for trial in &mut plan.trials {
             trial.init_from = Some(dir.clone());
@@ -468,11 +504,12 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     // study with this one's.
     let _lock = RunLock::acquire(&out)?;
     bars.line(&format!(
-        "{} data ({}, {} train / {} val), {} network(s), time limit {}, backend {}, output {}",
+        "{} data ({}, {} train / {} val / {} test), {} network(s), time limit {}, backend {}, output {}",
         task,
         ds.format,
         ds.train.len(),
         ds.val.len(),
+        ds.test.len(),
         plan.trials.len(),
         pipeline.train.time_limit,
         pipeline.backend,
@@ -526,6 +563,24 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         )
         .into());
     }
+    if let Some(evaluator) = evaluator_of(&pipeline, task) {
+        let stage = crate::ensemble::Stage {
+            exe: &runner.exe,
+            ds: &ds,
+            out: &out,
+            evaluator,
+            higher_is_better: higher,
+            backend: &pipeline.backend,
+            top: pipeline.ensemble.top as usize,
+            tta: pipeline.ensemble.tta,
+            keep_all: pipeline.ensemble.keep == autodl_config::EnsembleKeep::All,
+            // What run_plan keeps for the leaderboard, packages and report stays kept.
+            deadline: started
+                + std::time::Duration::from_secs_f64((0.97 * limit_secs - test_secs).max(0.0)),
+        };
+        crate::ensemble::run(&stage, &mut board, &mut |line| bars.line(line))
+            .context("the ensemble stage failed")?;
+    }
     board
         .write(&out)
         .with_context(|| format!("cannot write the leaderboard into {}", out.display()))?;
@@ -537,6 +592,51 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             .then_some(best_id.as_deref())
             .flatten(),
     )?;
+    if !ds.test.is_empty()
+        && let Some(evaluator) = evaluator_of(&pipeline, task)
+    {
+        // Ranking is done: now, and only now, each packaged model meets the test split, once.
+        bars.line(&format!(
+            "scoring {} packaged model(s) on the test split ({} images)",
+            packages.len(),
+            ds.test.len()
+        ));
+        for row in &mut board.rows {
+            let Some(pkg) = packages
+                .iter()
+                .find(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == row.id))
+            else {
+                continue;
+            };
+            let threshold = row
+                .model_dir
+                .as_deref()
+                .and_then(|d| crate::ensemble::delivered_threshold(Path::new(d)));
+            match crate::ensemble::score(
+                &runner.exe,
+                pkg,
+                &ds,
+                &ds.test,
+                evaluator,
+                threshold,
+                &pipeline.backend,
+            ) {
+                Ok(m) => {
+                    row.test_metric = m.metric(&row.metric_name);
+                    row.test_metrics = m
+                        .scores()
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:.4}"))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                }
+                Err(e) => bars.line(&format!("{}: no test score: {e:#}", row.id)),
+            }
+        }
+        board
+            .write(&out)
+            .with_context(|| format!("cannot write the leaderboard into {}", out.display()))?;
+    }
     let best_package = out.join(format!(
         "{}.dlpk",
         pipeline
@@ -562,11 +662,12 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         (
             "data".to_owned(),
             format!(
-                "{} ({}, {} train / {} val)",
+                "{} ({}, {} train / {} val / {} test)",
                 pipeline.data.path.display(),
                 ds.format,
                 ds.train.len(),
-                ds.val.len()
+                ds.val.len(),
+                ds.test.len()
             ),
         ),
         ("task".to_owned(), task.to_string()),
@@ -644,9 +745,14 @@ fn package_models(
         }
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let metrics = autodl_api::MetricsFile::load(Path::new(model_dir))?;
+        let model_dir = Path::new(model_dir);
+        let metrics = autodl_api::MetricsFile::load(model_dir)?;
         let pkg = dir.join(format!("{}.dlpk", row.id));
-        autodl_package::write(Path::new(model_dir), &pkg, &row.id, Some(&metrics))?;
+        if crate::ensemble::is_ensemble(model_dir) {
+            autodl_package::write_ensemble(model_dir, &pkg, &row.id, Some(&metrics))?;
+        } else {
+            autodl_package::write(model_dir, &pkg, &row.id, Some(&metrics))?;
+        }
         written.push(pkg);
     }
     Ok(written)
@@ -655,11 +761,7 @@ fn package_models(
 /// Whether a larger value of the run's ranking metric is better, as the evaluator that scores
 /// `task` (the pipeline's, or the one registered for it) declares it.
 fn higher_is_better(pipeline: &Pipeline, task: Task) -> bool {
-    let evaluator = match &pipeline.evaluate.evaluator {
-        Some(name) => autodl_api::evaluator(&name.value),
-        None => autodl_api::default_evaluator(task),
-    };
-    let Some(evaluator) = evaluator else {
+    let Some(evaluator) = evaluator_of(pipeline, task) else {
         return true;
     };
     let metrics = evaluator.metrics();
@@ -671,6 +773,14 @@ fn higher_is_better(pipeline: &Pipeline, task: Task) -> bool {
         None => metrics.first(),
     };
     ranking.is_none_or(|m| m.direction == autodl_api::Direction::Maximise)
+}
+
+/// The evaluator that scores the run: the pipeline's, or the one registered for `task`.
+fn evaluator_of(pipeline: &Pipeline, task: Task) -> Option<&'static dyn autodl_api::Evaluator> {
+    match &pipeline.evaluate.evaluator {
+        Some(name) => autodl_api::evaluator(&name.value),
+        None => autodl_api::default_evaluator(task),
+    }
 }
 
 /// Copies `from` to `to` under a temporary name, then renames it into place.
@@ -770,19 +880,28 @@ pub fn predict(args: &PredictArgs) -> Outcome {
         ),
         None => e,
     };
-    if !model_dir.join(autodl_package::META).is_file() {
+    let ensemble = crate::ensemble::is_ensemble(&model_dir);
+    if !ensemble && !model_dir.join(autodl_package::META).is_file() {
         return Err(Failure::usage(anyhow!(
-            "{} is not a model folder (no model.json)",
+            "{} is not a model folder (no model.json or ensemble.json)",
             args.model.display()
         )));
     }
     // Typed and checked (bands, mean/std, classes, tile size) before any image is read.
-    let meta = autodl_package::ModelMeta::load(&model_dir)
-        .map_err(|e| Failure::usage(anyhow!("{}", inside(e.to_string()))))?;
-    let family_name = meta.family.as_str();
-    let family = autodl_api::network(family_name).ok_or_else(|| {
-        anyhow!("the model needs network `{family_name}`, which this binary lacks")
-    })?;
+    let task = if ensemble {
+        autodl_api::EnsembleMeta::read(&model_dir)
+            .map_err(|e| Failure::usage(anyhow!("{}", inside(e.to_string()))))?
+            .task
+    } else {
+        let meta = autodl_package::ModelMeta::load(&model_dir)
+            .map_err(|e| Failure::usage(anyhow!("{}", inside(e.to_string()))))?;
+        let family_name = meta.family.as_str();
+        autodl_api::network(family_name)
+            .ok_or_else(|| {
+                anyhow!("the model needs network `{family_name}`, which this binary lacks")
+            })?
+            .task()
+    };
     let mut images = Vec::new();
     for path in &args.images {
         if path.is_dir() {
@@ -819,14 +938,14 @@ pub fn predict(args: &PredictArgs) -> Outcome {
                 .join(", ")
         )));
     }
-    check_outputs(&images, &args.out, family.task(), args.overwrite)?;
+    check_outputs(&images, &args.out, task, args.overwrite)?;
     let options = autodl_api::PredictOptions {
         backend: args.backend.clone(),
         score_threshold: args.score_threshold,
+        hflip: false,
     };
-    let written = family
-        .predict(&model_dir, &images, &args.out, &options)
-        .map_err(|e| anyhow!("{}", inside(e.to_string())))?;
+    let written = crate::ensemble::predict_any(&model_dir, &images, &args.out, &options)
+        .map_err(|e| anyhow!("{}", inside(format!("{e:#}"))))?;
     for path in &written {
         outln!("{}", path.display());
     }

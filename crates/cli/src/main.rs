@@ -18,6 +18,7 @@ macro_rules! outln {
 
 mod bench;
 mod commands;
+mod ensemble;
 mod evaluate;
 mod progress;
 mod report;

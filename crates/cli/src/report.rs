@@ -54,7 +54,7 @@ pub fn write(
             MetricsFile::PixelClassification(m) => report.confusion = Some(confusion(&m)),
             MetricsFile::Detection(m) => report.pr_curves = pr_curves(&m),
         }
-        report.samples = samples(best.model.as_str(), dir, ds, out, backend).unwrap_or_default();
+        report.samples = samples(dir, ds, out, backend).unwrap_or_default();
     }
     let html = autodl_report::render(&report)?;
     let path = out.join("report.html");
@@ -105,19 +105,15 @@ fn truth_boxes(s: &autodl_data::Sample, names: &[String]) -> anyhow::Result<Vec<
 
 /// Truth and prediction, side by side in class colours, for the first validation images.
 fn samples(
-    family: &str,
     model_dir: &Path,
     ds: &Dataset,
     out: &Path,
     backend: &str,
 ) -> anyhow::Result<Vec<Sample>> {
-    let Some(net) = autodl_api::network(family) else {
-        return Ok(Vec::new());
-    };
     let picked: Vec<_> = ds.val.iter().take(SAMPLES).collect();
     let images: Vec<PathBuf> = picked.iter().map(|s| s.image.clone()).collect();
     let pred_dir = out.join("report-samples");
-    net.predict(
+    crate::ensemble::predict_any(
         model_dir,
         &images,
         &pred_dir,
@@ -139,9 +135,8 @@ fn samples(
                 png: truth_boxes(s, &names)?,
             });
         }
-        let pred = std::fs::read(
-            autodl_api::files::prediction_files(net.task(), &pred_dir, &stem).preview,
-        )?;
+        let pred =
+            std::fs::read(autodl_api::files::prediction_files(ds.task, &pred_dir, &stem).preview)?;
         if let Some(label) = &s.label
             && let Ok(mask) = autodl_data::load_mask(label)
         {

@@ -1840,3 +1840,243 @@ fn sigterm_ends_the_run_and_its_trial_as_ctrl_c_does() {
         "trial processes {children:?} outlived a SIGTERM by 2 s"
     );
 }
+
+/// Trains two families on `data` from a pipeline keeping every ensemble candidate, and
+/// returns the run folder and its leaderboard rows.
+fn run_with_ensembles(
+    dir: &Path,
+    data: &Path,
+    networks: &str,
+    extra: &str,
+) -> (PathBuf, Vec<serde_json::Value>) {
+    let out = dir.join("run");
+    let pipeline = dir.join("p.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "version = 1\nseed = 5\nout = {out:?}\n[data]\npath = {data:?}\n[train]\n\
+             time-limit = \"60m\"\nnetworks = [{networks}]\nmax-epochs = 3\nbatch-size = 4\n\
+             learning-rate = 0.001\nbackbone = \"resnet18\"\n[ensemble]\nkeep = \"all\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    let o = autodl(&["train", pipeline.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = read_json(&out.join("leaderboard.json"))
+        .as_array()
+        .unwrap()
+        .clone();
+    (out, rows)
+}
+
+/// The leaderboard row `id`.
+fn row<'a>(rows: &'a [serde_json::Value], id: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no row {id} in {rows:#?}"))
+}
+
+#[test]
+fn tta_and_ensembles_of_pixel_classifiers_are_rows_whose_packages_predict_their_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    write_splits(&data, &["t0", "t5"]);
+    let (out, rows) = run_with_ensembles(dir.path(), &data, "\"unet\", \"deeplab\"", "");
+    // Rows are best first: the first single model is the one TTA was tried on.
+    let best = rows
+        .iter()
+        .find(|r| r["model"] == "unet" || r["model"] == "deeplab")
+        .unwrap();
+    let tta = row(&rows, &format!("{}-tta", best["id"].as_str().unwrap()));
+    assert_eq!(tta["model"], "tta");
+    let ens = row(&rows, "ensemble-top2");
+    assert_eq!(ens["model"], "ensemble");
+    assert!(
+        ens["reason"]
+            .as_str()
+            .unwrap()
+            .contains("mean class probabilities"),
+        "{ens}"
+    );
+    for r in [tta, ens] {
+        let id = r["id"].as_str().unwrap();
+        let pkg = out.join(format!("models/{id}.dlpk"));
+        let pred = dir.path().join(format!("pred-{id}"));
+        let mut args = vec![
+            "predict".to_owned(),
+            "--model".into(),
+            pkg.display().to_string(),
+            "--out".into(),
+            pred.display().to_string(),
+        ];
+        args.extend(val_images(&data, "png"));
+        let o = autodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", text(&o));
+        let o = autodl(&[
+            "evaluate",
+            "--gt",
+            data.to_str().unwrap(),
+            "--masks",
+            pred.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let scored: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            scored["metrics"]["mean_iou"].as_f64(),
+            r["metric"].as_f64(),
+            "{id}: predict then evaluate gives the leaderboard's figure"
+        );
+    }
+}
+
+#[test]
+fn an_ensemble_of_detectors_fuses_boxes_and_predict_runs_its_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("voc");
+    tiny_voc(&data);
+    write_splits(&data, &["d0", "d7", "d12"]);
+    let (out, rows) = run_with_ensembles(
+        dir.path(),
+        &data,
+        "\"fcos\", \"retinanet\"",
+        "tta = false\n",
+    );
+    assert!(
+        rows.iter().all(|r| r["model"] != "tta"),
+        "tta = false tries no TTA: {rows:#?}"
+    );
+    let ens = row(&rows, "ensemble-top2");
+    assert!(
+        ens["reason"]
+            .as_str()
+            .unwrap()
+            .contains("weighted box fusion"),
+        "{ens}"
+    );
+    let pkg = out.join("models/ensemble-top2.dlpk");
+    let pred = dir.path().join("pred");
+    let mut args = vec![
+        "predict".to_owned(),
+        "--model".into(),
+        pkg.display().to_string(),
+        "--score-threshold".into(),
+        "0".into(),
+        "--out".into(),
+        pred.display().to_string(),
+    ];
+    args.extend(val_images(&data, "png"));
+    let o = autodl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = autodl(&[
+        "evaluate",
+        "--gt",
+        data.to_str().unwrap(),
+        "--dets",
+        pred.join("detections.json").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let scored: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        scored["voc-ap50"].as_f64(),
+        ens["metric"].as_f64(),
+        "predict then evaluate gives the leaderboard's figure"
+    );
+    // Its own delivered threshold, chosen on validation like a single detector's.
+    let o = autodl(&[
+        "predict",
+        "--model",
+        pkg.to_str().unwrap(),
+        "--out",
+        dir.path().join("pred2").to_str().unwrap(),
+        data.join("images/d0.png").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(dir.path().join("pred2/d0.xml").is_file());
+}
+
+#[test]
+fn the_test_split_is_scored_once_after_ranking_and_changes_nothing_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    write_splits(&data, &["t0", "t5"]);
+    // t8 and t9 are the test split: listed in splits/test.txt, taken out of train.txt.
+    let train = std::fs::read_to_string(data.join("splits/train.txt")).unwrap();
+    let train: Vec<&str> = train
+        .lines()
+        .filter(|s| !["t8", "t9"].contains(s))
+        .collect();
+    std::fs::write(data.join("splits/train.txt"), train.join("\n") + "\n").unwrap();
+    std::fs::write(data.join("splits/test.txt"), "t8\nt9\n").unwrap();
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        let o = autodl(&[
+            "train",
+            data.to_str().unwrap(),
+            "--networks",
+            "unet",
+            "--backbone",
+            "resnet18",
+            "--max-epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--seed",
+            "9",
+            "--time-limit",
+            "60m",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        (read_json(&out.join("leaderboard.json")), text(&o), out)
+    };
+    let (first, log, out) = run("a");
+    assert!(log.contains("/ 2 test"), "{log}");
+    let rows = first.as_array().unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r["model-dir"].is_null() || r["test-metric"].is_f64()),
+        "every packaged model has a test score: {rows:#?}"
+    );
+    let md = std::fs::read_to_string(out.join("leaderboard.md")).unwrap();
+    assert!(md.contains("| value | test |"), "{md}");
+    assert!(log.contains("packaged model(s) on the test split"), "{log}");
+
+    // Other test images and labels: everything before the test score is the same to the bit,
+    // so nothing before ranking read them; the test score itself moves.
+    for stem in ["t8", "t9"] {
+        let img = image::RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb([(x * 8) as u8, (y * 8) as u8, 128])
+        });
+        img.save(data.join(format!("images/{stem}.png"))).unwrap();
+        image::GrayImage::from_fn(32, 32, |x, _| image::Luma([if x < 16 { 2 } else { 1 }]))
+            .save(data.join(format!("labels/{stem}.png")))
+            .unwrap();
+    }
+    let (second, _, _) = run("b");
+    let strip = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                let o = r.as_object_mut().unwrap();
+                for k in ["test-metric", "test-metrics", "model-dir", "train-secs"] {
+                    o.remove(k);
+                }
+                r
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&first), strip(&second));
+    let test = |v: &serde_json::Value| v[0]["test-metrics"].as_str().unwrap().to_owned();
+    assert_ne!(
+        test(&first),
+        test(&second),
+        "the test score reads the test split"
+    );
+}

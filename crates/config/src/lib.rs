@@ -57,6 +57,9 @@ pub struct Pipeline {
     /// Advanced mode's search.
     #[serde(default)]
     pub tune: TuneSection,
+    /// Flip test-time augmentation and ensembles of the best models, tried after ranking.
+    #[serde(default)]
+    pub ensemble: EnsembleSection,
     /// Each network family's own parameters, `[params.<family>]`, checked against what the
     /// family declares.
     #[serde(default)]
@@ -148,6 +151,12 @@ pub struct DataSection {
     /// Fraction of samples held out when the dataset has no `splits/` folder.
     #[serde(default = "default_val_fraction")]
     pub val_fraction: f64,
+    /// Fraction of samples held out as the test split when the dataset has no `splits/`
+    /// folder (0, the default: none; with `splits/`, `splits/test.txt` is the test split).
+    /// Nothing is tuned or chosen on it; every packaged model is scored on it once, after
+    /// ranking.
+    #[serde(default)]
+    pub test_fraction: f64,
     /// What to do with a bad sample.
     #[serde(default)]
     pub on_bad_sample: OnBadSample,
@@ -383,6 +392,49 @@ pub struct TuneSection {
     /// ASHA's first rung, in epochs; later rungs are this times powers of `prune-eta`.
     #[serde(default = "default_prune_min_epochs")]
     pub prune_min_epochs: u32,
+}
+
+/// `[ensemble]`: after ranking, flip test-time augmentation of the best model and ensembles
+/// of the best ones are scored on validation, each kept as a leaderboard row (and packaged)
+/// when it beats the best single model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EnsembleSection {
+    /// Ensembles of the best 2, 3, ... up to this many models are tried; below 2, none.
+    #[serde(default = "default_ensemble_top")]
+    pub top: u32,
+    /// Try flip test-time augmentation of the best model (and, when it wins, in ensembles).
+    #[serde(default = "default_true")]
+    pub tta: bool,
+    /// `better` keeps a candidate only when it beats the best single model; `all` keeps every
+    /// one scored, for comparison.
+    #[serde(default)]
+    pub keep: EnsembleKeep,
+}
+
+/// Which ensemble candidates become leaderboard rows.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnsembleKeep {
+    /// Those that beat the best single model on validation.
+    #[default]
+    Better,
+    /// Every candidate scored.
+    All,
+}
+
+fn default_ensemble_top() -> u32 {
+    3
+}
+
+impl Default for EnsembleSection {
+    fn default() -> Self {
+        EnsembleSection {
+            top: default_ensemble_top(),
+            tta: true,
+            keep: EnsembleKeep::Better,
+        }
+    }
 }
 
 /// The pruners `[tune] pruner` may name.

@@ -41,6 +41,34 @@ pub struct Row {
     pub reason: String,
     /// Folder of the trained model.
     pub model_dir: Option<String>,
+    /// The ranking metric on the test split, scored once after ranking (packaged models of a
+    /// run whose data has a test split).
+    pub test_metric: Option<f64>,
+    /// Other metrics on the test split, as `name=value` pairs.
+    pub test_metrics: String,
+}
+
+/// A model made of trained ones, for [`Leaderboard::push_combined`].
+#[derive(Debug, Clone)]
+pub struct Combined {
+    /// Its id (its package's name).
+    pub id: String,
+    /// What it is: `ensemble` or `tta`.
+    pub model: String,
+    /// Its members' ids, joined by `+`.
+    pub backbone: String,
+    /// Ranking metric name.
+    pub metric_name: String,
+    /// Ranking metric on validation.
+    pub metric: f64,
+    /// Every headline number on validation.
+    pub scores: std::collections::BTreeMap<String, f64>,
+    /// Seconds spent building and scoring it.
+    pub secs: f64,
+    /// How it combines its members.
+    pub reason: String,
+    /// Its folder.
+    pub model_dir: std::path::PathBuf,
 }
 
 /// Every trial of a run, best first.
@@ -89,6 +117,38 @@ impl Leaderboard {
             status: status.to_owned(),
             reason,
             model_dir: r.model_dir.map(|p| p.display().to_string()),
+            test_metric: None,
+            test_metrics: String::new(),
+        });
+    }
+
+    /// Adds a model made of trained ones (an ensemble, a model with test-time augmentation),
+    /// scored after the trials.
+    pub fn push_combined(&mut self, c: Combined) {
+        self.rows.push(Row {
+            rank: None,
+            id: c.id,
+            model: c.model,
+            backbone: c.backbone,
+            metric_name: c.metric_name,
+            metric: Some(c.metric),
+            metrics: c
+                .scores
+                .iter()
+                .map(|(k, v)| format!("{k}={v:.4}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            train_loss: None,
+            val_loss: None,
+            learning_rate: None,
+            batch_size: None,
+            epochs: 0,
+            train_secs: c.secs,
+            status: "completed".to_owned(),
+            reason: c.reason,
+            model_dir: Some(c.model_dir.display().to_string()),
+            test_metric: None,
+            test_metrics: String::new(),
         });
     }
 
@@ -113,6 +173,8 @@ impl Leaderboard {
             status: "skipped".to_owned(),
             reason: reason.to_owned(),
             model_dir: None,
+            test_metric: None,
+            test_metrics: String::new(),
         });
     }
 
@@ -158,14 +220,23 @@ impl Leaderboard {
     /// The board as a Markdown table (also readable in a terminal).
     pub fn to_markdown(&self) -> String {
         let f = |v: Option<f64>, p: usize| v.map_or("-".to_owned(), |x| format!("{x:.p$}"));
-        let mut out = String::from(
-            "| rank | model | backbone | metric | value | train loss | val loss | lr | batch | epochs | time (s) | status |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        );
+        // The test column only when the data had a test split.
+        let test = self.rows.iter().any(|r| r.test_metric.is_some());
+        let mut out = String::from(if test {
+            "| rank | model | backbone | metric | value | test | train loss | val loss | lr | batch | epochs | time (s) | status |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        } else {
+            "| rank | model | backbone | metric | value | train loss | val loss | lr | batch | epochs | time (s) | status |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        });
         for r in &self.rows {
             let status = if r.reason.is_empty() {
                 r.status.clone()
             } else {
                 format!("{}: {}", r.status, r.reason)
+            };
+            let value = if test {
+                format!("{} | {}", f(r.metric, 4), f(r.test_metric, 4))
+            } else {
+                f(r.metric, 4)
             };
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |\n",
@@ -173,7 +244,7 @@ impl Leaderboard {
                 r.model,
                 r.backbone,
                 r.metric_name,
-                f(r.metric, 4),
+                value,
                 f(r.train_loss, 4),
                 f(r.val_loss, 4),
                 r.learning_rate

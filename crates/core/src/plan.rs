@@ -484,6 +484,7 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
         format: pipeline.data.format.clone(),
         images_dir: pipeline.data.images_dir.clone(),
         val_fraction: pipeline.data.val_fraction,
+        test_fraction: pipeline.data.test_fraction,
         ignore_index: pipeline.data.ignore_index,
         fail_on_bad_sample: pipeline.data.on_bad_sample == autodl_config::OnBadSample::Fail,
     };

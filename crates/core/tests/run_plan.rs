@@ -15,6 +15,7 @@ fn spec(id: &str, out: &Path) -> TrialSpec {
             format: None,
             images_dir: None,
             val_fraction: 0.2,
+            test_fraction: 0.0,
             ignore_index: None,
             fail_on_bad_sample: false,
         },

@@ -143,6 +143,10 @@ pub struct ReadOptions {
     pub images_dir: Option<String>,
     /// The share of samples that go to val; used only when `splits/` is absent.
     pub val_fraction: f64,
+    /// The share of samples held out as the test split; used only when `splits/` is absent
+    /// (else `splits/test.txt` names them). Validation is chosen as without it, and the test
+    /// samples come out of the rest.
+    pub test_fraction: f64,
     /// The seed of the random split; used only when `splits/` is absent.
     pub seed: u64,
     /// Skip bad samples or fail on them.
@@ -157,6 +161,7 @@ impl Default for ReadOptions {
             format: None,
             images_dir: None,
             val_fraction: 0.2,
+            test_fraction: 0.0,
             seed: 42,
             on_bad_sample: OnBadSample::Skip,
             ignore_index: None,
@@ -284,6 +289,10 @@ pub struct Dataset {
     pub train: Vec<Sample>,
     /// Samples to validate on, sorted by stem.
     pub val: Vec<Sample>,
+    /// Samples held out for the test score (from `splits/test.txt` or `test-fraction`), sorted
+    /// by stem: training, tuning and ranking never read them; every packaged model is scored
+    /// on them once, after ranking.
+    pub test: Vec<Sample>,
     /// Samples left out because they failed validation.
     pub skipped: Vec<BadSample>,
     /// Where the split came from, for reports.

@@ -105,6 +105,7 @@ pub fn open(root: &Path, opts: &ReadOptions) -> Result<Dataset, DataError> {
         ignore_name: read.ignore_name,
         train: split.train,
         val: split.val,
+        test: split.test,
         skipped: bad,
         split_source: split.source,
     })

@@ -14,6 +14,7 @@ use crate::{BadSample, DataError, ReadOptions, Sample, Split};
 pub(crate) struct SplitResult {
     pub train: Vec<Sample>,
     pub val: Vec<Sample>,
+    pub test: Vec<Sample>,
     pub source: String,
 }
 
@@ -25,8 +26,20 @@ pub(crate) fn check_options(opts: &ReadOptions) -> Result<(), DataError> {
             reason: format!("{f} is not in [0, 1)"),
         });
     }
+    let t = opts.test_fraction;
+    if !t.is_finite() || !(0.0..1.0).contains(&t) || f + t >= 1.0 {
+        return Err(DataError::InvalidOption {
+            option: "test-fraction",
+            reason: format!(
+                "{t} is not in [0, 1), or with val-fraction {f} leaves nothing to train on"
+            ),
+        });
+    }
     Ok(())
 }
+
+/// Mixed into the run's seed for drawing the test split.
+const TEST_SEED: u64 = 0x7465_7374_5f73_706c;
 
 /// Splits the valid `samples` (sorted by stem). `known` holds every stem seen, valid or not.
 pub(crate) fn assign(
@@ -42,14 +55,39 @@ pub(crate) fn assign(
     if !train_txt.is_file() && !val_txt.is_file() {
         let stems: Vec<&str> = samples.iter().map(|s| s.stem.as_str()).collect();
         let val = random_val(&stems, opts.val_fraction, opts.seed);
-        let (val, train): (Vec<Sample>, Vec<Sample>) =
+        let n = stems.len() as f64;
+        let (val, rest): (Vec<Sample>, Vec<Sample>) =
             samples.into_iter().partition(|s| val.contains(&s.stem));
+        if opts.test_fraction <= 0.0 {
+            return Ok(SplitResult {
+                train: rest,
+                val,
+                test: Vec::new(),
+                source: format!(
+                    "seeded random split (seed {}, val fraction {})",
+                    opts.seed, opts.val_fraction
+                ),
+            });
+        }
+        // The test samples come out of what validation left, drawn with a seed of their own,
+        // so that a test fraction leaves validation as it was; at least one stays to train.
+        let rest_stems: Vec<&str> = rest.iter().map(|s| s.stem.as_str()).collect();
+        let share = (opts.test_fraction * n / rest_stems.len().max(1) as f64).min(1.0);
+        let mut test = random_val(&rest_stems, share, opts.seed ^ TEST_SEED);
+        if test.len() >= rest_stems.len()
+            && let Some(keep) = rest_stems.iter().min()
+        {
+            test.remove(*keep);
+        }
+        let (test, train): (Vec<Sample>, Vec<Sample>) =
+            rest.into_iter().partition(|s| test.contains(&s.stem));
         return Ok(SplitResult {
             train,
             val,
+            test,
             source: format!(
-                "seeded random split (seed {}, val fraction {})",
-                opts.seed, opts.val_fraction
+                "seeded random split (seed {}, val fraction {}, test fraction {})",
+                opts.seed, opts.val_fraction, opts.test_fraction
             ),
         });
     }
@@ -90,6 +128,7 @@ pub(crate) fn assign(
 
     let mut train = Vec::new();
     let mut val = Vec::new();
+    let mut held_out = Vec::new();
     for s in samples {
         if in_both.contains(&s.stem) {
             bad.push(BadSample::new(
@@ -104,7 +143,7 @@ pub(crate) fn assign(
         match listed.get(&s.stem) {
             Some(Split::Train) => train.push(s),
             Some(Split::Val) => val.push(s),
-            None if test.contains(&s.stem) => {}
+            None if test.contains(&s.stem) => held_out.push(s),
             None => bad.push(BadSample::new(
                 &s.image,
                 "not listed in splits/train.txt or splits/val.txt",
@@ -114,6 +153,7 @@ pub(crate) fn assign(
     Ok(SplitResult {
         train,
         val,
+        test: held_out,
         source: "splits/ files".to_owned(),
     })
 }

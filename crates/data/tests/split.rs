@@ -87,4 +87,39 @@ fn split_lists_may_hold_paths_and_a_test_list() {
     let ds = open(t.root(), &ReadOptions::default()).unwrap();
     assert!(ds.skipped.is_empty(), "{:?}", ds.skipped);
     assert_eq!((ds.train.len(), ds.val.len()), (3, 1));
+    assert_eq!(ds.test.len(), 1);
+    assert_eq!(ds.test[0].stem, "s4");
+}
+
+#[test]
+fn a_test_fraction_leaves_validation_as_it_was_and_takes_from_training() {
+    let t = Tiny::voc_dataset(20);
+    let without = open(t.root(), &ReadOptions::default()).unwrap();
+    let opts = ReadOptions {
+        test_fraction: 0.25,
+        ..ReadOptions::default()
+    };
+    let with = open(t.root(), &opts).unwrap();
+    let stems = |s: &[autodl_data::Sample]| s.iter().map(|s| s.stem.clone()).collect::<Vec<_>>();
+    assert_eq!(stems(&with.val), stems(&without.val));
+    assert_eq!(with.test.len(), 5, "round(20 * 0.25)");
+    assert_eq!(with.train.len(), 11);
+    assert!(
+        with.test
+            .iter()
+            .all(|s| !stems(&with.train).contains(&s.stem))
+    );
+    assert_eq!(
+        stems(&open(t.root(), &opts).unwrap().test),
+        stems(&with.test)
+    );
+    assert!(without.test.is_empty());
+    for bad in [1.0, -0.1, 0.8] {
+        let opts = ReadOptions {
+            test_fraction: bad,
+            ..ReadOptions::default()
+        };
+        let err = open(t.root(), &opts).unwrap_err().to_string();
+        assert!(err.contains("test-fraction"), "{bad}: {err}");
+    }
 }

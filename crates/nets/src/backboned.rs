@@ -404,6 +404,90 @@ where
     )
 }
 
+/// Runs a trained backbone-based anchor-head detector on images for an ensemble or
+/// test-time augmentation (see [`det::infer`]).
+pub fn infer_detector<B, M, H>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    options: DetOptions,
+    mirrored: bool,
+    device: &B::Device,
+    head: H,
+    each: &mut dyn FnMut(usize, autodl_api::Inferred) -> Result<(), PluginError>,
+) -> Result<(), PluginError>
+where
+    B: Backend,
+    M: DetNet<B>,
+    H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
+{
+    let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
+    det::infer::<B, M, _>(
+        model_dir,
+        images,
+        &options,
+        mirrored,
+        device,
+        |_, _| model.clone(),
+        each,
+    )
+}
+
+/// Runs a trained backbone-based [`det::Detector`] whose head is a [`DetectorHead`] on images
+/// for an ensemble or test-time augmentation (see [`det::infer_with`]).
+pub fn infer_detector_with<B, M, D, H>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    mirrored: bool,
+    device: &B::Device,
+    head: H,
+    each: &mut dyn FnMut(usize, autodl_api::Inferred) -> Result<(), PluginError>,
+) -> Result<(), PluginError>
+where
+    B: Backend,
+    D: DetectorHead,
+    M: Detector<B, D>,
+    H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
+{
+    let meta = ModelMeta::load(model_dir)?;
+    let model = rebuild::<B, M, H>(&meta, device, &head)?;
+    let trained = D::from_params(&meta.params)?;
+    det::infer_with::<B, M, D, _>(
+        model_dir,
+        images,
+        |_| trained,
+        mirrored,
+        device,
+        |_, _| model.clone(),
+        each,
+    )
+}
+
+/// Runs a trained backbone-based pixel classifier on images for an ensemble or test-time
+/// augmentation (see [`autodl_train::predict::infer_segmentation`]).
+pub fn infer<B, M, H>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    mirrored: bool,
+    device: &B::Device,
+    head: H,
+    each: &mut dyn FnMut(usize, autodl_api::Inferred) -> Result<(), PluginError>,
+) -> Result<(), PluginError>
+where
+    B: Backend,
+    M: SegNet<B>,
+    H: Fn(Backbone<B>, usize, &autodl_api::Params, &B::Device) -> M,
+{
+    let model = rebuild::<B, M, H>(&ModelMeta::load(model_dir)?, device, &head)?;
+    autodl_train::predict::infer_segmentation::<B, M, _>(
+        model_dir,
+        images,
+        mirrored,
+        device,
+        |_, _| model.clone(),
+        each,
+    )
+}
+
 /// Declares a backbone-based pixel-classification family and registers it: a unit struct
 /// named `$family` whose `NetworkFamily` impl trains and predicts `$net<B>` built by `$build`
 /// (a `fn(Backbone<B>, classes, &Params, &Device) -> $net<B>`), on whichever backend the trial
@@ -421,7 +505,8 @@ macro_rules! backbone_family {
                 decls
             },
             |B, device, spec, progress| $crate::backboned::train::<B, $net<B>, _>(spec, progress, $lr, &device, $build),
-            |B, device, model_dir, images, out_dir, _options| $crate::backboned::predict::<B, $net<B>, _>(model_dir, images, out_dir, &device, $build)
+            |B, device, model_dir, images, out_dir, _options| $crate::backboned::predict::<B, $net<B>, _>(model_dir, images, out_dir, &device, $build),
+            |B3, device3, model_dir, images, options, each| $crate::backboned::infer::<B3, $net<B3>, _>(model_dir, images, options.hflip, &device3, $build, each)
         );
     };
 }
@@ -446,7 +531,8 @@ macro_rules! detector_family {
                 decls
             },
             |B, device, spec, progress| $crate::backboned::train_detector::<B, $net<B>, _>(spec, progress, $options(), &device, $build),
-            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), predict.score_threshold, &device, $build)
+            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), predict.score_threshold, &device, $build),
+            |B3, device3, model_dir, images, options, each| $crate::backboned::infer_detector::<B3, $net<B3>, _>(model_dir, images, $options(), options.hflip, &device3, $build, each)
         );
     };
     ($(#[$doc:meta])* $family:ident, $name:literal, $net:ident, $build:path, head = $head:ty $(, params = $params:expr)? $(, arcgis = $arcgis:literal)?) => {
@@ -460,7 +546,8 @@ macro_rules! detector_family {
                 decls
             },
             |B, device, spec, progress| $crate::backboned::train_detector_with::<B, $net<B>, $head, _>(spec, progress, &device, $build),
-            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector_with::<B, $net<B>, $head, _>(model_dir, images, out_dir, predict.score_threshold, &device, $build)
+            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector_with::<B, $net<B>, $head, _>(model_dir, images, out_dir, predict.score_threshold, &device, $build),
+            |B3, device3, model_dir, images, options, each| $crate::backboned::infer_detector_with::<B3, $net<B3>, $head, _>(model_dir, images, options.hflip, &device3, $build, each)
         );
     };
 }
@@ -473,7 +560,8 @@ macro_rules! __network_family {
         arcgis = $arcgis:expr,
         params = $params:expr,
         |$B:ident, $device:ident, $spec:ident, $progress:ident| $train:expr,
-        |$B2:ident, $device2:ident, $model_dir:ident, $images:ident, $out_dir:ident, $options:ident| $predict:expr
+        |$B2:ident, $device2:ident, $model_dir:ident, $images:ident, $out_dir:ident, $options:ident| $predict:expr,
+        |$B3:ident, $device3:ident, $model_dir3:ident, $images3:ident, $options3:ident, $each:ident| $infer:expr
     ) => {
         $(#[$doc])*
         pub struct $family;
@@ -531,6 +619,24 @@ macro_rules! __network_family {
                     #[allow(dead_code)]
                     type $B2 = <Trainable as ::autodl_backend::burn::tensor::backend::AutodiffBackend>::InnerBackend;
                     $predict
+                })
+                .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?
+            }
+
+            fn infer(
+                &self,
+                $model_dir3: &::std::path::Path,
+                $images3: &[::std::path::PathBuf],
+                $options3: &::autodl_api::PredictOptions,
+                $each: &mut dyn FnMut(usize, ::autodl_api::Inferred) -> Result<(), ::autodl_api::PluginError>,
+            ) -> Result<(), ::autodl_api::PluginError> {
+                let choice = ::autodl_backend::BackendChoice::resolve(&$options3.backend)
+                    .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?;
+                // On the backend without autodiff, as `predict` (and validation) run.
+                ::autodl_backend::with_backend!(choice, |Trainable, $device3| {
+                    #[allow(dead_code)]
+                    type $B3 = <Trainable as ::autodl_backend::burn::tensor::backend::AutodiffBackend>::InnerBackend;
+                    $infer
                 })
                 .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?
             }

@@ -172,6 +172,75 @@ pub fn write(
     zip.finish().map_err(zerr)?.commit().map_err(io(out))
 }
 
+/// Packs an ensemble folder (`ensemble.json` and its members' model folders, see
+/// [`autodl_api::EnsembleMeta`]) into `out`, adding `<name>.emd` built from its first member's
+/// `model.json`, its members, and `metrics` (the ensemble's own validation numbers).
+pub fn write_ensemble(
+    dir: &Path,
+    out: &Path,
+    name: &str,
+    metrics: Option<&MetricsFile>,
+) -> Result<(), PackageError> {
+    let ensemble = autodl_api::EnsembleMeta::read(dir)?;
+    let mut entries: Vec<(String, PathBuf)> = vec![(
+        autodl_api::ENSEMBLE.to_owned(),
+        dir.join(autodl_api::ENSEMBLE),
+    )];
+    for m in &ensemble.members {
+        let member = dir.join(&m.dir);
+        ModelMeta::read(&member)?;
+        if !member.join(WEIGHTS).is_file() {
+            return Err(PackageError::Missing {
+                path: member,
+                name: WEIGHTS.into(),
+            });
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&member)
+            .map_err(io(&member))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "STOP"))
+            .collect();
+        files.sort();
+        for f in files {
+            let file = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            entries.push((format!("{}/{file}", m.dir), f));
+        }
+    }
+    let first = ModelMeta::read(&dir.join(&ensemble.members[0].dir))?;
+    let mut emd = emd(&first, metrics);
+    emd["ModelName"] = json!("AutodlEnsemble");
+    emd["ModelFile"] = json!(autodl_api::ENSEMBLE);
+    emd["ModelParameters"] = json!({
+        "members": ensemble.members.iter().map(|m| json!({
+            "family": m.family, "backbone": m.backbone, "weight": m.weight, "folder": m.dir,
+        })).collect::<Vec<_>>(),
+        "flip-tta": ensemble.hflip,
+    });
+    let file = autodl_api::files::AtomicFile::create(out).map_err(io(out))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    let zerr = |e: zip::result::ZipError| PackageError::Zip {
+        path: out.to_owned(),
+        reason: e.to_string(),
+    };
+    let emd_text = serde_json::to_string_pretty(&emd).map_err(|e| PackageError::Zip {
+        path: out.to_owned(),
+        reason: format!("cannot serialise the .emd: {e}"),
+    })?;
+    zip.start_file(format!("{name}.emd"), opts).map_err(zerr)?;
+    zip.write_all(emd_text.as_bytes()).map_err(io(out))?;
+    for (entry, path) in entries {
+        zip.start_file(entry, opts).map_err(zerr)?;
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        zip.write_all(&bytes).map_err(io(out))?;
+    }
+    zip.finish().map_err(zerr)?.commit().map_err(io(out))
+}
+
 /// Whether a zip entry name stays inside the folder it is unpacked into.
 pub fn is_safe_entry(name: &str) -> bool {
     let path = Path::new(name);
@@ -298,7 +367,7 @@ pub fn unpack(package: &Path, dir: &Path) -> Result<PathBuf, PackageError> {
         }
         return Err(e);
     }
-    if !dir.join(META).is_file() {
+    if !dir.join(META).is_file() && !dir.join(autodl_api::ENSEMBLE).is_file() {
         return Err(PackageError::Missing {
             path: package.to_owned(),
             name: META.into(),
@@ -354,6 +423,57 @@ mod tests {
         assert_eq!(emd["Classes"][1]["Value"], 2);
         assert_eq!(emd["Metrics"]["mean_iou"], cm.metrics().mean_iou);
         assert_eq!(emd["IgnoreValue"], 0);
+    }
+
+    #[test]
+    fn an_ensemble_round_trips_with_its_members() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("e");
+        for m in ["a", "b"] {
+            std::fs::create_dir_all(src.join(m)).unwrap();
+            model_dir(&src.join(m));
+        }
+        let meta = ModelMeta::read(&src.join("a")).unwrap();
+        let member = |dir: &str| autodl_api::EnsembleMember {
+            dir: dir.into(),
+            id: format!("unet-{dir}"),
+            family: "unet".into(),
+            backbone: "resnet18".into(),
+            weight: 1.0,
+        };
+        let ensemble = autodl_api::EnsembleMeta {
+            task: meta.task,
+            classes: meta.classes.clone(),
+            ignore_index: meta.ignore_index,
+            members: vec![member("a"), member("b")],
+            hflip: true,
+            fusion_iou: 0.55,
+            score_threshold: 0.0,
+        };
+        ensemble.save(&src).unwrap();
+        let pkg = tmp.path().join("e.dlpk");
+        write_ensemble(&src, &pkg, "ensemble-top2", None).unwrap();
+        let out = tmp.path().join("x");
+        std::fs::create_dir(&out).unwrap();
+        unpack(&pkg, &out).unwrap();
+        assert_eq!(autodl_api::EnsembleMeta::read(&out).unwrap(), ensemble);
+        for m in ["a", "b"] {
+            assert_eq!(
+                std::fs::read(out.join(m).join("model.mpk")).unwrap(),
+                b"weights"
+            );
+        }
+        let emd: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("ensemble-top2.emd")).unwrap())
+                .unwrap();
+        assert_eq!(emd["ModelName"], "AutodlEnsemble");
+        assert_eq!(emd["ModelParameters"]["members"][1]["folder"], "b");
+        // A member without weights is refused, naming it.
+        std::fs::remove_file(src.join("b").join("model.mpk")).unwrap();
+        let err = write_ensemble(&src, &pkg, "e", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.mpk"), "{err}");
     }
 
     #[test]

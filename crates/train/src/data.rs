@@ -19,6 +19,7 @@ pub fn read_options(spec: &DataSpec, seed: u64) -> Result<ReadOptions, PluginErr
         format,
         images_dir: spec.images_dir.clone(),
         val_fraction: spec.val_fraction,
+        test_fraction: spec.test_fraction,
         seed,
         on_bad_sample: if spec.fail_on_bad_sample {
             OnBadSample::Fail

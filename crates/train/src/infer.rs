@@ -147,6 +147,9 @@ pub struct View<'a> {
     pub bands: usize,
     /// The pixels.
     pub pixels: Pixels<'a>,
+    /// Seen mirrored left to right (flip test-time augmentation): column `x` of the view is
+    /// column `width - 1 - x` of the pixels.
+    pub mirrored: bool,
 }
 
 impl<'a> View<'a> {
@@ -157,6 +160,7 @@ impl<'a> View<'a> {
             height,
             bands,
             pixels: Pixels::Normalised(data),
+            mirrored: false,
         }
     }
 
@@ -167,7 +171,13 @@ impl<'a> View<'a> {
             height: image.height as usize,
             bands: image.bands as usize,
             pixels: Pixels::Raw { image, mean, std },
+            mirrored: false,
         }
+    }
+
+    /// The same pixels mirrored left to right, or not.
+    pub fn mirror(self, mirrored: bool) -> Self {
+        View { mirrored, ..self }
     }
 
     /// The window's pixels as a `[1, bands, ph, pw]` tensor.
@@ -175,18 +185,27 @@ impl<'a> View<'a> {
         let (pw, ph, bands) = (win.pw, win.ph, self.bands);
         let mut out = vec![0f32; bands * pw * ph];
         let plane = self.width * self.height;
+        // A mirrored window reads the mirror image of its columns, then reverses each row.
+        let x0 = if self.mirrored {
+            self.width - win.x0 - win.w
+        } else {
+            win.x0
+        };
         for b in 0..bands {
             for y in 0..win.h {
                 let dst = &mut out[b * pw * ph + y * pw..b * pw * ph + y * pw + win.w];
                 match self.pixels {
                     Pixels::Normalised(data) => {
-                        let src = b * plane + (win.y0 + y) * self.width + win.x0;
+                        let src = b * plane + (win.y0 + y) * self.width + x0;
                         dst.copy_from_slice(&data[src..src + win.w]);
                     }
                     Pixels::Raw { image, mean, std } => {
-                        image.band_row(b, win.y0 + y, win.x0, dst);
+                        image.band_row(b, win.y0 + y, x0, dst);
                         normalise_band(dst, b, mean, std);
                     }
+                }
+                if self.mirrored {
+                    dst.reverse();
                 }
             }
         }
@@ -405,6 +424,36 @@ pub fn merge_boxes(all: Vec<ScoredBox>, windows: usize, nms_iou: f32) -> Vec<Sco
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mirrored_view_reads_each_window_mirrored() {
+        type B = autodl_backend::burn::backend::Flex;
+        let device = Default::default();
+        // Two bands, 5 x 3, every value distinct; windows 4 wide (with a 1-column overlap
+        // that makes the two windows' columns differ from their mirrors').
+        let (w, h) = (5usize, 3usize);
+        let data: Vec<f32> = (0..2 * w * h).map(|i| i as f32).collect();
+        let view = View::normalised(w, h, 2, &data);
+        let mirrored_data: Vec<f32> = data
+            .chunks(w)
+            .flat_map(|row| row.iter().rev().copied())
+            .collect();
+        let reference = View::normalised(w, h, 2, &mirrored_data);
+        for win in windows(w, h, 4) {
+            let got: Vec<f32> = view
+                .mirror(true)
+                .window_tensor::<B>(&win, &device)
+                .into_data()
+                .iter::<f32>()
+                .collect();
+            let want: Vec<f32> = reference
+                .window_tensor::<B>(&win, &device)
+                .into_data()
+                .iter::<f32>()
+                .collect();
+            assert_eq!(got, want, "{win:?}");
+        }
+    }
 
     #[test]
     fn windows_cover_the_axis() {

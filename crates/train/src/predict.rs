@@ -28,65 +28,161 @@ where
     F: Fn(&B::Device, &ModelMeta) -> M,
 {
     let (meta, model) = crate::model_dir::load_trained(model_dir, device, build)?;
-    let previews = out_dir.join(autodl_api::files::PREVIEWS);
-    std::fs::create_dir_all(&previews).map_err(|source| PluginError::Io {
-        path: previews,
-        source,
-    })?;
     let mut written = Vec::new();
     let classes = meta.classes.len();
-    // Class values above 255 need a 16-bit file; the class table decides, not the image.
-    let wide = meta.classes.iter().any(|c| c.value > 255);
     for (path, stem) in images.iter().zip(autodl_api::files::output_stems(images)) {
-        let files = autodl_api::files::prediction_files(
-            autodl_api::Task::PixelClassification,
-            out_dir,
-            &stem,
-        );
         let raw = infer::read(path, meta.bands)?;
-        let (w, h) = (raw.width, raw.height);
-        let depth = if wide {
-            png::BitDepth::Sixteen
-        } else {
-            png::BitDepth::Eight
-        };
-        let mut labels = RowWriter::create(&files.label, w, h, png::ColorType::Grayscale, depth)?;
-        let mut preview = RowWriter::create(
-            &files.preview,
-            w,
-            h,
-            png::ColorType::Rgb,
-            png::BitDepth::Eight,
-        )?;
-        let mut label_row = Vec::with_capacity(w as usize * 2);
-        let mut preview_row = Vec::with_capacity(w as usize * 3);
+        let mut out = ClassWriter::create(out_dir, &stem, &meta.classes, raw.width, raw.height)?;
         infer::segment_rows(
             &model,
             View::raw(&raw, &meta.mean, &meta.std),
             classes,
             meta.tile_size as usize,
             device,
-            |_, probs| {
-                label_row.clear();
-                preview_row.clear();
-                for c in infer::classes_of(probs, classes) {
-                    let value = meta.classes.get(c as usize).map_or(0, |k| k.value as u16);
-                    if wide {
-                        label_row.extend(value.to_be_bytes());
-                    } else {
-                        label_row.push(value as u8);
-                    }
-                    preview_row.extend(autodl_api::class_colour(c as usize));
-                }
-                labels.write(&label_row)?;
-                preview.write(&preview_row)
-            },
+            |_, probs| out.row(probs),
         )?;
-        labels.finish()?;
-        preview.finish()?;
-        written.push(files.label);
+        written.push(out.finish()?);
     }
     Ok(written)
+}
+
+/// Runs a trained pixel classifier on every image through [`predict_segmentation`]'s path,
+/// mirrored left to right when `mirrored` (and mirrored back), handing `each` the image's
+/// index and its class probabilities.
+pub fn infer_segmentation<B, M, F>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    mirrored: bool,
+    device: &B::Device,
+    build: F,
+    each: &mut dyn FnMut(usize, autodl_api::Inferred) -> Result<(), PluginError>,
+) -> Result<(), PluginError>
+where
+    B: Backend,
+    M: SegNet<B>,
+    F: Fn(&B::Device, &ModelMeta) -> M,
+{
+    let (meta, model) = crate::model_dir::load_trained(model_dir, device, build)?;
+    let classes = meta.classes.len();
+    for (i, path) in images.iter().enumerate() {
+        let raw = infer::read(path, meta.bands)?;
+        let (w, h) = (raw.width as usize, raw.height as usize);
+        let mut values = infer::segment(
+            &model,
+            View::raw(&raw, &meta.mean, &meta.std).mirror(mirrored),
+            classes,
+            meta.tile_size as usize,
+            device,
+        )?;
+        if mirrored {
+            for row in values.chunks_exact_mut(w.max(1)) {
+                row.reverse();
+            }
+        }
+        debug_assert_eq!(values.len(), classes * w * h);
+        each(
+            i,
+            autodl_api::Inferred::Probabilities {
+                width: raw.width,
+                height: raw.height,
+                classes,
+                values,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes one image's predicted classes, row by row from class probabilities: `<stem>.png`
+/// (class values, 16-bit when a value needs it) and `previews/<stem>.png` (class colours) in
+/// an output folder. What `autodl predict` writes for a pixel classifier or an ensemble of them.
+pub struct ClassWriter {
+    labels: RowWriter,
+    preview: RowWriter,
+    values: Vec<u16>,
+    wide: bool,
+    label_row: Vec<u8>,
+    preview_row: Vec<u8>,
+    label_path: PathBuf,
+}
+
+impl ClassWriter {
+    /// Starts the files of image `stem`, `width` x `height`, whose classes are `classes`.
+    pub fn create(
+        out_dir: &Path,
+        stem: &str,
+        classes: &[autodl_api::ClassInfo],
+        width: u32,
+        height: u32,
+    ) -> Result<Self, PluginError> {
+        let files = autodl_api::files::prediction_files(
+            autodl_api::Task::PixelClassification,
+            out_dir,
+            stem,
+        );
+        if let Some(dir) = files.preview.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| PluginError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        // Class values above 255 need a 16-bit file; the class table decides, not the image.
+        let wide = classes.iter().any(|c| c.value > 255);
+        let depth = if wide {
+            png::BitDepth::Sixteen
+        } else {
+            png::BitDepth::Eight
+        };
+        let labels = RowWriter::create(
+            &files.label,
+            width,
+            height,
+            png::ColorType::Grayscale,
+            depth,
+        )?;
+        let preview = RowWriter::create(
+            &files.preview,
+            width,
+            height,
+            png::ColorType::Rgb,
+            png::BitDepth::Eight,
+        )?;
+        Ok(ClassWriter {
+            labels,
+            preview,
+            values: classes.iter().map(|c| c.value as u16).collect(),
+            wide,
+            label_row: Vec::with_capacity(width as usize * 2),
+            preview_row: Vec::with_capacity(width as usize * 3),
+            label_path: files.label,
+        })
+    }
+
+    /// Writes the next row from its `classes * width` probabilities, class-major: each pixel
+    /// gets its most probable class (the lowest index on ties).
+    pub fn row(&mut self, probs: &[f32]) -> Result<(), PluginError> {
+        self.label_row.clear();
+        self.preview_row.clear();
+        for c in infer::classes_of(probs, self.values.len()) {
+            let value = self.values.get(c as usize).copied().unwrap_or(0);
+            if self.wide {
+                self.label_row.extend(value.to_be_bytes());
+            } else {
+                self.label_row.push(value as u8);
+            }
+            self.preview_row
+                .extend(autodl_api::class_colour(c as usize));
+        }
+        self.labels.write(&self.label_row)?;
+        self.preview.write(&self.preview_row)
+    }
+
+    /// Finishes both files; returns the class-value file.
+    pub fn finish(self) -> Result<PathBuf, PluginError> {
+        self.labels.finish()?;
+        self.preview.finish()?;
+        Ok(self.label_path)
+    }
 }
 
 /// A PNG written row by row, so an image's output never exists whole in memory.

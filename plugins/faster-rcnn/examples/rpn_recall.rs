@@ -51,6 +51,7 @@ fn run(model_dir: PathBuf, data_dir: PathBuf) -> Result<(), Box<dyn std::error::
         format: None,
         images_dir: None,
         val_fraction: 0.2,
+        test_fraction: 0.0,
         ignore_index: None,
         fail_on_bad_sample: false,
     };

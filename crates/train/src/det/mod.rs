@@ -28,5 +28,5 @@ pub use anchor::AnchorHead;
 pub use data::{DetData, DetItem, load_data};
 pub use detector::{Detected, Detector, Targets};
 pub use net::{BoxLoss, ClassLoss, DetNet, DetOptions, DetOutput, per_anchor};
-pub use predict::{predict, predict_with};
+pub use predict::{DetectionWriter, infer, infer_with, predict, predict_with};
 pub use train::{DetTraining, train, train_with};

@@ -78,6 +78,33 @@ where
     )
 }
 
+/// [`infer_with`] for an anchor-head detector, with the [`AnchorHead`] its `model.json`
+/// records.
+pub fn infer<B, M, F>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    opts: &DetOptions,
+    mirrored: bool,
+    device: &B::Device,
+    build: F,
+    each: &mut dyn FnMut(usize, autodl_api::Inferred) -> Result<(), PluginError>,
+) -> Result<(), PluginError>
+where
+    B: Backend,
+    M: DetNet<B>,
+    F: Fn(&B::Device, &ModelMeta) -> M,
+{
+    infer_with::<B, M, AnchorHead, _>(
+        model_dir,
+        images,
+        |meta| AnchorHead::from_params(opts.clone(), &meta.params),
+        mirrored,
+        device,
+        build,
+        each,
+    )
+}
+
 /// Runs a trained detector on images through the validation's inference path. Writes
 /// `<stem>.xml` (PASCAL VOC, each object with its `<score>`) and `previews/<stem>.png` (boxes
 /// drawn) per image (stems from [`autodl_api::files::output_stems`]), and `detections.json`
@@ -100,60 +127,161 @@ where
     H: Sync,
     F: Fn(&B::Device, &ModelMeta) -> M,
 {
-    use autodl_detection_metrics::{CocoCategory, CocoImage, CocoPrediction, CocoPredictions};
     let (meta, model) = crate::model_dir::load_trained(model_dir, device, build)?;
     let head = head(&meta);
     let threshold =
         score_threshold.unwrap_or_else(|| number_param(&meta.params, "score-threshold", 0.3));
     let nms_iou = number_param(&meta.params, "nms-iou", 0.5) as f32;
-    let previews = out_dir.join(autodl_api::files::PREVIEWS);
-    std::fs::create_dir_all(&previews).map_err(|source| PluginError::Io {
-        path: previews,
-        source,
-    })?;
-    let names: Vec<String> = meta.classes.iter().map(|c| c.name.clone()).collect();
-    let mut written = Vec::new();
-    let mut coco = CocoPredictions {
-        images: Vec::new(),
-        categories: meta
-            .classes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| CocoCategory {
-                id: i as u32,
-                name: c.name.clone(),
-            })
-            .collect(),
-        annotations: Vec::new(),
-    };
-    for (id, (path, stem)) in images
-        .iter()
-        .zip(autodl_api::files::output_stems(images))
-        .enumerate()
-    {
-        let files =
-            autodl_api::files::prediction_files(autodl_api::Task::Detection, out_dir, &stem);
+    let mut out = DetectionWriter::create(out_dir, &meta.classes)?;
+    for (path, stem) in images.iter().zip(autodl_api::files::output_stems(images)) {
         let raw = infer::read(path, meta.bands)?;
-        let mut found = Vec::new();
-        let windows = infer::detect_windows(
-            &model,
-            &head,
-            View::raw(&raw, &meta.mean, &meta.std),
-            meta.tile_size as usize,
-            &[nms_iou],
-            |_| None,
-            device,
-            |_, detected| found.extend(detected.boxes.into_iter().flatten()),
+        let dets = detect_image(&model, &head, &meta, &raw, nms_iou, false, device)?;
+        out.add(path, &stem, &raw, &dets, threshold)?;
+    }
+    out.finish()
+}
+
+/// An image's boxes as validation finds them: every window, merged with NMS at `nms_iou`, no
+/// score threshold; of the image mirrored left to right when `mirrored`, mirrored back.
+fn detect_image<B, M, H>(
+    model: &M,
+    head: &H,
+    meta: &ModelMeta,
+    raw: &autodl_data::RawImage,
+    nms_iou: f32,
+    mirrored: bool,
+    device: &B::Device,
+) -> Result<Vec<ScoredBox>, PluginError>
+where
+    B: Backend,
+    M: Detector<B, H>,
+    H: Sync,
+{
+    let mut found = Vec::new();
+    let windows = infer::detect_windows(
+        model,
+        head,
+        View::raw(raw, &meta.mean, &meta.std).mirror(mirrored),
+        meta.tile_size as usize,
+        &[nms_iou],
+        |_| None,
+        device,
+        |_, detected| found.extend(detected.boxes.into_iter().flatten()),
+    )?;
+    let mut dets = infer::merge_boxes(found, windows, nms_iou);
+    if mirrored {
+        let w = raw.width as f32;
+        for d in &mut dets {
+            d.bbox = [w - d.bbox[2], d.bbox[1], w - d.bbox[0], d.bbox[3]];
+        }
+    }
+    Ok(dets)
+}
+
+/// Runs a trained detector on every image through [`predict_with`]'s path, mirrored left to
+/// right when `mirrored` (and mirrored back), handing `each` the image's index and every box
+/// its NMS keeps.
+pub fn infer_with<B, M, H, F>(
+    model_dir: &Path,
+    images: &[PathBuf],
+    head: impl FnOnce(&ModelMeta) -> H,
+    mirrored: bool,
+    device: &B::Device,
+    build: F,
+    each: &mut dyn FnMut(usize, autodl_api::Inferred) -> Result<(), PluginError>,
+) -> Result<(), PluginError>
+where
+    B: Backend,
+    M: Detector<B, H>,
+    H: Sync,
+    F: Fn(&B::Device, &ModelMeta) -> M,
+{
+    let (meta, model) = crate::model_dir::load_trained(model_dir, device, build)?;
+    let head = head(&meta);
+    let nms_iou = number_param(&meta.params, "nms-iou", 0.5) as f32;
+    for (i, path) in images.iter().enumerate() {
+        let raw = infer::read(path, meta.bands)?;
+        let dets = detect_image(&model, &head, &meta, &raw, nms_iou, mirrored, device)?;
+        each(
+            i,
+            autodl_api::Inferred::Boxes {
+                width: raw.width,
+                height: raw.height,
+                boxes: dets
+                    .into_iter()
+                    .map(|d| autodl_api::InferredBox {
+                        bbox: d.bbox,
+                        score: d.score,
+                        class: d.class as u32,
+                    })
+                    .collect(),
+            },
         )?;
+    }
+    Ok(())
+}
+
+/// Writes what a detector found: `<stem>.xml` (PASCAL VOC with scores) and
+/// `previews/<stem>.png` per image, and `detections.json` (COCO) for all of them when
+/// finished. What `autodl predict` writes for a detector or an ensemble of them.
+pub struct DetectionWriter {
+    out_dir: PathBuf,
+    classes: Vec<autodl_api::ClassInfo>,
+    coco: autodl_detection_metrics::CocoPredictions,
+    written: Vec<PathBuf>,
+}
+
+impl DetectionWriter {
+    /// Starts writing into `out_dir` for a model whose classes are `classes`.
+    pub fn create(out_dir: &Path, classes: &[autodl_api::ClassInfo]) -> Result<Self, PluginError> {
+        use autodl_detection_metrics::{CocoCategory, CocoPredictions};
+        let previews = out_dir.join(autodl_api::files::PREVIEWS);
+        std::fs::create_dir_all(&previews).map_err(|source| PluginError::Io {
+            path: previews,
+            source,
+        })?;
+        Ok(DetectionWriter {
+            out_dir: out_dir.to_owned(),
+            classes: classes.to_vec(),
+            coco: CocoPredictions {
+                images: Vec::new(),
+                categories: classes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| CocoCategory {
+                        id: i as u32,
+                        name: c.name.clone(),
+                    })
+                    .collect(),
+                annotations: Vec::new(),
+            },
+            written: Vec::new(),
+        })
+    }
+
+    /// Writes image `path`'s files under the output stem `stem`, with the boxes of `dets`
+    /// that score at least `threshold`.
+    pub fn add(
+        &mut self,
+        path: &Path,
+        stem: &str,
+        raw: &autodl_data::RawImage,
+        dets: &[ScoredBox],
+        threshold: f64,
+    ) -> Result<(), PluginError> {
+        use autodl_detection_metrics::{CocoImage, CocoPrediction};
+        let files =
+            autodl_api::files::prediction_files(autodl_api::Task::Detection, &self.out_dir, stem);
         // Validation scores every box; a box is delivered when its f32 score reaches the
         // threshold, the comparison precision_recall_f1 makes in f64 on the same value.
-        let dets: Vec<ScoredBox> = infer::merge_boxes(found, windows, nms_iou)
-            .into_iter()
+        let dets: Vec<ScoredBox> = dets
+            .iter()
             .filter(|d| f64::from(d.score) >= threshold)
+            .copied()
             .collect();
         let sample = autodl_data::Sample {
-            stem: stem.clone(),
-            image: path.clone(),
+            stem: stem.to_owned(),
+            image: path.to_owned(),
             label: None,
             width: raw.width,
             height: raw.height,
@@ -179,32 +307,33 @@ where
         let xml_path = files.label;
         std::fs::write(
             &xml_path,
-            autodl_data::voc_xml(&sample, &meta.classes, &folder, Some(&scores)),
+            autodl_data::voc_xml(&sample, &self.classes, &folder, Some(&scores)),
         )
         .map_err(|source| PluginError::Io {
             path: xml_path.clone(),
             source,
         })?;
-        written.push(xml_path);
-        let (w, h) = (raw.width, raw.height);
+        self.written.push(xml_path);
+        let names: Vec<String> = self.classes.iter().map(|c| c.name.clone()).collect();
         let png = files.preview;
-        autodl_report::preview_grid(&[(preview_sample(&raw, &dets), names.clone())], 1)
+        autodl_report::preview_grid(&[(preview_sample(raw, &dets), names)], 1)
             .save(&png)
             .map_err(|e| PluginError::Other(format!("cannot write {}: {e}", png.display())))?;
         let file_name = path
             .file_name()
-            .map_or_else(|| stem.clone(), |f| f.to_string_lossy().into_owned());
-        coco.images.push(CocoImage {
-            id: id as u64,
+            .map_or_else(|| stem.to_owned(), |f| f.to_string_lossy().into_owned());
+        let id = self.coco.images.len() as u64;
+        self.coco.images.push(CocoImage {
+            id,
             file_name,
-            width: w,
-            height: h,
+            width: raw.width,
+            height: raw.height,
         });
         for d in &dets {
             let bbox = autodl_detection_metrics::coco_bbox(d.bbox);
-            coco.annotations.push(CocoPrediction {
-                id: coco.annotations.len() as u64 + 1,
-                image_id: id as u64,
+            self.coco.annotations.push(CocoPrediction {
+                id: self.coco.annotations.len() as u64 + 1,
+                image_id: id,
                 category_id: d.class as u32,
                 bbox,
                 area: bbox[2] * bbox[3],
@@ -212,14 +341,19 @@ where
                 score: f64::from(d.score),
             });
         }
+        Ok(())
     }
-    let path = out_dir.join(autodl_api::files::DETECTIONS_JSON);
-    let text = serde_json::to_string_pretty(&coco)
-        .map_err(|e| PluginError::Other(format!("cannot serialise detections: {e}")))?;
-    std::fs::write(&path, text).map_err(|source| PluginError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    written.push(path);
-    Ok(written)
+
+    /// Writes `detections.json`; returns every label file written, and it last.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, PluginError> {
+        let path = self.out_dir.join(autodl_api::files::DETECTIONS_JSON);
+        let text = serde_json::to_string_pretty(&self.coco)
+            .map_err(|e| PluginError::Other(format!("cannot serialise detections: {e}")))?;
+        std::fs::write(&path, text).map_err(|source| PluginError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        self.written.push(path);
+        Ok(self.written)
+    }
 }

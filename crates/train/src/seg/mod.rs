@@ -499,6 +499,7 @@ mod tests {
             format: None,
             images_dir: None,
             val_fraction: 0.25,
+            test_fraction: 0.0,
             ignore_index: None,
             fail_on_bad_sample: false,
         };
