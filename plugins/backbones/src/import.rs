@@ -401,16 +401,9 @@ pub fn import_weights<B: Backend>(
         arch.name(),
         std::process::id()
     ));
-    let source_name = source
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let metadata = HashMap::from([
-        ("format".to_owned(), "pt".to_owned()),
-        ("autodl-backbone".to_owned(), arch.name().to_owned()),
-        ("source".to_owned(), source_name),
-        ("naming".to_owned(), naming.name().to_owned()),
-    ]);
+    // One key only: safetensors writes its metadata from a hash map, in no fixed order, and
+    // the same checkpoint should give the same file.
+    let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
     let result = write_safetensors(&part, &tensors, metadata)
         .map_err(|e| write_error(&part, e))
         .and_then(|()| {
