@@ -13,7 +13,9 @@
 //! reader ignores tensor strides (see the `weights` module notes). Names follow torchvision
 //! (ResNet, MobileNetV2) and efficientnet_pytorch (EfficientNet-Lite0); Darknet-53's are its
 //! module paths (see the `darknet` module notes). The EfficientNet-Lite0 ImageNet weights ship
-//! in this crate's `weights/` folder ([`default_weights`]).
+//! in this crate's `weights/` folder; others are found in the user's weights folder
+//! ([`weights_dir`], [`default_weights`]), which [`import_weights`] fills from a torchvision or
+//! timm checkpoint with a reader of its own that honours strides (the `checkpoint` module).
 //!
 //! Batch norm follows Burn's convention: on an autodiff backend it trains (batch statistics,
 //! running statistics updated), after `valid()` it evaluates. [`freeze`] stops gradients and
