@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
-use crate::checkpoint::{self, Tensor};
 use crate::{Arch, BackboneConfig, BackboneError, NAMES};
+use autodl_checkpoint::Tensor;
 
 /// Why a checkpoint could not be imported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -291,7 +291,7 @@ fn convert(source: &Path, backbone: Option<Arch>) -> Result<Converted, ImportErr
         reason,
     };
     let bytes = std::fs::read(source).map_err(|e| read_error(e.to_string()))?;
-    let dict = checkpoint::read(&bytes).map_err(read_error)?;
+    let dict = autodl_checkpoint::read(&bytes).map_err(|e| read_error(e.to_string()))?;
     drop(bytes);
     if let Some((name, _)) = dict
         .tensors

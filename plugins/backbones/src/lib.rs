@@ -15,7 +15,7 @@
 //! module paths (see the `darknet` module notes). The EfficientNet-Lite0 ImageNet weights ship
 //! in this crate's `weights/` folder; others are found in the user's weights folder
 //! ([`weights_dir`], [`default_weights`]), which [`import_weights`] fills from a torchvision or
-//! timm checkpoint with a reader of its own that honours strides (the `checkpoint` module).
+//! timm checkpoint with a reader that honours strides (`autodl-checkpoint`).
 //!
 //! Batch norm follows Burn's convention: on an autodiff backend it trains (batch statistics,
 //! running statistics updated), after `valid()` it evaluates. [`freeze`] stops gradients and
@@ -23,7 +23,6 @@
 //! freezes batch norm alone, the usual choice for fine-tuning with small batches.
 
 mod adapt;
-mod checkpoint;
 mod darknet;
 mod efficientnet;
 mod error;
@@ -31,7 +30,6 @@ mod import;
 mod layers;
 mod mbconv;
 mod mobilenet;
-mod pickle;
 mod resnet;
 mod weights;
 

@@ -1,6 +1,7 @@
-//! Reading a checkpoint's float tensors: PyTorch's zip format (`archive/data.pkl` with the
-//! storages in `archive/data/<key>`), its legacy format (pickles followed by the raw storages)
-//! and safetensors.
+//! Reads the float tensors of a checkpoint without Python: PyTorch's zip format
+//! (`archive/data.pkl` with the storages in `archive/data/<key>`), its legacy format (pickles
+//! followed by the raw storages) and safetensors. `autodl weights import` converts ImageNet
+//! checkpoints with it (`autodl-backbones`' `import_weights`).
 //!
 //! Unlike burn-store 0.21's reader (tracel-ai/burn#5383), a tensor is read through its storage
 //! offset, size and stride, so tensors saved non-contiguous (transposed, channels-last, views
@@ -9,27 +10,41 @@
 //! skipped. The state dict is found under the usual wrappers (`state_dict`,
 //! `model_state_dict`, `model`) and nested dicts are flattened with `.`; `module.` prefixes
 //! from `DataParallel` are removed.
+//!
+//! The input is untrusted (a downloaded file): the pickle is evaluated by a small machine
+//! that calls nothing (see the `pickle` module), and every size it announces is checked
+//! against the file's before anything is allocated. `crates/fuzz` has a target for [`read`].
+
+mod pickle;
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
-use crate::pickle::{self, Id, Obj, Pickle};
+use crate::pickle::{Id, Obj, Pickle};
 
 /// A contiguous float32 tensor.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Tensor {
+pub struct Tensor {
+    /// Its dimensions.
     pub shape: Vec<usize>,
+    /// Its elements in C order.
     pub data: Vec<f32>,
 }
 
 /// The tensors of a checkpoint, in file order, under names without wrapper prefixes.
 #[derive(Debug, Default)]
-pub(crate) struct StateDict {
+pub struct StateDict {
+    /// Float tensors by name.
     pub tensors: Vec<(String, Tensor)>,
     /// Entries that are not float tensors (integer tensors, tensors built by unknown
     /// functions), by name.
     pub skipped: Vec<String>,
 }
+
+/// Why a checkpoint could not be read: what is wrong, and where when known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckpointError(String);
 
 /// Wrappers a training script puts around the state dict, in the order tried.
 const WRAPPERS: [&str; 3] = ["state_dict", "model_state_dict", "model"];
@@ -40,7 +55,7 @@ const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 
 
 /// Element types of storages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dtype {
+enum Dtype {
     F32,
     F16,
     BF16,
@@ -120,7 +135,11 @@ struct TensorRef {
 }
 
 /// Reads a checkpoint in any of the three formats, told apart by their first bytes.
-pub(crate) fn read(bytes: &[u8]) -> Result<StateDict, String> {
+pub fn read(bytes: &[u8]) -> Result<StateDict, CheckpointError> {
+    read_any(bytes).map_err(CheckpointError)
+}
+
+fn read_any(bytes: &[u8]) -> Result<StateDict, String> {
     let mut dict = if bytes.starts_with(b"PK\x03\x04") {
         read_zip(bytes)?
     } else if bytes.first() == Some(&0x80) {
@@ -205,7 +224,7 @@ fn read_zip(bytes: &[u8]) -> Result<StateDict, String> {
     let data = entry(&pkl)?.ok_or("data.pkl vanished")?;
     let big_endian =
         entry(&format!("{prefix}byteorder"))?.is_some_and(|b| b.trim_ascii() == b"big");
-    let pickle = pickle::parse(&data).map_err(|e| format!("data.pkl: {e}"))?;
+    let pickle = crate::pickle::parse(&data).map_err(|e| format!("data.pkl: {e}"))?;
     let refs = collect(&pickle)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut dict = StateDict::default();
@@ -228,7 +247,7 @@ fn read_zip(bytes: &[u8]) -> Result<StateDict, String> {
 fn read_legacy(bytes: &[u8]) -> Result<StateDict, String> {
     let mut pos = 0;
     let mut next = |what: &str| -> Result<Pickle, String> {
-        let p = pickle::parse(&bytes[pos..]).map_err(|e| format!("{what}: {e}"))?;
+        let p = crate::pickle::parse(&bytes[pos..]).map_err(|e| format!("{what}: {e}"))?;
         pos += p.end;
         Ok(p)
     };
@@ -637,10 +656,10 @@ mod tests {
 
     #[test]
     fn unknown_bytes_and_wrapperless_dicts_are_errors() {
-        let err = read(b"hello world, no checkpoint").expect_err("garbage");
+        let err = read_any(b"hello world, no checkpoint").expect_err("garbage");
         assert!(err.contains("not a PyTorch checkpoint"), "{err}");
         // pickle.dumps({'epoch': 3}, protocol=2), as a legacy file's first pickle.
-        let err = read(&[0x80, 2, b'}', b'.']).expect_err("no magic");
+        let err = read_any(&[0x80, 2, b'}', b'.']).expect_err("no magic");
         assert!(err.contains("magic"), "{err}");
     }
 
