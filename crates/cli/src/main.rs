@@ -22,6 +22,7 @@ mod ensemble;
 mod evaluate;
 mod progress;
 mod report;
+mod weights;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,12 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// List the compiled-in plugins and backends.
     Plugins,
+    /// Import pretrained backbone weights (torchvision or timm ImageNet checkpoints) and list
+    /// the weights each backbone starts from.
+    Weights {
+        #[command(subcommand)]
+        command: WeightsCommand,
+    },
     /// Measure speed on this machine (`cargo xtask bench` runs these beside their Python
     /// baselines).
     Bench {
@@ -96,6 +103,15 @@ enum Command {
 enum BenchCommand {
     /// Training-step throughput of the backbones and U-Net (images per second).
     Train(bench::BenchTrainArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum WeightsCommand {
+    /// Convert a downloaded checkpoint into `<backbone>.safetensors` in the weights folder,
+    /// so that the backbone starts pretrained and advanced mode tunes it.
+    Import(weights::ImportArgs),
+    /// Each backbone's weights file, or none (random initialisation).
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +163,12 @@ fn main() -> ExitCode {
         Command::Predict(args) => commands::predict(&args),
         Command::Evaluate(args) => evaluate::evaluate(&args),
         Command::Plugins => commands::plugins(),
+        Command::Weights {
+            command: WeightsCommand::Import(args),
+        } => weights::import(&args, cli.quiet),
+        Command::Weights {
+            command: WeightsCommand::List,
+        } => weights::list(),
         Command::Bench {
             command: BenchCommand::Train(args),
         } => bench::bench_train(&args),

@@ -1492,7 +1492,11 @@ max-trials = 2
 fn advanced_mode_tunes_only_backbones_with_pretrained_weights() {
     let tuned = |weights: Option<&Path>| -> String {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_autodl"));
-        cmd.arg("plugins").env_remove("AUTODL_WEIGHTS_DIR");
+        // The user's own weights folder (XDG_DATA_HOME, HOME) must not count either.
+        cmd.arg("plugins").env_remove("AUTODL_WEIGHTS_DIR").env(
+            "XDG_DATA_HOME",
+            std::env::temp_dir().join("autodl-no-data-home"),
+        );
         if let Some(w) = weights {
             cmd.env("AUTODL_WEIGHTS_DIR", w);
         }

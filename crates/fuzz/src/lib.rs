@@ -1,6 +1,7 @@
 //! Fuzz targets for every reader of untrusted input (the label parsers of each dataset format,
-//! class lists, images and masks, the pipeline file, detections given to `autodl evaluate`
-//! and `.dlpk` packages), and a small coverage-guided fuzzer that runs them on stable Rust.
+//! class lists, images and masks, the pipeline file, detections given to `autodl evaluate`,
+//! `.dlpk` packages and the PyTorch checkpoints `autodl weights import` reads), and a small
+//! coverage-guided fuzzer that runs them on stable Rust.
 //!
 //! A target takes arbitrary bytes, puts them where a user's file would be and runs the real
 //! reader on them. It may return an error (bad input must); it must not panic, abort, hang or
@@ -163,6 +164,31 @@ pub fn targets() -> Vec<Target> {
                 "model.json",
                 "model.mpk",
                 "../",
+            ],
+        },
+        Target {
+            name: "checkpoint",
+            run: checkpoint,
+            seeds: checkpoint_seeds,
+            dictionary: &[
+                "PK\u{3}\u{4}",
+                "data.pkl",
+                "byteorder",
+                "big",
+                "storage",
+                "ctorch\nFloatStorage\n",
+                "ctorch\nHalfStorage\n",
+                "ctorch._utils\n_rebuild_tensor_v2\n",
+                "ccollections\nOrderedDict\n",
+                "state_dict",
+                "module.",
+                "\u{80}\u{2}",
+                "(",
+                "t",
+                "Q",
+                "R",
+                "u",
+                ".",
             ],
         },
     ]
@@ -441,6 +467,18 @@ fn dets_seeds() -> Vec<Vec<u8>> {
         br#"{"images":[{"id":1,"file_name":"a.png","width":8,"height":8}],"categories":[{"id":3,"name":"tree"}],
 "annotations":[{"id":1,"image_id":1,"category_id":3,"bbox":[1,1,4,5],"area":20,"iscrowd":0,"score":0.5}]}"#
             .to_vec(),
+    ]
+}
+
+fn checkpoint(_: &Scratch, input: &[u8]) {
+    let _ = autodl_checkpoint::read(input);
+}
+
+/// PyTorch 2 checkpoints in both formats (`tests/fixtures/backbones/torch_checkpoints.py`).
+fn checkpoint_seeds() -> Vec<Vec<u8>> {
+    vec![
+        include_bytes!("../../../tests/fixtures/backbones/torch_small_zip.pth").to_vec(),
+        include_bytes!("../../../tests/fixtures/backbones/torch_small_legacy.pth").to_vec(),
     ]
 }
 

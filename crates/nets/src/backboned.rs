@@ -39,7 +39,8 @@ pub const BACKBONES: &[&str] = &[
 pub const TUNED_BACKBONES: &[&str] = BACKBONES.split_at(5).0;
 
 /// The backbones advanced mode tunes: those of [`TUNED_BACKBONES`] whose pretrained weights
-/// are on this machine (bundled, or in the folder `AUTODL_WEIGHTS_DIR` names), since on a CPU
+/// are on this machine (bundled, or in the user's weights folder, `autodl_backbones::weights_dir`,
+/// where `autodl weights import` puts them), since on a CPU
 /// budget a backbone trained from scratch cannot compete (on trees_voc in 10 minutes PyTorch
 /// reaches AP50 0.07 from scratch against 0.42 pretrained); the default backbone when none
 /// has weights.
@@ -114,8 +115,8 @@ fn prepare(
         }
         (true, None) => {
             progress.message(&format!(
-                "no pretrained weights for {} (put {}.safetensors in AUTODL_WEIGHTS_DIR); random initialisation",
-                spec.backbone, spec.backbone
+                "no pretrained weights for {} (`autodl weights import` a torchvision or timm checkpoint); random initialisation",
+                spec.backbone
             ));
             false
         }

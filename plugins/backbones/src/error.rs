@@ -1,6 +1,6 @@
 //! Errors of this crate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::NAMES;
 
@@ -78,4 +78,49 @@ pub enum BackboneError {
         /// The backbone being loaded.
         backbone: String,
     },
+}
+
+impl BackboneError {
+    /// The same error about the file at `path` (errors about a converted copy name the
+    /// original).
+    pub(crate) fn with_path(self, file: &Path) -> Self {
+        let path = file.to_path_buf();
+        match self {
+            BackboneError::Weights { reason, .. } => BackboneError::Weights { path, reason },
+            BackboneError::MissingTensor {
+                name,
+                backbone,
+                missing,
+                expected,
+                ..
+            } => BackboneError::MissingTensor {
+                path,
+                name,
+                backbone,
+                missing,
+                expected,
+            },
+            BackboneError::ShapeMismatch {
+                name,
+                backbone,
+                expected,
+                found,
+                ..
+            } => BackboneError::ShapeMismatch {
+                path,
+                name,
+                backbone,
+                expected,
+                found,
+            },
+            BackboneError::UnexpectedTensor { name, backbone, .. } => {
+                BackboneError::UnexpectedTensor {
+                    path,
+                    name,
+                    backbone,
+                }
+            }
+            other => other,
+        }
+    }
 }

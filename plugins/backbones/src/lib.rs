@@ -13,7 +13,9 @@
 //! reader ignores tensor strides (see the `weights` module notes). Names follow torchvision
 //! (ResNet, MobileNetV2) and efficientnet_pytorch (EfficientNet-Lite0); Darknet-53's are its
 //! module paths (see the `darknet` module notes). The EfficientNet-Lite0 ImageNet weights ship
-//! in this crate's `weights/` folder ([`default_weights`]).
+//! in this crate's `weights/` folder; others are found in the user's weights folder
+//! ([`weights_dir`], [`default_weights`]), which [`import_weights`] fills from a torchvision or
+//! timm checkpoint with a reader that honours strides (`autodl-checkpoint`).
 //!
 //! Batch norm follows Burn's convention: on an autodiff backend it trains (batch statistics,
 //! running statistics updated), after `valid()` it evaluates. [`freeze`] stops gradients and
@@ -24,6 +26,7 @@ mod adapt;
 mod darknet;
 mod efficientnet;
 mod error;
+mod import;
 mod layers;
 mod mbconv;
 mod mobilenet;
@@ -41,6 +44,7 @@ use burn::tensor::backend::Backend;
 pub use adapt::adapt_first_conv;
 pub use darknet::{DarkResidual, DarkStage, Darknet};
 pub use error::BackboneError;
+pub use import::{ImportError, Imported, import_weights};
 pub use layers::ConvBn;
 pub use mbconv::{Head, InvertedResidual, MobileNet};
 pub use resnet::{BasicBlock, Bottleneck, ResBlock, ResNet};
@@ -56,8 +60,8 @@ pub const NAMES: &[&str] = &[
     "darknet53",
 ];
 
-/// Environment variable naming a folder of weights files `<name>.safetensors` or `<name>.pth`
-/// that [`default_weights`] prefers to the bundled ones.
+/// Environment variable naming the weights folder ([`weights_dir`]): files `<name>.safetensors`
+/// or `<name>.pth` that [`default_weights`] prefers to the bundled ones.
 pub const WEIGHTS_DIR_ENV: &str = "AUTODL_WEIGHTS_DIR";
 
 /// A backbone architecture.
@@ -183,6 +187,15 @@ impl Arch {
             "head.fc.weight"
         }
     }
+
+    /// The weights file's name for the classifier's weight.
+    pub(crate) fn classifier_file_name(self) -> String {
+        let module = self.classifier_weight();
+        self.name_map()
+            .into_iter()
+            .find_map(|(from, to)| module.strip_prefix(&to).map(|rest| format!("{from}{rest}")))
+            .unwrap_or_else(|| module.to_owned())
+    }
 }
 
 impl FromStr for Arch {
@@ -273,21 +286,43 @@ impl BackboneConfig {
 /// from its source folder (or whose source folder is gone) still starts from them.
 const EFFICIENTNET_LITE0: &[u8] = include_bytes!("../weights/efficientnet-lite0.safetensors");
 
-/// Where known weights for `name` are: `$AUTODL_WEIGHTS_DIR/<name>.safetensors` or `.pth` when
-/// that file exists, else the EfficientNet-Lite0 ImageNet weights bundled in this crate
-/// (`plugins/backbones/weights/`, located at compile time, or, when that folder is gone, the
-/// copy inside the binary written once to the system's temporary folder). `None` when there
-/// are none, as for ResNet, MobileNetV2 and Darknet-53 unless the folder has them, or for an
-/// unknown name.
+/// The user's weights folder, where `autodl weights import` writes and [`default_weights`]
+/// looks: `$AUTODL_WEIGHTS_DIR` when set, else `$XDG_DATA_HOME/autodl/weights`, else
+/// `$HOME/.local/share/autodl/weights`; `None` when none of them is set. The folder need not
+/// exist.
+pub fn weights_dir() -> Option<PathBuf> {
+    let var = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty());
+    if let Some(dir) = var(WEIGHTS_DIR_ENV) {
+        return Some(PathBuf::from(dir));
+    }
+    // The XDG base-directory rules ignore a relative path.
+    if let Some(data) = var("XDG_DATA_HOME").map(PathBuf::from)
+        && data.is_absolute()
+    {
+        return Some(data.join("autodl/weights"));
+    }
+    var("HOME").map(|home| PathBuf::from(home).join(".local/share/autodl/weights"))
+}
+
+/// The file in `dir` that holds weights for `name`: `<name>.safetensors` or `<name>.pth`.
+pub fn weights_in(dir: &Path, name: &str) -> Option<PathBuf> {
+    let arch: Arch = name.parse().ok()?;
+    ["safetensors", "pth"]
+        .into_iter()
+        .map(|ext| dir.join(format!("{}.{ext}", arch.name())))
+        .find(|p| p.is_file())
+}
+
+/// Where known weights for `name` are: `<name>.safetensors` or `.pth` in the [`weights_dir`]
+/// when that file exists (as `autodl weights import` writes it), else the EfficientNet-Lite0
+/// ImageNet weights bundled in this crate (`plugins/backbones/weights/`, located at compile
+/// time, or, when that folder is gone, the copy inside the binary written once to the
+/// system's temporary folder). `None` when there are none, as for ResNet, MobileNetV2 and
+/// Darknet-53 unless the folder has them, or for an unknown name.
 pub fn default_weights(name: &str) -> Option<PathBuf> {
     let arch: Arch = name.parse().ok()?;
-    if let Some(dir) = std::env::var_os(WEIGHTS_DIR_ENV) {
-        for ext in ["safetensors", "pth"] {
-            let path = Path::new(&dir).join(format!("{}.{ext}", arch.name()));
-            if path.is_file() {
-                return Some(path);
-            }
-        }
+    if let Some(path) = weights_dir().and_then(|dir| weights_in(&dir, name)) {
+        return Some(path);
     }
     let bundled = match arch {
         Arch::EfficientNetLite0 => {

@@ -3,7 +3,9 @@
 
 mod common;
 
-use autodl_backbones::{Arch, Backbone, BackboneConfig, BackboneError, default_weights};
+use autodl_backbones::{
+    Arch, Backbone, BackboneConfig, BackboneError, default_weights, weights_in,
+};
 use common::*;
 use serde_json::Value;
 
@@ -202,8 +204,9 @@ fn unknown_name_and_zero_bands_are_errors() {
 
 #[test]
 fn default_weights_point_at_the_bundled_file() {
-    // The override folder is not set in tests; see WEIGHTS_DIR_ENV.
-    if std::env::var_os(autodl_backbones::WEIGHTS_DIR_ENV).is_none() {
+    // Unless the user's weights folder has its own (see `weights_dir`).
+    let user = |name| autodl_backbones::weights_dir().and_then(|d| weights_in(&d, name));
+    if user("efficientnet-lite0").is_none() && user("resnet50").is_none() {
         assert_eq!(default_weights("efficientnet-lite0"), Some(lite0_weights()));
         assert_eq!(default_weights("EfficientNet_Lite0"), Some(lite0_weights()));
         assert_eq!(default_weights("resnet50"), None);
