@@ -791,8 +791,8 @@ fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
     dst.commit()
 }
 
-/// Replaces the folder `to` with a copy of the files of `from`: the copy is made beside it
-/// and swapped in, so `to` is always one whole model.
+/// Replaces the folder `to` with a copy of `from` (files, and the member folders of an
+/// ensemble): the copy is made beside it and swapped in, so `to` is always one whole model.
 fn replace_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     let name = to
         .file_name()
@@ -800,18 +800,27 @@ fn replace_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     let tmp = to.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let old = to.with_file_name(format!(".{name}.old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), tmp.join(entry.file_name()))?;
-        }
-    }
+    copy_tree(from, &tmp)?;
     if to.exists() {
         std::fs::rename(to, &old)?;
     }
     std::fs::rename(&tmp, to)?;
     let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Copies the files of `from` into `to` (created), and its folders likewise.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        } else if kind.is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    }
     Ok(())
 }
 

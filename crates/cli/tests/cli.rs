@@ -1933,6 +1933,16 @@ fn tta_and_ensembles_of_pixel_classifiers_are_rows_whose_packages_predict_their_
             "{id}: predict then evaluate gives the leaderboard's figure"
         );
     }
+    // The best model's folder is whole, whatever the best is.
+    let o = autodl(&[
+        "predict",
+        "--model",
+        out.join("best-model").to_str().unwrap(),
+        "--out",
+        dir.path().join("pred-best").to_str().unwrap(),
+        data.join("images/t0.png").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 #[test]
