@@ -151,7 +151,8 @@ fn read_geotiff(path: &Path) -> Result<Option<GeoRef>, DataError> {
     } else {
         return Ok(None);
     };
-    if transform.iter().any(|v| !v.is_finite()) || transform[1] == 0.0 && transform[2] == 0.0 {
+    let t = &transform;
+    if t.iter().any(|v| !v.is_finite()) || t[1] * t[5] - t[2] * t[4] == 0.0 {
         return Err(parse_err(
             path,
             format!("GeoTIFF transform {transform:?} is not usable"),
@@ -343,8 +344,11 @@ impl GeoTiffWriter {
         wide: bool,
         georef: &GeoRef,
     ) -> Result<Self, DataError> {
-        let bytes = u64::from(width) * u64::from(height) * if wide { 2 } else { 1 };
-        if bytes + 4096 > CLASSIC_TIFF_MAX {
+        // Pixels, then per row a strip offset and count, then the directory.
+        let bytes = u64::from(width) * u64::from(height) * if wide { 2 } else { 1 }
+            + 8 * u64::from(height)
+            + 4096;
+        if bytes > CLASSIC_TIFF_MAX {
             return Err(DataError::Write {
                 path: path.to_owned(),
                 reason: format!("{width}x{height} needs a BigTIFF, which is not written"),
