@@ -93,29 +93,43 @@ pub struct PredictionFiles {
     pub label: PathBuf,
     /// The coloured preview, in [`PREVIEWS`].
     pub preview: PathBuf,
+    /// The georeferenced labels, written only for an image with a georeference: a
+    /// single-band class-value GeoTIFF (`<stem>.tif`), or the boxes as GeoJSON polygons
+    /// (`<stem>.geojson`).
+    pub geo: PathBuf,
 }
 
 /// Where prediction writes the outputs of the image given the output stem `stem` (from
 /// [`output_stems`]).
 pub fn prediction_files(task: Task, out_dir: &Path, stem: &str) -> PredictionFiles {
-    let ext = match task {
-        Task::Detection => "xml",
-        Task::PixelClassification => "png",
+    let (ext, geo) = match task {
+        Task::Detection => ("xml", "geojson"),
+        Task::PixelClassification => ("png", "tif"),
     };
     PredictionFiles {
         label: out_dir.join(format!("{stem}.{ext}")),
         preview: out_dir.join(PREVIEWS).join(format!("{stem}.png")),
+        geo: out_dir.join(format!("{stem}.{geo}")),
     }
 }
 
-/// Every file a prediction of `images` into `out_dir` writes, in order.
-pub fn planned_outputs(task: Task, out_dir: &Path, images: &[PathBuf]) -> Vec<PathBuf> {
+/// Every file a prediction of `images` into `out_dir` writes, in order; `georeferenced[i]`
+/// says whether image `i` has a georeference (and so gets [`PredictionFiles::geo`] too).
+pub fn planned_outputs(
+    task: Task,
+    out_dir: &Path,
+    images: &[PathBuf],
+    georeferenced: &[bool],
+) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = output_stems(images)
         .iter()
-        .flat_map(|s| {
+        .enumerate()
+        .flat_map(|(i, s)| {
             let f = prediction_files(task, out_dir, s);
-            [f.label, f.preview]
+            let geo = georeferenced.get(i).copied().unwrap_or(false);
+            [Some(f.label), Some(f.preview), geo.then_some(f.geo)]
         })
+        .flatten()
         .collect();
     if task == Task::Detection {
         files.push(out_dir.join(DETECTIONS_JSON));
@@ -191,6 +205,7 @@ mod tests {
             Task::PixelClassification,
             out,
             &paths(&["x.png", "x_preview.png"]),
+            &[true, true],
         );
         let unique: HashSet<_> = files.iter().collect();
         assert_eq!(unique.len(), files.len(), "{files:?}");

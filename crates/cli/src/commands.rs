@@ -985,10 +985,18 @@ fn check_outputs(images: &[PathBuf], out: &Path, task: Task, overwrite: bool) ->
         }
     }
     if !overwrite {
-        let existing: Vec<PathBuf> = autodl_api::files::planned_outputs(task, out, images)
-            .into_iter()
-            .filter(|p| p.exists())
-            .collect();
+        // A georeferenced image also gets a GeoTIFF or GeoJSON; a malformed georeference
+        // stops the prediction before anything is written.
+        let georeferenced = images
+            .iter()
+            .map(|p| autodl_data::read_georef(p).map(|g| g.is_some()))
+            .collect::<Result<Vec<bool>, _>>()
+            .map_err(|e| Failure::usage(anyhow!("{e}")))?;
+        let existing: Vec<PathBuf> =
+            autodl_api::files::planned_outputs(task, out, images, &georeferenced)
+                .into_iter()
+                .filter(|p| p.exists())
+                .collect();
         if let Some(first) = existing.first() {
             return Err(Failure::usage(anyhow!(
                 "{} exists ({} of the files this prediction would write do): choose another --out, or pass --overwrite to replace them",

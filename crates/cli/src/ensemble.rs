@@ -132,6 +132,7 @@ pub fn predict(
                     let mut w = autodl_train::predict::ClassWriter::create(
                         out,
                         stem,
+                        path,
                         &meta.classes,
                         width,
                         height,

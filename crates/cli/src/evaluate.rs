@@ -2,7 +2,7 @@
 //! evaluator training scores with, so that a user can check a package on their own labelled
 //! images and get the numbers its leaderboard row promised.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
@@ -369,6 +369,17 @@ fn mask_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
         })
         .collect();
     files.sort();
+    // `autodl predict` writes `<stem>.tif` beside `<stem>.png` for a georeferenced image: the
+    // same classes, so each stem counts once, as its PNG.
+    let png_stems: HashSet<std::ffi::OsString> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        .filter_map(|p| p.file_stem().map(|s| s.to_owned()))
+        .collect();
+    files.retain(|p| {
+        p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))
+            || p.file_stem().is_none_or(|s| !png_stems.contains(s))
+    });
     if files.is_empty() {
         return Err(Failure::usage(anyhow!(
             "{} holds no predicted masks (<stem>.png)",

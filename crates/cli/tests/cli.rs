@@ -2094,3 +2094,249 @@ fn the_test_split_is_scored_once_after_ranking_and_changes_nothing_before_it() {
         "the test score reads the test split"
     );
 }
+
+/// Writes a 32x40 RGB GeoTIFF with a north-up transform and EPSG code `epsg`.
+fn rgb_geotiff(path: &Path, transform: [f64; 6], epsg: u16) {
+    use tiff::encoder::{TiffEncoder, colortype};
+    use tiff::tags::Tag;
+    let (w, h) = (32u32, 40u32);
+    let data: Vec<u8> = (0..h)
+        .flat_map(|y| {
+            (0..w).flat_map(move |x| {
+                let v = if (8..20).contains(&x) && (10..22).contains(&y) {
+                    200
+                } else {
+                    40
+                } as u8;
+                [v, v.wrapping_add((x * 2) as u8), v]
+            })
+        })
+        .collect();
+    let mut enc = TiffEncoder::new(std::fs::File::create(path).unwrap()).unwrap();
+    let mut img = enc.new_image::<colortype::RGB8>(w, h).unwrap();
+    let t = transform;
+    img.encoder()
+        .write_tag(Tag::Unknown(33550), &[t[1], -t[5], 0.0][..])
+        .unwrap();
+    img.encoder()
+        .write_tag(Tag::Unknown(33922), &[0.0, 0.0, 0.0, t[0], t[3], 0.0][..])
+        .unwrap();
+    img.encoder()
+        .write_tag(
+            Tag::Unknown(34735),
+            &[
+                1u16, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg,
+            ][..],
+        )
+        .unwrap();
+    img.write_data(&data).unwrap();
+}
+
+#[test]
+fn a_geotiff_predicts_a_class_geotiff_with_its_crs_transform_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    write_splits(&data, &["t8", "t9"]);
+    let out = dir.path().join("run");
+    let o = autodl(&[
+        "train",
+        data.to_str().unwrap(),
+        "--networks",
+        "unet",
+        "--max-epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--time-limit",
+        "60m",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let scene = dir.path().join("scene");
+    std::fs::create_dir_all(&scene).unwrap();
+    let transform = [500_000.0, 0.5, 0.0, 4_000_000.0, 0.0, -0.5];
+    rgb_geotiff(&scene.join("g.tif"), transform, 32617);
+    // A plain image beside it gets today's outputs only.
+    std::fs::copy(data.join("images/t3.png"), scene.join("plain.png")).unwrap();
+    let pred = dir.path().join("pred");
+    let o = autodl(&[
+        "predict",
+        "--model",
+        out.join("best-model").to_str().unwrap(),
+        scene.to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let back = autodl_data::read_georef(&pred.join("g.tif"))
+        .unwrap()
+        .expect("the prediction is georeferenced");
+    assert_eq!(back.transform, transform);
+    assert_eq!(back.epsg, Some(32617));
+    let tif = autodl_data::load_mask(&pred.join("g.tif")).unwrap();
+    let png = autodl_data::load_mask(&pred.join("g.png")).unwrap();
+    assert_eq!((tif.width, tif.height), (32, 40));
+    assert_eq!(
+        tif.data, png.data,
+        "the GeoTIFF holds the PNG's class values"
+    );
+    assert!(pred.join("plain.png").is_file());
+    assert!(!pred.join("plain.tif").exists());
+    assert!(!pred.join("previews/g.tif").exists());
+
+    // The GeoTIFF is a planned output: a second prediction refuses to overwrite it.
+    let lone = dir.path().join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    rgb_geotiff(&lone.join("g.tif"), transform, 32617);
+    std::fs::remove_file(pred.join("g.png")).unwrap();
+    std::fs::remove_file(pred.join("previews/g.png")).unwrap();
+    std::fs::remove_file(pred.join("plain.png")).unwrap();
+    std::fs::remove_file(pred.join("previews/plain.png")).unwrap();
+    let o = autodl(&[
+        "predict",
+        "--model",
+        out.join("best-model").to_str().unwrap(),
+        lone.join("g.tif").to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("g.tif exists"), "{}", text(&o));
+
+    // `evaluate --masks` counts a stem once when both its PNG and GeoTIFF are there.
+    let o = autodl(&[
+        "predict",
+        "--model",
+        out.join("best-model").to_str().unwrap(),
+        lone.join("g.tif").to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let truth = dir.path().join("truth");
+    std::fs::create_dir_all(&truth).unwrap();
+    image::GrayImage::from_fn(32, 40, |x, y| {
+        image::Luma([if (8..20).contains(&x) && (10..22).contains(&y) {
+            2
+        } else {
+            1
+        }])
+    })
+    .save(truth.join("g.png"))
+    .unwrap();
+    let only_png = dir.path().join("only-png");
+    std::fs::create_dir_all(&only_png).unwrap();
+    std::fs::copy(pred.join("g.png"), only_png.join("g.png")).unwrap();
+    let score = |masks: &Path| {
+        let o = autodl(&[
+            "evaluate",
+            "--gt",
+            truth.to_str().unwrap(),
+            "--masks",
+            masks.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(score(&pred), score(&only_png));
+}
+
+#[test]
+fn a_world_file_detection_gives_geojson_boxes_through_the_transform() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("voc");
+    tiny_voc(&data);
+    write_splits(&data, &["d12", "d13", "d14", "d15"]);
+    let out = dir.path().join("run");
+    let o = autodl(&[
+        "train",
+        data.to_str().unwrap(),
+        "--networks",
+        "ssd",
+        "--max-epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--time-limit",
+        "60m",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let scene = dir.path().join("scene");
+    std::fs::create_dir_all(&scene).unwrap();
+    let img = image::open(data.join("images/d3.png")).unwrap().to_rgb8();
+    img.save(scene.join("s.jpg")).unwrap();
+    // A D B E C F, C and F the centre of the top-left pixel; rotated a little.
+    std::fs::write(
+        scene.join("s.jgw"),
+        "0.3\n0.05\n0.02\n-0.3\n600000.15\n5000000.85\n",
+    )
+    .unwrap();
+    std::fs::write(
+        scene.join("s.prj"),
+        r#"PROJCS["WGS 84 / UTM zone 17N",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],UNIT["metre",1],AUTHORITY["EPSG","32617"]]"#,
+    )
+    .unwrap();
+    let pred = dir.path().join("pred");
+    let o = autodl(&[
+        "predict",
+        "--model",
+        out.join("models/ssd-efficientnet-lite0.dlpk")
+            .to_str()
+            .unwrap(),
+        scene.join("s.jpg").to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+        "--score-threshold",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let coco = read_json(&pred.join("detections.json"));
+    let geo = read_json(&pred.join("s.geojson"));
+    assert_eq!(geo["type"], "FeatureCollection");
+    assert_eq!(
+        geo["crs"]["properties"]["name"],
+        "urn:ogc:def:crs:EPSG::32617"
+    );
+    let anns = coco["annotations"].as_array().unwrap();
+    let feats = geo["features"].as_array().unwrap();
+    assert!(!anns.is_empty(), "{coco}");
+    assert_eq!(anns.len(), feats.len());
+    let (a, d, b, e) = (0.3, 0.05, 0.02, -0.3);
+    let (x0, y0) = (
+        600000.15 - a / 2.0 - b / 2.0,
+        5000000.85 - d / 2.0 - e / 2.0,
+    );
+    let map = |px: f64, py: f64| [x0 + px * a + py * b, y0 + px * d + py * e];
+    for (ann, f) in anns.iter().zip(feats) {
+        let bb: Vec<f64> = ann["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let (x1, y1, x2, y2) = (bb[0], bb[1], bb[0] + bb[2], bb[1] + bb[3]);
+        let want = [
+            map(x1, y1),
+            map(x2, y1),
+            map(x2, y2),
+            map(x1, y2),
+            map(x1, y1),
+        ];
+        let ring = f["geometry"]["coordinates"][0].as_array().unwrap();
+        assert_eq!(ring.len(), 5);
+        for (got, want) in ring.iter().zip(want) {
+            for k in 0..2 {
+                let g = got[k].as_f64().unwrap();
+                assert!((g - want[k]).abs() < 1e-4, "{got} vs {want:?}");
+            }
+        }
+        assert_eq!(f["properties"]["class"], "roof");
+        assert_eq!(f["properties"]["score"], ann["score"]);
+    }
+}

@@ -19,6 +19,7 @@ mod coco;
 mod detect;
 mod error;
 mod files;
+mod georef;
 mod image_io;
 mod kitti;
 mod open;
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 pub use detect::detect_format;
 pub use error::DataError;
+pub use georef::{GeoRef, GeoTiffWriter, epsg_of_wkt, read_georef};
 pub use image_io::{
     Image, MAX_DECODED_BYTES, MAX_PIXELS, Mask, RawImage, load_image, load_mask, load_raw_image,
 };

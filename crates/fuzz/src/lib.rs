@@ -119,6 +119,22 @@ pub fn targets() -> Vec<Target> {
             dictionary: &["IHDR", "IDAT", "IEND", "PLTE", "\u{1}\0\0\0", "\0\0\u{1}\0"],
         },
         Target {
+            name: "georef",
+            run: georef,
+            seeds: georef_seeds,
+            dictionary: &[
+                "\n",
+                "-0.5",
+                "1e308",
+                "NaN",
+                "AUTHORITY[\"EPSG\",\"32617\"]]",
+                "ID[\"EPSG\",4326]]",
+                "<SRS>",
+                "</SRS>",
+                "&quot;",
+            ],
+        },
+        Target {
             name: "pipeline",
             run: pipeline,
             seeds: pipeline_seeds,
@@ -327,6 +343,25 @@ fn image(s: &Scratch, input: &[u8]) {
     }
 }
 
+fn georef(s: &Scratch, input: &[u8]) {
+    // A world file and its CRS (a `.prj`, or an `.aux.xml` when the first byte is odd), then
+    // the input itself as a TIFF whose tags are read.
+    let (world, crs) = split(input);
+    let dir = s.dir.path().join("geo");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("a.png"), &s.png);
+    let _ = std::fs::write(dir.join("a.pgw"), world);
+    let side = if crs.first().is_some_and(|b| b % 2 == 1) {
+        "a.png.aux.xml"
+    } else {
+        "a.prj"
+    };
+    let _ = std::fs::write(dir.join(side), crs);
+    let _ = autodl_data::read_georef(&dir.join("a.png"));
+    let _ = autodl_data::read_georef(&s.file("g.tif", input));
+}
+
 fn pipeline(_: &Scratch, input: &[u8]) {
     let text = String::from_utf8_lossy(input);
     if let Ok(p) = autodl_config::Pipeline::parse(&text, Path::new("pipeline.toml"))
@@ -426,6 +461,18 @@ fn image_seeds() -> Vec<Vec<u8>> {
         }
     }
     seeds
+}
+
+fn georef_seeds() -> Vec<Vec<u8>> {
+    let world = "0.5\n0\n0\n-0.5\n500000.25\n4000000.75\n";
+    vec![
+        format!("{world}\0PROJCS[\"WGS 84 / UTM zone 17N\",AUTHORITY[\"EPSG\",\"32617\"]]")
+            .into_bytes(),
+        format!(
+            "{world}\0\u{1}<PAMDataset><SRS>GEOGCS[&quot;WGS 84&quot;,AUTHORITY[&quot;EPSG&quot;,&quot;4326&quot;]]</SRS></PAMDataset>"
+        )
+        .into_bytes(),
+    ]
 }
 
 fn pipeline_seeds() -> Vec<Vec<u8>> {

@@ -32,7 +32,8 @@ where
     let classes = meta.classes.len();
     for (path, stem) in images.iter().zip(autodl_api::files::output_stems(images)) {
         let raw = infer::read(path, meta.bands)?;
-        let mut out = ClassWriter::create(out_dir, &stem, &meta.classes, raw.width, raw.height)?;
+        let mut out =
+            ClassWriter::create(out_dir, &stem, path, &meta.classes, raw.width, raw.height)?;
         infer::segment_rows(
             &model,
             View::raw(&raw, &meta.mean, &meta.std),
@@ -95,10 +96,14 @@ where
 
 /// Writes one image's predicted classes, row by row from class probabilities: `<stem>.png`
 /// (class values, 16-bit when a value needs it) and `previews/<stem>.png` (class colours) in
-/// an output folder. What `autodl predict` writes for a pixel classifier or an ensemble of them.
+/// an output folder, and for a georeferenced image `<stem>.tif`, the class values as a
+/// GeoTIFF with the image's georeference. What `autodl predict` writes for a pixel classifier
+/// or an ensemble of them.
 pub struct ClassWriter {
     labels: RowWriter,
     preview: RowWriter,
+    geotiff: Option<autodl_data::GeoTiffWriter>,
+    geo_row: Vec<u16>,
     values: Vec<u16>,
     wide: bool,
     label_row: Vec<u8>,
@@ -107,10 +112,13 @@ pub struct ClassWriter {
 }
 
 impl ClassWriter {
-    /// Starts the files of image `stem`, `width` x `height`, whose classes are `classes`.
+    /// Starts the files of output stem `stem` for `image`, `width` x `height`, whose classes
+    /// are `classes`; the GeoTIFF too when `image` has a georeference
+    /// ([`autodl_data::read_georef`]).
     pub fn create(
         out_dir: &Path,
         stem: &str,
+        image: &Path,
         classes: &[autodl_api::ClassInfo],
         width: u32,
         height: u32,
@@ -147,9 +155,18 @@ impl ClassWriter {
             png::ColorType::Rgb,
             png::BitDepth::Eight,
         )?;
+        let geotiff = match autodl_data::read_georef(image).map_err(data_err)? {
+            Some(georef) => Some(
+                autodl_data::GeoTiffWriter::create(&files.geo, width, height, wide, &georef)
+                    .map_err(data_err)?,
+            ),
+            None => None,
+        };
         Ok(ClassWriter {
             labels,
             preview,
+            geotiff,
+            geo_row: Vec::with_capacity(width as usize),
             values: classes.iter().map(|c| c.value as u16).collect(),
             wide,
             label_row: Vec::with_capacity(width as usize * 2),
@@ -163,8 +180,10 @@ impl ClassWriter {
     pub fn row(&mut self, probs: &[f32]) -> Result<(), PluginError> {
         self.label_row.clear();
         self.preview_row.clear();
+        self.geo_row.clear();
         for c in infer::classes_of(probs, self.values.len()) {
             let value = self.values.get(c as usize).copied().unwrap_or(0);
+            self.geo_row.push(value);
             if self.wide {
                 self.label_row.extend(value.to_be_bytes());
             } else {
@@ -173,16 +192,33 @@ impl ClassWriter {
             self.preview_row
                 .extend(autodl_api::class_colour(c as usize));
         }
+        if let Some(g) = &mut self.geotiff {
+            g.row(&self.geo_row).map_err(data_err)?;
+        }
         self.labels.write(&self.label_row)?;
         self.preview.write(&self.preview_row)
     }
 
-    /// Finishes both files; returns the class-value file.
+    /// Finishes the files; returns the class-value PNG.
     pub fn finish(self) -> Result<PathBuf, PluginError> {
         self.labels.finish()?;
         self.preview.finish()?;
+        if let Some(g) = self.geotiff {
+            g.finish().map_err(data_err)?;
+        }
         Ok(self.label_path)
     }
+}
+
+/// A data error as a plugin error, with its whole chain.
+pub(crate) fn data_err(e: autodl_data::DataError) -> PluginError {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    PluginError::Data(text)
 }
 
 /// A PNG written row by row, so an image's output never exists whole in memory.

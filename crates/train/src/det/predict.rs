@@ -222,8 +222,8 @@ where
 }
 
 /// Writes what a detector found: `<stem>.xml` (PASCAL VOC with scores) and
-/// `previews/<stem>.png` per image, and `detections.json` (COCO) for all of them when
-/// finished. What `autodl predict` writes for a detector or an ensemble of them.
+/// `previews/<stem>.png` per image, `<stem>.geojson` (the boxes as map polygons) for a
+/// georeferenced image, and `detections.json` (COCO) for all of them when finished. What `autodl predict` writes for a detector or an ensemble of them.
 pub struct DetectionWriter {
     out_dir: PathBuf,
     classes: Vec<autodl_api::ClassInfo>,
@@ -304,6 +304,14 @@ impl DetectionWriter {
             .and_then(|p| p.file_name())
             .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
         let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
+        if let Some(georef) = autodl_data::read_georef(path).map_err(crate::predict::data_err)? {
+            let text = serde_json::to_string_pretty(&geojson(&georef, &dets, &self.classes))
+                .map_err(|e| PluginError::Other(format!("cannot serialise boxes: {e}")))?;
+            std::fs::write(&files.geo, text).map_err(|source| PluginError::Io {
+                path: files.geo.clone(),
+                source,
+            })?;
+        }
         let xml_path = files.label;
         std::fs::write(
             &xml_path,
@@ -355,5 +363,99 @@ impl DetectionWriter {
         })?;
         self.written.push(path);
         Ok(self.written)
+    }
+}
+
+/// A GeoJSON FeatureCollection (RFC 7946 in shape, in the raster's CRS, named the way GDAL
+/// names it).
+#[derive(serde::Serialize)]
+struct FeatureCollection {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crs: Option<NamedCrs>,
+    features: Vec<Feature>,
+}
+
+#[derive(serde::Serialize)]
+struct NamedCrs {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    properties: CrsName,
+}
+
+#[derive(serde::Serialize)]
+struct CrsName {
+    name: String,
+}
+
+#[derive(serde::Serialize)]
+struct Feature {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    properties: BoxProperties,
+    geometry: Polygon,
+}
+
+#[derive(serde::Serialize)]
+struct BoxProperties {
+    class: String,
+    score: f64,
+    pixel_box: [f64; 4],
+}
+
+#[derive(serde::Serialize)]
+struct Polygon {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    coordinates: Vec<Vec<[f64; 2]>>,
+}
+
+/// The boxes `dets` of an image with georeference `georef` as map polygons: each box's
+/// corners through the affine transform, a closed ring counter-clockwise on the map.
+fn geojson(
+    georef: &autodl_data::GeoRef,
+    dets: &[ScoredBox],
+    classes: &[autodl_api::ClassInfo],
+) -> FeatureCollection {
+    let t = &georef.transform;
+    // North-up rasters flip y, which makes the pixel-space clockwise ring counter-clockwise.
+    let flips = t[1] * t[5] - t[2] * t[4] < 0.0;
+    let features = dets
+        .iter()
+        .map(|d| {
+            let [x1, y1, x2, y2] = d.bbox.map(f64::from);
+            let mut corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)];
+            if !flips {
+                corners.reverse();
+            }
+            let mut ring: Vec<[f64; 2]> =
+                corners.iter().map(|&(x, y)| georef.apply(x, y)).collect();
+            ring.push(ring[0]);
+            Feature {
+                kind: "Feature",
+                properties: BoxProperties {
+                    class: classes
+                        .get(d.class)
+                        .map_or_else(|| d.class.to_string(), |c| c.name.clone()),
+                    score: f64::from(d.score),
+                    pixel_box: [x1, y1, x2, y2],
+                },
+                geometry: Polygon {
+                    kind: "Polygon",
+                    coordinates: vec![ring],
+                },
+            }
+        })
+        .collect();
+    FeatureCollection {
+        kind: "FeatureCollection",
+        crs: georef.epsg.map(|code| NamedCrs {
+            kind: "name",
+            properties: CrsName {
+                name: format!("urn:ogc:def:crs:EPSG::{code}"),
+            },
+        }),
+        features,
     }
 }
