@@ -147,7 +147,7 @@ pub fn predict(
                         }
                         w.row(&row)?;
                     }
-                    written.push(w.finish()?);
+                    written.extend(w.finish()?);
                 }
             }
         }

@@ -2170,6 +2170,11 @@ fn a_geotiff_predicts_a_class_geotiff_with_its_crs_transform_and_size() {
         pred.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("g.tif"),
+        "predict lists the GeoTIFF it wrote: {}",
+        text(&o)
+    );
     let back = autodl_data::read_georef(&pred.join("g.tif"))
         .unwrap()
         .expect("the prediction is georeferenced");
@@ -2296,6 +2301,11 @@ fn a_world_file_detection_gives_geojson_boxes_through_the_transform() {
         "0",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("s.geojson"),
+        "predict lists the GeoJSON it wrote: {}",
+        text(&o)
+    );
     let coco = read_json(&pred.join("detections.json"));
     let geo = read_json(&pred.join("s.geojson"));
     assert_eq!(geo["type"], "FeatureCollection");

@@ -42,7 +42,7 @@ where
             device,
             |_, probs| out.row(probs),
         )?;
-        written.push(out.finish()?);
+        written.extend(out.finish()?);
     }
     Ok(written)
 }
@@ -109,6 +109,7 @@ pub struct ClassWriter {
     label_row: Vec<u8>,
     preview_row: Vec<u8>,
     label_path: PathBuf,
+    geo_path: PathBuf,
 }
 
 impl ClassWriter {
@@ -172,6 +173,7 @@ impl ClassWriter {
             label_row: Vec::with_capacity(width as usize * 2),
             preview_row: Vec::with_capacity(width as usize * 3),
             label_path: files.label,
+            geo_path: files.geo,
         })
     }
 
@@ -199,14 +201,16 @@ impl ClassWriter {
         self.preview.write(&self.preview_row)
     }
 
-    /// Finishes the files; returns the class-value PNG.
-    pub fn finish(self) -> Result<PathBuf, PluginError> {
+    /// Finishes the files; returns the class-value PNG, and the GeoTIFF when there is one.
+    pub fn finish(self) -> Result<Vec<PathBuf>, PluginError> {
         self.labels.finish()?;
         self.preview.finish()?;
+        let mut written = vec![self.label_path];
         if let Some(g) = self.geotiff {
             g.finish().map_err(data_err)?;
+            written.push(self.geo_path);
         }
-        Ok(self.label_path)
+        Ok(written)
     }
 }
 

@@ -311,6 +311,7 @@ impl DetectionWriter {
                 path: files.geo.clone(),
                 source,
             })?;
+            self.written.push(files.geo.clone());
         }
         let xml_path = files.label;
         std::fs::write(
