@@ -123,6 +123,9 @@ pub struct Summary {
     pub split_source: String,
     /// Images per split.
     pub images: SplitCounts,
+    /// Images held out as the test split: counted, never read for the figures below.
+    #[serde(default)]
+    pub test_images: u64,
     /// What [`ClassSummary::count`] counts: "boxes" or "pixels".
     pub count_unit: String,
     /// Per class, in [`Dataset::classes`] order.
@@ -192,6 +195,7 @@ pub fn summarize(ds: &Dataset) -> Result<Summary, DataError> {
         task: ds.task,
         split_source: ds.split_source.clone(),
         images,
+        test_images: ds.test.len() as u64,
         count_unit: count_unit.to_owned(),
         classes,
         ignore,
@@ -303,6 +307,13 @@ impl Summary {
             self.images.val,
             self.images.total()
         );
+        if self.test_images > 0 {
+            let _ = writeln!(
+                t,
+                "test      {} images held out, scored once after ranking (not counted here)",
+                self.test_images
+            );
+        }
         if let Some(r) = self.image_size {
             let range = |a: u32, b: u32| {
                 if a == b {

@@ -89,6 +89,9 @@ fn split_lists_may_hold_paths_and_a_test_list() {
     assert_eq!((ds.train.len(), ds.val.len()), (3, 1));
     assert_eq!(ds.test.len(), 1);
     assert_eq!(ds.test[0].stem, "s4");
+    let summary = autodl_data::summarize(&ds).unwrap();
+    assert_eq!((summary.images.total(), summary.test_images), (4, 1));
+    assert!(summary.to_text().contains("test      1 images held out"));
 }
 
 #[test]
