@@ -623,12 +623,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             ) {
                 Ok(m) => {
                     row.test_metric = m.metric(&row.metric_name);
-                    row.test_metrics = m
-                        .scores()
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v:.4}"))
-                        .collect::<Vec<_>>()
-                        .join(" ");
+                    row.test_metrics = autodl_core::metrics_text(&m.scores());
                 }
                 Err(e) => bars.line(&format!("{}: no test score: {e:#}", row.id)),
             }

@@ -2132,18 +2132,13 @@ fn rgb_geotiff(path: &Path, transform: [f64; 6], epsg: u16) {
     img.write_data(&data).unwrap();
 }
 
-#[test]
-fn a_geotiff_predicts_a_class_geotiff_with_its_crs_transform_and_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("tiles");
-    tiny_tiles(&data);
-    write_splits(&data, &["t8", "t9"]);
-    let out = dir.path().join("run");
+/// Trains `network` for one epoch on `data` into `out`.
+fn train_one_epoch(data: &Path, network: &str, out: &Path) {
     let o = autodl(&[
         "train",
         data.to_str().unwrap(),
         "--networks",
-        "unet",
+        network,
         "--max-epochs",
         "1",
         "--batch-size",
@@ -2154,6 +2149,16 @@ fn a_geotiff_predicts_a_class_geotiff_with_its_crs_transform_and_size() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn a_geotiff_predicts_a_class_geotiff_with_its_crs_transform_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiles");
+    tiny_tiles(&data);
+    write_splits(&data, &["t8", "t9"]);
+    let out = dir.path().join("run");
+    train_one_epoch(&data, "unet", &out);
     let scene = dir.path().join("scene");
     std::fs::create_dir_all(&scene).unwrap();
     let transform = [500_000.0, 0.5, 0.0, 4_000_000.0, 0.0, -0.5];
@@ -2257,21 +2262,7 @@ fn a_world_file_detection_gives_geojson_boxes_through_the_transform() {
     tiny_voc(&data);
     write_splits(&data, &["d12", "d13", "d14", "d15"]);
     let out = dir.path().join("run");
-    let o = autodl(&[
-        "train",
-        data.to_str().unwrap(),
-        "--networks",
-        "ssd",
-        "--max-epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--time-limit",
-        "60m",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    train_one_epoch(&data, "ssd", &out);
     let scene = dir.path().join("scene");
     std::fs::create_dir_all(&scene).unwrap();
     let img = image::open(data.join("images/d3.png")).unwrap().to_rgb8();

@@ -48,6 +48,15 @@ pub struct Row {
     pub test_metrics: String,
 }
 
+/// Named numbers as a row shows them: `name=value` pairs, four decimals, space-separated.
+pub fn metrics_text(scores: &std::collections::BTreeMap<String, f64>) -> String {
+    scores
+        .iter()
+        .map(|(k, v)| format!("{k}={v:.4}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A model made of trained ones, for [`Leaderboard::push_combined`].
 #[derive(Debug, Clone)]
 pub struct Combined {
@@ -102,12 +111,7 @@ impl Leaderboard {
             backbone: spec.backbone.clone(),
             metric_name: r.metric_name.clone(),
             metric: r.metric,
-            metrics: r
-                .metrics
-                .iter()
-                .map(|(k, v)| format!("{k}={v:.4}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            metrics: metrics_text(&r.metrics),
             train_loss: kept.map(|e| e.train_loss),
             val_loss: kept.map(|e| e.val_loss),
             learning_rate: has_model.then_some(r.learning_rate),
@@ -132,12 +136,7 @@ impl Leaderboard {
             backbone: c.backbone,
             metric_name: c.metric_name,
             metric: Some(c.metric),
-            metrics: c
-                .scores
-                .iter()
-                .map(|(k, v)| format!("{k}={v:.4}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            metrics: metrics_text(&c.scores),
             train_loss: None,
             val_loss: None,
             learning_rate: None,

@@ -9,7 +9,7 @@ mod plan;
 mod runner;
 mod study;
 
-pub use leaderboard::{Combined, Leaderboard, Row};
+pub use leaderboard::{Combined, Leaderboard, Row, metrics_text};
 pub use plan::{Plan, PlanError, augment_spec, check_stages, family_params, plan};
 pub use runner::{
     ChildRunner, Event, OUT_OF_MEMORY, Pruner, RunError, RunOptions, TrialRunner, is_out_of_memory,

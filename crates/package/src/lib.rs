@@ -122,14 +122,12 @@ pub fn emd(meta: &ModelMeta, metrics: Option<&MetricsFile>) -> Value {
     })
 }
 
-/// Packs a model folder (`model.json`, `model.mpk`, and whatever reports sit beside them)
-/// into `out`, adding `<name>.emd` built from `model.json` and `metrics`.
-pub fn write(
+/// A model folder's `model.json`, checked, and its files as package entries named
+/// `<prefix><file>` (sorted; the `STOP` file left out); a folder without weights is refused.
+fn model_entries(
     model_dir: &Path,
-    out: &Path,
-    name: &str,
-    metrics: Option<&MetricsFile>,
-) -> Result<(), PackageError> {
+    prefix: &str,
+) -> Result<(ModelMeta, Vec<(String, PathBuf)>), PackageError> {
     let meta = ModelMeta::read(model_dir)?;
     if !model_dir.join(WEIGHTS).is_file() {
         return Err(PackageError::Missing {
@@ -137,8 +135,34 @@ pub fn write(
             name: WEIGHTS.into(),
         });
     }
-    // Written under a temporary name and renamed: a crash or a failed rerun leaves the
-    // previous package whole.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(model_dir)
+        .map_err(io(model_dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "STOP"))
+        .collect();
+    files.sort();
+    let entries = files
+        .into_iter()
+        .map(|f| {
+            let file = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (format!("{prefix}{file}"), f)
+        })
+        .collect();
+    Ok((meta, entries))
+}
+
+/// Writes the package `out`: `<name>.emd` from `emd`, then each `(entry, file)`. Written
+/// under a temporary name and renamed: a crash or a failed rerun leaves the previous package
+/// whole.
+fn write_zip(
+    out: &Path,
+    name: &str,
+    emd: &Value,
+    entries: &[(String, PathBuf)],
+) -> Result<(), PackageError> {
     let file = autodl_api::files::AtomicFile::create(out).map_err(io(out))?;
     let mut zip = zip::ZipWriter::new(file);
     let opts = zip::write::SimpleFileOptions::default()
@@ -147,29 +171,30 @@ pub fn write(
         path: out.to_owned(),
         reason: e.to_string(),
     };
-    let emd_text =
-        serde_json::to_string_pretty(&emd(&meta, metrics)).map_err(|e| PackageError::Zip {
-            path: out.to_owned(),
-            reason: format!("cannot serialise the .emd: {e}"),
-        })?;
+    let emd_text = serde_json::to_string_pretty(emd).map_err(|e| PackageError::Zip {
+        path: out.to_owned(),
+        reason: format!("cannot serialise the .emd: {e}"),
+    })?;
     zip.start_file(format!("{name}.emd"), opts).map_err(zerr)?;
     zip.write_all(emd_text.as_bytes()).map_err(io(out))?;
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(model_dir)
-        .map_err(io(model_dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "STOP"))
-        .collect();
-    entries.sort();
-    for path in entries {
-        let entry = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        zip.start_file(entry, opts).map_err(zerr)?;
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+    for (entry, path) in entries {
+        zip.start_file(entry.as_str(), opts).map_err(zerr)?;
+        let bytes = std::fs::read(path).map_err(io(path))?;
         zip.write_all(&bytes).map_err(io(out))?;
     }
     zip.finish().map_err(zerr)?.commit().map_err(io(out))
+}
+
+/// Packs a model folder (`model.json`, `model.mpk`, and whatever reports sit beside them)
+/// into `out`, adding `<name>.emd` built from `model.json` and `metrics`.
+pub fn write(
+    model_dir: &Path,
+    out: &Path,
+    name: &str,
+    metrics: Option<&MetricsFile>,
+) -> Result<(), PackageError> {
+    let (meta, entries) = model_entries(model_dir, "")?;
+    write_zip(out, name, &emd(&meta, metrics), &entries)
 }
 
 /// Packs an ensemble folder (`ensemble.json` and its members' model folders, see
@@ -186,30 +211,18 @@ pub fn write_ensemble(
         autodl_api::ENSEMBLE.to_owned(),
         dir.join(autodl_api::ENSEMBLE),
     )];
+    let mut first = None;
     for m in &ensemble.members {
-        let member = dir.join(&m.dir);
-        ModelMeta::read(&member)?;
-        if !member.join(WEIGHTS).is_file() {
-            return Err(PackageError::Missing {
-                path: member,
-                name: WEIGHTS.into(),
-            });
-        }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&member)
-            .map_err(io(&member))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "STOP"))
-            .collect();
-        files.sort();
-        for f in files {
-            let file = f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            entries.push((format!("{}/{file}", m.dir), f));
-        }
+        let (meta, files) = model_entries(&dir.join(&m.dir), &format!("{}/", m.dir))?;
+        first.get_or_insert(meta);
+        entries.extend(files);
     }
-    let first = ModelMeta::read(&dir.join(&ensemble.members[0].dir))?;
+    let Some(first) = first else {
+        return Err(PackageError::Missing {
+            path: dir.to_owned(),
+            name: "a member".into(),
+        });
+    };
     let mut emd = emd(&first, metrics);
     emd["ModelName"] = json!("AutodlEnsemble");
     emd["ModelFile"] = json!(autodl_api::ENSEMBLE);
@@ -219,26 +232,7 @@ pub fn write_ensemble(
         })).collect::<Vec<_>>(),
         "flip-tta": ensemble.hflip,
     });
-    let file = autodl_api::files::AtomicFile::create(out).map_err(io(out))?;
-    let mut zip = zip::ZipWriter::new(file);
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    let zerr = |e: zip::result::ZipError| PackageError::Zip {
-        path: out.to_owned(),
-        reason: e.to_string(),
-    };
-    let emd_text = serde_json::to_string_pretty(&emd).map_err(|e| PackageError::Zip {
-        path: out.to_owned(),
-        reason: format!("cannot serialise the .emd: {e}"),
-    })?;
-    zip.start_file(format!("{name}.emd"), opts).map_err(zerr)?;
-    zip.write_all(emd_text.as_bytes()).map_err(io(out))?;
-    for (entry, path) in entries {
-        zip.start_file(entry, opts).map_err(zerr)?;
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        zip.write_all(&bytes).map_err(io(out))?;
-    }
-    zip.finish().map_err(zerr)?.commit().map_err(io(out))
+    write_zip(out, name, &emd, &entries)
 }
 
 /// Whether a zip entry name stays inside the folder it is unpacked into.
