@@ -127,6 +127,10 @@ pub struct ModelMeta {
     pub tile_size: u32,
     /// Family-specific parameters needed to rebuild the network.
     pub params: Params,
+    /// The bands read from each input image, numbered from 0, when training selected some
+    /// (`[data] bands`); absent: all of an image's `bands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract_bands: Option<Vec<u32>>,
 }
 
 impl ModelMeta {
@@ -177,6 +181,15 @@ impl ModelMeta {
         }
         if self.tile_size == 0 {
             return Err("`tile-size` is 0".into());
+        }
+        if let Some(b) = &self.extract_bands
+            && b.len() != self.bands
+        {
+            return Err(format!(
+                "`extract-bands` lists {} bands for {} bands",
+                b.len(),
+                self.bands
+            ));
         }
         Ok(())
     }
@@ -583,6 +596,7 @@ mod tests {
             std: vec![1.0, 1.0, 1.0],
             tile_size: 64,
             params,
+            extract_bands: None,
         }
     }
 

@@ -50,6 +50,9 @@ pub struct DataSpec {
     pub ignore_index: Option<u32>,
     /// Whether bad samples stop the run.
     pub fail_on_bad_sample: bool,
+    /// The bands read from each image, numbered from 0 (`None`: all).
+    #[serde(default)]
+    pub bands: Option<Vec<u32>>,
 }
 
 /// Everything one training trial needs. Written as JSON for the child process that runs it.

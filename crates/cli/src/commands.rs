@@ -123,6 +123,10 @@ pub struct TrainArgs {
     /// nothing is tuned or chosen on it, and every packaged model is scored on it once.
     #[arg(long)]
     test_fraction: Option<f64>,
+    /// The bands to train on, numbered from 1 (such as `4,3,2`); the model stores them and
+    /// prediction picks the same bands from a scene.
+    #[arg(long, value_delimiter = ',')]
+    bands: Option<Vec<u32>>,
 }
 
 /// `autodl predict`.
@@ -178,6 +182,7 @@ pub fn inspect(args: &InspectArgs, quiet: bool) -> Outcome {
         seed: args.seed,
         on_bad_sample: OnBadSample::Skip,
         ignore_index: None,
+        bands: None,
     };
     let spin = spinner(quiet, "reading and validating images");
     let ds = autodl_data::open(&args.dir, &opts)
@@ -221,7 +226,7 @@ pub fn preview(args: &PreviewArgs) -> Outcome {
     let pipeline = builder.build(&spec, task)?;
     let mut tiles = Vec::new();
     for s in ds.train.iter().take(args.samples.max(1)) {
-        let img = autodl_data::load_image(&s.image)?;
+        let img = ds.load_image(s)?;
         let mask = match (&s.label, task) {
             (Some(label), Task::PixelClassification) => {
                 let m = autodl_data::load_mask(label)?;
@@ -361,6 +366,14 @@ fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
     if let Some(d) = &args.images_dir {
         p.data.images_dir = Some(d.clone());
     }
+    if let Some(bands) = &args.bands {
+        if bands.is_empty() || bands.contains(&0) {
+            return Err(Failure::usage(anyhow!(
+                "--bands takes band numbers from 1, such as 4,3,2"
+            )));
+        }
+        p.data.bands = Some(bands.clone());
+    }
     if let Some(m) = &args.metric {
         p.train.metric = Some(m.clone());
     }
@@ -410,6 +423,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             autodl_config::OnBadSample::Fail => OnBadSample::Fail,
         },
         ignore_index: pipeline.data.ignore_index,
+        bands: pipeline.data.band_indices(),
     };
     let spin = spinner(quiet, "reading and validating images");
     let ds = autodl_data::open(&pipeline.data.path, &opts);

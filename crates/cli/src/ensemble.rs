@@ -100,8 +100,8 @@ pub fn predict(
             ));
         }
         let member_dir = dir.join(&m.dir);
-        let bands = ModelMeta::read(&member_dir)?.bands;
-        members.push((family, member_dir, m.weight as f32, bands));
+        let member = ModelMeta::read(&member_dir)?;
+        members.push((family, member_dir, m.weight as f32, member));
     }
     let views: &[bool] = if meta.hflip { &[false, true] } else { &[false] };
     if meta.task == Task::PixelClassification {
@@ -156,7 +156,7 @@ pub fn predict(
             match &mut boxes_out {
                 Some(writer) => {
                     let fused = fuse_boxes(&views, meta.fusion_iou as f32)?;
-                    let mut scene = autodl_train::infer::open_scene(path, members[0].3)?;
+                    let mut scene = autodl_train::infer::open_scene(path, &members[0].3)?;
                     writer.add(path, stem, &mut scene, &fused, threshold)?;
                 }
                 None => {

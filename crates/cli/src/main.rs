@@ -69,7 +69,7 @@ enum Command {
         command: DataCommand,
     },
     /// Train, rank and keep networks for a dataset folder or a pipeline file.
-    Train(commands::TrainArgs),
+    Train(Box<commands::TrainArgs>),
     /// Run a trained model on images.
     Predict(commands::PredictArgs),
     /// Score predictions against ground truth with the metrics training reports: boxes

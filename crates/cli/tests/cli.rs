@@ -2341,3 +2341,74 @@ fn a_world_file_detection_gives_geojson_boxes_through_the_transform() {
         assert_eq!(f["properties"]["score"], ann["score"]);
     }
 }
+
+#[test]
+fn bands_chosen_for_training_are_stored_and_picked_from_each_image_at_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shared("nc_landcover");
+    let out = dir.path().join("run");
+    let o = autodl(&[
+        "train",
+        &data,
+        "--images-dir",
+        "images_ms",
+        "--bands",
+        "4,3,2",
+        "--networks",
+        "unet",
+        "--max-epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-tta",
+        "--ensemble-top",
+        "0",
+        "--time-limit",
+        "60m",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let model = out.join("best-model");
+    let meta = read_json(&model.join("model.json"));
+    assert_eq!(meta["bands"], 3);
+    assert_eq!(meta["extract-bands"], serde_json::json!([3, 2, 1]));
+    // The six-band tiles predict through the model's three bands; the RGB ones lack band 4.
+    let ms = Path::new(&data).join("images_ms/nc_r0_c0.tif");
+    let pred = dir.path().join("pred");
+    let o = autodl(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        ms.to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(pred.join("nc_r0_c0.png").is_file());
+    let rgb = Path::new(&data).join("images/nc_r0_c0.png");
+    let o = autodl(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        rgb.to_str().unwrap(),
+        "--out",
+        dir.path().join("pred-rgb").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("nc_r0_c0.png") && t.contains("the model reads bands 4, 3, 2"),
+        "{t}"
+    );
+    // A band number from 0 is a usage error.
+    let o = autodl(&[
+        "train",
+        &data,
+        "--bands",
+        "0,1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

@@ -163,6 +163,20 @@ pub struct DataSection {
     /// Mask value to ignore; overrides the no-data class found in the class list.
     #[serde(default)]
     pub ignore_index: Option<u32>,
+    /// The bands to train on, numbered from 1 in each image (such as `[4, 3, 2]`), in this
+    /// order; all of them when absent. The model stores them, and prediction picks the same
+    /// bands from a scene that has more.
+    #[serde(default)]
+    pub bands: Option<Vec<u32>>,
+}
+
+impl DataSection {
+    /// [`DataSection::bands`] numbered from 0, as the readers take them.
+    pub fn band_indices(&self) -> Option<Vec<u32>> {
+        self.bands
+            .as_ref()
+            .map(|b| b.iter().map(|&n| n.saturating_sub(1)).collect())
+    }
 }
 
 /// What to do with a sample that fails validation.
@@ -751,6 +765,13 @@ impl Pipeline {
                 self.data.val_fraction
             ));
         }
+        if let Some(bands) = &self.data.bands
+            && (bands.is_empty() || bands.contains(&0))
+        {
+            return Err(format!(
+                "data.bands must list band numbers from 1, found {bands:?}"
+            ));
+        }
         if self.train.max_epochs == 0 {
             return Err("train.max-epochs must be at least 1".to_owned());
         }
@@ -879,6 +900,18 @@ mod tests {
             msg.contains("`time-limit`") && msg.contains("`max-epochs`"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn bands_are_numbered_from_one() {
+        let text = format!("{MINIMAL}bands = [4, 3, 2]\n");
+        let p = Pipeline::parse(&text, Path::new("p.toml")).unwrap();
+        assert_eq!(p.data.band_indices(), Some(vec![3, 2, 1]));
+        let zero = format!("{MINIMAL}bands = [0, 1]\n");
+        let msg = Pipeline::parse(&zero, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("data.bands"), "{msg}");
     }
 
     #[test]

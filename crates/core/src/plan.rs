@@ -487,6 +487,7 @@ pub fn plan(pipeline: &Pipeline, task: Task, out: PathBuf) -> Result<Plan, PlanE
         test_fraction: pipeline.data.test_fraction,
         ignore_index: pipeline.data.ignore_index,
         fail_on_bad_sample: pipeline.data.on_bad_sample == autodl_config::OnBadSample::Fail,
+        bands: pipeline.data.band_indices(),
     };
     let t = &pipeline.train;
     let training = TrainOptions {

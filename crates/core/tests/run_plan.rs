@@ -18,6 +18,7 @@ fn spec(id: &str, out: &Path) -> TrialSpec {
             test_fraction: 0.0,
             ignore_index: None,
             fail_on_bad_sample: false,
+            bands: None,
         },
         backend: "cpu".to_owned(),
         seed: 1,

@@ -30,6 +30,23 @@ pub struct Image {
     pub data: Vec<f32>,
 }
 
+impl Image {
+    /// The image with only `bands` (0-based, in this order); `None` when one is missing.
+    pub fn select_bands(self, bands: &[u32]) -> Option<Image> {
+        let plane = self.width as usize * self.height as usize;
+        let mut data = Vec::with_capacity(plane * bands.len());
+        for &b in bands {
+            let b = b as usize;
+            data.extend_from_slice(self.data.get(b * plane..(b + 1) * plane)?);
+        }
+        Some(Image {
+            bands: bands.len() as u32,
+            data,
+            ..self
+        })
+    }
+}
+
 /// A decoded class-index mask.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mask {

@@ -157,6 +157,9 @@ pub struct ReadOptions {
     pub on_bad_sample: OnBadSample,
     /// Pixel classification: the mask value to ignore, overriding the class named "no data".
     pub ignore_index: Option<u32>,
+    /// The bands to read from each image, 0-based, in this order (`None`: all of them): what
+    /// a model trains on and stores, so that prediction picks the same bands from a scene.
+    pub bands: Option<Vec<u32>>,
 }
 
 impl Default for ReadOptions {
@@ -169,6 +172,7 @@ impl Default for ReadOptions {
             seed: 42,
             on_bad_sample: OnBadSample::Skip,
             ignore_index: None,
+            bands: None,
         }
     }
 }
@@ -301,9 +305,29 @@ pub struct Dataset {
     pub skipped: Vec<BadSample>,
     /// Where the split came from, for reports.
     pub split_source: String,
+    /// The bands read from each image, 0-based (`None`: all); each sample's `bands` counts
+    /// the selected ones.
+    pub bands: Option<Vec<u32>>,
 }
 
 impl Dataset {
+    /// A sample's image, with the dataset's bands selected.
+    pub fn load_image(&self, sample: &Sample) -> Result<Image, DataError> {
+        let image = load_image(&sample.image)?;
+        match &self.bands {
+            Some(bands) => image
+                .select_bands(bands)
+                .ok_or_else(|| DataError::Unsupported {
+                    path: sample.image.clone(),
+                    reason: format!(
+                        "the image lacks some of the bands asked for ({})",
+                        band_list(bands)
+                    ),
+                }),
+            None => Ok(image),
+        }
+    }
+
     /// The samples of one split.
     pub fn split(&self, split: Split) -> &[Sample] {
         match split {
@@ -319,4 +343,13 @@ impl Dataset {
             .map(|s| (Split::Train, s))
             .chain(self.val.iter().map(|s| (Split::Val, s)))
     }
+}
+
+/// The 1-based band numbers of 0-based `bands`, as users write them.
+pub fn band_list(bands: &[u32]) -> String {
+    bands
+        .iter()
+        .map(|b| (b + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -78,7 +78,10 @@ pub fn open(root: &Path, opts: &ReadOptions) -> Result<Dataset, DataError> {
         Task::Detection => read_detection(root, format, &images, &mut bad)?,
         Task::PixelClassification => tiles::read(root, &images, opts, &mut bad)?,
     };
-    let split = split::assign(root, read.samples, &read.known_stems, opts, &mut bad)?;
+    let mut split = split::assign(root, read.samples, &read.known_stems, opts, &mut bad)?;
+    if let Some(bands) = &opts.bands {
+        select_bands(bands, [&mut split.train, &mut split.val, &mut split.test])?;
+    }
     // Sort for a stable report; validation ran in parallel but collected in order anyway.
     bad.sort_by(|a, b| a.path.cmp(&b.path));
     if opts.on_bad_sample == OnBadSample::Fail && !bad.is_empty() {
@@ -108,7 +111,38 @@ pub fn open(root: &Path, opts: &ReadOptions) -> Result<Dataset, DataError> {
         test: split.test,
         skipped: bad,
         split_source: split.source,
+        bands: opts.bands.clone(),
     })
+}
+
+/// Checks that every image has the bands asked for and counts only those as its bands.
+fn select_bands<'a>(
+    bands: &[u32],
+    splits: impl IntoIterator<Item = &'a mut Vec<crate::Sample>>,
+) -> Result<(), DataError> {
+    if bands.is_empty() {
+        return Err(DataError::InvalidOption {
+            option: "bands",
+            reason: "names no band".into(),
+        });
+    }
+    for samples in splits {
+        for s in samples.iter_mut() {
+            if let Some(&b) = bands.iter().find(|&&b| b >= s.bands) {
+                return Err(DataError::Unsupported {
+                    path: s.image.clone(),
+                    reason: format!(
+                        "the image has {} bands; band {} was asked for ({})",
+                        s.bands,
+                        b + 1,
+                        crate::band_list(bands)
+                    ),
+                });
+            }
+            s.bands = bands.len() as u32;
+        }
+    }
+    Ok(())
 }
 
 /// The valid samples of a dataset before splitting.

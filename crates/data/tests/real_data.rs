@@ -133,4 +133,37 @@ fn nc_landcover_counts() {
     );
     assert_eq!(img.data.len(), 6 * 64 * 64);
     assert!(img.data.iter().all(|v| (0.0..=255.0).contains(v)));
+
+    // Bands 4, 3, 2 (numbered from 1): three bands per sample, in that order.
+    let picked = open(
+        &root,
+        &ReadOptions {
+            images_dir: Some("images_ms".to_owned()),
+            bands: Some(vec![3, 2, 1]),
+            ..ReadOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(picked.samples().all(|(_, s)| s.bands == 3));
+    let three = picked.load_image(&picked.train[0]).unwrap();
+    assert_eq!(three.bands, 3);
+    let plane = 64 * 64;
+    for (i, b) in [3, 2, 1].into_iter().enumerate() {
+        assert_eq!(
+            three.data[i * plane..(i + 1) * plane],
+            img.data[b * plane..(b + 1) * plane]
+        );
+    }
+    // A band the images lack is an error naming the image and the band.
+    let err = open(
+        &root,
+        &ReadOptions {
+            images_dir: Some("images_ms".to_owned()),
+            bands: Some(vec![0, 6]),
+            ..ReadOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(".tif") && err.contains("band 7"), "{err}");
 }

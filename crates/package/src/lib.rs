@@ -114,7 +114,10 @@ pub fn emd(meta: &ModelMeta, metrics: Option<&MetricsFile>) -> Value {
         "ModelParameters": { "backbone": meta.backbone, "family": meta.family },
         "ImageHeight": meta.tile_size,
         "ImageWidth": meta.tile_size,
-        "ExtractBands": (0..meta.bands).collect::<Vec<_>>(),
+        "ExtractBands": meta
+            .extract_bands
+            .clone()
+            .unwrap_or_else(|| (0..meta.bands as u32).collect()),
         "Classes": classes,
         "IgnoreValue": meta.ignore_index,
         "NormalizationStats": { "band_means": meta.mean, "band_std": meta.std },

@@ -27,6 +27,7 @@ pub fn read_options(spec: &DataSpec, seed: u64) -> Result<ReadOptions, PluginErr
             OnBadSample::Skip
         },
         ignore_index: spec.ignore_index,
+        bands: spec.bands.clone(),
     })
 }
 

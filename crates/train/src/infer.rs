@@ -15,6 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::det::{Detected, Detector, Targets};
+use crate::model_dir::ModelMeta;
 use crate::seg::SegNet;
 
 /// Input sides are padded to a multiple of this, the backbones' total stride.
@@ -41,30 +42,42 @@ fn normalise_band(values: &mut [f32], band: usize, mean: &[f32], std: &[f32]) {
 }
 
 /// Reads an image file's samples as stored (see [`autodl_data::load_raw_image`]), refusing
-/// one whose band count is not `bands`.
-pub fn read(path: &Path, bands: usize) -> Result<RawImage, PluginError> {
+/// one that lacks the model's bands (see [`check_bands`]).
+pub fn read(path: &Path, meta: &ModelMeta) -> Result<RawImage, PluginError> {
     let img = autodl_data::load_raw_image(path).map_err(|e| PluginError::Data(e.to_string()))?;
-    if img.bands as usize != bands {
-        return Err(PluginError::Data(format!(
-            "{}: image has {} bands, the model was trained on {bands}",
-            path.display(),
-            img.bands
-        )));
-    }
+    check_bands(path, img.bands, meta)?;
     Ok(img)
 }
 
-/// Opens an image file to be read a band of rows at a time (see
-/// [`autodl_data::SceneReader`]), refusing one whose band count is not `bands`.
-pub fn open_scene(path: &Path, bands: usize) -> Result<SceneReader, PluginError> {
-    let scene = SceneReader::open(path).map_err(crate::predict::data_err)?;
-    if scene.bands() as usize != bands {
-        return Err(PluginError::Data(format!(
-            "{}: image has {} bands, the model was trained on {bands}",
-            path.display(),
-            scene.bands()
-        )));
+/// Refuses an image of `bands` bands that a model cannot read: it must have the model's
+/// band count, or when the model selected bands in training (`extract-bands`), have them.
+pub fn check_bands(path: &Path, bands: u32, meta: &ModelMeta) -> Result<(), PluginError> {
+    let ok = match &meta.extract_bands {
+        Some(select) => select.iter().all(|&b| b < bands),
+        None => bands as usize == meta.bands,
+    };
+    if ok {
+        return Ok(());
     }
+    Err(PluginError::Data(match &meta.extract_bands {
+        Some(select) => format!(
+            "{}: image has {bands} bands, the model reads bands {}",
+            path.display(),
+            autodl_data::band_list(select)
+        ),
+        None => format!(
+            "{}: image has {bands} bands, the model was trained on {}",
+            path.display(),
+            meta.bands
+        ),
+    }))
+}
+
+/// Opens an image file to be read a band of rows at a time (see
+/// [`autodl_data::SceneReader`]), refusing one that lacks the model's bands.
+pub fn open_scene(path: &Path, meta: &ModelMeta) -> Result<SceneReader, PluginError> {
+    let scene = SceneReader::open(path).map_err(crate::predict::data_err)?;
+    check_bands(path, scene.bands(), meta)?;
     Ok(scene)
 }
 
@@ -145,6 +158,8 @@ pub enum Pixels<'a> {
         image: &'a RawImage,
         /// The image row of `image`'s first row.
         row0: usize,
+        /// The image's bands the view reads, in order (`None`: all).
+        select: Option<&'a [u32]>,
         /// Per-band mean.
         mean: &'a [f32],
         /// Per-band standard deviation.
@@ -189,11 +204,22 @@ impl<'a> View<'a> {
             pixels: Pixels::Raw {
                 image,
                 row0: 0,
+                select: None,
                 mean,
                 std,
             },
             mirrored: false,
         }
+    }
+
+    /// The view reading only `select` of a raw image's bands, in that order (a model's
+    /// `extract-bands`); `None` reads them all.
+    pub fn select(mut self, select: Option<&'a [u32]>) -> Self {
+        if let (Pixels::Raw { select: s, .. }, Some(bands)) = (&mut self.pixels, select) {
+            *s = Some(bands);
+            self.bands = bands.len();
+        }
+        self
     }
 
     /// The same pixels mirrored left to right, or not.
@@ -223,10 +249,12 @@ impl<'a> View<'a> {
                     Pixels::Raw {
                         image,
                         row0,
+                        select,
                         mean,
                         std,
                     } => {
-                        image.band_row(b, win.y0 + y - row0, x0, dst);
+                        let source = select.map_or(b, |s| s[b] as usize);
+                        image.band_row(source, win.y0 + y - row0, x0, dst);
                         normalise_band(dst, b, mean, std);
                     }
                 }
@@ -276,6 +304,7 @@ impl WindowSource for View<'_> {
 /// raster of any size holds one band of its rows. Each window read is reported to `progress`.
 pub struct Scene<'a> {
     reader: &'a mut SceneReader,
+    select: Option<&'a [u32]>,
     mean: &'a [f32],
     std: &'a [f32],
     mirrored: bool,
@@ -283,19 +312,19 @@ pub struct Scene<'a> {
 }
 
 impl<'a> Scene<'a> {
-    /// `reader`'s pixels normalised with `mean` and `std`, mirrored left to right when
-    /// `mirrored`.
+    /// `reader`'s pixels as `meta`'s model reads them (its bands, normalised with its mean
+    /// and standard deviation), mirrored left to right when `mirrored`.
     pub fn new(
         reader: &'a mut SceneReader,
-        mean: &'a [f32],
-        std: &'a [f32],
+        meta: &'a ModelMeta,
         mirrored: bool,
         progress: &'a dyn autodl_api::PredictProgress,
     ) -> Self {
         Scene {
             reader,
-            mean,
-            std,
+            select: meta.extract_bands.as_deref(),
+            mean: &meta.mean,
+            std: &meta.std,
             mirrored,
             progress,
         }
@@ -317,7 +346,9 @@ impl WindowSource for Scene<'_> {
         device: &B::Device,
     ) -> Result<Tensor<B, 4>, PluginError> {
         let (width, height) = (self.width(), self.height());
-        let bands = self.reader.bands() as usize;
+        let bands = self
+            .select
+            .map_or(self.reader.bands() as usize, <[u32]>::len);
         let block = self
             .reader
             .rows(win.y0, win.h)
@@ -329,6 +360,7 @@ impl WindowSource for Scene<'_> {
             pixels: Pixels::Raw {
                 image: block.image,
                 row0: block.row0,
+                select: self.select,
                 mean: self.mean,
                 std: self.std,
             },

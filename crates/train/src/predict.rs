@@ -34,7 +34,7 @@ where
     let classes = meta.classes.len();
     let tile = meta.tile_size as usize;
     for (path, stem) in images.iter().zip(autodl_api::files::output_stems(images)) {
-        let mut reader = infer::open_scene(path, meta.bands)?;
+        let mut reader = infer::open_scene(path, &meta)?;
         let (width, height) = (reader.width(), reader.height());
         progress.image(
             path,
@@ -43,7 +43,7 @@ where
         let mut out = ClassWriter::create(out_dir, &stem, path, &meta.classes, width, height)?;
         infer::segment_rows(
             &model,
-            Scene::new(&mut reader, &meta.mean, &meta.std, false, progress),
+            Scene::new(&mut reader, &meta, false, progress),
             classes,
             tile,
             device,
@@ -73,11 +73,13 @@ where
     let (meta, model) = crate::model_dir::load_trained(model_dir, device, build)?;
     let classes = meta.classes.len();
     for (i, path) in images.iter().enumerate() {
-        let raw = infer::read(path, meta.bands)?;
+        let raw = infer::read(path, &meta)?;
         let (w, h) = (raw.width as usize, raw.height as usize);
         let mut values = infer::segment(
             &model,
-            View::raw(&raw, &meta.mean, &meta.std).mirror(mirrored),
+            View::raw(&raw, &meta.mean, &meta.std)
+                .select(meta.extract_bands.as_deref())
+                .mirror(mirrored),
             classes,
             meta.tile_size as usize,
             device,

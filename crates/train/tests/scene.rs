@@ -62,6 +62,7 @@ fn meta() -> ModelMeta {
         std: vec![20_000.0; BANDS],
         tile_size: 256,
         params: Params::default(),
+        extract_bands: None,
     }
 }
 
@@ -165,14 +166,14 @@ fn a_scene_read_band_by_band_predicts_what_the_whole_image_predicts() {
         &device,
     )
     .unwrap();
-    let mut reader = infer::open_scene(&path, BANDS).unwrap();
+    let mut reader = infer::open_scene(&path, &meta).unwrap();
     assert!(reader.streamed());
     let count = Count::default();
     let mut got = Vec::new();
     let mut next = 0;
     infer::segment_rows(
         &model,
-        Scene::new(&mut reader, &meta.mean, &meta.std, false, &count),
+        Scene::new(&mut reader, &meta, false, &count),
         2,
         256,
         &device,
@@ -201,7 +202,13 @@ fn a_scene_read_band_by_band_predicts_what_the_whole_image_predicts() {
         infer::windows(w as usize, h as usize, 256).len()
     );
     // A model for another band count is refused with the file's name.
-    let err = infer::open_scene(&path, 4).unwrap_err().to_string();
+    let four = ModelMeta {
+        bands: 4,
+        mean: vec![0.0; 4],
+        std: vec![1.0; 4],
+        ..meta.clone()
+    };
+    let err = infer::open_scene(&path, &four).unwrap_err().to_string();
     assert!(
         err.contains("scene.tif") && err.contains("3 bands"),
         "{err}"

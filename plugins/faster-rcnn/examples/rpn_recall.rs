@@ -54,6 +54,7 @@ fn run(model_dir: PathBuf, data_dir: PathBuf) -> Result<(), Box<dyn std::error::
         test_fraction: 0.0,
         ignore_index: None,
         fail_on_bad_sample: false,
+        bands: None,
     };
     let data = load_data(&spec, 0)?;
     let (mut hit, mut total) = (0, 0);

@@ -56,16 +56,17 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<DetData, PluginError> {
             ds.format
         )));
     }
-    fn load(
-        samples: &[autodl_data::Sample],
-    ) -> Result<Vec<(autodl_data::Image, &autodl_data::Sample)>, PluginError> {
+    fn load<'a>(
+        ds: &autodl_data::Dataset,
+        samples: &'a [autodl_data::Sample],
+    ) -> Result<Vec<(autodl_data::Image, &'a autodl_data::Sample)>, PluginError> {
         samples
             .par_iter()
-            .map(|s| Ok((autodl_data::load_image(&s.image).map_err(data_err)?, s)))
+            .map(|s| Ok((ds.load_image(s).map_err(data_err)?, s)))
             .collect()
     }
-    let train = load(&ds.train)?;
-    let val = load(&ds.val)?;
+    let train = load(&ds, &ds.train)?;
+    let val = load(&ds, &ds.val)?;
     let bands = train.first().map_or(0, |(img, _)| img.bands as usize);
     if let Some((img, s)) = train
         .iter()

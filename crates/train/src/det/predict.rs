@@ -159,14 +159,14 @@ where
     let mut out = DetectionWriter::create(out_dir, &meta.classes)?;
     let tile = meta.tile_size as usize;
     for (path, stem) in images.iter().zip(autodl_api::files::output_stems(images)) {
-        let mut reader = infer::open_scene(path, meta.bands)?;
+        let mut reader = infer::open_scene(path, &meta)?;
         let (width, height) = (reader.width() as usize, reader.height() as usize);
         progress.image(path, infer::windows(width, height, tile).len());
         let dets = detect_image(
             &model,
             &head,
             tile,
-            Scene::new(&mut reader, &meta.mean, &meta.std, false, progress),
+            Scene::new(&mut reader, &meta, false, progress),
             nms_iou,
             false,
             device,
@@ -236,19 +236,13 @@ where
     let head = head(&meta);
     let nms_iou = number_param(&meta.params, "nms-iou", 0.5) as f32;
     for (i, path) in images.iter().enumerate() {
-        let mut reader = infer::open_scene(path, meta.bands)?;
+        let mut reader = infer::open_scene(path, &meta)?;
         let (width, height) = (reader.width(), reader.height());
         let dets = detect_image(
             &model,
             &head,
             meta.tile_size as usize,
-            Scene::new(
-                &mut reader,
-                &meta.mean,
-                &meta.std,
-                mirrored,
-                &autodl_api::NoProgress,
-            ),
+            Scene::new(&mut reader, &meta, mirrored, &autodl_api::NoProgress),
             nms_iou,
             mirrored,
             device,

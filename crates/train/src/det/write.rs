@@ -29,6 +29,7 @@ pub(crate) fn write_model(
         std: data.std.clone(),
         tile_size: tile as u32,
         params,
+        extract_bands: spec.data.bands.clone(),
     }
     .save(&spec.out_dir)
 }

@@ -94,7 +94,7 @@ pub fn load_data(spec: &DataSpec, seed: u64) -> Result<SegData, PluginError> {
         samples
             .par_iter()
             .map(|s| {
-                let image = autodl_data::load_image(&s.image).map_err(data_err)?;
+                let image = ds.load_image(s).map_err(data_err)?;
                 let label = s.label.as_ref().ok_or_else(|| {
                     PluginError::Data(format!("{}: no label", s.image.display()))
                 })?;
@@ -335,6 +335,7 @@ where
             std: data.std.clone(),
             tile_size: self.tile as u32,
             params: self.family.params.clone(),
+            extract_bands: spec.data.bands.clone(),
         };
         meta.save(&spec.out_dir)?;
         let mut metrics = evaluation.finish();
@@ -502,6 +503,7 @@ mod tests {
             test_fraction: 0.0,
             ignore_index: None,
             fail_on_bad_sample: false,
+            bands: None,
         };
         let Err(err) = load_data(&spec, 1) else {
             panic!("mixed band counts were accepted");
