@@ -2097,12 +2097,22 @@ fn the_test_split_is_scored_once_after_ranking_and_changes_nothing_before_it() {
 
 /// Writes a 32x40 RGB GeoTIFF with a north-up transform and EPSG code `epsg`.
 fn rgb_geotiff(path: &Path, transform: [f64; 6], epsg: u16) {
+    geotiff_with_nodata(path, transform, epsg, None);
+}
+
+/// [`rgb_geotiff`], and with `Some(rows)`, GDAL's no-data tag `0` and its first `rows` rows
+/// at 0 in every band.
+fn geotiff_with_nodata(path: &Path, transform: [f64; 6], epsg: u16, nodata: Option<u32>) {
     use tiff::encoder::{TiffEncoder, colortype};
     use tiff::tags::Tag;
     let (w, h) = (32u32, 40u32);
+    let empty = nodata.unwrap_or(0);
     let data: Vec<u8> = (0..h)
         .flat_map(|y| {
             (0..w).flat_map(move |x| {
+                if y < empty {
+                    return [0, 0, 0];
+                }
                 let v = if (8..20).contains(&x) && (10..22).contains(&y) {
                     200
                 } else {
@@ -2129,6 +2139,9 @@ fn rgb_geotiff(path: &Path, transform: [f64; 6], epsg: u16) {
             ][..],
         )
         .unwrap();
+    if nodata.is_some() {
+        img.encoder().write_tag(Tag::Unknown(42113), "0").unwrap();
+    }
     img.write_data(&data).unwrap();
 }
 
@@ -2165,6 +2178,8 @@ fn a_geotiff_predicts_a_class_geotiff_with_its_crs_transform_and_size() {
     rgb_geotiff(&scene.join("g.tif"), transform, 32617);
     // A plain image beside it gets today's outputs only.
     std::fs::copy(data.join("images/t3.png"), scene.join("plain.png")).unwrap();
+    // One whose first 5 rows have no data (GDAL_NODATA 0 in every band).
+    geotiff_with_nodata(&scene.join("nd.tif"), transform, 32617, Some(5));
     let pred = dir.path().join("pred");
     let o = autodl(&[
         "predict",
@@ -2194,6 +2209,25 @@ fn a_geotiff_predicts_a_class_geotiff_with_its_crs_transform_and_size() {
     );
     assert!(pred.join("plain.png").is_file());
     assert!(!pred.join("plain.tif").exists());
+    // No data in, no data out: the class GeoTIFF declares a value no class has (0, the
+    // classes being 1 and 2) and holds it where the input had no data; the PNG keeps classes.
+    let mut dec =
+        tiff::decoder::Decoder::new(std::fs::File::open(pred.join("nd.tif")).unwrap()).unwrap();
+    let tag = dec
+        .get_tag_ascii_string(tiff::tags::Tag::Unknown(42113))
+        .unwrap();
+    assert_eq!(tag.trim_end_matches('\0'), "0");
+    let nd = autodl_data::load_mask(&pred.join("nd.tif")).unwrap();
+    let nd_png = autodl_data::load_mask(&pred.join("nd.png")).unwrap();
+    for (i, (&t, &p)) in nd.data.iter().zip(&nd_png.data).enumerate() {
+        if i < 5 * 32 {
+            assert_eq!(t, 0, "pixel {i} has no data");
+        } else {
+            assert_eq!(t, p, "pixel {i}");
+        }
+    }
+    assert!(nd_png.data[..5 * 32].iter().all(|&v| v > 0));
+    assert!(autodl_data::read_georef(&pred.join("g.tif")).is_ok());
     assert!(!pred.join("previews/g.tif").exists());
 
     // The GeoTIFF is a planned output: a second prediction refuses to overwrite it.

@@ -77,6 +77,8 @@ const MODEL_PIXEL_SCALE: u16 = 33550;
 const MODEL_TIEPOINT: u16 = 33922;
 const MODEL_TRANSFORMATION: u16 = 34264;
 const GEO_KEY_DIRECTORY: u16 = 34735;
+/// GDAL's no-data tag: the value as ASCII.
+pub(crate) const GDAL_NODATA: u16 = 42113;
 const GT_MODEL_TYPE: u16 = 1024;
 const GT_RASTER_TYPE: u16 = 1025;
 const GEOGRAPHIC_TYPE: u16 = 2048;
@@ -346,6 +348,7 @@ pub fn epsg_of_wkt(wkt: &str) -> Option<u32> {
 /// a writer kept across calls cannot hold; pixel data goes to disk as it comes, the small
 /// directory at the end.
 pub struct GeoTiffWriter {
+    nodata: Option<u16>,
     path: PathBuf,
     file: BufWriter<std::fs::File>,
     width: u32,
@@ -367,6 +370,18 @@ impl GeoTiffWriter {
         wide: bool,
         georef: &GeoRef,
     ) -> Result<Self, DataError> {
+        Self::create_with_nodata(path, width, height, wide, georef, None)
+    }
+
+    /// [`GeoTiffWriter::create`] with a no-data value, written as GDAL's `GDAL_NODATA` tag.
+    pub fn create_with_nodata(
+        path: &Path,
+        width: u32,
+        height: u32,
+        wide: bool,
+        georef: &GeoRef,
+        nodata: Option<u16>,
+    ) -> Result<Self, DataError> {
         // Pixels, then per row a strip offset and count, then the directory.
         let bytes = u64::from(width) * u64::from(height) * if wide { 2 } else { 1 }
             + 8 * u64::from(height)
@@ -383,6 +398,7 @@ impl GeoTiffWriter {
         file.write_all(b"II*\0\0\0\0\0")
             .map_err(|e| DataError::io(path, e))?;
         Ok(GeoTiffWriter {
+            nodata,
             path: path.to_owned(),
             file,
             width,
@@ -473,6 +489,7 @@ impl GeoTiffWriter {
             Short(Vec<u16>),
             Long(Vec<u32>),
             Double(Vec<f64>),
+            Ascii(Vec<u8>),
         }
         let mut entries: Vec<(u16, Val)> = vec![
             (256, Val::Long(vec![self.width])),
@@ -489,6 +506,11 @@ impl GeoTiffWriter {
             (GEO_KEY_DIRECTORY, Val::Short(geokeys)),
         ];
         entries.extend(doubles.into_iter().map(|(t, v)| (t, Val::Double(v))));
+        if let Some(v) = self.nodata {
+            let mut text = v.to_string().into_bytes();
+            text.push(0);
+            entries.push((GDAL_NODATA, Val::Ascii(text)));
+        }
         entries.sort_by_key(|(t, _)| *t);
 
         // Word-align the directory, then its values that do not fit the entry follow it.
@@ -506,6 +528,7 @@ impl GeoTiffWriter {
                     v.len(),
                     v.iter().flat_map(|x| x.to_le_bytes()).collect(),
                 ),
+                Val::Ascii(v) => (2, v.len(), v.clone()),
             };
             dir.extend(tag.to_le_bytes());
             dir.extend(ty.to_le_bytes());

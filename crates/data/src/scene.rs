@@ -30,6 +30,7 @@ const MAX_CHUNK_BYTES: u64 = 64 << 20;
 /// An image read a band of rows at a time (see the module documentation).
 #[derive(Debug)]
 pub struct SceneReader {
+    nodata: Option<f64>,
     path: PathBuf,
     width: u32,
     height: u32,
@@ -104,6 +105,19 @@ impl SceneReader {
         let file = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
         let mut dec = open_tiff(path, file)?;
         let (width, height, bands, bit_depth) = tiff_shape(path, &mut dec)?;
+        let nodata = match dec
+            .find_tag(Tag::Unknown(crate::georef::GDAL_NODATA))
+            .map_err(|e| decode_err(path, e))?
+        {
+            Some(tiff::decoder::ifd::Value::Ascii(text)) => {
+                let text = text.trim_end_matches('\0').trim();
+                Some(text.parse::<f64>().map_err(|_| DataError::Decode {
+                    path: path.to_owned(),
+                    reason: format!("GDAL_NODATA tag `{text}` is not a number"),
+                })?)
+            }
+            _ => None,
+        };
         let pixels = u64::from(width) * u64::from(height);
         if pixels > MAX_SCENE_PIXELS {
             return Err(DataError::Unsupported {
@@ -116,6 +130,7 @@ impl SceneReader {
         }
         match Chunked::new(path, dec, (width, height, bands, bit_depth))? {
             chunks if chunks.small_chunks() => Ok(SceneReader {
+                nodata,
                 path: path.to_owned(),
                 width,
                 height,
@@ -123,13 +138,17 @@ impl SceneReader {
                 bit_depth,
                 source: Source::Chunks(Box::new(chunks)),
             }),
-            _ => Self::whole(path),
+            _ => Ok(SceneReader {
+                nodata,
+                ..Self::whole(path)?
+            }),
         }
     }
 
     fn whole(path: &Path) -> Result<Self, DataError> {
         let image = load_raw_image(path)?;
         Ok(SceneReader {
+            nodata: None,
             path: path.to_owned(),
             width: image.width,
             height: image.height,
@@ -157,6 +176,12 @@ impl SceneReader {
     /// Bits per sample in the file.
     pub fn bit_depth(&self) -> u8 {
         self.bit_depth
+    }
+
+    /// The no-data value of a GeoTIFF (GDAL's `GDAL_NODATA` tag): a pixel whose every band
+    /// holds it has no data.
+    pub fn nodata(&self) -> Option<f64> {
+        self.nodata
     }
 
     /// Whether the scene is read band by band (`false`: it was decoded whole).

@@ -41,17 +41,67 @@ where
             infer::windows(width as usize, height as usize, tile).len(),
         );
         let mut out = ClassWriter::create(out_dir, &stem, path, &meta.classes, width, height)?;
+        // The class GeoTIFF marks no data where the input has none: read alongside.
+        let mut nodata = match reader.nodata() {
+            Some(value) if out.georeferenced() => Some(NoData::open(path, value)?),
+            _ => None,
+        };
         infer::segment_rows(
             &model,
             Scene::new(&mut reader, &meta, false, progress),
             classes,
             tile,
             device,
-            |_, probs| out.row(probs),
+            |y, probs| match &mut nodata {
+                Some(n) => out.row_masked(probs, Some(n.row(y)?)),
+                None => out.row(probs),
+            },
         )?;
         written.extend(out.finish()?);
     }
     Ok(written)
+}
+
+/// Which pixels of an image have no data (every band at the image's no-data value), row by
+/// row from a reader of their own.
+struct NoData {
+    reader: autodl_data::SceneReader,
+    value: f64,
+    row: Vec<bool>,
+    band: Vec<f32>,
+}
+
+/// Rows a [`NoData`] reads at a time.
+const NODATA_ROWS: usize = 256;
+
+impl NoData {
+    fn open(path: &Path, value: f64) -> Result<Self, PluginError> {
+        let reader = autodl_data::SceneReader::open(path).map_err(data_err)?;
+        let width = reader.width() as usize;
+        Ok(NoData {
+            reader,
+            value,
+            row: vec![false; width],
+            band: vec![0.0; width],
+        })
+    }
+
+    /// Row `y`'s no-data pixels.
+    fn row(&mut self, y: usize) -> Result<&[bool], PluginError> {
+        let bands = self.reader.bands() as usize;
+        let block = self
+            .reader
+            .rows(y - y % NODATA_ROWS, NODATA_ROWS)
+            .map_err(data_err)?;
+        self.row.fill(true);
+        for b in 0..bands {
+            block.band_row(b, y, 0, &mut self.band);
+            for (m, &v) in self.row.iter_mut().zip(&self.band) {
+                *m &= f64::from(v) == self.value;
+            }
+        }
+        Ok(&self.row)
+    }
 }
 
 /// Runs a trained pixel classifier on every image through [`predict_segmentation`]'s path,
@@ -109,6 +159,8 @@ where
 /// GeoTIFF with the image's georeference. What `autodl predict` writes for a pixel classifier
 /// or an ensemble of them.
 pub struct ClassWriter {
+    /// The GeoTIFF's no-data value: one no class has.
+    nodata: u16,
     labels: RowWriter,
     preview: RowWriter,
     geotiff: Option<autodl_data::GeoTiffWriter>,
@@ -165,19 +217,36 @@ impl ClassWriter {
             png::ColorType::Rgb,
             png::BitDepth::Eight,
         )?;
+        let values: Vec<u16> = classes.iter().map(|c| c.value as u16).collect();
+        let top = if wide { u16::MAX } else { 255 };
+        let nodata = (0..=top).find(|v| !values.contains(v)).unwrap_or(top);
         let geotiff = match autodl_data::read_georef(image).map_err(data_err)? {
-            Some(georef) => Some(
-                autodl_data::GeoTiffWriter::create(&files.geo, width, height, wide, &georef)
+            Some(georef) => {
+                // No data only where the input declares it.
+                let input_nodata = autodl_data::SceneReader::open(image)
+                    .map(|s| s.nodata().is_some())
+                    .unwrap_or(false);
+                Some(
+                    autodl_data::GeoTiffWriter::create_with_nodata(
+                        &files.geo,
+                        width,
+                        height,
+                        wide,
+                        &georef,
+                        input_nodata.then_some(nodata),
+                    )
                     .map_err(data_err)?,
-            ),
+                )
+            }
             None => None,
         };
         Ok(ClassWriter {
+            nodata,
             labels,
             preview,
             geotiff,
             geo_row: Vec::with_capacity(width as usize),
-            values: classes.iter().map(|c| c.value as u16).collect(),
+            values,
             wide,
             label_row: Vec::with_capacity(width as usize * 2),
             preview_row: Vec::with_capacity(width as usize * 3),
@@ -186,9 +255,24 @@ impl ClassWriter {
         })
     }
 
+    /// Whether a GeoTIFF is written (the image has a georeference).
+    pub fn georeferenced(&self) -> bool {
+        self.geotiff.is_some()
+    }
+
     /// Writes the next row from its `classes * width` probabilities, class-major: each pixel
     /// gets its most probable class (the lowest index on ties).
     pub fn row(&mut self, probs: &[f32]) -> Result<(), PluginError> {
+        self.row_masked(probs, None)
+    }
+
+    /// [`ClassWriter::row`], with the GeoTIFF's no-data value where `nodata` says the input
+    /// has none (the PNG keeps the class, as validation scored it).
+    pub fn row_masked(
+        &mut self,
+        probs: &[f32],
+        nodata: Option<&[bool]>,
+    ) -> Result<(), PluginError> {
         self.label_row.clear();
         self.preview_row.clear();
         self.geo_row.clear();
@@ -204,6 +288,13 @@ impl ClassWriter {
                 .extend(autodl_api::class_colour(c as usize));
         }
         if let Some(g) = &mut self.geotiff {
+            if let Some(mask) = nodata {
+                for (v, &m) in self.geo_row.iter_mut().zip(mask) {
+                    if m {
+                        *v = self.nodata;
+                    }
+                }
+            }
             g.row(&self.geo_row).map_err(data_err)?;
         }
         self.labels.write(&self.label_row)?;
