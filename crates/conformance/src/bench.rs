@@ -339,7 +339,7 @@ impl std::fmt::Display for BenchReport {
             )?;
         }
         for b in &self.baselines {
-            write!(f, "baseline {:<28} {:<15}", b.name, b.library)?;
+            write!(f, "baseline {:<40} {:<15}", b.name, b.library)?;
             match (b.ours, b.value, b.speedup) {
                 (Some(o), Some(v), Some(s)) => write!(
                     f,
