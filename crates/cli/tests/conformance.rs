@@ -16,8 +16,31 @@ use autodl_fcos as _;
 use autodl_pspnet as _;
 use autodl_retinanet as _;
 use autodl_ssd as _;
+use autodl_tuner_random as _;
+use autodl_tuner_tpe as _;
 use autodl_unet as _;
 use autodl_yolov3 as _;
+
+/// The autodl crates a file names with `use CRATE as _;`.
+fn linked(source: &str) -> std::collections::BTreeSet<&str> {
+    source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("use ")?.strip_suffix(" as _;"))
+        .filter(|name| name.starts_with("autodl_"))
+        .collect()
+}
+
+#[test]
+fn this_test_links_every_plugin_the_binary_links() {
+    let binary = linked(include_str!("../src/main.rs"));
+    let here = linked(include_str!("conformance.rs"));
+    assert!(binary.len() >= 14, "{binary:?}");
+    let missing: Vec<_> = binary.difference(&here).collect();
+    assert!(
+        missing.is_empty(),
+        "add `use CRATE as _;` for {missing:?} to this test, so that it runs the suite on every family `autodl` registers"
+    );
+}
 
 #[test]
 fn every_registered_family_passes_the_conformance_suite() {
