@@ -68,6 +68,12 @@ pub fn device_memory(backend: &str) -> Option<(u64, u64)> {
     }
 }
 
+/// How many CUDA devices the driver reports, or why it cannot be asked, whether or not the
+/// CUDA backend is compiled in (a binary without it can tell that a build with it would run).
+pub fn cuda_device_count() -> Result<usize, String> {
+    cuda_probe::device_count()
+}
+
 /// A backend as the user names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendChoice {

@@ -103,6 +103,9 @@ enum Command {
 enum BenchCommand {
     /// Training-step throughput of the backbones and U-Net (images per second).
     Train(bench::BenchTrainArgs),
+    /// Every family's training and inference throughput on each backend, augmentation and
+    /// evaluation speed (`cargo xtask bench --suite ...` runs it beside the Python baselines).
+    Families(bench::BenchFamiliesArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +175,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Train(args),
         } => bench::bench_train(&args),
+        Command::Bench {
+            command: BenchCommand::Families(args),
+        } => bench::bench_families(&args),
         Command::Trial { spec } => commands::trial(&spec),
     };
     match outcome {
