@@ -220,7 +220,15 @@ pub fn run(family: &dyn NetworkFamily, options: &Options) -> Result<Report, Conf
     let model_dir = result.model_dir.clone().unwrap_or_default();
     let opts = PredictOptions::on(&options.backend);
     let first = infer_all(family, &model_dir, &images, &opts);
-    let predicted = guarded(|| family.predict(&model_dir, &images, &work.join("pred-1"), &opts));
+    let predicted = guarded(|| {
+        family.predict(
+            &model_dir,
+            &images,
+            &work.join("pred-1"),
+            &opts,
+            &autodl_api::NoProgress,
+        )
+    });
     record(
         "prediction-shapes",
         check_shapes(
@@ -302,6 +310,7 @@ pub(crate) fn short_trial(
             test_fraction: 0.0,
             ignore_index: None,
             fail_on_bad_sample: true,
+            bands: None,
         },
         backend: backend.to_owned(),
         seed: 7,
@@ -837,8 +846,9 @@ fn check_reload(
         .map_err(|e| format!("predict failed: {e}"))?;
     let opts = PredictOptions::on(backend);
     let (dir1, dir2) = (work.join("pred-1"), work.join("pred-2"));
-    let again = guarded(|| family.predict(model_dir, images, &dir2, &opts))
-        .map_err(|e| format!("predicting again failed: {e}"))?;
+    let again =
+        guarded(|| family.predict(model_dir, images, &dir2, &opts, &autodl_api::NoProgress))
+            .map_err(|e| format!("predicting again failed: {e}"))?;
     let relative = |list: &[PathBuf], base: &Path| -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = list
             .iter()

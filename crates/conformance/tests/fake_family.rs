@@ -121,6 +121,7 @@ impl NetworkFamily for Fake {
             std: vec![1.0; 3],
             tile_size: 64,
             params: spec.params.clone(),
+            extract_bands: None,
         }
         .save(&spec.out_dir)?;
         let metric = |e: u32| [0.4, 0.6, 0.5][(e as usize - 1) % 3];
@@ -167,6 +168,7 @@ impl NetworkFamily for Fake {
         images: &[PathBuf],
         out_dir: &Path,
         options: &PredictOptions,
+        _: &dyn autodl_api::PredictProgress,
     ) -> Result<Vec<PathBuf>, PluginError> {
         if self.defect == Defect::PanicsInPredict {
             panic!("index out of bounds");
