@@ -7,12 +7,12 @@
 //! These are files another program writes, with many more fields than we use, so their types
 //! accept unknown fields; every field we do read is typed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::files::{ext_lower, list_dir, read_text};
+use crate::files::{Stems, ext_lower, list_dir, read_text};
 use crate::{BadSample, ClassInfo, DataError, Format};
 
 /// The model definition's usual file name; any other `*.emd` in the root is read too.
@@ -287,16 +287,16 @@ pub(crate) fn read_map(
 }
 
 /// The images `map.txt` lists, keyed by stem, each with its entry; a missing image or label
-/// file, an image listed twice, or a label file of another kind than `label_ext` is a bad
-/// sample naming `map.txt` and the line. `label_ext` of `None` checks only that the label exists
-/// (RCNN_Masks lists one mask path per chip but keeps masks per class folder).
+/// file, an image listed twice, or a label file whose extension is not among `label_exts` is a
+/// bad sample naming `map.txt` and the line. `label_exts` of `None` leaves the label column
+/// unchecked (RCNN_Masks lists one mask path per chip but keeps masks per class folder).
 pub(crate) fn map_images(
     map_path: &Path,
     entries: &[MapEntry],
-    label_ext: Option<&str>,
+    label_exts: Option<&[&str]>,
     bad: &mut Vec<BadSample>,
-) -> std::collections::BTreeMap<String, MapEntry> {
-    let mut out = std::collections::BTreeMap::new();
+) -> BTreeMap<String, MapEntry> {
+    let mut out = BTreeMap::new();
     let mut first_line: HashMap<PathBuf, usize> = HashMap::new();
     for e in entries {
         let fail = |reason: String| BadSample::new(map_path, format!("line {}: {reason}", e.line));
@@ -316,11 +316,12 @@ pub(crate) fn map_images(
             )));
             continue;
         }
-        if let Some(ext) = label_ext {
-            if ext_lower(&e.label) != ext {
+        if let Some(exts) = label_exts {
+            if !exts.contains(&ext_lower(&e.label).as_str()) {
                 bad.push(fail(format!(
-                    "label '{}' is not a .{ext} file",
-                    e.label_text
+                    "label '{}' is not a .{} file",
+                    e.label_text,
+                    exts.join(" or .")
                 )));
                 continue;
             }
@@ -350,6 +351,24 @@ pub(crate) fn map_images(
         out.insert(stem, e.clone());
     }
     out
+}
+
+/// Images of the image folder that `map.txt` does not list are bad samples.
+pub(crate) fn unlisted_images(
+    images: &Stems,
+    listed: &BTreeMap<String, MapEntry>,
+    map_path: &Path,
+    bad: &mut Vec<BadSample>,
+) {
+    let listed: HashSet<&PathBuf> = listed.values().map(|e| &e.image).collect();
+    for image in images.files.values() {
+        if !listed.contains(image) {
+            bad.push(BadSample::new(
+                image,
+                format!("image is not listed in {}", map_path.display()),
+            ));
+        }
+    }
 }
 
 /// Parses `stats.txt` loosely: every line that ends in a number after `:`, `=` or a tab is

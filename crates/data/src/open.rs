@@ -203,8 +203,8 @@ fn read_detection(
             };
             if let Some((map_path, entries)) = map {
                 // An ArcGIS export: map.txt pairs images with labels.
-                let listed = arcgis::map_images(&map_path, &entries, Some(ext), bad);
-                unlisted_images(images, &listed, &map_path, bad);
+                let listed = arcgis::map_images(&map_path, &entries, Some(&[ext]), bad);
+                arcgis::unlisted_images(images, &listed, &map_path, bad);
                 for (stem, e) in listed {
                     known_stems.insert(stem.clone());
                     pairs.push((stem, e.image, LabelRef::File(e.label)));
@@ -261,7 +261,7 @@ fn read_detection(
                     // map.txt names one label per chip, but the masks are kept per class
                     // folder: only its images are taken from it.
                     let listed = arcgis::map_images(&map_path, &entries, None, bad);
-                    unlisted_images(images, &listed, &map_path, bad);
+                    arcgis::unlisted_images(images, &listed, &map_path, bad);
                     listed.into_iter().map(|(s, e)| (s, e.image)).collect()
                 }
                 None => images.files.clone(),
@@ -372,24 +372,6 @@ fn read_detection(
         samples,
         known_stems,
     })
-}
-
-/// Images of the image folder that `map.txt` does not list are bad samples.
-fn unlisted_images(
-    images: &Stems,
-    listed: &BTreeMap<String, arcgis::MapEntry>,
-    map_path: &Path,
-    bad: &mut Vec<BadSample>,
-) {
-    let listed: HashSet<&PathBuf> = listed.values().map(|e| &e.image).collect();
-    for image in images.files.values() {
-        if !listed.contains(image) {
-            bad.push(BadSample::new(
-                image,
-                format!("image is not listed in {}", map_path.display()),
-            ));
-        }
-    }
 }
 
 /// Finds a label's class in a class list: a name by name, an id by value. ArcGIS writes class

@@ -452,3 +452,43 @@ fn side_files_of_mask_chips_are_not_taken_for_voc_labels() {
     assert!(ds.skipped.is_empty(), "{:?}", ds.skipped);
     assert!(ds.arcgis.is_none());
 }
+
+#[test]
+fn classified_tiles_are_paired_by_map_txt() {
+    let t = Tiny::new();
+    t.write("esri_model_definition.emd", EMD);
+    t.write(
+        "esri_accumulated_stats.json",
+        r#"{"MetaDataMode": "Classified_Tiles"}"#,
+    );
+    let mut map = String::new();
+    for i in 0..4 {
+        let c = chip_name(i);
+        chip(&t, &format!("images/{c}.tif"), 8, 8);
+        // The masks carry another stem than their chips: only map.txt pairs them.
+        mask_tif(
+            &t,
+            &format!("labels/m{i}.tif"),
+            8,
+            8,
+            &[(0, 0, 3, 7, 1), (4, 0, 7, 7, 2)],
+        );
+        map += &format!("images\\{c}.tif labels\\m{i}.tif\r\n");
+    }
+    map += "images\\000000000.tif labels\\m0.tif\n";
+    t.write("map.txt", map);
+    let ds = expect_bad(
+        t.root(),
+        ReadOptions::default(),
+        &[(
+            "map.txt",
+            "line 5: image 'images\\000000000.tif' is listed again (first on line 1)",
+        )],
+    );
+    assert_eq!(ds.format, Format::ClassifiedTiles);
+    assert_eq!(ds.samples().count(), 4);
+    for (_, s) in ds.samples() {
+        let i: u32 = s.stem.parse().unwrap();
+        assert!(s.label.as_ref().unwrap().ends_with(format!("m{i}.tif")));
+    }
+}
