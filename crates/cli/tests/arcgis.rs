@@ -66,7 +66,7 @@ fn rcnn_export(root: &Path) {
         for y in 0..SIZE {
             for x in 0..SIZE {
                 let k = inside(x, y);
-                let v = match k {
+                let v: u8 = match k {
                     Some(2) => 120,
                     Some(_) => 210,
                     None => 50,

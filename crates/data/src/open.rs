@@ -269,7 +269,9 @@ fn read_detection(
             for (stem, image) in &image_list {
                 known_stems.insert(stem.clone());
                 let masks = rcnn::masks_of(&folders, stem);
-                if masks.is_empty() {
+                if rcnn::ambiguous(&folders, stem) {
+                    // Reported as a duplicate already.
+                } else if masks.is_empty() {
                     bad.push(BadSample::new(
                         image,
                         format!(

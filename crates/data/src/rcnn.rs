@@ -60,10 +60,61 @@ pub(crate) fn index(
         };
         out.push(ClassFolder {
             key: folder_key(name),
-            masks: by_stem(&dir, |e| matches!(e, "png" | "tif" | "tiff"), "mask", bad)?,
+            masks: by_stem(&dir, |e| MASK_EXTS.contains(&e), "mask", bad)?,
         });
     }
     Ok(out)
+}
+
+/// The masks of one chip found by looking up `<folder>/<stem>.<ext>` in every class folder, in
+/// the order [`masks_of`] gives them, without listing the folders' files.
+fn chip_masks(labels: &Path, stem: &str) -> Result<Vec<(ClassKey, PathBuf)>, DataError> {
+    let entries = std::fs::read_dir(labels).map_err(|e| DataError::io(labels, e))?;
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| DataError::io(labels, e))?.path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    let mut out = Vec::new();
+    for dir in dirs {
+        // Upper case only when lower case is absent: on a case-insensitive file system both
+        // name the same file.
+        let found: Vec<PathBuf> = MASK_EXTS
+            .iter()
+            .filter_map(|ext| {
+                [ext.to_string(), ext.to_ascii_uppercase()]
+                    .into_iter()
+                    .map(|e| dir.join(format!("{stem}.{e}")))
+                    .find(|p| p.is_file())
+            })
+            .collect();
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        match found.as_slice() {
+            [] => {}
+            [one] => out.push((folder_key(name), one.clone())),
+            _ => {
+                return Err(DataError::Parse {
+                    path: dir.clone(),
+                    reason: format!("several masks have the stem '{stem}'"),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Mask file extensions, lowercase.
+const MASK_EXTS: [&str; 3] = ["tif", "tiff", "png"];
+
+/// Whether some class folder holds several masks with this stem (each already a bad sample): the
+/// chip's objects cannot be told, so the chip is left out.
+pub(crate) fn ambiguous(folders: &[ClassFolder], stem: &str) -> bool {
+    folders.iter().any(|f| f.masks.duplicates.contains(stem))
 }
 
 /// The masks of one chip, in folder order.
@@ -202,11 +253,8 @@ pub struct InstanceMask {
 /// The instance masks of one sample of an RCNN_Masks dataset, in the order of its
 /// [`Sample::boxes`] (instance `i` is box `i`). Reads the sample's masks again; nothing is kept.
 pub fn instance_masks(ds: &Dataset, sample: &Sample) -> Result<Vec<InstanceMask>, DataError> {
-    let labels = ds.root.join("labels");
-    let mut ignored = Vec::new();
-    let folders = index(&labels, &mut ignored)?;
     let mut out = Vec::new();
-    for (key, path) in masks_of(&folders, &sample.stem) {
+    for (key, path) in chip_masks(&ds.root.join("labels"), &sample.stem)? {
         let class =
             crate::open::resolve_class(&ds.classes, &key).ok_or_else(|| DataError::Parse {
                 path: path.clone(),
