@@ -353,14 +353,15 @@ pub(crate) fn map_images(
     out
 }
 
-/// Images of the image folder that `map.txt` does not list are bad samples.
+/// Images of the image folder that `map.txt` does not list are bad samples. (One it lists on a
+/// line that is bad is reported for that line only.)
 pub(crate) fn unlisted_images(
     images: &Stems,
-    listed: &BTreeMap<String, MapEntry>,
+    entries: &[MapEntry],
     map_path: &Path,
     bad: &mut Vec<BadSample>,
 ) {
-    let listed: HashSet<&PathBuf> = listed.values().map(|e| &e.image).collect();
+    let listed: HashSet<&PathBuf> = entries.iter().map(|e| &e.image).collect();
     for image in images.files.values() {
         if !listed.contains(image) {
             bad.push(BadSample::new(

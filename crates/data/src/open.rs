@@ -204,7 +204,7 @@ fn read_detection(
             if let Some((map_path, entries)) = map {
                 // An ArcGIS export: map.txt pairs images with labels.
                 let listed = arcgis::map_images(&map_path, &entries, Some(&[ext]), bad);
-                arcgis::unlisted_images(images, &listed, &map_path, bad);
+                arcgis::unlisted_images(images, &entries, &map_path, bad);
                 for (stem, e) in listed {
                     known_stems.insert(stem.clone());
                     pairs.push((stem, e.image, LabelRef::File(e.label)));
@@ -261,7 +261,7 @@ fn read_detection(
                     // map.txt names one label per chip, but the masks are kept per class
                     // folder: only its images are taken from it.
                     let listed = arcgis::map_images(&map_path, &entries, None, bad);
-                    arcgis::unlisted_images(images, &listed, &map_path, bad);
+                    arcgis::unlisted_images(images, &entries, &map_path, bad);
                     listed.into_iter().map(|(s, e)| (s, e.image)).collect()
                 }
                 None => images.files.clone(),

@@ -52,7 +52,7 @@ pub(crate) fn read(
     if let Some((map_path, entries)) = crate::arcgis::read_map(root, bad)? {
         // An ArcGIS export: map.txt pairs images with masks.
         let listed = crate::arcgis::map_images(&map_path, &entries, Some(&MASK_EXTS), bad);
-        crate::arcgis::unlisted_images(images, &listed, &map_path, bad);
+        crate::arcgis::unlisted_images(images, &entries, &map_path, bad);
         for (stem, e) in listed {
             known_stems.insert(stem.clone());
             pairs.push((stem, e.image, e.label));
