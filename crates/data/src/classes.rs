@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::files::{ext_lower, list_dir, read_text};
+use crate::arcgis::{find_emd, read_emd};
+use crate::files::read_text;
 use crate::{ClassInfo, DataError};
 
 /// A class list and the file it came from.
@@ -31,9 +32,12 @@ fn find_file(root: &Path, names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Detection class list: `classes.txt` (PASCAL VOC, KITTI, YOLO, COCO-less) or, for YOLO, also
-/// `obj.names` and `data.yaml`.
+/// Detection class list: for PASCAL VOC, KITTI and RCNN_Masks an ArcGIS `.emd` with classes,
+/// else `classes.txt`; for YOLO `classes.txt`, `obj.names` or `data.yaml`.
 pub(crate) fn detection_classes(root: &Path, yolo: bool) -> Result<Option<ClassList>, DataError> {
+    if !yolo && let Some(list) = emd_classes(root)? {
+        return Ok(Some(list));
+    }
     let names: &[&str] = if yolo {
         &["classes.txt", "obj.names"]
     } else {
@@ -58,19 +62,8 @@ pub(crate) fn detection_classes(root: &Path, yolo: bool) -> Result<Option<ClassL
 /// (in ArcGIS exports it pairs image and label paths instead, and is then passed over), else
 /// `classes.txt`.
 pub(crate) fn tile_classes(root: &Path) -> Result<Option<ClassList>, DataError> {
-    let emd = root.join("esri_model_definition.emd");
-    let emd = if emd.is_file() {
-        Some(emd)
-    } else {
-        list_dir(root)?.into_iter().find(|p| ext_lower(p) == "emd")
-    };
-    if let Some(path) = emd
-        && let Some(classes) = parse_emd(&path)?
-    {
-        return Ok(Some(ClassList {
-            classes,
-            source: path,
-        }));
+    if let Some(list) = emd_classes(root)? {
+        return Ok(Some(list));
     }
     let map = root.join("map.txt");
     if map.is_file() && looks_like_value_names(&read_text(&map)?) {
@@ -106,7 +99,7 @@ fn split_value_name(line: &str) -> Option<(u32, &str)> {
     Some((value.parse().ok()?, name))
 }
 
-fn looks_like_value_names(text: &str) -> bool {
+pub(crate) fn looks_like_value_names(text: &str) -> bool {
     let mut lines = content_lines(text).peekable();
     lines.peek().is_some() && lines.all(|(_, l)| split_value_name(l).is_some())
 }
@@ -234,39 +227,20 @@ fn parse_yaml_names(path: &Path) -> Result<Vec<ClassInfo>, DataError> {
     Ok(classes)
 }
 
-/// The `Classes` of an ArcGIS model definition (`[{"Value": 1, "Name": "...", "Color": [...]}]`);
-/// `None` when it has none, as detection exports may.
-fn parse_emd(path: &Path) -> Result<Option<Vec<ClassInfo>>, DataError> {
-    #[derive(serde::Deserialize)]
-    struct Emd {
-        #[serde(rename = "Classes", default)]
-        classes: Vec<EmdClass>,
-    }
-    #[derive(serde::Deserialize)]
-    struct EmdClass {
-        #[serde(rename = "Value")]
-        value: u32,
-        #[serde(rename = "Name")]
-        name: String,
-    }
-    let text = read_text(path)?;
-    let emd: Emd = serde_json::from_str(&text).map_err(|e| DataError::Parse {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    if emd.classes.is_empty() {
+/// The `Classes` of the export's ArcGIS model definition; `None` without an `.emd` or when it
+/// lists no classes, as some detection exports do.
+fn emd_classes(root: &Path) -> Result<Option<ClassList>, DataError> {
+    let Some(path) = find_emd(root)? else {
         return Ok(None);
-    }
-    let classes: Vec<ClassInfo> = emd
-        .classes
-        .into_iter()
-        .map(|c| ClassInfo {
-            value: c.value,
-            name: c.name,
-        })
-        .collect();
-    check_unique(path, &classes)?;
-    Ok(Some(classes))
+    };
+    let Some(classes) = read_emd(&path)?.class_infos() else {
+        return Ok(None);
+    };
+    check_unique(&path, &classes)?;
+    Ok(Some(ClassList {
+        classes,
+        source: path,
+    }))
 }
 
 /// Whether a class name means "no data" and so marks pixels that are not scored: `nodata`,

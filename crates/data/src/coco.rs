@@ -242,6 +242,7 @@ fn annotation(ann: &Value, place: &str) -> Result<RawBox, String> {
         difficult,
         iscrowd,
         place: place.to_owned(),
+        source: None,
     })
 }
 

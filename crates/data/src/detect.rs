@@ -6,10 +6,11 @@ use crate::files::{ext_lower, is_image, list_dir, read_text, stem_of};
 use crate::{DataError, Format};
 
 const LOOKED_FOR: &str = "labels/*.xml or annotations/*.xml (pascal-voc), \
-labels/*.txt with 15 or 16 fields per line starting with a class name (kitti), \
+labels/*.txt with 15 or 16 fields per line starting with a class name or value (kitti), \
 a coco .json in the root, annotations/ or labels/ (coco), \
 labels/*.txt with 5 numbers per line (yolo), \
-labels/*.png or *.tif single-channel masks (classified-tiles)";
+labels/*.png or *.tif single-channel masks (classified-tiles), \
+labels/<class>/*.png or *.tif instance masks (rcnn-masks)";
 
 /// Names of files that sit among labels but hold class names, not labels.
 pub(crate) const CLASS_FILE_STEMS: [&str; 2] = ["classes", "obj"];
@@ -55,13 +56,22 @@ pub(crate) fn coco_candidates(root: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// Detects the layout of the dataset in `root`.
 ///
-/// The label folder decides: `.xml` files mean PASCAL VOC, image files mean classified tiles,
-/// `.txt` files are YOLO or KITTI by the shape of their first non-empty line, and a `.json` with
-/// no per-image labels means COCO.
+/// An ArcGIS export says its format: the `MetaDataMode` of `esri_accumulated_stats.json` decides,
+/// and a format autodl does not read is an error naming it. Otherwise the label folder decides:
+/// `.xml` files mean PASCAL VOC, image files mean classified tiles, `.txt` files are YOLO or KITTI
+/// by the shape of their first non-empty line, sub-folders of masks mean RCNN_Masks, and a
+/// `.json` with no per-image labels means COCO. GIS side files (`.aux.xml`, `.tif.xml`, world
+/// files, overviews) are not labels.
 pub fn detect_format(root: &Path) -> Result<Format, DataError> {
     if !root.is_dir() {
         return Err(DataError::NotFound {
             path: root.to_path_buf(),
+        });
+    }
+    if let Some(mode) = crate::arcgis::metadata_mode(root) {
+        return crate::arcgis::format_of_mode(&mode).map_err(|()| DataError::UnsupportedExport {
+            root: root.to_path_buf(),
+            mode,
         });
     }
     for dir in ["labels", "annotations"].map(|d| root.join(d)) {
@@ -78,6 +88,9 @@ pub fn detect_format(root: &Path) -> Result<Format, DataError> {
         let txts: Vec<&PathBuf> = files.iter().filter(|p| is_label_txt(p)).collect();
         if !txts.is_empty() {
             return sniff_txt(root, &txts);
+        }
+        if !crate::rcnn::class_dirs(&dir)?.is_empty() {
+            return Ok(Format::RcnnMasks);
         }
     }
     if !coco_candidates(root)?.is_empty() {
@@ -105,14 +118,16 @@ fn sniff_txt(root: &Path, txts: &[&PathBuf]) -> Result<Format, DataError> {
         if fields.len() == 5 && fields.iter().all(numeric) {
             return Ok(Format::Yolo);
         }
-        if (15..=16).contains(&fields.len()) && !numeric(&fields[0]) {
+        // KITTI's type is a name, or a class value in ArcGIS's exports.
+        let kitti_type = !numeric(&fields[0]) || fields[0].parse::<u32>().is_ok();
+        if (15..=16).contains(&fields.len()) && kitti_type {
             return Ok(Format::Kitti);
         }
         return Err(DataError::AmbiguousFormat {
             root: root.to_path_buf(),
             reason: format!(
                 "{} line {} has {} fields; yolo lines have 5 numbers and kitti lines 15 or 16 \
-                 fields starting with a class name",
+                 fields starting with a class name or value",
                 path.display(),
                 n + 1,
                 fields.len()

@@ -44,6 +44,20 @@ pub enum DataError {
         reason: String,
     },
 
+    /// An ArcGIS export in a metadata format autodl does not read (Labeled_Tiles, ...).
+    #[error(
+        "{} is an ArcGIS {mode} export (MetaDataMode in esri_accumulated_stats.json), which autodl \
+         does not read; export as PASCAL_VOC_rectangles, KITTI_rectangles, RCNN_Masks or \
+         Classified_Tiles",
+        root.display()
+    )]
+    UnsupportedExport {
+        /// The dataset folder.
+        root: PathBuf,
+        /// The export's `MetaDataMode`.
+        mode: String,
+    },
+
     /// A format name that is not one of [`Format::ALL`].
     #[error("unknown dataset format '{name}' (valid: {valid})")]
     UnknownFormat {

@@ -25,6 +25,28 @@ pub(crate) fn stem_of(path: &Path) -> Option<String> {
     path.file_stem().and_then(|s| s.to_str()).map(str::to_owned)
 }
 
+/// Extensions of the files GIS tools leave beside a raster: world files (`.tfw`, `.pgw`, `.jgw`,
+/// `.wld`, ...) and overviews (`.ovr`).
+const SIDECAR_EXTS: [&str; 9] = [
+    "tfw", "tifw", "tiffw", "pgw", "pngw", "jgw", "jpgw", "wld", "ovr",
+];
+
+/// Whether a file name is a GIS side file of a raster rather than an image or label: a world
+/// file, overviews, `<name>.aux.xml`, or ArcGIS's metadata `<name>.tif.xml` (an image name
+/// followed by `.xml`, which must not be taken for a PASCAL VOC label).
+pub(crate) fn is_sidecar(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let path = Path::new(&lower);
+    let ext = ext_lower(path);
+    if SIDECAR_EXTS.contains(&ext.as_str()) || lower.ends_with(".aux.xml") {
+        return true;
+    }
+    ext == "xml"
+        && path
+            .file_stem()
+            .is_some_and(|stem| is_image(Path::new(stem)))
+}
+
 /// The regular files of a folder, sorted by name (so everything downstream is deterministic).
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let entries = fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
@@ -32,12 +54,10 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     for entry in entries {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
         let path = entry.path();
-        // GIS tools leave `<name>.aux.xml` side files next to rasters; they are neither images
-        // nor labels.
         let sidecar = path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.to_ascii_lowercase().ends_with(".aux.xml"));
+            .is_some_and(is_sidecar);
         // Follow symlinks: datasets are often assembled from links into a shared store.
         if path.is_file() && !sidecar {
             files.push(path);

@@ -3,7 +3,9 @@
 //!
 //! KITTI has no difficult flag. We store a difficult box as `occluded = 3` ("unknown") and read
 //! `occluded == 3` back as difficult; every other box is written with `occluded = 0`. Objects of
-//! type `DontCare` are regions to ignore and are not read as boxes.
+//! type `DontCare` are regions to ignore and are not read as boxes. A type that is an unsigned
+//! integer is a class value, as ArcGIS's KITTI_rectangles export writes it: the export's `.emd`
+//! gives its name, and without an `.emd` the value is the name.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -59,6 +61,8 @@ fn parse_line(line: &str, place: &str) -> Result<Option<RawBox>, String> {
         )
     })?;
     Ok(Some(RawBox {
+        // A class value, as ArcGIS writes it, is resolved against the `.emd` when the classes
+        // are read.
         class: ClassKey::Name(f[0].to_owned()),
         xmin: num(4, "left")?,
         ymin: num(5, "top")?,
@@ -67,6 +71,7 @@ fn parse_line(line: &str, place: &str) -> Result<Option<RawBox>, String> {
         difficult: occluded == 3,
         iscrowd: false,
         place: place.to_owned(),
+        source: None,
     }))
 }
 

@@ -14,6 +14,7 @@
 //! ship, `xmax`/`ymax` inclusive), and every reader and writer converts to and from that one
 //! convention, so that writing a dataset in any format and reading it back gives the same boxes.
 
+mod arcgis;
 mod classes;
 mod coco;
 mod detect;
@@ -23,6 +24,7 @@ mod georef;
 mod image_io;
 mod kitti;
 mod open;
+mod rcnn;
 mod scene;
 mod split;
 mod summary;
@@ -37,6 +39,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use arcgis::{ArcgisClass, ArcgisExport, StatLine};
 pub use detect::detect_format;
 pub use error::DataError;
 pub use georef::{GeoRef, GeoTiffWriter, epsg_of_wkt, read_georef};
@@ -44,6 +47,7 @@ pub use image_io::{
     Image, MAX_DECODED_BYTES, MAX_PIXELS, Mask, RawImage, load_image, load_mask, load_raw_image,
 };
 pub use open::open;
+pub use rcnn::{InstanceMask, instance_masks};
 pub use scene::{MAX_SCENE_PIXELS, RowBlock, SceneReader};
 pub use summary::{
     BoxStats, ClassSummary, IgnoreSummary, LongestSide, SizeBucket, SizeRange, SplitCounts,
@@ -74,23 +78,30 @@ pub enum Format {
     Yolo,
     /// `images/` + `labels/<stem>.png|tif` single-channel class-index masks.
     ClassifiedTiles,
+    /// `images/` + `labels/<class>/<stem>.png|tif`, ArcGIS's RCNN_Masks export: one
+    /// single-channel mask per class a chip holds, each non-zero value one instance. Read as
+    /// boxes (detection); [`instance_masks`] gives the masks.
+    RcnnMasks,
 }
 
 impl Format {
     /// Every format, in the order [`detect_format`] reports them.
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 6] = [
         Format::PascalVoc,
         Format::Kitti,
         Format::Coco,
         Format::Yolo,
         Format::ClassifiedTiles,
+        Format::RcnnMasks,
     ];
 
     /// The task this format's labels describe.
     pub fn task(self) -> Task {
         match self {
             Format::ClassifiedTiles => Task::PixelClassification,
-            Format::PascalVoc | Format::Kitti | Format::Coco | Format::Yolo => Task::Detection,
+            Format::PascalVoc | Format::Kitti | Format::Coco | Format::Yolo | Format::RcnnMasks => {
+                Task::Detection
+            }
         }
     }
 
@@ -102,6 +113,7 @@ impl Format {
             Format::Coco => "coco",
             Format::Yolo => "yolo",
             Format::ClassifiedTiles => "classified-tiles",
+            Format::RcnnMasks => "rcnn-masks",
         }
     }
 }
@@ -215,7 +227,8 @@ pub struct Sample {
     pub stem: String,
     /// The image file.
     pub image: PathBuf,
-    /// The label file (for COCO the shared `.json`).
+    /// The label file (for COCO the shared `.json`, for RCNN_Masks the `labels/` folder that holds
+    /// its masks per class: see [`instance_masks`]).
     pub label: Option<PathBuf>,
     /// Image width in pixels.
     pub width: u32,
@@ -307,7 +320,12 @@ pub struct Dataset {
     pub split_source: String,
     /// The bands read from each image, 0-based (`None`: all); each sample's `bands` counts
     /// the selected ones.
+    #[serde(default)]
     pub bands: Option<Vec<u32>>,
+    /// What an ArcGIS export's side files say (`.emd`, `map.txt`, `stats.txt`), if the folder
+    /// is one.
+    #[serde(default)]
+    pub arcgis: Option<ArcgisExport>,
 }
 
 impl Dataset {

@@ -11,7 +11,7 @@ use crate::files::{Stems, by_stem, images_dir};
 use crate::image_io::{ImageInfo, probe_image};
 use crate::{
     BadSample, BoxAnn, ClassInfo, DataError, Dataset, Format, OnBadSample, ReadOptions, Sample,
-    Split, Task, coco, kitti, split, tiles, voc, yolo,
+    Split, Task, arcgis, coco, kitti, rcnn, split, tiles, voc, yolo,
 };
 
 /// How a label names its class before the class list is known.
@@ -35,6 +35,8 @@ pub(crate) struct RawBox {
     pub iscrowd: bool,
     /// "line 3" or "object 2", for messages.
     pub place: String,
+    /// The file the box comes from when it is not the sample's label file (an RCNN_Masks mask).
+    pub source: Option<PathBuf>,
 }
 
 /// The boxes of one label file, and the image size it declares, if any.
@@ -48,6 +50,8 @@ pub(crate) struct ParsedLabel {
 enum LabelRef<'a> {
     File(PathBuf),
     Coco(&'a coco::CocoEntry),
+    /// RCNN_Masks: the chip's mask in each class folder that has one.
+    Masks(Vec<(ClassKey, PathBuf)>),
 }
 
 /// Reads, validates and splits the dataset in `root`.
@@ -78,6 +82,12 @@ pub fn open(root: &Path, opts: &ReadOptions) -> Result<Dataset, DataError> {
         Task::Detection => read_detection(root, format, &images, &mut bad)?,
         Task::PixelClassification => tiles::read(root, &images, opts, &mut bad)?,
     };
+    let counts = arcgis::ReadCounts {
+        images: images.files.len() + images.duplicates.len(),
+        boxes: (format.task() == Task::Detection && bad.is_empty())
+            .then(|| read.samples.iter().map(|s| s.boxes.len()).sum()),
+    };
+    let arcgis = arcgis::read_export(root, &counts)?;
     let mut split = split::assign(root, read.samples, &read.known_stems, opts, &mut bad)?;
     if let Some(bands) = &opts.bands {
         select_bands(bands, [&mut split.train, &mut split.val, &mut split.test])?;
@@ -112,6 +122,7 @@ pub fn open(root: &Path, opts: &ReadOptions) -> Result<Dataset, DataError> {
         skipped: bad,
         split_source: split.source,
         bands: opts.bands.clone(),
+        arcgis,
     })
 }
 
@@ -180,7 +191,7 @@ fn read_detection(
         .collect();
 
     // Pair every image with its label; what is left over on either side is a bad sample.
-    let mut pairs: Vec<(&String, &PathBuf, LabelRef<'_>)> = Vec::new();
+    let mut pairs: Vec<(String, PathBuf, LabelRef<'_>)> = Vec::new();
     let coco_index;
     let class_list: Option<ClassList>;
     match format {
@@ -190,7 +201,7 @@ fn read_detection(
             let json = coco_index.path.display().to_string();
             for (stem, image) in &images.files {
                 match coco_index.entries.get(stem) {
-                    Some(entry) => pairs.push((stem, image, LabelRef::Coco(entry))),
+                    Some(entry) => pairs.push((stem.clone(), image.clone(), LabelRef::Coco(entry))),
                     None => bad.push(BadSample::new(
                         image,
                         format!("image is not listed in {json}"),
@@ -220,37 +231,101 @@ fn read_detection(
             } else {
                 "txt"
             };
-            let labels = by_stem(&dir, |e| e == ext, "label", bad)?;
-            let label_files: BTreeMap<&String, &PathBuf> = labels
-                .files
-                .iter()
-                .filter(|(_, p)| ext == "xml" || is_label_txt(p))
-                .collect();
-            known_stems.extend(labels.duplicates.iter().cloned());
-            for (stem, image) in &images.files {
-                match label_files.get(stem) {
-                    Some(label) => pairs.push((stem, image, LabelRef::File((*label).clone()))),
-                    // Reported as a duplicate already.
-                    None if labels.duplicates.contains(stem) => {}
-                    None => bad.push(BadSample::new(
-                        image,
-                        format!(
-                            "image has no label file (expected {})",
-                            dir.join(format!("{stem}.{ext}")).display()
-                        ),
-                    )),
+            let map = match format {
+                Format::Yolo => None,
+                _ => arcgis::read_map(root, bad)?,
+            };
+            if let Some((map_path, entries)) = map {
+                // An ArcGIS export: map.txt pairs images with labels.
+                let listed = arcgis::map_images(&map_path, &entries, Some(&[ext]), bad);
+                arcgis::unlisted_images(images, &entries, &map_path, bad);
+                for (stem, e) in listed {
+                    known_stems.insert(stem.clone());
+                    pairs.push((stem, e.image, LabelRef::File(e.label)));
                 }
-            }
-            for (stem, label) in label_files {
-                known_stems.insert(stem.clone());
-                if !images.seen(stem) {
-                    bad.push(BadSample::new(
-                        label,
-                        "label has no image with the same stem",
-                    ));
+            } else {
+                let labels = by_stem(&dir, |e| e == ext, "label", bad)?;
+                let label_files: BTreeMap<&String, &PathBuf> = labels
+                    .files
+                    .iter()
+                    .filter(|(_, p)| ext == "xml" || is_label_txt(p))
+                    .collect();
+                known_stems.extend(labels.duplicates.iter().cloned());
+                for (stem, image) in &images.files {
+                    match label_files.get(stem) {
+                        Some(label) => pairs.push((
+                            stem.clone(),
+                            image.clone(),
+                            LabelRef::File((*label).clone()),
+                        )),
+                        // Reported as a duplicate already.
+                        None if labels.duplicates.contains(stem) => {}
+                        None => bad.push(BadSample::new(
+                            image,
+                            format!(
+                                "image has no label file (expected {})",
+                                dir.join(format!("{stem}.{ext}")).display()
+                            ),
+                        )),
+                    }
+                }
+                for (stem, label) in label_files {
+                    known_stems.insert(stem.clone());
+                    if !images.seen(stem) {
+                        bad.push(BadSample::new(
+                            label,
+                            "label has no image with the same stem",
+                        ));
+                    }
                 }
             }
             class_list = detection_classes(root, format == Format::Yolo)?;
+        }
+        Format::RcnnMasks => {
+            let dir = root.join("labels");
+            if !dir.is_dir() {
+                return Err(DataError::MissingDir {
+                    path: dir,
+                    what: "label",
+                });
+            }
+            let folders = rcnn::index(&dir, bad)?;
+            let image_list: BTreeMap<String, PathBuf> = match arcgis::read_map(root, bad)? {
+                Some((map_path, entries)) => {
+                    // map.txt names one label per chip, but the masks are kept per class
+                    // folder: only its images are taken from it.
+                    let listed = arcgis::map_images(&map_path, &entries, None, bad);
+                    arcgis::unlisted_images(images, &entries, &map_path, bad);
+                    listed.into_iter().map(|(s, e)| (s, e.image)).collect()
+                }
+                None => images.files.clone(),
+            };
+            for (stem, image) in &image_list {
+                known_stems.insert(stem.clone());
+                let masks = rcnn::masks_of(&folders, stem);
+                if rcnn::ambiguous(&folders, stem) {
+                    // Reported as a duplicate already.
+                } else if masks.is_empty() {
+                    bad.push(BadSample::new(
+                        image,
+                        format!(
+                            "image has no mask in any class folder (expected {})",
+                            dir.join("<class>").join(format!("{stem}.tif")).display()
+                        ),
+                    ));
+                } else {
+                    pairs.push((stem.clone(), image.clone(), LabelRef::Masks(masks)));
+                }
+            }
+            for f in &folders {
+                known_stems.extend(f.masks.duplicates.iter().cloned());
+                for (stem, mask) in &f.masks.files {
+                    if !image_list.contains_key(stem) && !images.seen(stem) {
+                        bad.push(BadSample::new(mask, "mask has no image with the same stem"));
+                    }
+                }
+            }
+            class_list = detection_classes(root, false)?;
         }
         Format::ClassifiedTiles => {
             return Err(DataError::WrongTask {
@@ -261,9 +336,10 @@ fn read_detection(
     }
 
     // Decode every image and parse every label in parallel; both are independent per sample.
+    let labels_root = root.join("labels");
     let results: Vec<Result<Parsed, Vec<BadSample>>> = pairs
         .par_iter()
-        .map(|(stem, image, label)| parse_pair(format, stem, image, label))
+        .map(|(stem, image, label)| parse_pair(format, stem, image, label, &labels_root))
         .collect();
     let mut parsed = Vec::new();
     for r in results {
@@ -273,23 +349,15 @@ fn read_detection(
         }
     }
 
-    let (classes, source) = match class_list {
+    let (classes, source, from_emd) = match class_list {
         Some(list) => {
             let name = list.source_name();
-            (list.classes, Some(name))
+            let from_emd = crate::files::ext_lower(&list.source) == "emd";
+            (list.classes, Some(name), from_emd)
         }
-        None => (classes_seen(&parsed), None),
+        None => (classes_seen(&parsed), None, false),
     };
-    let by_name: HashMap<&str, usize> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.as_str(), i))
-        .collect();
-    let by_value: HashMap<u32, usize> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.value, i))
-        .collect();
+    let index = ClassIndex::new(&classes, from_emd);
     let source = source.unwrap_or_else(|| "the class list".to_owned());
 
     let mut samples = Vec::with_capacity(parsed.len());
@@ -297,27 +365,27 @@ fn read_detection(
         let mut boxes = Vec::with_capacity(p.boxes.len());
         let mut errors = Vec::new();
         for b in p.boxes {
-            let class =
-                match &b.class {
-                    ClassKey::Name(n) => by_name.get(n.as_str()).copied().ok_or_else(|| {
-                        format!("{}: unknown class '{n}' (not in {source})", b.place)
-                    }),
-                    ClassKey::Id(id) => by_value.get(id).copied().ok_or_else(|| {
-                        format!("{}: unknown class id {id} (not in {source})", b.place)
-                    }),
+            let Some(class) = index.get(&b.class) else {
+                let what = match &b.class {
+                    ClassKey::Name(n) => format!("unknown class '{n}'"),
+                    ClassKey::Id(id) => format!("unknown class id {id}"),
                 };
-            match class {
-                Ok(class) => boxes.push(BoxAnn {
-                    class,
-                    xmin: b.xmin,
-                    ymin: b.ymin,
-                    xmax: b.xmax,
-                    ymax: b.ymax,
-                    difficult: b.difficult,
-                    iscrowd: b.iscrowd,
-                }),
-                Err(e) => errors.push(BadSample::new(&p.label, e)),
-            }
+                let file = b.source.as_ref().unwrap_or(&p.label);
+                errors.push(BadSample::new(
+                    file,
+                    format!("{}: {what} (not in {source})", b.place),
+                ));
+                continue;
+            };
+            boxes.push(BoxAnn {
+                class,
+                xmin: b.xmin,
+                ymin: b.ymin,
+                xmax: b.xmax,
+                ymax: b.ymax,
+                difficult: b.difficult,
+                iscrowd: b.iscrowd,
+            });
         }
         if errors.is_empty() {
             samples.push(Sample {
@@ -340,6 +408,51 @@ fn read_detection(
         samples,
         known_stems,
     })
+}
+
+/// Finds a label's class in a class list: a name by name, an id by value. ArcGIS writes class
+/// values where a name is expected (KITTI's type, PASCAL VOC's `<name>`, RCNN_Masks' folder), so
+/// with a class list from an `.emd` a name that is not in it but is an integer is looked up as a
+/// value. (Not with `classes.txt`, where that would turn a misspelt label into another class.)
+pub(crate) struct ClassIndex<'a> {
+    by_name: HashMap<&'a str, usize>,
+    by_value: HashMap<u32, usize>,
+    names_may_be_values: bool,
+}
+
+impl<'a> ClassIndex<'a> {
+    pub fn new(classes: &'a [ClassInfo], names_may_be_values: bool) -> Self {
+        ClassIndex {
+            by_name: classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.as_str(), i))
+                .collect(),
+            by_value: classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.value, i))
+                .collect(),
+            names_may_be_values,
+        }
+    }
+
+    pub fn get(&self, key: &ClassKey) -> Option<usize> {
+        match key {
+            ClassKey::Name(n) => self.by_name.get(n.as_str()).copied().or_else(|| {
+                self.names_may_be_values
+                    .then(|| n.parse::<u32>().ok())
+                    .flatten()
+                    .and_then(|v| self.by_value.get(&v).copied())
+            }),
+            ClassKey::Id(id) => self.by_value.get(id).copied(),
+        }
+    }
+}
+
+/// The index of a label's class in `classes`, as reading an ArcGIS export resolves it.
+pub(crate) fn resolve_class(classes: &[ClassInfo], key: &ClassKey) -> Option<usize> {
+    ClassIndex::new(classes, true).get(key)
 }
 
 /// Without a class list: names seen, sorted (VOC, KITTI), or ids seen, sorted (YOLO).
@@ -374,16 +487,24 @@ fn parse_pair(
     stem: &str,
     image: &Path,
     label: &LabelRef<'_>,
+    labels_root: &Path,
 ) -> Result<Parsed, Vec<BadSample>> {
     let info =
         probe_image(image).map_err(|e| vec![BadSample::new(image, error_reason(&e, "image"))])?;
     let (label_path, parsed) = match label {
+        LabelRef::Masks(masks) => {
+            let boxes = crate::rcnn::parse(masks, info.width, info.height)?;
+            (
+                labels_root.to_path_buf(),
+                Ok(ParsedLabel { boxes, size: None }),
+            )
+        }
         LabelRef::File(path) => {
             let parsed = match format {
                 Format::PascalVoc => voc::parse(path),
                 Format::Kitti => kitti::parse(path),
                 Format::Yolo => yolo::parse(path, &info),
-                Format::Coco | Format::ClassifiedTiles => {
+                Format::Coco | Format::ClassifiedTiles | Format::RcnnMasks => {
                     Err(vec![format!("internal: {format} labels are not per-file")])
                 }
             };

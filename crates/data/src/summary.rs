@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::image_io::load_mask;
 use crate::tiles::{Histogram, histogram};
-use crate::{BadSample, DataError, Dataset, Format, Split, Task};
+use crate::{ArcgisExport, BadSample, DataError, Dataset, Format, Split, Task};
 
 /// A count per split.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,6 +140,9 @@ pub struct Summary {
     pub boxes: Option<BoxStats>,
     /// Samples left out, with reasons.
     pub skipped: Vec<BadSample>,
+    /// What an ArcGIS export's side files say, with any disagreement with what was read.
+    #[serde(default)]
+    pub arcgis: Option<ArcgisExport>,
 }
 
 /// Bucket edges in pixels; each bucket doubles the previous one.
@@ -203,6 +206,7 @@ pub fn summarize(ds: &Dataset) -> Result<Summary, DataError> {
         bands: bands.into_iter().collect(),
         boxes,
         skipped: ds.skipped.clone(),
+        arcgis: ds.arcgis.clone(),
     })
 }
 
@@ -410,6 +414,11 @@ impl Summary {
             }
         }
 
+        if let Some(a) = &self.arcgis {
+            let _ = writeln!(t);
+            arcgis_text(&mut t, a);
+        }
+
         let _ = writeln!(t);
         if self.skipped.is_empty() {
             let _ = writeln!(t, "skipped   none");
@@ -427,5 +436,46 @@ fn ignore_label(ig: &IgnoreSummary) -> String {
     match &ig.name {
         Some(n) => format!("{n} [ignored]"),
         None => "[ignored]".to_owned(),
+    }
+}
+
+/// The ArcGIS section of the report: the export's format, its `.emd`, `map.txt` and `stats.txt`,
+/// and every disagreement found.
+fn arcgis_text(t: &mut String, a: &ArcgisExport) {
+    let mode = a.metadata_mode.as_deref().unwrap_or("unknown format");
+    let _ = writeln!(t, "arcgis    export ({mode})");
+    if let Some(emd) = &a.model_definition {
+        let name = emd.file_name().map_or_else(
+            || emd.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut parts = vec![name];
+        if let Some(m) = &a.model_type {
+            parts.push(format!("model type {m}"));
+        }
+        if let Some([w, h]) = a.chip_size {
+            parts.push(format!("chips {w} x {h} px"));
+        }
+        if !a.extract_bands.is_empty() {
+            let bands: Vec<String> = a.extract_bands.iter().map(u32::to_string).collect();
+            parts.push(format!("bands {}", bands.join(",")));
+        }
+        let _ = writeln!(t, "  emd     {}", parts.join(", "));
+        for c in &a.classes {
+            let color = c
+                .color
+                .map(|[r, g, b]| format!(" colour #{r:02x}{g:02x}{b:02x}"))
+                .unwrap_or_default();
+            let _ = writeln!(t, "          class {} {}{color}", c.value, c.name);
+        }
+    }
+    if let Some(n) = a.map_pairs {
+        let _ = writeln!(t, "  map.txt {n} image/label pair(s)");
+    }
+    for s in &a.stats {
+        let _ = writeln!(t, "  stats   {}: {}", s.label, s.value);
+    }
+    for w in &a.warnings {
+        let _ = writeln!(t, "  warning {w}");
     }
 }

@@ -2,7 +2,7 @@
 //! single-channel mask of class values, as ArcGIS's Classified_Tiles export writes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
@@ -42,18 +42,28 @@ pub(crate) fn read(
             what: "label",
         });
     }
-    let masks = by_stem(&dir, |e| matches!(e, "png" | "tif" | "tiff"), "mask", bad)?;
     let mut known_stems: HashSet<String> = images
         .files
         .keys()
         .chain(&images.duplicates)
-        .chain(&masks.duplicates)
         .cloned()
         .collect();
     let mut pairs = Vec::new();
+    if let Some((map_path, entries)) = crate::arcgis::read_map(root, bad)? {
+        // An ArcGIS export: map.txt pairs images with masks.
+        let listed = crate::arcgis::map_images(&map_path, &entries, Some(&MASK_EXTS), bad);
+        crate::arcgis::unlisted_images(images, &entries, &map_path, bad);
+        for (stem, e) in listed {
+            known_stems.insert(stem.clone());
+            pairs.push((stem, e.image, e.label));
+        }
+        return finish(root, pairs, known_stems, opts, bad);
+    }
+    let masks = by_stem(&dir, |e| MASK_EXTS.contains(&e), "mask", bad)?;
+    known_stems.extend(masks.duplicates.iter().cloned());
     for (stem, image) in &images.files {
         match masks.files.get(stem) {
-            Some(mask) => pairs.push((stem, image, mask)),
+            Some(mask) => pairs.push((stem.clone(), image.clone(), mask.clone())),
             // Reported as a duplicate already.
             None if masks.duplicates.contains(stem) => {}
             None => bad.push(BadSample::new(
@@ -72,6 +82,20 @@ pub(crate) fn read(
         }
     }
 
+    finish(root, pairs, known_stems, opts, bad)
+}
+
+/// Mask file extensions.
+const MASK_EXTS: [&str; 3] = ["png", "tif", "tiff"];
+
+/// Reads the paired tiles and resolves their classes.
+fn finish(
+    root: &Path,
+    pairs: Vec<(String, PathBuf, PathBuf)>,
+    known_stems: HashSet<String>,
+    opts: &ReadOptions,
+    bad: &mut Vec<BadSample>,
+) -> Result<ReadResult, DataError> {
     let results: Vec<Result<Tile, BadSample>> = pairs
         .par_iter()
         .map(|(stem, image, mask)| read_tile(stem, image, mask))

@@ -107,6 +107,7 @@ fn object(obj: Object, place: &str) -> Result<RawBox, String> {
         difficult: flag(obj.difficult, "difficult")?,
         iscrowd: flag(obj.iscrowd, "iscrowd")?,
         place: place.to_owned(),
+        source: None,
     })
 }
 

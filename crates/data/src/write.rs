@@ -71,7 +71,7 @@ fn write(ds: &Dataset, out: &Path, format: Format) -> Result<(), DataError> {
             create_dir(&labels)?;
             write_file(&out.join("classes.txt"), &class_txt(&ds.classes))?;
         }
-        Format::Coco | Format::ClassifiedTiles => {}
+        Format::Coco | Format::ClassifiedTiles | Format::RcnnMasks => {}
     }
     match format {
         Format::PascalVoc => {
@@ -105,7 +105,8 @@ fn write(ds: &Dataset, out: &Path, format: Format) -> Result<(), DataError> {
             })?;
             write_file(&path, &text)?;
         }
-        Format::ClassifiedTiles => {
+        // No writer for masks: boxes cannot become instance masks.
+        Format::ClassifiedTiles | Format::RcnnMasks => {
             return Err(DataError::WrongTask {
                 task: ds.task,
                 format,

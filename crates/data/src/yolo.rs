@@ -68,6 +68,7 @@ pub(crate) fn parse(path: &Path, info: &ImageInfo) -> Result<ParsedLabel, Vec<St
             difficult: false,
             iscrowd: false,
             place,
+            source: None,
         });
     }
     let side = path.with_extension("difficult");

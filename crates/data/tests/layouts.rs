@@ -19,7 +19,10 @@ fn arcgis_classified_tiles_with_emd_and_sidecars() {
             {"Value": 3, "Name": "No Data (ignore)", "Color": [0, 0, 0]}]}"#,
     );
     // ArcGIS's map.txt pairs images with labels; it must not be taken for a class list.
-    t.write("map.txt", "images\\000.tif labels\\000.tif\n");
+    t.write(
+        "map.txt",
+        "images\\t0.png labels\\t0.png\nimages\\t1.png labels\\t1.png\nimages\\t2.png labels\\t2.png\n",
+    );
     t.write("esri_accumulated_stats.json", "{}");
     for i in 0..3 {
         t.png(&format!("images/t{i}.png"), 8, 8);

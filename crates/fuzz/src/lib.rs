@@ -1,5 +1,6 @@
 //! Fuzz targets for every reader of untrusted input (the label parsers of each dataset format,
-//! class lists, images and masks, the pipeline file, detections given to `autodl evaluate`,
+//! class lists, ArcGIS export side files (`.emd`, `map.txt`, `stats.txt`) and RCNN_Masks instance
+//! masks, images and masks, the pipeline file, detections given to `autodl evaluate`,
 //! `.dlpk` packages and the PyTorch checkpoints `autodl weights import` reads), and a small
 //! coverage-guided fuzzer that runs them on stable Rust.
 //!
@@ -110,6 +111,29 @@ pub fn targets() -> Vec<Target> {
                 "-1",
                 "\n",
                 "\t",
+            ],
+        },
+        Target {
+            name: "arcgis",
+            run: arcgis,
+            seeds: arcgis_seeds,
+            dictionary: &[
+                "\0",
+                "\"Classes\"",
+                "\"Value\"",
+                "\"Color\"",
+                "\"ImageWidth\"",
+                "\"ExtractBands\"",
+                "images\\a.png",
+                "labels\\a.txt",
+                "labels/1/a.png",
+                "C:\\",
+                "../",
+                "Total number of image chips: ",
+                "Total features: ",
+                "4294967296",
+                "-1",
+                "1e309",
             ],
         },
         Target {
@@ -327,6 +351,35 @@ fn classes(s: &Scratch, input: &[u8]) {
     open(&root, autodl_data::Format::ClassifiedTiles);
 }
 
+/// An ArcGIS export from one input, its parts split at NULs: the `.emd`, `map.txt`, `stats.txt`,
+/// a KITTI label (read with the `.emd`'s classes) and an RCNN_Masks instance mask (the scratch
+/// mask when absent).
+fn arcgis(s: &Scratch, input: &[u8]) {
+    let mut parts = input.splitn(5, |&b| b == 0);
+    let mut next = || parts.next().unwrap_or_default();
+    let (emd, map, stats, label, mask) = (next(), next(), next(), next(), next());
+    let root = s.dataset();
+    let _ = std::fs::write(root.join("esri_model_definition.emd"), emd);
+    let _ = std::fs::write(root.join("map.txt"), map);
+    let _ = std::fs::write(root.join("stats.txt"), stats);
+    let _ = std::fs::write(root.join("labels/a.txt"), label);
+    open(&root, autodl_data::Format::Kitti);
+    let _ = std::fs::remove_file(root.join("labels/a.txt"));
+    let _ = std::fs::create_dir_all(root.join("labels/1"));
+    let mask = if mask.is_empty() { &s.mask[..] } else { mask };
+    let _ = std::fs::write(root.join("labels/1/a.png"), mask);
+    let opts = autodl_data::ReadOptions {
+        format: Some(autodl_data::Format::RcnnMasks),
+        ..autodl_data::ReadOptions::default()
+    };
+    if let Ok(ds) = autodl_data::open(&root, &opts) {
+        let _ = autodl_data::summarize(&ds);
+        for (_, sample) in ds.samples() {
+            let _ = autodl_data::instance_masks(&ds, sample);
+        }
+    }
+}
+
 fn image(s: &Scratch, input: &[u8]) {
     // The decoders pick the format from the content; the extension is the fallback.
     for name in ["x.png", "x.tif"] {
@@ -438,6 +491,18 @@ fn classes_seeds() -> Vec<Vec<u8>> {
     let mut txt = vec![2u8];
     txt.extend(b"0 nodata\n1 forest\n2 water\n");
     vec![emd, map, txt]
+}
+
+fn arcgis_seeds() -> Vec<Vec<u8>> {
+    vec![
+        [
+            &br#"{"ModelType":"ObjectDetection","ImageWidth":8,"ImageHeight":8,"ExtractBands":[0,1,2],"Classes":[{"Value":1,"Name":"tree","Color":[0,168,0]},{"Value":2,"Name":"car","Color":[-1,-1,-1]}]}"#[..],
+            b"\0images\\a.png labels\\a.txt\r\n",
+            b"\0Total number of image chips: 1\nTotal features: 2\n",
+            b"\x001 0.00 0 0.00 1.00 1.00 5.00 6.00 0.00 0.00 0.00 0.00 0.00 0.00 0.00\n2 0.00 0 0.00 0 0 7 7 0 0 0 0 0 0 0\n",
+        ]
+        .concat(),
+    ]
 }
 
 fn image_seeds() -> Vec<Vec<u8>> {
