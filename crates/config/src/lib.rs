@@ -894,7 +894,12 @@ mod tests {
         let text = "version = 1\nplugins = [\"libs/libmy.so\"]\n[data]\npath = \"d\"\n";
         let p = Pipeline::parse(text, Path::new("p.toml")).unwrap();
         assert_eq!(p.plugins, vec![PathBuf::from("libs/libmy.so")]);
-        assert!(Pipeline::parse(MINIMAL, Path::new("p.toml")).unwrap().plugins.is_empty());
+        assert!(
+            Pipeline::parse(MINIMAL, Path::new("p.toml"))
+                .unwrap()
+                .plugins
+                .is_empty()
+        );
         let one = "version = 1\nplugins = \"libmy.so\"\n[data]\npath = \"d\"\n";
         assert!(Pipeline::parse(one, Path::new("p.toml")).is_err());
     }

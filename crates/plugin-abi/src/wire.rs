@@ -275,7 +275,9 @@ mod tests {
         assert!(serde_json::from_str::<Metric>(json).is_err());
         let ok = r#"{"name":"m","direction":"maximise"}"#;
         assert_eq!(
-            serde_json::from_str::<Metric>(ok).expect("parses").to_decl(),
+            serde_json::from_str::<Metric>(ok)
+                .expect("parses")
+                .to_decl(),
             MetricDecl::maximise("m")
         );
     }
