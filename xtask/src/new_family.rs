@@ -24,6 +24,10 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         _ => bail!("{usage}"),
     };
     let names = Names::new(name)?;
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("cannot find the repository at {}", root.display()))?;
+    let root = root.as_path();
     match out {
         None => in_tree(root, &names),
         Some(dir) => out_of_tree(root, &names, &dir),
@@ -482,13 +486,10 @@ fn out_of_tree(root: &Path, n: &Names, dir: &Path) -> anyhow::Result<()> {
     if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
         bail!("{} exists and is not empty", dir.display());
     }
-    let root = root
-        .canonicalize()
-        .with_context(|| format!("cannot find {}", root.display()))?;
     let root_text = std::fs::read_to_string(root.join("Cargo.toml"))
         .context("cannot read the workspace's Cargo.toml")?;
     let crates = workspace_crates(&root_text);
-    let members = closure(&root, &crates, "autodl-plugin-sdk")?;
+    let members = closure(root, &crates, "autodl-plugin-sdk")?;
     let krate = format!("autodl-plugin-{}", n.name);
     let lib = format!(
         "lib{}{}",
