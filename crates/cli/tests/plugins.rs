@@ -330,6 +330,36 @@ fn a_family_that_panics_in_training_is_a_failed_row() {
     assert!(text(&o).contains("network faulty"), "{}", text(&o));
     // A library without evaluators of its own is scored by the host's for its task.
     assert!(text(&o).contains("  metrics: miou"), "{}", text(&o));
+    // The same library under two names would make `faulty` ambiguous.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("libcopy.so");
+    std::fs::copy(&lib, &copy).unwrap();
+    let o = autodl(&[
+        "plugins",
+        "--plugin",
+        &lib,
+        "--plugin",
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("a network family called `faulty` is already registered"),
+        "{}",
+        text(&o)
+    );
+    // One library named twice (by the search path and by --plugin) is loaded once.
+    let o = Command::new(env!("CARGO_BIN_EXE_autodl"))
+        .args(["plugins", "--plugin", copy.to_str().unwrap()])
+        .env("AUTODL_PLUGIN_PATH", dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        text(&o).matches("network faulty").count(),
+        1,
+        "{}",
+        text(&o)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("tiles");
