@@ -77,11 +77,13 @@ fn build_library(dir: &Path, lib_name: &str, features: &[&str], to: &Path) {
 }
 
 /// The variants of `crates/plugin-abi/tests/faulty-plugin`, built once: a copy of the project
-/// outside the workspace, with the workspace's lock file, built per feature.
+/// outside the workspace, with the workspace's lock file, built per feature (into the target
+/// folder's scratch space, replaced by each run).
 fn faulty() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faulty-plugins");
+        let _ = std::fs::remove_dir_all(&dir);
         let project = dir.join("faulty-plugin");
         let fixture = repo().join("crates/plugin-abi/tests/faulty-plugin");
         std::fs::create_dir_all(project.join("src")).unwrap();
