@@ -200,7 +200,7 @@ fn a_scaffolded_out_of_tree_family_loads_trains_to_a_row_and_predicts() {
     std::fs::write(
         &pipeline,
         format!(
-            "version = 1\nplugins = [\"plugins/{}\"]\n[data]\npath = \"tiles\"\n[train]\nnetworks = [\"demo-net\"]\n[params.demo-net]\nhead-width = 16\n",
+            "version = 1\nplugins = [\"plugins/{}\"]\n[data]\npath = \"tiles\"\n[train]\nnetworks = [\"demo-net\"]\n[params.demo-net]\nhead-width = 16\n[ensemble]\nkeep = \"all\"\n",
             lib.file_name().unwrap().to_string_lossy()
         ),
     )
@@ -216,7 +216,6 @@ fn a_scaffolded_out_of_tree_family_loads_trains_to_a_row_and_predicts() {
         "4",
         "--time-limit",
         "60m",
-        "--no-tta",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -225,10 +224,13 @@ fn a_scaffolded_out_of_tree_family_loads_trains_to_a_row_and_predicts() {
         serde_json::from_str(&std::fs::read_to_string(out.join("leaderboard.json")).unwrap())
             .unwrap();
     let rows = board.as_array().unwrap();
-    assert_eq!(rows.len(), 1, "{board}");
-    assert_eq!(rows[0]["model"], "demo-net", "{board}");
-    assert_eq!(rows[0]["status"], "completed", "{board}");
-    let package = out.join(format!("{}.dlpk", rows[0]["id"].as_str().unwrap()));
+    let trained = rows.iter().find(|r| r["model"] == "demo-net").unwrap();
+    assert_eq!(trained["status"], "completed", "{board}");
+    // Flip test-time augmentation runs the family's `infer` through the library too, in the
+    // `autodl predict` child that scores it.
+    let tta = format!("{}-tta", trained["id"].as_str().unwrap());
+    assert!(rows.iter().any(|r| r["id"] == tta.as_str()), "{board}");
+    let package = out.join(format!("{}.dlpk", trained["id"].as_str().unwrap()));
     assert!(package.is_file(), "{}", package.display());
 
     // Its package predicts through the library, found by --plugin or AUTODL_PLUGIN_PATH.

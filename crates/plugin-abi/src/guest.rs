@@ -6,12 +6,12 @@
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use autodl_api::{EpochRecord, NetworkFamily, Params, Progress, TrialSpec};
+use autodl_api::{EpochRecord, Inferred, NetworkFamily, Params, PluginError, Progress, TrialSpec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::ProgressCallback;
-use crate::wire::{Description, PredictRequest, ProgressEvent, Reply};
+use crate::wire::{Description, InferRequest, InferredImage, PredictRequest, ProgressEvent, Reply};
+use crate::{InferCallback, ProgressCallback};
 
 /// The text of a caught panic.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -136,8 +136,40 @@ pub unsafe fn predict(family: &dyn NetworkFamily, request: *const c_char) -> *mu
     })
 }
 
-/// `free_string`: frees a string [`describe`], [`validate`], [`train`] or [`predict`]
-/// returned.
+/// `infer`: runs a trained model and hands each image's prediction to `each(ctx, index, json)`.
+///
+/// # Safety
+/// `request` is null or a NUL-terminated string valid for the call; `each` may be called with
+/// `ctx` until this returns.
+pub unsafe fn infer(
+    family: &dyn NetworkFamily,
+    request: *const c_char,
+    each: InferCallback,
+    ctx: *mut c_void,
+) -> *mut c_char {
+    reply(|| {
+        // SAFETY: passed on from our caller.
+        let r: InferRequest = unsafe { read(request, "inference request") }?;
+        let mut send = |index: usize, inferred: Inferred| -> Result<(), PluginError> {
+            let json = serde_json::to_string(&InferredImage::from(inferred))
+                .map_err(|e| PluginError::Other(format!("cannot write a prediction: {e}")))?;
+            let text = CString::new(json)
+                .map_err(|e| PluginError::Other(format!("cannot write a prediction: {e}")))?;
+            // SAFETY: the host gave `each` and `ctx` for the duration of `infer`, and the
+            // string outlives the call.
+            match unsafe { each(ctx, index, text.as_ptr()) } {
+                0 => Ok(()),
+                _ => Err(PluginError::Other("the host stopped inference".to_owned())),
+            }
+        };
+        family
+            .infer(&r.model_dir, &r.images, &r.options, &mut send)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// `free_string`: frees a string [`describe`], [`validate`], [`train`], [`predict`] or
+/// [`infer`] returned.
 ///
 /// # Safety
 /// `s` is null or a pointer one of them returned, not freed before.
@@ -184,6 +216,14 @@ macro_rules! export_family {
                 // SAFETY: the host keeps the ABI's promises for `request`.
                 unsafe { $crate::guest::predict(FAMILY, request) }
             }
+            unsafe extern "C" fn infer(
+                request: *const c_char,
+                each: $crate::InferCallback,
+                ctx: *mut c_void,
+            ) -> *mut c_char {
+                // SAFETY: the host keeps the ABI's promises for `request`, `each` and `ctx`.
+                unsafe { $crate::guest::infer(FAMILY, request, each, ctx) }
+            }
             unsafe extern "C" fn free_string(s: *mut c_char) {
                 // SAFETY: the host hands back only strings this library returned, once.
                 unsafe { $crate::guest::free_string(s) }
@@ -195,6 +235,7 @@ macro_rules! export_family {
                 validate,
                 train,
                 predict,
+                infer,
                 free_string,
             };
 

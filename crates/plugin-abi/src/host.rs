@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use autodl_api::{
-    MetricDecl, NetworkFamily, ParamDecl, Params, PluginError, PredictOptions, Progress, Task,
-    TrialResult, TrialSpec,
+    Inferred, MetricDecl, NetworkFamily, ParamDecl, Params, PluginError, PredictOptions, Progress,
+    Task, TrialResult, TrialSpec,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::wire::{Description, PredictRequest, ProgressEvent, Reply, leak};
-use crate::{ABI_VERSION, ENTRY_POINT, EntryPoint, PluginTable, ProgressCallback};
+use crate::wire::{
+    Description, InferRequest, InferredImage, PredictRequest, ProgressEvent, Reply, leak,
+};
+use crate::{ABI_VERSION, ENTRY_POINT, EntryPoint, InferCallback, PluginTable, ProgressCallback};
 
 /// The environment variable naming folders (separated as `PATH` is) whose plugin libraries
 /// (`lib*.so`, `lib*.dylib`, `*.dll`) are loaded by default.
@@ -92,6 +94,7 @@ struct Functions {
     validate: unsafe extern "C" fn(*const c_char) -> *mut c_char,
     train: unsafe extern "C" fn(*const c_char, ProgressCallback, *mut c_void) -> *mut c_char,
     predict: unsafe extern "C" fn(*const c_char) -> *mut c_char,
+    infer: unsafe extern "C" fn(*const c_char, InferCallback, *mut c_void) -> *mut c_char,
     free_string: unsafe extern "C" fn(*mut c_char),
 }
 
@@ -254,6 +257,7 @@ fn open(path: &Path) -> Result<Functions, LoadError> {
         validate: t.validate,
         train: t.train,
         predict: t.predict,
+        infer: t.infer,
         free_string: t.free_string,
     };
     // Never unloaded: the family's functions and the strings it hands out must stay valid for
@@ -323,6 +327,42 @@ unsafe extern "C" fn on_progress(ctx: *mut c_void, event: *const c_char) {
             Err(e) => progress.message(&format!("the plugin sent invalid progress: {e}")),
         }
     }));
+}
+
+/// Where `infer`'s predictions go: the caller's `each`, and the first error it returned.
+struct InferSink<'a> {
+    each: &'a mut dyn FnMut(usize, Inferred) -> Result<(), PluginError>,
+    error: Option<PluginError>,
+}
+
+/// Receives one image's prediction from the library's `infer`; 0 goes on, 1 stops.
+///
+/// # Safety
+/// `ctx` is the `InferSink` [`PluginFamily`]'s `infer` passed; `inferred` is null or a
+/// NUL-terminated string valid for the call.
+unsafe extern "C" fn on_inferred(ctx: *mut c_void, index: usize, inferred: *const c_char) -> u8 {
+    if ctx.is_null() || inferred.is_null() {
+        return 1;
+    }
+    // Neither a panic in `each` nor one here may unwind into the library.
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `infer` passes a pointer to its `InferSink`, alive and not otherwise
+        // borrowed for the call.
+        let sink = unsafe { &mut *ctx.cast::<InferSink<'_>>() };
+        // SAFETY: the library keeps the string valid for the call.
+        let bytes = unsafe { CStr::from_ptr(inferred) }.to_bytes();
+        let outcome = serde_json::from_slice::<InferredImage>(bytes)
+            .map_err(|e| PluginError::Other(format!("the plugin sent an invalid prediction: {e}")))
+            .and_then(|image| (sink.each)(index, image.into()));
+        match outcome {
+            Ok(()) => 0,
+            Err(e) => {
+                sink.error.get_or_insert(e);
+                1
+            }
+        }
+    }))
+    .unwrap_or(1)
 }
 
 impl PluginFamily {
@@ -406,5 +446,31 @@ impl NetworkFamily for PluginFamily {
             // SAFETY: `json` is a NUL-terminated string valid for the call.
             unsafe { (self.functions.predict)(json.as_ptr()) }
         })
+    }
+
+    fn infer(
+        &self,
+        model_dir: &Path,
+        images: &[PathBuf],
+        options: &PredictOptions,
+        each: &mut dyn FnMut(usize, Inferred) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        let json = c_json(&InferRequest {
+            model_dir: model_dir.to_owned(),
+            images: images.to_vec(),
+            options: options.clone(),
+        })?;
+        let mut sink = InferSink { each, error: None };
+        let ctx = (&raw mut sink).cast::<c_void>();
+        let replied: Result<(), PluginError> = call(&self.path, self.functions, "infer", || {
+            // SAFETY: `json` is valid for the call, and `ctx` points at `sink`, which outlives
+            // it, as `on_inferred` expects.
+            unsafe { (self.functions.infer)(json.as_ptr(), on_inferred, ctx) }
+        });
+        // The caller's own error first: the library only saw that it was stopped.
+        match sink.error {
+            Some(e) => Err(e),
+            None => replied,
+        }
     }
 }

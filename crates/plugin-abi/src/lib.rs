@@ -33,6 +33,12 @@ pub const ENTRY_POINT: &str = "autodl_plugin_v1";
 /// [`wire::ProgressEvent`] as JSON, the string owned by the plugin for the call's duration.
 pub type ProgressCallback = unsafe extern "C" fn(ctx: *mut c_void, event: *const c_char);
 
+/// What the host passes to `infer` to receive each image's prediction: called with `ctx`, the
+/// image's index and one [`wire::InferredImage`] as JSON (the string owned by the plugin for the
+/// call's duration); returns 0 to go on, anything else to stop (the host keeps its reason).
+pub type InferCallback =
+    unsafe extern "C" fn(ctx: *mut c_void, index: usize, inferred: *const c_char) -> u8;
+
 /// The type of [`ENTRY_POINT`]: returns a pointer to a table that lives as long as the
 /// library.
 pub type EntryPoint = unsafe extern "C" fn() -> *const PluginTable;
@@ -61,6 +67,14 @@ pub struct PluginTable {
     ) -> *mut c_char,
     /// Runs a trained model ([`wire::PredictRequest`]); replies with the files written.
     pub predict: unsafe extern "C" fn(request: *const c_char) -> *mut c_char,
+    /// Runs a trained model ([`wire::InferRequest`]) and hands each image's prediction,
+    /// before any threshold, to `each` with `ctx` (what ensembles and flip TTA combine);
+    /// replies with nothing.
+    pub infer: unsafe extern "C" fn(
+        request: *const c_char,
+        each: InferCallback,
+        ctx: *mut c_void,
+    ) -> *mut c_char,
     /// Frees a string this library returned.
     pub free_string: unsafe extern "C" fn(s: *mut c_char),
 }

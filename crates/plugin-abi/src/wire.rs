@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use autodl_api::{
-    Dimension, Direction, EpochRecord, MetricDecl, NetworkFamily, ParamDecl, ParamKind,
-    PredictOptions, Task,
+    Dimension, Direction, EpochRecord, Inferred, InferredBox, MetricDecl, NetworkFamily, ParamDecl,
+    ParamKind, PredictOptions, Task,
 };
 use serde::{Deserialize, Serialize};
 
@@ -201,6 +201,101 @@ pub struct PredictRequest {
     pub options: PredictOptions,
 }
 
+/// What `infer` is asked to do: [`NetworkFamily::infer`]'s arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct InferRequest {
+    /// The trained model's folder.
+    pub model_dir: PathBuf,
+    /// The images.
+    pub images: Vec<PathBuf>,
+    /// How to run the model (`hflip` for test-time augmentation).
+    pub options: PredictOptions,
+}
+
+/// An [`Inferred`] as data: what a model predicts for one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum InferredImage {
+    /// [`Inferred::Probabilities`].
+    Probabilities {
+        /// Image width.
+        width: u32,
+        /// Image height.
+        height: u32,
+        /// Classes.
+        classes: usize,
+        /// `classes * height * width` probabilities, class-major.
+        values: Vec<f32>,
+    },
+    /// [`Inferred::Boxes`].
+    Boxes {
+        /// Image width.
+        width: u32,
+        /// Image height.
+        height: u32,
+        /// `[x1, y1, x2, y2]`, score and class of each box.
+        boxes: Vec<([f32; 4], f32, u32)>,
+    },
+}
+
+impl From<Inferred> for InferredImage {
+    fn from(i: Inferred) -> Self {
+        match i {
+            Inferred::Probabilities {
+                width,
+                height,
+                classes,
+                values,
+            } => InferredImage::Probabilities {
+                width,
+                height,
+                classes,
+                values,
+            },
+            Inferred::Boxes {
+                width,
+                height,
+                boxes,
+            } => InferredImage::Boxes {
+                width,
+                height,
+                boxes: boxes.iter().map(|b| (b.bbox, b.score, b.class)).collect(),
+            },
+        }
+    }
+}
+
+impl From<InferredImage> for Inferred {
+    fn from(i: InferredImage) -> Self {
+        match i {
+            InferredImage::Probabilities {
+                width,
+                height,
+                classes,
+                values,
+            } => Inferred::Probabilities {
+                width,
+                height,
+                classes,
+                values,
+            },
+            InferredImage::Boxes {
+                width,
+                height,
+                boxes,
+            } => Inferred::Boxes {
+                width,
+                height,
+                boxes: boxes
+                    .into_iter()
+                    .map(|(bbox, score, class)| InferredBox { bbox, score, class })
+                    .collect(),
+            },
+        }
+    }
+}
+
 /// One progress report from `train`: what [`autodl_api::Progress`] carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -267,6 +362,32 @@ mod tests {
         let back: Vec<Param> = serde_json::from_str(&json).expect("parses");
         let back: Vec<ParamDecl> = back.iter().map(Param::to_decl).collect();
         assert_eq!(back, decls);
+    }
+
+    #[test]
+    fn predictions_survive_the_wire() {
+        for inferred in [
+            Inferred::Boxes {
+                width: 8,
+                height: 6,
+                boxes: vec![InferredBox {
+                    bbox: [1.0, 2.0, 5.5, 6.0],
+                    score: 0.75,
+                    class: 2,
+                }],
+            },
+            Inferred::Probabilities {
+                width: 2,
+                height: 1,
+                classes: 2,
+                values: vec![0.25, 0.5, 0.75, 0.5],
+            },
+        ] {
+            let json =
+                serde_json::to_string(&InferredImage::from(inferred.clone())).expect("serialises");
+            let back: InferredImage = serde_json::from_str(&json).expect("parses");
+            assert_eq!(Inferred::from(back), inferred);
+        }
     }
 
     #[test]
