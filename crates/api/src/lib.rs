@@ -100,6 +100,20 @@ impl Progress for NoProgress {
     fn message(&self, _: &str) {}
 }
 
+/// Where prediction reports how far it has got: a scene of tens of thousands of pixels a side
+/// is thousands of windows.
+pub trait PredictProgress: Send + Sync {
+    /// Prediction of the image at `path` starts; it is cut into `windows` windows.
+    fn image(&self, path: &std::path::Path, windows: usize);
+    /// One more window of the current image is done.
+    fn window(&self);
+}
+
+impl PredictProgress for NoProgress {
+    fn image(&self, _: &std::path::Path, _: usize) {}
+    fn window(&self) {}
+}
+
 /// A network family (U-Net, RetinaNet, ...): trains one model from a [`TrialSpec`] and runs a
 /// trained model on images.
 pub trait NetworkFamily: Send + Sync {
@@ -135,14 +149,15 @@ pub trait NetworkFamily: Send + Sync {
     /// Trains a model as the spec says, writing its artefacts under `spec.out_dir`.
     fn train(&self, spec: &TrialSpec, progress: &dyn Progress) -> Result<TrialResult, PluginError>;
     /// Runs a trained model (its folder as `train` wrote it) on images, writing predictions
-    /// under `out_dir` through the same inference path as validation; returns the files
-    /// written.
+    /// under `out_dir` through the same inference path as validation, reporting each image
+    /// and window to `progress`; returns the files written.
     fn predict(
         &self,
         model_dir: &std::path::Path,
         images: &[std::path::PathBuf],
         out_dir: &std::path::Path,
         options: &PredictOptions,
+        progress: &dyn PredictProgress,
     ) -> Result<Vec<std::path::PathBuf>, PluginError>;
     /// Runs a trained model on images through the same inference path as
     /// [`NetworkFamily::predict`] and hands `each` what it predicts for each image (its index

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use autodl_api::{
-    NetworkFamily, PluginError, PredictOptions, Progress, Task, TrialResult, TrialSpec, network,
-    networks, register_network,
+    NetworkFamily, PluginError, PredictOptions, PredictProgress, Progress, Task, TrialResult,
+    TrialSpec, network, networks, register_network,
 };
 
 struct Loaded;
@@ -29,6 +29,7 @@ impl NetworkFamily for Loaded {
         _: &[PathBuf],
         _: &Path,
         _: &PredictOptions,
+        _: &dyn PredictProgress,
     ) -> Result<Vec<PathBuf>, PluginError> {
         Err(PluginError::Other("not here".to_owned()))
     }

@@ -913,7 +913,7 @@ impl RunLock {
     }
 }
 
-pub fn predict(args: &PredictArgs) -> Outcome {
+pub fn predict(args: &PredictArgs, quiet: bool) -> Outcome {
     load_plugins(&args.plugin)?;
     // A package is unpacked into a temporary folder that lives until prediction ends.
     let unpacked = if args.model.extension().is_some_and(|e| e == "dlpk") {
@@ -997,8 +997,10 @@ pub fn predict(args: &PredictArgs) -> Outcome {
         score_threshold: args.score_threshold,
         hflip: false,
     };
-    let written = crate::ensemble::predict_any(&model_dir, &images, &args.out, &options)
+    let bar = crate::progress::PredictBar::new(quiet);
+    let written = crate::ensemble::predict_any(&model_dir, &images, &args.out, &options, &bar)
         .map_err(|e| anyhow!("{}", inside(format!("{e:#}"))))?;
+    bar.finish();
     for path in &written {
         outln!("{}", path.display());
     }

@@ -27,6 +27,7 @@ pub fn predict_any(
     images: &[PathBuf],
     out: &Path,
     options: &PredictOptions,
+    progress: &dyn autodl_api::PredictProgress,
 ) -> anyhow::Result<Vec<PathBuf>> {
     if is_ensemble(dir) {
         return predict(dir, images, out, options);
@@ -38,7 +39,7 @@ pub fn predict_any(
             meta.family
         )
     })?;
-    Ok(family.predict(dir, images, out, options)?)
+    Ok(family.predict(dir, images, out, options, progress)?)
 }
 
 /// The score from which a model or ensemble folder delivers boxes (its validation F1
@@ -56,6 +57,18 @@ pub fn delivered_threshold(dir: &Path) -> Option<f64> {
         Some(autodl_api::ParamValue::Number(v)) => Some(*v),
         _ => None,
     }
+}
+
+/// The most class probabilities a pixel-classifier ensemble holds for one image.
+const ENSEMBLE_MAX_BYTES: u64 = 4 << 30;
+
+/// An image's width and height from its header (a multi-band TIFF from its directory).
+fn dimensions(path: &Path) -> anyhow::Result<(u32, u32)> {
+    if let Ok(d) = image::image_dimensions(path) {
+        return Ok(d);
+    }
+    let scene = autodl_data::SceneReader::open(path)?;
+    Ok((scene.width(), scene.height()))
 }
 
 /// Runs the ensemble in `dir` on `images`: every member (and its mirrored view when the
@@ -91,6 +104,25 @@ pub fn predict(
         members.push((family, member_dir, m.weight as f32, bands));
     }
     let views: &[bool] = if meta.hflip { &[false, true] } else { &[false] };
+    if meta.task == Task::PixelClassification {
+        // Every member view's class probabilities of a whole image are held to be averaged.
+        let per_pixel = (meta.classes.len() * members.len() * views.len() * 4) as u64;
+        for path in images {
+            let (w, h) = dimensions(path)?;
+            let bytes = u64::from(w) * u64::from(h) * per_pixel;
+            if bytes > ENSEMBLE_MAX_BYTES {
+                return Err(anyhow!(
+                    "{}: {w} x {h} is too large for an ensemble, which holds every member's \
+                     class probabilities of a whole image ({} MiB, over {} MiB); predict it \
+                     with one of the member models in the package's folders, which reads a \
+                     scene window by window",
+                    path.display(),
+                    bytes >> 20,
+                    ENSEMBLE_MAX_BYTES >> 20
+                ));
+            }
+        }
+    }
     let stems = autodl_api::files::output_stems(images);
     let threshold = options.score_threshold.unwrap_or(meta.score_threshold);
     let mut boxes_out = match meta.task {
@@ -124,8 +156,8 @@ pub fn predict(
             match &mut boxes_out {
                 Some(writer) => {
                     let fused = fuse_boxes(&views, meta.fusion_iou as f32)?;
-                    let raw = autodl_train::infer::read(path, members[0].3)?;
-                    writer.add(path, stem, &raw, &fused, threshold)?;
+                    let mut scene = autodl_train::infer::open_scene(path, members[0].3)?;
+                    writer.add(path, stem, &mut scene, &fused, threshold)?;
                 }
                 None => {
                     let (width, height, classes, probs) = mean_probabilities(&views)?;

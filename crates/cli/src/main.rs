@@ -166,7 +166,7 @@ fn main() -> ExitCode {
             command: DataCommand::Preview(args),
         } => commands::preview(&args),
         Command::Train(args) => commands::train(&args, cli.quiet),
-        Command::Predict(args) => commands::predict(&args),
+        Command::Predict(args) => commands::predict(&args, cli.quiet),
         Command::Evaluate(args) => evaluate::evaluate(&args),
         Command::Plugins(args) => commands::plugins(&args),
         Command::Weights {

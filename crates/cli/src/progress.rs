@@ -108,3 +108,49 @@ pub fn spinner(quiet: bool, text: &str) -> ProgressBar {
     s.enable_steady_tick(Duration::from_millis(120));
     s
 }
+
+/// A bar over the windows of each image `autodl predict` runs (a scene is thousands of them),
+/// hidden when stderr is not a terminal or the run is quiet.
+pub struct PredictBar {
+    bar: ProgressBar,
+}
+
+impl PredictBar {
+    /// A bar, or a hidden one.
+    pub fn new(quiet: bool) -> Self {
+        let bar = if quiet || !std::io::stderr().is_terminal() {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} windows, {elapsed} (eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        };
+        PredictBar { bar }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl autodl_api::PredictProgress for PredictBar {
+    fn image(&self, path: &std::path::Path, windows: usize) {
+        self.bar.reset();
+        self.bar.set_length(windows as u64);
+        self.bar.set_message(
+            path.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        );
+    }
+
+    fn window(&self) {
+        self.bar.inc(1);
+    }
+}

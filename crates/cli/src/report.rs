@@ -118,6 +118,7 @@ fn samples(
         &images,
         &pred_dir,
         &autodl_api::PredictOptions::on(backend),
+        &autodl_api::NoProgress,
     )?;
     let stems = autodl_api::files::output_stems(&images);
     let index: std::collections::HashMap<u32, usize> = ds

@@ -49,6 +49,29 @@ impl GeoRef {
     }
 }
 
+/// The `.aux.xml` sidecar of `path` (`a.tif` has `a.tif.aux.xml`).
+fn aux_xml_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".aux.xml");
+    PathBuf::from(name)
+}
+
+/// `text` with XML's five special characters escaped.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// GeoTIFF tag and key numbers (GeoTIFF 1.1, OGC 19-008r4).
 const MODEL_PIXEL_SCALE: u16 = 33550;
 const MODEL_TIEPOINT: u16 = 33922;
@@ -396,8 +419,9 @@ impl GeoTiffWriter {
         Ok(())
     }
 
-    /// Writes the directory after the last row.
-    pub fn finish(mut self) -> Result<(), DataError> {
+    /// Writes the directory after the last row; for a CRS known only as WKT, also the
+    /// `<path>.aux.xml` sidecar holding it, whose path is returned.
+    pub fn finish(mut self) -> Result<Option<PathBuf>, DataError> {
         if self.rows != self.height {
             return Err(DataError::Write {
                 path: self.path.clone(),
@@ -516,7 +540,20 @@ impl GeoTiffWriter {
         self.file.seek(SeekFrom::Start(4)).map_err(io)?;
         self.file.write_all(&ifd32.to_le_bytes()).map_err(io)?;
         self.file.flush().map_err(io)?;
-        Ok(())
+        // A CRS known only as WKT has no GeoKey of its own: it goes into the sidecar GDAL
+        // reads first for a GeoTIFF (and ArcGIS and `read_georef` read too).
+        match (&self.georef.epsg, &self.georef.wkt) {
+            (None, Some(wkt)) => {
+                let aux = aux_xml_path(&path);
+                let text = format!(
+                    "<PAMDataset>\n  <SRS>{}</SRS>\n</PAMDataset>\n",
+                    xml_escape(wkt)
+                );
+                std::fs::write(&aux, text).map_err(|e| DataError::io(&aux, e))?;
+                Ok(Some(aux))
+            }
+            _ => Ok(None),
+        }
     }
 }
 
@@ -753,6 +790,9 @@ mod tests {
         assert_eq!(epsg_of_wkt(r#"GEOGCS["y",AUTHORITY["ESRI","4326"]]"#), None);
     }
 
+    /// A local CRS with no authority, with characters XML must escape.
+    const WKT_ONLY: &str = r#"LOCAL_CS["Site grid <A&B>",LOCAL_DATUM["site",0],UNIT["metre",1]]"#;
+
     #[test]
     fn written_geotiffs_read_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -784,6 +824,15 @@ mod tests {
                     wkt: None,
                 },
             ),
+            (
+                "wkt-only.tif",
+                false,
+                GeoRef {
+                    transform: [300.0, 1.0, 0.0, 700.0, 0.0, -1.0],
+                    epsg: None,
+                    wkt: Some(WKT_ONLY.to_owned()),
+                },
+            ),
         ] {
             let p = dir.path().join(name);
             let (w, h) = (5u32, 3u32);
@@ -792,10 +841,13 @@ mod tests {
                 let row: Vec<u16> = (0..w).map(|x| (x + 10 * y) as u16 * 30).collect();
                 wr.row(&row).unwrap();
             }
-            wr.finish().unwrap();
+            let aux = wr.finish().unwrap();
             let back = read_georef(&p).unwrap().unwrap();
             assert!(close(back.transform, georef.transform), "{name}");
             assert_eq!(back.epsg, georef.epsg, "{name}");
+            // A WKT-only CRS travels in the .aux.xml sidecar, escaped, and reads back whole.
+            assert_eq!(back.wkt, georef.wkt, "{name}");
+            assert_eq!(aux.is_some(), georef.wkt.is_some(), "{name}");
             let mask = crate::load_mask(&p).unwrap();
             assert_eq!((mask.width, mask.height), (w, h));
             let want: Vec<u32> = (0..h)

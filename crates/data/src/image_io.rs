@@ -103,8 +103,8 @@ pub struct RawImage {
     /// Bits per sample in the file.
     pub bit_depth: u8,
     /// Band-major (`true`) or pixel-interleaved samples.
-    planar: bool,
-    data: DecodingResult,
+    pub(crate) planar: bool,
+    pub(crate) data: DecodingResult,
 }
 
 impl RawImage {
@@ -284,7 +284,7 @@ fn check_jpeg_end(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     Ok(())
 }
 
-fn decode_err(path: &Path, e: impl std::fmt::Display) -> DataError {
+pub(crate) fn decode_err(path: &Path, e: impl std::fmt::Display) -> DataError {
     // Our messages end without a period; some decoders' do not.
     let reason = e.to_string();
     DataError::Decode {
@@ -293,7 +293,7 @@ fn decode_err(path: &Path, e: impl std::fmt::Display) -> DataError {
     }
 }
 
-fn open_tiff<R: Read + Seek>(path: &Path, r: R) -> Result<TiffDecoder<R>, DataError> {
+pub(crate) fn open_tiff<R: Read + Seek>(path: &Path, r: R) -> Result<TiffDecoder<R>, DataError> {
     let mut limits = TiffLimits::default();
     // The default 256 MiB cap is below a single large orthophoto; the declared size is checked
     // against the same limit before decoding.
@@ -303,9 +303,13 @@ fn open_tiff<R: Read + Seek>(path: &Path, r: R) -> Result<TiffDecoder<R>, DataEr
         .map_err(|e| decode_err(path, e))
 }
 
-fn decode_tiff<R: Read + Seek>(path: &Path, r: R, f32_bytes: u64) -> Result<RawImage, DataError> {
+/// A TIFF's width, height, bands and bits per sample, refusing colour types and sample sizes
+/// that are not read.
+pub(crate) fn tiff_shape<R: Read + Seek>(
+    path: &Path,
+    dec: &mut TiffDecoder<R>,
+) -> Result<(u32, u32, u32, u8), DataError> {
     use tiff::ColorType as C;
-    let mut dec = open_tiff(path, r)?;
     let (width, height) = dec.dimensions().map_err(|e| decode_err(path, e))?;
     let color = dec.colortype().map_err(|e| decode_err(path, e))?;
     let bands: u32 = match color {
@@ -329,6 +333,13 @@ fn decode_tiff<R: Read + Seek>(path: &Path, r: R, f32_bytes: u64) -> Result<RawI
             reason: format!("{bit_depth}-bit tiff samples (8, 16, 32 and 64 are read)"),
         });
     }
+    Ok((width, height, bands, bit_depth))
+}
+
+fn decode_tiff(path: &Path, r: BufReader<File>, f32_bytes: u64) -> Result<RawImage, DataError> {
+    let mut dec = open_tiff(path, r)?;
+    let shape = tiff_shape(path, &mut dec)?;
+    let (width, height, bands, bit_depth) = shape;
     check_size(
         path,
         width,
@@ -336,6 +347,12 @@ fn decode_tiff<R: Read + Seek>(path: &Path, r: R, f32_bytes: u64) -> Result<RawI
         bands,
         u64::from(bit_depth / 8).max(f32_bytes),
     )?;
+    // Planar tiles go chunk by chunk: the crate's whole-image path panics on their padding.
+    let chunks = crate::scene::Chunked::new(path, dec, shape)?;
+    if chunks.planar_tiles() {
+        return chunks.read_all(path);
+    }
+    let mut dec = chunks.into_decoder();
     let mut data = DecodingResult::U8(Vec::new());
     let layout = dec
         .read_image_to_buffer(&mut data)
@@ -371,7 +388,7 @@ fn decode_tiff<R: Read + Seek>(path: &Path, r: R, f32_bytes: u64) -> Result<RawI
     })
 }
 
-fn decoded_len(data: &DecodingResult) -> usize {
+pub(crate) fn decoded_len(data: &DecodingResult) -> usize {
     match data {
         DecodingResult::U8(v) => v.len(),
         DecodingResult::U16(v) => v.len(),

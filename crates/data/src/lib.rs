@@ -23,6 +23,7 @@ mod georef;
 mod image_io;
 mod kitti;
 mod open;
+mod scene;
 mod split;
 mod summary;
 mod tiles;
@@ -43,6 +44,7 @@ pub use image_io::{
     Image, MAX_DECODED_BYTES, MAX_PIXELS, Mask, RawImage, load_image, load_mask, load_raw_image,
 };
 pub use open::open;
+pub use scene::{MAX_SCENE_PIXELS, RowBlock, SceneReader};
 pub use summary::{
     BoxStats, ClassSummary, IgnoreSummary, LongestSide, SizeBucket, SizeRange, SplitCounts,
     Summary, summarize,

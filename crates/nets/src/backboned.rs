@@ -326,12 +326,14 @@ where
 }
 
 /// Runs a trained backbone-based detector on images (see [`det::predict`]).
+#[allow(clippy::too_many_arguments)]
 pub fn predict_detector<B, M, H>(
     model_dir: &Path,
     images: &[PathBuf],
     out_dir: &Path,
     options: DetOptions,
     score_threshold: Option<f64>,
+    progress: &dyn autodl_api::PredictProgress,
     device: &B::Device,
     head: H,
 ) -> Result<Vec<PathBuf>, PluginError>
@@ -347,6 +349,7 @@ where
         out_dir,
         &options,
         score_threshold,
+        progress,
         device,
         |_, _| model.clone(),
     )
@@ -354,11 +357,13 @@ where
 
 /// Runs a trained backbone-based [`det::Detector`] whose head is a [`DetectorHead`] on images
 /// (see [`det::predict_with`]).
+#[allow(clippy::too_many_arguments)]
 pub fn predict_detector_with<B, M, D, H>(
     model_dir: &Path,
     images: &[PathBuf],
     out_dir: &Path,
     score_threshold: Option<f64>,
+    progress: &dyn autodl_api::PredictProgress,
     device: &B::Device,
     head: H,
 ) -> Result<Vec<PathBuf>, PluginError>
@@ -377,6 +382,7 @@ where
         out_dir,
         |_| trained,
         score_threshold,
+        progress,
         device,
         |_, _| model.clone(),
     )
@@ -387,6 +393,7 @@ pub fn predict<B, M, H>(
     model_dir: &Path,
     images: &[PathBuf],
     out_dir: &Path,
+    progress: &dyn autodl_api::PredictProgress,
     device: &B::Device,
     head: H,
 ) -> Result<Vec<PathBuf>, PluginError>
@@ -400,6 +407,7 @@ where
         model_dir,
         images,
         out_dir,
+        progress,
         device,
         |_, _| model.clone(),
     )
@@ -506,7 +514,7 @@ macro_rules! backbone_family {
                 decls
             },
             |B, device, spec, progress| $crate::backboned::train::<B, $net<B>, _>(spec, progress, $lr, &device, $build),
-            |B, device, model_dir, images, out_dir, _options| $crate::backboned::predict::<B, $net<B>, _>(model_dir, images, out_dir, &device, $build),
+            |B, device, model_dir, images, out_dir, _options, progress| $crate::backboned::predict::<B, $net<B>, _>(model_dir, images, out_dir, progress, &device, $build),
             |B3, device3, model_dir, images, options, each| $crate::backboned::infer::<B3, $net<B3>, _>(model_dir, images, options.hflip, &device3, $build, each)
         );
     };
@@ -532,7 +540,7 @@ macro_rules! detector_family {
                 decls
             },
             |B, device, spec, progress| $crate::backboned::train_detector::<B, $net<B>, _>(spec, progress, $options(), &device, $build),
-            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), predict.score_threshold, &device, $build),
+            |B, device, model_dir, images, out_dir, predict, progress| $crate::backboned::predict_detector::<B, $net<B>, _>(model_dir, images, out_dir, $options(), predict.score_threshold, progress, &device, $build),
             |B3, device3, model_dir, images, options, each| $crate::backboned::infer_detector::<B3, $net<B3>, _>(model_dir, images, $options(), options.hflip, &device3, $build, each)
         );
     };
@@ -547,7 +555,7 @@ macro_rules! detector_family {
                 decls
             },
             |B, device, spec, progress| $crate::backboned::train_detector_with::<B, $net<B>, $head, _>(spec, progress, &device, $build),
-            |B, device, model_dir, images, out_dir, predict| $crate::backboned::predict_detector_with::<B, $net<B>, $head, _>(model_dir, images, out_dir, predict.score_threshold, &device, $build),
+            |B, device, model_dir, images, out_dir, predict, progress| $crate::backboned::predict_detector_with::<B, $net<B>, $head, _>(model_dir, images, out_dir, predict.score_threshold, progress, &device, $build),
             |B3, device3, model_dir, images, options, each| $crate::backboned::infer_detector_with::<B3, $net<B3>, $head, _>(model_dir, images, options.hflip, &device3, $build, each)
         );
     };
@@ -561,7 +569,7 @@ macro_rules! __network_family {
         arcgis = $arcgis:expr,
         params = $params:expr,
         |$B:ident, $device:ident, $spec:ident, $progress:ident| $train:expr,
-        |$B2:ident, $device2:ident, $model_dir:ident, $images:ident, $out_dir:ident, $options:ident| $predict:expr,
+        |$B2:ident, $device2:ident, $model_dir:ident, $images:ident, $out_dir:ident, $options:ident, $progress2:ident| $predict:expr,
         |$B3:ident, $device3:ident, $model_dir3:ident, $images3:ident, $options3:ident, $each:ident| $infer:expr
     ) => {
         $(#[$doc])*
@@ -611,6 +619,7 @@ macro_rules! __network_family {
                 $images: &[::std::path::PathBuf],
                 $out_dir: &::std::path::Path,
                 $options: &$crate::__api::PredictOptions,
+                $progress2: &dyn $crate::__api::PredictProgress,
             ) -> Result<Vec<::std::path::PathBuf>, $crate::__api::PluginError> {
                 let choice = $crate::__backend::BackendChoice::resolve(&$options.backend)
                     .map_err(|e| $crate::__api::PluginError::Other(e.to_string()))?;

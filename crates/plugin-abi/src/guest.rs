@@ -6,11 +6,15 @@
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use autodl_api::{EpochRecord, Inferred, NetworkFamily, Params, PluginError, Progress, TrialSpec};
+use autodl_api::{
+    EpochRecord, Inferred, NetworkFamily, Params, PluginError, PredictProgress, Progress, TrialSpec,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::wire::{Description, InferRequest, InferredImage, PredictRequest, ProgressEvent, Reply};
+use crate::wire::{
+    Description, InferRequest, InferredImage, PredictEvent, PredictRequest, ProgressEvent, Reply,
+};
 use crate::{InferCallback, ProgressCallback};
 
 /// The text of a caught panic.
@@ -81,7 +85,7 @@ unsafe impl Send for Callback {}
 unsafe impl Sync for Callback {}
 
 impl Callback {
-    fn send(&self, event: &ProgressEvent) {
+    fn send(&self, event: &impl Serialize) {
         let Ok(json) = serde_json::to_string(event) else {
             return;
         };
@@ -100,6 +104,18 @@ impl Progress for Callback {
     }
     fn message(&self, text: &str) {
         self.send(&ProgressEvent::Message(text.to_owned()));
+    }
+}
+
+impl PredictProgress for Callback {
+    fn image(&self, path: &std::path::Path, windows: usize) {
+        self.send(&PredictEvent::Image {
+            path: path.to_owned(),
+            windows,
+        });
+    }
+    fn window(&self) {
+        self.send(&PredictEvent::Window);
     }
 }
 
@@ -122,16 +138,24 @@ pub unsafe fn train(
     })
 }
 
-/// `predict`: runs a trained model; replies with the files written.
+/// `predict`: runs a trained model, progress through `progress(ctx, event)`; replies with the
+/// files written.
 ///
 /// # Safety
-/// `request` is null or a NUL-terminated string valid for the call.
-pub unsafe fn predict(family: &dyn NetworkFamily, request: *const c_char) -> *mut c_char {
+/// `request` is null or a NUL-terminated string valid for the call; `progress` may be called
+/// with `ctx` until this returns.
+pub unsafe fn predict(
+    family: &dyn NetworkFamily,
+    request: *const c_char,
+    progress: ProgressCallback,
+    ctx: *mut c_void,
+) -> *mut c_char {
     reply(|| {
         // SAFETY: passed on from our caller.
         let r: PredictRequest = unsafe { read(request, "prediction request") }?;
+        let callback = Callback { progress, ctx };
         family
-            .predict(&r.model_dir, &r.images, &r.out_dir, &r.options)
+            .predict(&r.model_dir, &r.images, &r.out_dir, &r.options, &callback)
             .map_err(|e| e.to_string())
     })
 }
@@ -212,9 +236,13 @@ macro_rules! export_family {
                 // SAFETY: the host keeps the ABI's promises for `spec`, `progress` and `ctx`.
                 unsafe { $crate::guest::train(FAMILY, spec, progress, ctx) }
             }
-            unsafe extern "C" fn predict(request: *const c_char) -> *mut c_char {
-                // SAFETY: the host keeps the ABI's promises for `request`.
-                unsafe { $crate::guest::predict(FAMILY, request) }
+            unsafe extern "C" fn predict(
+                request: *const c_char,
+                progress: $crate::ProgressCallback,
+                ctx: *mut c_void,
+            ) -> *mut c_char {
+                // SAFETY: the host keeps the ABI's promises for `request`, `progress` and `ctx`.
+                unsafe { $crate::guest::predict(FAMILY, request, progress, ctx) }
             }
             unsafe extern "C" fn infer(
                 request: *const c_char,

@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use autodl_api::{
-    Inferred, MetricDecl, NetworkFamily, ParamDecl, Params, PluginError, PredictOptions, Progress,
-    Task, TrialResult, TrialSpec,
+    Inferred, MetricDecl, NetworkFamily, ParamDecl, Params, PluginError, PredictOptions,
+    PredictProgress, Progress, Task, TrialResult, TrialSpec,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::wire::{
-    Description, InferRequest, InferredImage, PredictRequest, ProgressEvent, Reply, leak,
+    Description, InferRequest, InferredImage, PredictEvent, PredictRequest, ProgressEvent, Reply,
+    leak,
 };
 use crate::{ABI_VERSION, ENTRY_POINT, EntryPoint, InferCallback, PluginTable, ProgressCallback};
 
@@ -93,7 +94,7 @@ struct Functions {
     describe: unsafe extern "C" fn() -> *mut c_char,
     validate: unsafe extern "C" fn(*const c_char) -> *mut c_char,
     train: unsafe extern "C" fn(*const c_char, ProgressCallback, *mut c_void) -> *mut c_char,
-    predict: unsafe extern "C" fn(*const c_char) -> *mut c_char,
+    predict: unsafe extern "C" fn(*const c_char, ProgressCallback, *mut c_void) -> *mut c_char,
     infer: unsafe extern "C" fn(*const c_char, InferCallback, *mut c_void) -> *mut c_char,
     free_string: unsafe extern "C" fn(*mut c_char),
 }
@@ -329,6 +330,31 @@ unsafe extern "C" fn on_progress(ctx: *mut c_void, event: *const c_char) {
     }));
 }
 
+/// Receives one progress event from the library's `predict`.
+///
+/// # Safety
+/// `ctx` is the `&&dyn PredictProgress` [`PluginFamily`]'s `predict` passed; `event` is null
+/// or a NUL-terminated string valid for the call.
+unsafe extern "C" fn on_predict_progress(ctx: *mut c_void, event: *const c_char) {
+    if ctx.is_null() || event.is_null() {
+        return;
+    }
+    // A panic in our progress sink must not unwind into the library.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `predict` passes a pointer to a `&dyn PredictProgress` that outlives the
+        // call.
+        let progress: &dyn PredictProgress = unsafe { *ctx.cast::<&dyn PredictProgress>() };
+        // SAFETY: the library keeps the string valid for the call.
+        let bytes = unsafe { CStr::from_ptr(event) }.to_bytes();
+        match serde_json::from_slice::<PredictEvent>(bytes) {
+            Ok(PredictEvent::Image { path, windows }) => progress.image(&path, windows),
+            Ok(PredictEvent::Window) => progress.window(),
+            // Progress only draws a bar: a malformed event is dropped.
+            Err(_) => {}
+        }
+    }));
+}
+
 /// Where `infer`'s predictions go: the caller's `each`, and the first error it returned.
 struct InferSink<'a> {
     each: &'a mut dyn FnMut(usize, Inferred) -> Result<(), PluginError>,
@@ -435,6 +461,7 @@ impl NetworkFamily for PluginFamily {
         images: &[PathBuf],
         out_dir: &Path,
         options: &PredictOptions,
+        progress: &dyn PredictProgress,
     ) -> Result<Vec<PathBuf>, PluginError> {
         let json = c_json(&PredictRequest {
             model_dir: model_dir.to_owned(),
@@ -442,9 +469,12 @@ impl NetworkFamily for PluginFamily {
             out_dir: out_dir.to_owned(),
             options: options.clone(),
         })?;
+        let sink: &dyn PredictProgress = progress;
+        let ctx = (&raw const sink).cast_mut().cast::<c_void>();
         call(&self.path, self.functions, "predict", || {
-            // SAFETY: `json` is a NUL-terminated string valid for the call.
-            unsafe { (self.functions.predict)(json.as_ptr()) }
+            // SAFETY: `json` is valid for the call, and `ctx` points at `sink`, which outlives
+            // it, as `on_predict_progress` expects.
+            unsafe { (self.functions.predict)(json.as_ptr(), on_predict_progress, ctx) }
         })
     }
 

@@ -29,8 +29,9 @@ pub const ABI_VERSION: u32 = 1;
 /// The one symbol a plugin library exports: an [`EntryPoint`].
 pub const ENTRY_POINT: &str = "autodl_plugin_v1";
 
-/// What the host passes to `train` to receive progress: called with `ctx` and one
-/// [`wire::ProgressEvent`] as JSON, the string owned by the plugin for the call's duration.
+/// What the host passes to `train` (`predict`) to receive progress: called with `ctx` and one
+/// [`wire::ProgressEvent`] ([`wire::PredictEvent`]) as JSON, the string owned by the plugin for
+/// the call's duration.
 pub type ProgressCallback = unsafe extern "C" fn(ctx: *mut c_void, event: *const c_char);
 
 /// What the host passes to `infer` to receive each image's prediction: called with `ctx`, the
@@ -65,8 +66,13 @@ pub struct PluginTable {
         progress: ProgressCallback,
         ctx: *mut c_void,
     ) -> *mut c_char,
-    /// Runs a trained model ([`wire::PredictRequest`]); replies with the files written.
-    pub predict: unsafe extern "C" fn(request: *const c_char) -> *mut c_char,
+    /// Runs a trained model ([`wire::PredictRequest`]), reporting each image and window
+    /// ([`wire::PredictEvent`]) through `progress` with `ctx`; replies with the files written.
+    pub predict: unsafe extern "C" fn(
+        request: *const c_char,
+        progress: ProgressCallback,
+        ctx: *mut c_void,
+    ) -> *mut c_char,
     /// Runs a trained model ([`wire::InferRequest`]) and hands each image's prediction,
     /// before any threshold, to `each` with `ctx` (what ensembles and flip TTA combine);
     /// replies with nothing.

@@ -306,6 +306,21 @@ pub enum ProgressEvent {
     Message(String),
 }
 
+/// One progress report from `predict`: what [`autodl_api::PredictProgress`] carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PredictEvent {
+    /// Prediction of an image starts, cut into `windows` windows.
+    Image {
+        /// The image.
+        path: PathBuf,
+        /// How many windows.
+        windows: usize,
+    },
+    /// One more window of the current image is done.
+    Window,
+}
+
 /// Every reply of a plugin function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use autodl_data::RawImage;
+use autodl_data::{RawImage, SceneReader};
 
 use autodl_api::PluginError;
 use autodl_detection::{Box4, ScoredBox, batched_nms};
@@ -52,6 +52,20 @@ pub fn read(path: &Path, bands: usize) -> Result<RawImage, PluginError> {
         )));
     }
     Ok(img)
+}
+
+/// Opens an image file to be read a band of rows at a time (see
+/// [`autodl_data::SceneReader`]), refusing one whose band count is not `bands`.
+pub fn open_scene(path: &Path, bands: usize) -> Result<SceneReader, PluginError> {
+    let scene = SceneReader::open(path).map_err(crate::predict::data_err)?;
+    if scene.bands() as usize != bands {
+        return Err(PluginError::Data(format!(
+            "{}: image has {} bands, the model was trained on {bands}",
+            path.display(),
+            scene.bands()
+        )));
+    }
+    Ok(scene)
 }
 
 /// Window side for inference: the training tile, at least 512 px (few windows on large
@@ -127,8 +141,10 @@ pub enum Pixels<'a> {
     /// Samples as the file holds them, normalised window by window (predict: an image too
     /// large to hold as `f32` costs only its own sample size).
     Raw {
-        /// The image.
+        /// The image, or a band of its rows.
         image: &'a RawImage,
+        /// The image row of `image`'s first row.
+        row0: usize,
         /// Per-band mean.
         mean: &'a [f32],
         /// Per-band standard deviation.
@@ -170,7 +186,12 @@ impl<'a> View<'a> {
             width: image.width as usize,
             height: image.height as usize,
             bands: image.bands as usize,
-            pixels: Pixels::Raw { image, mean, std },
+            pixels: Pixels::Raw {
+                image,
+                row0: 0,
+                mean,
+                std,
+            },
             mirrored: false,
         }
     }
@@ -199,8 +220,13 @@ impl<'a> View<'a> {
                         let src = b * plane + (win.y0 + y) * self.width + x0;
                         dst.copy_from_slice(&data[src..src + win.w]);
                     }
-                    Pixels::Raw { image, mean, std } => {
-                        image.band_row(b, win.y0 + y, x0, dst);
+                    Pixels::Raw {
+                        image,
+                        row0,
+                        mean,
+                        std,
+                    } => {
+                        image.band_row(b, win.y0 + y - row0, x0, dst);
                         normalise_band(dst, b, mean, std);
                     }
                 }
@@ -210,6 +236,107 @@ impl<'a> View<'a> {
             }
         }
         Tensor::from_data(TensorData::new(out, [1, bands, ph, pw]), device)
+    }
+}
+
+/// What windows are cut from: an image held whole ([`View`]) or a scene read a band of rows
+/// at a time ([`Scene`]). Windows are asked for top band first, as [`windows`] lists them.
+pub trait WindowSource {
+    /// Width in pixels.
+    fn width(&self) -> usize;
+    /// Height in pixels.
+    fn height(&self) -> usize;
+    /// The window's pixels as a `[1, bands, ph, pw]` tensor.
+    fn window<B: Backend>(
+        &mut self,
+        win: &Window,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 4>, PluginError>;
+}
+
+impl WindowSource for View<'_> {
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    fn height(&self) -> usize {
+        self.height
+    }
+
+    fn window<B: Backend>(
+        &mut self,
+        win: &Window,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 4>, PluginError> {
+        Ok(self.window_tensor(win, device))
+    }
+}
+
+/// A scene read a band of rows at a time and normalised window by window: prediction over a
+/// raster of any size holds one band of its rows. Each window read is reported to `progress`.
+pub struct Scene<'a> {
+    reader: &'a mut SceneReader,
+    mean: &'a [f32],
+    std: &'a [f32],
+    mirrored: bool,
+    progress: &'a dyn autodl_api::PredictProgress,
+}
+
+impl<'a> Scene<'a> {
+    /// `reader`'s pixels normalised with `mean` and `std`, mirrored left to right when
+    /// `mirrored`.
+    pub fn new(
+        reader: &'a mut SceneReader,
+        mean: &'a [f32],
+        std: &'a [f32],
+        mirrored: bool,
+        progress: &'a dyn autodl_api::PredictProgress,
+    ) -> Self {
+        Scene {
+            reader,
+            mean,
+            std,
+            mirrored,
+            progress,
+        }
+    }
+}
+
+impl WindowSource for Scene<'_> {
+    fn width(&self) -> usize {
+        self.reader.width() as usize
+    }
+
+    fn height(&self) -> usize {
+        self.reader.height() as usize
+    }
+
+    fn window<B: Backend>(
+        &mut self,
+        win: &Window,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 4>, PluginError> {
+        let (width, height) = (self.width(), self.height());
+        let bands = self.reader.bands() as usize;
+        let block = self
+            .reader
+            .rows(win.y0, win.h)
+            .map_err(crate::predict::data_err)?;
+        let view = View {
+            width,
+            height,
+            bands,
+            pixels: Pixels::Raw {
+                image: block.image,
+                row0: block.row0,
+                mean: self.mean,
+                std: self.std,
+            },
+            mirrored: self.mirrored,
+        };
+        let tensor = view.window_tensor(win, device);
+        self.progress.window();
+        Ok(tensor)
     }
 }
 
@@ -303,20 +430,21 @@ impl RowAverager {
 /// image's height.
 pub fn segment_rows<B: Backend, M: SegNet<B>>(
     model: &M,
-    image: View<'_>,
+    mut image: impl WindowSource,
     classes: usize,
     tile: usize,
     device: &B::Device,
     mut each_row: impl FnMut(usize, &[f32]) -> Result<(), PluginError>,
 ) -> Result<(), PluginError> {
-    let wins = windows(image.width, image.height, tile);
+    let (width, height) = (image.width(), image.height());
+    let wins = windows(width, height, tile);
     let rows = wins.first().map_or(0, |w| w.h);
-    let mut avg = RowAverager::new(classes, image.width, rows);
+    let mut avg = RowAverager::new(classes, width, rows);
     for win in wins {
         if win.y0 > avg.base {
             avg.emit(win.y0, &mut each_row)?;
         }
-        let logits = model.forward(image.window_tensor::<B>(&win, device));
+        let logits = model.forward(image.window::<B>(&win, device)?);
         let k = logits.dims()[1];
         if k != classes {
             return Err(PluginError::Data(format!(
@@ -326,7 +454,7 @@ pub fn segment_rows<B: Backend, M: SegNet<B>>(
         let p: Vec<f32> = softmax(logits, 1).into_data().iter::<f32>().collect();
         avg.add(&win, &p);
     }
-    avg.emit(image.height, &mut each_row)
+    avg.emit(height, &mut each_row)
 }
 
 /// [`segment_rows`] gathered into one `classes * height * width` buffer, class-major.
@@ -374,20 +502,20 @@ pub fn classes_of(probs: &[f32], classes: usize) -> Vec<u32> {
 pub fn detect_windows<B: Backend, H: Sync, D: Detector<B, H>>(
     model: &D,
     head: &H,
-    image: View<'_>,
+    mut image: impl WindowSource,
     tile: usize,
     nms_ious: &[f32],
     targets: impl Fn(&Window) -> Option<Targets>,
     device: &B::Device,
     mut each: impl FnMut(&Window, Detected),
 ) -> Result<usize, PluginError> {
-    let wins = windows(image.width, image.height, tile);
+    let wins = windows(image.width(), image.height(), tile);
     let n = wins.len();
     for window in wins {
         let objects = targets(&window);
         let mut found = model.detect(
             head,
-            image.window_tensor::<B>(&window, device),
+            image.window::<B>(&window, device)?,
             (window.w, window.h),
             nms_ious,
             objects.as_deref(),

@@ -7,18 +7,20 @@ use std::path::{Path, PathBuf};
 use autodl_api::PluginError;
 use burn::tensor::backend::Backend;
 
-use crate::infer::{self, View};
+use crate::infer::{self, Scene, View};
 
 use crate::model_dir::ModelMeta;
 use crate::seg::SegNet;
 
 /// Predicts every image, writing `<stem>.png` (class values) and `previews/<stem>.png`
-/// (colours) into `out_dir`, stems from [`autodl_api::files::output_stems`]. Returns the
-/// class-value files.
+/// (colours) into `out_dir`, stems from [`autodl_api::files::output_stems`]. Each image is
+/// read a band of rows at a time and its outputs written row by row, so a scene of any size
+/// costs one band of windows ([`infer::Scene`]). Returns the class-value files.
 pub fn predict_segmentation<B, M, F>(
     model_dir: &Path,
     images: &[PathBuf],
     out_dir: &Path,
+    progress: &dyn autodl_api::PredictProgress,
     device: &B::Device,
     build: F,
 ) -> Result<Vec<PathBuf>, PluginError>
@@ -30,15 +32,20 @@ where
     let (meta, model) = crate::model_dir::load_trained(model_dir, device, build)?;
     let mut written = Vec::new();
     let classes = meta.classes.len();
+    let tile = meta.tile_size as usize;
     for (path, stem) in images.iter().zip(autodl_api::files::output_stems(images)) {
-        let raw = infer::read(path, meta.bands)?;
-        let mut out =
-            ClassWriter::create(out_dir, &stem, path, &meta.classes, raw.width, raw.height)?;
+        let mut reader = infer::open_scene(path, meta.bands)?;
+        let (width, height) = (reader.width(), reader.height());
+        progress.image(
+            path,
+            infer::windows(width as usize, height as usize, tile).len(),
+        );
+        let mut out = ClassWriter::create(out_dir, &stem, path, &meta.classes, width, height)?;
         infer::segment_rows(
             &model,
-            View::raw(&raw, &meta.mean, &meta.std),
+            Scene::new(&mut reader, &meta.mean, &meta.std, false, progress),
             classes,
-            meta.tile_size as usize,
+            tile,
             device,
             |_, probs| out.row(probs),
         )?;
@@ -201,14 +208,16 @@ impl ClassWriter {
         self.preview.write(&self.preview_row)
     }
 
-    /// Finishes the files; returns the class-value PNG, and the GeoTIFF when there is one.
+    /// Finishes the files; returns the class-value PNG, and the GeoTIFF (with the
+    /// `.aux.xml` holding a CRS known only as WKT) when there is one.
     pub fn finish(self) -> Result<Vec<PathBuf>, PluginError> {
         self.labels.finish()?;
         self.preview.finish()?;
         let mut written = vec![self.label_path];
         if let Some(g) = self.geotiff {
-            g.finish().map_err(data_err)?;
+            let aux = g.finish().map_err(data_err)?;
             written.push(self.geo_path);
+            written.extend(aux);
         }
         Ok(written)
     }

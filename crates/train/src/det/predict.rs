@@ -10,35 +10,54 @@ use burn::tensor::backend::Backend;
 use super::anchor::AnchorHead;
 use super::detector::Detector;
 use super::net::{DetNet, DetOptions};
-use crate::infer::{self, View};
+use crate::infer::{self, Scene, WindowSource};
 use crate::model_dir::ModelMeta;
 use crate::params::number_param;
 
 /// Previews are at most this many pixels a side: a larger image is shown scaled down.
 const PREVIEW_SIDE: u32 = 4096;
 
+/// Rows read at a time for a preview.
+const PREVIEW_ROWS: usize = 256;
+
 /// What a detection preview draws: the image's first three bands (or band 0), subsampled to
-/// at most [`PREVIEW_SIDE`] a side, with the boxes scaled alike.
-fn preview_sample(raw: &autodl_data::RawImage, dets: &[ScoredBox]) -> AugSample {
-    let step = raw.width.max(raw.height).div_ceil(PREVIEW_SIDE).max(1) as usize;
-    let (w, h) = (raw.width as usize, raw.height as usize);
+/// at most [`PREVIEW_SIDE`] a side, with the boxes scaled alike. Read a band of rows at a
+/// time, so a scene's preview costs the preview.
+fn preview_sample(
+    scene: &mut autodl_data::SceneReader,
+    dets: &[ScoredBox],
+) -> Result<AugSample, PluginError> {
+    let step = scene
+        .width()
+        .max(scene.height())
+        .div_ceil(PREVIEW_SIDE)
+        .max(1) as usize;
+    let (w, h) = (scene.width() as usize, scene.height() as usize);
     let (pw, ph) = (w.div_ceil(step), h.div_ceil(step));
-    let bands = (raw.bands as usize).min(3);
+    let bands = (scene.bands() as usize).min(3);
     let mut image = vec![0f32; bands * pw * ph];
     let mut row = vec![0f32; w];
-    for b in 0..bands {
-        for y in 0..ph {
-            raw.band_row(b, y * step, 0, &mut row);
-            for (o, v) in image[b * pw * ph + y * pw..b * pw * ph + (y + 1) * pw]
-                .iter_mut()
-                .zip(row.iter().step_by(step))
-            {
-                *o = *v;
+    let mut y = 0;
+    while y < ph {
+        let block = scene
+            .rows(y * step, PREVIEW_ROWS.max(step))
+            .map_err(crate::predict::data_err)?;
+        let end = block.row0 + block.image.height as usize;
+        while y < ph && y * step < end {
+            for b in 0..bands {
+                block.band_row(b, y * step, 0, &mut row);
+                for (o, v) in image[b * pw * ph + y * pw..b * pw * ph + (y + 1) * pw]
+                    .iter_mut()
+                    .zip(row.iter().step_by(step))
+                {
+                    *o = *v;
+                }
             }
+            y += 1;
         }
     }
     let s = step as f32;
-    AugSample {
+    Ok(AugSample {
         width: pw as u32,
         height: ph as u32,
         bands: bands as u32,
@@ -48,17 +67,19 @@ fn preview_sample(raw: &autodl_data::RawImage, dets: &[ScoredBox]) -> AugSample 
             .iter()
             .map(|d| (d.bbox.map(|v| v / s), d.class))
             .collect(),
-    }
+    })
 }
 
 /// Runs a trained anchor-head detector on images: [`predict_with`] with the [`AnchorHead`] its
 /// `model.json` records.
+#[allow(clippy::too_many_arguments)]
 pub fn predict<B, M, F>(
     model_dir: &Path,
     images: &[PathBuf],
     out_dir: &Path,
     opts: &DetOptions,
     score_threshold: Option<f64>,
+    progress: &dyn autodl_api::PredictProgress,
     device: &B::Device,
     build: F,
 ) -> Result<Vec<PathBuf>, PluginError>
@@ -73,6 +94,7 @@ where
         out_dir,
         |meta| AnchorHead::from_params(opts.clone(), &meta.params),
         score_threshold,
+        progress,
         device,
         build,
     )
@@ -112,12 +134,14 @@ where
 /// scoring at least `score_threshold`, or the model's `score-threshold` (the validation F1
 /// optimum), after NMS at its `nms-iou` (the validation AP optimum). `head` gives the
 /// detector's head from the model's metadata. Returns the label files written.
+#[allow(clippy::too_many_arguments)]
 pub fn predict_with<B, M, H, F>(
     model_dir: &Path,
     images: &[PathBuf],
     out_dir: &Path,
     head: impl FnOnce(&ModelMeta) -> H,
     score_threshold: Option<f64>,
+    progress: &dyn autodl_api::PredictProgress,
     device: &B::Device,
     build: F,
 ) -> Result<Vec<PathBuf>, PluginError>
@@ -133,21 +157,32 @@ where
         score_threshold.unwrap_or_else(|| number_param(&meta.params, "score-threshold", 0.3));
     let nms_iou = number_param(&meta.params, "nms-iou", 0.5) as f32;
     let mut out = DetectionWriter::create(out_dir, &meta.classes)?;
+    let tile = meta.tile_size as usize;
     for (path, stem) in images.iter().zip(autodl_api::files::output_stems(images)) {
-        let raw = infer::read(path, meta.bands)?;
-        let dets = detect_image(&model, &head, &meta, &raw, nms_iou, false, device)?;
-        out.add(path, &stem, &raw, &dets, threshold)?;
+        let mut reader = infer::open_scene(path, meta.bands)?;
+        let (width, height) = (reader.width() as usize, reader.height() as usize);
+        progress.image(path, infer::windows(width, height, tile).len());
+        let dets = detect_image(
+            &model,
+            &head,
+            tile,
+            Scene::new(&mut reader, &meta.mean, &meta.std, false, progress),
+            nms_iou,
+            false,
+            device,
+        )?;
+        out.add(path, &stem, &mut reader, &dets, threshold)?;
     }
     out.finish()
 }
 
 /// An image's boxes as validation finds them: every window, merged with NMS at `nms_iou`, no
-/// score threshold; of the image mirrored left to right when `mirrored`, mirrored back.
+/// score threshold; when the image is seen `mirrored` left to right, mirrored back.
 fn detect_image<B, M, H>(
     model: &M,
     head: &H,
-    meta: &ModelMeta,
-    raw: &autodl_data::RawImage,
+    tile: usize,
+    image: impl WindowSource,
     nms_iou: f32,
     mirrored: bool,
     device: &B::Device,
@@ -158,11 +193,12 @@ where
     H: Sync,
 {
     let mut found = Vec::new();
+    let width = image.width() as f32;
     let windows = infer::detect_windows(
         model,
         head,
-        View::raw(raw, &meta.mean, &meta.std).mirror(mirrored),
-        meta.tile_size as usize,
+        image,
+        tile,
         &[nms_iou],
         |_| None,
         device,
@@ -170,7 +206,7 @@ where
     )?;
     let mut dets = infer::merge_boxes(found, windows, nms_iou);
     if mirrored {
-        let w = raw.width as f32;
+        let w = width;
         for d in &mut dets {
             d.bbox = [w - d.bbox[2], d.bbox[1], w - d.bbox[0], d.bbox[3]];
         }
@@ -200,13 +236,28 @@ where
     let head = head(&meta);
     let nms_iou = number_param(&meta.params, "nms-iou", 0.5) as f32;
     for (i, path) in images.iter().enumerate() {
-        let raw = infer::read(path, meta.bands)?;
-        let dets = detect_image(&model, &head, &meta, &raw, nms_iou, mirrored, device)?;
+        let mut reader = infer::open_scene(path, meta.bands)?;
+        let (width, height) = (reader.width(), reader.height());
+        let dets = detect_image(
+            &model,
+            &head,
+            meta.tile_size as usize,
+            Scene::new(
+                &mut reader,
+                &meta.mean,
+                &meta.std,
+                mirrored,
+                &autodl_api::NoProgress,
+            ),
+            nms_iou,
+            mirrored,
+            device,
+        )?;
         each(
             i,
             autodl_api::Inferred::Boxes {
-                width: raw.width,
-                height: raw.height,
+                width,
+                height,
                 boxes: dets
                     .into_iter()
                     .map(|d| autodl_api::InferredBox {
@@ -265,7 +316,7 @@ impl DetectionWriter {
         &mut self,
         path: &Path,
         stem: &str,
-        raw: &autodl_data::RawImage,
+        scene: &mut autodl_data::SceneReader,
         dets: &[ScoredBox],
         threshold: f64,
     ) -> Result<(), PluginError> {
@@ -283,9 +334,9 @@ impl DetectionWriter {
             stem: stem.to_owned(),
             image: path.to_owned(),
             label: None,
-            width: raw.width,
-            height: raw.height,
-            bands: raw.bands,
+            width: scene.width(),
+            height: scene.height(),
+            bands: scene.bands(),
             boxes: dets
                 .iter()
                 .map(|d| autodl_data::BoxAnn {
@@ -325,7 +376,7 @@ impl DetectionWriter {
         self.written.push(xml_path);
         let names: Vec<String> = self.classes.iter().map(|c| c.name.clone()).collect();
         let png = files.preview;
-        autodl_report::preview_grid(&[(preview_sample(raw, &dets), names)], 1)
+        autodl_report::preview_grid(&[(preview_sample(scene, &dets)?, names)], 1)
             .save(&png)
             .map_err(|e| PluginError::Other(format!("cannot write {}: {e}", png.display())))?;
         let file_name = path
@@ -335,8 +386,8 @@ impl DetectionWriter {
         self.coco.images.push(CocoImage {
             id,
             file_name,
-            width: raw.width,
-            height: raw.height,
+            width: scene.width(),
+            height: scene.height(),
         });
         for d in &dets {
             let bbox = autodl_detection_metrics::coco_bbox(d.bbox);
@@ -451,11 +502,16 @@ fn geojson(
         .collect();
     FeatureCollection {
         kind: "FeatureCollection",
-        crs: georef.epsg.map(|code| NamedCrs {
+        // GDAL names a CRS by its EPSG URN; one known only as WKT is named by the WKT, which
+        // GDAL's GeoJSON reader accepts as a name (any string its SetFromUserInput reads).
+        crs: match (georef.epsg, &georef.wkt) {
+            (Some(code), _) => Some(format!("urn:ogc:def:crs:EPSG::{code}")),
+            (None, Some(wkt)) => Some(wkt.clone()),
+            (None, None) => None,
+        }
+        .map(|name| NamedCrs {
             kind: "name",
-            properties: CrsName {
-                name: format!("urn:ogc:def:crs:EPSG::{code}"),
-            },
+            properties: CrsName { name },
         }),
         features,
     }

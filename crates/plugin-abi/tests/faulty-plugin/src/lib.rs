@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use autodl_api::{
-    NetworkFamily, PluginError, PredictOptions, Progress, Task, TrialResult, TrialSpec,
+    NetworkFamily, PluginError, PredictOptions, PredictProgress, Progress, Task, TrialResult,
+    TrialSpec,
 };
 
 /// A family whose every piece of work panics.
@@ -39,6 +40,7 @@ impl NetworkFamily for Faulty {
         _: &[PathBuf],
         _: &Path,
         _: &PredictOptions,
+        _: &dyn PredictProgress,
     ) -> Result<Vec<PathBuf>, PluginError> {
         panic!("boom in predict");
     }
