@@ -4,6 +4,7 @@
 //! Kept to the standard library and anyhow so it builds in seconds.
 
 mod bench;
+mod new_family;
 mod tidy;
 
 use std::path::PathBuf;
@@ -147,6 +148,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some("bench") => bench::bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("new-family") => new_family::run(&root(), &args[1..]),
         Some("tidy") => {
             if let Err(e) = tidy::run(&root()) {
                 eprintln!("{e:#}");

@@ -30,7 +30,7 @@ pub use registry::{
     ARCGIS_METRIC, AugmentPipelineRegistration, AugmenterRegistration, BatchDeducerRegistration,
     EvaluatorRegistration, NetworkRegistration, TunerRegistration, augment_pipeline,
     augment_pipelines, augmenter, augmenters, batch_deducer, batch_deducers, default_evaluator,
-    evaluator, evaluators, metric_for_task, network, networks, tuner, tuners,
+    evaluator, evaluators, metric_for_task, network, networks, register_network, tuner, tuners,
 };
 pub use types::*;
 

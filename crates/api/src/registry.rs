@@ -23,13 +23,64 @@ macro_rules! registry {
     };
 }
 
-registry!(
-    NetworkRegistration,
-    NetworkFamily,
-    networks,
-    network,
-    "network family"
-);
+/// Registers a network family: `inventory::submit!(NetworkRegistration(&MyFamily));`.
+pub struct NetworkRegistration(pub &'static dyn NetworkFamily);
+
+inventory::collect!(NetworkRegistration);
+
+/// Families registered at run time ([`register_network`]): those of plugin libraries loaded
+/// by path, beside the compiled-in ones.
+static LOADED_NETWORKS: std::sync::RwLock<Vec<&'static dyn NetworkFamily>> =
+    std::sync::RwLock::new(Vec::new());
+
+fn loaded_networks() -> Vec<&'static dyn NetworkFamily> {
+    // A poisoned lock still holds a consistent list: registration pushes one value.
+    LOADED_NETWORKS
+        .read()
+        .map_or_else(|e| e.into_inner().clone(), |l| l.clone())
+}
+
+/// Every registered network family, compiled in or registered at run time, sorted by name.
+pub fn networks() -> Vec<&'static dyn NetworkFamily> {
+    let mut all: Vec<&'static dyn NetworkFamily> = inventory::iter::<NetworkRegistration>
+        .into_iter()
+        .map(|r| r.0)
+        .chain(loaded_networks())
+        .collect();
+    all.sort_by_key(|p| p.name());
+    all
+}
+
+/// The registered network family called `name`, compiled in or registered at run time.
+pub fn network(name: &str) -> Option<&'static dyn NetworkFamily> {
+    inventory::iter::<NetworkRegistration>
+        .into_iter()
+        .map(|r| r.0)
+        .chain(loaded_networks())
+        .find(|p| p.name() == name)
+}
+
+/// Registers a network family at run time (a plugin library loaded by path), beside the
+/// compiled-in ones; every later [`network`] and [`networks`] sees it. Refuses a second family
+/// of the same name, which would make the name ambiguous.
+pub fn register_network(family: &'static dyn NetworkFamily) -> Result<(), crate::PluginError> {
+    let mut loaded = LOADED_NETWORKS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let taken = inventory::iter::<NetworkRegistration>
+        .into_iter()
+        .map(|r| r.0)
+        .chain(loaded.iter().copied())
+        .any(|p| p.name() == family.name());
+    if taken {
+        return Err(crate::PluginError::Other(format!(
+            "a network family called `{}` is already registered",
+            family.name()
+        )));
+    }
+    loaded.push(family);
+    Ok(())
+}
 registry!(
     AugmenterRegistration,
     Augmenter,

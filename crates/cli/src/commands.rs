@@ -127,6 +127,10 @@ pub struct TrainArgs {
     /// prediction picks the same bands from a scene.
     #[arg(long, value_delimiter = ',')]
     bands: Option<Vec<u32>>,
+    /// A network-family plugin library to load (repeatable), besides the pipeline's
+    /// `plugins` and those in the folders of `AUTODL_PLUGIN_PATH`.
+    #[arg(long)]
+    plugin: Vec<PathBuf>,
 }
 
 /// `autodl predict`.
@@ -153,10 +157,52 @@ pub struct PredictArgs {
     /// refuses to overwrite any file).
     #[arg(long)]
     overwrite: bool,
+    /// A network-family plugin library to load (repeatable), besides those in the folders
+    /// of `AUTODL_PLUGIN_PATH`: the one a plugin family's model needs.
+    #[arg(long)]
+    plugin: Vec<PathBuf>,
+}
+
+/// `autodl plugins`.
+#[derive(clap::Args, Debug)]
+pub struct PluginsArgs {
+    /// A network-family plugin library to load and list (repeatable), besides those in the
+    /// folders of `AUTODL_PLUGIN_PATH`.
+    #[arg(long)]
+    plugin: Vec<PathBuf>,
+}
+
+/// Loads the plugin libraries in the folders of `AUTODL_PLUGIN_PATH`, then `explicit`, and
+/// registers their families; a library that cannot be loaded is a usage error (exit code 2).
+fn load_plugins(explicit: &[PathBuf]) -> Outcome {
+    let mut paths = match std::env::var_os(autodl_plugin_abi::host::PATH_VAR) {
+        Some(value) => autodl_plugin_abi::host::search_path(&value).map_err(|e| {
+            Failure::usage(
+                anyhow::Error::new(e)
+                    .context(format!("cannot read {}", autodl_plugin_abi::host::PATH_VAR)),
+            )
+        })?,
+        None => Vec::new(),
+    };
+    paths.extend(explicit.iter().cloned());
+    for path in &paths {
+        autodl_plugin_abi::host::load(path).map_err(Failure::usage)?;
+    }
+    Ok(())
+}
+
+/// `--plugin PATH` for each library loaded, for a child process that must find the same
+/// families.
+pub fn plugin_args() -> Vec<std::ffi::OsString> {
+    autodl_plugin_abi::host::loaded_paths()
+        .into_iter()
+        .flat_map(|p| [std::ffi::OsString::from("--plugin"), p.into_os_string()])
+        .collect()
 }
 
 pub fn check(file: &Path) -> Outcome {
     let pipeline = Pipeline::load(file).map_err(Failure::usage)?;
+    load_plugins(&pipeline.plugins)?;
     autodl_backend::BackendChoice::resolve_name_only(&pipeline.backend).map_err(Failure::usage)?;
     // Networks, their parameters, the metric, tuner, deducer and augmentations against what
     // is compiled in; the data's task is known only when the pipeline says it.
@@ -408,6 +454,7 @@ fn toml_string(s: &str) -> String {
 pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     let started = std::time::Instant::now();
     let mut pipeline = pipeline_for(args)?;
+    load_plugins(&[pipeline.plugins.clone(), args.plugin.clone()].concat())?;
     autodl_backend::BackendChoice::resolve(&pipeline.backend).map_err(Failure::usage)?;
     let mut bars = TrialBars::new(quiet);
 
@@ -533,6 +580,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     let runner = ChildRunner {
         exe,
         grace_secs: 30.0,
+        extra_args: plugin_args(),
     };
     let higher = higher_is_better(&pipeline, task);
     let tuner =
@@ -880,6 +928,7 @@ impl RunLock {
 }
 
 pub fn predict(args: &PredictArgs, quiet: bool) -> Outcome {
+    load_plugins(&args.plugin)?;
     // A package is unpacked into a temporary folder that lives until prediction ends.
     let unpacked = if args.model.extension().is_some_and(|e| e == "dlpk") {
         Some(tempfile::tempdir().context("cannot create a temporary folder")?)
@@ -1019,7 +1068,8 @@ fn check_outputs(images: &[PathBuf], out: &Path, task: Task, overwrite: bool) ->
     Ok(())
 }
 
-pub fn plugins() -> Outcome {
+pub fn plugins(args: &PluginsArgs) -> Outcome {
+    load_plugins(&args.plugin)?;
     outln!("backends: {}", autodl_backend::compiled().join(", "));
     for n in autodl_api::networks() {
         outln!(
@@ -1028,6 +1078,12 @@ pub fn plugins() -> Outcome {
             n.task().to_string(),
             n.backbones().join(", ")
         );
+        if let Some(plugin) = autodl_plugin_abi::host::loaded()
+            .into_iter()
+            .find(|p| autodl_api::NetworkFamily::name(*p) == n.name())
+        {
+            outln!("  from the plugin library {}", plugin.path().display());
+        }
         if n.tuned_backbones() != n.backbones() {
             outln!(
                 "  advanced mode tunes backbones (those with pretrained weights here): {}",
@@ -1154,9 +1210,10 @@ fn report_panics() {
     }));
 }
 
-pub fn trial(spec_path: &Path) -> Outcome {
+pub fn trial(spec_path: &Path, plugins: &[PathBuf]) -> Outcome {
     exit_with_parent();
     report_panics();
+    load_plugins(plugins)?;
     let text = std::fs::read_to_string(spec_path)
         .with_context(|| format!("cannot read {}", spec_path.display()))?;
     let mut spec: TrialSpec = serde_json::from_str(&text)

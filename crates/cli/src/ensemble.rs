@@ -286,7 +286,8 @@ pub fn score(
         .arg("--out")
         .arg(&out)
         .arg("--backend")
-        .arg(backend);
+        .arg(backend)
+        .args(crate::commands::plugin_args());
     if ds.task == Task::Detection {
         // Every box the model keeps, as validation scores them.
         cmd.arg("--score-threshold").arg("0");

@@ -56,6 +56,8 @@ struct Cli {
     quiet: bool,
 }
 
+// Parsed once per process: the size of the largest subcommand's flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Validate a pipeline file without touching a device.
@@ -76,8 +78,9 @@ enum Command {
     /// (COCO AP/AR, VOC AP50, ArcGIS AP at IoU 0.1, precision, recall and F1) or masks
     /// (confusion matrix, mIoU, accuracy, dice).
     Evaluate(evaluate::EvaluateArgs),
-    /// List the compiled-in plugins and backends.
-    Plugins,
+    /// List the compiled-in plugins and backends, and the network families of plugin
+    /// libraries loaded with `--plugin` or from `AUTODL_PLUGIN_PATH`.
+    Plugins(commands::PluginsArgs),
     /// Import pretrained backbone weights (torchvision or timm ImageNet checkpoints) and list
     /// the weights each backbone starts from.
     Weights {
@@ -96,6 +99,9 @@ enum Command {
         /// The trial spec written by the orchestrator.
         #[arg(long)]
         spec: PathBuf,
+        /// A plugin library the orchestrator loaded, to load here too.
+        #[arg(long)]
+        plugin: Vec<PathBuf>,
     },
 }
 
@@ -165,7 +171,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train(&args, cli.quiet),
         Command::Predict(args) => commands::predict(&args, cli.quiet),
         Command::Evaluate(args) => evaluate::evaluate(&args),
-        Command::Plugins => commands::plugins(),
+        Command::Plugins(args) => commands::plugins(&args),
         Command::Weights {
             command: WeightsCommand::Import(args),
         } => weights::import(&args, cli.quiet),
@@ -178,7 +184,7 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Families(args),
         } => bench::bench_families(&args),
-        Command::Trial { spec } => commands::trial(&spec),
+        Command::Trial { spec, plugin } => commands::trial(&spec, &plugin),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,6 +40,11 @@ pub struct Pipeline {
     /// Output folder; relative paths are taken from the pipeline file's folder.
     #[serde(default)]
     pub out: Option<PathBuf>,
+    /// Network-family plugin libraries (each a `cdylib` exporting `autodl_plugin_v1`, built
+    /// with `autodl-plugin-sdk`) to load before the networks are planned; relative paths are
+    /// taken from the pipeline file's folder.
+    #[serde(default)]
+    pub plugins: Vec<PathBuf>,
     /// Where the data is and how to read it.
     pub data: DataSection,
     /// How to train.
@@ -692,6 +697,9 @@ impl Pipeline {
         if let Some(model) = &pipeline.train.pretrained_model {
             pipeline.train.pretrained_model = Some(base.join(model));
         }
+        for plugin in &mut pipeline.plugins {
+            *plugin = base.join(&*plugin);
+        }
         Ok(pipeline)
     }
 
@@ -912,6 +920,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("data.bands"), "{msg}");
+    }
+
+    #[test]
+    fn plugin_libraries_are_a_list_of_paths() {
+        let text = "version = 1\nplugins = [\"libs/libmy.so\"]\n[data]\npath = \"d\"\n";
+        let p = Pipeline::parse(text, Path::new("p.toml")).unwrap();
+        assert_eq!(p.plugins, vec![PathBuf::from("libs/libmy.so")]);
+        assert!(
+            Pipeline::parse(MINIMAL, Path::new("p.toml"))
+                .unwrap()
+                .plugins
+                .is_empty()
+        );
+        let one = "version = 1\nplugins = \"libmy.so\"\n[data]\npath = \"d\"\n";
+        assert!(Pipeline::parse(one, Path::new("p.toml")).is_err());
     }
 
     #[test]

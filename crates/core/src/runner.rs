@@ -64,6 +64,9 @@ pub struct ChildRunner {
     pub exe: PathBuf,
     /// Seconds a trial may overrun its budget before it is killed.
     pub grace_secs: f64,
+    /// Arguments after `trial --spec FILE`: the plugin libraries the child must load too
+    /// (`--plugin PATH`), so that it finds the families the plan names.
+    pub extra_args: Vec<std::ffi::OsString>,
 }
 
 fn failed(reason: String, metric: &str) -> TrialResult {
@@ -145,6 +148,7 @@ impl TrialRunner for ChildRunner {
             .arg("trial")
             .arg("--spec")
             .arg(spec_path)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -69,6 +69,7 @@ fn a_dying_child_process_is_recorded_and_the_run_goes_on() {
     let runner = ChildRunner {
         exe: PathBuf::from("/bin/sh"),
         grace_secs: 5.0,
+        extra_args: Vec::new(),
     };
     let board = run_plan(
         &plan(dir.path(), &["a", "b"]),

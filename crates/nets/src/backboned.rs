@@ -575,15 +575,15 @@ macro_rules! __network_family {
         $(#[$doc])*
         pub struct $family;
 
-        ::autodl_api::inventory::submit!(::autodl_api::NetworkRegistration(&$family));
+        $crate::__api::inventory::submit!($crate::__api::NetworkRegistration(&$family));
 
-        impl ::autodl_api::NetworkFamily for $family {
+        impl $crate::__api::NetworkFamily for $family {
             fn name(&self) -> &'static str {
                 $name
             }
 
-            fn task(&self) -> ::autodl_api::Task {
-                ::autodl_api::Task::$task
+            fn task(&self) -> $crate::__api::Task {
+                $crate::__api::Task::$task
             }
 
             fn backbones(&self) -> &'static [&'static str] {
@@ -594,7 +594,7 @@ macro_rules! __network_family {
                 $crate::backboned::pretrained_backbones()
             }
 
-            fn params(&self) -> Vec<::autodl_api::ParamDecl> {
+            fn params(&self) -> Vec<$crate::__api::ParamDecl> {
                 $params
             }
 
@@ -604,13 +604,13 @@ macro_rules! __network_family {
 
             fn train(
                 &self,
-                $spec: &::autodl_api::TrialSpec,
-                $progress: &dyn ::autodl_api::Progress,
-            ) -> Result<::autodl_api::TrialResult, ::autodl_api::PluginError> {
-                let choice = ::autodl_backend::BackendChoice::resolve(&$spec.backend)
-                    .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?;
-                ::autodl_backend::with_backend!(choice, |$B, $device| $train)
-                    .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?
+                $spec: &$crate::__api::TrialSpec,
+                $progress: &dyn $crate::__api::Progress,
+            ) -> Result<$crate::__api::TrialResult, $crate::__api::PluginError> {
+                let choice = $crate::__backend::BackendChoice::resolve(&$spec.backend)
+                    .map_err(|e| $crate::__api::PluginError::Other(e.to_string()))?;
+                $crate::__backend::with_backend!(choice, |$B, $device| $train)
+                    .map_err(|e| $crate::__api::PluginError::Other(e.to_string()))?
             }
 
             fn predict(
@@ -618,37 +618,37 @@ macro_rules! __network_family {
                 $model_dir: &::std::path::Path,
                 $images: &[::std::path::PathBuf],
                 $out_dir: &::std::path::Path,
-                $options: &::autodl_api::PredictOptions,
-                $progress2: &dyn ::autodl_api::PredictProgress,
-            ) -> Result<Vec<::std::path::PathBuf>, ::autodl_api::PluginError> {
-                let choice = ::autodl_backend::BackendChoice::resolve(&$options.backend)
-                    .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?;
+                $options: &$crate::__api::PredictOptions,
+                $progress2: &dyn $crate::__api::PredictProgress,
+            ) -> Result<Vec<::std::path::PathBuf>, $crate::__api::PluginError> {
+                let choice = $crate::__backend::BackendChoice::resolve(&$options.backend)
+                    .map_err(|e| $crate::__api::PluginError::Other(e.to_string()))?;
                 // Inference runs on the backend without autodiff, as validation does: on an
                 // autodiff backend batch norm would normalise with each image's own statistics.
-                ::autodl_backend::with_backend!(choice, |Trainable, $device2| {
+                $crate::__backend::with_backend!(choice, |Trainable, $device2| {
                     #[allow(dead_code)]
-                    type $B2 = <Trainable as ::autodl_backend::burn::tensor::backend::AutodiffBackend>::InnerBackend;
+                    type $B2 = <Trainable as $crate::__backend::burn::tensor::backend::AutodiffBackend>::InnerBackend;
                     $predict
                 })
-                .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?
+                .map_err(|e| $crate::__api::PluginError::Other(e.to_string()))?
             }
 
             fn infer(
                 &self,
                 $model_dir3: &::std::path::Path,
                 $images3: &[::std::path::PathBuf],
-                $options3: &::autodl_api::PredictOptions,
-                $each: &mut dyn FnMut(usize, ::autodl_api::Inferred) -> Result<(), ::autodl_api::PluginError>,
-            ) -> Result<(), ::autodl_api::PluginError> {
-                let choice = ::autodl_backend::BackendChoice::resolve(&$options3.backend)
-                    .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?;
+                $options3: &$crate::__api::PredictOptions,
+                $each: &mut dyn FnMut(usize, $crate::__api::Inferred) -> Result<(), $crate::__api::PluginError>,
+            ) -> Result<(), $crate::__api::PluginError> {
+                let choice = $crate::__backend::BackendChoice::resolve(&$options3.backend)
+                    .map_err(|e| $crate::__api::PluginError::Other(e.to_string()))?;
                 // On the backend without autodiff, as `predict` (and validation) run.
-                ::autodl_backend::with_backend!(choice, |Trainable, $device3| {
+                $crate::__backend::with_backend!(choice, |Trainable, $device3| {
                     #[allow(dead_code)]
-                    type $B3 = <Trainable as ::autodl_backend::burn::tensor::backend::AutodiffBackend>::InnerBackend;
+                    type $B3 = <Trainable as $crate::__backend::burn::tensor::backend::AutodiffBackend>::InnerBackend;
                     $infer
                 })
-                .map_err(|e| ::autodl_api::PluginError::Other(e.to_string()))?
+                .map_err(|e| $crate::__api::PluginError::Other(e.to_string()))?
             }
         }
     };

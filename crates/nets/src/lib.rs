@@ -6,5 +6,11 @@
 //! `autodl-train` does not depend on the backbones plugin.
 
 pub mod backboned;
+// The family macros name these through `$crate`, so that a family crate (an out-of-tree plugin
+// reaching them through `autodl-plugin-sdk`) needs no dependency of its own on either.
+#[doc(hidden)]
+pub use autodl_api as __api;
+#[doc(hidden)]
+pub use autodl_backend as __backend;
 pub mod layers;
 pub mod roi_align;
