@@ -112,6 +112,16 @@ pub fn read_georef(image: &Path) -> Result<Option<GeoRef>, DataError> {
         g.epsg = epsg_of_wkt(&wkt);
         g.wkt = Some(wkt);
     }
+    // The formats GDAL reads beyond GeoTIFF, PNG and JPEG, when built with it.
+    #[cfg(feature = "gdal")]
+    if georef.is_none()
+        && !matches!(
+            crate::files::ext_lower(image).as_str(),
+            "png" | "jpg" | "jpeg" | "tif" | "tiff"
+        )
+    {
+        georef = crate::scene::gdal_georef(image);
+    }
     Ok(georef)
 }
 

@@ -45,6 +45,9 @@ enum Source {
     Whole(RawImage),
     /// Read chunk by chunk.
     Chunks(Box<Chunked>),
+    /// Read through GDAL, a band of rows at a time.
+    #[cfg(feature = "gdal")]
+    Gdal(Box<gdal_rows::GdalRows>),
 }
 
 #[derive(Debug)]
@@ -100,6 +103,13 @@ impl SceneReader {
             }
         }
         if !(magic.starts_with(b"II*\0") || magic.starts_with(b"MM\0*")) {
+            #[cfg(feature = "gdal")]
+            if !matches!(
+                crate::files::ext_lower(path).as_str(),
+                "png" | "jpg" | "jpeg"
+            ) {
+                return gdal_rows::open(path);
+            }
             return Self::whole(path);
         }
         let file = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
@@ -186,7 +196,12 @@ impl SceneReader {
 
     /// Whether the scene is read band by band (`false`: it was decoded whole).
     pub fn streamed(&self) -> bool {
-        matches!(self.source, Source::Chunks(_))
+        match self.source {
+            Source::Whole(_) => false,
+            Source::Chunks(_) => true,
+            #[cfg(feature = "gdal")]
+            Source::Gdal(_) => true,
+        }
     }
 
     /// Rows `y0..y0 + rows` (clipped to the image), full width: the block already held when
@@ -197,6 +212,8 @@ impl SceneReader {
         let rows = rows.min(height - y0);
         match &mut self.source {
             Source::Whole(image) => Ok(RowBlock { image, row0: 0 }),
+            #[cfg(feature = "gdal")]
+            Source::Gdal(g) => g.rows(&self.path, y0, rows),
             Source::Chunks(c) => {
                 if !c
                     .held
@@ -445,3 +462,147 @@ fn copy_chunk(dst: &mut DecodingResult, src: &DecodingResult, p: &Place) -> Opti
     }
     Some(())
 }
+
+/// Scenes in the formats GDAL reads (the `gdal` feature).
+#[cfg(feature = "gdal")]
+mod gdal_rows {
+    use std::path::Path;
+
+    use tiff::decoder::DecodingResult;
+
+    use super::{RowBlock, SceneReader, Source};
+    use crate::DataError;
+    use crate::image_io::RawImage;
+
+    pub(super) struct GdalRows {
+        ds: gdal::Dataset,
+        held: Option<(usize, usize)>,
+        block: RawImage,
+    }
+
+    impl std::fmt::Debug for GdalRows {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("GdalRows")
+                .field("held", &self.held)
+                .finish_non_exhaustive()
+        }
+    }
+
+    fn err(path: &Path, e: gdal::errors::GdalError) -> DataError {
+        DataError::Decode {
+            path: path.to_owned(),
+            reason: format!("GDAL: {e}"),
+        }
+    }
+
+    /// Opens `path` with GDAL; its no-data value is band 1's.
+    pub(super) fn open(path: &Path) -> Result<SceneReader, DataError> {
+        let ds = gdal::Dataset::open(path).map_err(|e| err(path, e))?;
+        let (w, h) = ds.raster_size();
+        let bands = ds.raster_count();
+        if bands == 0 {
+            return Err(DataError::Unsupported {
+                path: path.to_owned(),
+                reason: "GDAL finds no raster band".into(),
+            });
+        }
+        let band = ds.rasterband(1).map_err(|e| err(path, e))?;
+        let bit_depth = band.band_type().bits();
+        let nodata = band.no_data_value();
+        let (width, height) = (
+            u32::try_from(w).map_err(|_| too_large(path))?,
+            u32::try_from(h).map_err(|_| too_large(path))?,
+        );
+        if u64::from(width) * u64::from(height) > super::MAX_SCENE_PIXELS {
+            return Err(too_large(path));
+        }
+        Ok(SceneReader {
+            nodata,
+            path: path.to_owned(),
+            width,
+            height,
+            bands: bands as u32,
+            bit_depth,
+            source: Source::Gdal(Box::new(GdalRows {
+                ds,
+                held: None,
+                block: RawImage {
+                    width,
+                    height: 0,
+                    bands: bands as u32,
+                    bit_depth,
+                    planar: true,
+                    data: DecodingResult::F32(Vec::new()),
+                },
+            })),
+        })
+    }
+
+    fn too_large(path: &Path) -> DataError {
+        DataError::Unsupported {
+            path: path.to_owned(),
+            reason: format!("image too large: over {} pixels", super::MAX_SCENE_PIXELS),
+        }
+    }
+
+    impl GdalRows {
+        /// Rows `y0..y0 + rows`, every band, as `f32` band planes.
+        pub(super) fn rows(
+            &mut self,
+            path: &Path,
+            y0: usize,
+            rows: usize,
+        ) -> Result<RowBlock<'_>, DataError> {
+            if !self
+                .held
+                .is_some_and(|(first, n)| first <= y0 && y0 + rows <= first + n)
+            {
+                let width = self.block.width as usize;
+                let mut data = Vec::with_capacity(width * rows * self.block.bands as usize);
+                for b in 1..=self.block.bands as usize {
+                    let band = self.ds.rasterband(b).map_err(|e| err(path, e))?;
+                    let buf = band
+                        .read_as::<f32>((0, y0 as isize), (width, rows), (width, rows), None)
+                        .map_err(|e| err(path, e))?;
+                    data.extend_from_slice(buf.data());
+                }
+                self.block.height = rows as u32;
+                self.block.data = DecodingResult::F32(data);
+                self.held = Some((y0, rows));
+            }
+            let row0 = self.held.map_or(0, |(first, _)| first);
+            Ok(RowBlock {
+                image: &self.block,
+                row0,
+            })
+        }
+    }
+
+    /// The georeference GDAL finds for `path` (its transform, and the CRS's EPSG code when
+    /// GDAL knows one, and its WKT), or `None` without a transform.
+    pub(crate) fn georef(path: &Path) -> Option<crate::GeoRef> {
+        let ds = gdal::Dataset::open(path).ok()?;
+        let transform = ds.geo_transform().ok()?;
+        let mut srs = ds.spatial_ref().ok();
+        if let Some(s) = &mut srs {
+            // A CRS given by its parameters (an ENVI map info, say) gets its EPSG code when
+            // GDAL recognises it; failing that it stays WKT.
+            let _ = s.auto_identify_epsg();
+        }
+        let epsg = srs.as_ref().and_then(|s| {
+            (s.auth_name().as_deref() == Some("EPSG"))
+                .then(|| s.auth_code().ok())
+                .flatten()
+                .and_then(|c| u32::try_from(c).ok())
+        });
+        let wkt = srs.and_then(|s| s.to_wkt().ok());
+        Some(crate::GeoRef {
+            transform,
+            epsg,
+            wkt,
+        })
+    }
+}
+
+#[cfg(feature = "gdal")]
+pub(crate) use gdal_rows::georef as gdal_georef;

@@ -92,3 +92,60 @@ fn a_truncated_tiff_names_the_file() {
         .to_string();
     assert!(err.contains("cut.tif"), "{err}");
 }
+
+/// An ENVI raster (band-sequential 16-bit samples and a text header with its map info), a
+/// format only GDAL reads here: with the `gdal` feature it reads band by band, with its
+/// georeference.
+#[cfg(feature = "gdal")]
+#[test]
+fn a_format_gdal_reads_is_a_scene_with_its_georeference() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scene.dat");
+    let bands = 3;
+    let mut raw = Vec::new();
+    for b in 0..bands {
+        for y in 0..H {
+            for x in 0..W {
+                raw.extend((value(b, y, x, 65521) as u16).to_le_bytes());
+            }
+        }
+    }
+    std::fs::write(&path, raw).unwrap();
+    std::fs::write(
+        dir.path().join("scene.hdr"),
+        format!(
+            "ENVI\nsamples = {W}\nlines = {H}\nbands = {bands}\nheader offset = 0\n\
+             file type = ENVI Standard\ndata type = 12\ninterleave = bsq\nbyte order = 0\n\
+             map info = {{UTM, 1, 1, 500000, 4000000, 0.5, 0.5, 17, North, WGS-84}}\n"
+        ),
+    )
+    .unwrap();
+    let mut scene = SceneReader::open(&path).unwrap();
+    assert!(scene.streamed());
+    assert_eq!(
+        (
+            scene.width(),
+            scene.height(),
+            scene.bands(),
+            scene.bit_depth()
+        ),
+        (W as u32, H as u32, 3, 16)
+    );
+    for (y0, rows) in [(0, 16), (40, 30)] {
+        let block = scene.rows(y0, rows).unwrap();
+        for b in 0..bands {
+            for y in y0..(y0 + rows).min(H) {
+                let mut got = vec![0f32; W];
+                block.band_row(b, y, 0, &mut got);
+                let want: Vec<f32> = (0..W).map(|x| value(b, y, x, 65521)).collect();
+                assert_eq!(got, want, "band {b} row {y}");
+            }
+        }
+    }
+    let g = autodl_data::read_georef(&path)
+        .unwrap()
+        .expect("a georeference");
+    assert_eq!(g.transform, [500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5]);
+    // GDAL recognises the map info's UTM zone 17 North on WGS 84.
+    assert_eq!(g.epsg, Some(32617), "{:?}", g.wkt);
+}
