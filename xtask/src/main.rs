@@ -158,7 +158,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|tidy|bench [--backend cpu,cuda] [--suite smoke|full]|bench [--backend cpu|cuda] [--steps N] [augment|coco|backbones|unet|retinanet|train]...|fuzz [--seconds N] [TARGET...]>\n  test   rustfmt, clippy and tidy, check the CUDA build, then run every test (CI runs this)\n  tidy   check the architecture invariants (plugin names, backends, typed JSON, lints, docs)\n  bench  the suite (every family, augmentation, evaluation; default full) or the benchmarks named, beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)"
+                "usage: cargo xtask <test|tidy|bench [--backend cpu,cuda] [--suite smoke|full]|bench [--backend cpu|cuda] [--steps N] [augment|coco|backbones|unet|retinanet|train]...|fuzz [--seconds N] [TARGET...]|new-family NAME [--out-of-tree DIR]>\n  test   rustfmt, clippy and tidy, check the CUDA build, then run every test (CI runs this)\n  tidy   check the architecture invariants (plugin names, backends, typed JSON, lints, docs)\n  bench  the suite (every family, augmentation, evaluation; default full) or the benchmarks named, beside their Python baselines\n  fuzz   build the fuzzer with coverage and run every target (default 600 s each)\n  new-family  scaffold a network family in plugins/NAME, or as a plugin project in DIR"
             );
             std::process::exit(2)
         }
