@@ -5,22 +5,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn autodl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autodl"))
-        .args(args)
-        .output()
-        .expect("run autodl")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{autodl, text};
 
 const SIZE: u32 = 64;
 

@@ -3,24 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+
+mod common;
+use common::{autodl, text};
 
 use autodl_conformance::bench::{BackendStatus, BenchReport};
-
-fn autodl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autodl"))
-        .args(args)
-        .output()
-        .expect("run autodl")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn the_smoke_suite_measures_a_family_and_writes_its_report() {

@@ -6,12 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn autodl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autodl"))
-        .args(args)
-        .output()
-        .expect("run autodl")
-}
+mod common;
+use common::{autodl, text};
 
 /// Runs autodl with `AUTODL_WEIGHTS_DIR` pointing at a corrupt `resnet18.safetensors`, so
 /// that every resnet18 trial fails at run time, as a real broken weights file makes it.
@@ -28,14 +24,6 @@ fn autodl_with_broken_weights(args: &[&str], dir: &Path) -> Output {
         .env("AUTODL_WEIGHTS_DIR", &weights)
         .output()
         .expect("run autodl")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The child processes of `pid`, from `/proc`.

@@ -8,6 +8,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+mod common;
+use common::text;
 use std::sync::OnceLock;
 
 fn repo() -> PathBuf {
@@ -27,14 +30,6 @@ fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.env("CARGO_TARGET_DIR", target_dir());
     cmd
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn run(cmd: &mut Command) -> Output {
