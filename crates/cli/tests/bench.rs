@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-
 mod common;
 use common::{autodl, text};
 
