@@ -11,7 +11,7 @@ use autodl_data::{Format, OnBadSample, ReadOptions};
 use crate::Failure;
 use crate::progress::{TrialBars, spinner};
 
-type Outcome = Result<(), Failure>;
+pub type Outcome = Result<(), Failure>;
 
 /// `autodl data inspect`.
 #[derive(clap::Args, Debug)]
@@ -131,6 +131,22 @@ pub struct TrainArgs {
     /// `plugins` and those in the folders of `AUTODL_PLUGIN_PATH`.
     #[arg(long)]
     plugin: Vec<PathBuf>,
+    /// Where the study (every trial and its result) lives: `sqlite://PATH` or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (default: `AUTODL_STUDY`, else
+    /// `study.sqlite` in the output folder).
+    #[arg(long)]
+    study: Option<String>,
+    /// Train through `autodl worker` processes sharing the study: N started here, besides any
+    /// started elsewhere; 0 plans the study and waits for workers started elsewhere.
+    #[arg(long)]
+    workers: Option<u32>,
+    /// Seconds without a worker's heartbeat after which its trial is claimed again
+    /// (default 60).
+    #[arg(long)]
+    lease: Option<f64>,
+    /// Most starts of one trial whose workers are lost (default 3).
+    #[arg(long)]
+    max_attempts: Option<u32>,
 }
 
 /// `autodl predict`.
@@ -174,7 +190,7 @@ pub struct PluginsArgs {
 
 /// Loads the plugin libraries in the folders of `AUTODL_PLUGIN_PATH`, then `explicit`, and
 /// registers their families; a library that cannot be loaded is a usage error (exit code 2).
-fn load_plugins(explicit: &[PathBuf]) -> Outcome {
+pub fn load_plugins(explicit: &[PathBuf]) -> Outcome {
     let mut paths = match std::env::var_os(autodl_plugin_abi::host::PATH_VAR) {
         Some(value) => autodl_plugin_abi::host::search_path(&value).map_err(|e| {
             Failure::usage(
@@ -444,6 +460,26 @@ fn pipeline_for(args: &TrainArgs) -> Result<Pipeline, Failure> {
     if let Some(o) = &args.out {
         p.out = Some(o.clone());
     }
+    if let Some(u) = &args.study {
+        p.study.url = Some(u.clone());
+    }
+    if let Some(w) = args.workers {
+        p.study.workers = Some(w);
+    }
+    if let Some(l) = args.lease {
+        if !(l >= 1.0 && l.is_finite()) {
+            return Err(Failure::usage(anyhow!(
+                "--lease takes seconds, at least 1, found {l}"
+            )));
+        }
+        p.study.lease_secs = l;
+    }
+    if let Some(m) = args.max_attempts {
+        if m == 0 {
+            return Err(Failure::usage(anyhow!("--max-attempts must be at least 1")));
+        }
+        p.study.max_attempts = m;
+    }
     Ok(p)
 }
 
@@ -581,6 +617,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         exe,
         grace_secs: 30.0,
         extra_args: plugin_args(),
+        cancel: Default::default(),
     };
     let higher = higher_is_better(&pipeline, task);
     let tuner =
@@ -597,6 +634,7 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         tune_top: pipeline.tune.top as usize,
         max_tuning_trials: pipeline.tune.max_trials as usize,
         halving: pipeline.train.budget_schedule == BudgetSchedule::Halving,
+        study: crate::study::url_of(&pipeline)?,
         pruner: (pipeline.tune.pruner.value == "asha").then(|| {
             autodl_core::Pruner::with(
                 pipeline.tune.prune_eta as usize,
@@ -604,12 +642,21 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
             )
         }),
     };
-    let mut board = autodl_core::run_plan(
-        &plan,
-        &runner,
-        &mut |spec, ev| bars.event(spec, ev),
-        &options,
-    )?;
+    let mut board = match pipeline.study.workers {
+        None => autodl_core::run_plan(
+            &plan,
+            &runner,
+            &mut |spec, ev| bars.event(spec, ev),
+            &options,
+        )?,
+        Some(n) => {
+            let url = options
+                .study
+                .clone()
+                .unwrap_or_else(|| autodl_core::StudyUrl::in_folder(&out));
+            crate::study::coordinate(&plan, &url, n, &pipeline, &options, &runner.exe, &mut bars)?
+        }
+    };
     bars.finish();
     board.rank();
     if board.best().is_none() && out.join("leaderboard.json").is_file() {

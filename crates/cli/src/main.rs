@@ -22,6 +22,7 @@ mod ensemble;
 mod evaluate;
 mod progress;
 mod report;
+mod study;
 mod weights;
 
 use std::path::PathBuf;
@@ -93,6 +94,9 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Claim and train the trials of a study shared with other workers (started by
+    /// `autodl train --study URL --workers N`, or on other machines: see deploy/).
+    Worker(study::WorkerArgs),
     /// Run one trial from a JSON spec (used by `train`, one child process per trial).
     #[command(hide = true)]
     Trial {
@@ -184,6 +188,7 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Families(args),
         } => bench::bench_families(&args),
+        Command::Worker(args) => study::worker(&args, cli.quiet),
         Command::Trial { spec, plugin } => commands::trial(&spec, &plugin),
     };
     match outcome {

@@ -65,6 +65,9 @@ pub struct Pipeline {
     /// Flip test-time augmentation and ensembles of the best models, tried after ranking.
     #[serde(default)]
     pub ensemble: EnsembleSection,
+    /// Where the study lives and who trains it.
+    #[serde(default)]
+    pub study: StudySection,
     /// Each network family's own parameters, `[params.<family>]`, checked against what the
     /// family declares.
     #[serde(default)]
@@ -431,6 +434,46 @@ pub struct EnsembleSection {
     pub keep: EnsembleKeep,
 }
 
+/// `[study]`: the store of the run's trials, and workers sharing it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StudySection {
+    /// `sqlite://PATH` or `postgres://USER@HOST/DATABASE`; default `study.sqlite` in the output
+    /// folder.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Train through workers (`autodl worker`): this many started here, besides any started
+    /// elsewhere on the same study; 0 plans the study and waits for workers started elsewhere.
+    /// Absent: this process trains every trial itself.
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// Seconds without a worker's heartbeat after which its trial is claimed again.
+    #[serde(default = "default_lease")]
+    pub lease_secs: f64,
+    /// Most starts of one trial when its workers are lost.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_lease() -> f64 {
+    60.0
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+impl Default for StudySection {
+    fn default() -> Self {
+        StudySection {
+            url: None,
+            workers: None,
+            lease_secs: default_lease(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
 /// Which ensemble candidates become leaderboard rows.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -792,6 +835,15 @@ impl Pipeline {
         }
         if let Auto::Fixed(0) = self.train.batch_size {
             return Err("train.batch-size must be at least 1".to_owned());
+        }
+        if !(self.study.lease_secs >= 1.0 && self.study.lease_secs.is_finite()) {
+            return Err(format!(
+                "study.lease-secs must be at least 1 second, found {}",
+                self.study.lease_secs
+            ));
+        }
+        if self.study.max_attempts == 0 {
+            return Err("study.max-attempts must be at least 1".to_owned());
         }
         if let Auto::Fixed(lr) = self.train.learning_rate
             && !(lr > 0.0 && lr.is_finite())

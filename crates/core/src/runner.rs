@@ -7,7 +7,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use autodl_api::{STOP_FILE, TrialResult, TrialSpec, TrialStatus};
@@ -44,6 +45,9 @@ pub enum RunError {
     /// A file a trial left (its checkpoint) or a study record is not what its type says.
     #[error(transparent)]
     Contract(#[from] autodl_api::ContractError),
+    /// The study store failed.
+    #[error(transparent)]
+    Study(#[from] crate::study::StudyError),
 }
 
 /// Runs one trial and reports its events; a failure of the trial is a `Failed` result, not an
@@ -67,6 +71,9 @@ pub struct ChildRunner {
     /// Arguments after `trial --spec FILE`: the plugin libraries the child must load too
     /// (`--plugin PATH`), so that it finds the families the plan names.
     pub extra_args: Vec<std::ffi::OsString>,
+    /// Set from another thread to kill the running trial (a worker that lost its hold on
+    /// the trial); its result is then a failure saying so.
+    pub cancel: Arc<AtomicBool>,
 }
 
 fn failed(reason: String, metric: &str) -> TrialResult {
@@ -199,7 +206,12 @@ impl TrialRunner for ChildRunner {
         let mut result = None;
         let mut panicked = None;
         let mut killed = false;
+        let mut cancelled = false;
         loop {
+            if self.cancel.load(Ordering::Relaxed) && !cancelled {
+                let _ = child.kill();
+                cancelled = true;
+            }
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(Event::Result(r)) => result = Some(r),
                 Ok(Event::Panicked {
@@ -219,6 +231,12 @@ impl TrialRunner for ChildRunner {
         let status = child.wait();
         let _ = reader.join();
         let stderr = err_reader.join().unwrap_or_default();
+        if cancelled {
+            return failed(
+                "cancelled: this worker lost its hold on the trial".to_owned(),
+                "metric",
+            );
+        }
         if killed {
             return failed(
                 format!(
@@ -334,6 +352,8 @@ pub struct RunOptions<'a> {
     /// Basic mode by successive halving across networks ([`run_plan`]); `false` gives every
     /// network an equal share in turn.
     pub halving: bool,
+    /// Where the study lives; `None`: `study.sqlite` in the output folder.
+    pub study: Option<crate::study::StudyUrl>,
 }
 
 /// The search space advanced mode explores for a family.
@@ -370,7 +390,7 @@ pub fn search_space(family: &str) -> autodl_api::SearchSpace {
 
 /// Applies tuned parameters to a trial spec; the family's own are checked against its
 /// declaration (a tuner's real value for a whole-number parameter is rounded).
-fn apply(spec: &mut TrialSpec, params: &autodl_api::Params) -> Result<(), String> {
+pub(crate) fn apply(spec: &mut TrialSpec, params: &autodl_api::Params) -> Result<(), String> {
     use autodl_api::ParamValue;
     for (k, v) in params {
         match (k.as_str(), v) {
@@ -414,7 +434,10 @@ pub fn run_plan(
     for (name, reason) in &plan.skipped {
         board.push_skipped(name, "", reason);
     }
-    let study = crate::study::Study::open(&plan.out)?;
+    let study = match &options.study {
+        Some(url) => crate::study::Study::connect(url)?,
+        None => crate::study::Study::open(&plan.out)?,
+    };
     let sign = if options.higher_is_better { 1.0 } else { -1.0 };
     let mut pruner = options.pruner.clone();
     let mut results: Vec<(TrialSpec, TrialResult)> = Vec::new();
@@ -696,6 +719,25 @@ fn run_resumable(
     if share < 5.0 {
         return Ok(None);
     }
+    let mut result = run_trial(base, share, runner, on_event, pruner)?;
+    // A later rung's time adds to what the earlier rungs spent.
+    if let Some((_, done)) = &earlier {
+        result.1.train_secs += done.train_secs;
+    }
+    record(study, &result.0, &result.1)?;
+    Ok(Some(result.1))
+}
+
+/// Runs trial `base` with `share` seconds, stopped early by `pruner` if given. A trial that
+/// runs out of memory is restarted once at half its batch size, from its checkpoint when it
+/// has one. Gives the spec it last ran with and its result.
+pub(crate) fn run_trial(
+    base: &TrialSpec,
+    share: f64,
+    runner: &dyn TrialRunner,
+    on_event: &mut dyn FnMut(&TrialSpec, &Event),
+    pruner: Option<(&Pruner, f64)>,
+) -> Result<(TrialSpec, TrialResult), RunError> {
     std::fs::create_dir_all(&base.out_dir).map_err(io(&base.out_dir))?;
     let _ = std::fs::remove_file(base.out_dir.join(STOP_FILE));
     let mut spec = base.clone();
@@ -751,12 +793,7 @@ fn run_resumable(
             result = run_one(runner, &spec, &mut watch)?;
         }
     }
-    // A later rung's time adds to what the earlier rungs spent.
-    if let Some((_, done)) = &earlier {
-        result.train_secs += done.train_secs;
-    }
-    record(study, &spec, &result)?;
-    Ok(Some(result))
+    Ok((spec, result))
 }
 
 /// Records a trial's outcome in the study and as `result.json` in its folder. Every outcome
@@ -775,7 +812,7 @@ fn record(
 
 /// The epoch and batch size of a trial folder's `checkpoint.json`, written by the training loop
 /// after every epoch; `None` when the trial finished no epoch.
-fn read_checkpoint(dir: &std::path::Path) -> Result<Option<(u32, u32)>, RunError> {
+pub(crate) fn read_checkpoint(dir: &std::path::Path) -> Result<Option<(u32, u32)>, RunError> {
     Ok(autodl_api::Checkpoint::load(dir)?
         .map(|c| (c.epoch, u32::try_from(c.batch_size).unwrap_or(u32::MAX))))
 }

@@ -58,6 +58,7 @@ fn basic() -> RunOptions<'static> {
         max_tuning_trials: 0,
         pruner: None,
         halving: false,
+        study: None,
     }
 }
 
@@ -70,6 +71,7 @@ fn a_dying_child_process_is_recorded_and_the_run_goes_on() {
         exe: PathBuf::from("/bin/sh"),
         grace_secs: 5.0,
         extra_args: Vec::new(),
+        cancel: Default::default(),
     };
     let board = run_plan(
         &plan(dir.path(), &["a", "b"]),
@@ -277,6 +279,7 @@ fn advanced_mode_prunes_weak_trials_before_their_last_epoch() {
         max_tuning_trials: 4,
         pruner: Some(Pruner::new()),
         halving: false,
+        study: None,
     };
     let board = run_plan(&plan(dir.path(), &["a"]), &Curves, &mut |_, _| {}, &options).unwrap();
     assert_eq!(
@@ -309,6 +312,7 @@ fn pruning_follows_the_metric_direction_and_can_be_switched_off() {
         max_tuning_trials: 4,
         pruner: Some(Pruner::new()),
         halving: false,
+        study: None,
     };
     let board = run_plan(&plan(dir.path(), &["a"]), &Losses, &mut |_, _| {}, &options).unwrap();
     let pruned: Vec<_> = board.rows.iter().filter(|r| r.status == "pruned").collect();

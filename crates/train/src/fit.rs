@@ -15,7 +15,7 @@ use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::rngs::StdRng;
@@ -149,6 +149,12 @@ pub use autodl_api::{CHECKPOINT, Checkpoint};
 
 fn checkpoint_stem(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("checkpoint")
+}
+
+/// The optimiser's state (Adam's moments and step count) beside the checkpoint, so that a
+/// resumed trial takes the very steps an uninterrupted one would.
+fn optimizer_stem(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("checkpoint-optimizer")
 }
 
 /// Memory the batch probes read: on CUDA the device's free memory from the driver (what other
@@ -384,6 +390,14 @@ where
             })
         };
         model = load(checkpoint_stem(&spec.out_dir))?;
+        // Checkpoints written before the optimiser's state was kept start it afresh.
+        let stem = optimizer_stem(&spec.out_dir);
+        if stem.with_extension("mpk").is_file() {
+            let record = recorder.load(stem, device).map_err(|e| {
+                PluginError::Other(format!("cannot load the optimiser's checkpoint: {e}"))
+            })?;
+            optim = optim.load_record(record);
+        }
         // The best epoch's payload is not stored: evaluating its weights again gives it back.
         if let Some(b) = c.best_epoch {
             let eval = task.evaluate(
@@ -463,6 +477,11 @@ where
             .clone()
             .save_file(checkpoint_stem(&spec.out_dir), &recorder)
             .map_err(|e| PluginError::Other(format!("cannot save the checkpoint: {e}")))?;
+        recorder
+            .record(optim.to_record(), optimizer_stem(&spec.out_dir))
+            .map_err(|e| {
+                PluginError::Other(format!("cannot save the optimiser's checkpoint: {e}"))
+            })?;
         let checkpoint = Checkpoint {
             epoch,
             batch_size,
