@@ -18,8 +18,9 @@
 #   slurm       on a one-node Slurm cluster started here (needs root, slurm-wlm, munge):
 #               sbatch --test-only, then postgres.sbatch and the study array for real with
 #               deploy/slurm/test/autodl standing in for autodl; the daemons are stopped after
-#   cli         the flags the recipes pass exist in `autodl train --help` and `autodl worker
-#               --help` of $AUTODL_BIN (when given; the recipes target the CLI of issue 20)
+#   cli         with $AUTODL_BIN (an autodl binary): it links nothing a bare base image lacks,
+#               and the flags the recipes pass exist in `autodl train --help` and `autodl
+#               worker --help` (the recipes target the CLI of issue 20)
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -409,7 +410,15 @@ check_cli() {
         skip "cli: set AUTODL_BIN to an autodl binary to check the flags the recipes pass"
         return
     fi
-    local train worker missing=
+    # The runtime image is a bare base: the binary may link nothing beyond glibc and libgcc.
+    local extra
+    extra=$(ldd "$bin" | awk '{ print $1 }' | grep -vE '^(linux-vdso|/lib64/ld-linux|lib(c|m|dl|rt|pthread|gcc_s)\.so)' || true)
+    if [[ -z $extra ]]; then
+        pass "cli: $bin links only glibc and libgcc_s, which every base image of the Containerfile has"
+    else
+        fail "cli: $bin links libraries the runtime images lack: $(echo "$extra" | tr '\n' ' ')"
+    fi
+    local train worker missing=''
     train=$("$bin" train --help 2>&1)
     if ! worker=$("$bin" worker --help 2>&1); then
         fail "cli: $bin has no \`worker\` subcommand (the recipes target issue 20's CLI)"
