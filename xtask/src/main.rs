@@ -108,6 +108,66 @@ fn fuzz(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether PostgreSQL's server binaries are on this machine (`PATH`, or Debian's
+/// `/usr/lib/postgresql/<version>/bin`).
+fn has_postgres() -> bool {
+    let on_path = Command::new("sh")
+        .args(["-c", "command -v pg_ctl && command -v initdb"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    on_path
+        || std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.path().join("bin/pg_ctl").is_file())
+        })
+}
+
+/// Installs Debian's `postgresql` package when its server binaries are missing (the tests of
+/// studies shared by workers run a throwaway server), and the `postgres` user the server runs
+/// as under root.
+fn ensure_postgres() -> anyhow::Result<()> {
+    if !has_postgres() {
+        eprintln!("xtask: installing PostgreSQL (Debian package `postgresql`) for the study tests");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let apt = |args: &[&str]| -> anyhow::Result<bool> {
+            let mut cmd = if root {
+                Command::new("apt-get")
+            } else {
+                let mut c = Command::new("sudo");
+                c.args(["-n", "apt-get"]);
+                c
+            };
+            cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            Ok(cmd.status().context("cannot run apt-get")?.success())
+        };
+        if !apt(&["install", "-y", "--no-install-recommends", "postgresql"])? {
+            apt(&["update"])?;
+            if !apt(&["install", "-y", "--no-install-recommends", "postgresql"])? {
+                bail!("cannot install PostgreSQL: `apt-get install postgresql` failed");
+            }
+        }
+        if !has_postgres() {
+            bail!("PostgreSQL was installed but pg_ctl and initdb are not found");
+        }
+    }
+    let user = Command::new("id")
+        .arg("postgres")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !user {
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", "postgres"])
+            .status();
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -128,6 +188,8 @@ fn main() -> anyhow::Result<()> {
             cargo(&["test", "-p", "xtask"])?;
             // The CUDA backend must keep compiling even where no GPU exists to run it.
             cargo(&["check", "-p", "autodl-cli", "--features", "cuda"])?;
+            // The shared-study tests start a throwaway PostgreSQL server on loopback.
+            ensure_postgres()?;
             cargo(&["test", "--workspace", "--exclude", "xtask"])?;
             // The CPU kernels once more on the baseline x86-64 build of their SIMD loops, as a
             // CPU without AVX2 runs them.

@@ -510,3 +510,96 @@ fn with_two_networks_or_an_even_schedule_each_gets_its_share_once() {
         assert!(board.rows.iter().all(|r| r.status == "completed"));
     }
 }
+
+/// Proposes a good learning rate for odd seeds and a bad one for even seeds: the seed counts
+/// the tuning trials proposed, so the sequence does not depend on which results arrived first.
+struct BySeed;
+
+impl autodl_api::Tuner for BySeed {
+    fn name(&self) -> &'static str {
+        "by-seed"
+    }
+    fn suggest(
+        &self,
+        _: &autodl_api::SearchSpace,
+        _: &[autodl_api::TrialRecord],
+        seed: u64,
+    ) -> Option<Params> {
+        let lr = if seed % 2 == 1 { 1e-3 } else { 0.5 };
+        Some(
+            [(
+                "learning-rate".to_owned(),
+                autodl_api::ParamValue::Number(lr),
+            )]
+            .into(),
+        )
+    }
+}
+
+#[test]
+fn a_shared_study_tunes_as_results_arrive_and_workers_prune_weak_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = autodl_core::StudyUrl::Sqlite(dir.path().join("shared.sqlite"));
+    let options = RunOptions {
+        higher_is_better: true,
+        tuner: Some(&BySeed),
+        tune_top: 1,
+        max_tuning_trials: 4,
+        pruner: Some(Pruner::new()),
+        halving: false,
+        study: None,
+    };
+    let settings = autodl_core::StudySettings {
+        lease_secs: 30.0,
+        max_attempts: 3,
+        grace_secs: 30.0,
+        poll_secs: 0.05,
+    };
+    let p = plan(dir.path(), &["a"]);
+    let (board, summaries) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let url = url.clone();
+                s.spawn(move || {
+                    let study = autodl_core::Study::connect(&url).unwrap();
+                    let opts = autodl_core::WorkerOptions {
+                        id: format!("w{w}"),
+                        artifacts: None,
+                        poll_secs: 0.05,
+                        wait_for_study_secs: 60.0,
+                    };
+                    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    autodl_core::run_worker(&study, &Curves, &cancel, &opts, &mut |_, _| {})
+                        .unwrap()
+                })
+            })
+            .collect();
+        let study = autodl_core::Study::connect(&url).unwrap();
+        let board =
+            autodl_core::coordinate(&p, &study, &options, &settings, &mut |_, _| {}).unwrap();
+        let summaries: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        (board, summaries)
+    });
+    let finished: usize = summaries.iter().map(|s| s.finished.len()).sum();
+    assert_eq!(finished, 5, "{summaries:?}");
+    assert_eq!(
+        board.rows.len(),
+        5,
+        "one basic trial and four tuning trials"
+    );
+    let ids: Vec<&str> = board.rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["a", "fake-t1", "fake-t2", "fake-t3", "fake-t4"]);
+    // The bad fourth trial was proposed once an earlier one had finished, so its worker
+    // pruned it against their curves.
+    let t4 = &board.rows[4];
+    assert_eq!(t4.status, "pruned", "{:#?}", board.rows);
+    assert!(t4.epochs < 10, "{t4:#?}");
+    for row in board.rows.iter().filter(|r| r.status == "completed") {
+        assert_eq!(row.epochs, 10, "{row:#?}");
+    }
+    assert!(
+        board.rows[1..]
+            .iter()
+            .any(|r| r.status == "completed" && r.metric.is_some_and(|m| m > 0.5))
+    );
+}

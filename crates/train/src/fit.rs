@@ -439,6 +439,11 @@ where
     for epoch in first_epoch..=spec.max_epochs {
         let epoch_start = Instant::now();
         let mut rng = StdRng::seed_from_u64(sample_seed(spec.seed, epoch as u64, u64::MAX));
+        // Each epoch's order is a function of (seed, epoch) alone, not of the epochs before:
+        // a trial resumed from its checkpoint visits the batches an uninterrupted one would.
+        for (i, o) in order.iter_mut().enumerate() {
+            *o = i;
+        }
         rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
         let mut loss_sum = 0.0;
         for (s, idx) in order.chunks(batch_size).enumerate() {

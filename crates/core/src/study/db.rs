@@ -144,8 +144,23 @@ impl Sqlite {
         // failing, and let readers go on while one writes.
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(|e| e.to_string())?;
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-            .map_err(|e| e.to_string())?;
+        // Switching to WAL takes the file's exclusive lock and answers "database is locked"
+        // at once, without the busy handler, while another process opens it: try again.
+        let start = std::time::Instant::now();
+        loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && start.elapsed() < std::time::Duration::from_secs(30) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
         Ok(Sqlite { conn })
     }
 }

@@ -1,0 +1,305 @@
+//! A study shared by worker processes through a throwaway PostgreSQL server on loopback, run
+//! with the real `autodl` binary: three workers, one killed with SIGKILL in the middle of a
+//! trial, give the leaderboard a single-process run gives; two workers racing for one trial
+//! never both train it.
+
+// The fixture builders below are test code too: a failure in them should stop the test.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../../tests/support/postgres.rs"]
+mod postgres;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_autodl")
+}
+
+fn shared(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(name);
+    assert!(
+        p.is_dir(),
+        "{} is missing: the tests need ../shared/data beside the repo",
+        p.display()
+    );
+    std::fs::canonicalize(p).unwrap()
+}
+
+/// A pipeline whose trials are the same whoever runs them: fixed seed, batch size, learning
+/// rate and epochs, a budget no trial reaches, no ensembles.
+fn pipeline(dir: &Path, networks: &[&str], epochs: u32) -> PathBuf {
+    let path = dir.join("pipeline.toml");
+    let nets: Vec<String> = networks.iter().map(|n| format!("\"{n}\"")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "version = 1\nseed = 7\n\n[data]\npath = \"{}\"\n\n[train]\ntime-limit = \"30m\"\nnetworks = [{}]\nmax-epochs = {epochs}\npatience = 20\nbatch-size = 4\nlearning-rate = 0.001\nbudget-schedule = \"even\"\n\n[ensemble]\ntop = 0\ntta = false\n",
+            shared("nc_landcover").display(),
+            nets.join(", ")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn(args: &[&str], log: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap()
+}
+
+fn wait(child: &mut Child, what: &str, log: &Path, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!(
+                "{what} did not finish in {limit:?}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The leaderboard's rows without their timings: what must not depend on who trained them.
+fn board(out: &Path) -> Vec<BTreeMap<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(out.join("leaderboard.json")).unwrap();
+    let rows: Vec<BTreeMap<String, serde_json::Value>> = serde_json::from_str(&text).unwrap();
+    rows.into_iter()
+        .map(|mut r| {
+            for k in ["train-secs", "model-dir"] {
+                r.remove(k);
+            }
+            r
+        })
+        .collect()
+}
+
+/// `(trial, worker, event, attempt, detail)` of the study's audit trail, oldest first.
+fn events(pg: &postgres::Postgres, db: &str) -> Vec<Vec<String>> {
+    pg.psql(
+        db,
+        "SELECT trial, worker, event, attempt, detail FROM trial_events ORDER BY at, trial, event",
+    )
+    .lines()
+    .map(|l| l.split('|').map(str::to_owned).collect())
+    .collect()
+}
+
+#[test]
+fn three_workers_one_killed_mid_trial_give_the_single_process_leaderboard() {
+    let pg = postgres::Postgres::start();
+    let url = pg.database("three");
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(dir.path(), &["unet", "pspnet", "deeplab"], 3);
+    let file = file.to_str().unwrap();
+
+    // The single-process run, with its own SQLite study.
+    let base = dir.path().join("single");
+    let log = dir.path().join("single.log");
+    let mut single = spawn(&["train", file, "--out", base.to_str().unwrap()], &log);
+    let status = wait(
+        &mut single,
+        "the single-process run",
+        &log,
+        Duration::from_secs(1800),
+    );
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    // The same study through PostgreSQL: a coordinator that only plans and waits, and three
+    // workers started apart from it, as on three machines.
+    let dist = dir.path().join("shared");
+    let coord_log = dir.path().join("coordinator.log");
+    let mut coordinator = spawn(
+        &[
+            "train",
+            file,
+            "--out",
+            dist.to_str().unwrap(),
+            "--study",
+            &url,
+            "--workers",
+            "0",
+            "--lease",
+            "3",
+        ],
+        &coord_log,
+    );
+    let mut workers: Vec<(String, Child, PathBuf)> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| {
+            let log = dir.path().join(format!("{id}.log"));
+            let child = spawn(
+                &["worker", "--study", &url, "--id", id, "--poll", "0.2"],
+                &log,
+            );
+            (id.to_string(), child, log)
+        })
+        .collect();
+
+    // Kill w1 with SIGKILL once its trial has a checkpoint, mid-trial.
+    let start = Instant::now();
+    let killed_trial = loop {
+        let running = pg.psql(
+            "three",
+            "SELECT id FROM trials WHERE worker = 'w1' AND status = 'running'",
+        );
+        if let Some(id) = running.lines().next()
+            && dist
+                .join("trials")
+                .join(id)
+                .join("checkpoint.json")
+                .is_file()
+        {
+            workers[0].1.kill().unwrap();
+            workers[0].1.wait().unwrap();
+            break id.to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "w1 never held a trial with a checkpoint:\n{}",
+            std::fs::read_to_string(&workers[0].2).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let status = wait(
+        &mut coordinator,
+        "the coordinator",
+        &coord_log,
+        Duration::from_secs(1800),
+    );
+    let coord_text = std::fs::read_to_string(&coord_log).unwrap();
+    assert!(status.success(), "{coord_text}");
+    for (id, child, log) in workers.iter_mut().skip(1) {
+        let status = wait(child, id, log, Duration::from_secs(120));
+        assert!(
+            status.success(),
+            "{}",
+            std::fs::read_to_string(&*log).unwrap()
+        );
+    }
+
+    // Every trial finished exactly once; the killed one was claimed again by another worker,
+    // which resumed it from its checkpoint.
+    let trail = events(&pg, "three");
+    let mut finished: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for e in &trail {
+        if e[2] == "finished" {
+            finished.entry(&e[0]).or_default().push(&e[1]);
+        }
+    }
+    assert_eq!(finished.len(), 3, "{trail:?}");
+    assert!(finished.values().all(|w| w.len() == 1), "{trail:?}");
+    let claims: Vec<&Vec<String>> = trail
+        .iter()
+        .filter(|e| e[0] == killed_trial && e[2] == "claimed")
+        .collect();
+    assert_eq!(claims.len(), 2, "{trail:?}");
+    assert_eq!((claims[0][1].as_str(), claims[0][3].as_str()), ("w1", "1"));
+    let rescuer = claims[1][1].clone();
+    assert_ne!(rescuer, "w1");
+    assert_eq!(claims[1][3], "2");
+    assert!(claims[1][4].contains("reclaimed from w1"), "{trail:?}");
+    assert_eq!(finished[killed_trial.as_str()], [rescuer.as_str()]);
+    let rescuer_log = &workers.iter().find(|w| w.0 == rescuer).unwrap().2;
+    let rescuer_text = std::fs::read_to_string(rescuer_log).unwrap();
+    assert!(
+        rescuer_text.contains(&format!("{killed_trial}: reclaimed from worker w1 (attempt 2): resuming from its checkpoint after epoch")),
+        "{rescuer_text}"
+    );
+    assert_eq!(
+        pg.psql(
+            "three",
+            "SELECT id, status, attempts FROM trials ORDER BY id"
+        )
+        .lines()
+        .filter(|l| l.ends_with("|completed|1") || l.ends_with("|completed|2"))
+        .count(),
+        3
+    );
+
+    // And the leaderboard is the single-process run's, row for row.
+    let (a, b) = (board(&base), board(&dist));
+    assert_eq!(a.len(), 3);
+    assert_eq!(a, b, "single-process and shared-study leaderboards differ");
+}
+
+#[test]
+fn two_workers_racing_for_one_trial_never_both_train_it() {
+    let pg = postgres::Postgres::start();
+    let url = pg.database("race");
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(dir.path(), &["unet"], 1);
+    let out = dir.path().join("out");
+    let coord_log = dir.path().join("coordinator.log");
+    let mut coordinator = spawn(
+        &[
+            "train",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--study",
+            &url,
+            "--workers",
+            "0",
+        ],
+        &coord_log,
+    );
+    // Both start together and poll the store five times a second.
+    let mut racers: Vec<(Child, PathBuf)> = ["r1", "r2"]
+        .iter()
+        .map(|id| {
+            let log = dir.path().join(format!("{id}.log"));
+            (
+                spawn(
+                    &["worker", "--study", &url, "--id", id, "--poll", "0.2"],
+                    &log,
+                ),
+                log,
+            )
+        })
+        .collect();
+    let status = wait(
+        &mut coordinator,
+        "the coordinator",
+        &coord_log,
+        Duration::from_secs(900),
+    );
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&coord_log).unwrap()
+    );
+    let mut trained = 0;
+    for (child, log) in &mut racers {
+        assert!(wait(child, "a worker", log, Duration::from_secs(120)).success());
+        let text = std::fs::read_to_string(&*log).unwrap();
+        if text.contains("epoch 1 train loss") {
+            trained += 1;
+        }
+    }
+    assert_eq!(trained, 1, "exactly one worker trained the trial");
+    let trail = events(&pg, "race");
+    let kinds: Vec<&str> = trail.iter().map(|e| e[2].as_str()).collect();
+    assert_eq!(kinds, ["claimed", "finished"], "{trail:?}");
+    assert_eq!(trail[0][1], trail[1][1], "the claimer finished it");
+}
