@@ -142,6 +142,14 @@ impl Postgres {
 
     /// Runs SQL as the superuser in `database`; its rows, one per line, columns split by `|`.
     pub fn psql(&self, database: &str, sql: &str) -> String {
+        match self.try_psql(database, sql) {
+            Ok(rows) => rows,
+            Err(e) => panic!("psql {sql}: {e}"),
+        }
+    }
+
+    /// [`Postgres::psql`], or the server's error (a table not created yet, say).
+    pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-h",
@@ -160,12 +168,11 @@ impl Postgres {
             .arg(sql)
             .output()
             .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// Creates an empty database and gives its address.

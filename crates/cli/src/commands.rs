@@ -572,6 +572,13 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    // Workers, maybe on other machines, are told where trials go: not relative to this
+    // process's folder.
+    let out = if pipeline.study.workers.is_some() {
+        std::path::absolute(&out).unwrap_or(out)
+    } else {
+        out
+    };
     let mut plan = autodl_core::plan(&pipeline, task, out.clone()).map_err(Failure::usage)?;
     // The time limit covers the whole run: what reading and validating the data took comes
     // out of the training budget (the leaderboard, report and packages fit in the reserve
@@ -592,14 +599,24 @@ pub fn train(args: &TrainArgs, quiet: bool) -> Outcome {
     plan.time_limit_secs =
         (plan.time_limit_secs - started.elapsed().as_secs_f64() - ensemble_secs - test_secs)
             .max(0.0);
+    // Held until the run ends: a second run on the same folder would mix its models and
+    // study with this one's.
+    let _lock = RunLock::acquire(&out)?;
     if let Some((_, dir)) = &pretrained {
+        // Workers read it from the output folder they share, not from this machine's
+        // temporary folder.
+        let dir = if pipeline.study.workers.is_some() {
+            let shared = out.join("pretrained-model");
+            replace_dir(dir, &shared)
+                .context("cannot copy the pretrained model into the output folder")?;
+            shared
+        } else {
+            dir.clone()
+        };
         for trial in &mut plan.trials {
             trial.init_from = Some(dir.clone());
         }
     }
-    // Held until the run ends: a second run on the same folder would mix its models and
-    // study with this one's.
-    let _lock = RunLock::acquire(&out)?;
     bars.line(&format!(
         "{} data ({}, {} train / {} val / {} test), {} network(s), time limit {}, backend {}, output {}",
         task,
@@ -1219,10 +1236,11 @@ impl Progress for JsonLines {
     }
 }
 
-/// Ends this trial process soon after the orchestrator that started it dies, however it dies
-/// (SIGKILL included): the orphan is re-parented, so its parent id changes.
+/// Ends this process soon after the process that started it dies, however it dies (SIGKILL
+/// included): a trial when its orchestrator or worker dies, a local worker when its
+/// coordinator does. The orphan is re-parented, so its parent id changes.
 #[cfg(unix)]
-fn exit_with_parent() {
+pub fn exit_with_parent() {
     let parent = std::os::unix::process::parent_id();
     std::thread::spawn(move || {
         loop {
@@ -1235,7 +1253,7 @@ fn exit_with_parent() {
 }
 
 #[cfg(not(unix))]
-fn exit_with_parent() {}
+pub fn exit_with_parent() {}
 
 /// Sends a panic's message as the trial's last line ([`Event::Panicked`]), then lets the
 /// default hook print it as usual.

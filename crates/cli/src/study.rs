@@ -42,6 +42,10 @@ pub struct WorkerArgs {
     /// of `AUTODL_PLUGIN_PATH`.
     #[arg(long)]
     plugin: Vec<PathBuf>,
+    /// End when the process that started this worker ends (the workers `train --workers N`
+    /// starts).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
 }
 
 /// The study address a pipeline (or `AUTODL_STUDY`) gives; `None`: the default file.
@@ -68,6 +72,9 @@ fn hostname() -> String {
 }
 
 pub fn worker(args: &WorkerArgs, quiet: bool) -> Outcome {
+    if args.exit_with_parent {
+        crate::commands::exit_with_parent();
+    }
     load_plugins(&args.plugin)?;
     let text = args
         .study
@@ -87,11 +94,19 @@ pub fn worker(args: &WorkerArgs, quiet: bool) -> Outcome {
         extra_args: plugin_args(),
         cancel: cancel.clone(),
     };
+    // SIGTERM (Kubernetes, Slurm's scancel) or Ctrl-C: kill the trial in hand and give it
+    // back to the study, so that another worker takes it at once from its checkpoint.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install the worker's signal handler")?;
+    }
     let opts = autodl_core::WorkerOptions {
         id: id.clone(),
         artifacts: args.artifacts.clone(),
         poll_secs: args.poll,
         wait_for_study_secs: args.wait,
+        stop: stop.clone(),
     };
     if !quiet {
         eprintln!("worker {id}: study {url}");
@@ -109,6 +124,18 @@ pub fn worker(args: &WorkerArgs, quiet: bool) -> Outcome {
             Event::Result(_) | Event::Panicked { .. } => {}
         }
     })?;
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(anyhow!(
+            "worker {id} stopped by a signal after finishing {} trial(s){}",
+            summary.finished.len(),
+            if summary.released.is_empty() {
+                String::new()
+            } else {
+                format!("; gave back {}", summary.released.join(", "))
+            }
+        )
+        .into());
+    }
     outln!(
         "worker {id}: finished {} trial(s){}{}",
         summary.finished.len(),
@@ -149,6 +176,7 @@ impl LocalWorkers {
                 .with_context(|| format!("cannot share {}", path.display()))?;
             let child = Command::new(exe)
                 .arg("worker")
+                .arg("--exit-with-parent")
                 .arg("--id")
                 .arg(format!("{host}-{}-{i}", std::process::id()))
                 .args(plugin_args())

@@ -158,10 +158,13 @@ fn three_workers_one_killed_mid_trial_give_the_single_process_leaderboard() {
     // Kill w1 with SIGKILL once its trial has a checkpoint, mid-trial.
     let start = Instant::now();
     let killed_trial = loop {
-        let running = pg.psql(
-            "three",
-            "SELECT id FROM trials WHERE worker = 'w1' AND status = 'running'",
-        );
+        // (An error until the first process has created the tables.)
+        let running = pg
+            .try_psql(
+                "three",
+                "SELECT id FROM trials WHERE worker = 'w1' AND status = 'running'",
+            )
+            .unwrap_or_default();
         if let Some(id) = running.lines().next()
             && dist
                 .join("trials")
@@ -302,4 +305,90 @@ fn two_workers_racing_for_one_trial_never_both_train_it() {
     let kinds: Vec<&str> = trail.iter().map(|e| e[2].as_str()).collect();
     assert_eq!(kinds, ["claimed", "finished"], "{trail:?}");
     assert_eq!(trail[0][1], trail[1][1], "the claimer finished it");
+}
+
+#[test]
+fn a_worker_stopped_by_sigterm_gives_its_trial_back_and_another_resumes_it() {
+    // Workers on one machine can share an SQLite study too.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("study.sqlite").display());
+    let file = pipeline(dir.path(), &["unet"], 3);
+    let out = dir.path().join("out");
+    let coord_log = dir.path().join("coordinator.log");
+    let mut coordinator = spawn(
+        &[
+            "train",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--study",
+            &url,
+            "--workers",
+            "0",
+        ],
+        &coord_log,
+    );
+    let first_log = dir.path().join("s1.log");
+    let mut first = spawn(
+        &["worker", "--study", &url, "--id", "s1", "--poll", "0.2"],
+        &first_log,
+    );
+    let checkpoint = out.join("trials/unet-efficientnet-lite0/checkpoint.json");
+    let start = Instant::now();
+    while !checkpoint.is_file() {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no checkpoint:\n{}",
+            std::fs::read_to_string(&first_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait(
+        &mut first,
+        "the stopped worker",
+        &first_log,
+        Duration::from_secs(60),
+    );
+    let first_text = std::fs::read_to_string(&first_log).unwrap();
+    assert_eq!(status.code(), Some(1), "{first_text}");
+    assert!(
+        first_text.contains(
+            "stopped by a signal after finishing 0 trial(s); gave back unet-efficientnet-lite0"
+        ),
+        "{first_text}"
+    );
+    // No lease to wait for: the next worker takes it at once, from its checkpoint.
+    let second_log = dir.path().join("s2.log");
+    let mut second = spawn(
+        &["worker", "--study", &url, "--id", "s2", "--poll", "0.2"],
+        &second_log,
+    );
+    let status = wait(
+        &mut coordinator,
+        "the coordinator",
+        &coord_log,
+        Duration::from_secs(900),
+    );
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&coord_log).unwrap()
+    );
+    assert!(wait(&mut second, "s2", &second_log, Duration::from_secs(120)).success());
+    let second_text = std::fs::read_to_string(&second_log).unwrap();
+    assert!(
+        second_text.contains(
+            "unet-efficientnet-lite0: released by worker s1 (attempt 1): resuming from its checkpoint after epoch"
+        ),
+        "{second_text}"
+    );
+    let rows = board(&out);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "completed");
+    assert_eq!(rows[0]["epochs"], 3);
 }

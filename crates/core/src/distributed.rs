@@ -40,6 +40,9 @@ pub struct WorkerOptions {
     pub poll_secs: f64,
     /// Most seconds to wait for a study to be planned before giving up.
     pub wait_for_study_secs: f64,
+    /// Set (by a signal handler) to stop the worker: the trial in hand is killed and given
+    /// back to the study at once, and the worker returns.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// What a worker did.
@@ -49,6 +52,18 @@ pub struct WorkerSummary {
     pub finished: Vec<String>,
     /// Trials whose result it could not record (another worker held them by then).
     pub discarded: Vec<String>,
+    /// The trial it gave back when it was stopped.
+    pub released: Vec<String>,
+}
+
+/// How a claimed trial ended for its worker.
+enum Ran {
+    /// Its result is recorded.
+    Recorded,
+    /// Another worker held it by the time it ended.
+    Discarded,
+    /// The worker was stopped and gave it back.
+    Released,
 }
 
 /// `path` under `from` moved under `to`; unchanged when it is not under `from`.
@@ -75,6 +90,9 @@ pub fn run_worker(
     let waiting_since = Instant::now();
     let poll = Duration::from_secs_f64(opts.poll_secs.max(0.05));
     loop {
+        if opts.stop.load(Ordering::Relaxed) {
+            break;
+        }
         study.worker_beat(&opts.id, "idle")?;
         let Some(info) = study.info()? else {
             if waiting_since.elapsed().as_secs_f64() > opts.wait_for_study_secs {
@@ -92,10 +110,10 @@ pub fn run_worker(
         match study.claim(&opts.id, &info)? {
             Some(claim) => {
                 let id = claim.row.id.clone();
-                if run_claim(study, runner, cancel, opts, &info, claim, on_event)? {
-                    summary.finished.push(id);
-                } else {
-                    summary.discarded.push(id);
+                match run_claim(study, runner, cancel, opts, &info, claim, on_event)? {
+                    Ran::Recorded => summary.finished.push(id),
+                    Ran::Discarded => summary.discarded.push(id),
+                    Ran::Released => summary.released.push(id),
                 }
             }
             None => {
@@ -111,7 +129,7 @@ pub fn run_worker(
     Ok(summary)
 }
 
-/// Trains one claimed trial, heartbeating meanwhile; whether its result was recorded.
+/// Trains one claimed trial, heartbeating meanwhile.
 fn run_claim(
     study: &Study,
     runner: &dyn TrialRunner,
@@ -120,7 +138,7 @@ fn run_claim(
     info: &StudyInfo,
     claim: Claim,
     on_event: &mut dyn FnMut(&TrialSpec, &Event),
-) -> Result<bool, RunError> {
+) -> Result<Ran, RunError> {
     let row = claim.row;
     let mut spec = row.spec.clone();
     let local_out = opts.artifacts.clone().unwrap_or_else(|| info.out.clone());
@@ -152,32 +170,35 @@ fn run_claim(
             TrialStatus::Skipped(format!("time limit reached ({share:.0}s left for it)")),
             "metric",
         );
-        return Ok(study.finish(&opts.id, &row.spec, &result, row.attempts)?);
+        return Ok(
+            if study.finish(&opts.id, &row.spec, &result, row.attempts)? {
+                Ran::Recorded
+            } else {
+                Ran::Discarded
+            },
+        );
     }
-    if let Some(from) = &claim.reclaimed_from {
-        match read_checkpoint(&spec.out_dir)? {
+    // Taken over from a worker that was lost or stopped: on from its last checkpoint.
+    let before = match (&claim.reclaimed_from, &claim.released_by) {
+        (Some(from), _) => Some(format!(
+            "reclaimed from worker {from} (attempt {})",
+            row.attempts
+        )),
+        (None, Some(by)) => Some(format!(
+            "released by worker {by} (attempt {})",
+            row.attempts
+        )),
+        (None, None) => None,
+    };
+    if let Some(before) = before {
+        let text = match read_checkpoint(&spec.out_dir)? {
             Some((epoch, _)) => {
                 spec.resume = true;
-                on_event(
-                    &spec,
-                    &Event::Message {
-                        text: format!(
-                            "reclaimed from worker {from} (attempt {}): resuming from its checkpoint after epoch {epoch}",
-                            row.attempts
-                        ),
-                    },
-                );
+                format!("{before}: resuming from its checkpoint after epoch {epoch}")
             }
-            None => on_event(
-                &spec,
-                &Event::Message {
-                    text: format!(
-                        "reclaimed from worker {from} (attempt {}): no checkpoint, starting again",
-                        row.attempts
-                    ),
-                },
-            ),
-        }
+            None => format!("{before}: no checkpoint, starting again"),
+        };
+        on_event(&spec, &Event::Message { text });
     }
     let sign = if info.higher_is_better { 1.0 } else { -1.0 };
     let pruner = match (row.prunable, info.pruner) {
@@ -205,6 +226,9 @@ fn run_claim(
         scope.spawn(|| {
             let mut next = Instant::now();
             while !done.load(Ordering::Relaxed) {
+                if opts.stop.load(Ordering::Relaxed) {
+                    cancel.store(true, Ordering::Relaxed);
+                }
                 if Instant::now() >= next {
                     let epochs = progress.lock().map(|p| p.clone()).unwrap_or_default();
                     match study.heartbeat(&row.id, &opts.id, &epochs) {
@@ -239,17 +263,27 @@ fn run_claim(
         r
     });
     let (ran, result) = outcome?;
+    if opts.stop.load(Ordering::Relaxed) {
+        study.release(&row.id, &opts.id)?;
+        on_event(
+            &spec,
+            &Event::Message {
+                text: "stopped: given back to the study".into(),
+            },
+        );
+        return Ok(Ran::Released);
+    }
     let path = ran.out_dir.join(autodl_api::RESULT);
     // Recorded in the study's terms (its artefact folder, the spec as planned).
     let mut recorded = ran.clone();
     recorded.out_dir = row.spec.out_dir.clone();
     recorded.init_from = row.spec.init_from.clone();
     let result = to_study(result);
-    let kept = study.finish(&opts.id, &recorded, &result, row.attempts)?;
-    if kept {
-        crate::write_json(&path, &result).map_err(|source| RunError::Io { path, source })?;
+    if !study.finish(&opts.id, &recorded, &result, row.attempts)? {
+        return Ok(Ran::Discarded);
     }
-    Ok(kept)
+    crate::write_json(&path, &result).map_err(|source| RunError::Io { path, source })?;
+    Ok(Ran::Recorded)
 }
 
 /// How the coordinator runs a study shared by workers.

@@ -567,6 +567,7 @@ fn a_shared_study_tunes_as_results_arrive_and_workers_prune_weak_trials() {
                         artifacts: None,
                         poll_secs: 0.05,
                         wait_for_study_secs: 60.0,
+                        stop: Default::default(),
                     };
                     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                     autodl_core::run_worker(&study, &Curves, &cancel, &opts, &mut |_, _| {})

@@ -194,6 +194,34 @@ fn a_lost_lease_is_reclaimed_once_and_the_late_result_discarded(url: &StudyUrl) 
     );
 }
 
+/// A worker asked to stop gives its trial back: pending at once, without waiting for the
+/// lease or counting as a start, and the next worker knows who gave it back.
+fn a_released_trial_is_pending_again_at_once(url: &StudyUrl) {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = vec!["r".to_owned()];
+    let study = Study::connect(url).unwrap();
+    let info = info(dir.path(), &ids, 600.0, 1);
+    study.plan(&info, &[spec("r", dir.path())]).unwrap();
+    let first = study.claim("stopping", &info).unwrap().unwrap();
+    assert!(!study.release("r", "someone-else").unwrap());
+    assert!(study.release("r", "stopping").unwrap());
+    let next = study.claim("next", &info).unwrap().unwrap();
+    assert_eq!(next.row.id, "r");
+    assert_eq!(
+        next.row.attempts, first.row.attempts,
+        "a release is not a start"
+    );
+    assert_eq!(next.released_by.as_deref(), Some("stopping"));
+    assert_eq!(next.reclaimed_from, None);
+    let kinds: Vec<String> = study
+        .events()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(kinds, ["claimed", "released", "claimed"]);
+}
+
 /// A coordinator planning other trials into an existing study is refused, naming both.
 fn a_second_study_in_one_store_is_refused(url: &StudyUrl) {
     let dir = tempfile::tempdir().unwrap();
@@ -226,6 +254,7 @@ fn sqlite_studies_arbitrate_workers() {
     let url = |name: &str| StudyUrl::Sqlite(dir.path().join(format!("{name}.sqlite")));
     concurrent_claims_hand_each_trial_to_one_worker(&url("race"));
     a_lost_lease_is_reclaimed_once_and_the_late_result_discarded(&url("lease"));
+    a_released_trial_is_pending_again_at_once(&url("release"));
     a_second_study_in_one_store_is_refused(&url("other"));
 }
 
@@ -240,6 +269,7 @@ fn postgres_studies_arbitrate_workers() {
         autodl_core::SCHEMA_VERSION
     );
     a_lost_lease_is_reclaimed_once_and_the_late_result_discarded(&url("lease"));
+    a_released_trial_is_pending_again_at_once(&url("release"));
     a_second_study_in_one_store_is_refused(&url("other"));
     // A server that does not answer is an error naming the study, not a hang.
     let err = Study::connect(&StudyUrl::parse("postgres://postgres@127.0.0.1:9/none").unwrap())

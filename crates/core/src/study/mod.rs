@@ -194,6 +194,8 @@ pub struct Claim {
     pub row: TrialRow,
     /// The worker that held it before and stopped heartbeating, when this is a reclaim.
     pub reclaimed_from: Option<String>,
+    /// The worker that held it before and gave it back when it was stopped.
+    pub released_by: Option<String>,
 }
 
 /// One line of a study's audit trail.
@@ -203,8 +205,8 @@ pub struct TrialEvent {
     pub trial: String,
     /// The worker.
     pub worker: String,
-    /// `claimed`, `finished`, `discarded` (a result sent after the trial was claimed
-    /// again) or `gave-up`.
+    /// `claimed`, `finished`, `released` (given back by a worker asked to stop),
+    /// `discarded` (a result sent after the trial was claimed again) or `gave-up`.
     pub event: String,
     /// Which start of the trial.
     pub attempt: u32,
@@ -583,6 +585,8 @@ impl Study {
                         }
                     };
                     let reclaimed_from = (row.state == "running").then(|| row.worker.clone().unwrap_or_default());
+                    // A pending trial that names a worker was given back by it (`release`).
+                    let released_by = (row.state == "pending").then(|| row.worker.clone()).flatten();
                     if let Some(from) = &reclaimed_from
                         && row.attempts >= info.max_attempts
                     {
@@ -616,9 +620,10 @@ impl Study {
                             Value::text(&row.id),
                         ],
                     )?;
-                    let detail = match &reclaimed_from {
-                        Some(from) => format!("reclaimed from {from}, whose lease ran out"),
-                        None => String::new(),
+                    let detail = match (&reclaimed_from, &released_by) {
+                        (Some(from), _) => format!("reclaimed from {from}, whose lease ran out"),
+                        (None, Some(by)) => format!("released by {by}"),
+                        (None, None) => String::new(),
                     };
                     event(sql, &row.id, worker, "claimed", attempt, now, &detail)?;
                     claimed = Some(Claim {
@@ -630,6 +635,7 @@ impl Study {
                             ..row
                         },
                         reclaimed_from: reclaimed_from.clone(),
+                        released_by: released_by.clone(),
                     });
                     return Ok(());
                 }
@@ -688,6 +694,39 @@ impl Study {
                 done = n == 1;
                 let what = if done { "finished" } else { "discarded" };
                 event(sql, &spec.id, worker, what, attempt, now, result.status.name())?;
+                Ok(())
+            })
+        })?;
+        Ok(done)
+    }
+
+    /// Gives back trial `id`, which `worker` holds and has stopped training (the worker was
+    /// asked to stop): pending again at once, for any worker, without waiting for the lease
+    /// and without counting as a start; `false` when `worker` did not hold it.
+    pub fn release(&self, id: &str, worker: &str) -> Result<bool, StudyError> {
+        let now = now_ms();
+        let mut done = false;
+        self.with(|db| {
+            db.transaction(&mut |sql| {
+                let rows = sql.query(
+                    "SELECT attempts FROM trials WHERE id = $1 AND worker = $2 AND status = 'running'",
+                    &[Value::text(id), Value::text(worker)],
+                )?;
+                let Some(attempts) = rows.first().and_then(|r| r.first()).map(Value::as_int) else {
+                    return Ok(());
+                };
+                sql.execute(
+                    "UPDATE trials SET status = 'pending', attempts = $1, progress = '[]', updated = $2
+                     WHERE id = $3 AND worker = $4 AND status = 'running'",
+                    &[
+                        Value::Int((attempts - 1).max(0)),
+                        Value::Int(now),
+                        Value::text(id),
+                        Value::text(worker),
+                    ],
+                )?;
+                event(sql, id, worker, "released", attempts as u32, now, "")?;
+                done = true;
                 Ok(())
             })
         })?;
