@@ -425,10 +425,10 @@ check_cli() {
         return
     fi
     local flag
-    for flag in --workers --out --time-limit --study; do
+    for flag in --workers --out --time-limit --study --lease; do
         grep -q -- "$flag" <<<"$train" || missing+=" train $flag"
     done
-    for flag in --study --id --lease --artifacts; do
+    for flag in --study --id --artifacts; do
         grep -q -- "$flag" <<<"$worker" || missing+=" worker $flag"
     done
     if [[ -z $missing ]]; then
