@@ -552,6 +552,7 @@ fn report_changes(
 ) {
     for row in rows {
         let epochs = row.result.as_ref().map_or(&row.progress, |r| &r.epochs);
+        // `shown`: the last epoch reported (a resumed trial reports from its checkpoint on).
         let (state, attempts, shown) = seen
             .entry(row.id.clone())
             .or_insert_with(|| ("pending".to_owned(), 0, 0));
@@ -566,12 +567,13 @@ fn report_changes(
                 format!("started on worker {worker}")
             };
             on_event(&row.spec, &Event::Message { text });
-            *shown = 0;
         }
-        for e in epochs.iter().skip(*shown) {
-            on_event(&row.spec, &Event::Epoch(e.clone()));
+        for e in epochs {
+            if e.epoch as usize > *shown {
+                on_event(&row.spec, &Event::Epoch(e.clone()));
+                *shown = e.epoch as usize;
+            }
         }
-        *shown = (*shown).max(epochs.len());
         if row.is_finished() && *state != row.state {
             let text = match &row.result {
                 Some(r) => match r.metric {
