@@ -1312,7 +1312,7 @@ fn fine_tuning_starts_from_the_weights_of_a_package() {
     assert!(o.status.success(), "{}", text(&o));
     let package = first.join("deeplab-efficientnet-lite0.dlpk");
     // One epoch at a learning rate too small to learn anything: what it scores is what it
-    // started from.
+    // started from (the model itself: no flip TTA row to outrank it).
     let one_epoch = |name: &str, network: &str, from: Option<&Path>| -> (f64, String) {
         let pipeline = dir.path().join(format!("{name}.toml"));
         let from = from.map_or(String::new(), |p| format!("pretrained-model = {p:?}\n"));
@@ -1320,7 +1320,8 @@ fn fine_tuning_starts_from_the_weights_of_a_package() {
             &pipeline,
             format!(
                 "version = 1\nseed = 2\n[data]\npath = {data:?}\n[train]\ntime-limit = \"60m\"\n\
-                 networks = [\"{network}\"]\nmax-epochs = 1\nbatch-size = 4\nlearning-rate = 1e-9\n{from}"
+                 networks = [\"{network}\"]\nmax-epochs = 1\nbatch-size = 4\nlearning-rate = 1e-9\n{from}\
+                 [ensemble]\ntop = 0\ntta = false\n"
             ),
         )
         .unwrap();
