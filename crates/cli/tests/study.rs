@@ -93,7 +93,7 @@ fn board(out: &Path) -> Vec<BTreeMap<String, serde_json::Value>> {
 fn events(pg: &postgres::Postgres, db: &str) -> Vec<Vec<String>> {
     pg.psql(
         db,
-        "SELECT trial, worker, event, attempt, detail FROM trial_events ORDER BY at, trial, event",
+        "SELECT trial, worker, event, attempt, detail FROM trial_events ORDER BY n, at",
     )
     .lines()
     .map(|l| l.split('|').map(str::to_owned).collect())

@@ -201,21 +201,26 @@ fn run_claim(
         on_event(&spec, &Event::Message { text });
     }
     let sign = if info.higher_is_better { 1.0 } else { -1.0 };
-    let pruner = match (row.prunable, info.pruner) {
-        (true, Some(PrunerSettings { eta, min_epochs })) => {
-            let mut p = Pruner::with(eta, min_epochs);
-            for other in study.rows()? {
-                if other.id == row.id {
-                    continue;
-                }
-                let epochs = other.result.as_ref().map_or(&other.progress, |r| &r.epochs);
-                p.curves
-                    .push(epochs.iter().map(|e| sign * e.metric).collect());
-            }
-            Some(p)
-        }
+    // Asynchronous successive halving: at each epoch the trial's curve is set against every
+    // other trial's in the store as it stands then (finished, or as far as it has got), so the
+    // rungs fill as results arrive.
+    let mut pruner = match (row.prunable, info.pruner) {
+        (true, Some(PrunerSettings { eta, min_epochs })) => Some(Pruner::with(eta, min_epochs)),
         _ => None,
     };
+    let peers = |p: &mut Pruner| -> Result<(), RunError> {
+        p.curves = study
+            .rows()?
+            .iter()
+            .filter(|other| other.id != row.id)
+            .map(|other| {
+                let epochs = other.result.as_ref().map_or(&other.progress, |r| &r.epochs);
+                epochs.iter().map(|e| sign * e.metric).collect()
+            })
+            .collect();
+        Ok(())
+    };
+    let mut curve: Vec<f64> = Vec::new();
 
     cancel.store(false, Ordering::Relaxed);
     let progress: std::sync::Mutex<Vec<EpochRecord>> = std::sync::Mutex::new(Vec::new());
@@ -245,20 +250,30 @@ fn run_claim(
             }
         });
         let mut watch = |s: &TrialSpec, ev: &Event| {
-            if let Event::Epoch(e) = ev
-                && let Ok(mut p) = progress.lock()
-            {
-                p.push(e.clone());
+            if let Event::Epoch(e) = ev {
+                if let Ok(mut p) = progress.lock() {
+                    p.push(e.clone());
+                }
+                curve.push(sign * e.metric);
+                if let Some(p) = &mut pruner
+                    && peers(p).is_ok()
+                    && p.should_prune(&curve)
+                {
+                    let _ = std::fs::write(s.out_dir.join(autodl_api::STOP_FILE), b"pruned");
+                    on_event(
+                        s,
+                        &Event::Message {
+                            text: format!(
+                                "pruned at epoch {}: below the top 1/{} of the study's trials at this rung",
+                                e.epoch, p.eta
+                            ),
+                        },
+                    );
+                }
             }
             on_event(s, ev);
         };
-        let r = run_trial(
-            &spec,
-            share,
-            runner,
-            &mut watch,
-            pruner.as_ref().map(|p| (p, sign)),
-        );
+        let r = run_trial(&spec, share, runner, &mut watch, None);
         done.store(true, Ordering::Relaxed);
         r
     });

@@ -252,6 +252,7 @@ const MIGRATIONS: &[&[&str]] = &[
              state TEXT NOT NULL
          )",
         "CREATE TABLE trial_events (
+             n BIGINT NOT NULL,
              trial TEXT NOT NULL,
              worker TEXT NOT NULL,
              event TEXT NOT NULL,
@@ -789,7 +790,7 @@ impl Study {
     pub fn events(&self) -> Result<Vec<TrialEvent>, StudyError> {
         let rows = self.with(|db| {
             db.sql().query(
-                "SELECT trial, worker, event, attempt, at, detail FROM trial_events ORDER BY at, trial, event",
+                "SELECT trial, worker, event, attempt, at, detail FROM trial_events ORDER BY n, at",
                 &[],
             )
         })?;
@@ -885,7 +886,8 @@ fn event(
     detail: &str,
 ) -> Result<(), db::DbError> {
     sql.execute(
-        "INSERT INTO trial_events (trial, worker, event, attempt, at, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO trial_events (n, trial, worker, event, attempt, at, detail)
+         VALUES ((SELECT COALESCE(MAX(n), 0) + 1 FROM trial_events), $1, $2, $3, $4, $5, $6)",
         &[
             Value::text(trial),
             Value::text(worker),
