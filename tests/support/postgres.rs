@@ -175,6 +175,26 @@ impl Postgres {
         }
     }
 
+    /// Restarts the server (dropping every connection), as an operator or a crash would.
+    pub fn restart(&self) {
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            // Its log to the file, not to pg_ctl's output, which the server would hold open.
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_ctl restart");
+        assert!(
+            out.status.success(),
+            "the PostgreSQL server did not restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Creates an empty database and gives its address.
     pub fn database(&self, name: &str) -> String {
         self.psql("postgres", &format!("CREATE DATABASE {name}"));

@@ -271,6 +271,12 @@ fn postgres_studies_arbitrate_workers() {
     a_lost_lease_is_reclaimed_once_and_the_late_result_discarded(&url("lease"));
     a_released_trial_is_pending_again_at_once(&url("release"));
     a_second_study_in_one_store_is_refused(&url("other"));
+    // A restarted server: the study connects again and goes on.
+    let study = Study::connect(&race).unwrap();
+    let before = study.rows().unwrap().len();
+    pg.restart();
+    assert_eq!(study.rows().unwrap().len(), before);
+    study.worker_beat("after-restart", "idle").unwrap();
     // A server that does not answer is an error naming the study, not a hang.
     let err = Study::connect(&StudyUrl::parse("postgres://postgres@127.0.0.1:9/none").unwrap())
         .err()

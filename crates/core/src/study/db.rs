@@ -73,6 +73,15 @@ pub(crate) trait Db: Send {
     /// A statement that serialises schema migrations between processes, run first in the
     /// migration transaction (SQLite's write lock already does).
     fn migration_lock(&self) -> Option<&'static str>;
+    /// Whether the connection to the server is gone (the server restarted, the network
+    /// dropped it), so that [`Db::reconnect`] is worth trying.
+    fn is_closed(&self) -> bool {
+        false
+    }
+    /// Connects again.
+    fn reconnect(&mut self) -> Result<(), DbError> {
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------- SQLite
@@ -206,6 +215,7 @@ impl Sql for Sqlite {
 /// A PostgreSQL database shared by workers on many machines.
 pub(crate) struct Postgres {
     client: postgres::Client,
+    url: String,
 }
 
 fn pg_params(params: &[Value]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
@@ -287,7 +297,10 @@ impl Postgres {
         }
         config.application_name("autodl");
         let client = config.connect(postgres::NoTls).map_err(|e| pg_error(&e))?;
-        Ok(Postgres { client })
+        Ok(Postgres {
+            client,
+            url: url.to_owned(),
+        })
     }
 }
 
@@ -312,5 +325,14 @@ impl Db for Postgres {
     fn migration_lock(&self) -> Option<&'static str> {
         // Any fixed key: every autodl process migrating this database takes the same one.
         Some("SELECT pg_advisory_xact_lock(2026120620)")
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn reconnect(&mut self) -> Result<(), DbError> {
+        *self = Postgres::connect(&self.url)?;
+        Ok(())
     }
 }

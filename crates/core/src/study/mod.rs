@@ -318,12 +318,19 @@ impl Study {
         &self.url
     }
 
+    /// Runs `f` on the database. When the server dropped the connection (it restarted, the
+    /// network failed), connects again and runs `f` once more: every operation of the study
+    /// is one statement or one transaction, so running it again after a failure is safe.
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut dyn Db) -> Result<T, db::DbError>,
+        mut f: impl FnMut(&mut dyn Db) -> Result<T, db::DbError>,
     ) -> Result<T, StudyError> {
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        f(db.as_mut()).map_err(|reason| StudyError::Db {
+        let mut outcome = f(db.as_mut());
+        if outcome.is_err() && db.is_closed() {
+            outcome = db.reconnect().and_then(|()| f(db.as_mut()));
+        }
+        outcome.map_err(|reason| StudyError::Db {
             url: self.url.to_string(),
             reason,
         })
@@ -573,6 +580,8 @@ impl Study {
                  ORDER BY seq, id LIMIT 1 {lock}"
             );
             db.transaction(&mut |sql| {
+                // Run afresh if the connection is lost and the transaction runs again.
+                (claimed, rows_err) = (None, None);
                 loop {
                     let rows = sql.query(&select, &[Value::Int(stale)])?;
                     let Some(raw) = rows.into_iter().next() else {
@@ -709,6 +718,7 @@ impl Study {
         let mut done = false;
         self.with(|db| {
             db.transaction(&mut |sql| {
+                done = false;
                 let rows = sql.query(
                     "SELECT attempts FROM trials WHERE id = $1 AND worker = $2 AND status = 'running'",
                     &[Value::text(id), Value::text(worker)],
@@ -750,7 +760,7 @@ impl Study {
                  ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, heartbeat = $4, state = $5",
                 &[
                     Value::text(worker),
-                    Value::text(host),
+                    Value::text(&host),
                     Value::Int(i64::from(std::process::id())),
                     Value::Int(now_ms()),
                     Value::text(state),
