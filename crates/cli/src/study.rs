@@ -59,18 +59,6 @@ pub fn url_of(pipeline: &Pipeline) -> Result<Option<StudyUrl>, Failure> {
         .transpose()
 }
 
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .unwrap_or_else(|| "host".to_owned())
-}
-
 pub fn worker(args: &WorkerArgs, quiet: bool) -> Outcome {
     if args.exit_with_parent {
         crate::commands::exit_with_parent();
@@ -86,7 +74,7 @@ pub fn worker(args: &WorkerArgs, quiet: bool) -> Outcome {
     let id = args
         .id
         .clone()
-        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+        .unwrap_or_else(|| format!("{}-{}", autodl_core::hostname(), std::process::id()));
     let cancel = Arc::new(AtomicBool::new(false));
     let runner = ChildRunner {
         exe: std::env::current_exe().context("cannot find the autodl binary to start trials")?,
@@ -165,7 +153,7 @@ impl LocalWorkers {
         let logs = out.join("workers");
         std::fs::create_dir_all(&logs)
             .with_context(|| format!("cannot create {}", logs.display()))?;
-        let host = hostname();
+        let host = autodl_core::hostname();
         let mut children = Vec::new();
         for i in 1..=n {
             let path = logs.join(format!("worker-{i}.log"));

@@ -75,6 +75,46 @@ fn wait(child: &mut Child, what: &str, log: &Path, limit: Duration) -> std::proc
     }
 }
 
+/// [`wait`], asserting that the process succeeded (its log when not).
+fn wait_ok(child: &mut Child, what: &str, log: &Path, limit: Duration) {
+    let status = wait(child, what, log, limit);
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(log).unwrap()
+    );
+}
+
+/// Starts a coordinator that plans the study at `url` and waits for workers started apart
+/// from it (`train FILE --out OUT --study URL --workers 0 EXTRA...`), logging to
+/// `dir/coordinator.log`.
+fn coordinator(dir: &Path, file: &Path, out: &Path, url: &str, extra: &[&str]) -> (Child, PathBuf) {
+    let log = dir.join("coordinator.log");
+    let mut args = vec![
+        "train",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--study",
+        url,
+        "--workers",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    (spawn(&args, &log), log)
+}
+
+/// Starts worker `id` on the study at `url`, polling the store five times a second, logging
+/// to `dir/<id>.log`.
+fn worker(dir: &Path, url: &str, id: &str) -> (Child, PathBuf) {
+    let log = dir.join(format!("{id}.log"));
+    let child = spawn(
+        &["worker", "--study", url, "--id", id, "--poll", "0.2"],
+        &log,
+    );
+    (child, log)
+}
+
 /// The leaderboard's rows without their timings: what must not depend on who trained them.
 fn board(out: &Path) -> Vec<BTreeMap<String, serde_json::Value>> {
     let text = std::fs::read_to_string(out.join("leaderboard.json")).unwrap();
@@ -106,51 +146,35 @@ fn three_workers_one_killed_mid_trial_give_the_single_process_leaderboard() {
     let url = pg.database("three");
     let dir = tempfile::tempdir().unwrap();
     let file = pipeline(dir.path(), &["unet", "pspnet", "deeplab"], 3);
-    let file = file.to_str().unwrap();
 
     // The single-process run, with its own SQLite study.
     let base = dir.path().join("single");
     let log = dir.path().join("single.log");
-    let mut single = spawn(&["train", file, "--out", base.to_str().unwrap()], &log);
-    let status = wait(
+    let mut single = spawn(
+        &[
+            "train",
+            file.to_str().unwrap(),
+            "--out",
+            base.to_str().unwrap(),
+        ],
+        &log,
+    );
+    wait_ok(
         &mut single,
         "the single-process run",
         &log,
         Duration::from_secs(1800),
     );
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap()
-    );
 
     // The same study through PostgreSQL: a coordinator that only plans and waits, and three
     // workers started apart from it, as on three machines.
     let dist = dir.path().join("shared");
-    let coord_log = dir.path().join("coordinator.log");
-    let mut coordinator = spawn(
-        &[
-            "train",
-            file,
-            "--out",
-            dist.to_str().unwrap(),
-            "--study",
-            &url,
-            "--workers",
-            "0",
-            "--lease",
-            "3",
-        ],
-        &coord_log,
-    );
+    let (mut coordinator, coord_log) =
+        coordinator(dir.path(), &file, &dist, &url, &["--lease", "3"]);
     let mut workers: Vec<(String, Child, PathBuf)> = ["w1", "w2", "w3"]
         .iter()
         .map(|id| {
-            let log = dir.path().join(format!("{id}.log"));
-            let child = spawn(
-                &["worker", "--study", &url, "--id", id, "--poll", "0.2"],
-                &log,
-            );
+            let (child, log) = worker(dir.path(), &url, id);
             (id.to_string(), child, log)
         })
         .collect();
@@ -184,21 +208,14 @@ fn three_workers_one_killed_mid_trial_give_the_single_process_leaderboard() {
         std::thread::sleep(Duration::from_millis(100));
     };
 
-    let status = wait(
+    wait_ok(
         &mut coordinator,
         "the coordinator",
         &coord_log,
         Duration::from_secs(1800),
     );
-    let coord_text = std::fs::read_to_string(&coord_log).unwrap();
-    assert!(status.success(), "{coord_text}");
     for (id, child, log) in workers.iter_mut().skip(1) {
-        let status = wait(child, id, log, Duration::from_secs(120));
-        assert!(
-            status.success(),
-            "{}",
-            std::fs::read_to_string(&*log).unwrap()
-        );
+        wait_ok(child, id, log, Duration::from_secs(120));
     }
 
     // Every trial finished exactly once; the killed one was claimed again by another worker,
@@ -253,48 +270,21 @@ fn two_workers_racing_for_one_trial_never_both_train_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = pipeline(dir.path(), &["unet"], 1);
     let out = dir.path().join("out");
-    let coord_log = dir.path().join("coordinator.log");
-    let mut coordinator = spawn(
-        &[
-            "train",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--study",
-            &url,
-            "--workers",
-            "0",
-        ],
-        &coord_log,
-    );
+    let (mut coordinator, coord_log) = coordinator(dir.path(), &file, &out, &url, &[]);
     // Both start together and poll the store five times a second.
     let mut racers: Vec<(Child, PathBuf)> = ["r1", "r2"]
         .iter()
-        .map(|id| {
-            let log = dir.path().join(format!("{id}.log"));
-            (
-                spawn(
-                    &["worker", "--study", &url, "--id", id, "--poll", "0.2"],
-                    &log,
-                ),
-                log,
-            )
-        })
+        .map(|id| worker(dir.path(), &url, id))
         .collect();
-    let status = wait(
+    wait_ok(
         &mut coordinator,
         "the coordinator",
         &coord_log,
         Duration::from_secs(900),
     );
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&coord_log).unwrap()
-    );
     let mut trained = 0;
     for (child, log) in &mut racers {
-        assert!(wait(child, "a worker", log, Duration::from_secs(120)).success());
+        wait_ok(child, "a worker", log, Duration::from_secs(120));
         let text = std::fs::read_to_string(&*log).unwrap();
         if text.contains("epoch 1 train loss") {
             trained += 1;
@@ -314,25 +304,8 @@ fn a_worker_stopped_by_sigterm_gives_its_trial_back_and_another_resumes_it() {
     let url = format!("sqlite://{}", dir.path().join("study.sqlite").display());
     let file = pipeline(dir.path(), &["unet"], 3);
     let out = dir.path().join("out");
-    let coord_log = dir.path().join("coordinator.log");
-    let mut coordinator = spawn(
-        &[
-            "train",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--study",
-            &url,
-            "--workers",
-            "0",
-        ],
-        &coord_log,
-    );
-    let first_log = dir.path().join("s1.log");
-    let mut first = spawn(
-        &["worker", "--study", &url, "--id", "s1", "--poll", "0.2"],
-        &first_log,
-    );
+    let (mut coordinator, coord_log) = coordinator(dir.path(), &file, &out, &url, &[]);
+    let (mut first, first_log) = worker(dir.path(), &url, "s1");
     let checkpoint = out.join("trials/unet-efficientnet-lite0/checkpoint.json");
     let start = Instant::now();
     while !checkpoint.is_file() {
@@ -363,23 +336,14 @@ fn a_worker_stopped_by_sigterm_gives_its_trial_back_and_another_resumes_it() {
         "{first_text}"
     );
     // No lease to wait for: the next worker takes it at once, from its checkpoint.
-    let second_log = dir.path().join("s2.log");
-    let mut second = spawn(
-        &["worker", "--study", &url, "--id", "s2", "--poll", "0.2"],
-        &second_log,
-    );
-    let status = wait(
+    let (mut second, second_log) = worker(dir.path(), &url, "s2");
+    wait_ok(
         &mut coordinator,
         "the coordinator",
         &coord_log,
         Duration::from_secs(900),
     );
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&coord_log).unwrap()
-    );
-    assert!(wait(&mut second, "s2", &second_log, Duration::from_secs(120)).success());
+    wait_ok(&mut second, "s2", &second_log, Duration::from_secs(120));
     let second_text = std::fs::read_to_string(&second_log).unwrap();
     assert!(
         second_text.contains(

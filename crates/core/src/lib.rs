@@ -19,7 +19,7 @@ pub use runner::{
 };
 pub use study::{
     Claim, PrunerSettings, SCHEMA_VERSION, Study, StudyError, StudyInfo, StudyUrl, TrialEvent,
-    TrialRow, now_ms,
+    TrialRow, hostname, now_ms,
 };
 
 /// Writes `value` as pretty JSON to `path`, whole or not at all.

@@ -266,6 +266,24 @@ const MIGRATIONS: &[&[&str]] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
+/// This machine's name (`HOSTNAME`, else `/etc/hostname`, else `host`), read once: workers
+/// are named after it and record it with every heartbeat.
+pub fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "host".to_owned())
+    })
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -746,21 +764,14 @@ impl Study {
 
     /// Records that `worker` is alive (`state`: `idle`, `training`, `exited`).
     pub fn worker_beat(&self, worker: &str, state: &str) -> Result<(), StudyError> {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_owned())
-            })
-            .unwrap_or_default();
+        let host = hostname();
         self.with(|db| {
             db.sql().execute(
                 "INSERT INTO workers (id, host, pid, heartbeat, state) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, heartbeat = $4, state = $5",
                 &[
                     Value::text(worker),
-                    Value::text(&host),
+                    Value::text(host),
                     Value::Int(i64::from(std::process::id())),
                     Value::Int(now_ms()),
                     Value::text(state),
